@@ -1,0 +1,3 @@
+"""selfvae: self-supervised variational auto-encoders in PyTorch."""
+
+__version__ = "0.1.0"

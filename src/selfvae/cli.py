@@ -1,0 +1,358 @@
+"""The ``selfvae`` command line: one sub-command per use, each a thin layer over the library.
+
+User mistakes end with one line ``selfvae: error: ...`` and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from selfvae.errors import SelfVAEError
+
+MODES_HELP = (
+    "rs1..rs{K+1}: infer the first j latents (u, z_1, ...) and sample the rest, all y generated "
+    "(rs1 = keep u, resample the z's); superres: only y_K = d(x) given (paper: conditional reconstruction); "
+    "cond: y_K and z_K given (paper: conditional generation); all: every mode side by side"
+)
+
+
+# ----- helpers ------------------------------------------------------------------------------------
+def _device(name: str) -> str:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise SelfVAEError("--device cuda: no CUDA device is available here")
+    return name
+
+
+def _coerce(value: str, current: Any) -> Any:
+    if isinstance(current, bool) or current is None and value.lower() in ("true", "false"):
+        return value.lower() in ("1", "true", "yes")
+    if current is None and value.lower() in ("none", "null"):
+        return None
+    for typ in (int, float):
+        if isinstance(current, typ) or current is None:
+            try:
+                return typ(value)
+            except ValueError:
+                continue
+    if isinstance(current, tuple):
+        return tuple(int(v) for v in value.split(","))
+    return value
+
+
+def apply_overrides(cfg, items: list[str]) -> None:
+    """Apply ``section.field=value`` overrides (e.g. ``train.lr=1e-3``) to a config in place."""
+    for item in items:
+        if "=" not in item:
+            raise SelfVAEError(f"--set {item!r}: expected section.field=value")
+        key, value = item.split("=", 1)
+        obj = cfg
+        parts = key.split(".")
+        for p in parts[:-1]:
+            if not hasattr(obj, p):
+                raise SelfVAEError(f"--set {key}: no config section {p!r}")
+            obj = getattr(obj, p)
+        field = parts[-1]
+        if not dataclasses.is_dataclass(obj) or field not in {f.name for f in dataclasses.fields(obj)}:
+            raise SelfVAEError(f"--set {key}: no such config field")
+        cur = getattr(obj, field)
+        if dataclasses.is_dataclass(cur):
+            raise SelfVAEError(f"--set {key}: set its fields, e.g. {key}.width=64")
+        try:
+            new = _coerce(value, cur)
+        except ValueError as e:
+            raise SelfVAEError(f"--set {key}={value}: {e}") from e
+        if dataclasses.is_dataclass(obj) and getattr(type(obj), "__dataclass_params__").frozen:
+            raise SelfVAEError(f"--set {key}: cannot change a frozen field")
+        setattr(obj, field, new)
+
+
+def _split_batches(cfg, split: str, limit: int | None, batch_size: int):
+    from selfvae.data import load_dataset
+    from selfvae.training.loop import batches_of
+
+    d = cfg.data
+    ds = load_dataset(d.name, d.root, split, augment=False, val_fraction=d.val_fraction, seed=d.split_seed)
+    n = len(ds) if limit is None else min(limit, len(ds))
+    return batches_of(ds, batch_size, limit), n, ds
+
+
+def _print_table(metrics: dict[str, Any]) -> None:
+    width = max(len(k) for k in metrics)
+    for k, v in metrics.items():
+        print(f"{k:<{width}}  {v:.4f}" if isinstance(v, float) else f"{k:<{width}}  {v}")
+
+
+# ----- commands -----------------------------------------------------------------------------------
+def cmd_presets(args: argparse.Namespace) -> None:
+    from selfvae.presets import PRESETS
+
+    width = max(map(len, PRESETS))
+    for name, cfg in PRESETS.items():
+        extra = ""
+        if args.params:
+            from selfvae.models.selfvae import SelfVAE
+
+            n = sum(p.numel() for p in SelfVAE(cfg.model).parameters())
+            extra = f"  [{n / 1e6:.1f}M parameters]"
+        print(f"{name:<{width}}  {cfg.description}{extra}")
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from selfvae.config import Config
+    from selfvae.presets import get_preset
+    from selfvae.training.loop import train
+
+    out = Path(args.out or f"runs/{args.preset}")
+    if args.resume:
+        cfg = Config.load(out / "config.json")
+    else:
+        cfg = get_preset(args.preset)
+    if args.data_dir:
+        cfg.data.root = args.data_dir
+    if args.batch_size:
+        cfg.train.batch_size = args.batch_size
+    apply_overrides(cfg, args.set or [])
+    if args.steps is not None and args.epochs is not None:
+        raise SelfVAEError("give --steps or --epochs, not both")
+    if args.epochs is not None:
+        from selfvae.data import load_dataset
+
+        n = len(load_dataset(cfg.data.name, cfg.data.root, "train", augment=False,
+                             val_fraction=cfg.data.val_fraction, seed=cfg.data.split_seed))
+        cfg.train.steps = args.epochs * max(1, n // cfg.train.batch_size)
+    elif args.steps is not None:
+        cfg.train.steps = args.steps
+    if args.resume:  # step-count changes must outlive this call
+        cfg.save(out / "config.json")
+    result = train(cfg, out, device=_device(args.device), resume=args.resume, progress=not args.no_progress)
+    if "stopped" in result:
+        print(result["stopped"], file=sys.stderr)
+        sys.exit(130)
+    print(f"run directory: {out}")
+    print(f"test bits/dim: {result['bpd_elbo']:.4f} (ELBO), {result['bpd_iw']:.4f} "
+          f"(IW bound, S={result['iw_samples']}) over {result['n_images']} images")
+    print(f"samples: {out / 'final' / 'samples.png'}; metrics: {out / 'final' / 'metrics.json'}")
+
+
+def cmd_eval(args: argparse.Namespace) -> None:
+    from selfvae.evaluation.bounds import evaluate
+    from selfvae.training.loop import load_run
+
+    device = _device(args.device)
+    cfg, model = load_run(args.run_dir, device)
+    batches, n, _ = _split_batches(cfg, args.split, args.limit, args.batch_size)
+    torch.manual_seed(args.seed)
+    m = evaluate(model, batches, args.iw_samples, device, total=n, progress=not args.json)
+    m = {"split": args.split, **m}
+    if args.table:
+        from selfvae.evaluation.table import paper_row
+
+        m.update(paper_row(model, args.run_dir, device))
+    if args.json:
+        print(json.dumps(m))
+    else:
+        _print_table(m)
+
+
+def cmd_sample(args: argparse.Namespace) -> None:
+    from selfvae.models.ops import generate
+    from selfvae.training.loop import load_run
+    from selfvae.viz import save_grid, save_rows
+
+    device = _device(args.device)
+    _, model = load_run(args.run_dir, device)
+    torch.manual_seed(args.seed)
+    levels = generate(model, args.n, args.temperature, decode=args.decode)
+    out = Path(args.output)
+    save_grid(levels[-1], out, scale=args.scale)
+    print(f"wrote {out}")
+    if model.K and args.levels:
+        chain = out.with_name(out.stem + "_levels" + out.suffix)
+        save_rows([lv[: min(args.n, 10)] for lv in levels], chain, scale=args.scale)
+        print(f"wrote {chain} (rows: y_1 ... y_K, x)")
+
+
+def cmd_superres(args: argparse.Namespace) -> None:
+    from selfvae.data.files import read_image_files
+    from selfvae.models.ops import super_resolve
+    from selfvae.training.loop import load_run
+    from selfvae.viz import save_rows
+
+    device = _device(args.device)
+    _, model = load_run(args.run_dir, device)
+    if model.K == 0:
+        raise SelfVAEError(f"{args.run_dir}: a plain VAE run cannot super-resolve (it has no y)")
+    y = read_image_files(args.images, model.shapes[-2], resize=args.resize).to(device)
+    torch.manual_seed(args.seed)
+    rows = [y]
+    for _ in range(args.samples):
+        rows.append(super_resolve(model, y, args.temperature, decode=args.decode)[-1])
+    out = Path(args.output)
+    save_rows(rows, out, scale=args.scale)
+    print(f"wrote {out} (first row: inputs; then {args.samples} sample(s) per input)")
+
+
+def _pick_images(cfg, args, n: int) -> torch.Tensor:
+    from selfvae.data.files import read_image_files
+
+    if getattr(args, "images", None):
+        return read_image_files(args.images, tuple(cfg.model.image_shape), resize=args.resize)
+    _, _, ds = _split_batches(cfg, args.split, None, 1)
+    g = torch.Generator().manual_seed(args.seed)
+    idx = torch.randperm(len(ds), generator=g)[:n]
+    return ds.images[idx]
+
+
+def cmd_reconstruct(args: argparse.Namespace) -> None:
+    from selfvae.models.ops import modes, reconstruct
+    from selfvae.training.loop import load_run
+    from selfvae.viz import save_rows
+
+    device = _device(args.device)
+    cfg, model = load_run(args.run_dir, device)
+    x = _pick_images(cfg, args, args.n).to(device)
+    torch.manual_seed(args.seed)
+    chosen = modes(model) if args.mode == "all" else [args.mode]
+    rows = [x]
+    for m in chosen:
+        rows.append(reconstruct(model, x, m, args.temperature, decode=args.decode)[-1])
+    out = Path(args.output)
+    save_rows(rows, out, scale=args.scale)
+    print(f"wrote {out} (rows: originals, {', '.join(chosen)})")
+
+
+def cmd_interpolate(args: argparse.Namespace) -> None:
+    from selfvae.data.files import read_image_files
+    from selfvae.models.ops import interpolate
+    from selfvae.training.loop import load_run
+    from selfvae.viz import save_grid
+
+    device = _device(args.device)
+    cfg, model = load_run(args.run_dir, device)
+    shape = tuple(cfg.model.image_shape)
+    a = read_image_files([args.a], shape, resize=args.resize).to(device)
+    b = read_image_files([args.b], shape, resize=args.resize).to(device)
+    torch.manual_seed(args.seed)
+    path = interpolate(model, a, b, args.steps, decode=args.decode, spherical=args.slerp)[0]
+    out = Path(args.output)
+    save_grid(torch.cat([a.cpu(), path.cpu(), b.cpu()]), out, nrow=args.steps + 2, scale=args.scale)
+    print(f"wrote {out} (A, {args.steps} steps in u, B)")
+
+
+def cmd_tradeoff(args: argparse.Namespace) -> None:
+    from selfvae.evaluation.tradeoff import plot_tradeoff, tradeoff, write_csv
+    from selfvae.training.loop import load_run
+
+    device = _device(args.device)
+    cfg, model = load_run(args.run_dir, device)
+    batches, _, _ = _split_batches(cfg, args.split, args.limit, args.batch_size)
+    torch.manual_seed(args.seed)
+    rows = tradeoff(model, batches, device)
+    out = Path(args.out or Path(args.run_dir) / "tradeoff")
+    csv_path = write_csv(rows, out / "tradeoff.csv")
+    png = plot_tradeoff(rows, out / "tradeoff.png", title=cfg.name)
+    for r in rows:
+        print(f"{r['mode']:<9} values {int(r['values']):>6} ({100 * r['fraction']:6.2f}% of x)  "
+              f"MSE {r['mse']:8.2f}  PSNR {r['psnr']:6.2f} dB")
+    print(f"wrote {csv_path} and {png}")
+
+
+# ----- parser -------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="selfvae", description="Self-supervised variational auto-encoders.")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def run_cmd(name: str, help: str, fn) -> argparse.ArgumentParser:
+        s = sub.add_parser(name, help=help, description=help)
+        s.set_defaults(fn=fn)
+        if name not in ("presets", "train"):
+            s.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by `selfvae train`")
+        s.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+        s.add_argument("--seed", type=int, default=0, help="random seed for sampling")
+        return s
+
+    def picture(s: argparse.ArgumentParser, default: str) -> None:
+        s.add_argument("-o", "--output", default=default, help="PNG file to write")
+        s.add_argument("--scale", type=int, default=2, help="integer zoom of the written grid")
+        s.add_argument("--temperature", type=float, default=1.0)
+        s.add_argument("--decode", default="sample", choices=["sample", "mean", "mode"],
+                       help="draw pixels from p(x|...) or take its mean/mode")
+
+    s = run_cmd("presets", "list the named presets", cmd_presets)
+    s.add_argument("--params", action="store_true", help="also count each preset's parameters")
+
+    s = run_cmd("train", "train a preset (or resume a run)", cmd_train)
+    s.add_argument("--preset", default="fashion-mnist-vae", help="see `selfvae presets`")
+    s.add_argument("--data-dir", help="where the data set lives (default: the data set's standard place)")
+    s.add_argument("--out", help="run directory (default: runs/PRESET)")
+    s.add_argument("--steps", type=int)
+    s.add_argument("--epochs", type=int)
+    s.add_argument("--batch-size", type=int)
+    s.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    s.add_argument("--set", action="append", metavar="SECTION.FIELD=VALUE",
+                   help="override a config field, e.g. train.lr=1e-3 (repeatable)")
+    s.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    s = run_cmd("eval", "bits/dim of a run by ELBO and the importance-weighted bound", cmd_eval)
+    s.add_argument("--split", default="test", choices=["test", "val"])
+    s.add_argument("--iw-samples", type=int, default=512, help="importance samples S (512 for final numbers)")
+    s.add_argument("--limit", type=int, help="only the first N images of the split")
+    s.add_argument("--batch-size", type=int, default=32)
+    s.add_argument("--json", action="store_true", help="print one JSON object")
+    s.add_argument("--table", action="store_true",
+                   help="add the paper-table columns (FID, parameters, generation time)")
+
+    s = run_cmd("sample", "unconditional samples as a PNG grid", cmd_sample)
+    s.add_argument("-n", type=int, default=64)
+    s.add_argument("--levels", action="store_true", help="also write the generation chain y_1 ... x")
+    picture(s, "samples.png")
+
+    s = run_cmd("superres", "super-resolve (conditionally generate from) real low-resolution images",
+                cmd_superres)
+    s.add_argument("images", nargs="+", metavar="IMAGE", help="image files of the model's y_K size")
+    s.add_argument("--samples", type=int, default=3, help="samples per input")
+    s.add_argument("--resize", action="store_true", help="resize inputs to the model's y_K size")
+    picture(s, "superres.png")
+
+    s = run_cmd("reconstruct", "reconstruct images in one mode or all modes", cmd_reconstruct)
+    s.add_argument("--mode", default="all", help=MODES_HELP)
+    s.add_argument("-n", type=int, default=8, help="number of test images")
+    s.add_argument("--split", default="test", choices=["test", "val", "train"])
+    s.add_argument("--images", nargs="+", help="image files instead of test images")
+    s.add_argument("--resize", action="store_true")
+    picture(s, "reconstruct.png")
+
+    s = run_cmd("interpolate", "interpolate between two images in u", cmd_interpolate)
+    s.add_argument("a", metavar="A", help="image file")
+    s.add_argument("b", metavar="B", help="image file")
+    s.add_argument("--steps", type=int, default=8)
+    s.add_argument("--slerp", action="store_true", help="spherical instead of linear interpolation")
+    s.add_argument("--resize", action="store_true")
+    picture(s, "interpolation.png")
+    s.set_defaults(decode="mean")
+
+    s = run_cmd("tradeoff", "memory/quality trade-off of the reconstruction modes (CSV + plot)", cmd_tradeoff)
+    s.add_argument("--split", default="test", choices=["test", "val"])
+    s.add_argument("--limit", type=int, default=1000)
+    s.add_argument("--batch-size", type=int, default=100)
+    s.add_argument("--out", help="output folder (default RUN_DIR/tradeoff)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    try:
+        args.fn(args)
+    except SelfVAEError as e:
+        print(f"selfvae: error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("selfvae: interrupted", file=sys.stderr)
+        sys.exit(130)

@@ -1,0 +1,268 @@
+"""Data sets with the paper protocols: registry, train/val/test splits, augmentation.
+
+Split protocol (all data sets except ``celeba64``):
+
+* ``"test"``: the official test set (ImageNet32/64: the official validation set; imagenette: ``val/``;
+  generic ``folder``: its ``test/`` sub-folder; ``npz``: ``x_test``). Where none exists, asking for
+  ``"test"`` raises :class:`SelfVAEError` rather than silently using validation data.
+* ``"val"``: ``val_fraction`` (15%) of the official training set, chosen by
+  ``np.random.default_rng(seed).permutation``; ``"train"``: the remaining 85%. Both keep file order.
+* ``celeba64`` uses the official partition file instead (0 = train, 1 = val, 2 = test); ``val_fraction``
+  and ``seed`` are ignored for it.
+
+MNIST and Fashion-MNIST are zero-padded from 28x28 to 32x32 (2 px per side) so that the image side is a
+power of two (``image_size=28`` keeps the original size). Any other ``image_size`` resizes with
+:func:`selfvae.data.formats.resize_image` (shorter side, BICUBIC, centre crop).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Dataset
+
+from selfvae.data import formats
+from selfvae.data.formats import ReadOptions
+from selfvae.errors import SelfVAEError
+
+Reader = Callable[[Path, str, ReadOptions], "tuple[np.ndarray, np.ndarray | None]"]
+SPLITS = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """How to read one registered data set.
+
+    ``reader(root, part, opts)`` returns ``(images [N,H,W,C] uint8, labels [N] int64 | None)`` for
+    ``part`` "train" or "test" (and "val" when ``official_val``). ``shape`` is the default (C, H, W) it
+    yields, or None when it depends on the files (``folder``, ``npz``). ``pad`` is zero padding per side
+    applied after reading (MNIST 28 -> 32).
+    """
+
+    name: str
+    reader: Reader
+    shape: tuple[int, int, int] | None
+    default_root: str | None
+    augment: bool
+    description: str
+    official_val: bool = False
+    pad: int = 0
+
+
+def _spec(name: str, reader: Reader, shape, root, augment, description, **kw) -> tuple[str, DatasetSpec]:
+    return name, DatasetSpec(name, reader, shape, root, augment, description, **kw)
+
+
+DATASETS: dict[str, DatasetSpec] = dict(
+    [
+        _spec("mnist", partial(formats.read_mnist_like, npz_name="mnist.npz"), (1, 32, 32), None, False,
+              "MNIST digits, idx files or mnist.npz; padded 28->32", pad=2),
+        _spec("fashion-mnist", partial(formats.read_mnist_like, npz_name=None), (1, 32, 32),
+              "/usr/share/datasets/fashion-mnist", False,
+              "Fashion-MNIST idx files (Debian package dataset-fashion-mnist); padded 28->32", pad=2),
+        _spec("cifar10", formats.read_cifar10, (3, 32, 32), None, True,
+              "CIFAR-10 python version (cifar-10-batches-py/ or cifar-10-python.tar.gz)"),
+        _spec("imagenet32", partial(formats.read_imagenet_npz, size=32), (3, 32, 32), None, False,
+              "Downsampled ImageNet 32x32 npz batches; official val set = test split"),
+        _spec("imagenet64", partial(formats.read_imagenet_npz, size=64), (3, 64, 64), None, False,
+              "Downsampled ImageNet 64x64 npz batches; official val set = test split"),
+        _spec("imagenette64", formats.read_imagenette, (3, 64, 64), None, True,
+              "imagenette folders train/ and val/ (= test split), resized to 64x64"),
+        _spec("celeba64", formats.read_celeba, (3, 64, 64), None, False,
+              "CelebA aligned, 148x148 crop at (15,40) resized to 64x64; official partition",
+              official_val=True),
+        _spec("folder", formats.read_folder, None, None, False,
+              "any image folder; optional class sub-folders and train/ test/ split folders"),
+        _spec("npz", formats.read_npz, None, None, False,
+              "one .npz file (root = the file) with x/images or x_train/x_test uint8 arrays"),
+    ]
+)
+
+
+def get_spec(name: str) -> DatasetSpec:
+    """The registered spec for ``name`` or a SelfVAEError listing the known names."""
+    try:
+        return DATASETS[name]
+    except KeyError:
+        raise SelfVAEError(f"{name}: unknown dataset; known: {', '.join(sorted(DATASETS))}") from None
+
+
+def _check_image_size(image_size: int | None) -> None:
+    if image_size is not None and (not isinstance(image_size, int) or image_size < 1):
+        raise SelfVAEError(f"image_size={image_size!r}: expected a positive integer or None")
+
+
+def dataset_shape(
+    name: str, image_size: int | None = None, *, root: str | Path | None = None
+) -> tuple[int, int, int]:
+    """(C, H, W) of the images ``load_dataset(name, ..., image_size=image_size)`` yields, without loading.
+
+    For ``folder`` and ``npz`` the shape depends on the files, so ``root`` must be given; only file
+    headers are read.
+    """
+    spec = get_spec(name)
+    _check_image_size(image_size)
+    if spec.shape is not None:
+        c, h, w = spec.shape
+    elif root is None:
+        raise SelfVAEError(f"{name}: the image shape depends on the data; pass root (the data path)")
+    elif name == "npz":
+        c, h, w = formats.npz_image_shape(Path(root))
+    else:
+        folder, exclude = formats.folder_split_dir(Path(root), "train")
+        files, _ = formats.list_images(folder, exclude_top=exclude)
+        if not files:
+            raise SelfVAEError(f"{folder}: no image files found")
+        c, (h, w) = formats.image_folder_modes(files)
+    if image_size is None:
+        return c, h, w
+    return c, image_size, image_size
+
+
+def split_indices(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train, val) index arrays: ``round(val_fraction * n)`` indices held out by a seeded permutation.
+
+    Both are sorted, disjoint and cover ``range(n)``; the result depends only on (n, val_fraction, seed).
+    """
+    if not 0.0 <= val_fraction < 1.0:
+        raise SelfVAEError(f"val_fraction={val_fraction}: expected a number in [0, 1)")
+    perm = np.random.default_rng(seed).permutation(n)
+    n_val = int(round(val_fraction * n))
+    return np.sort(perm[n_val:]), np.sort(perm[:n_val])
+
+
+# --------------------------------------------------------------------------------------------------
+# augmentation
+
+
+def augment_image(x: torch.Tensor, max_rotate: float = 10.0, max_translate: float | None = None,
+                  scale: tuple[float, float] = (0.9, 1.1)) -> torch.Tensor:
+    """Random horizontal flip (p=0.5) and small random affine of one uint8 image ``[C, H, W]``.
+
+    Rotation is uniform in +-``max_rotate`` degrees, translation uniform in +-``max_translate`` pixels
+    (default: side/16, i.e. 2 px at 32 and 4 px at 64), zoom uniform in ``scale``. Bilinear sampling
+    with border replication; the result is rounded back to uint8 ``[C, H, W]``. Uses torch's global RNG
+    so ``torch.manual_seed`` (and DataLoader worker seeding) make it reproducible.
+    """
+    c, h, w = x.shape
+    if max_translate is None:
+        max_translate = max(h, w) / 16
+    r = torch.rand(5)
+    if r[0] < 0.5:
+        x = x.flip(-1)
+    angle = math.radians((2 * r[1].item() - 1) * max_rotate)
+    tx, ty = ((2 * r[2:4] - 1) * max_translate).tolist()
+    s = scale[0] + (scale[1] - scale[0]) * r[4].item()
+    # theta maps output to input coordinates, in normalised [-1, 1] units; work in pixels (D) so the
+    # rotation stays a rotation on non-square images: theta = D^-1 (R/s) D, shift in pixels / (side/2).
+    cos, sin = math.cos(angle) / s, math.sin(angle) / s
+    theta = torch.tensor(
+        [[cos, -sin * h / w, -2 * tx / w], [sin * w / h, cos, -2 * ty / h]], dtype=torch.float32
+    )[None]
+    grid = F.affine_grid(theta, [1, c, h, w], align_corners=False)
+    out = F.grid_sample(x[None].float(), grid, mode="bilinear", padding_mode="border", align_corners=False)
+    return out[0].round_().clamp_(0, 255).to(torch.uint8)
+
+
+# --------------------------------------------------------------------------------------------------
+# dataset
+
+
+class ImageDataset(Dataset):
+    """Images held in memory as one uint8 tensor; ``ds[i]`` is a uint8 ``[C, H, W]`` tensor (no label).
+
+    Attributes: ``images`` (uint8 ``[N, C, H, W]``), ``labels`` (int64 ``[N]`` or None), ``shape``
+    (C, H, W), ``name``, ``augment`` (random flip + affine on every access when True).
+    """
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor | None = None, *, name: str = "",
+                 augment: bool = False) -> None:
+        if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] not in (1, 3):
+            raise SelfVAEError(
+                f"{name or 'images'}: tensor has dtype {images.dtype} shape {tuple(images.shape)}, "
+                "expected uint8 [N, C, H, W] with C in 1 or 3"
+            )
+        if images.shape[0] == 0:
+            raise SelfVAEError(f"{name or 'images'}: empty dataset (0 images)")
+        if labels is not None and (labels.ndim != 1 or labels.shape[0] != images.shape[0]):
+            raise SelfVAEError(
+                f"{name}: labels have shape {tuple(labels.shape)}, expected [{images.shape[0]}]"
+            )
+        self.images = images
+        self.labels = None if labels is None else labels.to(torch.int64)
+        self.name = name
+        self.augment = augment
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        c, h, w = self.images.shape[1:]
+        return int(c), int(h), int(w)
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        x = self.images[index]
+        return augment_image(x) if self.augment else x
+
+    def __repr__(self) -> str:
+        return f"ImageDataset(name={self.name!r}, n={len(self)}, shape={self.shape}, augment={self.augment})"
+
+
+def load_dataset(
+    name: str,
+    root: str | Path | None,
+    split: str,
+    *,
+    augment: bool | None = None,
+    val_fraction: float = 0.15,
+    seed: int = 0,
+    image_size: int | None = None,
+    on_bad_file: str = "error",
+) -> ImageDataset:
+    """Load ``split`` ("train", "val" or "test") of the registered data set ``name`` from ``root``.
+
+    ``root`` None uses the spec's default location (an error if it has none). ``augment`` None uses the
+    data set's default; augmentation only ever applies to the "train" split. ``image_size`` resizes to a
+    square side (see the module docstring). ``on_bad_file`` is "error" or "skip" (warn and drop) for
+    unreadable image files.
+    """
+    spec = get_spec(name)
+    if split not in SPLITS:
+        raise SelfVAEError(f"split={split!r}: expected one of {', '.join(SPLITS)}")
+    if on_bad_file not in ("error", "skip"):
+        raise SelfVAEError(f"on_bad_file={on_bad_file!r}: expected 'error' or 'skip'")
+    _check_image_size(image_size)
+    if root is None:
+        root = spec.default_root
+    if root is None:
+        hint = (f", or fetch the official files with selfvae.data.download({name!r}, DIR)"
+                if name in ("mnist", "fashion-mnist", "cifar10") else "")
+        raise SelfVAEError(f"{name}: no data directory given; pass --data-dir DIR{hint}")
+    root = Path(root).expanduser()
+
+    opts = ReadOptions(image_size=image_size, on_bad_file=on_bad_file)
+    part = "test" if split == "test" else ("val" if split == "val" and spec.official_val else "train")
+    x, y = spec.reader(root, part, opts)
+    if spec.pad and image_size != x.shape[1]:
+        x = formats.pad_images(x, spec.pad)
+    if image_size is not None:
+        x = formats.resize_array(x, image_size)
+    if part == "train" and split in ("train", "val"):
+        train_idx, val_idx = split_indices(len(x), val_fraction, seed)
+        idx = train_idx if split == "train" else val_idx
+        x = x[idx]
+        y = None if y is None else y[idx]
+    if len(x) == 0:
+        raise SelfVAEError(f"{name} ({root}): split '{split}' is empty")
+    images = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
+    labels = None if y is None else torch.from_numpy(np.ascontiguousarray(y, dtype=np.int64))
+    do_augment = (spec.augment if augment is None else augment) and split == "train"
+    return ImageDataset(images, labels, name=f"{name}/{split}", augment=do_augment)

@@ -1,0 +1,619 @@
+"""Readers of on-disk data set formats into plain numpy arrays.
+
+Every reader returns ``(images, labels)`` where ``images`` is a uint8 array shaped ``[N, H, W, C]``
+(C in {1, 3}) and ``labels`` is an int64 array ``[N]`` or ``None``. Readers know nothing about the
+train/val split rule or augmentation (see :mod:`selfvae.data.datasets`); they only turn the official
+files into arrays and raise :class:`~selfvae.errors.SelfVAEError` naming the path when something is
+missing or malformed.
+
+Resizing (folders, CelebA, imagenette, and ``image_size`` for array data sets) uses PIL's BICUBIC filter
+after a crop: :func:`resize_image` resizes the shorter side to the target and centre-crops the longer one,
+so images are never squashed.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import pickle
+import re
+import shutil
+import tarfile
+import tempfile
+import warnings
+import zipfile
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from selfvae.errors import SelfVAEError
+
+Arrays = tuple[np.ndarray, "np.ndarray | None"]
+
+IMAGE_EXTENSIONS = frozenset(
+    {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff", ".ppm", ".pgm", ".pbm"}
+)
+# PIL modes that carry a single grey channel (alpha, if any, is dropped).
+GRAY_MODES = frozenset({"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F", "La"})
+RESAMPLE = Image.Resampling.BICUBIC
+
+
+@dataclass(frozen=True)
+class ReadOptions:
+    """Options every reader receives; readers of fixed-size arrays ignore ``image_size``.
+
+    ``image_size``: side of the square output for readers that decode image files (None = the reader's
+    default, e.g. 64 for CelebA, or the files' own size for generic folders).
+    ``on_bad_file``: ``"error"`` raises on an unreadable image, ``"skip"`` warns and drops it.
+    """
+
+    image_size: int | None = None
+    on_bad_file: str = "error"
+
+
+# --------------------------------------------------------------------------------------------------
+# small helpers
+
+
+def require_dir(root: Path, what: str) -> Path:
+    """Return ``root`` if it is an existing directory, else raise naming it and what was expected."""
+    if not root.exists():
+        raise SelfVAEError(f"{root}: does not exist; expected a directory with {what}")
+    if not root.is_dir():
+        raise SelfVAEError(f"{root}: is not a directory; expected a directory with {what}")
+    return root
+
+
+def find_first(dirs: Iterable[Path], names: Sequence[str]) -> Path | None:
+    """First existing file ``d / n`` over ``dirs`` (outer) and ``names`` (inner), or None."""
+    for d in dirs:
+        for n in names:
+            p = d / n
+            if p.is_file():
+                return p
+    return None
+
+
+_SHAPES_EXPECTED = "expected [N,H,W], [N,H,W,C] or [N,C,H,W] with C in 1 or 3"
+
+
+def nhwc_from_array(arr: np.ndarray, what: str) -> np.ndarray:
+    """Validate a uint8 image array and return it as ``[N, H, W, C]``.
+
+    Accepts ``[N, H, W]`` (grey), ``[N, H, W, C]`` and ``[N, C, H, W]`` with C in {1, 3}; the channel axis
+    is taken to be the last one when its size is 1 or 3, else axis 1.
+    """
+    if arr.dtype != np.uint8:
+        raise SelfVAEError(f"{what} has dtype {arr.dtype}, expected uint8 (pixel values 0..255)")
+    if arr.ndim == 3:
+        arr = arr[..., None]
+    elif arr.ndim == 4:
+        if arr.shape[-1] in (1, 3):
+            pass
+        elif arr.shape[1] in (1, 3):
+            arr = arr.transpose(0, 2, 3, 1)
+        else:
+            raise SelfVAEError(
+                f"{what} has shape {tuple(arr.shape)}, {_SHAPES_EXPECTED}"
+            )
+    else:
+        raise SelfVAEError(
+            f"{what} has shape {tuple(arr.shape)}, {_SHAPES_EXPECTED}"
+        )
+    if arr.shape[0] == 0 or arr.shape[1] == 0 or arr.shape[2] == 0:
+        raise SelfVAEError(f"{what} is empty (shape {tuple(arr.shape)})")
+    return np.ascontiguousarray(arr)
+
+
+def labels_from_array(arr: np.ndarray | None, n: int, what: str) -> np.ndarray | None:
+    """Validate labels (integers, shape [N]) and return them as int64, or None."""
+    if arr is None:
+        return None
+    arr = np.asarray(arr)
+    if arr.ndim != 1 or arr.shape[0] != n:
+        raise SelfVAEError(f"{what} has shape {tuple(arr.shape)}, expected [{n}] (one label per image)")
+    if not np.issubdtype(arr.dtype, np.integer):
+        raise SelfVAEError(f"{what} has dtype {arr.dtype}, expected an integer type")
+    return arr.astype(np.int64)
+
+
+def pad_images(x: np.ndarray, pad: int) -> np.ndarray:
+    """Zero-pad ``[N, H, W, C]`` images by ``pad`` pixels on each side of H and W."""
+    return np.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+
+
+def resize_image(im: Image.Image, size: int) -> Image.Image:
+    """Resize the shorter side to ``size`` (BICUBIC) then centre-crop to ``size x size``."""
+    w, h = im.size
+    if (w, h) == (size, size):
+        return im
+    scale = size / min(w, h)
+    nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
+    im = im.resize((nw, nh), RESAMPLE)
+    left, top = (nw - size) // 2, (nh - size) // 2
+    return im.crop((left, top, left + size, top + size))
+
+
+def resize_array(x: np.ndarray, size: int) -> np.ndarray:
+    """Apply :func:`resize_image` to every image of a uint8 ``[N, H, W, C]`` array."""
+    n, h, w, c = x.shape
+    if (h, w) == (size, size):
+        return x
+    out = np.empty((n, size, size, c), dtype=np.uint8)
+    for i in range(n):
+        im = Image.fromarray(x[i, :, :, 0] if c == 1 else x[i])
+        r = np.asarray(resize_image(im, size))
+        out[i] = r[..., None] if c == 1 else r
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# IDX (MNIST, Fashion-MNIST)
+
+_IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """Read an IDX file (gzipped or raw, detected from the content) into a numpy array."""
+    try:
+        raw = path.read_bytes()
+        if raw[:2] == b"\x1f\x8b":
+            raw = gzip.decompress(raw)
+    except (OSError, EOFError, gzip.BadGzipFile) as e:
+        raise SelfVAEError(f"{path}: cannot read IDX file ({e})") from e
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
+        raise SelfVAEError(f"{path}: not an IDX file (bad magic number {raw[:4].hex()})")
+    ndim = raw[3]
+    header = 4 + 4 * ndim
+    if ndim == 0 or len(raw) < header:
+        raise SelfVAEError(f"{path}: truncated IDX header")
+    dims = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    dtype = np.dtype(_IDX_DTYPES[raw[2]])
+    expected = int(np.prod(dims)) * dtype.itemsize
+    if len(raw) - header != expected:
+        raise SelfVAEError(
+            f"{path}: IDX header says shape {dims} ({expected} bytes of data) but the file holds "
+            f"{len(raw) - header} bytes"
+        )
+    return np.frombuffer(raw, dtype=dtype, offset=header).reshape(dims).astype(dtype.newbyteorder("="))
+
+
+_IDX_PREFIX = {"train": "train", "test": "t10k"}
+
+
+def read_mnist_like(root: Path, part: str, opts: ReadOptions, *, npz_name: str | None) -> Arrays:
+    """MNIST-format reader: official IDX files (gz or raw) in ``root``, or ``root/<npz_name>``.
+
+    ``root`` may also be the ``.npz`` file itself (keys x_train, y_train, x_test, y_test). Images come back
+    28x28 (no padding; :mod:`selfvae.data.datasets` pads to 32).
+    """
+    if npz_name is not None:
+        npz = root if root.suffix == ".npz" else root / npz_name
+        if npz.is_file():
+            return read_npz(npz, part, opts, keys=(f"x_{part}",), label_keys=(f"y_{part}",))
+    prefix = _IDX_PREFIX[part]
+    img_names = [f"{prefix}-images-idx3-ubyte", f"{prefix}-images.idx3-ubyte"]
+    lbl_names = [f"{prefix}-labels-idx1-ubyte", f"{prefix}-labels.idx1-ubyte"]
+    img_names += [n + ".gz" for n in img_names]
+    lbl_names += [n + ".gz" for n in lbl_names]
+    expected = f"{img_names[0]}[.gz] and {lbl_names[0]}[.gz]"
+    if npz_name is not None:
+        expected += f" (or {npz_name})"
+    require_dir(root, expected)
+    dirs = [root, root / "raw"]
+    img_path, lbl_path = find_first(dirs, img_names), find_first(dirs, lbl_names)
+    if img_path is None or lbl_path is None:
+        raise SelfVAEError(f"{root}: missing {expected}")
+    x, y = read_idx(img_path), read_idx(lbl_path)
+    if x.ndim != 3 or x.dtype != np.uint8:
+        raise SelfVAEError(f"{img_path}: holds {x.dtype} array of shape {x.shape}, expected uint8 [N,H,W]")
+    return nhwc_from_array(x, str(img_path)), labels_from_array(y, x.shape[0], str(lbl_path))
+
+
+# --------------------------------------------------------------------------------------------------
+# CIFAR-10 (python version)
+
+CIFAR_DIR = "cifar-10-batches-py"
+CIFAR_TAR = "cifar-10-python.tar.gz"
+CIFAR_BATCHES = {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]}
+
+
+def _parse_cifar_batch(data: bytes, what: str) -> Arrays:
+    try:
+        d = pickle.loads(data, encoding="bytes")  # the official format is a pickle
+        x, y = np.asarray(d[b"data"]), np.asarray(d[b"labels"])
+    except Exception as e:  # noqa: BLE001 - any unpickling failure is a bad file
+        raise SelfVAEError(f"{what}: not a CIFAR-10 python batch ({type(e).__name__}: {e})") from e
+    if x.dtype != np.uint8 or x.ndim != 2 or x.shape[1] != 3072:
+        raise SelfVAEError(
+            f"{what}: array b'data' has dtype {x.dtype} shape {x.shape}, expected uint8 [N, 3072]"
+        )
+    x = x.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+    return x, labels_from_array(y, x.shape[0], f"{what}: b'labels'")
+
+
+def _extract_tar_once(tar_path: Path, dest_root: Path, member_dir: str) -> Path | None:
+    """Extract ``tar_path`` into ``dest_root`` atomically (temp dir + rename); None if not writable."""
+    target = dest_root / member_dir
+    if target.is_dir():
+        return target
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=".extract-", dir=dest_root))
+    except OSError:
+        return None
+    try:
+        with tarfile.open(tar_path) as tf:
+            if hasattr(tarfile, "data_filter"):
+                tf.extractall(tmp, filter="data")
+            else:  # pragma: no cover - old Pythons without extraction filters
+                for m in tf.getmembers():
+                    if m.name.startswith(("/", "..")) or ".." in Path(m.name).parts:
+                        raise SelfVAEError(f"{tar_path}: unsafe member path {m.name!r}")
+                tf.extractall(tmp)
+        if not (tmp / member_dir).is_dir():
+            raise SelfVAEError(f"{tar_path}: archive has no folder {member_dir}/")
+        try:
+            os.replace(tmp / member_dir, target)
+        except OSError:
+            if not target.is_dir():  # lost a race with another process: fine if it won
+                raise
+    except (tarfile.TarError, OSError, EOFError) as e:
+        raise SelfVAEError(f"{tar_path}: cannot extract ({e})") from e
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def read_cifar10(root: Path, part: str, opts: ReadOptions) -> Arrays:
+    """CIFAR-10 python batches in ``root`` or ``root/cifar-10-batches-py``, or ``cifar-10-python.tar.gz``.
+
+    The tar.gz is extracted once next to itself; if that directory is read-only the batches are read
+    straight from the archive instead.
+    """
+    names = CIFAR_BATCHES[part]
+    expected = f"{CIFAR_DIR}/{{{','.join(names)}}} or {CIFAR_TAR}"
+    require_dir(root, expected)
+    batch_dir = next((d for d in (root, root / CIFAR_DIR) if all((d / n).is_file() for n in names)), None)
+    tar_path = root / CIFAR_TAR
+    if batch_dir is None and tar_path.is_file():
+        batch_dir = _extract_tar_once(tar_path, root, CIFAR_DIR)
+        if batch_dir is None:
+            parts = []
+            with tarfile.open(tar_path) as tf:
+                for n in names:
+                    f = tf.extractfile(f"{CIFAR_DIR}/{n}")
+                    if f is None:
+                        raise SelfVAEError(f"{tar_path}: missing member {CIFAR_DIR}/{n}")
+                    parts.append(_parse_cifar_batch(f.read(), f"{tar_path}:{n}"))
+            return _concat(parts)
+    if batch_dir is None:
+        missing = [n for n in names if not (root / CIFAR_DIR / n).is_file()]
+        raise SelfVAEError(f"{root}: missing CIFAR-10 files {missing}; expected {expected}")
+    return _concat([_parse_cifar_batch((batch_dir / n).read_bytes(), str(batch_dir / n)) for n in names])
+
+
+def _concat(parts: list[Arrays]) -> Arrays:
+    x = np.concatenate([p[0] for p in parts])
+    labels = [p[1] for p in parts]
+    y = None if any(lab is None for lab in labels) else np.concatenate(labels)  # type: ignore[arg-type]
+    return x, y
+
+
+# --------------------------------------------------------------------------------------------------
+# Downsampled ImageNet (Chrabaszcz et al. 2017) npz batches
+
+
+def read_imagenet_npz(root: Path, part: str, opts: ReadOptions, *, size: int) -> Arrays:
+    """Downsampled ImageNet: ``train_data_batch_1..10.npz`` and ``val_data.npz`` (the test split).
+
+    Files may sit in ``root`` or in the official sub-folders ``Imagenet{size}_train_npz`` /
+    ``Imagenet{size}_val_npz`` (also without ``_npz``). Labels are shifted from 1-based to 0-based.
+    """
+    sub = "train" if part == "train" else "val"
+    expected = "train_data_batch_1..10.npz" if part == "train" else "val_data.npz"
+    require_dir(root, expected)
+    dirs = [root, root / f"Imagenet{size}_{sub}_npz", root / f"Imagenet{size}_{sub}"]
+    if part == "train":
+        pat = re.compile(r"train_data_batch_(\d+)(\.npz)?$")
+        files: list[Path] = []
+        for d in dirs:
+            if d.is_dir():
+                found = [p for p in d.iterdir() if pat.match(p.name)]
+                if found:
+                    files = sorted(found, key=lambda p: int(pat.match(p.name).group(1)))  # type: ignore[union-attr]
+                    break
+    else:
+        f = find_first(dirs, ["val_data.npz", "val_data"])
+        files = [f] if f is not None else []
+    if not files:
+        raise SelfVAEError(f"{root}: missing downsampled-ImageNet files; expected {expected} (searched "
+                           f"{', '.join(str(d) for d in dirs)})")
+    parts = []
+    for f in files:
+        with _open_npz(f) as z:
+            for key in ("data", "labels"):
+                if key not in z.files:
+                    raise SelfVAEError(f"{f}: has no array '{key}' (found {sorted(z.files)})")
+            x, y = z["data"], z["labels"]
+        if x.dtype != np.uint8 or x.ndim != 2 or x.shape[1] != 3 * size * size:
+            raise SelfVAEError(
+                f"{f}: array 'data' has dtype {x.dtype} shape {x.shape}, "
+                f"expected uint8 [N, {3 * size * size}]"
+            )
+        x = x.reshape(-1, 3, size, size).transpose(0, 2, 3, 1)
+        y = labels_from_array(np.asarray(y).reshape(-1), x.shape[0], f"{f}: array 'labels'")
+        parts.append((x, None if y is None else y - 1))
+    return _concat(parts)
+
+
+# --------------------------------------------------------------------------------------------------
+# generic npz
+
+
+def _open_npz(path: Path):  # noqa: ANN202 - NpzFile
+    try:
+        return np.load(path, allow_pickle=False)
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
+        raise SelfVAEError(f"{path}: cannot read npz file ({e})") from e
+
+
+NPZ_IMAGE_KEYS = {"train": ("x_train", "x", "images"), "test": ("x_test",)}
+NPZ_LABEL_KEYS = {"train": ("y_train", "y", "labels"), "test": ("y_test",)}
+
+
+def read_npz(
+    path: Path,
+    part: str,
+    opts: ReadOptions,
+    *,
+    keys: Sequence[str] | None = None,
+    label_keys: Sequence[str] | None = None,
+) -> Arrays:
+    """One ``.npz`` file: images under ``x_train``/``x``/``images`` (train) or ``x_test`` (test).
+
+    Labels (optional) under ``y_train``/``y``/``labels`` or ``y_test``. A file without ``x_test`` has no
+    test split: asking for it raises :class:`SelfVAEError`.
+    """
+    keys = tuple(keys or NPZ_IMAGE_KEYS[part])
+    label_keys = tuple(label_keys or NPZ_LABEL_KEYS[part])
+    if not path.is_file():
+        raise SelfVAEError(f"{path}: no such file; expected an .npz file with array {' or '.join(keys)}")
+    with _open_npz(path) as z:
+        key = next((k for k in keys if k in z.files), None)
+        if key is None:
+            raise SelfVAEError(
+                f"{path.name}: no array {' or '.join(repr(k) for k in keys)} for the {part} split "
+                f"(found {sorted(z.files)})"
+            )
+        x = nhwc_from_array(z[key], f"{path.name}: array '{key}'")
+        lkey = next((k for k in label_keys if k in z.files), None)
+        y = labels_from_array(z[lkey], x.shape[0], f"{path.name}: array '{lkey}'") if lkey else None
+    return x, y
+
+
+def npz_image_shape(path: Path) -> tuple[int, int, int]:
+    """(C, H, W) of the train images of an npz file, read from the array header only."""
+    if not path.is_file():
+        raise SelfVAEError(f"{path}: no such file")
+    try:
+        with zipfile.ZipFile(path) as zf:
+            names = {n[:-4]: n for n in zf.namelist() if n.endswith(".npy")}
+            key = next((k for k in NPZ_IMAGE_KEYS["train"] if k in names), None)
+            if key is None:
+                raise SelfVAEError(f"{path.name}: no array x_train, x or images (found {sorted(names)})")
+            with zf.open(names[key]) as f:
+                version = np.lib.format.read_magic(f)
+                if version == (1, 0):
+                    shape, _, dtype = np.lib.format.read_array_header_1_0(f)
+                else:
+                    shape, _, dtype = np.lib.format.read_array_header_2_0(f)
+    except (OSError, ValueError, zipfile.BadZipFile) as e:
+        raise SelfVAEError(f"{path}: cannot read npz file ({e})") from e
+    dummy = np.lib.stride_tricks.as_strided(
+        np.zeros(1, dtype=dtype), shape=(1, *shape[1:]), strides=(0,) * len(shape)
+    )
+    n, h, w, c = nhwc_from_array(dummy, f"{path.name}: array '{key}'").shape
+    return c, h, w
+
+
+# --------------------------------------------------------------------------------------------------
+# image files (folders, imagenette, CelebA)
+
+
+def _bad_file(path: Path, why: str, opts: ReadOptions) -> None:
+    msg = f"{path}: cannot read image ({why})"
+    if opts.on_bad_file == "skip":
+        warnings.warn(f"skipping {msg}", stacklevel=4)
+    else:
+        raise SelfVAEError(msg)
+
+
+def decode_images(
+    files: Sequence[Path],
+    opts: ReadOptions,
+    *,
+    crop: tuple[int, int, int, int] | None = None,
+    size: int | None = None,
+) -> tuple[np.ndarray, list[int]]:
+    """Decode image files into one uint8 ``[N, H, W, C]`` array.
+
+    ``crop`` (left, top, right, bottom) is applied first, then :func:`resize_image` to ``size`` if given.
+    Without ``size`` all images must have the same size. The result has 1 channel only if every image is
+    grey-scale; otherwise every image is converted to RGB. Returns the array and the indices (into
+    ``files``) of the images kept (unreadable ones are dropped when ``opts.on_bad_file == "skip"``).
+    """
+    arrays: list[np.ndarray] = []
+    kept: list[int] = []
+    first: tuple[Path, tuple[int, int]] | None = None
+    for i, path in enumerate(files):
+        try:
+            with Image.open(path) as im:
+                im.load()
+                gray = im.mode in GRAY_MODES
+                if im.mode not in ("L", "RGB"):
+                    im = im.convert("L" if gray else "RGB")  # noqa: PLW2901
+                if crop is not None:
+                    im = im.crop(crop)  # noqa: PLW2901
+                if size is not None:
+                    im = resize_image(im, size)  # noqa: PLW2901
+                a = np.asarray(im, dtype=np.uint8)
+        except FileNotFoundError:
+            _bad_file(path, "file not found", opts)
+            continue
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+            _bad_file(path, f"{type(e).__name__}: {e}", opts)
+            continue
+        hw = a.shape[:2]
+        if first is None:
+            first = (path, hw)
+        elif hw != first[1]:
+            raise SelfVAEError(
+                f"{path}: image is {hw[1]}x{hw[0]} (WxH) but {first[0]} is {first[1][1]}x{first[1][0]}; "
+                "images differ in size: pass image_size (--image-size) to resize them all"
+            )
+        arrays.append(a)
+        kept.append(i)
+    if not arrays:
+        raise SelfVAEError(f"{files[0].parent if files else '?'}: no readable images")
+    all_gray = all(a.ndim == 2 for a in arrays)
+    n = len(arrays)
+    h, w = arrays[0].shape[:2]
+    out = np.empty((n, h, w, 1 if all_gray else 3), dtype=np.uint8)
+    for j, a in enumerate(arrays):
+        out[j] = a[..., None] if a.ndim == 2 else a  # a grey image broadcasts to RGB
+    return out, kept
+
+
+def list_images(root: Path, *, exclude_top: Sequence[str] = ()) -> tuple[list[Path], np.ndarray | None]:
+    """Image files under ``root`` (recursive, sorted, hidden files skipped) and their class labels.
+
+    Labels are the index of the first-level sub-folder among the sorted class folders, or None when
+    any image sits directly in ``root`` (no class structure). Top-level folders in ``exclude_top`` are
+    ignored (used for ``train/`` and ``test/`` split folders).
+    """
+    files = sorted(
+        p
+        for p in root.rglob("*")
+        if p.suffix.lower() in IMAGE_EXTENSIONS
+        and not any(part.startswith(".") for part in p.relative_to(root).parts)
+        and p.relative_to(root).parts[0] not in exclude_top
+        and p.is_file()
+    )
+    rel = [p.relative_to(root).parts for p in files]
+    if not files or any(len(r) == 1 for r in rel):
+        return files, None
+    classes = sorted({r[0] for r in rel})
+    index = {c: i for i, c in enumerate(classes)}
+    return files, np.array([index[r[0]] for r in rel], dtype=np.int64)
+
+
+def image_folder_modes(files: Sequence[Path]) -> tuple[int, tuple[int, int]]:
+    """(channels, (H, W)) of a list of image files from their headers only (for ``dataset_shape``)."""
+    gray, hw = True, None
+    for f in files:
+        try:
+            with Image.open(f) as im:
+                gray = gray and im.mode in GRAY_MODES
+                hw = hw or (im.size[1], im.size[0])
+        except (OSError, ValueError, SyntaxError):
+            continue
+    if hw is None:
+        raise SelfVAEError(f"{files[0].parent if files else '?'}: no readable images")
+    return (1 if gray else 3), hw
+
+
+def read_imagenette(root: Path, part: str, opts: ReadOptions) -> Arrays:
+    """fastai imagenette layout: ``train/<class>/*.JPEG`` and ``val/<class>/*.JPEG`` (``val`` = test split).
+
+    ``root`` may also be the parent of a single ``imagenette*`` folder. Each image is resized (shorter
+    side to ``image_size``, default 64, BICUBIC) and centre-cropped. Labels are the sorted class folders.
+    """
+    require_dir(root, "train/<class>/*.JPEG and val/<class>/*.JPEG")
+    if not (root / "train").is_dir():
+        subs = sorted(d for d in root.glob("imagenette*") if (d / "train").is_dir())
+        if subs:
+            root = subs[0]
+    folder = root / ("train" if part == "train" else "val")
+    require_dir(folder, "<class>/*.JPEG image files (imagenette layout)")
+    files, labels = list_images(folder)
+    if not files:
+        raise SelfVAEError(f"{folder}: no image files found")
+    x, kept = decode_images(files, opts, size=opts.image_size or 64)
+    return x, None if labels is None else labels[kept]
+
+
+CELEBA_CROP = (15, 40, 15 + 148, 40 + 148)  # (left, top, right, bottom) as in the thesis
+CELEBA_PARTITION = {"train": 0, "val": 1, "test": 2}
+
+
+def read_celeba(root: Path, part: str, opts: ReadOptions) -> Arrays:
+    """CelebA aligned: ``img_align_celeba/*.jpg`` + ``list_eval_partition.txt`` (official partition).
+
+    Each image is cropped to the 148x148 box with top-left corner (15, 40), then resized to
+    ``image_size`` (default 64, BICUBIC). No labels.
+    """
+    expected = "img_align_celeba/*.jpg and list_eval_partition.txt"
+    require_dir(root, expected)
+    bases = [root, root / "celeba", root / "CelebA"]
+    part_file = find_first([*bases, *(b / "Eval" for b in bases)], ["list_eval_partition.txt"])
+    img_dir = next((b / "img_align_celeba" for b in bases if (b / "img_align_celeba").is_dir()), None)
+    if img_dir is not None and (img_dir / "img_align_celeba").is_dir():  # zip extracted into itself
+        img_dir = img_dir / "img_align_celeba"
+    if part_file is None or img_dir is None:
+        found = (("list_eval_partition.txt", part_file), ("img_align_celeba/", img_dir))
+        missing = [n for n, v in found if v is None]
+        raise SelfVAEError(f"{root}: missing {', '.join(missing)}; expected {expected}")
+    want = CELEBA_PARTITION[part]
+    files = []
+    for lineno, line in enumerate(part_file.read_text().splitlines(), 1):
+        fields = line.split()
+        if not fields:
+            continue
+        if len(fields) != 2 or fields[1] not in ("0", "1", "2"):
+            raise SelfVAEError(f"{part_file}:{lineno}: expected '<file> <0|1|2>', got {line.strip()!r}")
+        if int(fields[1]) == want:
+            files.append(img_dir / fields[0])
+    if not files:
+        raise SelfVAEError(f"{part_file}: no images in partition {want} ({part})")
+    x, _ = decode_images(files, opts, crop=CELEBA_CROP, size=opts.image_size or 64)
+    return x, None
+
+
+def folder_split_dir(root: Path, part: str) -> tuple[Path, tuple[str, ...]]:
+    """Directory holding ``part`` of a generic image folder and the top-level names to exclude.
+
+    With a ``train/`` sub-folder, ``train/`` and ``test/`` are the splits; otherwise the whole folder is
+    the training set. A folder without ``test/`` has no test split: asking for it raises SelfVAEError.
+    """
+    require_dir(root, "image files (optionally in train/ and test/ sub-folders)")
+    if (root / "train").is_dir():
+        if part == "train":
+            return root / "train", ()
+        if (root / "test").is_dir():
+            return root / "test", ()
+    elif part == "train":
+        return root, ("test",) if (root / "test").is_dir() else ()
+    elif (root / "test").is_dir():
+        return root / "test", ()
+    raise SelfVAEError(
+        f"{root}: has no test/ sub-folder, so this image folder has no test split; add test/ (and train/) "
+        "sub-folders or evaluate on split 'val' (15% of the training images)"
+    )
+
+
+def read_folder(root: Path, part: str, opts: ReadOptions) -> Arrays:
+    """Any folder of images (class sub-folders optional); see :func:`folder_split_dir` for splits.
+
+    Without ``image_size`` all images must have the same size; with it each is resized (shorter side,
+    BICUBIC) and centre-cropped to ``image_size x image_size``.
+    """
+    folder, exclude = folder_split_dir(root, part)
+    files, labels = list_images(folder, exclude_top=exclude)
+    if not files:
+        exts = ", ".join(sorted(IMAGE_EXTENSIONS))
+        raise SelfVAEError(f"{folder}: no image files found (extensions: {exts})")
+    x, kept = decode_images(files, opts, size=opts.image_size)
+    return x, None if labels is None else labels[kept]

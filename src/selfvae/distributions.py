@@ -1,0 +1,286 @@
+"""Likelihoods and posteriors used by the VAEs.
+
+* :class:`DiscretizedLogisticMixture` is the PixelCNN++ (Salimans et al., 2017) decoder likelihood over the
+  256 intensity levels of a pixel, used for ``p(x|...)`` and ``p(y|...)`` in selfVAE / srVAE.
+* :class:`DiagonalGaussian` is the factorised Gaussian used for the encoders ``q(z|x)`` and the conditional
+  priors, with the analytic KL needed for the ELBO.
+
+All log-probabilities are in nats and summed over every non-batch dimension (shape ``[B]``), as required by
+``docs/CONVENTIONS.md``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from selfvae.errors import SelfVAEError
+
+__all__ = ["DiscretizedLogisticMixture", "DiagonalGaussian"]
+
+_LOG_SCALE_MIN = -7.0
+_BIN_HALF_WIDTH = 1.0 / 255.0  # half the width of a bin once x is mapped from [0, 1] to [-1, 1]
+_LOG_HALF_BINS = math.log(127.5)  # log of (1 / bin width) in [-1, 1] units
+
+
+def _to_grid(x_pm1: Tensor) -> Tensor:
+    """Map values in [-1, 1] to the nearest grid point k/255 in [0, 1] (bins are nearest-neighbour cells)."""
+    return torch.round(((x_pm1 + 1.0) * 127.5).clamp(0.0, 255.0)) / 255.0
+
+
+def _clamped_logistic_mean(loc: Tensor, log_scale: Tensor) -> Tensor:
+    """``E[clamp(X, -1, 1)]`` for ``X ~ Logistic(loc, exp(log_scale))`` (closed form).
+
+    ``E[clamp(X, a, b)] = a + s * (softplus((loc - a)/s) - softplus((loc - b)/s))``. It equals the mean of the
+    discretized logistic up to the rounding bias of the bins (tiny for smooth densities), and it handles the
+    edge bins correctly (mass beyond -1/+1 is collapsed onto 0/255).
+    """
+    s = log_scale.exp()
+    return -1.0 + s * (F.softplus((loc + 1.0) / s) - F.softplus((loc - 1.0) / s))
+
+
+class DiscretizedLogisticMixture:
+    """PixelCNN++ (Salimans et al. 2017) discretized logistic mixture over 256 bins, any channel count.
+
+    ``params`` is the raw decoder output ``[B, n_params, H, W]``; with ``M = n_mix`` and ``C = channels`` its
+    channel axis is laid out as (``k`` = mixture component, ``c`` = image channel)::
+
+        [0, M)                     mixture logits, index k
+        [M, M + C*M)               locations,  index M + c*M + k          (in [-1, 1] units)
+        [M + C*M, M + 2*C*M)       log-scales, index M + C*M + c*M + k    (clamped at >= -7)
+        [M + 2*C*M, M + 2*C*M+3M)  only for C == 3: coupling coefficients (through tanh),
+                                   index M + 2*C*M + j*M + k for j = 0 (G|R), 1 (B|R), 2 (B|G)
+
+    so ``n_params = 10 * M`` for RGB (exactly PixelCNN++) and ``M * (1 + 2C)`` otherwise.
+
+    For ``C == 3`` the channels of one component are coupled linearly and autoregressively (PixelCNN++):
+    ``loc_G = mu_G + a * x_R`` and ``loc_B = mu_B + b * x_R + c * x_G``, where ``x`` are the observed (grid)
+    values in [-1, 1]. For other ``C`` the channels are independent given the component, and all channels of
+    a pixel share the mixture weights. The mixture is per pixel; pixels are independent given ``params``.
+
+    Internally ``x`` in [0, 1] is mapped to [-1, 1]; a bin has half-width 1/255 there, the bins of 0 and 255
+    extend to -inf / +inf, and probabilities below 1e-5 use the PixelCNN++ density approximation
+    ``log_pdf(mid) - log(127.5)`` for numerical safety.
+    """
+
+    def __init__(self, params: Tensor, channels: int, n_mix: int = 10) -> None:
+        expected = self.n_params(channels, n_mix)
+        if params.dim() != 4 or params.shape[1] != expected:
+            raise SelfVAEError(
+                f"DiscretizedLogisticMixture params: expected shape [B, {expected}, H, W] for "
+                f"channels={channels}, n_mix={n_mix}, got {list(params.shape)}"
+            )
+        self.channels = channels
+        self.n_mix = n_mix
+        self.params = params
+        b, _, h, w = params.shape
+        m, c = n_mix, channels
+        self.logits = params[:, :m]  # [B, M, H, W]
+        self.locs = params[:, m : m + c * m].reshape(b, c, m, h, w)  # [B, C, M, H, W]
+        log_scales = params[:, m + c * m : m + 2 * c * m].reshape(b, c, m, h, w)
+        self.log_scales = log_scales.clamp(min=_LOG_SCALE_MIN)
+        self.coeffs = (
+            torch.tanh(params[:, m + 2 * c * m :].reshape(b, 3, m, h, w)) if self.coupled else None
+        )
+
+    @staticmethod
+    def n_params(channels: int, n_mix: int = 10) -> int:
+        """Number of channels the decoder network must output for this likelihood."""
+        if channels < 1 or n_mix < 1:
+            raise SelfVAEError(f"DiscretizedLogisticMixture: channels={channels}, n_mix={n_mix} must be >= 1")
+        if channels == 3:
+            return n_mix * 10
+        return n_mix * (1 + 2 * channels)
+
+    @property
+    def coupled(self) -> bool:
+        """True when the RGB linear channel coupling is used (``channels == 3``)."""
+        return self.channels == 3
+
+    # ------------------------------------------------------------------ helpers
+    def _coupled_locs(self, x_pm1: Tensor) -> Tensor:
+        """Component locations ``[B, C, M, H, W]`` given observed ``x_pm1`` ``[B, C, H, W]`` in [-1, 1]."""
+        if not self.coupled:
+            return self.locs
+        assert self.coeffs is not None
+        xr = x_pm1[:, 0:1]  # [B, 1, H, W] broadcasts over M
+        xg = x_pm1[:, 1:2]
+        mu_r = self.locs[:, 0]
+        mu_g = self.locs[:, 1] + self.coeffs[:, 0] * xr
+        mu_b = self.locs[:, 2] + self.coeffs[:, 1] * xr + self.coeffs[:, 2] * xg
+        return torch.stack([mu_r, mu_g, mu_b], dim=1)
+
+    def _check_x(self, x: Tensor) -> None:
+        b, _, h, w = self.params.shape
+        if x.dim() != 4 or x.shape[0] != b or x.shape[1] != self.channels or x.shape[2:] != (h, w):
+            raise SelfVAEError(
+                f"DiscretizedLogisticMixture.log_prob x: expected shape {[b, self.channels, h, w]}, "
+                f"got {list(x.shape)}"
+            )
+        if not x.is_floating_point():
+            raise SelfVAEError(
+                f"DiscretizedLogisticMixture.log_prob x: expected float in [0, 1], got {x.dtype}"
+            )
+
+    # ------------------------------------------------------------------ densities
+    def log_prob_per_dim(self, x: Tensor) -> Tensor:
+        """Per-pixel log-probability ``[B, H, W]`` (a pixel's channels share one mixture)."""
+        self._check_x(x)
+        x = x.to(self.params.dtype) * 2.0 - 1.0  # [B, C, H, W] in [-1, 1]
+        locs = self._coupled_locs(x)  # [B, C, M, H, W]
+        xe = x.unsqueeze(2)
+        centered = xe - locs
+        inv_s = torch.exp(-self.log_scales)
+        plus_in = inv_s * (centered + _BIN_HALF_WIDTH)
+        min_in = inv_s * (centered - _BIN_HALF_WIDTH)
+        cdf_delta = torch.sigmoid(plus_in) - torch.sigmoid(min_in)
+        log_cdf_plus = plus_in - F.softplus(plus_in)  # log CDF(upper edge): the bin of 0
+        log_one_minus_cdf_min = -F.softplus(min_in)  # log(1 - CDF(lower edge)): the bin of 255
+        mid_in = inv_s * centered
+        log_pdf_mid = mid_in - self.log_scales - 2.0 * F.softplus(mid_in)
+        log_mid = torch.where(
+            cdf_delta > 1e-5,
+            torch.log(cdf_delta.clamp(min=1e-12)),
+            log_pdf_mid - _LOG_HALF_BINS,
+        )
+        log_probs = torch.where(
+            xe < -0.999, log_cdf_plus, torch.where(xe > 0.999, log_one_minus_cdf_min, log_mid)
+        )  # [B, C, M, H, W]
+        joint = log_probs.sum(dim=1) + torch.log_softmax(self.logits, dim=1)  # [B, M, H, W]
+        return torch.logsumexp(joint, dim=1)
+
+    def log_prob(self, x: Tensor) -> Tensor:
+        """``log p(x)`` in nats, ``[B]``, for ``x`` float ``[B, C, H, W]`` on the grid k/255 in [0, 1]."""
+        return self.log_prob_per_dim(x).flatten(1).sum(dim=1)
+
+    # ------------------------------------------------------------------ sampling / summaries
+    def _pick(self, t: Tensor, onehot: Tensor) -> Tensor:
+        """Select the chosen component: ``t`` ``[B, M, H, W]`` (or ``[B, C, M, H, W]``) -> drop the M axis."""
+        return (t * onehot).sum(dim=-3)
+
+    def sample(self, temperature: float = 1.0) -> Tensor:
+        """Draw ``x`` ``[B, C, H, W]`` on the grid k/255.
+
+        The component is chosen by Gumbel-max on the logits; each channel is ``loc + s * T * logit(u)``
+        (inverse-CDF logistic noise, ``T`` = temperature scales the logistic scale only), then rounded to the
+        grid. The RGB coupling uses the *rounded* earlier channels, so samples follow exactly the distribution
+        scored by :meth:`log_prob` when ``T == 1``.
+        """
+        logits = self.logits
+        u = torch.rand_like(logits).clamp(1e-10, 1.0 - 1e-7)
+        k = torch.argmax(logits - torch.log(-torch.log(u)), dim=1)  # [B, H, W]
+        onehot = F.one_hot(k, self.n_mix).permute(0, 3, 1, 2).to(logits.dtype)  # [B, M, H, W]
+        locs = self._pick(self.locs, onehot.unsqueeze(1))  # [B, C, H, W]
+        log_s = self._pick(self.log_scales, onehot.unsqueeze(1))
+        u = torch.rand_like(locs).clamp(1e-7, 1.0 - 1e-7)
+        noise = torch.exp(log_s) * temperature * (torch.log(u) - torch.log1p(-u))
+        if not self.coupled:
+            return _to_grid(locs + noise)
+        assert self.coeffs is not None
+        coeffs = self._pick(self.coeffs, onehot.unsqueeze(1))  # [B, 3, H, W]
+        xr = _to_grid(locs[:, 0] + noise[:, 0]) * 2.0 - 1.0
+        xg = _to_grid(locs[:, 1] + coeffs[:, 0] * xr + noise[:, 1]) * 2.0 - 1.0
+        xb = _to_grid(locs[:, 2] + coeffs[:, 1] * xr + coeffs[:, 2] * xg + noise[:, 2]) * 2.0 - 1.0
+        return (torch.stack([xr, xg, xb], dim=1) + 1.0) / 2.0
+
+    def mean(self) -> Tensor:
+        """Approximate ``E[x]`` ``[B, C, H, W]`` in [0, 1] (not on the grid).
+
+        Per component and channel the mean of the logistic clamped to [-1, 1] is used (closed form; exact up
+        to the small rounding bias of the bins, and exact in the limit of mass beyond the edges). For RGB the
+        coupling is applied to the component means (PixelCNN++-style): the G location is
+        ``mu_G + a * E[x_R | k]`` and B's is ``mu_B + b * E[x_R | k] + c * E[x_G | k]``; this is exact for the
+        unclamped continuous logistic and an approximation near the edges. The components are then averaged
+        with the softmax mixture weights.
+        """
+        w = torch.softmax(self.logits, dim=1)  # [B, M, H, W]
+        if not self.coupled:
+            means = _clamped_logistic_mean(self.locs, self.log_scales)  # [B, C, M, H, W]
+        else:
+            assert self.coeffs is not None
+            ls = self.log_scales
+            er = _clamped_logistic_mean(self.locs[:, 0], ls[:, 0])
+            eg = _clamped_logistic_mean(self.locs[:, 1] + self.coeffs[:, 0] * er, ls[:, 1])
+            eb = _clamped_logistic_mean(
+                self.locs[:, 2] + self.coeffs[:, 1] * er + self.coeffs[:, 2] * eg, ls[:, 2]
+            )
+            means = torch.stack([er, eg, eb], dim=1)
+        x = (means * w.unsqueeze(1)).sum(dim=2)
+        return ((x + 1.0) / 2.0).clamp(0.0, 1.0)
+
+    def mode(self) -> Tensor:
+        """Location of each pixel's most likely component (largest logit), rounded to the grid k/255.
+
+        For RGB the coupling uses the rounded earlier channels. This is the usual PixelCNN++ "mode" used for
+        clean reconstructions; it is not guaranteed to be the exact argmax of the mixture.
+        """
+        k = torch.argmax(self.logits, dim=1)
+        onehot = F.one_hot(k, self.n_mix).permute(0, 3, 1, 2).to(self.logits.dtype).unsqueeze(1)
+        locs = self._pick(self.locs, onehot)
+        if not self.coupled:
+            return _to_grid(locs)
+        assert self.coeffs is not None
+        coeffs = self._pick(self.coeffs, onehot)
+        xr = _to_grid(locs[:, 0]) * 2.0 - 1.0
+        xg = _to_grid(locs[:, 1] + coeffs[:, 0] * xr) * 2.0 - 1.0
+        xb = _to_grid(locs[:, 2] + coeffs[:, 1] * xr + coeffs[:, 2] * xg) * 2.0 - 1.0
+        return (torch.stack([xr, xg, xb], dim=1) + 1.0) / 2.0
+
+
+class DiagonalGaussian:
+    """Factorised Gaussian ``N(mu, diag(exp(logvar)))`` over tensors of any shape ``[B, ...]``."""
+
+    def __init__(self, mu: Tensor, logvar: Tensor) -> None:
+        if mu.shape != logvar.shape:
+            raise SelfVAEError(
+                f"DiagonalGaussian: mu shape {list(mu.shape)} and logvar shape {list(logvar.shape)} differ"
+            )
+        self._mu = mu
+        self._logvar = logvar
+
+    @property
+    def mu(self) -> Tensor:
+        return self._mu
+
+    @property
+    def mean(self) -> Tensor:
+        return self._mu
+
+    @property
+    def logvar(self) -> Tensor:
+        return self._logvar
+
+    @property
+    def std(self) -> Tensor:
+        return torch.exp(0.5 * self._logvar)
+
+    @property
+    def var(self) -> Tensor:
+        return torch.exp(self._logvar)
+
+    def rsample(self) -> Tensor:
+        """Reparameterised sample ``mu + std * eps`` (differentiable w.r.t. mu and logvar)."""
+        return self._mu + self.std * torch.randn_like(self._mu)
+
+    def sample(self, temperature: float = 1.0) -> Tensor:
+        """Sample without gradient; ``temperature`` multiplies the standard deviation."""
+        with torch.no_grad():
+            return self._mu + temperature * self.std * torch.randn_like(self._mu)
+
+    def log_prob(self, z: Tensor) -> Tensor:
+        """``log N(z; mu, var)`` summed over all non-batch dimensions, ``[B]``."""
+        lp = -0.5 * (math.log(2.0 * math.pi) + self._logvar + (z - self._mu) ** 2 * torch.exp(-self._logvar))
+        return lp.flatten(1).sum(dim=1)
+
+    def kl(self, other: DiagonalGaussian) -> Tensor:
+        """Analytic ``KL(self || other)`` summed over all non-batch dimensions, ``[B]``."""
+        kl = 0.5 * (
+            other.logvar
+            - self._logvar
+            + (self.var + (self._mu - other.mu) ** 2) * torch.exp(-other.logvar)
+            - 1.0
+        )
+        return kl.flatten(1).sum(dim=1)

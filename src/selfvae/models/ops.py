@@ -1,0 +1,189 @@
+"""What a trained selfVAE can do besides scoring: generation, super-resolution, reconstructions,
+interpolation. Every function returns uint8 images; lists of levels are ordered ``[y_1, ..., y_K, x]``.
+
+Reconstruction modes (selfVAE paper sec. 2 and thesis ch. 5.5; latents are ordered ``u, z_1, ..., z_K``):
+
+* ``rs{j}`` (``j = 1..K+1``): the first ``j`` latents are inferred from the image (``u ~ q(u|y_1*)``,
+  ``z_k ~ q(z_k|y_{k+1}*)``), the rest are sampled from their priors; every ``y`` is generated.
+  ``rs1`` is the paper's *reconstruction 1* ("keep u, resample the z's"); for K = 1, ``rs2`` is
+  *reconstruction 2*; for K = 0, ``rs1`` is the plain VAE reconstruction.
+* ``superres``: only ``y_K* = d(x*)`` is given (the paper's *conditional reconstruction*; super-resolution
+  for downscaling): ``u ~ q(u|y_1*)``, ``z_k ~ p(z_k|y_k*, z_{k-1})``, ``x ~ p(x|y_K*, z_K)``.
+* ``cond``: ``y_K*`` and ``z_K ~ q(z_K|x*)`` are given (the paper's *conditional generation*):
+  ``x ~ p(x|y_K*, z_K)``.
+
+:func:`memory_cost` counts the values each mode must send.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from selfvae.errors import SelfVAEError
+from selfvae.models.selfvae import SelfVAE, to_input, to_uint8
+
+
+def _decode(dist, how: str, temperature: float) -> Tensor:
+    if how == "sample":
+        return dist.sample(temperature)
+    if how == "mean":
+        return dist.mean()
+    if how == "mode":
+        return dist.mode()
+    raise SelfVAEError(f"decode {how!r}: expected sample, mean or mode")
+
+
+def _latent(q, infer: bool, how: str, temperature: float) -> Tensor:
+    """A latent from a Gaussian: its mean when decoding deterministically, else a sample."""
+    if how != "sample":
+        return q.mu
+    return q.sample(temperature) if not infer else q.sample()
+
+
+@torch.no_grad()
+def decode_from(
+    model: SelfVAE,
+    u: Tensor,
+    inferred_z: list[Tensor] | None = None,
+    given_y: list[Tensor] | None = None,
+    temperature: float = 1.0,
+    decode: str = "sample",
+) -> list[Tensor]:
+    """Run the generative chain from ``u``: ``y_1 ~ p(y_1|u)``, then per level ``z_k`` (from
+    ``inferred_z[k]`` when given, else its prior) and ``y_{k+1}``. ``given_y[k]`` (uint8), when not None,
+    replaces the generated level ``k``. Returns ``[y_1, ..., y_K, x]`` as uint8."""
+    inferred_z = inferred_z or []
+    given_y = given_y or []
+    levels: list[Tensor] = []
+    y = given_y[0] if given_y and given_y[0] is not None else to_uint8(
+        _decode(model.p_y_given(u), decode, temperature)
+    )
+    levels.append(y)
+    z_prev = u
+    for k in range(model.K):
+        y_in = to_input(levels[k])
+        if k < len(inferred_z) and inferred_z[k] is not None:
+            z = inferred_z[k]
+        else:
+            p_z = model.p_z[k](model.p_z[k].encode_y(y_in), z_prev)
+            z = _latent(p_z, False, decode, temperature)
+        nxt = given_y[k + 1] if k + 1 < len(given_y) and given_y[k + 1] is not None else None
+        if nxt is None:
+            nxt = to_uint8(_decode(model.p_x[k](y_in, z), decode, temperature))
+        levels.append(nxt)
+        z_prev = z
+    return levels
+
+
+@torch.no_grad()
+def generate(model: SelfVAE, n: int, temperature: float = 1.0, decode: str = "sample") -> list[Tensor]:
+    """Ancestral sampling ``u ~ p(u) -> y_1 -> z_1 -> y_2 -> ... -> x``; all levels, uint8."""
+    model.eval()
+    u = model.p_u.sample(n, temperature)
+    return decode_from(model, u, temperature=temperature, decode=decode)
+
+
+def modes(model: SelfVAE) -> list[str]:
+    """Reconstruction modes this model supports."""
+    out = [f"rs{j}" for j in range(1, model.K + 2)]
+    if model.K:
+        out += ["superres", "cond"]
+    return out
+
+
+@torch.no_grad()
+def reconstruct(
+    model: SelfVAE, x: Tensor, mode: str, temperature: float = 1.0, decode: str = "sample"
+) -> list[Tensor]:
+    """Reconstruct uint8 images ``x`` in ``mode`` (see the module docstring); returns all levels."""
+    model.eval()
+    if mode not in modes(model):
+        raise SelfVAEError(f"mode {mode!r}: this model supports {', '.join(modes(model))}")
+    levels = model.levels(x)
+    q_u = model.q_u_given(levels[0])
+    u = _latent(q_u, True, decode, temperature)
+    if mode.startswith("rs"):
+        j = int(mode[2:])
+        zs = [_latent(model.q_z_given(k, levels[k + 1]), True, decode, temperature) for k in range(j - 1)]
+        return decode_from(model, u, inferred_z=zs, temperature=temperature, decode=decode)
+    given = [*levels[:-1], None]
+    if mode == "superres":
+        return decode_from(model, u, given_y=given, temperature=temperature, decode=decode)
+    # cond: the finest y and the finest z are given; the coarser z's are not needed for x.
+    zs: list[Tensor | None] = [None] * (model.K - 1)
+    zs.append(_latent(model.q_z_given(model.K - 1, levels[-1]), True, decode, temperature))
+    return decode_from(model, u, inferred_z=zs, given_y=given, temperature=temperature, decode=decode)
+
+
+@torch.no_grad()
+def super_resolve(
+    model: SelfVAE, y: Tensor, temperature: float = 1.0, decode: str = "sample"
+) -> list[Tensor]:
+    """Generate x from a given finest level ``y_K`` (uint8, e.g. a real low-resolution image).
+
+    The coarser levels are computed from ``y`` with the rest of the transform chain, so any image of the
+    shape of ``y_K`` works, not only test images.
+    """
+    model.eval()
+    if model.K == 0:
+        raise SelfVAEError("super-resolution needs a selfVAE (K >= 1); this run is a plain VAE")
+    want = model.shapes[-2]
+    if y.dtype != torch.uint8 or tuple(y.shape[1:]) != tuple(want):
+        raise SelfVAEError(
+            f"low-resolution images have shape {tuple(y.shape[1:])} and dtype {y.dtype}; this model "
+            f"expects uint8 images of shape {want}"
+        )
+    given: list[Tensor] = [y]
+    for t in model.chain[1:]:
+        given.insert(0, t(given[0]))
+    u = _latent(model.q_u_given(given[0]), True, decode, temperature)
+    return decode_from(model, u, given_y=[*given, None], temperature=temperature, decode=decode)
+
+
+@torch.no_grad()
+def interpolate(
+    model: SelfVAE, a: Tensor, b: Tensor, steps: int = 8, decode: str = "mean", spherical: bool = False
+) -> Tensor:
+    """Images along the line (or great circle) between the posterior means of ``u`` for ``a`` and ``b``.
+
+    ``a``, ``b``: uint8 ``[N, C, H, W]``; returns uint8 ``[N, steps, C, H, W]`` of x (the latents
+    ``z`` follow their priors' means when ``decode`` is deterministic).
+    """
+    model.eval()
+    ua = model.q_u_given(model.levels(a)[0]).mu
+    ub = model.q_u_given(model.levels(b)[0]).mu
+    ts = torch.linspace(0, 1, steps, device=ua.device)
+    outs = []
+    for t in ts:
+        if spherical:
+            fa, fb = ua.flatten(1), ub.flatten(1)
+            omega = torch.arccos((fa * fb).sum(1) / (fa.norm(dim=1) * fb.norm(dim=1))).clamp_min(1e-6)
+            w_a = torch.sin((1 - t) * omega) / torch.sin(omega)
+            w_b = torch.sin(t * omega) / torch.sin(omega)
+            u = (w_a[:, None] * fa + w_b[:, None] * fb).view_as(ua)
+        else:
+            u = torch.lerp(ua, ub, t)
+        outs.append(decode_from(model, u, decode=decode)[-1])
+    return torch.stack(outs, 1)
+
+
+def memory_cost(model: SelfVAE, mode: str) -> dict[str, float]:
+    """Values that must be sent to reconstruct in ``mode``: inferred latents and/or given ``y``.
+
+    Returns counts and the fraction of the original image's values.
+    """
+    lat = math.prod(model.cfg.latent_shape)
+    x_dims = model.x_dims
+    if mode.startswith("rs"):
+        n_lat, n_y = int(mode[2:]), 0
+    elif mode == "superres":
+        n_lat, n_y = 0, math.prod(model.shapes[-2])
+    elif mode == "cond":
+        n_lat, n_y = 1, math.prod(model.shapes[-2])
+    else:
+        raise SelfVAEError(f"mode {mode!r}: unknown")
+    values = n_lat * lat + n_y
+    return {"latent_values": n_lat * lat, "y_values": n_y, "values": values, "fraction": values / x_dims}

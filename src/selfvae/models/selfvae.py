@@ -1,0 +1,222 @@
+"""The generic K-level self-supervised VAE (thesis eq. 5.4); K = 0 is the plain VAE.
+
+Levels are ordered coarse to fine: ``y_1, ..., y_K`` come from the transform chain applied to ``x``
+(``y_K = d_1(x)``, ``y_{k} = d(y_{k+1})``) and ``y_{K+1} = x``. Latents are ``u, z_1, ..., z_K``.
+
+Generative model::
+
+    p(u) p(y_1 | u) prod_k p(z_k | y_k, z_{k-1}) p(y_{k+1} | y_k, z_k)        (z_0 = u)
+
+Inference model::
+
+    q(u | y_1) prod_k q(z_k | y_{k+1})
+
+Every ``y`` is a deterministic function of ``x``, so ``p(x, d(x)) <= p(x)`` and the joint bound is also a
+bound on ``log p(x)``: ``bpd`` (the joint negative ELBO over the dimensions of x) is an upper bound on the
+negative log-likelihood of x in bits/dim. ``bpd_joint`` divides by the dimensions of x and every y, which is
+the per-dimension figure of the joint ``(x, y_1..y_K)``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from selfvae.config import ModelConfig
+from selfvae.distributions import DiagonalGaussian, DiscretizedLogisticMixture
+from selfvae.errors import SelfVAEError
+from selfvae.nn.nets import DenseDecoder, DenseEncoder, DenseNetwork, NetSpec, resample_to
+from selfvae.priors import build_prior
+from selfvae.transforms import apply_chain, chain_shapes, parse_chain
+
+
+def to_input(y: Tensor) -> Tensor:
+    """uint8 image -> network input in [-1, 1]."""
+    return y.float() / 127.5 - 1.0
+
+
+def to_target(y: Tensor) -> Tensor:
+    """uint8 image -> likelihood target in [0, 1] on the grid k/255."""
+    return y.float() / 255.0
+
+
+def to_uint8(y: Tensor) -> Tensor:
+    """[0, 1] image on the grid k/255 -> uint8."""
+    return (y * 255.0).round().clamp(0, 255).to(torch.uint8)
+
+
+def gaussian_from(params: Tensor) -> DiagonalGaussian:
+    """Split a net's output into mean and log-variance; the log-variance is soft-clamped to [-7, 7]."""
+    mu, raw = params.chunk(2, dim=1)
+    return DiagonalGaussian(mu, 7.0 * torch.tanh(raw / 7.0))
+
+
+def _n_scale(shape: tuple[int, int, int], latent: tuple[int, int, int], what: str) -> int:
+    """Number of 2x resolution changes between an image level and the latent grid."""
+    h, lh = shape[1], latent[1]
+    ratio = h // lh
+    if shape[1] != shape[2] or h % lh or ratio & (ratio - 1):
+        raise SelfVAEError(
+            f"{what} has shape {shape}: the latent grid {latent[1:]} must divide it by a power of two"
+        )
+    return int(math.log2(ratio))
+
+
+class ConditionalPrior(nn.Module):
+    """p(z_k | y_k, z_{k-1}): a y-encoder and a z-network fused by a same-resolution network."""
+
+    def __init__(self, y_shape: tuple[int, int, int], latent: tuple[int, int, int], spec: NetSpec) -> None:
+        super().__init__()
+        c = latent[0]
+        self.y_net = DenseEncoder(y_shape[0], spec.width, spec, _n_scale(y_shape, latent, "level y"))
+        self.z_net = DenseNetwork(c, spec.width, spec, out_scale=1.0)
+        self.core = DenseNetwork(2 * spec.width, 2 * c, spec)
+
+    def encode_y(self, y_in: Tensor) -> Tensor:
+        """Features of ``y_k`` (depend on x only, so they are computed once per image)."""
+        return self.y_net(y_in)
+
+    def forward(self, y_feat: Tensor, z_prev: Tensor) -> DiagonalGaussian:
+        h = torch.cat([nn.functional.elu(y_feat), nn.functional.elu(self.z_net(z_prev))], dim=1)
+        return gaussian_from(self.core(h))
+
+
+class ConditionalDecoder(nn.Module):
+    """p(y_{k+1} | y_k, z_k): z_k is decoded to the finer resolution, joined with the (resized) y_k."""
+
+    def __init__(
+        self,
+        y_shape: tuple[int, int, int],
+        out_shape: tuple[int, int, int],
+        latent: tuple[int, int, int],
+        spec: NetSpec,
+        n_mix: int,
+    ) -> None:
+        super().__init__()
+        self.out_size = out_shape[1:]
+        self.out_channels = out_shape[0]
+        self.n_mix = n_mix
+        self.z_net = DenseDecoder(latent[0], spec.width, spec, _n_scale(out_shape, latent, "level"))
+        n_params = DiscretizedLogisticMixture.n_params(out_shape[0], n_mix)
+        self.core = DenseNetwork(spec.width + y_shape[0], n_params, spec)
+
+    def forward(self, y_in: Tensor, z: Tensor) -> DiscretizedLogisticMixture:
+        h = torch.cat([nn.functional.elu(self.z_net(z)), resample_to(y_in, self.out_size)], dim=1)
+        return DiscretizedLogisticMixture(self.core(h), self.out_channels, self.n_mix)
+
+
+@dataclass
+class Terms:
+    """Per-image terms of the negative ELBO in nats, each ``[B]`` (or ``[B, n]`` per level).
+
+    ``re``: reconstruction errors ``-log p(y_1|u), ..., -log p(x|y_K,z_K)`` (coarse to fine, ``[B, K+1]``);
+    ``kl_u``: ``log q(u|y_1) - log p(u)`` (Monte Carlo); ``kl_z``: KL of each ``z_k`` (``[B, K]``, analytic
+    or Monte Carlo).
+    """
+
+    re: Tensor
+    kl_u: Tensor
+    kl_z: Tensor
+
+    @property
+    def nelbo(self) -> Tensor:
+        return self.re.sum(1) + self.kl_u + self.kl_z.sum(1)
+
+
+class SelfVAE(nn.Module):
+    """K-level selfVAE; see the module docstring for the factorisation."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.chain = parse_chain(cfg.transforms)
+        self.K = len(self.chain)
+        self.shapes: list[tuple[int, int, int]] = [
+            *chain_shapes(self.chain, cfg.image_shape),
+            tuple(cfg.image_shape),
+        ]
+        lat = tuple(cfg.latent_shape)
+        top = self.shapes[0]
+        n_top = _n_scale(top, lat, "level y_1" if self.K else "image")
+        self.p_u = build_prior(cfg.prior, lat, **cfg.prior_kwargs)
+        self.q_u = DenseEncoder(top[0], 2 * lat[0], cfg.q_u, n_top)
+        self.p_y = DenseDecoder(lat[0], DiscretizedLogisticMixture.n_params(top[0], cfg.n_mix), cfg.p_y, n_top)
+        self.q_z = nn.ModuleList(
+            DenseEncoder(s[0], 2 * lat[0], cfg.q_z, _n_scale(s, lat, "level")) for s in self.shapes[1:]
+        )
+        self.p_z = nn.ModuleList(ConditionalPrior(s, lat, cfg.p_z) for s in self.shapes[:-1])
+        self.p_x = nn.ModuleList(
+            ConditionalDecoder(self.shapes[k], self.shapes[k + 1], lat, cfg.p_x, cfg.n_mix) for k in range(self.K)
+        )
+        self.x_dims = math.prod(cfg.image_shape)
+        self.joint_dims = sum(math.prod(s) for s in self.shapes)
+
+    # ----- levels and single distributions -------------------------------------------------------
+    def levels(self, x: Tensor) -> list[Tensor]:
+        """``[y_1, ..., y_K, x]`` as uint8, after checking ``x``."""
+        if x.dtype != torch.uint8:
+            raise SelfVAEError(f"images have dtype {x.dtype}, expected uint8 0..255")
+        if tuple(x.shape[1:]) != self.shapes[-1]:
+            raise SelfVAEError(f"images have shape {tuple(x.shape[1:])}, this model expects {self.shapes[-1]}")
+        return [*apply_chain(self.chain, x), x]
+
+    def q_u_given(self, y1: Tensor) -> DiagonalGaussian:
+        return gaussian_from(self.q_u(to_input(y1)))
+
+    def q_z_given(self, k: int, y_next: Tensor) -> DiagonalGaussian:
+        """q(z_{k+1} | y_{k+2}) in 0-based ``k``."""
+        return gaussian_from(self.q_z[k](to_input(y_next)))
+
+    def p_y_given(self, u: Tensor) -> DiscretizedLogisticMixture:
+        return DiscretizedLogisticMixture(self.p_y(u), self.shapes[0][0], self.cfg.n_mix)
+
+    # ----- the bound ---------------------------------------------------------------------------
+    def terms(self, x: Tensor, n_samples: int = 1, analytic_kl: bool = True) -> Terms:
+        """Terms of the negative ELBO for ``n_samples`` posterior samples per image.
+
+        Results are shaped ``[n_samples * B]`` (sample-major). With ``analytic_kl=False`` every term is a
+        single-sample Monte Carlo estimate, so ``-nelbo`` is exactly the log importance weight
+        ``log p(x, y, u, z) - log q(u, z | x)`` used by :func:`selfvae.evaluation.bounds.iw_bound`.
+        """
+        levels = self.levels(x)
+        inputs = [to_input(y) for y in levels]
+        q_u = gaussian_from(self.q_u(inputs[0]))
+        q_z = [gaussian_from(self.q_z[k](inputs[k + 1])) for k in range(self.K)]
+        y_feats = [self.p_z[k].encode_y(inputs[k]) for k in range(self.K)]
+        if n_samples > 1:
+            rep = _repeat(n_samples)
+            levels, inputs, y_feats = rep(levels), rep(inputs), rep(y_feats)
+            q_u = DiagonalGaussian(*rep([q_u.mu, q_u.logvar]))
+            q_z = [DiagonalGaussian(*rep([q.mu, q.logvar])) for q in q_z]
+
+        u = q_u.rsample()
+        kl_u = q_u.log_prob(u) - self.p_u.log_prob(u)
+        re = [-self.p_y_given(u).log_prob(to_target(levels[0]))]
+        kl_z = []
+        z_prev = u
+        for k in range(self.K):
+            z = q_z[k].rsample()
+            p_z = self.p_z[k](y_feats[k], z_prev)
+            kl_z.append(q_z[k].kl(p_z) if analytic_kl else q_z[k].log_prob(z) - p_z.log_prob(z))
+            re.append(-self.p_x[k](inputs[k], z).log_prob(to_target(levels[k + 1])))
+            z_prev = z
+        kl_z_t = torch.stack(kl_z, 1) if kl_z else u.new_zeros(u.shape[0], 0)
+        return Terms(re=torch.stack(re, 1), kl_u=kl_u, kl_z=kl_z_t)
+
+    def bpd(self, nats: Tensor) -> Tensor:
+        """Nats per image -> bits per dimension of x."""
+        return nats / (self.x_dims * math.log(2.0))
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Mean negative ELBO in bits/dim of x (the training loss)."""
+        return self.bpd(self.terms(x).nelbo).mean()
+
+
+def _repeat(n: int):
+    def rep(ts: list[Tensor]) -> list[Tensor]:
+        return [t.repeat(n, *([1] * (t.dim() - 1))) for t in ts]
+
+    return rep

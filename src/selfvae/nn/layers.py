@@ -1,0 +1,141 @@
+"""Building blocks of every network (paper Appendix D, thesis ch. 5.3).
+
+* :class:`WNConv2d` -- a (transposed) convolution with weight normalisation and data-dependent
+  initialisation (Salimans & Kingma, 2016): ``w = g * v / ||v||``; on the first batch ``g`` and ``b`` are
+  set so that each output channel has zero mean and standard deviation ``init_scale``.
+* :class:`ChannelAttention` -- squeeze-and-excitation gating of channels (Zhang et al., 2018).
+* :class:`DenseLayer` -- ``steps`` densely connected ELU-conv1x1-ELU-conv3x3 units, then channel attention.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+class WNConv2d(nn.Module):
+    """Weight-normalised 2-D convolution (or transposed convolution) with data-dependent init.
+
+    The layer is *uninitialised* until :func:`data_dependent_init` runs a batch through the network;
+    the ``initialized`` buffer is saved in checkpoints so a resumed run never re-initialises.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int = 3,
+        stride: int = 1,
+        padding: int | None = None,
+        transposed: bool = False,
+        init_scale: float = 1.0,
+    ) -> None:
+        super().__init__()
+        if padding is None:
+            padding = kernel_size // 2
+        self.stride, self.padding, self.transposed = stride, padding, transposed
+        self.init_scale = init_scale
+        shape = (in_channels, out_channels) if transposed else (out_channels, in_channels)
+        self.v = nn.Parameter(torch.randn(*shape, kernel_size, kernel_size) * 0.05)
+        self.g = nn.Parameter(torch.ones(out_channels))
+        self.b = nn.Parameter(torch.zeros(out_channels))
+        self.register_buffer("initialized", torch.tensor(False))
+        self._ddi = False
+
+    def weight(self) -> Tensor:
+        """The effective kernel ``g * v / ||v||`` (norm over everything but the output channel)."""
+        if self.transposed:
+            norm = self.v.pow(2).sum(dim=(0, 2, 3), keepdim=True).clamp_min(1e-12).sqrt()
+            return self.v * (self.g.view(1, -1, 1, 1) / norm)
+        norm = self.v.pow(2).sum(dim=(1, 2, 3), keepdim=True).clamp_min(1e-12).sqrt()
+        return self.v * (self.g.view(-1, 1, 1, 1) / norm)
+
+    def _conv(self, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+        if self.transposed:
+            return F.conv_transpose2d(
+                x, weight, bias, stride=self.stride, padding=self.padding, output_padding=self.stride - 1
+            )
+        return F.conv2d(x, weight, bias, stride=self.stride, padding=self.padding)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self._ddi and not bool(self.initialized):
+            return self._init_from(x)
+        return self._conv(x, self.weight(), self.b)
+
+    @torch.no_grad()
+    def _init_from(self, x: Tensor) -> Tensor:
+        self.g.fill_(1.0)
+        self.b.zero_()
+        t = self._conv(x, self.weight(), None)
+        mean = t.mean(dim=(0, 2, 3))
+        std = t.std(dim=(0, 2, 3)).clamp_min(1e-6)
+        scale = self.init_scale / std
+        self.g.mul_(scale)
+        self.b.copy_(-mean * scale)
+        self.initialized.fill_(True)
+        return (t - mean.view(1, -1, 1, 1)) * scale.view(1, -1, 1, 1)
+
+
+def weight_norm_layers(module: nn.Module) -> Iterator[WNConv2d]:
+    """All :class:`WNConv2d` layers inside ``module``."""
+    return (m for m in module.modules() if isinstance(m, WNConv2d))
+
+
+@torch.no_grad()
+def data_dependent_init(module: nn.Module, run: callable) -> None:
+    """Initialise every uninitialised weight-normed layer from one forward pass ``run()``.
+
+    Layers are initialised in the order the forward pass reaches them, each seeing the already
+    normalised outputs of the layers before it, as in Salimans & Kingma (2016).
+    """
+    layers = list(weight_norm_layers(module))
+    for layer in layers:
+        layer._ddi = True
+    try:
+        run()
+    finally:
+        for layer in layers:
+            layer._ddi = False
+    for layer in layers:  # layers the pass did not reach keep the plain init but count as initialised
+        layer.initialized.fill_(True)
+
+
+class ChannelAttention(nn.Module):
+    """Channel-wise attention: global average pool -> bottleneck -> sigmoid gate (RCAN)."""
+
+    def __init__(self, channels: int, reduction: int = 8) -> None:
+        super().__init__()
+        hidden = max(channels // reduction, 4)
+        self.squeeze = WNConv2d(channels, hidden, 1)
+        self.excite = WNConv2d(hidden, channels, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        s = x.mean(dim=(2, 3), keepdim=True)
+        return x * torch.sigmoid(self.excite(F.elu(self.squeeze(s))))
+
+
+class DenseLayer(nn.Module):
+    """``steps`` densely connected units; each adds ``growth`` channels. Ends with channel attention.
+
+    Output channels: ``in_channels + steps * growth``.
+    """
+
+    def __init__(self, in_channels: int, growth: int, steps: int, bottleneck: int = 4) -> None:
+        super().__init__()
+        self.units = nn.ModuleList()
+        c = in_channels
+        for _ in range(steps):
+            self.units.append(
+                nn.ModuleList([WNConv2d(c, bottleneck * growth, 1), WNConv2d(bottleneck * growth, growth, 3)])
+            )
+            c += growth
+        self.out_channels = c
+        self.attention = ChannelAttention(c)
+
+    def forward(self, x: Tensor) -> Tensor:
+        for conv1, conv3 in self.units:
+            x = torch.cat([x, conv3(F.elu(conv1(F.elu(x))))], dim=1)
+        return self.attention(x)

@@ -1,0 +1,100 @@
+"""Encoder, decoder and same-resolution networks built from :mod:`selfvae.nn.layers`.
+
+Sizes come from :class:`NetSpec` so the small CPU presets and the paper-size presets share one code path.
+Encoders halve the resolution with strided convolutions (doubling width and growth each time); decoders
+double it with transposed convolutions (halving them), as in the srVAE/selfVAE architecture.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from selfvae.nn.layers import DenseLayer, WNConv2d
+
+
+@dataclass(frozen=True)
+class NetSpec:
+    """Size of one network: stem ``width``, dense ``growth`` per unit, ``steps`` units per dense layer,
+    ``blocks`` dense layers per resolution for same-resolution networks."""
+
+    width: int = 32
+    growth: int = 16
+    steps: int = 3
+    blocks: int = 1
+    max_mult: int = 4  # encoders/decoders widen (or narrow) by at most this factor across resolutions
+
+
+class DenseEncoder(nn.Module):
+    """Image-shaped input -> ``out_channels`` maps at ``1 / 2**n_down`` of the resolution.
+
+    ``spec`` sizes the first (full-resolution) stage; width and growth double after each downsampling.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, spec: NetSpec, n_down: int) -> None:
+        super().__init__()
+        layers: list[nn.Module] = [WNConv2d(in_channels, spec.width, 3)]
+        c, g = spec.width, spec.growth
+        for i in range(n_down):
+            dense = DenseLayer(c, g, spec.steps)
+            mult = min(2 ** (i + 1), spec.max_mult)
+            nxt = spec.width * mult
+            layers += [dense, nn.ELU(), WNConv2d(dense.out_channels, nxt, 3, stride=2)]
+            c, g = nxt, spec.growth * mult
+        dense = DenseLayer(c, g, spec.steps)
+        layers += [dense, nn.ELU(), WNConv2d(dense.out_channels, out_channels, 1, init_scale=0.1)]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+
+class DenseDecoder(nn.Module):
+    """Latent-shaped input -> ``out_channels`` maps at ``2**n_up`` times the resolution.
+
+    ``spec`` sizes the first (lowest-resolution) stage; width and growth halve after each upsampling.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, spec: NetSpec, n_up: int) -> None:
+        super().__init__()
+        c, g = spec.width, spec.growth
+        layers: list[nn.Module] = [WNConv2d(in_channels, c, 3)]
+        for i in range(n_up):
+            dense = DenseLayer(c, g, spec.steps)
+            div = min(2 ** (i + 1), spec.max_mult)
+            nxt = max(spec.width // div, 8)
+            layers += [dense, nn.ELU(), WNConv2d(dense.out_channels, nxt, 3, stride=2, transposed=True)]
+            c, g = nxt, max(spec.growth // div, 4)
+        dense = DenseLayer(c, g, spec.steps)
+        layers += [dense, nn.ELU(), WNConv2d(dense.out_channels, out_channels, 3, init_scale=0.1)]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+
+class DenseNetwork(nn.Module):
+    """Same-resolution network: stem, ``blocks`` dense layers, 1x1 output."""
+
+    def __init__(self, in_channels: int, out_channels: int, spec: NetSpec, out_scale: float = 0.1) -> None:
+        super().__init__()
+        layers: list[nn.Module] = [WNConv2d(in_channels, spec.width, 3)]
+        c = spec.width
+        for _ in range(spec.blocks):
+            dense = DenseLayer(c, spec.growth, spec.steps)
+            layers += [dense, nn.ELU()]
+            c = dense.out_channels
+        layers.append(WNConv2d(c, out_channels, 1, init_scale=out_scale))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+
+def resample_to(x: Tensor, size: tuple[int, int]) -> Tensor:
+    """Nearest-neighbour resize of a conditioning image to ``size`` (no-op when it already matches)."""
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    return F.interpolate(x, size=size, mode="nearest")

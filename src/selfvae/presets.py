@@ -1,0 +1,108 @@
+"""Named presets: the paper-size models and small CPU-sized ones that train usefully in minutes.
+
+Paper-size nets follow the srVAE/selfVAE architecture (DenseNet blocks + channel attention, latents
+16x8x8, RealNVP prior, 32M-42M parameters); ``selfvae presets`` prints each with its parameter count
+when asked (``--params``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from selfvae.config import Config, DataConfig, ModelConfig, TrainConfig
+from selfvae.errors import SelfVAEError
+from selfvae.nn.nets import NetSpec
+
+# ----- small CPU presets (32x32, 1 channel) ---------------------------------------------------------
+_SMALL = NetSpec(width=32, growth=16, steps=2, blocks=1)
+_SMALL_REALNVP = {"mid_channels": 32, "num_blocks": 2, "num_scales": 2}
+_SMALL_TRAIN = TrainConfig(batch_size=64, steps=3000, eval_every=500, eval_limit=2000, checkpoint_every=250,
+                           sample_every=1000, final_iw_samples=128)
+
+
+def _small(name: str, dataset: str, transforms: str, what: str, latent=(8, 8, 8), **model_kw) -> Config:
+    return Config(
+        name=name,
+        description=f"{what} on {dataset} (32x32, 1 channel); small, for CPU",
+        data=DataConfig(name=dataset),
+        model=ModelConfig(
+            image_shape=(1, 32, 32), transforms=transforms, latent_shape=latent, prior="realnvp",
+            prior_kwargs=dict(_SMALL_REALNVP), n_mix=10,
+            **{"q_u": _SMALL, "p_y": _SMALL, "q_z": _SMALL, "p_z": _SMALL, "p_x": _SMALL, **model_kw},
+        ),
+        train=replace(_SMALL_TRAIN),
+    )
+
+
+# ----- paper-size presets ---------------------------------------------------------------------------
+_PAPER_REALNVP = {"mid_channels": 64, "num_blocks": 5, "num_scales": 2}
+_PAPER_TRAIN = TrainConfig(batch_size=32, steps=1_000_000, eval_every=5000, eval_limit=None,
+                           checkpoint_every=2000, sample_every=5000, final_iw_samples=512, ema_decay=None)
+
+
+def _cifar_vae(prior: str, prior_kwargs: dict, name: str, what: str) -> Config:
+    return Config(
+        name=name,
+        description=f"{what} on CIFAR-10 (paper size)",
+        data=DataConfig(name="cifar10"),
+        model=ModelConfig(
+            image_shape=(3, 32, 32), transforms="", latent_shape=(16, 8, 8), prior=prior,
+            prior_kwargs=prior_kwargs,
+            q_u=NetSpec(width=64, growth=32, steps=8),
+            p_y=NetSpec(width=160, growth=128, steps=6),
+        ),
+        train=replace(_PAPER_TRAIN),
+    )
+
+
+def _paper_selfvae(name: str, dataset: str, shape, transforms: str, what: str) -> Config:
+    big = shape[1] == 64
+    return Config(
+        name=name,
+        description=f"{what} on {dataset} (paper size)",
+        data=DataConfig(name=dataset),
+        model=ModelConfig(
+            image_shape=shape, transforms=transforms, latent_shape=(16, 8, 8), prior="realnvp",
+            prior_kwargs=dict(_PAPER_REALNVP),
+            q_u=NetSpec(width=64, growth=64, steps=3),
+            p_y=NetSpec(width=128, growth=128, steps=4),
+            q_z=NetSpec(width=32, growth=16, steps=4),
+            p_z=NetSpec(width=48, growth=32, steps=3, blocks=2) if big else NetSpec(width=64, growth=64, steps=3, blocks=3),
+            p_x=NetSpec(width=64, growth=48, steps=4, blocks=2) if big else NetSpec(width=96, growth=64, steps=5, blocks=3),
+        ),
+        train=replace(_PAPER_TRAIN),
+    )
+
+
+def _build() -> dict[str, Config]:
+    p: dict[str, Config] = {}
+    for ds in ("fashion-mnist", "mnist"):
+        p[f"{ds}-vae"] = _small(f"{ds}-vae", ds, "", "VAE with a RealNVP prior",
+                                q_u=NetSpec(width=32, growth=16, steps=3), p_y=NetSpec(width=48, growth=24, steps=3))
+        p[f"{ds}-srvae"] = _small(f"{ds}-srvae", ds, "downscale", "1-level selfVAE-downscale (srVAE, 32->16)")
+        p[f"{ds}-sketch"] = _small(f"{ds}-sketch", ds, "sketch", "1-level selfVAE-sketch")
+        p[f"{ds}-2lvl"] = _small(f"{ds}-2lvl", ds, "downscale,downscale", "2-level selfVAE-downscale (32->16->8)")
+    p["cifar10-vae"] = _cifar_vae("standard", {}, "cifar10-vae", "VAE with a standard normal prior")
+    p["cifar10-vae-mog"] = _cifar_vae("mog", {"n_components": 10}, "cifar10-vae-mog", "VAE with a MoG prior")
+    p["cifar10-vae-realnvp"] = _cifar_vae("realnvp", dict(_PAPER_REALNVP), "cifar10-vae-realnvp",
+                                          "VAE with a RealNVP prior")
+    p["cifar10-srvae"] = _paper_selfvae("cifar10-srvae", "cifar10", (3, 32, 32), "downscale",
+                                        "selfVAE-downscale / srVAE (32->16)")
+    p["celeba64-sketch"] = _paper_selfvae("celeba64-sketch", "celeba64", (3, 64, 64), "sketch",
+                                          "selfVAE-sketch")
+    p["celeba64-sketch"].model.q_u = NetSpec(width=32, growth=24, steps=3)
+    p["celeba64-3lvl"] = _paper_selfvae("celeba64-3lvl", "celeba64", (3, 64, 64), "downscale,downscale",
+                                        "3-level selfVAE-downscale (64->32->16)")
+    p["imagenette64-3lvl"] = _paper_selfvae("imagenette64-3lvl", "imagenette64", (3, 64, 64),
+                                            "downscale,downscale", "3-level selfVAE-downscale (64->32->16)")
+    return p
+
+
+PRESETS: dict[str, Config] = _build()
+
+
+def get_preset(name: str) -> Config:
+    """A fresh copy of the named preset; unknown names raise :class:`SelfVAEError` listing the known ones."""
+    if name not in PRESETS:
+        raise SelfVAEError(f"unknown preset {name!r}; known presets: {', '.join(sorted(PRESETS))}")
+    return Config.from_dict(PRESETS[name].to_dict())

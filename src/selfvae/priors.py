@@ -1,0 +1,346 @@
+"""Priors ``p(u)`` over latent tensors shaped ``(C, H, W)`` (e.g. ``(16, 8, 8)`` in selfVAE / srVAE).
+
+Every prior is an :class:`torch.nn.Module` with ``log_prob(u) -> [B]`` (nats, summed over all latent
+dimensions) and ``sample(n, temperature) -> [n, C, H, W]`` on the module's device and dtype.
+
+* :class:`StandardNormal`: the fixed ``N(0, I)`` of a plain VAE.
+* :class:`MixtureOfGaussians`: a learned mixture of diagonal Gaussians over the flattened latent (the
+  "VAE + MoG" baseline of the thesis, 10 components).
+* :class:`RealNVP`: the multi-scale RealNVP flow (Dinh et al. 2017) used as the data-driven prior in the
+  papers, following the structure of chrischute/real-nvp (used by the srVAE authors) but without batch norm,
+  so the density is a deterministic function of ``u`` (required for valid importance-sampling bounds).
+
+``build_prior(name, shape, **kwargs)`` builds one by name from :data:`PRIORS`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from selfvae.errors import SelfVAEError
+
+__all__ = ["Prior", "StandardNormal", "MixtureOfGaussians", "RealNVP", "PRIORS", "build_prior"]
+
+_LOG_2PI = math.log(2.0 * math.pi)
+
+
+def _check_shape(shape: tuple[int, int, int]) -> tuple[int, int, int]:
+    shape = tuple(int(s) for s in shape)
+    if len(shape) != 3 or any(s < 1 for s in shape):
+        raise SelfVAEError(f"prior shape: expected three positive ints (C, H, W), got {shape}")
+    return shape  # type: ignore[return-value]
+
+
+def _std_normal_log_prob(v: Tensor) -> Tensor:
+    return (-0.5 * (v**2 + _LOG_2PI)).flatten(1).sum(dim=1)
+
+
+class Prior(nn.Module):
+    """Base class: a density over latents ``u`` shaped ``[B, *shape]``."""
+
+    def __init__(self, shape: tuple[int, int, int]) -> None:
+        super().__init__()
+        self.shape: tuple[int, int, int] = _check_shape(shape)
+        # Non-persistent scalar buffer: follows .to(device/dtype) so sample() knows where to put its output.
+        self.register_buffer("_anchor", torch.zeros(()), persistent=False)
+
+    @property
+    def dim(self) -> int:
+        """Number of latent dimensions ``C * H * W``."""
+        c, h, w = self.shape
+        return c * h * w
+
+    def _check_u(self, u: Tensor) -> None:
+        if u.dim() != 4 or tuple(u.shape[1:]) != self.shape:
+            raise SelfVAEError(
+                f"{type(self).__name__}.log_prob u: expected shape [B, {', '.join(map(str, self.shape))}], "
+                f"got {list(u.shape)}"
+            )
+
+    def _randn(self, n: int) -> Tensor:
+        return torch.randn(n, *self.shape, device=self._anchor.device, dtype=self._anchor.dtype)
+
+    def log_prob(self, u: Tensor) -> Tensor:
+        """``log p(u)`` in nats, ``[B]``."""
+        raise NotImplementedError
+
+    def sample(self, n: int, temperature: float = 1.0) -> Tensor:
+        """``n`` samples ``[n, C, H, W]``; ``temperature`` scales the Gaussian noise."""
+        raise NotImplementedError
+
+
+class StandardNormal(Prior):
+    """Fixed ``N(0, I)`` prior."""
+
+    def log_prob(self, u: Tensor) -> Tensor:
+        self._check_u(u)
+        return _std_normal_log_prob(u)
+
+    def sample(self, n: int, temperature: float = 1.0) -> Tensor:
+        return temperature * self._randn(n)
+
+
+class MixtureOfGaussians(Prior):
+    """Learned mixture of ``n_components`` diagonal Gaussians over the flattened latent.
+
+    Parameters: means ``[K, D]`` (initialised ``N(0, init_spread^2)``), log-variances ``[K, D]`` (zeros) and
+    mixture logits ``[K]`` (zeros, i.e. uniform weights).
+    """
+
+    def __init__(self, shape: tuple[int, int, int], n_components: int = 10, init_spread: float = 0.1) -> None:
+        super().__init__(shape)
+        if n_components < 1:
+            raise SelfVAEError(f"MixtureOfGaussians n_components: must be >= 1, got {n_components}")
+        self.n_components = n_components
+        self.means = nn.Parameter(init_spread * torch.randn(n_components, self.dim))
+        self.logvars = nn.Parameter(torch.zeros(n_components, self.dim))
+        self.logits = nn.Parameter(torch.zeros(n_components))
+
+    def log_prob(self, u: Tensor) -> Tensor:
+        self._check_u(u)
+        x = u.flatten(1).unsqueeze(1)  # [B, 1, D]
+        comp = -0.5 * (_LOG_2PI + self.logvars + (x - self.means) ** 2 * torch.exp(-self.logvars))
+        comp = comp.sum(dim=2) + torch.log_softmax(self.logits, dim=0)  # [B, K]
+        return torch.logsumexp(comp, dim=1)
+
+    def sample(self, n: int, temperature: float = 1.0) -> Tensor:
+        with torch.no_grad():
+            k = torch.multinomial(torch.softmax(self.logits, dim=0), n, replacement=True)
+            eps = self._randn(n).flatten(1)
+            z = self.means[k] + temperature * torch.exp(0.5 * self.logvars[k]) * eps
+        return z.view(n, *self.shape)
+
+
+# ---------------------------------------------------------------------------------------------- RealNVP
+
+
+def _squeeze(x: Tensor) -> Tensor:
+    """Space-to-depth 2x2: ``[B, C, H, W] -> [B, 4C, H/2, W/2]``, channel index ``4c + 2i + j``."""
+    b, c, h, w = x.shape
+    x = x.reshape(b, c, h // 2, 2, w // 2, 2).permute(0, 1, 3, 5, 2, 4)
+    return x.reshape(b, 4 * c, h // 2, w // 2)
+
+
+def _unsqueeze(x: Tensor) -> Tensor:
+    """Inverse of :func:`_squeeze`."""
+    b, c4, h, w = x.shape
+    c = c4 // 4
+    x = x.reshape(b, c, 2, 2, h, w).permute(0, 1, 4, 2, 5, 3)
+    return x.reshape(b, c, 2 * h, 2 * w)
+
+
+def _squeeze_alt(x: Tensor) -> Tensor:
+    """Space-to-depth 2x2 in the alternate order of Dinh et al.: the four sub-grids (0,0), (1,1), (0,1), (1,0)
+    stacked as channel blocks, so the first half of the channels is one checkerboard colour."""
+    b, c, h, w = x.shape
+    x = x.reshape(b, c, h // 2, 2, w // 2, 2)
+    return torch.cat([x[:, :, :, 0, :, 0], x[:, :, :, 1, :, 1], x[:, :, :, 0, :, 1], x[:, :, :, 1, :, 0]], 1)
+
+
+def _unsqueeze_alt(x: Tensor) -> Tensor:
+    """Inverse of :func:`_squeeze_alt`."""
+    b, c4, h, w = x.shape
+    c = c4 // 4
+    p00, p11, p01, p10 = x.chunk(4, dim=1)
+    row0 = torch.stack([p00, p01], dim=-1)  # [B, C, h, w, 2]  (j index last)
+    row1 = torch.stack([p10, p11], dim=-1)
+    out = torch.stack([row0, row1], dim=3)  # [B, C, h, 2(i), w, 2(j)]
+    return out.reshape(b, c, 2 * h, 2 * w)
+
+
+def _checkerboard(h: int, w: int, reverse: bool, like: Tensor) -> Tensor:
+    """``[1, 1, H, W]`` mask, 1 where ``i + j`` is even (odd if ``reverse``): the positions kept unchanged."""
+    ii = torch.arange(h, device=like.device).view(-1, 1)
+    jj = torch.arange(w, device=like.device).view(1, -1)
+    mask = ((ii + jj) % 2 == (1 if reverse else 0)).to(like.dtype)
+    return mask.view(1, 1, h, w)
+
+
+class _ResBlock(nn.Module):
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.conv2(F.elu(self.conv1(F.elu(x))))
+
+
+class _STNet(nn.Module):
+    """Small ResNet producing (s, t); no batch norm or dropout (deterministic density); last conv zeroed so
+    every coupling starts at the identity."""
+
+    def __init__(self, in_channels: int, mid_channels: int, out_channels: int, num_blocks: int) -> None:
+        super().__init__()
+        self.inp = nn.Conv2d(in_channels, mid_channels, 3, padding=1)
+        self.blocks = nn.Sequential(*[_ResBlock(mid_channels) for _ in range(num_blocks)])
+        self.out = nn.Conv2d(mid_channels, 2 * out_channels, 3, padding=1)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        st = self.out(F.elu(self.blocks(self.inp(x))))
+        s, t = st.chunk(2, dim=1)
+        return s, t
+
+
+class _Coupling(nn.Module):
+    """Affine coupling ``y = (x + t) * exp(scale * tanh(s))`` on the masked-out half (data -> base direction).
+
+    ``checkerboard=True``: spatial checkerboard mask (the mask itself is given to the net as an extra input
+    channel). Otherwise channel-wise: the input channels are split into two halves.
+    """
+
+    def __init__(self, channels: int, mid_channels: int, num_blocks: int, checkerboard: bool, reverse: bool):
+        super().__init__()
+        self.checkerboard = checkerboard
+        self.reverse_mask = reverse
+        if checkerboard:
+            self.net = _STNet(channels + 1, mid_channels, channels, num_blocks)
+            self.scale = nn.Parameter(torch.ones(1, channels, 1, 1))
+        else:
+            half = channels // 2
+            self.net = _STNet(half, mid_channels, channels - half, num_blocks)
+            self.scale = nn.Parameter(torch.ones(1, channels - half, 1, 1))
+
+    def forward(self, x: Tensor, logdet: Tensor, inverse: bool = False) -> tuple[Tensor, Tensor]:
+        if self.checkerboard:
+            b = _checkerboard(x.shape[2], x.shape[3], self.reverse_mask, x)
+            x_b = x * b
+            s, t = self.net(torch.cat([x_b, b.expand(x.shape[0], 1, -1, -1)], dim=1))
+            s = self.scale * torch.tanh(s) * (1 - b)
+            t = t * (1 - b)
+            if inverse:
+                return x * torch.exp(-s) - t, logdet
+            return (x + t) * torch.exp(s), logdet + s.flatten(1).sum(dim=1)
+        half = x.shape[1] // 2
+        if self.reverse_mask:
+            x_id, x_change = x[:, :half], x[:, half:]
+        else:
+            x_change, x_id = x[:, : x.shape[1] - half], x[:, x.shape[1] - half :]
+        s, t = self.net(x_id)
+        s = self.scale * torch.tanh(s)
+        if inverse:
+            x_change = x_change * torch.exp(-s) - t
+        else:
+            x_change = (x_change + t) * torch.exp(s)
+            logdet = logdet + s.flatten(1).sum(dim=1)
+        out = torch.cat([x_id, x_change], 1) if self.reverse_mask else torch.cat([x_change, x_id], 1)
+        return out, logdet
+
+
+class _Scale(nn.Module):
+    """One scale of the multi-scale RealNVP (recursive, as in chrischute/real-nvp ``_RealNVP``)."""
+
+    def __init__(self, scale_idx: int, num_scales: int, channels: int, mid: int, num_blocks: int) -> None:
+        super().__init__()
+        self.is_last = scale_idx == num_scales - 1
+        n_in = 4 if self.is_last else 3
+        self.in_couplings = nn.ModuleList(
+            [
+                _Coupling(channels, mid, num_blocks, checkerboard=True, reverse=bool(i % 2))
+                for i in range(n_in)
+            ]
+        )
+        if not self.is_last:
+            self.out_couplings = nn.ModuleList(
+                [
+                    _Coupling(4 * channels, 2 * mid, num_blocks, checkerboard=False, reverse=bool(i % 2))
+                    for i in range(3)
+                ]
+            )
+            self.next = _Scale(scale_idx + 1, num_scales, 2 * channels, 2 * mid, num_blocks)
+
+    def forward(self, x: Tensor, logdet: Tensor, inverse: bool = False) -> tuple[Tensor, Tensor]:
+        if not inverse:
+            for c in self.in_couplings:
+                x, logdet = c(x, logdet)
+            if not self.is_last:
+                x = _squeeze(x)
+                for c in self.out_couplings:
+                    x, logdet = c(x, logdet)
+                x = _unsqueeze(x)
+                x = _squeeze_alt(x)
+                x_keep, x_split = x.chunk(2, dim=1)
+                x_keep, logdet = self.next(x_keep, logdet)
+                x = _unsqueeze_alt(torch.cat([x_keep, x_split], dim=1))
+            return x, logdet
+        if not self.is_last:
+            x = _squeeze_alt(x)
+            x_keep, x_split = x.chunk(2, dim=1)
+            x_keep, logdet = self.next(x_keep, logdet, inverse=True)
+            x = _unsqueeze_alt(torch.cat([x_keep, x_split], dim=1))
+            x = _squeeze(x)
+            for c in reversed(self.out_couplings):
+                x, logdet = c(x, logdet, inverse=True)
+            x = _unsqueeze(x)
+        for c in reversed(self.in_couplings):
+            x, logdet = c(x, logdet, inverse=True)
+        return x, logdet
+
+
+class RealNVP(Prior):
+    """Multi-scale RealNVP flow prior with a standard normal base (Dinh et al. 2017; chrischute/real-nvp).
+
+    Per scale: 3 checkerboard couplings, squeeze 2x2 + 3 channel-wise couplings + unsqueeze, then an
+    alternate-order squeeze, half of the channels is split off (kept as output) and the other half goes to
+    the next scale with 2x channels (and 2x ``mid_channels``); the last scale has 4 checkerboard couplings.
+    The output ``v`` has the same shape as ``u``. ``H`` and ``W`` must be divisible by ``2**(num_scales-1)``.
+
+    Couplings use ``s = scale * tanh(s_raw)`` with a learned per-channel ``scale``; the s/t nets are small
+    ResNets (``num_blocks`` residual blocks of 3x3 convs, ELU, no normalisation, no dropout) whose last layer
+    is zero-initialised, so the flow starts as the identity.
+    """
+
+    def __init__(
+        self, shape: tuple[int, int, int], mid_channels: int = 64, num_blocks: int = 5, num_scales: int = 2
+    ) -> None:
+        super().__init__(shape)
+        c, h, w = self.shape
+        if num_scales < 1:
+            raise SelfVAEError(f"RealNVP num_scales: must be >= 1, got {num_scales}")
+        f = 2 ** (num_scales - 1)
+        if h % f or w % f:
+            raise SelfVAEError(
+                f"RealNVP shape {self.shape}: H and W must be divisible by 2**(num_scales-1) = {f} "
+                f"for num_scales={num_scales}"
+            )
+        self.num_scales = num_scales
+        self.flow = _Scale(0, num_scales, c, mid_channels, num_blocks)
+
+    def forward(self, u: Tensor) -> tuple[Tensor, Tensor]:
+        """Data -> base: returns ``(v, log|det dv/du|)`` with ``logdet`` shaped ``[B]``."""
+        self._check_u(u)
+        logdet = torch.zeros(u.shape[0], device=u.device, dtype=u.dtype)
+        return self.flow(u, logdet)
+
+    def inverse(self, v: Tensor) -> Tensor:
+        """Base -> data: ``u = f^{-1}(v)``."""
+        logdet = torch.zeros(v.shape[0], device=v.device, dtype=v.dtype)
+        u, _ = self.flow(v, logdet, inverse=True)
+        return u
+
+    def log_prob(self, u: Tensor) -> Tensor:
+        v, logdet = self.forward(u)
+        return _std_normal_log_prob(v) + logdet
+
+    def sample(self, n: int, temperature: float = 1.0) -> Tensor:
+        return self.inverse(temperature * self._randn(n))
+
+
+PRIORS: dict[str, type[Prior]] = {
+    "standard": StandardNormal,
+    "mog": MixtureOfGaussians,
+    "realnvp": RealNVP,
+}
+
+
+def build_prior(name: str, shape: tuple[int, int, int], **kwargs: object) -> Prior:
+    """Build the prior registered under ``name`` in :data:`PRIORS` for latents of ``shape`` (C, H, W)."""
+    if name not in PRIORS:
+        raise SelfVAEError(f"prior '{name}': unknown, known priors are {', '.join(sorted(PRIORS))}")
+    return PRIORS[name](shape, **kwargs)

@@ -1,0 +1,89 @@
+"""Checkpoints: written atomically, validated on load, the previous good one kept.
+
+A save writes ``NAME.tmp``, flushes it to disk, moves the existing ``NAME`` to ``NAME.prev`` and renames the
+temporary file into place, so a run killed at any moment leaves at least one complete checkpoint.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from selfvae.errors import SelfVAEError
+
+FORMAT = "selfvae-checkpoint"
+FORMAT_VERSION = 1
+REQUIRED = ("format", "version", "config", "model", "optimizer", "step", "sampler", "rng")
+
+
+def rng_state() -> dict[str, Any]:
+    """Every random state a run draws from."""
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
+    """Atomically write ``state`` (plus format tags) to ``path``; the old file becomes ``path.prev``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    payload = {"format": FORMAT, "version": FORMAT_VERSION, **state}
+    with open(tmp, "wb") as f:
+        torch.save(payload, f)
+        f.flush()
+        os.fsync(f.fileno())
+    if path.exists():
+        os.replace(path, path.with_name(path.name + ".prev"))
+    os.replace(tmp, path)
+    return path
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load and validate a checkpoint; a corrupt, truncated or foreign file raises :class:`SelfVAEError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise SelfVAEError(f"{path}: no such checkpoint")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as e:  # torch raises many types for truncated/corrupt archives
+        raise SelfVAEError(f"{path}: corrupt or truncated checkpoint ({type(e).__name__}: {e})") from e
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise SelfVAEError(f"{path}: not a selfvae checkpoint")
+    if state.get("version") != FORMAT_VERSION:
+        raise SelfVAEError(
+            f"{path}: checkpoint format version {state.get('version')} is not supported "
+            f"(this selfvae reads version {FORMAT_VERSION})"
+        )
+    missing = [k for k in REQUIRED if k not in state]
+    if missing:
+        raise SelfVAEError(f"{path}: checkpoint is missing {', '.join(missing)}")
+    return state
+
+
+def load_latest(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load ``path``; if it is corrupt, warn and fall back to ``path.prev`` (the previous good one)."""
+    path = Path(path)
+    try:
+        return load_checkpoint(path, map_location)
+    except SelfVAEError as first:
+        prev = path.with_name(path.name + ".prev")
+        if not prev.is_file():
+            raise
+        warnings.warn(f"{first}; resuming from the previous checkpoint {prev}", stacklevel=2)
+        return load_checkpoint(prev, map_location)

@@ -1,0 +1,329 @@
+"""Training: a small VDVAE-style step (grad clip, skip of non-finite or huge updates, EMA) and the run loop.
+
+The loop keeps ``last.pt`` (every ``checkpoint_every`` steps and on SIGINT/SIGTERM) and ``best.pt`` (best
+validation bound), logs to TensorBoard and ``log.jsonl``, shows a progress bar with rate, ETA and live
+bits/dim, and ends with the test bits/dim (ELBO and IW bound) and sample grids in ``RUN_DIR/final``.
+A resumed run restores model, EMA, optimiser, step, data order and every RNG state, so on CPU it continues
+exactly where it stopped.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from selfvae.config import Config
+from selfvae.data import ImageDataset, load_dataset
+from selfvae.errors import SelfVAEError
+from selfvae.evaluation.bounds import evaluate
+from selfvae.models.selfvae import SelfVAE
+from selfvae.nn.layers import data_dependent_init
+from selfvae.training.checkpoint import load_latest, rng_state, save_checkpoint, set_rng_state
+from selfvae.viz import plot_curves, save_grid
+
+
+class EpochSampler:
+    """Shuffled mini-batches of indices, reshuffled each epoch from ``seed + epoch`` (resumable)."""
+
+    def __init__(self, n: int, batch_size: int, seed: int) -> None:
+        if n < batch_size:
+            raise SelfVAEError(f"training set has {n} images, fewer than the batch size {batch_size}")
+        self.n, self.batch_size, self.seed = n, batch_size, seed
+        self.epoch, self.pos = 0, 0
+        self._perm: Tensor | None = None
+
+    def _order(self) -> Tensor:
+        if self._perm is None:
+            g = torch.Generator().manual_seed(self.seed + self.epoch)
+            self._perm = torch.randperm(self.n, generator=g)
+        return self._perm
+
+    def next(self) -> Tensor:
+        if self.pos + self.batch_size > self.n:
+            self.epoch, self.pos, self._perm = self.epoch + 1, 0, None
+        idx = self._order()[self.pos : self.pos + self.batch_size]
+        self.pos += self.batch_size
+        return idx
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "pos": self.pos}
+
+    def load_state_dict(self, s: dict[str, int]) -> None:
+        self.epoch, self.pos, self._perm = s["epoch"], s["pos"], None
+
+
+def gather(ds: ImageDataset, idx: Tensor) -> Tensor:
+    """A uint8 batch ``[B, C, H, W]`` of dataset items (augmentation applied per item)."""
+    return torch.stack([ds[int(i)] for i in idx])
+
+
+def learning_rate(cfg: Config, step: int) -> float:
+    """Exponential per-step decay floored at ``lr_min`` (thesis ch. 6)."""
+    t = cfg.train
+    return max(t.lr * t.lr_decay**step, t.lr_min)
+
+
+@dataclass
+class StepResult:
+    loss: float
+    grad_norm: float
+    skipped: bool
+    terms: dict[str, float]
+
+
+def train_step(
+    model: SelfVAE, opt: torch.optim.Optimizer, x: Tensor, cfg: Config, ema: SelfVAE | None
+) -> StepResult:
+    """One optimisation step on the negative ELBO in bits/dim; skips non-finite or too-large updates."""
+    t = cfg.train
+    model.train()
+    opt.zero_grad(set_to_none=True)
+    terms = model.terms(x)
+    loss = model.bpd(terms.nelbo).mean()
+    loss.backward()
+    params = [p for p in model.parameters() if p.grad is not None]
+    gnorm = torch.nn.utils.clip_grad_norm_(params, t.grad_clip if t.grad_clip else float("inf"))
+    gnorm_f = float(gnorm)
+    skipped = (
+        not math.isfinite(float(loss))
+        or not math.isfinite(gnorm_f)
+        or (t.grad_skip is not None and gnorm_f > t.grad_skip)
+    )
+    if not skipped:
+        opt.step()
+        if ema is not None:
+            _ema_update(ema, model, t.ema_decay)
+    info = {"kl_u": float(terms.kl_u.mean())}
+    for i, v in enumerate(terms.re.mean(0).tolist()):
+        info[f"re_{i}"] = v
+    for i, v in enumerate(terms.kl_z.mean(0).tolist()):
+        info[f"kl_z{i + 1}"] = v
+    return StepResult(float(loss), gnorm_f, skipped, info)
+
+
+@torch.no_grad()
+def _ema_update(ema: SelfVAE, model: SelfVAE, decay: float) -> None:
+    for pe, pm in zip(ema.parameters(), model.parameters(), strict=True):
+        pe.lerp_(pm, 1.0 - decay)
+    for be, bm in zip(ema.buffers(), model.buffers(), strict=True):
+        be.copy_(bm)
+
+
+class _StopFlag:
+    """Turns SIGINT/SIGTERM into a request to checkpoint and stop (restores the old handlers after)."""
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self) -> _StopFlag:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._old[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread
+                pass
+        return self
+
+    def _handle(self, signum: int, _frame: Any) -> None:
+        self.signal = signum
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+def batches_of(ds: ImageDataset, batch_size: int, limit: int | None = None):
+    """Sequential uint8 batches of a split (first ``limit`` images), no augmentation."""
+    n = len(ds) if limit is None else min(limit, len(ds))
+    for i in range(0, n, batch_size):
+        yield torch.stack([ds.images[j] for j in range(i, min(i + batch_size, n))])
+
+
+def build_model(cfg: Config, device: str | torch.device) -> SelfVAE:
+    return SelfVAE(cfg.model).to(device)
+
+
+def open_datasets(cfg: Config) -> tuple[ImageDataset, ImageDataset]:
+    d = cfg.data
+    kw = {"val_fraction": d.val_fraction, "seed": d.split_seed}
+    train_ds = load_dataset(d.name, d.root, "train", augment=d.augment, **kw)
+    val_ds = load_dataset(d.name, d.root, "val", augment=False, **kw)
+    if tuple(train_ds.shape) != tuple(cfg.model.image_shape):
+        raise SelfVAEError(
+            f"data set {d.name!r} yields images of shape {tuple(train_ds.shape)}, but the model expects "
+            f"{tuple(cfg.model.image_shape)}"
+        )
+    return train_ds, val_ds
+
+
+def train(
+    cfg: Config,
+    run_dir: str | Path,
+    device: str = "cpu",
+    resume: bool = False,
+    progress: bool = True,
+    final_eval: bool = True,
+) -> dict[str, Any]:
+    """Train ``cfg`` in ``run_dir`` (resuming from ``last.pt`` if asked); returns the final metrics."""
+    run_dir = Path(run_dir)
+    last = run_dir / "last.pt"
+    if resume and not last.exists():
+        raise SelfVAEError(f"{run_dir}: nothing to resume (no last.pt)")
+    if not resume and last.exists():
+        raise SelfVAEError(f"{run_dir}: already holds a run; pass --resume to continue it or choose another --out")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    t = cfg.train
+    torch.manual_seed(t.seed)
+    train_ds, val_ds = open_datasets(cfg)
+    model = build_model(cfg, device)
+    opt = torch.optim.Adamax(model.parameters(), lr=t.lr)
+    sampler = EpochSampler(len(train_ds), t.batch_size, t.seed)
+    step, best, skips_in_row, skips_total = 0, math.inf, 0, 0
+    ema: SelfVAE | None = None
+    if resume:
+        state = load_latest(last, map_location=device)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sampler.load_state_dict(state["sampler"])
+        step, best = state["step"], state.get("best", math.inf)
+        skips_total = state.get("skips_total", 0)
+        if t.ema_decay:
+            ema = copy.deepcopy(model)
+            ema.load_state_dict(state["ema"])
+        set_rng_state(state["rng"])
+    else:
+        cfg.save(run_dir / "config.json")
+        init_x = gather(train_ds, torch.randperm(len(train_ds))[: t.init_batch]).to(device)
+        data_dependent_init(model, lambda: model.terms(init_x))
+        if t.ema_decay:
+            ema = copy.deepcopy(model)
+
+    def checkpoint(path: Path) -> None:
+        save_checkpoint(
+            {
+                "config": cfg.to_dict(),
+                "model": model.state_dict(),
+                "ema": ema.state_dict() if ema is not None else None,
+                "optimizer": opt.state_dict(),
+                "step": step,
+                "sampler": sampler.state_dict(),
+                "rng": rng_state(),
+                "best": best,
+                "skips_total": skips_total,
+            },
+            path,
+        )
+
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(str(run_dir / "tb"), purge_step=step if resume else None)
+    log = open(run_dir / "log.jsonl", "a")
+    bar = tqdm(total=t.steps, initial=step, unit="step", desc=cfg.name, disable=not progress, dynamic_ncols=True)
+    stop_reason = None
+    with _StopFlag() as flag:
+        while step < t.steps:
+            lr = learning_rate(cfg, step)
+            for group in opt.param_groups:
+                group["lr"] = lr
+            x = gather(train_ds, sampler.next()).to(device)
+            tic = time.perf_counter()
+            res = train_step(model, opt, x, cfg, ema)
+            step += 1
+            if res.skipped:
+                skips_in_row += 1
+                skips_total += 1
+                if skips_in_row >= t.max_consecutive_skips:
+                    stop_reason = (
+                        f"stopped: {skips_in_row} consecutive steps skipped (loss or gradient not finite or "
+                        f"above grad_skip); the last good state is in {last}"
+                    )
+                    break
+            else:
+                skips_in_row = 0
+            bar.update(1)
+            bar.set_postfix(bpd=f"{res.loss:.4f}", skipped=skips_total)
+            if step % t.log_every == 0 or step == t.steps:
+                rec = {"step": step, "split": "train", "bpd": res.loss, "lr": lr, "grad_norm": res.grad_norm,
+                       "skipped_total": skips_total, "sec_per_step": time.perf_counter() - tic, **res.terms}
+                log.write(json.dumps(rec) + "\n")
+                log.flush()
+                for k, v in rec.items():
+                    if k not in ("step", "split") and isinstance(v, float) and math.isfinite(v):
+                        writer.add_scalar(f"train/{k}", v, step)
+            if step % t.eval_every == 0 or step == t.steps:
+                m = evaluate(ema or model, batches_of(val_ds, 256, t.eval_limit), 1, device, progress=False)
+                rec = {"step": step, "split": "val", "bpd": m["bpd_elbo"], **{k: m[k] for k in m if k[:3] in ("re_", "kl_")}}
+                log.write(json.dumps(rec) + "\n")
+                log.flush()
+                writer.add_scalar("val/bpd", m["bpd_elbo"], step)
+                bar.write(f"step {step}: validation {m['bpd_elbo']:.4f} bits/dim (ELBO)")
+                if m["bpd_elbo"] < best:
+                    best = m["bpd_elbo"]
+                    checkpoint(run_dir / "best.pt")
+            if step % t.sample_every == 0:
+                save_grid(sample_images(ema or model, 64), run_dir / "samples" / f"step_{step:07d}.png", nrow=8)
+            if step % t.checkpoint_every == 0 or step == t.steps:
+                checkpoint(last)
+            if flag.signal is not None:
+                checkpoint(last)
+                stop_reason = f"stopped by signal {flag.signal} at step {step}; resume with --resume"
+                break
+    bar.close()
+    writer.close()
+    log.close()
+    if stop_reason is not None:
+        return {"stopped": stop_reason, "step": step}
+    plot_curves(run_dir / "log.jsonl", run_dir / "curves.png")
+    if not final_eval:
+        return {"step": step}
+    return finish(cfg, run_dir, device, progress)
+
+
+@torch.no_grad()
+def sample_images(model: SelfVAE, n: int, temperature: float = 1.0) -> Tensor:
+    """``n`` unconditional samples of x as uint8 (uses :mod:`selfvae.models.ops`)."""
+    from selfvae.models.ops import generate
+
+    model.eval()
+    return generate(model, n, temperature)[-1]
+
+
+def load_run(run_dir: str | Path, device: str | torch.device = "cpu", which: str = "best") -> tuple[Config, SelfVAE]:
+    """Config and trained model of a run (EMA weights when the run kept them)."""
+    run_dir = Path(run_dir)
+    cfg = Config.load(run_dir / "config.json")
+    path = run_dir / f"{which}.pt"
+    if not path.exists():
+        path = run_dir / "last.pt"
+    state = load_latest(path, map_location=device)
+    model = build_model(cfg, device)
+    model.load_state_dict(state["ema"] if state.get("ema") else state["model"])
+    model.eval()
+    return cfg, model
+
+
+def finish(cfg: Config, run_dir: Path, device: str, progress: bool = True) -> dict[str, Any]:
+    """Final test evaluation (ELBO and IW bound) and sample grids of the best model, in ``run_dir/final``."""
+    t = cfg.train
+    _, model = load_run(run_dir, device)
+    test_ds = load_dataset(cfg.data.name, cfg.data.root, "test", augment=False)
+    m = evaluate(
+        model, batches_of(test_ds, 64, t.final_eval_limit), t.final_iw_samples, device,
+        total=min(len(test_ds), t.final_eval_limit or len(test_ds)), progress=progress,
+    )
+    out = run_dir / "final"
+    out.mkdir(exist_ok=True)
+    (out / "metrics.json").write_text(json.dumps({"split": "test", **m}, indent=2))
+    torch.manual_seed(t.seed)
+    save_grid(sample_images(model, 64), out / "samples.png", nrow=8, scale=2)
+    return m

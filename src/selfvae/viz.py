@@ -1,0 +1,99 @@
+"""Pictures and plots people look at: image grids (PIL) and training curves (matplotlib)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor
+
+
+def grid_array(images: Tensor, nrow: int | None = None, pad: int = 2, scale: int = 1) -> np.ndarray:
+    """uint8 ``[N, C, H, W]`` -> one uint8 ``[H', W', 3]`` array with ``nrow`` images per row."""
+    if images.dtype != torch.uint8:
+        raise ValueError(f"grid images must be uint8, got {images.dtype}")
+    imgs = images.detach().cpu()
+    if imgs.shape[1] == 1:
+        imgs = imgs.repeat(1, 3, 1, 1)
+    n, _, h, w = imgs.shape
+    nrow = nrow or max(1, math.ceil(math.sqrt(n)))
+    rows = math.ceil(n / nrow)
+    out = np.full((rows * (h + pad) + pad, nrow * (w + pad) + pad, 3), 255, dtype=np.uint8)
+    for i in range(n):
+        r, c = divmod(i, nrow)
+        y0, x0 = pad + r * (h + pad), pad + c * (w + pad)
+        out[y0 : y0 + h, x0 : x0 + w] = imgs[i].permute(1, 2, 0).numpy()
+    if scale > 1:
+        out = out.repeat(scale, axis=0).repeat(scale, axis=1)
+    return out
+
+
+def save_grid(images: Tensor, path: str | Path, nrow: int | None = None, scale: int = 1) -> Path:
+    """Write a PNG grid of uint8 images; returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(grid_array(images, nrow, scale=scale)).save(path)
+    return path
+
+
+def save_rows(rows: list[Tensor], path: str | Path, scale: int = 1) -> Path:
+    """Write rows of images (each uint8 ``[N, C, H, W]``, resized by nearest to the largest) as one grid."""
+    h = max(r.shape[-1] for r in rows)
+    c = max(r.shape[1] for r in rows)
+    fixed = []
+    for r in rows:
+        if r.shape[1] != c:
+            r = r.repeat(1, c // r.shape[1], 1, 1)
+        if r.shape[-1] != h:
+            r = torch.nn.functional.interpolate(r.float(), size=(h, h), mode="nearest").to(torch.uint8)
+        fixed.append(r)
+    return save_grid(torch.cat(fixed), path, nrow=rows[0].shape[0], scale=scale)
+
+
+def read_log(path: str | Path) -> list[dict]:
+    """Records of a run's JSON-lines log (missing file: empty list)."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def plot_curves(log_path: str | Path, out: str | Path) -> Path | None:
+    """Train/validation bits/dim and learning rate against step, from ``log.jsonl``; None if no records."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    recs = read_log(log_path)
+    train = [r for r in recs if r.get("split") == "train"]
+    val = [r for r in recs if r.get("split") == "val"]
+    if not train and not val:
+        return None
+    fig, (ax, ax_lr) = plt.subplots(1, 2, figsize=(10, 3.8))
+    if train:
+        ax.plot([r["step"] for r in train], [r["bpd"] for r in train], label="train (-ELBO)", lw=1)
+        ax_lr.plot([r["step"] for r in train], [r["lr"] for r in train])
+    if val:
+        ax.plot([r["step"] for r in val], [r["bpd"] for r in val], "o-", label="validation (-ELBO)")
+    ax.set_xlabel("step")
+    ax.set_ylabel("bits/dim")
+    ys = [r["bpd"] for r in train + val if math.isfinite(r["bpd"])]
+    if ys:
+        lo = min(ys)
+        ax.set_ylim(lo - 0.05 * abs(lo), min(max(ys), lo * 2.5 + 0.5))
+    ax.legend()
+    ax.grid(alpha=0.3)
+    ax_lr.set_xlabel("step")
+    ax_lr.set_ylabel("learning rate")
+    ax_lr.grid(alpha=0.3)
+    fig.tight_layout()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out

@@ -1,0 +1,379 @@
+"""Tests of selfvae.data readers, splits and augmentation on fixture files in the official formats."""
+
+from __future__ import annotations
+
+import gzip
+import pickle
+import tarfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from selfvae.data import DATASETS, ImageDataset, augment_image, dataset_shape, load_dataset, split_indices
+from selfvae.errors import SelfVAEError
+
+REAL_MNIST = Path("/work/shared/data/mnist.npz")
+
+
+# --------------------------------------------------------------------------------------------------
+# fixture writers (exact on-disk formats)
+
+
+def write_idx(path: Path, arr: np.ndarray, *, gz: bool) -> None:
+    """IDX: magic 0x0000 0x08 (uint8) ndim, then big-endian int32 dims, then the data."""
+    assert arr.dtype == np.uint8
+    header = bytes([0, 0, 0x08, arr.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in arr.shape)
+    data = header + arr.tobytes()
+    path.write_bytes(gzip.compress(data) if gz else data)
+
+
+def make_mnist_dir(root: Path, *, gz: bool, n_train: int = 100, n_test: int = 10, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    xtr = rng.integers(1, 256, size=(n_train, 28, 28), dtype=np.uint8)
+    xte = rng.integers(1, 256, size=(n_test, 28, 28), dtype=np.uint8)
+    ytr = (np.arange(n_train) % 256).astype(np.uint8)  # label = index: lets tests identify images
+    yte = rng.integers(0, 10, size=n_test, dtype=np.uint8)
+    suffix = ".gz" if gz else ""
+    root.mkdir(parents=True, exist_ok=True)
+    write_idx(root / f"train-images-idx3-ubyte{suffix}", xtr, gz=gz)
+    write_idx(root / f"train-labels-idx1-ubyte{suffix}", ytr, gz=gz)
+    write_idx(root / f"t10k-images-idx3-ubyte{suffix}", xte, gz=gz)
+    write_idx(root / f"t10k-labels-idx1-ubyte{suffix}", yte, gz=gz)
+    return xtr, ytr, xte, yte
+
+
+def cifar_batch(n: int, seed: int) -> tuple[dict, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    imgs = rng.integers(0, 256, size=(n, 32, 32, 3), dtype=np.uint8)  # HWC
+    data = imgs.transpose(0, 3, 1, 2).reshape(n, 3072)  # row-major R, G, B planes
+    labels = [int(v) for v in rng.integers(0, 10, size=n)]
+    return {b"batch_label": b"x", b"labels": labels, b"data": data, b"filenames": [b"f"] * n}, imgs
+
+
+def make_cifar_dir(d: Path) -> tuple[np.ndarray, np.ndarray]:
+    d.mkdir(parents=True)
+    train = []
+    for i in range(1, 6):
+        batch, imgs = cifar_batch(4, i)
+        (d / f"data_batch_{i}").write_bytes(pickle.dumps(batch, protocol=2))
+        train.append(imgs)
+    batch, test_imgs = cifar_batch(3, 99)
+    (d / "test_batch").write_bytes(pickle.dumps(batch, protocol=2))
+    return np.concatenate(train), test_imgs
+
+
+def save_image(path: Path, arr: np.ndarray, fmt: str | None = None) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(arr).save(path, format=fmt)
+
+
+# --------------------------------------------------------------------------------------------------
+# MNIST / Fashion-MNIST
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_mnist_idx_padding_and_labels(tmp_path: Path, gz: bool) -> None:
+    xtr, ytr, xte, yte = make_mnist_dir(tmp_path, gz=gz)
+    ds = load_dataset("mnist", tmp_path, "test")
+    assert isinstance(ds, ImageDataset) and len(ds) == 10 and ds.shape == (1, 32, 32)
+    assert ds.images.dtype == torch.uint8 and ds.images.shape == (10, 1, 32, 32)
+    # 2 px of zeros on each side, the original image in the middle
+    assert torch.equal(ds.images[:, 0, 2:30, 2:30], torch.from_numpy(xte))
+    border = ds.images.clone()
+    border[:, :, 2:30, 2:30] = 0
+    assert int(border.sum()) == 0
+    assert torch.equal(ds.labels, torch.from_numpy(yte.astype(np.int64)))
+    item = ds[3]
+    assert item.dtype == torch.uint8 and item.shape == (1, 32, 32)
+    assert torch.equal(item, ds.images[3])
+    # image_size=28 keeps the original, unpadded size
+    ds28 = load_dataset("mnist", tmp_path, "test", image_size=28)
+    assert ds28.shape == (1, 28, 28) == dataset_shape("mnist", 28)
+    assert torch.equal(ds28.images[:, 0], torch.from_numpy(xte))
+
+
+def test_fashion_mnist_reads_gz_idx(tmp_path: Path) -> None:
+    _, ytr, _, _ = make_mnist_dir(tmp_path, gz=True, seed=3)
+    ds = load_dataset("fashion-mnist", tmp_path, "train")
+    assert len(ds) == 85 and ds.shape == (1, 32, 32)
+    assert DATASETS["fashion-mnist"].default_root == "/usr/share/datasets/fashion-mnist"
+
+
+def test_idx_bad_magic_and_missing_files(tmp_path: Path) -> None:
+    make_mnist_dir(tmp_path, gz=False)
+    (tmp_path / "t10k-images-idx3-ubyte").write_bytes(b"\x08\x03\x00\x00" + b"\x00" * 20)
+    with pytest.raises(SelfVAEError, match="t10k-images-idx3-ubyte: not an IDX file"):
+        load_dataset("mnist", tmp_path, "test")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(SelfVAEError, match=r"empty: missing train-images-idx3-ubyte\[\.gz\]"):
+        load_dataset("fashion-mnist", empty, "train")
+    with pytest.raises(SelfVAEError, match="does not exist"):
+        load_dataset("mnist", tmp_path / "nope", "train")
+    with pytest.raises(SelfVAEError, match=r"--data-dir.*download\('mnist'"):
+        load_dataset("mnist", None, "train")
+
+
+def test_mnist_npz_fixture_and_real_file(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    x_train = rng.integers(0, 256, size=(20, 28, 28, 1), dtype=np.uint8)
+    x_test = rng.integers(0, 256, size=(5, 28, 28, 1), dtype=np.uint8)
+    y_test = np.arange(5, dtype=np.uint8)
+    np.savez(tmp_path / "mnist.npz", x_train=x_train, y_train=np.zeros(20, np.uint8), x_test=x_test,
+             y_test=y_test)
+    for root in (tmp_path, tmp_path / "mnist.npz"):
+        ds = load_dataset("mnist", root, "test")
+        assert ds.shape == (1, 32, 32) and len(ds) == 5
+        assert torch.equal(ds.images[:, :, 2:30, 2:30], torch.from_numpy(x_test.transpose(0, 3, 1, 2)))
+        assert ds.labels.tolist() == [0, 1, 2, 3, 4]
+    if REAL_MNIST.exists():  # the real file, when this machine has it
+        tr = load_dataset("mnist", REAL_MNIST.parent, "train")
+        va = load_dataset("mnist", REAL_MNIST.parent, "val")
+        te = load_dataset("mnist", REAL_MNIST.parent, "test")
+        assert (len(tr), len(va), len(te)) == (51000, 9000, 10000)
+        assert tr.shape == (1, 32, 32) and tr.images.dtype == torch.uint8
+        assert int(te.images[:, :, :2].max()) == 0 and int(te.images.max()) == 255
+        assert sorted(set(te.labels.tolist())) == list(range(10))
+
+
+# --------------------------------------------------------------------------------------------------
+# splits
+
+
+def test_split_sizes_disjoint_deterministic(tmp_path: Path) -> None:
+    make_mnist_dir(tmp_path, gz=False, n_train=200)  # labels 0..199 = index in the official train set
+    tr = load_dataset("mnist", tmp_path, "train")
+    va = load_dataset("mnist", tmp_path, "val")
+    assert (len(tr), len(va)) == (170, 30)
+    a, b = set(tr.labels.tolist()), set(va.labels.tolist())
+    assert not a & b and a | b == set(range(200))
+    assert torch.equal(va.images, load_dataset("mnist", tmp_path, "val").images)
+    perm = np.random.default_rng(0).permutation(200)
+    assert b == set(perm[:30].tolist())
+    other = load_dataset("mnist", tmp_path, "val", seed=1)
+    assert set(other.labels.tolist()) != b
+    assert len(load_dataset("mnist", tmp_path, "val", val_fraction=0.5)) == 100
+    tr_idx, va_idx = split_indices(7, 0.15, 0)
+    assert len(va_idx) == 1 and sorted([*tr_idx, *va_idx]) == list(range(7))
+    with pytest.raises(SelfVAEError, match="split='dev'"):
+        load_dataset("mnist", tmp_path, "dev")
+    with pytest.raises(SelfVAEError, match="val_fraction"):
+        load_dataset("mnist", tmp_path, "val", val_fraction=1.5)
+
+
+# --------------------------------------------------------------------------------------------------
+# CIFAR-10
+
+
+def test_cifar10_dir_and_targz(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    train, test = make_cifar_dir(src / "cifar-10-batches-py")
+    ds = load_dataset("cifar10", src, "test")
+    assert ds.shape == (3, 32, 32)
+    assert torch.equal(ds.images, torch.from_numpy(test.transpose(0, 3, 1, 2)))  # planes are R, G, B
+    assert len(load_dataset("cifar10", src / "cifar-10-batches-py", "train")) == 17  # 20 - round(3.0)
+
+    tgz_root = tmp_path / "tgz"
+    tgz_root.mkdir()
+    with tarfile.open(tgz_root / "cifar-10-python.tar.gz", "w:gz") as tf:
+        tf.add(src / "cifar-10-batches-py", arcname="cifar-10-batches-py")
+    tr = load_dataset("cifar10", tgz_root, "train", augment=False)
+    va = load_dataset("cifar10", tgz_root, "val")
+    assert (tgz_root / "cifar-10-batches-py" / "data_batch_5").is_file()  # extracted once
+    assert [p.name for p in tgz_root.iterdir() if p.name.startswith(".")] == []  # no temp dir left
+    both = torch.cat([tr.images, va.images])
+    assert both.shape == (20, 3, 32, 32)
+    ref = torch.from_numpy(train.transpose(0, 3, 1, 2))
+    assert sorted(map(bytes, both.numpy())) == sorted(map(bytes, ref.numpy()))
+    assert DATASETS["cifar10"].augment and load_dataset("cifar10", tgz_root, "train").augment
+    assert not va.augment and not load_dataset("cifar10", tgz_root, "test").augment
+
+
+def test_cifar10_missing_files(tmp_path: Path) -> None:
+    with pytest.raises(SelfVAEError, match="cifar-10-python.tar.gz"):
+        load_dataset("cifar10", tmp_path, "train")
+
+
+# --------------------------------------------------------------------------------------------------
+# downsampled ImageNet
+
+
+def test_imagenet32_npz_batches(tmp_path: Path) -> None:
+    rng = np.random.default_rng(5)
+    d = tmp_path / "Imagenet32_train_npz"
+    d.mkdir()
+    imgs = []
+    for i in (1, 2, 10):  # numeric, not lexical, order of batches
+        x = rng.integers(0, 256, size=(4, 32, 32, 3), dtype=np.uint8)
+        np.savez(d / f"train_data_batch_{i}.npz", data=x.transpose(0, 3, 1, 2).reshape(4, -1),
+                 labels=[i] * 4, mean=np.zeros(3072))
+        imgs.append(x)
+    xv = rng.integers(0, 256, size=(3, 32, 32, 3), dtype=np.uint8)
+    np.savez(tmp_path / "val_data.npz", data=xv.transpose(0, 3, 1, 2).reshape(3, -1), labels=[1, 2, 1000])
+    te = load_dataset("imagenet32", tmp_path, "test")
+    assert torch.equal(te.images, torch.from_numpy(xv.transpose(0, 3, 1, 2)))
+    assert te.labels.tolist() == [0, 1, 999]  # 1-based -> 0-based
+    tr = load_dataset("imagenet32", tmp_path, "train", val_fraction=0.0)
+    assert torch.equal(tr.images, torch.from_numpy(np.concatenate(imgs).transpose(0, 3, 1, 2)))
+    assert tr.labels.tolist() == [0] * 4 + [1] * 4 + [9] * 4
+    with pytest.raises(SelfVAEError, match="val_data.npz"):
+        load_dataset("imagenet64", tmp_path / "Imagenet32_train_npz", "test")
+    msg = r"array 'data' has dtype uint8 shape \(4, 3072\), expected uint8 \[N, 12288\]"
+    with pytest.raises(SelfVAEError, match=msg):
+        load_dataset("imagenet64", d, "train")
+
+
+# --------------------------------------------------------------------------------------------------
+# CelebA, imagenette, generic folders
+
+
+def test_celeba_crop_and_official_partition(tmp_path: Path) -> None:
+    img_dir = tmp_path / "img_align_celeba"
+    lines = []
+    for i in range(6):
+        a = np.full((218, 178, 3), 255, np.uint8)  # outside the crop box: white
+        a[40:188, 15:89] = (200, 0, 0)  # left half of the 148x148 box at (15, 40): red
+        a[40:188, 89:163] = (0, 0, 200)  # right half: blue
+        save_image(img_dir / f"{i + 1:06d}.jpg", a, "JPEG")
+        lines.append(f"{i + 1:06d}.jpg {[0, 0, 0, 1, 2, 2][i]}")
+    (tmp_path / "list_eval_partition.txt").write_text("\n".join(lines) + "\n")
+    tr = load_dataset("celeba64", tmp_path, "train")
+    va = load_dataset("celeba64", tmp_path, "val")
+    te = load_dataset("celeba64", tmp_path, "test")
+    assert (len(tr), len(va), len(te)) == (3, 1, 2)  # official partition, not the 15% rule
+    assert tr.shape == (3, 64, 64) and tr.labels is None
+    x = tr.images.int()
+    assert int(x[:, 1].max()) < 60  # no white from outside the box anywhere (white has green 255)
+    assert (x[:, 0, :, 2:28] > 140).all() and (x[:, 2, :, 2:28] < 60).all()  # left half: red (JPEG)
+    assert (x[:, 2, :, 37:62] > 130).all() and (x[:, 0, :, 37:62] < 60).all()  # right half: blue
+    assert load_dataset("celeba64", tmp_path, "test", image_size=32).shape == (3, 32, 32)
+    (img_dir / "000005.jpg").unlink()
+    with pytest.raises(SelfVAEError, match="000005.jpg"):
+        load_dataset("celeba64", tmp_path, "test")
+    with pytest.warns(UserWarning, match="000005.jpg"):
+        assert len(load_dataset("celeba64", tmp_path, "test", on_bad_file="skip")) == 1
+
+
+def test_imagenette_folders(tmp_path: Path) -> None:
+    rng = np.random.default_rng(2)
+    for split, n in (("train", 7), ("val", 3)):
+        for cls in ("n01440764", "n02102040"):
+            for i in range(n):
+                h, w = (80, 120) if i % 2 else (100, 70)  # non-square, different sizes
+                img = rng.integers(0, 256, (h, w, 3), np.uint8)
+                save_image(tmp_path / split / cls / f"{i}.JPEG", img, "JPEG")
+    tr = load_dataset("imagenette64", tmp_path, "train")
+    te = load_dataset("imagenette64", tmp_path, "test")
+    assert tr.shape == (3, 64, 64) == dataset_shape("imagenette64")
+    assert len(tr) == 12 and len(load_dataset("imagenette64", tmp_path, "val")) == 2 and len(te) == 6
+    assert te.labels.tolist() == [0, 0, 0, 1, 1, 1] and tr.augment and not te.augment
+
+
+def test_folder_corrupt_file_error_and_skip(tmp_path: Path) -> None:
+    for i in range(4):
+        save_image(tmp_path / "cats" / f"{i}.png", np.full((16, 16), 10 * i, np.uint8))
+    save_image(tmp_path / "dogs" / "a.png", np.full((16, 16), 99, np.uint8))
+    (tmp_path / "dogs" / "broken.jpg").write_bytes(b"this is not a jpeg")
+    (tmp_path / "notes.txt").write_text("ignored: not an image extension")
+    with pytest.raises(SelfVAEError, match="broken.jpg"):
+        load_dataset("folder", tmp_path, "train")
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        ds = load_dataset("folder", tmp_path, "train", on_bad_file="skip", val_fraction=0.0)
+    assert any("broken.jpg" in str(w.message) for w in rec)
+    assert ds.shape == (1, 16, 16) and len(ds) == 5  # all grey -> 1 channel
+    assert ds.labels.tolist() == [0, 0, 0, 0, 1]
+    assert ds.images[:, 0, 0, 0].tolist() == [0, 10, 20, 30, 99]
+    with pytest.raises(SelfVAEError, match="no test/ sub-folder"):
+        load_dataset("folder", tmp_path, "test")
+
+
+def test_folder_sizes_channels_and_splits(tmp_path: Path) -> None:
+    save_image(tmp_path / "train" / "a.png", np.full((16, 16), 50, np.uint8))
+    save_image(tmp_path / "train" / "b.png", np.zeros((16, 16, 3), np.uint8))
+    save_image(tmp_path / "train" / "c.bmp", np.full((20, 16, 3), 7, np.uint8))
+    save_image(tmp_path / "test" / "d.png", np.full((16, 16), 1, np.uint8))
+    with pytest.raises(SelfVAEError, match=r"c\.bmp: image is 16x20 .*a\.png is 16x16.*image_size"):
+        load_dataset("folder", tmp_path, "train")
+    ds = load_dataset("folder", tmp_path, "train", image_size=8, val_fraction=0.0)
+    assert ds.shape == (3, 8, 8) and ds.labels is None  # one RGB image -> all RGB
+    assert ds.images[0].unique().tolist() == [50]  # grey converted to RGB keeps its value
+    assert dataset_shape("folder", 8, root=tmp_path) == (3, 8, 8)
+    te = load_dataset("folder", tmp_path, "test")
+    assert te.shape == (1, 16, 16) and len(te) == 1
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(SelfVAEError, match="no image files"):
+        load_dataset("folder", empty, "train")
+
+
+# --------------------------------------------------------------------------------------------------
+# npz
+
+
+def test_npz_layouts_and_errors(tmp_path: Path) -> None:
+    x = np.random.default_rng(0).integers(0, 256, size=(20, 3, 8, 8), dtype=np.uint8)
+    np.savez(tmp_path / "nchw.npz", images=x)
+    ds = load_dataset("npz", tmp_path / "nchw.npz", "train", val_fraction=0.0)
+    assert ds.shape == (3, 8, 8) and torch.equal(ds.images, torch.from_numpy(x))
+    assert dataset_shape("npz", root=tmp_path / "nchw.npz") == (3, 8, 8)
+    np.savez(tmp_path / "nhw.npz", x_train=x[:, 0], x_test=x[:2, 0], y_test=[3, 4])
+    te = load_dataset("npz", tmp_path / "nhw.npz", "test")
+    assert te.shape == (1, 8, 8) and te.labels.tolist() == [3, 4]
+    with pytest.raises(SelfVAEError, match="nchw.npz: no array 'x_test'"):
+        load_dataset("npz", tmp_path / "nchw.npz", "test")
+    np.savez(tmp_path / "data.npz", x=x.astype(np.float32))
+    with pytest.raises(SelfVAEError, match="data.npz: array 'x' has dtype float32, expected uint8"):
+        load_dataset("npz", tmp_path / "data.npz", "train")
+    np.savez(tmp_path / "shape.npz", x=np.zeros((4, 8, 8, 5), np.uint8))
+    with pytest.raises(SelfVAEError, match=r"shape.npz: array 'x' has shape \(4, 8, 8, 5\), expected"):
+        load_dataset("npz", tmp_path / "shape.npz", "train")
+    np.savez(tmp_path / "lab.npz", x=x, y=np.zeros(3, np.int64))
+    with pytest.raises(SelfVAEError, match=r"array 'y' has shape \(3,\), expected \[20\]"):
+        load_dataset("npz", tmp_path / "lab.npz", "train")
+    with pytest.raises(SelfVAEError, match="missing.npz: no such file"):
+        load_dataset("npz", tmp_path / "missing.npz", "train")
+
+
+# --------------------------------------------------------------------------------------------------
+# registry, shapes, augmentation
+
+
+def test_registry_and_shapes() -> None:
+    assert set(DATASETS) >= {"mnist", "fashion-mnist", "cifar10", "imagenet32", "imagenet64", "imagenette64",
+                             "celeba64", "folder", "npz"}
+    assert dataset_shape("mnist") == (1, 32, 32) and dataset_shape("cifar10") == (3, 32, 32)
+    assert dataset_shape("imagenet64") == (3, 64, 64) and dataset_shape("celeba64", 32) == (3, 32, 32)
+    with pytest.raises(SelfVAEError, match="unknown dataset; known: .*cifar10.*mnist"):
+        load_dataset("svhn", "/tmp", "train")
+    with pytest.raises(SelfVAEError, match="depends on the data"):
+        dataset_shape("folder")
+    for spec in DATASETS.values():
+        assert spec.description and spec.augment == (spec.name in ("cifar10", "imagenette64"))
+
+
+def test_augmentation_keeps_dtype_shape_and_changes_images(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    x = torch.from_numpy(rng.integers(0, 256, size=(3, 32, 32), dtype=np.uint8))
+    torch.manual_seed(0)
+    outs = [augment_image(x) for _ in range(8)]
+    assert all(o.dtype == torch.uint8 and o.shape == (3, 32, 32) for o in outs)
+    assert sum(not torch.equal(o, x) for o in outs) == 8
+    torch.manual_seed(0)
+    assert all(torch.equal(o, augment_image(x)) for o in outs)  # torch RNG -> reproducible
+    # non-square, one channel; an identity-like draw keeps the mean roughly
+    y = torch.full((1, 16, 24), 100, dtype=torch.uint8)
+    assert augment_image(y).shape == (1, 16, 24) and (augment_image(y) == 100).all()
+
+    make_mnist_dir(tmp_path, gz=False)
+    tr = load_dataset("mnist", tmp_path, "train", augment=True)
+    assert tr.augment and not load_dataset("mnist", tmp_path, "train").augment
+    assert not load_dataset("mnist", tmp_path, "val", augment=True).augment
+    item = tr[0]
+    assert item.dtype == torch.uint8 and item.shape == (1, 32, 32) and not torch.equal(item, tr.images[0])
+    batch = next(iter(torch.utils.data.DataLoader(tr, batch_size=4)))
+    assert batch.dtype == torch.uint8 and batch.shape == (4, 1, 32, 32)
