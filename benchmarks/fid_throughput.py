@@ -2,7 +2,8 @@
 
 Not a test: run ``python benchmarks/fid_throughput.py [--device cuda] [--batches 4]``. It warms the network up
 with one batch, then times a few batches of 50 (each resized to 299x299 inside the extractor) and prints
-images/s, i.e. what one FID evaluation of N samples costs (N / throughput seconds, plus the matrix square root).
+images/s, i.e. what one FID evaluation of N samples costs (N / throughput seconds, plus the matrix square
+root).
 """
 
 from __future__ import annotations

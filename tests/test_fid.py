@@ -275,7 +275,7 @@ def test_packaged_weights_are_the_standard_file():
 
 # --------------------------------------------------------------------------------- real Inception network
 
-N_SET = 40  # per set; ~0.1 s per image on 2 CPU cores
+N_SET = 32  # per set; ~0.1 s per image on 2 CPU cores
 
 
 @pytest.fixture(scope="module")
@@ -314,9 +314,9 @@ def test_inception_grayscale_equals_repeated_rgb(inception):
 
 
 def test_inception_is_batch_size_invariant(real_features):
-    ext = InceptionFeatures(batch_size=3)
-    imgs = _blob_images(2 * N_SET, seed=10)[:4]
-    np.testing.assert_allclose(ext(imgs).numpy(), real_features[0][:4], rtol=1e-4, atol=1e-4)
+    ext = InceptionFeatures(batch_size=2)
+    imgs = _blob_images(2 * N_SET, seed=10)[:3]
+    np.testing.assert_allclose(ext(imgs).numpy(), real_features[0][:3], rtol=1e-4, atol=1e-4)
 
 
 def test_fid_real_vs_real_much_lower_than_real_vs_noise(real_features):

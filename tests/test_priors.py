@@ -107,7 +107,7 @@ def test_realnvp_log_prob_is_normalised_monte_carlo():
     torch.manual_seed(0)
     flow = RealNVP((1, 2, 2), mid_channels=8, num_blocks=1, num_scales=2).double()
     _randomise(flow, std=0.15, seed=3)
-    n, sigma = 100_000, 1.7
+    n, sigma = 30_000, 1.7
     u = sigma * torch.randn(n, 1, 2, 2, dtype=torch.float64)
     log_q = torch.distributions.Normal(0.0, sigma).log_prob(u).flatten(1).sum(1)
     with torch.no_grad():

@@ -68,7 +68,7 @@ def apply_overrides(cfg, items: list[str]) -> None:
             new = _coerce(value, cur)
         except ValueError as e:
             raise SelfVAEError(f"--set {key}={value}: {e}") from e
-        if dataclasses.is_dataclass(obj) and getattr(type(obj), "__dataclass_params__").frozen:
+        if dataclasses.is_dataclass(obj) and type(obj).__dataclass_params__.frozen:
             raise SelfVAEError(f"--set {key}: cannot change a frozen field")
         setattr(obj, field, new)
 

@@ -69,6 +69,7 @@ class TrainConfig:
     final_eval_limit: int | None = None
     seed: int = 0
     init_batch: int = 256  # images for the data-dependent initialisation
+    max_minutes: float | None = None  # stop (as if done) after this much training time in this process
 
 
 @dataclass

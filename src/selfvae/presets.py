@@ -17,7 +17,7 @@ from selfvae.nn.nets import NetSpec
 _SMALL = NetSpec(width=32, growth=16, steps=2, blocks=1)
 _SMALL_REALNVP = {"mid_channels": 32, "num_blocks": 2, "num_scales": 2}
 _SMALL_TRAIN = TrainConfig(batch_size=64, steps=3000, eval_every=500, eval_limit=2000, checkpoint_every=250,
-                           sample_every=1000, final_iw_samples=128)
+                           sample_every=1000, final_iw_samples=32, final_eval_limit=1000)
 
 
 def _small(name: str, dataset: str, transforms: str, what: str, latent=(8, 8, 8), **model_kw) -> Config:
@@ -67,8 +67,8 @@ def _paper_selfvae(name: str, dataset: str, shape, transforms: str, what: str) -
             q_u=NetSpec(width=64, growth=64, steps=3),
             p_y=NetSpec(width=128, growth=128, steps=4),
             q_z=NetSpec(width=32, growth=16, steps=4),
-            p_z=NetSpec(width=48, growth=32, steps=3, blocks=2) if big else NetSpec(width=64, growth=64, steps=3, blocks=3),
-            p_x=NetSpec(width=64, growth=48, steps=4, blocks=2) if big else NetSpec(width=96, growth=64, steps=5, blocks=3),
+            p_z=NetSpec(48, 32, 3, blocks=2) if big else NetSpec(64, 64, 3, blocks=3),
+            p_x=NetSpec(64, 48, 4, blocks=2) if big else NetSpec(96, 64, 5, blocks=3),
         ),
         train=replace(_PAPER_TRAIN),
     )
@@ -78,7 +78,7 @@ def _build() -> dict[str, Config]:
     p: dict[str, Config] = {}
     for ds in ("fashion-mnist", "mnist"):
         p[f"{ds}-vae"] = _small(f"{ds}-vae", ds, "", "VAE with a RealNVP prior",
-                                q_u=NetSpec(width=32, growth=16, steps=3), p_y=NetSpec(width=48, growth=24, steps=3))
+                                p_y=NetSpec(width=96, growth=48, steps=3))
         p[f"{ds}-srvae"] = _small(f"{ds}-srvae", ds, "downscale", "1-level selfVAE-downscale (srVAE, 32->16)")
         p[f"{ds}-sketch"] = _small(f"{ds}-sketch", ds, "sketch", "1-level selfVAE-sketch")
         p[f"{ds}-2lvl"] = _small(f"{ds}-2lvl", ds, "downscale,downscale", "2-level selfVAE-downscale (32->16->8)")

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from selfvae.errors import SelfVAEError
-from selfvae.models.selfvae import SelfVAE, to_input, to_uint8
+from selfvae.models.selfvae import SelfVAE, to_uint8
 
 
 def _decode(dist, how: str, temperature: float) -> Tensor:
@@ -64,7 +64,7 @@ def decode_from(
     levels.append(y)
     z_prev = u
     for k in range(model.K):
-        y_in = to_input(levels[k])
+        y_in = model.inp(levels[k])
         if k < len(inferred_z) and inferred_z[k] is not None:
             z = inferred_z[k]
         else:

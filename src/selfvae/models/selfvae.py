@@ -33,14 +33,14 @@ from selfvae.priors import build_prior
 from selfvae.transforms import apply_chain, chain_shapes, parse_chain
 
 
-def to_input(y: Tensor) -> Tensor:
+def to_input(y: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
     """uint8 image -> network input in [-1, 1]."""
-    return y.float() / 127.5 - 1.0
+    return y.to(dtype) / 127.5 - 1.0
 
 
-def to_target(y: Tensor) -> Tensor:
+def to_target(y: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
     """uint8 image -> likelihood target in [0, 1] on the grid k/255."""
-    return y.float() / 255.0
+    return y.to(dtype) / 255.0
 
 
 def to_uint8(y: Tensor) -> Tensor:
@@ -154,6 +154,18 @@ class SelfVAE(nn.Module):
         self.x_dims = math.prod(cfg.image_shape)
         self.joint_dims = sum(math.prod(s) for s in self.shapes)
 
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.q_u.net[0].v.dtype
+
+    def inp(self, y: Tensor) -> Tensor:
+        """uint8 level -> network input in [-1, 1] in the model's dtype."""
+        return to_input(y, self.dtype)
+
+    def target(self, y: Tensor) -> Tensor:
+        """uint8 level -> likelihood target in [0, 1] in the model's dtype."""
+        return to_target(y, self.dtype)
+
     # ----- levels and single distributions -------------------------------------------------------
     def levels(self, x: Tensor) -> list[Tensor]:
         """``[y_1, ..., y_K, x]`` as uint8, after checking ``x``."""
@@ -164,11 +176,11 @@ class SelfVAE(nn.Module):
         return [*apply_chain(self.chain, x), x]
 
     def q_u_given(self, y1: Tensor) -> DiagonalGaussian:
-        return gaussian_from(self.q_u(to_input(y1)))
+        return gaussian_from(self.q_u(self.inp(y1)))
 
     def q_z_given(self, k: int, y_next: Tensor) -> DiagonalGaussian:
         """q(z_{k+1} | y_{k+2}) in 0-based ``k``."""
-        return gaussian_from(self.q_z[k](to_input(y_next)))
+        return gaussian_from(self.q_z[k](self.inp(y_next)))
 
     def p_y_given(self, u: Tensor) -> DiscretizedLogisticMixture:
         return DiscretizedLogisticMixture(self.p_y(u), self.shapes[0][0], self.cfg.n_mix)
@@ -182,7 +194,7 @@ class SelfVAE(nn.Module):
         ``log p(x, y, u, z) - log q(u, z | x)`` used by :func:`selfvae.evaluation.bounds.iw_bound`.
         """
         levels = self.levels(x)
-        inputs = [to_input(y) for y in levels]
+        inputs = [self.inp(y) for y in levels]
         q_u = gaussian_from(self.q_u(inputs[0]))
         q_z = [gaussian_from(self.q_z[k](inputs[k + 1])) for k in range(self.K)]
         y_feats = [self.p_z[k].encode_y(inputs[k]) for k in range(self.K)]
@@ -194,14 +206,14 @@ class SelfVAE(nn.Module):
 
         u = q_u.rsample()
         kl_u = q_u.log_prob(u) - self.p_u.log_prob(u)
-        re = [-self.p_y_given(u).log_prob(to_target(levels[0]))]
+        re = [-self.p_y_given(u).log_prob(self.target(levels[0]))]
         kl_z = []
         z_prev = u
         for k in range(self.K):
             z = q_z[k].rsample()
             p_z = self.p_z[k](y_feats[k], z_prev)
             kl_z.append(q_z[k].kl(p_z) if analytic_kl else q_z[k].log_prob(z) - p_z.log_prob(z))
-            re.append(-self.p_x[k](inputs[k], z).log_prob(to_target(levels[k + 1])))
+            re.append(-self.p_x[k](inputs[k], z).log_prob(self.target(levels[k + 1])))
             z_prev = z
         kl_z_t = torch.stack(kl_z, 1) if kl_z else u.new_zeros(u.shape[0], 0)
         return Terms(re=torch.stack(re, 1), kl_u=kl_u, kl_z=kl_z_t)

@@ -95,7 +95,7 @@ def train_step(
     gnorm = torch.nn.utils.clip_grad_norm_(params, t.grad_clip if t.grad_clip else float("inf"))
     gnorm_f = float(gnorm)
     skipped = (
-        not math.isfinite(float(loss))
+        not math.isfinite(float(loss.detach()))
         or not math.isfinite(gnorm_f)
         or (t.grad_skip is not None and gnorm_f > t.grad_skip)
     )
@@ -103,10 +103,10 @@ def train_step(
         opt.step()
         if ema is not None:
             _ema_update(ema, model, t.ema_decay)
-    info = {"kl_u": float(terms.kl_u.mean())}
-    for i, v in enumerate(terms.re.mean(0).tolist()):
+    info = {"kl_u": float(terms.kl_u.detach().mean())}
+    for i, v in enumerate(terms.re.detach().mean(0).tolist()):
         info[f"re_{i}"] = v
-    for i, v in enumerate(terms.kl_z.mean(0).tolist()):
+    for i, v in enumerate(terms.kl_z.detach().mean(0).tolist()):
         info[f"kl_z{i + 1}"] = v
     return StepResult(float(loss), gnorm_f, skipped, info)
 
@@ -230,8 +230,13 @@ def train(
     log = open(run_dir / "log.jsonl", "a")
     bar = tqdm(total=t.steps, initial=step, unit="step", desc=cfg.name, disable=not progress, dynamic_ncols=True)
     stop_reason = None
+    started = time.monotonic()
     with _StopFlag() as flag:
         while step < t.steps:
+            if t.max_minutes is not None and time.monotonic() - started > 60 * t.max_minutes:
+                bar.write(f"time budget of {t.max_minutes} minutes reached at step {step}")
+                checkpoint(last)
+                break
             lr = learning_rate(cfg, step)
             for group in opt.param_groups:
                 group["lr"] = lr
@@ -261,8 +266,11 @@ def train(
                     if k not in ("step", "split") and isinstance(v, float) and math.isfinite(v):
                         writer.add_scalar(f"train/{k}", v, step)
             if step % t.eval_every == 0 or step == t.steps:
-                m = evaluate(ema or model, batches_of(val_ds, 256, t.eval_limit), 1, device, progress=False)
-                rec = {"step": step, "split": "val", "bpd": m["bpd_elbo"], **{k: m[k] for k in m if k[:3] in ("re_", "kl_")}}
+                with torch.random.fork_rng(devices=[]):  # evaluation must not perturb the training RNG
+                    torch.manual_seed(t.seed)
+                    m = evaluate(ema or model, batches_of(val_ds, 256, t.eval_limit), 1, device, progress=False)
+                rec = {"step": step, "split": "val", "bpd": m["bpd_elbo"],
+                       **{k: m[k] for k in m if k[:3] in ("re_", "kl_")}}
                 log.write(json.dumps(rec) + "\n")
                 log.flush()
                 writer.add_scalar("val/bpd", m["bpd_elbo"], step)
@@ -271,7 +279,10 @@ def train(
                     best = m["bpd_elbo"]
                     checkpoint(run_dir / "best.pt")
             if step % t.sample_every == 0:
-                save_grid(sample_images(ema or model, 64), run_dir / "samples" / f"step_{step:07d}.png", nrow=8)
+                with torch.random.fork_rng(devices=[]):
+                    torch.manual_seed(t.seed)
+                    grid = sample_images(ema or model, 64)
+                save_grid(grid, run_dir / "samples" / f"step_{step:07d}.png", nrow=8)
             if step % t.checkpoint_every == 0 or step == t.steps:
                 checkpoint(last)
             if flag.signal is not None:
@@ -298,7 +309,9 @@ def sample_images(model: SelfVAE, n: int, temperature: float = 1.0) -> Tensor:
     return generate(model, n, temperature)[-1]
 
 
-def load_run(run_dir: str | Path, device: str | torch.device = "cpu", which: str = "best") -> tuple[Config, SelfVAE]:
+def load_run(
+    run_dir: str | Path, device: str | torch.device = "cpu", which: str = "best"
+) -> tuple[Config, SelfVAE]:
     """Config and trained model of a run (EMA weights when the run kept them)."""
     run_dir = Path(run_dir)
     cfg = Config.load(run_dir / "config.json")

@@ -1,0 +1,57 @@
+"""Shared fixtures: tiny configs and synthetic data written in the on-disk npz format."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from selfvae.config import Config, DataConfig, ModelConfig, TrainConfig
+from selfvae.nn.nets import NetSpec
+
+TINY = NetSpec(width=8, growth=8, steps=1, blocks=1)
+
+
+def blob_images(n: int, size: int = 16, seed: int = 0) -> np.ndarray:
+    """Smooth synthetic images (a bright Gaussian blob at a random place), uint8 [n, size, size, 1]."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size]
+    cy, cx = rng.uniform(3, size - 3, (2, n))
+    r = rng.uniform(1.5, 4, n)
+    img = 255 * np.exp(-(((yy[None] - cy[:, None, None]) ** 2 + (xx[None] - cx[:, None, None]) ** 2)
+                          / (2 * r[:, None, None] ** 2)))
+    return img.round().clip(0, 255).astype(np.uint8)[..., None]
+
+
+@pytest.fixture(scope="session")
+def blob_npz(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("data") / "blobs.npz"
+    np.savez(path, x_train=blob_images(600, seed=1), x_test=blob_images(64, seed=2))
+    return path
+
+
+def tiny_config(root: Path | None, transforms: str = "", prior: str = "realnvp", steps: int = 20) -> Config:
+    """A model small enough to train for a few dozen steps in a test."""
+    return Config(
+        name=f"tiny-{transforms or 'vae'}",
+        data=DataConfig(name="npz", root=str(root) if root else None),
+        model=ModelConfig(
+            image_shape=(1, 16, 16), transforms=transforms, latent_shape=(4, 4, 4), prior=prior,
+            prior_kwargs={"mid_channels": 8, "num_blocks": 1, "num_scales": 1} if prior == "realnvp" else {},
+            n_mix=3, q_u=TINY, p_y=TINY, q_z=TINY, p_z=TINY, p_x=TINY,
+        ),
+        train=TrainConfig(batch_size=32, steps=steps, eval_every=10, eval_limit=64, log_every=5,
+                          checkpoint_every=5, sample_every=1000, final_iw_samples=4, final_eval_limit=32,
+                          init_batch=64),
+    )
+
+
+@pytest.fixture
+def rand_images():
+    def make(n: int = 8, shape=(1, 16, 16), seed: int = 0) -> torch.Tensor:
+        g = torch.Generator().manual_seed(seed)
+        return torch.randint(0, 256, (n, *shape), generator=g, dtype=torch.uint8)
+
+    return make

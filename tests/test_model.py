@@ -1,0 +1,146 @@
+"""The K-level model: its terms, the K = 0 reduction, the bounds, gradients and the operations."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from conftest import tiny_config
+
+from selfvae.errors import SelfVAEError
+from selfvae.evaluation.bounds import iw_bound, log_weights
+from selfvae.models.ops import generate, interpolate, memory_cost, modes, reconstruct, super_resolve
+from selfvae.models.selfvae import SelfVAE, to_input, to_target
+from selfvae.nn.layers import data_dependent_init
+
+
+def make_model(transforms: str = "", prior: str = "realnvp", seed: int = 0) -> SelfVAE:
+    torch.manual_seed(seed)
+    model = SelfVAE(tiny_config(None, transforms, prior).model)
+    x = torch.randint(0, 256, (16, 1, 16, 16), dtype=torch.uint8)
+    data_dependent_init(model, lambda: model.terms(x))
+    return model.double()
+
+
+@pytest.mark.parametrize("transforms", ["", "downscale", "downscale,downscale", "sketch"])
+def test_loss_is_the_sum_of_its_terms(transforms, rand_images):
+    model = make_model(transforms)
+    x = rand_images(6)
+    torch.manual_seed(1)
+    t = model.terms(x)
+    assert t.re.shape == (6, model.K + 1) and t.kl_z.shape == (6, model.K) and t.kl_u.shape == (6,)
+    total = t.re.sum(1) + t.kl_u + t.kl_z.sum(1)
+    assert torch.allclose(t.nelbo, total)
+    torch.manual_seed(1)
+    loss = model(x)
+    assert torch.allclose(loss, (total / (model.x_dims * math.log(2))).mean())
+    assert torch.isfinite(loss)
+
+
+def test_k0_is_the_plain_vae(rand_images):
+    """With no transform the bound is log p(x|u) + log p(u) - log q(u|x), nothing else."""
+    model = make_model("")
+    assert model.K == 0 and len(model.q_z) == len(model.p_z) == len(model.p_x) == 0
+    x = rand_images(5)
+    torch.manual_seed(3)
+    logw = -model.terms(x, analytic_kl=False).nelbo
+    torch.manual_seed(3)
+    q = model.q_u_given(x)
+    u = q.rsample()
+    by_hand = model.p_y_given(u).log_prob(model.target(x)) + model.p_u.log_prob(u) - q.log_prob(u)
+    assert torch.allclose(logw, by_hand)
+    assert model.joint_dims == model.x_dims
+
+
+def test_levels_order_and_shapes(rand_images):
+    model = make_model("downscale,downscale")
+    levels = model.levels(rand_images(3))
+    assert [tuple(lv.shape[1:]) for lv in levels] == [(1, 4, 4), (1, 8, 8), (1, 16, 16)]
+    assert model.joint_dims == 16 + 64 + 256
+
+
+@pytest.mark.parametrize("transforms", ["", "downscale"])
+def test_iw_bound_above_elbo_and_growing_with_s(transforms, rand_images):
+    model = make_model(transforms)
+    x = rand_images(4)
+    torch.manual_seed(0)
+    logw, _ = log_weights(model, x, 256, max_batch=256)
+    elbo = logw.mean(0)
+    assert (iw_bound(logw) >= elbo - 1e-9).all()
+    # average over disjoint groups of S samples: the expected bound grows with S (Burda et al. Thm 1)
+    means = [iw_bound(logw.view(256 // s, s, -1).transpose(0, 1)).mean().item() for s in (1, 4, 16, 64, 256)]
+    assert all(b > a for a, b in zip(means, means[1:], strict=False)), means
+
+
+def test_analytic_and_monte_carlo_kl_agree_on_average(rand_images):
+    model = make_model("downscale")
+    x = rand_images(2)
+    torch.manual_seed(0)
+    a = model.terms(x, n_samples=2000).kl_z.mean()
+    b = model.terms(x, n_samples=2000, analytic_kl=False).kl_z.mean()
+    assert abs(a - b) < 0.05 * abs(a) + 0.5
+
+
+@pytest.mark.parametrize("prior", ["standard", "mog", "realnvp"])
+def test_gradients_are_finite(prior, rand_images):
+    model = make_model("downscale", prior=prior).float()
+    model(rand_images(4)).backward()
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads)
+
+
+def test_bad_images_are_rejected(rand_images):
+    model = make_model("")
+    with pytest.raises(SelfVAEError, match="dtype"):
+        model.terms(rand_images(2).float())
+    with pytest.raises(SelfVAEError, match="shape"):
+        model.terms(rand_images(2, shape=(3, 16, 16)))
+
+
+# ----- operations -------------------------------------------------------------------------------------
+def _check(img: torch.Tensor, shape) -> None:
+    assert img.dtype == torch.uint8 and tuple(img.shape[1:]) == tuple(shape)
+
+
+@pytest.mark.parametrize("transforms", ["", "downscale", "downscale,downscale"])
+def test_operations_return_images_of_the_right_shape(transforms, rand_images):
+    model = make_model(transforms).float()
+    x = rand_images(3)
+    levels = generate(model, 3)
+    assert len(levels) == model.K + 1
+    for lv, shape in zip(levels, model.shapes, strict=True):
+        _check(lv, shape)
+    for m in modes(model):
+        out = reconstruct(model, x, m)
+        assert len(out) == model.K + 1
+        _check(out[-1], model.shapes[-1])
+        assert 0 < memory_cost(model, m)["fraction"] <= 2
+    for decode in ("mean", "mode"):
+        _check(reconstruct(model, x, "rs1", decode=decode)[-1], model.shapes[-1])
+    path = interpolate(model, x[:2], x[1:3], steps=5)
+    assert path.shape == (2, 5, *model.shapes[-1]) and path.dtype == torch.uint8
+    if model.K:
+        given = model.levels(x)[-2]
+        out = super_resolve(model, given)
+        _check(out[-1], model.shapes[-1])
+        assert torch.equal(out[-2], given)  # the given level is kept as is
+    else:
+        with pytest.raises(SelfVAEError):
+            super_resolve(model, x)
+
+
+def test_modes_match_the_papers_list():
+    assert modes(make_model("")) == ["rs1"]
+    assert modes(make_model("downscale")) == ["rs1", "rs2", "superres", "cond"]
+    assert modes(make_model("downscale,downscale")) == ["rs1", "rs2", "rs3", "superres", "cond"]
+    m = make_model("downscale")
+    assert memory_cost(m, "rs1")["values"] == 64 and memory_cost(m, "rs2")["values"] == 128
+    assert memory_cost(m, "superres")["values"] == 64  # y is 8x8
+    with pytest.raises(SelfVAEError):
+        reconstruct(m, torch.zeros(1, 1, 16, 16, dtype=torch.uint8), "rs3")
+
+
+def test_inputs_are_scaled_symmetrically():
+    x = torch.tensor([0, 255], dtype=torch.uint8)
+    assert to_input(x).tolist() == [-1.0, 1.0] and to_target(x).tolist() == [0.0, 1.0]

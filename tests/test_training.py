@@ -1,0 +1,135 @@
+"""Training really lowers the bound, resumes exactly, survives corrupt checkpoints and skips NaN steps."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from conftest import tiny_config
+
+from selfvae.errors import SelfVAEError
+from selfvae.training.checkpoint import load_checkpoint, load_latest, save_checkpoint
+from selfvae.training.loop import EpochSampler, learning_rate, load_run, train
+
+
+def val_curve(run_dir) -> list[float]:
+    recs = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
+    return [r["bpd"] for r in recs if r["split"] == "val"]
+
+
+def test_short_training_lowers_the_bound_and_writes_results(blob_npz, tmp_path):
+    cfg = tiny_config(blob_npz, "downscale", steps=60)
+    cfg.train.eval_every = 20
+    out = tmp_path / "run"
+    m = train(cfg, out, progress=False)
+    curve = val_curve(out)
+    assert len(curve) == 3 and curve[-1] < curve[0] - 0.3, curve
+    assert m["bpd_iw"] <= m["bpd_elbo"] and m["n_images"] == 32
+    for f in ("config.json", "best.pt", "last.pt", "curves.png", "final/samples.png", "final/metrics.json"):
+        assert (out / f).is_file(), f
+    assert any((out / "tb").iterdir())
+    _, model = load_run(out)
+    assert model.K == 1
+
+
+def test_resume_continues_exactly_where_it_stopped(blob_npz, tmp_path):
+    straight = tmp_path / "straight"
+    train(tiny_config(blob_npz, "downscale", steps=16), straight, progress=False, final_eval=False)
+    cut = tmp_path / "cut"
+    train(tiny_config(blob_npz, "downscale", steps=8), cut, progress=False, final_eval=False)
+    cfg = tiny_config(blob_npz, "downscale", steps=16)
+    train(cfg, cut, resume=True, progress=False, final_eval=False)
+    a = load_checkpoint(straight / "last.pt")
+    b = load_checkpoint(cut / "last.pt")
+    assert a["step"] == b["step"] == 16
+    for k, v in a["model"].items():
+        assert torch.equal(v, b["model"][k]), k
+    assert a["sampler"] == b["sampler"]
+
+
+def test_refuses_to_overwrite_and_to_resume_nothing(blob_npz, tmp_path):
+    with pytest.raises(SelfVAEError, match="nothing to resume"):
+        train(tiny_config(blob_npz), tmp_path / "none", resume=True, progress=False)
+    train(tiny_config(blob_npz, steps=2), tmp_path / "r", progress=False, final_eval=False)
+    with pytest.raises(SelfVAEError, match="already holds a run"):
+        train(tiny_config(blob_npz, steps=2), tmp_path / "r", progress=False)
+
+
+def test_corrupt_checkpoint_is_rejected_and_the_previous_kept(tmp_path):
+    path = tmp_path / "last.pt"
+    good = {"config": {}, "model": {"w": torch.ones(3)}, "optimizer": {}, "step": 1, "sampler": {}, "rng": {}}
+    save_checkpoint(good, path)
+    save_checkpoint({**good, "step": 2}, path)
+    assert load_checkpoint(path)["step"] == 2 and (tmp_path / "last.pt.prev").is_file()
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])  # truncated
+    with pytest.raises(SelfVAEError, match="corrupt or truncated"):
+        load_checkpoint(path)
+    with pytest.warns(UserWarning, match="previous checkpoint"):
+        assert load_latest(path)["step"] == 1
+    (tmp_path / "x.pt").write_bytes(b"not a checkpoint at all")
+    with pytest.raises(SelfVAEError):
+        load_checkpoint(tmp_path / "x.pt")
+    torch.save({"format": "selfvae-checkpoint", "version": 99}, tmp_path / "v.pt")
+    with pytest.raises(SelfVAEError, match="version 99"):
+        load_checkpoint(tmp_path / "v.pt")
+
+
+def test_nan_steps_are_skipped_and_counted(blob_npz, tmp_path, monkeypatch):
+    """An injected NaN loss is skipped: weights stay finite; many in a row stop the run clearly."""
+    from selfvae.models import selfvae as sv
+
+    cfg = tiny_config(blob_npz, steps=12)
+    cfg.train.max_consecutive_skips = 5
+    real = sv.SelfVAE.terms
+    calls = {"n": 0}
+
+    def poisoned(self, x, n_samples=1, analytic_kl=True):
+        t = real(self, x, n_samples, analytic_kl)
+        if self.training:
+            calls["n"] += 1
+            if calls["n"] in (3, 4):
+                t.kl_u = t.kl_u * float("nan")
+        return t
+
+    monkeypatch.setattr(sv.SelfVAE, "terms", poisoned)
+    train(cfg, tmp_path / "nan", progress=False, final_eval=False)
+    state = load_checkpoint(tmp_path / "nan" / "last.pt")
+    assert state["skips_total"] == 2 and state["step"] == 12
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+
+    calls["n"] = 0
+
+    def always_nan(self, x, n_samples=1, analytic_kl=True):
+        t = real(self, x, n_samples, analytic_kl)
+        if self.training:
+            t.kl_u = t.kl_u * float("nan")
+        return t
+
+    monkeypatch.setattr(sv.SelfVAE, "terms", always_nan)
+    res = train(tiny_config(blob_npz, steps=50), tmp_path / "nan2", progress=False)
+    assert "consecutive steps skipped" in res["stopped"]
+
+
+def test_sampler_covers_each_epoch_once_and_restores():
+    s = EpochSampler(10, 3, seed=0)
+    first = torch.cat([s.next() for _ in range(3)])
+    assert len(set(first.tolist())) == 9
+    state = s.state_dict()
+    nxt = s.next()
+    s2 = EpochSampler(10, 3, seed=0)
+    s2.load_state_dict(state)
+    assert torch.equal(s2.next(), nxt)
+    with pytest.raises(SelfVAEError):
+        EpochSampler(2, 3, 0)
+
+
+def test_learning_rate_decays_to_the_floor():
+    cfg = tiny_config(None)
+    cfg.train.lr_decay = 0.9
+    assert learning_rate(cfg, 0) == pytest.approx(2e-3)
+    assert learning_rate(cfg, 1) == pytest.approx(1.8e-3)
+    assert learning_rate(cfg, 10_000) == cfg.train.lr_min
+    assert math.isclose(learning_rate(cfg, 5), 2e-3 * 0.9**5)
