@@ -16,7 +16,7 @@ from PIL import Image
 from selfvae.data import DATASETS, ImageDataset, augment_image, dataset_shape, load_dataset, split_indices
 from selfvae.errors import SelfVAEError
 
-REAL_MNIST = Path("/work/shared/data/mnist.npz")
+REAL_MNIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist.npz"  # ../shared beside the repo
 
 
 # --------------------------------------------------------------------------------------------------

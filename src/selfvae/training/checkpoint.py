@@ -1,13 +1,15 @@
 """Checkpoints: written atomically, validated on load, the previous good one kept.
 
-A save writes ``NAME.tmp``, flushes it to disk, moves the existing ``NAME`` to ``NAME.prev`` and renames the
-temporary file into place, so a run killed at any moment leaves at least one complete checkpoint.
+A save writes ``NAME.tmp``, flushes it to disk, hard-links (or copies) the existing ``NAME`` to ``NAME.prev``
+and renames the temporary file over ``NAME``; each rename is atomic, so a run killed at any moment (even
+SIGKILL) leaves a complete ``NAME`` and, after the second save, the previous good one in ``NAME.prev``.
 """
 
 from __future__ import annotations
 
 import os
 import random
+import shutil
 import warnings
 from pathlib import Path
 from typing import Any
@@ -48,10 +50,32 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
         torch.save(payload, f)
         f.flush()
         os.fsync(f.fileno())
-    if path.exists():
-        os.replace(path, path.with_name(path.name + ".prev"))
+    if path.exists():  # keep ``path`` in place until the new file replaces it: never a moment without it
+        prev = path.with_name(path.name + ".prev")
+        prev_tmp = path.with_name(path.name + ".prev.tmp")
+        prev_tmp.unlink(missing_ok=True)
+        try:
+            os.link(path, prev_tmp)
+        except OSError:  # file systems without hard links
+            shutil.copyfile(path, prev_tmp)
+        os.replace(prev_tmp, prev)
     os.replace(tmp, path)
+    _fsync_dir(path.parent)
     return path
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make the renames durable (best effort; not every platform can open a directory)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

@@ -4,11 +4,20 @@ The loop keeps ``last.pt`` (every ``checkpoint_every`` steps and on SIGINT/SIGTE
 validation bound), logs to TensorBoard and ``log.jsonl``, shows a progress bar with rate, ETA and live
 bits/dim, and ends with the test bits/dim (ELBO and IW bound) and sample grids in ``RUN_DIR/final``.
 A resumed run restores model, EMA, optimiser, step, data order and every RNG state, so on CPU it continues
-exactly where it stopped.
+exactly where it stopped: each micro-batch of each step draws its augmentation and posterior noise from a
+generator seeded by ``(seed, step, micro-batch)`` (see :mod:`selfvae.training.distributed`), so neither a
+restart nor the number of processes changes the random numbers (bit-exact on CPU with
+``train.deterministic`` and a fixed ``train.num_threads``).
+
+Data: with ``train.workers = 0`` batches are gathered in the main process; with ``workers > 0`` a
+``DataLoader`` over keys ``(step, micro-batches, sampler state after the batch)`` gathers them in worker
+processes (pinned memory on CUDA). Keys come from the :class:`EpochSampler` in order and the checkpoint
+stores the sampler state of the last *consumed* key, so prefetching never breaks resume.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import math
@@ -28,6 +37,7 @@ from selfvae.errors import SelfVAEError
 from selfvae.evaluation.bounds import evaluate
 from selfvae.models.selfvae import SelfVAE
 from selfvae.nn.layers import data_dependent_init
+from selfvae.training import distributed as D
 from selfvae.training.checkpoint import load_latest, rng_state, save_checkpoint, set_rng_state
 from selfvae.viz import plot_curves, save_grid
 
@@ -67,6 +77,68 @@ def gather(ds: ImageDataset, idx: Tensor) -> Tensor:
     return torch.stack([ds[int(i)] for i in idx])
 
 
+class BatchFetcher(torch.utils.data.Dataset):
+    """Maps a key ``(step, [(micro, indices), ...], sampler_state)`` to ``(step, [(micro, uint8 batch)],
+    sampler_state)``; augmentation of micro-batch ``j`` draws from a generator seeded by ``(seed, step, j)``,
+    so the batch is the same in the main process, in a worker, and on any rank."""
+
+    def __init__(self, ds: ImageDataset, seed: int) -> None:
+        self.ds, self.seed = ds, seed
+
+    def __len__(self) -> int:  # keys are not integers; the loader asks only through its sampler
+        return len(self.ds)
+
+    def __getitem__(self, key):  # noqa: ANN001, ANN204
+        step, micro, state = key
+        out = []
+        for j, idx in micro:
+            if self.ds.augment:
+                with D.seeded(D.micro_seed(self.seed + 1, step, j), "cpu"):
+                    out.append((j, gather(self.ds, idx)))
+            else:
+                out.append((j, self.ds.images[idx]))
+        return step, out, state
+
+
+def _identity(b):  # noqa: ANN001, ANN202 - a picklable no-op collate
+    return b
+
+
+class _Keys:
+    """The loader's keys from ``start`` to ``stop`` (iterates a private copy of the sampler)."""
+
+    def __init__(self, sampler: EpochSampler, start: int, stop: int, env: D.DistEnv, accum: int) -> None:
+        self.state, self.start, self.stop, self.env, self.accum = sampler.state_dict(), start, stop, env, accum
+        self.n, self.batch_size, self.seed = sampler.n, sampler.batch_size, sampler.seed
+
+    def __len__(self) -> int:
+        return max(0, self.stop - self.start)
+
+    def __iter__(self):  # noqa: ANN204
+        s = EpochSampler(self.n, self.batch_size, self.seed)
+        s.load_state_dict(self.state)
+        for step in range(self.start, self.stop):
+            idx = s.next()
+            yield step, D.micro_batches(idx, self.env, self.accum), s.state_dict()
+
+
+def batch_stream(ds: ImageDataset, sampler: EpochSampler, start: int, stop: int, cfg: Config,
+                 env: D.DistEnv, device: str):
+    """``(step, [(micro, batch on device)], sampler_state)`` for steps ``start..stop-1`` (see module doc)."""
+    t = cfg.train
+    fetch = BatchFetcher(ds, t.seed)
+    keys = _Keys(sampler, start, stop, env, t.accum_steps)
+    cuda = torch.device(device).type == "cuda"
+    if t.workers > 0:
+        loader = torch.utils.data.DataLoader(fetch, batch_size=None, sampler=keys, num_workers=t.workers,
+                                             pin_memory=cuda, collate_fn=_identity)
+        source = iter(loader)
+    else:
+        source = (fetch[k] for k in keys)
+    for step, micro, state in source:
+        yield step, [(j, xb.to(device, non_blocking=cuda)) for j, xb in micro], state
+
+
 def learning_rate(cfg: Config, step: int) -> float:
     """Exponential per-step decay floored at ``lr_min`` (thesis ch. 6)."""
     t = cfg.train
@@ -81,21 +153,55 @@ class StepResult:
     terms: dict[str, float]
 
 
+def _as_micro(x: Tensor | list[tuple[int, Tensor]], accum: int) -> list[tuple[int, Tensor]]:
+    if isinstance(x, Tensor):
+        return D.micro_batches(x, D.DistEnv(), accum)
+    return x
+
+
 def train_step(
-    model: SelfVAE, opt: torch.optim.Optimizer, x: Tensor, cfg: Config, ema: SelfVAE | None
+    model: SelfVAE,
+    opt: torch.optim.Optimizer,
+    x: Tensor | list[tuple[int, Tensor]],
+    cfg: Config,
+    ema: SelfVAE | None,
+    step: int = 0,
+    env: D.DistEnv | None = None,
 ) -> StepResult:
-    """One optimisation step on the negative ELBO in bits/dim; skips non-finite or too-large updates."""
+    """One optimisation step on the negative ELBO in bits/dim; skips non-finite or too-large updates.
+
+    ``x`` is a uint8 batch, or this rank's ``(micro-batch number, batch)`` pairs of the global batch
+    (:func:`selfvae.training.distributed.micro_batches`). Each micro-batch's gradient is accumulated,
+    averaged over ranks, then clipped to ``grad_clip`` (None: no clipping); a step whose loss or gradient
+    norm is not finite, or whose norm exceeds ``grad_skip``, leaves weights, optimiser and EMA untouched.
+    """
     t = cfg.train
+    env = env or D.DistEnv()
+    micro = _as_micro(x, t.accum_steps)
+    device = micro[0][1].device
     model.train()
     opt.zero_grad(set_to_none=True)
-    terms = model.terms(x)
-    loss = model.bpd(terms.nelbo).mean()
-    loss.backward()
+    loss_sum, info_sum = 0.0, {}
+    for j, xb in micro:
+        with D.seeded(D.micro_seed(t.seed, step, j), device), D.autocast(device, t.amp):
+            terms = model.terms(xb)
+            loss = model.bpd(terms.nelbo).mean()
+        (loss / len(micro)).backward()
+        loss_sum += float(loss.detach()) / len(micro)
+        info = {"kl_u": float(terms.kl_u.detach().float().mean())}
+        for i, v in enumerate(terms.re.detach().float().mean(0).tolist()):
+            info[f"re_{i}"] = v
+        for i, v in enumerate(terms.kl_z.detach().float().mean(0).tolist()):
+            info[f"kl_z{i + 1}"] = v
+        for k, v in info.items():
+            info_sum[k] = info_sum.get(k, 0.0) + v / len(micro)
     params = [p for p in model.parameters() if p.grad is not None]
+    D.average_gradients(params, env)
+    loss_f = D.all_mean(loss_sum, env, device)
     gnorm = torch.nn.utils.clip_grad_norm_(params, t.grad_clip if t.grad_clip else float("inf"))
     gnorm_f = float(gnorm)
     skipped = (
-        not math.isfinite(float(loss.detach()))
+        not math.isfinite(loss_f)
         or not math.isfinite(gnorm_f)
         or (t.grad_skip is not None and gnorm_f > t.grad_skip)
     )
@@ -103,12 +209,7 @@ def train_step(
         opt.step()
         if ema is not None:
             _ema_update(ema, model, t.ema_decay)
-    info = {"kl_u": float(terms.kl_u.detach().mean())}
-    for i, v in enumerate(terms.re.detach().mean(0).tolist()):
-        info[f"re_{i}"] = v
-    for i, v in enumerate(terms.kl_z.detach().mean(0).tolist()):
-        info[f"kl_z{i + 1}"] = v
-    return StepResult(float(loss), gnorm_f, skipped, info)
+    return StepResult(loss_f, gnorm_f, skipped, info_sum)
 
 
 @torch.no_grad()
@@ -155,7 +256,7 @@ def build_model(cfg: Config, device: str | torch.device) -> SelfVAE:
 
 def open_datasets(cfg: Config) -> tuple[ImageDataset, ImageDataset]:
     d = cfg.data
-    kw = {"val_fraction": d.val_fraction, "seed": d.split_seed}
+    kw = {"val_fraction": d.val_fraction, "seed": d.split_seed, "on_bad_file": d.on_bad_file}
     train_ds = load_dataset(d.name, d.root, "train", augment=d.augment, **kw)
     val_ds = load_dataset(d.name, d.root, "val", augment=False, **kw)
     if tuple(train_ds.shape) != tuple(cfg.model.image_shape):
@@ -166,6 +267,37 @@ def open_datasets(cfg: Config) -> tuple[ImageDataset, ImageDataset]:
     return train_ds, val_ds
 
 
+def _truncate_log(path: Path, step: int) -> None:
+    """Drop log records written after the checkpoint a run resumes from (a killed run logs ahead of it)."""
+    if not path.is_file():
+        return
+    keep = []
+    for line in path.read_text().splitlines():
+        try:
+            if json.loads(line).get("step", 0) <= step:
+                keep.append(line)
+        except (json.JSONDecodeError, AttributeError):  # a line cut by the kill
+            continue
+    path.write_text("".join(line + "\n" for line in keep))
+
+
+@contextlib.contextmanager
+def _performance_setup(t):  # noqa: ANN001, ANN202
+    """Threads and deterministic algorithms for the run; the process's settings are restored after."""
+    if t.accum_steps < 1 or t.workers < 0:
+        raise SelfVAEError(f"train.accum_steps={t.accum_steps} must be >= 1 and train.workers={t.workers} >= 0")
+    threads, determ = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    try:
+        if t.num_threads:
+            torch.set_num_threads(t.num_threads)
+        if t.deterministic:
+            torch.use_deterministic_algorithms(True)
+        yield
+    finally:
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(determ)
+
+
 def train(
     cfg: Config,
     run_dir: str | Path,
@@ -174,15 +306,33 @@ def train(
     progress: bool = True,
     final_eval: bool = True,
 ) -> dict[str, Any]:
-    """Train ``cfg`` in ``run_dir`` (resuming from ``last.pt`` if asked); returns the final metrics."""
-    run_dir = Path(run_dir)
+    """Train ``cfg`` in ``run_dir`` (resuming from ``last.pt`` if asked); returns the final metrics.
+
+    Under ``torchrun`` (``WORLD_SIZE > 1``) every process calls this; see :mod:`selfvae.training.distributed`.
+    """
+    env, device = D.init_from_env(device)
+    try:
+        with _performance_setup(cfg.train):
+            return _train(cfg, Path(run_dir), device, resume, progress, final_eval, env)
+    finally:
+        D.shutdown(env)
+
+
+def _train(cfg: Config, run_dir: Path, device: str, resume: bool, progress: bool, final_eval: bool,
+           env: D.DistEnv) -> dict[str, Any]:
     last = run_dir / "last.pt"
-    if resume and not last.exists():
+    has_run = last.exists() or last.with_name("last.pt.prev").exists()
+    if resume and not has_run:
         raise SelfVAEError(f"{run_dir}: nothing to resume (no last.pt)")
-    if not resume and last.exists():
+    if not resume and has_run:
         raise SelfVAEError(f"{run_dir}: already holds a run; pass --resume to continue it or choose another --out")
-    run_dir.mkdir(parents=True, exist_ok=True)
     t = cfg.train
+    if t.batch_size % (env.world_size * t.accum_steps):
+        raise SelfVAEError(f"train.batch_size={t.batch_size} is not divisible by {env.world_size} process(es) "
+                           f"x train.accum_steps={t.accum_steps}")
+    main = env.is_main
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(t.seed)
     train_ds, val_ds = open_datasets(cfg)
     model = build_model(cfg, device)
@@ -201,14 +351,31 @@ def train(
             ema = copy.deepcopy(model)
             ema.load_state_dict(state["ema"])
         set_rng_state(state["rng"])
+        if main:
+            _truncate_log(run_dir / "log.jsonl", step)
     else:
-        cfg.save(run_dir / "config.json")
+        if main:
+            cfg.save(run_dir / "config.json")
         init_x = gather(train_ds, torch.randperm(len(train_ds))[: t.init_batch]).to(device)
-        data_dependent_init(model, lambda: model.terms(init_x))
+        data_dependent_init(model, lambda: model.terms(init_x))  # every rank: sets the "initialized" flags
+        D.broadcast_module(model, env)  # ... and rank 0's values win
         if t.ema_decay:
             ema = copy.deepcopy(model)
+    if t.channels_last:
+        model.to(memory_format=torch.channels_last)
+        if ema is not None:
+            ema.to(memory_format=torch.channels_last)
+    if t.amp:
+        D.install_fp32_outputs(model)
+        if ema is not None:
+            D.install_fp32_outputs(ema)
+    if t.compile:
+        D.compile_nets(model)
+    sampler_state = sampler.state_dict()
 
     def checkpoint(path: Path) -> None:
+        if not main:
+            return
         save_checkpoint(
             {
                 "config": cfg.to_dict(),
@@ -216,7 +383,7 @@ def train(
                 "ema": ema.state_dict() if ema is not None else None,
                 "optimizer": opt.state_dict(),
                 "step": step,
-                "sampler": sampler.state_dict(),
+                "sampler": sampler_state,
                 "rng": rng_state(),
                 "best": best,
                 "skips_total": skips_total,
@@ -224,48 +391,63 @@ def train(
             path,
         )
 
-    from torch.utils.tensorboard import SummaryWriter
+    writer = log = None
+    if main:
+        from torch.utils.tensorboard import SummaryWriter
 
-    writer = SummaryWriter(str(run_dir / "tb"), purge_step=step if resume else None)
-    log = open(run_dir / "log.jsonl", "a")
-    bar = tqdm(total=t.steps, initial=step, unit="step", desc=cfg.name, disable=not progress, dynamic_ncols=True)
+        writer = SummaryWriter(str(run_dir / "tb"), purge_step=step if resume else None)
+        log = open(run_dir / "log.jsonl", "a")
+    bar = tqdm(total=t.steps, initial=step, unit="step", desc=cfg.name, disable=not (progress and main),
+               dynamic_ncols=True)
     stop_reason = None
     started = time.monotonic()
+    stream = batch_stream(train_ds, sampler, step, t.steps, cfg, env, device)
     with _StopFlag() as flag:
         while step < t.steps:
-            if t.max_minutes is not None and time.monotonic() - started > 60 * t.max_minutes:
+            time_up = t.max_minutes is not None and time.monotonic() - started > 60 * t.max_minutes
+            time_up = D.all_mean(float(time_up), env, device) > 0  # every rank stops at the same step
+            if time_up:
                 bar.write(f"time budget of {t.max_minutes} minutes reached at step {step}")
                 checkpoint(last)
                 break
             lr = learning_rate(cfg, step)
             for group in opt.param_groups:
                 group["lr"] = lr
-            x = gather(train_ds, sampler.next()).to(device)
+            key_step, micro, next_sampler_state = next(stream)
+            assert key_step == step, (key_step, step)
             tic = time.perf_counter()
-            res = train_step(model, opt, x, cfg, ema)
+            res = train_step(model, opt, micro, cfg, ema, step=step, env=env)
             step += 1
+            sampler_state = next_sampler_state
             if res.skipped:
                 skips_in_row += 1
                 skips_total += 1
+                if main:
+                    bar.write(f"step {step}: skipped (loss {res.loss:.4g}, gradient norm {res.grad_norm:.4g}); "
+                              f"{skips_total} skipped so far")
                 if skips_in_row >= t.max_consecutive_skips:
                     stop_reason = (
                         f"stopped: {skips_in_row} consecutive steps skipped (loss or gradient not finite or "
-                        f"above grad_skip); the last good state is in {last}"
+                        f"above grad_skip) at step {step}; the weights were not updated by them; the last good "
+                        f"state is in {last}"
                     )
-                    break
             else:
                 skips_in_row = 0
             bar.update(1)
             bar.set_postfix(bpd=f"{res.loss:.4f}", skipped=skips_total)
-            if step % t.log_every == 0 or step == t.steps:
+            if main and (step % t.log_every == 0 or step == t.steps or res.skipped):
                 rec = {"step": step, "split": "train", "bpd": res.loss, "lr": lr, "grad_norm": res.grad_norm,
-                       "skipped_total": skips_total, "sec_per_step": time.perf_counter() - tic, **res.terms}
+                       "skipped": res.skipped, "skipped_total": skips_total,
+                       "sec_per_step": time.perf_counter() - tic, **res.terms}
                 log.write(json.dumps(rec) + "\n")
                 log.flush()
                 for k, v in rec.items():
                     if k not in ("step", "split") and isinstance(v, float) and math.isfinite(v):
                         writer.add_scalar(f"train/{k}", v, step)
-            if step % t.eval_every == 0 or step == t.steps:
+            if stop_reason is not None:
+                checkpoint(last)  # skipped steps changed nothing: this is the last good state
+                break
+            if main and (step % t.eval_every == 0 or step == t.steps):
                 with torch.random.fork_rng(devices=[]):  # evaluation must not perturb the training RNG
                     torch.manual_seed(t.seed)
                     m = evaluate(ema or model, batches_of(val_ds, 256, t.eval_limit), 1, device, progress=False)
@@ -278,22 +460,28 @@ def train(
                 if m["bpd_elbo"] < best:
                     best = m["bpd_elbo"]
                     checkpoint(run_dir / "best.pt")
-            if step % t.sample_every == 0:
+            if main and step % t.sample_every == 0:
                 with torch.random.fork_rng(devices=[]):
                     torch.manual_seed(t.seed)
                     grid = sample_images(ema or model, 64)
                 save_grid(grid, run_dir / "samples" / f"step_{step:07d}.png", nrow=8)
             if step % t.checkpoint_every == 0 or step == t.steps:
                 checkpoint(last)
-            if flag.signal is not None:
+            signalled = D.all_mean(float(flag.signal is not None), env, device) > 0
+            if signalled:
                 checkpoint(last)
-                stop_reason = f"stopped by signal {flag.signal} at step {step}; resume with --resume"
+                stop_reason = (f"stopped by signal {flag.signal or 'on another rank'} at step {step}; "
+                               f"checkpoint saved in {last}; resume with --resume")
                 break
+    stream.close()
     bar.close()
-    writer.close()
-    log.close()
+    if main:
+        writer.close()
+        log.close()
     if stop_reason is not None:
         return {"stopped": stop_reason, "step": step}
+    if not main:
+        return {"step": step}
     plot_curves(run_dir / "log.jsonl", run_dir / "curves.png")
     if not final_eval:
         return {"step": step}
@@ -329,7 +517,7 @@ def finish(cfg: Config, run_dir: Path, device: str, progress: bool = True) -> di
     """Final test evaluation (ELBO and IW bound) and sample grids of the best model, in ``run_dir/final``."""
     t = cfg.train
     _, model = load_run(run_dir, device)
-    test_ds = load_dataset(cfg.data.name, cfg.data.root, "test", augment=False)
+    test_ds = load_dataset(cfg.data.name, cfg.data.root, "test", augment=False, on_bad_file=cfg.data.on_bad_file)
     m = evaluate(
         model, batches_of(test_ds, 64, t.final_eval_limit), t.final_iw_samples, device,
         total=min(len(test_ds), t.final_eval_limit or len(test_ds)), progress=progress,
