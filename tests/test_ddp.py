@@ -103,3 +103,30 @@ def test_workers_give_the_same_batches_as_the_main_process(blob_npz, tmp_path):
         assert sa == sw
         for (ja, xa), (jb, xb) in zip(ma, wa, strict=True):
             assert ja == jb and torch.equal(xa, xb)
+
+
+def test_bf16_autocast_keeps_likelihoods_in_float32_and_channels_last_trains(blob_npz, tmp_path):
+    from selfvae import distributions as dist_mod
+
+    seen = []
+    real = dist_mod.DiscretizedLogisticMixture.__init__
+
+    def spy(self, params, *a, **k):
+        seen.append((params.dtype, torch.is_autocast_enabled("cpu")))
+        return real(self, params, *a, **k)
+
+    cfg = ddp_config(blob_npz, accum=1)
+    cfg.train.steps, cfg.train.amp, cfg.train.channels_last = 3, "bf16", True
+    dist_mod.DiscretizedLogisticMixture.__init__ = spy
+    try:
+        train(cfg, tmp_path / "amp", progress=False, final_eval=False)
+    finally:
+        dist_mod.DiscretizedLogisticMixture.__init__ = real
+    # the nets ran under bf16 autocast, but the likelihood gets float32 parameters
+    assert any(on for _, on in seen) and all(d == torch.float32 for d, _ in seen)
+    state = load_checkpoint(tmp_path / "amp" / "last.pt")
+    assert state["step"] == 3
+    assert all(v.dtype == torch.float32 and torch.isfinite(v).all() for v in state["model"].values()
+               if v.is_floating_point())
+    recs = [json.loads(x) for x in (tmp_path / "amp" / "log.jsonl").read_text().splitlines()]
+    assert all(r["skipped"] is False for r in recs if r["split"] == "train")

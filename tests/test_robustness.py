@@ -238,13 +238,15 @@ def test_size_not_divisible_by_the_transform_chain(tmp_path, capsys):
     assert "not divisible" in err or "power of two" in err
 
 
-def _image_folder(root, n: int, bad: int = 0):
-    root.mkdir(parents=True, exist_ok=True)
+def _image_folder(root, n: int, bad: int = 0, n_test: int = 8):
+    """``root/train`` with ``n`` good and ``bad`` corrupt PNGs, ``root/test`` with ``n_test`` good ones."""
     rng = np.random.default_rng(0)
-    for i in range(n):
-        Image.fromarray(rng.integers(0, 256, (16, 16), dtype=np.uint8)).save(root / f"img{i:03d}.png")
+    for part, count in (("train", n), ("test", n_test)):
+        (root / part).mkdir(parents=True, exist_ok=True)
+        for i in range(count):
+            Image.fromarray(rng.integers(0, 256, (16, 16), dtype=np.uint8)).save(root / part / f"img{i:03d}.png")
     for i in range(bad):
-        (root / f"broken{i}.png").write_bytes(b"\x89PNG\r\n\x1a\n this is not a png")
+        (root / "train" / f"broken{i}.png").write_bytes(b"\x89PNG\r\n\x1a\n this is not a png")
     return root
 
 
@@ -268,8 +270,7 @@ def test_corrupt_files_in_a_folder_fail_or_are_skipped(tmp_path, capsys):
 
 
 def test_empty_data_sets(tmp_path, capsys):
-    root = tmp_path / "empty"
-    root.mkdir()
+    root = _image_folder(tmp_path / "empty", 0, n_test=0)
     _cli_error(["train", "--config", _tiny_file(tmp_path, _folder_config(root)), "--out", str(tmp_path / "a"),
                 "--no-progress"], capsys)
     only_bad = _image_folder(tmp_path / "bad", 0, bad=3)

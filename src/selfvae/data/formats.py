@@ -388,10 +388,18 @@ def read_npz(
                 f"{path.name}: no array {' or '.join(repr(k) for k in keys)} for the {part} split "
                 f"(found {sorted(z.files)})"
             )
-        x = nhwc_from_array(z[key], f"{path.name}: array '{key}'")
+        x = nhwc_from_array(_npz_array(z, key, path), f"{path.name}: array '{key}'")
         lkey = next((k for k in label_keys if k in z.files), None)
-        y = labels_from_array(z[lkey], x.shape[0], f"{path.name}: array '{lkey}'") if lkey else None
+        y = labels_from_array(_npz_array(z, lkey, path), x.shape[0], f"{path.name}: array '{lkey}'") if lkey else None
     return x, y
+
+
+def _npz_array(z, key: str, path: Path) -> np.ndarray:  # noqa: ANN001 - NpzFile
+    """``z[key]``; an object (pickled) or corrupt member raises :class:`SelfVAEError`."""
+    try:
+        return z[key]
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
+        raise SelfVAEError(f"{path.name}: cannot read array '{key}' ({e})") from e
 
 
 def npz_image_shape(path: Path) -> tuple[int, int, int]:

@@ -288,6 +288,8 @@ def _performance_setup(t):  # noqa: ANN001, ANN202
         raise SelfVAEError(f"train.accum_steps={t.accum_steps} must be >= 1 and train.workers={t.workers} >= 0")
     threads, determ = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
     try:
+        if t.flush_denormal:
+            torch.set_flush_denormal(True)
         if t.num_threads:
             torch.set_num_threads(t.num_threads)
         if t.deterministic:
@@ -296,6 +298,8 @@ def _performance_setup(t):  # noqa: ANN001, ANN202
     finally:
         torch.set_num_threads(threads)
         torch.use_deterministic_algorithms(determ)
+        if t.flush_denormal:
+            torch.set_flush_denormal(False)
 
 
 def train(
@@ -331,11 +335,11 @@ def _train(cfg: Config, run_dir: Path, device: str, resume: bool, progress: bool
         raise SelfVAEError(f"train.batch_size={t.batch_size} is not divisible by {env.world_size} process(es) "
                            f"x train.accum_steps={t.accum_steps}")
     main = env.is_main
-    if main:
-        run_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(t.seed)
     train_ds, val_ds = open_datasets(cfg)
     model = build_model(cfg, device)
+    if main:  # only now: a run that cannot start leaves no directory behind
+        run_dir.mkdir(parents=True, exist_ok=True)
     opt = torch.optim.Adamax(model.parameters(), lr=t.lr)
     sampler = EpochSampler(len(train_ds), t.batch_size, t.seed)
     step, best, skips_in_row, skips_total = 0, math.inf, 0, 0

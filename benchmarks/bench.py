@@ -1,0 +1,153 @@
+"""Speed of the presets: parameters, training images/s and seconds per step (AdaMax, fp32 unless --amp),
+IWAE evaluation images/s, sampling latency for 1 and 100 images, and peak memory.
+
+Each preset runs in its own subprocess so the peak memory (CPU: ``ru_maxrss``, the process's peak resident
+set; GPU: ``torch.cuda.max_memory_allocated``) belongs to that preset alone. Evaluation is reported at S = 1
+importance sample per image (one forward pass of the whole model, ``analytic_kl=False``); S samples cost about
+S forwards, so S = 512 runs about 512 times slower per image.
+
+Usage::
+
+    python benchmarks/bench.py --presets cifar10-srvae cifar10-vae-realnvp --batch-size 32 --steps 5
+    python benchmarks/bench.py --device cuda --amp bf16 --channels-last --compile
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+
+import torch
+
+DEFAULT_PRESETS = ["cifar10-srvae", "cifar10-vae-realnvp"]
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def _timed(fn, device: str, repeats: int) -> float:  # noqa: ANN001
+    _sync(device)
+    tic = time.perf_counter()
+    for _ in range(repeats):
+        fn()
+    _sync(device)
+    return (time.perf_counter() - tic) / repeats
+
+
+def run_one(args: argparse.Namespace, preset: str) -> dict:
+    from selfvae.models.ops import generate
+    from selfvae.models.selfvae import SelfVAE
+    from selfvae.nn.layers import data_dependent_init
+    from selfvae.presets import get_preset
+    from selfvae.training import distributed as D
+    from selfvae.training.loop import train_step
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    dev = args.device
+    torch.set_flush_denormal(True)  # as the training loop does (train.flush_denormal)
+    cfg = get_preset(preset)
+    t = cfg.train
+    t.batch_size, t.amp, t.channels_last, t.compile = args.batch_size, args.amp, args.channels_last, args.compile
+    torch.manual_seed(0)
+    model = SelfVAE(cfg.model).to(dev)
+    n_params = sum(p.numel() for p in model.parameters())
+    x = torch.randint(0, 256, (args.batch_size, *cfg.model.image_shape), dtype=torch.uint8, device=dev)
+    data_dependent_init(model, lambda: model.terms(x))
+    if args.channels_last:
+        model.to(memory_format=torch.channels_last)
+    if args.amp:
+        D.install_fp32_outputs(model)
+    if args.compile:
+        D.compile_nets(model)
+    opt = torch.optim.Adamax(model.parameters(), lr=t.lr)
+    step = {"i": 0}
+
+    def one_step() -> None:
+        train_step(model, opt, x, cfg, None, step=step["i"])
+        step["i"] += 1
+
+    for _ in range(args.warmup):
+        one_step()
+    if dev.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+    sec_step = _timed(one_step, dev, args.steps)
+
+    @torch.no_grad()
+    def iw_eval() -> None:
+        model.eval()
+        with D.autocast(dev, args.amp):
+            model.terms(x, n_samples=1, analytic_kl=False)
+
+    iw_eval()
+    sec_eval = _timed(iw_eval, dev, max(2, args.steps))
+
+    @torch.no_grad()
+    def sample(n: int):  # noqa: ANN202
+        model.eval()
+        with D.autocast(dev, args.amp):
+            return generate(model, n)
+
+    sample(1)
+    lat1 = _timed(lambda: sample(1), dev, 3)
+    lat100 = _timed(lambda: sample(100), dev, 1)
+    if dev.startswith("cuda"):
+        peak = torch.cuda.max_memory_allocated() / 2**20
+        peak_what = "GPU MiB"
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        peak_what = "RSS MiB"
+    return {
+        "preset": preset, "params_M": n_params / 1e6, "train_img_s": args.batch_size / sec_step,
+        "sec_per_step": sec_step, "eval_img_s_S1": args.batch_size / sec_eval, "sample_1_s": lat1,
+        "sample_100_s": lat100, "peak_mem_MiB": peak, "peak_what": peak_what, "threads": torch.get_num_threads(),
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--presets", nargs="+", default=DEFAULT_PRESETS)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--steps", type=int, default=5, help="timed training steps (after --warmup)")
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--amp", choices=["bf16"])
+    p.add_argument("--compile", action="store_true")
+    p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--one", help=argparse.SUPPRESS)  # internal: run one preset, print JSON
+    args = p.parse_args(argv)
+    if args.one:
+        print(json.dumps(run_one(args, args.one)))
+        return
+    opts = ["--batch-size", str(args.batch_size), "--device", args.device, "--steps", str(args.steps),
+            "--warmup", str(args.warmup)]
+    opts += ["--threads", str(args.threads)] if args.threads else []
+    opts += ["--amp", args.amp] if args.amp else []
+    opts += ["--compile"] * args.compile + ["--channels-last"] * args.channels_last
+    print(f"device {args.device}, batch {args.batch_size}, {args.steps} timed steps, amp {args.amp or 'fp32'}, "
+          f"compile {args.compile}, channels_last {args.channels_last}")
+    head = (f"{'preset':<22} {'params':>8} {'train img/s':>11} {'s/step':>7} {'eval img/s (S=1)':>16} "
+            f"{'sample 1 (s)':>12} {'sample 100 (s)':>14} {'peak mem':>14}")
+    print(head)
+    print("-" * len(head))
+    for preset in args.presets:
+        res = subprocess.run([sys.executable, __file__, "--one", preset, *opts], capture_output=True, text=True)
+        if res.returncode:
+            print(f"{preset:<22} failed: {res.stderr.strip().splitlines()[-1] if res.stderr else res.returncode}")
+            continue
+        r = json.loads(res.stdout.strip().splitlines()[-1])
+        print(f"{r['preset']:<22} {r['params_M']:>7.1f}M {r['train_img_s']:>11.1f} {r['sec_per_step']:>7.2f} "
+              f"{r['eval_img_s_S1']:>16.1f} {r['sample_1_s']:>12.3f} {r['sample_100_s']:>14.2f} "
+              f"{r['peak_mem_MiB']:>6.0f} {r['peak_what']}")
+        sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
