@@ -133,3 +133,13 @@ def test_learning_rate_decays_to_the_floor():
     assert learning_rate(cfg, 1) == pytest.approx(1.8e-3)
     assert learning_rate(cfg, 10_000) == cfg.train.lr_min
     assert math.isclose(learning_rate(cfg, 5), 2e-3 * 0.9**5)
+
+
+def test_time_budget_stops_cleanly_and_validates_the_last_weights(blob_npz, tmp_path):
+    cfg = tiny_config(blob_npz, steps=1000)
+    cfg.train.max_minutes = 0.0  # stops before the first step
+    cfg.train.eval_every = 10_000
+    out = tmp_path / "budget"
+    m = train(cfg, out, progress=False)
+    assert val_curve(out) and (out / "best.pt").is_file() and m["n_images"] == 32
+    assert load_checkpoint(out / "last.pt")["step"] == 0

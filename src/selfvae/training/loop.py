@@ -404,6 +404,24 @@ def _train(cfg: Config, run_dir: Path, device: str, resume: bool, progress: bool
     bar = tqdm(total=t.steps, initial=step, unit="step", desc=cfg.name, disable=not (progress and main),
                dynamic_ncols=True)
     stop_reason = None
+    validated_at = -1
+
+    def validate() -> None:
+        """Validation bound of the current weights; keeps ``best.pt`` up to date."""
+        nonlocal best, validated_at
+        with torch.random.fork_rng(devices=[]):  # evaluation must not perturb the training RNG
+            torch.manual_seed(t.seed)
+            m = evaluate(ema or model, batches_of(val_ds, 256, t.eval_limit), 1, device, progress=False)
+        rec = {"step": step, "split": "val", "bpd": m["bpd_elbo"], **{k: m[k] for k in m if k[:3] in ("re_", "kl_")}}
+        log.write(json.dumps(rec) + "\n")
+        log.flush()
+        writer.add_scalar("val/bpd", m["bpd_elbo"], step)
+        bar.write(f"step {step}: validation {m['bpd_elbo']:.4f} bits/dim (ELBO)")
+        validated_at = step
+        if m["bpd_elbo"] < best:
+            best = m["bpd_elbo"]
+            checkpoint(run_dir / "best.pt")
+
     started = time.monotonic()
     stream = batch_stream(train_ds, sampler, step, t.steps, cfg, env, device)
     with _StopFlag() as flag:
@@ -412,6 +430,8 @@ def _train(cfg: Config, run_dir: Path, device: str, resume: bool, progress: bool
             time_up = D.all_mean(float(time_up), env, device) > 0  # every rank stops at the same step
             if time_up:
                 bar.write(f"time budget of {t.max_minutes} minutes reached at step {step}")
+                if main and validated_at != step:  # the last steps must count for best.pt
+                    validate()
                 checkpoint(last)
                 break
             lr = learning_rate(cfg, step)
@@ -452,18 +472,7 @@ def _train(cfg: Config, run_dir: Path, device: str, resume: bool, progress: bool
                 checkpoint(last)  # skipped steps changed nothing: this is the last good state
                 break
             if main and (step % t.eval_every == 0 or step == t.steps):
-                with torch.random.fork_rng(devices=[]):  # evaluation must not perturb the training RNG
-                    torch.manual_seed(t.seed)
-                    m = evaluate(ema or model, batches_of(val_ds, 256, t.eval_limit), 1, device, progress=False)
-                rec = {"step": step, "split": "val", "bpd": m["bpd_elbo"],
-                       **{k: m[k] for k in m if k[:3] in ("re_", "kl_")}}
-                log.write(json.dumps(rec) + "\n")
-                log.flush()
-                writer.add_scalar("val/bpd", m["bpd_elbo"], step)
-                bar.write(f"step {step}: validation {m['bpd_elbo']:.4f} bits/dim (ELBO)")
-                if m["bpd_elbo"] < best:
-                    best = m["bpd_elbo"]
-                    checkpoint(run_dir / "best.pt")
+                validate()
             if main and step % t.sample_every == 0:
                 with torch.random.fork_rng(devices=[]):
                     torch.manual_seed(t.seed)
