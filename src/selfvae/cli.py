@@ -434,3 +434,7 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         print("selfvae: interrupted", file=sys.stderr)
         sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

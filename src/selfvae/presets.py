@@ -48,8 +48,10 @@ def _cifar_vae(prior: str, prior_kwargs: dict, name: str, what: str) -> Config:
         model=ModelConfig(
             image_shape=(3, 32, 32), transforms="", latent_shape=(16, 8, 8), prior=prior,
             prior_kwargs=prior_kwargs,
-            q_u=NetSpec(width=64, growth=32, steps=8),
-            p_y=NetSpec(width=160, growth=128, steps=6),
+            # thin at 32x32, wide at 8x8, no dense layer at full resolution in the decoder (as the authors'):
+            # 1.8 GMAC per image instead of 3.2 for the same parameter budget
+            q_u=NetSpec(width=16, growth=16, steps=8),
+            p_y=NetSpec(width=256, growth=128, steps=6, top_dense=False),
         ),
         train=replace(_PAPER_TRAIN),
     )
@@ -84,7 +86,7 @@ def _build() -> dict[str, Config]:
         p[f"{ds}-2lvl"] = _small(f"{ds}-2lvl", ds, "downscale,downscale", "2-level selfVAE-downscale (32->16->8)")
     p["cifar10-vae"] = _cifar_vae("standard", {}, "cifar10-vae", "VAE with a standard normal prior")
     p["cifar10-vae-mog"] = _cifar_vae("mog", {"n_components": 10}, "cifar10-vae-mog", "VAE with a MoG prior")
-    p["cifar10-vae-realnvp"] = _cifar_vae("realnvp", dict(_PAPER_REALNVP), "cifar10-vae-realnvp",
+    p["cifar10-vae-realnvp"] = _cifar_vae("realnvp", {**_PAPER_REALNVP, "mid_channels": 96}, "cifar10-vae-realnvp",
                                           "VAE with a RealNVP prior")
     p["cifar10-srvae"] = _paper_selfvae("cifar10-srvae", "cifar10", (3, 32, 32), "downscale",
                                         "selfVAE-downscale / srVAE (32->16)")

@@ -25,6 +25,7 @@ class NetSpec:
     steps: int = 3
     blocks: int = 1
     max_mult: int = 4  # encoders/decoders widen (or narrow) by at most this factor across resolutions
+    top_dense: bool = True  # decoders end with a dense layer at full resolution (the authors' decoders do not)
 
 
 class DenseEncoder(nn.Module):
@@ -67,8 +68,11 @@ class DenseDecoder(nn.Module):
             nxt = max(spec.width // div, 8)
             layers += [dense, nn.ELU(), WNConv2d(dense.out_channels, nxt, 3, stride=2, transposed=True)]
             c, g = nxt, max(spec.growth // div, 4)
-        dense = DenseLayer(c, g, spec.steps)
-        layers += [dense, nn.ELU(), WNConv2d(dense.out_channels, out_channels, 3, init_scale=0.1)]
+        if spec.top_dense or n_up == 0:
+            dense = DenseLayer(c, g, spec.steps)
+            layers += [dense, nn.ELU()]
+            c = dense.out_channels
+        layers.append(WNConv2d(c, out_channels, 3, init_scale=0.1))
         self.net = nn.Sequential(*layers)
 
     def forward(self, x: Tensor) -> Tensor:
