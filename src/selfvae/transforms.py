@@ -273,11 +273,8 @@ def chain_shapes(chain: list[Transform], shape: Shape) -> list[Shape]:
 # ----------------------------------------------------------------------------------------- transforms
 
 
-@register_transform("downscale")
-class Downscale(Transform):
-    """Integer box average of ``factor x factor`` blocks with round-half-up (default factor 2)."""
-
-    name = "downscale"
+class _Downscaler(Transform):
+    """Shared part of the downscaling transforms: the factor, its spec and the output shape."""
 
     def __init__(self, factor: int = 2) -> None:
         self.factor = _parse_factor(self.name, factor)
@@ -290,6 +287,13 @@ class Downscale(Transform):
         _check_factor(self, shape, self.factor)
         c, h, w = shape
         return (c, h // self.factor, w // self.factor)
+
+
+@register_transform("downscale")
+class Downscale(_Downscaler):
+    """Integer box average of ``factor x factor`` blocks with round-half-up (default factor 2)."""
+
+    name = "downscale"
 
     def _apply(self, x: Tensor) -> Tensor:
         b, c, h, w = x.shape
@@ -299,22 +303,10 @@ class Downscale(Transform):
 
 
 @register_transform("downscale-bicubic")
-class DownscaleBicubic(Transform):
+class DownscaleBicubic(_Downscaler):
     """Antialiased bicubic downscaling (PIL-like) on float, rounded and clamped to uint8."""
 
     name = "downscale-bicubic"
-
-    def __init__(self, factor: int = 2) -> None:
-        self.factor = _parse_factor(self.name, factor)
-
-    @property
-    def spec(self) -> str:
-        return self.name if self.factor == 2 else f"{self.name}:{self.factor}"
-
-    def out_shape(self, shape: Shape) -> Shape:
-        _check_factor(self, shape, self.factor)
-        c, h, w = shape
-        return (c, h // self.factor, w // self.factor)
 
     def _apply(self, x: Tensor) -> Tensor:
         _, _, h, w = x.shape
