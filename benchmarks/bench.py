@@ -6,9 +6,12 @@ set; GPU: ``torch.cuda.max_memory_allocated``) belongs to that preset alone. Eva
 importance sample per image (one forward pass of the whole model, ``analytic_kl=False``); S samples cost about
 S forwards, so S = 512 runs about 512 times slower per image.
 
+``--reference`` adds the authors' architectures rebuilt layer for layer (:mod:`reference`: ``authors-vae-realnvp``,
+``authors-srvae``) and times their training step the same way in the same run, then prints our speed-up over each.
+
 Usage::
 
-    python benchmarks/bench.py --presets cifar10-srvae cifar10-vae-realnvp --batch-size 32 --steps 5
+    python benchmarks/bench.py --presets cifar10-srvae cifar10-vae-realnvp --batch-size 32 --steps 5 --reference
     python benchmarks/bench.py --device cuda --amp bf16 --channels-last --compile
 """
 
@@ -24,6 +27,7 @@ import time
 import torch
 
 DEFAULT_PRESETS = ["cifar10-srvae", "cifar10-vae-realnvp"]
+OURS_VS_AUTHORS = {"cifar10-vae-realnvp": "authors-vae-realnvp", "cifar10-srvae": "authors-srvae"}
 
 
 def _sync(device: str) -> None:
@@ -38,6 +42,30 @@ def _timed(fn, device: str, repeats: int) -> float:  # noqa: ANN001
         fn()
     _sync(device)
     return (time.perf_counter() - tic) / repeats
+
+
+def run_reference(args: argparse.Namespace, name: str) -> dict:
+    """Training step of one of the authors' rebuilt models (AdaMax, fp32); the other columns do not apply."""
+    from reference import REFERENCES
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.set_flush_denormal(True)
+    torch.manual_seed(0)
+    model = REFERENCES[name]().to(args.device)
+    x = torch.randint(0, 256, (args.batch_size, 3, 32, 32), dtype=torch.uint8, device=args.device)
+    opt = torch.optim.Adamax(model.parameters(), lr=2e-3)
+
+    def one_step() -> None:
+        opt.zero_grad(set_to_none=True)
+        model(x).backward()
+        opt.step()
+
+    for _ in range(args.warmup):
+        one_step()
+    sec_step = _timed(one_step, args.device, args.steps)
+    return {"preset": name, "params_M": sum(p.numel() for p in model.parameters()) / 1e6,
+            "train_img_s": args.batch_size / sec_step, "sec_per_step": sec_step}
 
 
 def run_one(args: argparse.Namespace, preset: str) -> dict:
@@ -116,15 +144,17 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--device", default="cpu")
     p.add_argument("--steps", type=int, default=5, help="timed training steps (after --warmup)")
-    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--warmup", type=int, default=4, help="untimed steps first (the allocator and oneDNN warm up)")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--amp", choices=["bf16"])
     p.add_argument("--compile", action="store_true")
     p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--reference", action="store_true", help="also time the authors' rebuilt architectures")
     p.add_argument("--one", help=argparse.SUPPRESS)  # internal: run one preset, print JSON
     args = p.parse_args(argv)
     if args.one:
-        print(json.dumps(run_one(args, args.one)))
+        run = run_reference if args.one.startswith("authors-") else run_one
+        print(json.dumps(run(args, args.one)))
         return
     opts = ["--batch-size", str(args.batch_size), "--device", args.device, "--steps", str(args.steps),
             "--warmup", str(args.warmup)]
@@ -137,16 +167,26 @@ def main(argv: list[str] | None = None) -> None:
             f"{'sample 1 (s)':>12} {'sample 100 (s)':>14} {'peak mem':>14}")
     print(head)
     print("-" * len(head))
-    for preset in args.presets:
-        res = subprocess.run([sys.executable, __file__, "--one", preset, *opts], capture_output=True, text=True)
+    names = list(args.presets)
+    if args.reference:
+        names += [OURS_VS_AUTHORS[n] for n in args.presets if n in OURS_VS_AUTHORS]
+    speed = {}
+    for name in names:
+        res = subprocess.run([sys.executable, __file__, "--one", name, *opts], capture_output=True, text=True)
         if res.returncode:
-            print(f"{preset:<22} failed: {res.stderr.strip().splitlines()[-1] if res.stderr else res.returncode}")
+            print(f"{name:<22} failed: {res.stderr.strip().splitlines()[-1] if res.stderr else res.returncode}")
             continue
         r = json.loads(res.stdout.strip().splitlines()[-1])
-        print(f"{r['preset']:<22} {r['params_M']:>7.1f}M {r['train_img_s']:>11.1f} {r['sec_per_step']:>7.2f} "
-              f"{r['eval_img_s_S1']:>16.1f} {r['sample_1_s']:>12.3f} {r['sample_100_s']:>14.2f} "
-              f"{r['peak_mem_MiB']:>6.0f} {r['peak_what']}")
+        speed[name] = r["train_img_s"]
+        row = f"{r['preset']:<22} {r['params_M']:>7.1f}M {r['train_img_s']:>11.1f} {r['sec_per_step']:>7.2f} "
+        if "eval_img_s_S1" in r:
+            row += (f"{r['eval_img_s_S1']:>16.1f} {r['sample_1_s']:>12.3f} {r['sample_100_s']:>14.2f} "
+                    f"{r['peak_mem_MiB']:>6.0f} {r['peak_what']}")
+        print(row)
         sys.stdout.flush()
+    for ours, theirs in OURS_VS_AUTHORS.items():
+        if ours in speed and theirs in speed:
+            print(f"{ours}: {speed[ours] / speed[theirs]:.2f}x the training images/s of {theirs}")
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from selfvae.nn.layers import DenseLayer, WNConv2d, data_dependent_init
 from selfvae.nn.nets import DenseDecoder, DenseEncoder, DenseNetwork, NetSpec
@@ -57,3 +58,27 @@ def test_shapes_of_nets():
     assert DenseEncoder(3, 5, spec, n_down=0)(torch.randn(2, 3, 4, 4)).shape == (2, 5, 4, 4)
     dense = DenseLayer(6, 4, 3)
     assert dense.out_channels == 18 and dense(torch.randn(1, 6, 5, 5)).shape == (1, 18, 5, 5)
+
+
+def test_dense_layer_matches_its_definition():
+    """The forward activates each new piece once; it must equal re-activating the whole concatenation."""
+    torch.manual_seed(0)
+    dense = DenseLayer(6, 4, 3)
+    x = torch.randn(2, 6, 5, 5)
+    data_dependent_init(dense, lambda: dense(x))
+    h = x
+    for conv1, conv3 in dense.units:
+        h = torch.cat([h, conv3(F.elu(conv1(F.elu(h))))], dim=1)
+    torch.testing.assert_close(dense(x), dense.attention(h))
+
+
+def test_transition_resamples_on_the_narrow_width():
+    plain, narrow = NetSpec(width=32, growth=4, steps=2), NetSpec(width=32, growth=4, steps=2, transition=True)
+    for spec in (plain, narrow):
+        assert DenseEncoder(3, 5, spec, n_down=2)(torch.randn(2, 3, 16, 16)).shape == (2, 5, 4, 4)
+        assert DenseDecoder(4, 9, spec, n_up=2)(torch.randn(2, 4, 4, 4)).shape == (2, 9, 16, 16)
+    resampling = [m for m in DenseDecoder(4, 9, narrow, n_up=2).modules() if isinstance(m, WNConv2d) and m.transposed]
+    # after a transition the transposed conv maps the next stage's width to itself, not the concatenation
+    assert [(m.v.shape[0], m.v.shape[1]) for m in resampling] == [(16, 16), (8, 8)]
+    n_params = [sum(p.numel() for p in DenseDecoder(4, 9, s, n_up=2).parameters()) for s in (plain, narrow)]
+    assert n_params[1] < n_params[0]

@@ -67,7 +67,7 @@ def test_mog_log_prob_matches_direct_and_samples():
     assert prior.means.detach().std() < 0.5  # small initial spread
 
 
-@pytest.mark.parametrize(("shape", "num_scales"), [((2, 4, 4), 1), ((2, 4, 4), 2), ((1, 4, 4), 3)])
+@pytest.mark.parametrize(("shape", "num_scales"), [((2, 4, 4), 1), ((2, 4, 4), 2), ((1, 4, 4), 3), ((2, 8, 8), 3)])
 def test_realnvp_roundtrip_and_logdet_match_brute_force_jacobian(shape, num_scales):
     torch.manual_seed(0)
     flow = RealNVP(shape, mid_channels=8, num_blocks=2, num_scales=num_scales).double()

@@ -303,3 +303,18 @@ def test_batch_not_divisible_by_accumulation(blob_npz, tmp_path):
     cfg.train.accum_steps = 3
     with pytest.raises(SelfVAEError, match="not divisible"):
         train(cfg, tmp_path / "r", progress=False)
+
+
+def test_configs_saved_before_the_transition_option_still_load():
+    """Run directories written before ``NetSpec.transition`` existed build the same network as before."""
+    from selfvae.models.selfvae import SelfVAE
+    from selfvae.presets import get_preset
+
+    cfg = get_preset("mnist-2lvl")
+    old = cfg.to_dict()
+    for role in ("q_u", "p_y", "q_z", "p_z", "p_x"):
+        del old["model"][role]["transition"]
+    loaded = Config.from_dict(old)
+    assert loaded == cfg
+    shapes = {k: v.shape for k, v in SelfVAE(cfg.model).state_dict().items()}
+    assert {k: v.shape for k, v in SelfVAE(loaded.model).state_dict().items()} == shapes

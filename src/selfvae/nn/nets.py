@@ -26,6 +26,18 @@ class NetSpec:
     blocks: int = 1
     max_mult: int = 4  # encoders/decoders widen (or narrow) by at most this factor across resolutions
     top_dense: bool = True  # decoders end with a dense layer at full resolution (the authors' decoders do not)
+    # DenseNet transition: compress a dense layer's output to the next stage's width with a 1x1 conv + ELU
+    # before the strided (encoder) or transposed (decoder) 3x3 conv, so resampling runs on the narrow width
+    # instead of the full concatenation (a fraction of the FLOPs; the authors' nets resample the concatenation).
+    transition: bool = False
+
+
+def _resample(c_in: int, c_out: int, transition: bool, transposed: bool) -> list[nn.Module]:
+    """Halve (``transposed=False``) or double the resolution with a stride-2 3x3 conv to ``c_out`` channels,
+    after a 1x1 transition to ``c_out`` channels when ``transition`` is set."""
+    if not transition:
+        return [WNConv2d(c_in, c_out, 3, stride=2, transposed=transposed)]
+    return [WNConv2d(c_in, c_out, 1), nn.ELU(), WNConv2d(c_out, c_out, 3, stride=2, transposed=transposed)]
 
 
 class DenseEncoder(nn.Module):
@@ -42,7 +54,7 @@ class DenseEncoder(nn.Module):
             dense = DenseLayer(c, g, spec.steps)
             mult = min(2 ** (i + 1), spec.max_mult)
             nxt = spec.width * mult
-            layers += [dense, nn.ELU(), WNConv2d(dense.out_channels, nxt, 3, stride=2)]
+            layers += [dense, nn.ELU(), *_resample(dense.out_channels, nxt, spec.transition, transposed=False)]
             c, g = nxt, spec.growth * mult
         dense = DenseLayer(c, g, spec.steps)
         layers += [dense, nn.ELU(), WNConv2d(dense.out_channels, out_channels, 1, init_scale=0.1)]
@@ -66,7 +78,7 @@ class DenseDecoder(nn.Module):
             dense = DenseLayer(c, g, spec.steps)
             div = min(2 ** (i + 1), spec.max_mult)
             nxt = max(spec.width // div, 8)
-            layers += [dense, nn.ELU(), WNConv2d(dense.out_channels, nxt, 3, stride=2, transposed=True)]
+            layers += [dense, nn.ELU(), *_resample(dense.out_channels, nxt, spec.transition, transposed=True)]
             c, g = nxt, max(spec.growth // div, 4)
         if spec.top_dense or n_up == 0:
             dense = DenseLayer(c, g, spec.steps)
