@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--one", help=argparse.SUPPRESS)  # internal: run one preset, print JSON
     args = p.parse_args(argv)
     if args.one:
-        run = run_reference if args.one.startswith("authors-") else run_one
+        run = run_reference if args.one in OURS_VS_AUTHORS.values() else run_one
         print(json.dumps(run(args, args.one)))
         return
     opts = ["--batch-size", str(args.batch_size), "--device", args.device, "--steps", str(args.steps),

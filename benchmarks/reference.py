@@ -22,6 +22,7 @@ from torch import Tensor, nn
 
 from selfvae.distributions import DiagonalGaussian, DiscretizedLogisticMixture
 from selfvae.models.selfvae import to_input, to_target
+from selfvae.priors import _checkerboard, _std_normal_log_prob
 
 warnings.filterwarnings("ignore", message=".*weight_norm.*deprecated", category=FutureWarning)
 
@@ -98,8 +99,7 @@ class _Coupling(nn.Module):
 
     def forward(self, x: Tensor, sldj: Tensor) -> tuple[Tensor, Tensor]:
         if self.checkerboard:
-            ii = torch.arange(x.shape[2]).view(-1, 1) + torch.arange(x.shape[3]).view(1, -1)
-            b = ((ii % 2) == int(self.reverse)).to(x.dtype)
+            b = _checkerboard(x.shape[2], x.shape[3], self.reverse, x)
             s, t = self.st(x * b).chunk(2, 1)
             s = self.rescale * torch.tanh(s) * (1 - b)
             return (x + t * (1 - b)) * s.exp(), sldj + s.flatten(1).sum(1)
@@ -139,7 +139,7 @@ class _RealNVP(nn.Module):
 
     def log_prob(self, u: Tensor) -> Tensor:
         v, sldj = self(u, u.new_zeros(u.shape[0]))
-        return (-0.5 * (v**2 + 1.8378770664093453)).flatten(1).sum(1) + sldj
+        return _std_normal_log_prob(v) + sldj
 
 
 def _gaussian(t: Tensor) -> DiagonalGaussian:

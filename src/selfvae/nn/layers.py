@@ -139,9 +139,10 @@ class DenseLayer(nn.Module):
         # elu(cat(a, b)) == cat(elu(a), elu(b)): activate each new piece once instead of re-activating the
         # whole growing concatenation in every unit (same result, O(steps) instead of O(steps^2) ELU work).
         pieces, active = [x], [F.elu(x)]
-        for conv1, conv3 in self.units:
+        for i, (conv1, conv3) in enumerate(self.units):
             h = active[0] if len(active) == 1 else torch.cat(active, dim=1)
             new = conv3(F.elu(conv1(h)))
             pieces.append(new)
-            active.append(F.elu(new))
+            if i + 1 < len(self.units):  # the last piece is only concatenated, never fed to another unit
+                active.append(F.elu(new))
         return self.attention(torch.cat(pieces, dim=1))
