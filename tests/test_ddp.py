@@ -11,9 +11,9 @@ import pytest
 import torch
 from conftest import tiny_config
 
+from selfvae.checkpoint import load_checkpoint
 from selfvae.errors import SelfVAEError
 from selfvae.training import distributed as D
-from selfvae.training.checkpoint import load_checkpoint
 from selfvae.training.loop import train
 
 STEPS = 6

@@ -16,10 +16,10 @@ import torch
 from conftest import tiny_config
 from PIL import Image
 
+from selfvae.checkpoint import load_checkpoint, save_checkpoint
 from selfvae.cli import main
 from selfvae.config import Config
 from selfvae.errors import SelfVAEError
-from selfvae.training.checkpoint import load_checkpoint, save_checkpoint
 from selfvae.training.loop import train, train_step
 
 STEPS = 12
@@ -128,8 +128,9 @@ def test_checkpoint_is_never_missing_between_saves(tmp_path):
 
 # ----- non-finite and huge gradients -------------------------------------------------------------------
 def _model_and_opt(blob_npz, **train_kw):
+    from selfvae.models.loading import build_model
     from selfvae.nn.layers import data_dependent_init
-    from selfvae.training.loop import build_model, gather, open_datasets
+    from selfvae.training.loop import gather, open_datasets
 
     cfg = tiny_config(blob_npz, steps=5)
     for k, v in train_kw.items():
@@ -221,11 +222,14 @@ def test_wrong_image_size_for_a_preset(blob_npz, tmp_path, capsys):
 
 
 def test_wrong_channels_for_a_config(tmp_path, capsys):
+    """RGB data follow a grey model unless data.channels insists on RGB, which then fails clearly."""
     path = tmp_path / "rgb.npz"
     np.savez(path, x_train=np.zeros((40, 16, 16, 3), np.uint8), x_test=np.zeros((8, 16, 16, 3), np.uint8))
-    err = _cli_error(["train", "--config", _tiny_file(tmp_path, tiny_config(path)), "--out",
+    cfg = tiny_config(path)
+    cfg.data.channels = 3
+    err = _cli_error(["train", "--config", _tiny_file(tmp_path, cfg), "--out",
                       str(tmp_path / "r"), "--no-progress"], capsys)
-    assert "(3, 16, 16)" in err
+    assert "(3, 16, 16)" in err and "(1, 16, 16)" in err
 
 
 def test_size_not_divisible_by_the_transform_chain(tmp_path, capsys):

@@ -11,8 +11,9 @@ from conftest import tiny_config
 from PIL import Image
 
 from selfvae.cli import main
+from selfvae.models.loading import load_run
 from selfvae.models.ops import super_resolve
-from selfvae.training.loop import load_run, train
+from selfvae.training.loop import train
 
 
 @pytest.fixture(scope="module")

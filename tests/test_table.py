@@ -21,7 +21,7 @@ from selfvae.evaluation.table import (
     run_fid,
     write_csv,
 )
-from selfvae.training.loop import load_run
+from selfvae.models.loading import load_run
 
 pytest_plugins = ["conftest_report"]  # fixtures: srvae_tiny, vae_tiny, fake_inception, copy_run
 

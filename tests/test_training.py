@@ -9,9 +9,10 @@ import pytest
 import torch
 from conftest import tiny_config
 
+from selfvae.checkpoint import load_checkpoint, load_latest, save_checkpoint
 from selfvae.errors import SelfVAEError
-from selfvae.training.checkpoint import load_checkpoint, load_latest, save_checkpoint
-from selfvae.training.loop import EpochSampler, learning_rate, load_run, train
+from selfvae.models.loading import load_run
+from selfvae.training.loop import EpochSampler, learning_rate, train
 
 
 def val_curve(run_dir) -> list[float]:

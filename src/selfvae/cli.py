@@ -74,11 +74,9 @@ def apply_overrides(cfg, items: list[str]) -> None:
 
 
 def _split_batches(cfg, split: str, limit: int | None, batch_size: int):
-    from selfvae.data import load_dataset
-    from selfvae.training.loop import batches_of
+    from selfvae.data import batches_of, load_split
 
-    d = cfg.data
-    ds = load_dataset(d.name, d.root, split, augment=False, val_fraction=d.val_fraction, seed=d.split_seed)
+    ds = load_split(cfg, split)
     n = len(ds) if limit is None else min(limit, len(ds))
     return batches_of(ds, batch_size, limit), n, ds
 
@@ -135,10 +133,9 @@ def cmd_train(args: argparse.Namespace) -> None:
     if args.steps is not None and args.epochs is not None:
         raise SelfVAEError("give --steps or --epochs, not both")
     if args.epochs is not None:
-        from selfvae.data import load_dataset
+        from selfvae.data import load_split
 
-        n = len(load_dataset(cfg.data.name, cfg.data.root, "train", augment=False,
-                             val_fraction=cfg.data.val_fraction, seed=cfg.data.split_seed))
+        n = len(load_split(cfg, "train"))
         cfg.train.steps = args.epochs * max(1, n // cfg.train.batch_size)
     elif args.steps is not None:
         cfg.train.steps = args.steps
@@ -158,7 +155,7 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 def cmd_eval(args: argparse.Namespace) -> None:
     from selfvae.evaluation.bounds import evaluate
-    from selfvae.training.loop import load_run
+    from selfvae.models.loading import load_run
 
     device = _device(args.device)
     cfg, model = load_run(args.run_dir, device)
@@ -177,8 +174,8 @@ def cmd_eval(args: argparse.Namespace) -> None:
 
 
 def cmd_sample(args: argparse.Namespace) -> None:
+    from selfvae.models.loading import load_run
     from selfvae.models.ops import generate
-    from selfvae.training.loop import load_run
     from selfvae.viz import save_grid, save_rows
 
     device = _device(args.device)
@@ -196,8 +193,8 @@ def cmd_sample(args: argparse.Namespace) -> None:
 
 def cmd_superres(args: argparse.Namespace) -> None:
     from selfvae.data.files import read_image_files
+    from selfvae.models.loading import load_run
     from selfvae.models.ops import super_resolve
-    from selfvae.training.loop import load_run
     from selfvae.viz import save_rows
 
     device = _device(args.device)
@@ -226,8 +223,8 @@ def _pick_images(cfg, args, n: int) -> torch.Tensor:
 
 
 def cmd_reconstruct(args: argparse.Namespace) -> None:
+    from selfvae.models.loading import load_run
     from selfvae.models.ops import modes, reconstruct
-    from selfvae.training.loop import load_run
     from selfvae.viz import save_rows
 
     device = _device(args.device)
@@ -245,8 +242,8 @@ def cmd_reconstruct(args: argparse.Namespace) -> None:
 
 def cmd_interpolate(args: argparse.Namespace) -> None:
     from selfvae.data.files import read_image_files
+    from selfvae.models.loading import load_run
     from selfvae.models.ops import interpolate
-    from selfvae.training.loop import load_run
     from selfvae.viz import save_grid
 
     device = _device(args.device)
@@ -263,7 +260,7 @@ def cmd_interpolate(args: argparse.Namespace) -> None:
 
 def cmd_tradeoff(args: argparse.Namespace) -> None:
     from selfvae.evaluation.tradeoff import plot_tradeoff, tradeoff, write_csv
-    from selfvae.training.loop import load_run
+    from selfvae.models.loading import load_run
 
     device = _device(args.device)
     cfg, model = load_run(args.run_dir, device)

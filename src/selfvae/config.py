@@ -25,6 +25,9 @@ class DataConfig:
     name: str = "fashion-mnist"
     root: str | None = None
     augment: bool | None = None  # None: the data set's default (paper protocol)
+    image_size: int | None = None  # resize to this square side (None: the data set's own size)
+    resize: str = "crop"  # how non-square images become square first: "crop" (centre) or "pad" (black bars)
+    channels: int | None = None  # 1 (grey) or 3 (RGB); None: the model's image_shape[0]
     val_fraction: float = 0.15
     split_seed: int = 0
     on_bad_file: str = "error"  # unreadable image files in folders: "error" or "skip" (warn and drop)

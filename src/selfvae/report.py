@@ -151,10 +151,10 @@ def _tradeoff(run_dir: Path, model, x: Tensor | None, device: str) -> str:
 
 
 def _test_images(cfg, n: int) -> tuple[Tensor | None, str]:
-    from selfvae.data import load_dataset
+    from selfvae.data import load_split
 
     try:
-        ds = load_dataset(cfg.data.name, cfg.data.root, "test", augment=False)
+        ds = load_split(cfg, "test")
     except SelfVAEError as e:
         return None, f"test images not available: {e}"
     return ds.images[: min(n, len(ds))], ""
@@ -171,8 +171,8 @@ def build_report(
     progress: bool = False,
 ) -> Path:
     """Write ``index.html`` into ``out_dir`` (default ``RUN_DIR/report``) and return its path."""
+    from selfvae.models.loading import load_run
     from selfvae.models.ops import generate, interpolate, modes, reconstruct, super_resolve
-    from selfvae.training.loop import load_run
 
     tic = time.perf_counter()
     run_dir = check_run_dir(run_dir)

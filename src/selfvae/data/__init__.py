@@ -10,8 +10,10 @@ from selfvae.data.datasets import (
     DatasetSpec,
     ImageDataset,
     augment_image,
+    batches_of,
     dataset_shape,
     load_dataset,
+    load_split,
     split_indices,
 )
 from selfvae.data.download import download, fetch_url
@@ -21,9 +23,11 @@ __all__ = [
     "DatasetSpec",
     "ImageDataset",
     "augment_image",
+    "batches_of",
     "dataset_shape",
     "download",
     "fetch_url",
     "load_dataset",
+    "load_split",
     "split_indices",
 ]

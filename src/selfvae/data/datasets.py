@@ -12,13 +12,14 @@ Split protocol (all data sets except ``celeba64``):
 
 MNIST and Fashion-MNIST are zero-padded from 28x28 to 32x32 (2 px per side) so that the image side is a
 power of two (``image_size=28`` keeps the original size). Any other ``image_size`` resizes with
-:func:`selfvae.data.formats.resize_image` (shorter side, BICUBIC, centre crop).
+:func:`selfvae.data.formats.resize_image` (made square by a centre crop or black padding, then an area
+resize); ``channels`` converts grey <-> RGB. :func:`load_split` reads all of it from a run's config.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -29,7 +30,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from selfvae.data import formats
-from selfvae.data.formats import ReadOptions
+from selfvae.data.formats import RESIZE_POLICIES, ReadOptions
 from selfvae.errors import SelfVAEError
 
 Reader = Callable[[Path, str, ReadOptions], "tuple[np.ndarray, np.ndarray | None]"]
@@ -225,14 +226,17 @@ def load_dataset(
     val_fraction: float = 0.15,
     seed: int = 0,
     image_size: int | None = None,
+    resize: str = "crop",
+    channels: int | None = None,
     on_bad_file: str = "error",
 ) -> ImageDataset:
     """Load ``split`` ("train", "val" or "test") of the registered data set ``name`` from ``root``.
 
     ``root`` None uses the spec's default location (an error if it has none). ``augment`` None uses the
     data set's default; augmentation only ever applies to the "train" split. ``image_size`` resizes to a
-    square side (see the module docstring). ``on_bad_file`` is "error" or "skip" (warn and drop) for
-    unreadable image files.
+    square side, making each image square first as ``resize`` ("crop" or "pad") says (see the module
+    docstring); ``channels`` (1 or 3, None: as stored) converts grey <-> RGB. ``on_bad_file`` is "error"
+    or "skip" (warn and drop) for unreadable image files.
     """
     spec = get_spec(name)
     if split not in SPLITS:
@@ -240,6 +244,10 @@ def load_dataset(
     if on_bad_file not in ("error", "skip"):
         raise SelfVAEError(f"on_bad_file={on_bad_file!r}: expected 'error' or 'skip'")
     _check_image_size(image_size)
+    if resize not in RESIZE_POLICIES:
+        raise SelfVAEError(f"resize={resize!r}: expected one of {', '.join(RESIZE_POLICIES)}")
+    if channels not in (None, 1, 3):
+        raise SelfVAEError(f"channels={channels!r}: expected 1 (grey), 3 (RGB) or None (as stored)")
     if root is None:
         root = spec.default_root
     if root is None:
@@ -248,13 +256,15 @@ def load_dataset(
         raise SelfVAEError(f"{name}: no data directory given; pass --data-dir DIR{hint}")
     root = Path(root).expanduser()
 
-    opts = ReadOptions(image_size=image_size, on_bad_file=on_bad_file)
+    opts = ReadOptions(image_size=image_size, resize=resize, on_bad_file=on_bad_file)
     part = "test" if split == "test" else ("val" if split == "val" and spec.official_val else "train")
     x, y = spec.reader(root, part, opts)
     if spec.pad and image_size != x.shape[1]:
         x = formats.pad_images(x, spec.pad)
     if image_size is not None:
-        x = formats.resize_array(x, image_size)
+        x = formats.resize_array(x, image_size, resize)
+    if channels is not None:
+        x = formats.convert_channels(x, channels)
     if part == "train" and split in ("train", "val"):
         train_idx, val_idx = split_indices(len(x), val_fraction, seed)
         idx = train_idx if split == "train" else val_idx
@@ -266,3 +276,33 @@ def load_dataset(
     labels = None if y is None else torch.from_numpy(np.ascontiguousarray(y, dtype=np.int64))
     do_augment = (spec.augment if augment is None else augment) and split == "train"
     return ImageDataset(images, labels, name=f"{name}/{split}", augment=do_augment)
+
+
+def load_split(cfg, split: str, *, augment: bool | None = False) -> ImageDataset:  # noqa: ANN001 - Config
+    """``split`` of the data set a run's config (:class:`selfvae.config.Config`) describes, shaped for its model.
+
+    Every ``cfg.data`` field applies (root, split fraction and seed, ``image_size``, ``resize``,
+    ``channels``, ``on_bad_file``); ``channels`` None takes the model's. ``augment`` False (the default)
+    for evaluation, None for the data set's training default. Images whose shape differs from the model's
+    raise :class:`SelfVAEError` saying which setting fixes it.
+    """
+    d, want = cfg.data, tuple(cfg.model.image_shape)
+    ds = load_dataset(
+        d.name, d.root, split, augment=d.augment if augment is None else augment, val_fraction=d.val_fraction,
+        seed=d.split_seed, image_size=d.image_size, resize=d.resize,
+        channels=d.channels if d.channels is not None else want[0], on_bad_file=d.on_bad_file,
+    )
+    if ds.shape != want:
+        raise SelfVAEError(
+            f"data set {d.name!r} ({d.root or 'default location'}) yields images of shape {ds.shape}, but the "
+            f"model expects {want}; set data.image_size={want[1]} (--image-size {want[1]}) to resize them, "
+            "with data.resize=crop|pad for images that are not square"
+        )
+    return ds
+
+
+def batches_of(ds: ImageDataset, batch_size: int, limit: int | None = None) -> Iterator[torch.Tensor]:
+    """Sequential uint8 batches of a split (first ``limit`` images), no augmentation."""
+    n = len(ds) if limit is None else min(limit, len(ds))
+    for i in range(0, n, batch_size):
+        yield ds.images[i : min(i + batch_size, n)]

@@ -6,9 +6,10 @@ train/val split rule or augmentation (see :mod:`selfvae.data.datasets`); they on
 files into arrays and raise :class:`~selfvae.errors.SelfVAEError` naming the path when something is
 missing or malformed.
 
-Resizing (folders, CelebA, imagenette, and ``image_size`` for array data sets) uses PIL's BICUBIC filter
-after a crop: :func:`resize_image` resizes the shorter side to the target and centre-crops the longer one,
-so images are never squashed.
+Resizing (folders, CelebA, imagenette, and ``image_size`` for array data sets) never squashes an image:
+:func:`resize_image` first makes it square, by a centre crop of the longer side (``resize="crop"``, the
+default) or by black padding of the shorter one (``resize="pad"``), then resizes it with PIL's BOX filter
+(the area average of the covered source pixels) when it shrinks and BICUBIC when it grows.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ IMAGE_EXTENSIONS = frozenset(
 )
 # PIL modes that carry a single grey channel (alpha, if any, is dropped).
 GRAY_MODES = frozenset({"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F", "La"})
-RESAMPLE = Image.Resampling.BICUBIC
+RESIZE_POLICIES = ("crop", "pad")
 
 
 @dataclass(frozen=True)
@@ -47,10 +48,13 @@ class ReadOptions:
 
     ``image_size``: side of the square output for readers that decode image files (None = the reader's
     default, e.g. 64 for CelebA, or the files' own size for generic folders).
+    ``resize``: how a non-square image becomes square before resizing, ``"crop"`` or ``"pad"``
+    (see :func:`resize_image`).
     ``on_bad_file``: ``"error"`` raises on an unreadable image, ``"skip"`` warns and drops it.
     """
 
     image_size: int | None = None
+    resize: str = "crop"
     on_bad_file: str = "error"
 
 
@@ -125,19 +129,30 @@ def pad_images(x: np.ndarray, pad: int) -> np.ndarray:
     return np.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
 
 
-def resize_image(im: Image.Image, size: int) -> Image.Image:
-    """Resize the shorter side to ``size`` (BICUBIC) then centre-crop to ``size x size``."""
+def resize_image(im: Image.Image, size: int, policy: str = "crop") -> Image.Image:
+    """``size x size`` version of ``im``: made square (``policy`` "crop": centre crop of the longer side;
+    "pad": black bars on the shorter side, centred), then resized by area average (BOX) when shrinking or
+    BICUBIC when growing."""
+    if policy not in RESIZE_POLICIES:
+        raise SelfVAEError(f"resize={policy!r}: expected one of {', '.join(RESIZE_POLICIES)}")
     w, h = im.size
     if (w, h) == (size, size):
         return im
-    scale = size / min(w, h)
-    nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
-    im = im.resize((nw, nh), RESAMPLE)
-    left, top = (nw - size) // 2, (nh - size) // 2
-    return im.crop((left, top, left + size, top + size))
+    side = min(w, h) if policy == "crop" else max(w, h)
+    if (w, h) != (side, side):
+        left, top = (w - side) // 2, (h - side) // 2
+        if policy == "crop":
+            im = im.crop((left, top, left + side, top + side))
+        else:
+            square = Image.new(im.mode, (side, side))
+            square.paste(im, (-left, -top))
+            im = square
+    if side == size:
+        return im
+    return im.resize((size, size), Image.Resampling.BOX if side > size else Image.Resampling.BICUBIC)
 
 
-def resize_array(x: np.ndarray, size: int) -> np.ndarray:
+def resize_array(x: np.ndarray, size: int, policy: str = "crop") -> np.ndarray:
     """Apply :func:`resize_image` to every image of a uint8 ``[N, H, W, C]`` array."""
     n, h, w, c = x.shape
     if (h, w) == (size, size):
@@ -145,9 +160,23 @@ def resize_array(x: np.ndarray, size: int) -> np.ndarray:
     out = np.empty((n, size, size, c), dtype=np.uint8)
     for i in range(n):
         im = Image.fromarray(x[i, :, :, 0] if c == 1 else x[i])
-        r = np.asarray(resize_image(im, size))
+        r = np.asarray(resize_image(im, size, policy))
         out[i] = r[..., None] if c == 1 else r
     return out
+
+
+def convert_channels(x: np.ndarray, channels: int) -> np.ndarray:
+    """``[N, H, W, C]`` uint8 images with ``channels`` channels: RGB -> grey by ITU-R 601 luma (integer,
+    as the ``grayscale`` transform), grey -> RGB by repeating the channel."""
+    c = x.shape[-1]
+    if channels not in (1, 3):
+        raise SelfVAEError(f"channels={channels!r}: expected 1 (grey) or 3 (RGB)")
+    if c == channels:
+        return x
+    if channels == 3:
+        return np.repeat(x, 3, axis=-1)
+    w = np.array([299, 587, 114], dtype=np.int64)
+    return ((x.astype(np.int64) @ w + 500) // 1000).astype(np.uint8)[..., None]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -466,7 +495,7 @@ def decode_images(
                 if crop is not None:
                     im = im.crop(crop)  # noqa: PLW2901
                 if size is not None:
-                    im = resize_image(im, size)  # noqa: PLW2901
+                    im = resize_image(im, size, opts.resize)  # noqa: PLW2901
                 a = np.asarray(im, dtype=np.uint8)
         except FileNotFoundError:
             _bad_file(path, "file not found", opts)
@@ -480,7 +509,7 @@ def decode_images(
         elif hw != first[1]:
             raise SelfVAEError(
                 f"{path}: image is {hw[1]}x{hw[0]} (WxH) but {first[0]} is {first[1][1]}x{first[1][0]}; "
-                "images differ in size: pass image_size (--image-size) to resize them all"
+                "images differ in size: set data.image_size (e.g. --image-size 32) to resize them all"
             )
         arrays.append(a)
         kept.append(i)

@@ -124,7 +124,11 @@ def paper_row(
 def _dataset_key(cfg, ref: str) -> str:
     """Cache key of a reference split: data set name, split, and a hash of where it lives and how it is split."""
     root = str(Path(cfg.data.root).expanduser().resolve()) if cfg.data.root else ""
-    ident = json.dumps([cfg.data.name, root, cfg.data.val_fraction, cfg.data.split_seed, ref])
+    d = cfg.data
+    ident = [d.name, root, d.val_fraction, d.split_seed, ref]
+    if (d.image_size, d.resize, d.channels) != (None, "crop", None):  # older runs keep their cache key
+        ident += [d.image_size, d.resize, d.channels or cfg.model.image_shape[0]]
+    ident = json.dumps(ident)
     return f"{cfg.data.name}-{ref}-{hashlib.sha1(ident.encode()).hexdigest()[:10]}"
 
 
@@ -158,9 +162,9 @@ def run_fid(
     Reference statistics are cached in
     :func:`cache_dir` (or ``cache``), keyed by data set, split, count and Inception weights.
     """
-    from selfvae.data import load_dataset
+    from selfvae.data import batches_of, load_split
     from selfvae.evaluation import fid as fidlib
-    from selfvae.training.loop import batches_of, load_run
+    from selfvae.models.loading import load_run
 
     run_dir = check_run_dir(run_dir)
     if ref not in ("test", "train"):
@@ -172,7 +176,7 @@ def run_fid(
     cfg, model = load_run(run_dir, device)
     extractor = fidlib.InceptionFeatures(weights, device=device)
     d = cfg.data
-    ds = load_dataset(d.name, d.root, ref, augment=False, val_fraction=d.val_fraction, seed=d.split_seed)
+    ds = load_split(cfg, ref)
     if n_ref is None:
         n_ref = len(ds) if ref == "test" else n
     n_ref = min(n_ref, len(ds))
@@ -209,7 +213,7 @@ def run_row(
     without it is evaluated on its first ``n_eval`` test images with ``iw_samples`` importance samples
     (``n_eval=None``: not evaluated, the columns show "-"). ``source`` says which.
     """
-    from selfvae.training.loop import load_run
+    from selfvae.models.loading import load_run
 
     run_dir = check_run_dir(run_dir)
     if model is None:
@@ -224,11 +228,10 @@ def run_row(
     if metrics is not None:
         row["source"] = f"final/metrics.json ({metrics.get('split', 'test')}, S={metrics.get('iw_samples')})"
     elif n_eval:
-        from selfvae.data import load_dataset
+        from selfvae.data import batches_of, load_split
         from selfvae.evaluation.bounds import evaluate
-        from selfvae.training.loop import batches_of
 
-        ds = load_dataset(cfg.data.name, cfg.data.root, "test", augment=False)
+        ds = load_split(cfg, "test")
         torch.manual_seed(seed)
         n = min(n_eval, len(ds))
         metrics = evaluate(model, batches_of(ds, 64, n), iw_samples, device, total=n, progress=progress)

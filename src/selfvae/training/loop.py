@@ -31,14 +31,15 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from selfvae.checkpoint import load_latest, rng_state, save_checkpoint, set_rng_state
 from selfvae.config import Config
-from selfvae.data import ImageDataset, load_dataset
+from selfvae.data import ImageDataset, batches_of, load_split
 from selfvae.errors import SelfVAEError
 from selfvae.evaluation.bounds import evaluate
+from selfvae.models.loading import build_model, load_run
 from selfvae.models.selfvae import SelfVAE
 from selfvae.nn.layers import data_dependent_init
 from selfvae.training import distributed as D
-from selfvae.training.checkpoint import load_latest, rng_state, save_checkpoint, set_rng_state
 from selfvae.viz import plot_curves, save_grid
 
 
@@ -243,28 +244,9 @@ class _StopFlag:
             signal.signal(sig, old)
 
 
-def batches_of(ds: ImageDataset, batch_size: int, limit: int | None = None):
-    """Sequential uint8 batches of a split (first ``limit`` images), no augmentation."""
-    n = len(ds) if limit is None else min(limit, len(ds))
-    for i in range(0, n, batch_size):
-        yield torch.stack([ds.images[j] for j in range(i, min(i + batch_size, n))])
-
-
-def build_model(cfg: Config, device: str | torch.device) -> SelfVAE:
-    return SelfVAE(cfg.model).to(device)
-
-
 def open_datasets(cfg: Config) -> tuple[ImageDataset, ImageDataset]:
-    d = cfg.data
-    kw = {"val_fraction": d.val_fraction, "seed": d.split_seed, "on_bad_file": d.on_bad_file}
-    train_ds = load_dataset(d.name, d.root, "train", augment=d.augment, **kw)
-    val_ds = load_dataset(d.name, d.root, "val", augment=False, **kw)
-    if tuple(train_ds.shape) != tuple(cfg.model.image_shape):
-        raise SelfVAEError(
-            f"data set {d.name!r} yields images of shape {tuple(train_ds.shape)}, but the model expects "
-            f"{tuple(cfg.model.image_shape)}"
-        )
-    return train_ds, val_ds
+    """The training split (augmented as configured) and the validation split, shaped for the model."""
+    return load_split(cfg, "train", augment=None), load_split(cfg, "val")
 
 
 def _truncate_log(path: Path, step: int) -> None:
@@ -510,27 +492,11 @@ def sample_images(model: SelfVAE, n: int, temperature: float = 1.0) -> Tensor:
     return generate(model, n, temperature)[-1]
 
 
-def load_run(
-    run_dir: str | Path, device: str | torch.device = "cpu", which: str = "best"
-) -> tuple[Config, SelfVAE]:
-    """Config and trained model of a run (EMA weights when the run kept them)."""
-    run_dir = Path(run_dir)
-    cfg = Config.load(run_dir / "config.json")
-    path = run_dir / f"{which}.pt"
-    if not path.exists():
-        path = run_dir / "last.pt"
-    state = load_latest(path, map_location=device)
-    model = build_model(cfg, device)
-    model.load_state_dict(state["ema"] if state.get("ema") else state["model"])
-    model.eval()
-    return cfg, model
-
-
 def finish(cfg: Config, run_dir: Path, device: str, progress: bool = True) -> dict[str, Any]:
     """Final test evaluation (ELBO and IW bound) and sample grids of the best model, in ``run_dir/final``."""
     t = cfg.train
     _, model = load_run(run_dir, device)
-    test_ds = load_dataset(cfg.data.name, cfg.data.root, "test", augment=False, on_bad_file=cfg.data.on_bad_file)
+    test_ds = load_split(cfg, "test")
     m = evaluate(
         model, batches_of(test_ds, 64, t.final_eval_limit), t.final_iw_samples, device,
         total=min(len(test_ds), t.final_eval_limit or len(test_ds)), progress=progress,

@@ -1,0 +1,38 @@
+"""Building and loading models: from a config, or from a run directory's config and checkpoint.
+
+Evaluation, the operations, the report and the demo load models from here, without importing training.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from selfvae.checkpoint import load_latest
+from selfvae.config import Config
+from selfvae.models.selfvae import SelfVAE
+
+
+def build_model(cfg: Config, device: str | torch.device = "cpu") -> SelfVAE:
+    """A freshly initialised model of ``cfg.model`` on ``device``."""
+    return SelfVAE(cfg.model).to(device)
+
+
+def load_run(
+    run_dir: str | Path, device: str | torch.device = "cpu", which: str = "best"
+) -> tuple[Config, SelfVAE]:
+    """Config and trained model of a run in eval mode (EMA weights when the run kept them).
+
+    ``which`` is the checkpoint's stem (``best`` or ``last``); a run without it falls back to ``last.pt``.
+    """
+    run_dir = Path(run_dir)
+    cfg = Config.load(run_dir / "config.json")
+    path = run_dir / f"{which}.pt"
+    if not path.exists():
+        path = run_dir / "last.pt"
+    state = load_latest(path, map_location=device)
+    model = build_model(cfg, device)
+    model.load_state_dict(state["ema"] if state.get("ema") else state["model"])
+    model.eval()
+    return cfg, model
