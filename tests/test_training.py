@@ -144,3 +144,23 @@ def test_time_budget_stops_cleanly_and_validates_the_last_weights(blob_npz, tmp_
     m = train(cfg, out, progress=False)
     assert val_curve(out) and (out / "best.pt").is_file() and m["n_images"] == 32
     assert load_checkpoint(out / "last.pt")["step"] == 0
+
+
+def test_final_evaluation_is_the_full_elbo_plus_an_iw_subset(blob_npz, tmp_path):
+    """ELBO over every test image, the IW bound over the first final_iw_limit; both recomputable by evaluate()."""
+    from selfvae.data import batches_of, load_split
+    from selfvae.evaluation.bounds import evaluate
+
+    cfg = tiny_config(blob_npz, steps=4)
+    cfg.train.final_eval_limit, cfg.train.final_iw_limit, cfg.train.final_iw_samples = None, 8, 4
+    m = train(cfg, tmp_path / "r", progress=False)
+    assert (m["split"], m["n_images"], m["iw_n_images"], m["iw_samples"]) == ("test", 64, 8, 4)
+    _, model = load_run(tmp_path / "r")
+    ds = load_split(cfg, "test")
+    torch.manual_seed(cfg.train.seed)
+    full = evaluate(model, batches_of(ds, 64), 1, progress=False)
+    torch.manual_seed(cfg.train.seed)
+    sub = evaluate(model, batches_of(ds, 64, 8), 4, progress=False)
+    assert m["bpd_elbo"] == pytest.approx(full["bpd_elbo"], rel=1e-5)
+    assert m["bpd_iw"] == pytest.approx(sub["bpd_iw"], rel=1e-5)
+    assert m["bpd_elbo_iw_subset"] == pytest.approx(sub["bpd_elbo"], rel=1e-5)

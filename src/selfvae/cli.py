@@ -6,7 +6,6 @@ User mistakes end with one line ``selfvae: error: ...`` and exit status 2, never
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -28,49 +27,6 @@ def _device(name: str) -> str:
     if name == "cuda" and not torch.cuda.is_available():
         raise SelfVAEError("--device cuda: no CUDA device is available here")
     return name
-
-
-def _coerce(value: str, current: Any) -> Any:
-    if isinstance(current, bool) or current is None and value.lower() in ("true", "false"):
-        return value.lower() in ("1", "true", "yes")
-    if current is None and value.lower() in ("none", "null"):
-        return None
-    for typ in (int, float):
-        if isinstance(current, typ) or current is None:
-            try:
-                return typ(value)
-            except ValueError:
-                continue
-    if isinstance(current, tuple):
-        return tuple(int(v) for v in value.split(","))
-    return value
-
-
-def apply_overrides(cfg, items: list[str]) -> None:
-    """Apply ``section.field=value`` overrides (e.g. ``train.lr=1e-3``) to a config in place."""
-    for item in items:
-        if "=" not in item:
-            raise SelfVAEError(f"--set {item!r}: expected section.field=value")
-        key, value = item.split("=", 1)
-        obj = cfg
-        parts = key.split(".")
-        for p in parts[:-1]:
-            if not hasattr(obj, p):
-                raise SelfVAEError(f"--set {key}: no config section {p!r}")
-            obj = getattr(obj, p)
-        field = parts[-1]
-        if not dataclasses.is_dataclass(obj) or field not in {f.name for f in dataclasses.fields(obj)}:
-            raise SelfVAEError(f"--set {key}: no such config field")
-        cur = getattr(obj, field)
-        if dataclasses.is_dataclass(cur):
-            raise SelfVAEError(f"--set {key}: set its fields, e.g. {key}.width=64")
-        try:
-            new = _coerce(value, cur)
-        except ValueError as e:
-            raise SelfVAEError(f"--set {key}={value}: {e}") from e
-        if dataclasses.is_dataclass(obj) and type(obj).__dataclass_params__.frozen:
-            raise SelfVAEError(f"--set {key}: cannot change a frozen field")
-        setattr(obj, field, new)
 
 
 def _split_batches(cfg, split: str, limit: int | None, batch_size: int):
@@ -103,7 +59,7 @@ def cmd_presets(args: argparse.Namespace) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from selfvae.config import Config
+    from selfvae.config import Config, apply_overrides
     from selfvae.presets import get_preset
     from selfvae.training.loop import train
 
@@ -119,6 +75,16 @@ def cmd_train(args: argparse.Namespace) -> None:
         cfg = get_preset(args.preset)
     if args.data_dir:
         cfg.data.root = args.data_dir
+        if not (args.resume or args.config or any(s.startswith("data.name=") for s in args.set or [])):
+            from selfvae.data import infer_dataset
+
+            name = infer_dataset(cfg.data.name, args.data_dir)
+            if name != cfg.data.name:
+                print(f"selfvae: {args.data_dir} holds no {cfg.data.name} files; training on it as data.name={name}",
+                      file=sys.stderr)
+                cfg.data.name, cfg.data.augment = name, None
+    if args.image_size is not None:
+        cfg.data.image_size = args.image_size
     if args.batch_size:
         cfg.train.batch_size = args.batch_size
     for flag, field in (("on_bad_file", "data.on_bad_file"), ("amp", "train.amp"), ("workers", "train.workers"),
@@ -148,8 +114,9 @@ def cmd_train(args: argparse.Namespace) -> None:
     if "bpd_elbo" not in result:  # a non-zero rank of a data-parallel run, or no final evaluation
         return
     print(f"run directory: {out}")
-    print(f"test bits/dim: {result['bpd_elbo']:.4f} (ELBO), {result['bpd_iw']:.4f} "
-          f"(IW bound, S={result['iw_samples']}) over {result['n_images']} images")
+    print(f"{result['split']} bits/dim: {result['bpd_elbo']:.4f} (ELBO over {result['n_images']} images), "
+          f"{result['bpd_iw']:.4f} (IW bound, S={result['iw_samples']}, over the first {result['iw_n_images']}; "
+          f"`selfvae eval {out}` for more)")
     print(f"samples: {out / 'final' / 'samples.png'}; metrics: {out / 'final' / 'metrics.json'}")
 
 
@@ -328,8 +295,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = run_cmd("train", "train a preset (or resume a run)", cmd_train)
     s.add_argument("--preset", default="fashion-mnist-vae", help="see `selfvae presets`")
-    s.add_argument("--data-dir", help="where the data set lives (default: the data set's standard place)")
+    s.add_argument("--data-dir", help="where the data set lives (default: the data set's standard place); a folder "
+                   "of your own images (or an .npz) that is not the preset's data set is read as data.name=folder")
     s.add_argument("--out", help="run directory (default: runs/PRESET)")
+    s.add_argument("--image-size", type=int, metavar="N",
+                   help="resize the data to N x N (data.image_size; non-square images: --set data.resize=crop|pad)")
     s.add_argument("--steps", type=int)
     s.add_argument("--epochs", type=int)
     s.add_argument("--batch-size", type=int)

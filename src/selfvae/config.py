@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -69,8 +71,12 @@ class TrainConfig:
     log_every: int = 25
     checkpoint_every: int = 250
     sample_every: int = 1000
+    # Final evaluation after training: the ELBO (S = 1) on the first ``final_eval_limit`` test images (None:
+    # all) and the IW bound with ``final_iw_samples`` on the first ``final_iw_limit`` of them (None: all; 0 or
+    # S = 1: none). The defaults end a small CPU run within a minute; `selfvae eval` gives the full IWAE.
     final_iw_samples: int = 128
     final_eval_limit: int | None = None
+    final_iw_limit: int | None = 100
     seed: int = 0
     init_batch: int = 256  # images for the data-dependent initialisation
     max_minutes: float | None = None  # stop (as if done) after this much training time in this process
@@ -136,3 +142,125 @@ class Config:
             return cls.from_dict(json.loads(path.read_text()))
         except json.JSONDecodeError as e:
             raise SelfVAEError(f"{path}: not valid JSON ({e})") from e
+
+
+# ----- overrides: ``--set section.field=value`` ----------------------------------------------------------
+def _field_names(obj: Any) -> list[str]:
+    return [f.name for f in dataclasses.fields(obj)]
+
+
+def _keys_below(obj: Any, prefix: str) -> list[str]:
+    """Every settable dotted key below a dataclass (``model.q_u.width``, ...), for error messages."""
+    keys = []
+    for name in _field_names(obj):
+        value = getattr(obj, name)
+        if dataclasses.is_dataclass(value):
+            keys += _keys_below(value, f"{prefix}{name}.")
+        elif name == "prior_kwargs":
+            keys.append(f"{prefix}{name}.<option>")
+        else:
+            keys.append(f"{prefix}{name}")
+    return keys
+
+
+def _parse(text: str, hint: Any, key: str) -> Any:
+    """``text`` as a value of the annotated type ``hint`` (int, float, bool, str, tuple of ints, ``X | None``)."""
+    args = typing.get_args(hint)
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        if text.lower() in ("none", "null"):
+            if type(None) in args:
+                return None
+        inner = [a for a in args if a is not type(None)]
+        if len(inner) == 1:
+            return _parse(text, inner[0], key)
+    if hint is bool:
+        if text.lower() in ("true", "1", "yes"):
+            return True
+        if text.lower() in ("false", "0", "no"):
+            return False
+        raise SelfVAEError(f"--set {key}={text}: expected true or false")
+    if hint in (int, float):
+        try:
+            return hint(text)
+        except ValueError:
+            raise SelfVAEError(f"--set {key}={text}: expected {'an integer' if hint is int else 'a number'}") from None
+    if typing.get_origin(hint) is tuple:
+        try:
+            return tuple(int(v) for v in text.split(","))
+        except ValueError:
+            raise SelfVAEError(f"--set {key}={text}: expected comma-separated integers, e.g. 1,32,32") from None
+    if hint is str:
+        return text
+    raise SelfVAEError(f"--set {key}: cannot be set from the command line (type {hint})")
+
+
+def _parse_option(text: str, default: Any, key: str) -> Any:
+    """A prior option: typed like its default (bool, int, float), else JSON or the plain string."""
+    for typ in (bool, int, float):
+        if isinstance(default, typ):
+            return _parse(text, typ, key)
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def _set_path(obj: Any, parts: list[str], text: str, key: str) -> Any:
+    """Return ``obj`` with the field at ``parts`` set; frozen dataclasses are replaced, not mutated."""
+    name = parts[0]
+    where = ".".join(key.split(".")[: len(key.split(".")) - len(parts)])
+    if not dataclasses.is_dataclass(obj):
+        raise SelfVAEError(f"--set {key}: {where} is a value, not a section; use --set {where}=VALUE")
+    if name not in _field_names(obj):
+        if not where:  # the top level: name the sections, not the ~80 keys
+            raise SelfVAEError(f"--set {key}: no config section or field {name!r}; valid: "
+                               f"{', '.join(_field_names(obj))} (e.g. train.lr, model.q_u.width)")
+        raise SelfVAEError(f"--set {key}: {where} has no field {name!r}; valid keys: "
+                           f"{', '.join(_keys_below(obj, where + '.'))}")
+    current = getattr(obj, name)
+    if len(parts) == 1:
+        if dataclasses.is_dataclass(current) or isinstance(current, dict):
+            below = _keys_below(current, key + ".") if dataclasses.is_dataclass(current) else [key + ".<option>"]
+            raise SelfVAEError(f"--set {key}: is a section; set one of its keys: {', '.join(below)}")
+        new = _parse(text, typing.get_type_hints(type(obj))[name], key)
+    elif isinstance(current, dict):
+        if len(parts) != 2:
+            raise SelfVAEError(f"--set {key}: expected {'.'.join(key.split('.')[:-len(parts) + 1])}.<option>=value")
+        new = {**current, parts[1]: text}  # typed against the prior once all overrides are in
+    else:
+        new = _set_path(current, parts[1:], text, key)
+    if type(obj).__dataclass_params__.frozen:
+        return dataclasses.replace(obj, **{name: new})
+    setattr(obj, name, new)
+    return obj
+
+
+def apply_overrides(cfg: Config, items: list[str]) -> None:
+    """Apply ``section.field=value`` overrides in place: any field, nested ones included
+    (``train.lr=1e-3``, ``model.q_u.width=64``, ``model.prior_kwargs.num_blocks=4``).
+
+    Values are parsed by the field's type; an unknown key or a value of the wrong type raises
+    :class:`SelfVAEError` listing the valid keys. Changing ``model.prior`` drops the old prior's options;
+    prior options are checked against the prior's constructor.
+    """
+    from selfvae.priors import prior_options
+
+    old_prior = cfg.model.prior
+    given_options: dict[str, str] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise SelfVAEError(f"--set {item!r}: expected section.field=value, e.g. train.lr=1e-3")
+        parts = key.split(".")
+        if parts[:2] == ["model", "prior_kwargs"] and len(parts) == 3:
+            given_options[parts[2]] = text
+            continue
+        _set_path(cfg, parts, text, key)
+    if cfg.model.prior != old_prior:
+        cfg.model.prior_kwargs = {}
+    options = prior_options(cfg.model.prior)
+    for name, text in given_options.items():
+        if name not in options:
+            raise SelfVAEError(f"--set model.prior_kwargs.{name}: prior {cfg.model.prior!r} has no option {name!r}; "
+                               f"valid: {', '.join(f'model.prior_kwargs.{o}' for o in options) or 'none'}")
+        cfg.model.prior_kwargs[name] = _parse_option(text, options[name], f"model.prior_kwargs.{name}")

@@ -8,3 +8,7 @@ prints that message as one line and exits with status 2 instead of showing a tra
 
 class SelfVAEError(Exception):
     """An error caused by user input; its message is shown to the user as is."""
+
+
+class NoSplitError(SelfVAEError):
+    """The data set has no such split (an image folder without ``test/``, an npz without ``x_test``)."""

@@ -17,7 +17,8 @@ from selfvae.nn.nets import NetSpec
 _SMALL = NetSpec(width=32, growth=16, steps=2, blocks=1)
 _SMALL_REALNVP = {"mid_channels": 32, "num_blocks": 2, "num_scales": 2}
 _SMALL_TRAIN = TrainConfig(batch_size=64, steps=3000, eval_every=500, eval_limit=2000, checkpoint_every=250,
-                           sample_every=1000, final_iw_samples=32, final_eval_limit=1000)
+                           sample_every=1000, final_iw_samples=32, final_eval_limit=None,
+                           final_iw_limit=100)
 
 
 def _small(name: str, dataset: str, transforms: str, what: str, latent=(8, 8, 8), **model_kw) -> Config:
@@ -37,7 +38,8 @@ def _small(name: str, dataset: str, transforms: str, what: str, latent=(8, 8, 8)
 # ----- paper-size presets ---------------------------------------------------------------------------
 _PAPER_REALNVP = {"mid_channels": 64, "num_blocks": 5, "num_scales": 2}
 _PAPER_TRAIN = TrainConfig(batch_size=32, steps=1_000_000, eval_every=5000, eval_limit=None,
-                           checkpoint_every=2000, sample_every=5000, final_iw_samples=512, ema_decay=None)
+                           checkpoint_every=2000, sample_every=5000, final_iw_samples=512, ema_decay=None,
+                           final_iw_limit=500)
 
 
 def _cifar_vae(prior: str, prior_kwargs: dict, name: str, what: str) -> Config:

@@ -15,6 +15,7 @@ dimensions) and ``sample(n, temperature) -> [n, C, H, W]`` on the module's devic
 
 from __future__ import annotations
 
+import inspect
 import math
 
 import torch
@@ -23,7 +24,7 @@ from torch import Tensor, nn
 
 from selfvae.errors import SelfVAEError
 
-__all__ = ["Prior", "StandardNormal", "MixtureOfGaussians", "RealNVP", "PRIORS", "build_prior"]
+__all__ = ["Prior", "StandardNormal", "MixtureOfGaussians", "RealNVP", "PRIORS", "build_prior", "prior_options"]
 
 _LOG_2PI = math.log(2.0 * math.pi)
 
@@ -337,6 +338,14 @@ PRIORS: dict[str, type[Prior]] = {
     "mog": MixtureOfGaussians,
     "realnvp": RealNVP,
 }
+
+
+def prior_options(name: str) -> dict[str, object]:
+    """The keyword options of the prior ``name`` (its ``prior_kwargs``) and their defaults."""
+    if name not in PRIORS:
+        raise SelfVAEError(f"prior '{name}': unknown, known priors are {', '.join(sorted(PRIORS))}")
+    params = list(inspect.signature(PRIORS[name].__init__).parameters.values())[2:]  # after self, shape
+    return {p.name: p.default for p in params}
 
 
 def build_prior(name: str, shape: tuple[int, int, int], **kwargs: object) -> Prior:

@@ -127,6 +127,26 @@ def dataset_shape(
     return c, image_size, image_size
 
 
+def infer_dataset(name: str, root: str | Path) -> str:
+    """The data set to read at ``root``: ``name`` when its files are there, else ``"npz"`` for an ``.npz``
+    file or ``"folder"`` for a directory with image files; otherwise ``name``'s own error is raised.
+
+    Lets ``selfvae train --preset mnist-vae --data-dir MY_PHOTOS`` train on the user's folder.
+    """
+    if name in ("folder", "npz"):
+        return name
+    try:
+        load_dataset(name, root, "test")
+        return name
+    except SelfVAEError:
+        path = Path(root).expanduser()
+        if path.is_file() and path.suffix.lower() == ".npz":
+            return "npz"
+        if path.is_dir() and formats.list_images(path)[0]:
+            return "folder"
+        raise
+
+
 def split_indices(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """(train, val) index arrays: ``round(val_fraction * n)`` indices held out by a seeded permutation.
 

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from selfvae.errors import SelfVAEError
+from selfvae.errors import NoSplitError, SelfVAEError
 
 Arrays = tuple[np.ndarray, "np.ndarray | None"]
 
@@ -413,7 +413,7 @@ def read_npz(
     with _open_npz(path) as z:
         key = next((k for k in keys if k in z.files), None)
         if key is None:
-            raise SelfVAEError(
+            raise (NoSplitError if part == "test" else SelfVAEError)(
                 f"{path.name}: no array {' or '.join(repr(k) for k in keys)} for the {part} split "
                 f"(found {sorted(z.files)})"
             )
@@ -635,7 +635,7 @@ def folder_split_dir(root: Path, part: str) -> tuple[Path, tuple[str, ...]]:
         return root, ("test",) if (root / "test").is_dir() else ()
     elif (root / "test").is_dir():
         return root / "test", ()
-    raise SelfVAEError(
+    raise NoSplitError(
         f"{root}: has no test/ sub-folder, so this image folder has no test split; add test/ (and train/) "
         "sub-folders or evaluate on split 'val' (15% of the training images)"
     )

