@@ -55,3 +55,44 @@ def rand_images():
         return torch.randint(0, 256, (n, *shape), generator=g, dtype=torch.uint8)
 
     return make
+
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"  # ../shared/data beside the repo
+FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
+
+
+def real_samples(which: str, tmp_path: Path, n_per_class: int = 2) -> torch.Tensor:
+    """``n_per_class`` real test images of each class of ``which`` (mnist, fashion-mnist, cifar10), uint8
+    ``[N, C, H, W]`` at their own size, read from ../shared/data or Debian's dataset-fashion-mnist; skips with
+    the way to get the data when it is absent (CI has both)."""
+    import io
+    import tarfile
+
+    from PIL import Image
+
+    from selfvae.data import load_dataset
+
+    if which in ("mnist", "fashion-mnist"):
+        root = SHARED_DATA if which == "mnist" else FASHION_DIR
+        if not root.exists() or (which == "mnist" and not (root / "mnist.npz").exists()):
+            pytest.skip(f"{which} not found in {root} (../shared/data beside the repo; "
+                        "apt-get install -y dataset-fashion-mnist)")
+        ds = load_dataset(which, root, "test", image_size=28)
+        idx = torch.cat([torch.nonzero(ds.labels == c)[:n_per_class, 0] for c in range(10)])
+        return ds.images[idx]
+    tar_path = SHARED_DATA / "cifar10-jpeg.tar.gz"
+    if not tar_path.exists():
+        pytest.skip(f"{tar_path} not found (../shared/data beside the repo)")
+    images, seen = [], {}
+    with tarfile.open(tar_path) as tar:
+        for member in tar:
+            parts = member.name.split("/")
+            if len(parts) != 4 or parts[1] != "test" or not member.isfile():
+                if parts[1:2] == ["train"]:
+                    break
+                continue
+            if seen.get(parts[2], 0) < n_per_class:
+                seen[parts[2]] = seen.get(parts[2], 0) + 1
+                im = Image.open(io.BytesIO(tar.extractfile(member).read())).convert("RGB")
+                images.append(torch.from_numpy(np.asarray(im).copy()).permute(2, 0, 1))
+    return torch.stack(images)

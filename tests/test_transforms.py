@@ -173,13 +173,46 @@ def test_sketch_of_constant_image_is_white(value):
 
 
 def test_sketch_draws_edges_only_near_edges():
-    x = torch.full((1, 3, 40, 40), 200, dtype=torch.uint8)
-    x[..., 20:, :] = 50  # horizontal step edge at row 20
+    x = torch.full((1, 3, 60, 40), 200, dtype=torch.uint8)
+    x[..., 30:45, :] = 50  # a dark band (rows 30..44) on a light background
     y = build_transform("sketch")(x)[0, 0]  # default sigma 3.5, radius 10
-    assert (y[:9] == 255).all() and (y[31:] == 255).all()  # further than the kernel radius: flat -> white
-    assert y[19:23].min() < 200  # dark stroke next to the edge
+    assert (y[:19] == 255).all()  # further than the kernel radius from the edge: flat -> white
+    assert y[29:33].min() < 200  # dark stroke next to the edge
     # dodge formula on the dark side right at the edge: 255 * 50 / (255 - b) with b < 205 -> darker than white
-    assert y[20].max() < 255
+    assert y[30].max() < 255
+
+
+def test_sketch_is_dark_strokes_on_white_on_any_background():
+    """A white stroke on black (MNIST-like) gives a dark stroke on white: the corners are the background, with
+    no white wedges in dark regions and no black halo; the same stroke on white gives the same sketch."""
+    x = torch.zeros((1, 1, 32, 32), dtype=torch.uint8)
+    x[..., 14:18, 4:28] = 255  # one horizontal white stroke
+    t = build_transform("sketch")
+    y = t(x)[0, 0]
+    assert (y[14:18, 4:28] == 0).all()  # the stroke is black
+    assert (y[:6] == 255).all() and (y[-6:] == 255).all()  # all four corners and far rows are white paper
+    assert (y[:, :2] == 255).all() and (y[:, -2:] == 255).all()
+    assert torch.equal(t(255 - x)[0, 0], y)  # polarity does not matter
+    # a dark region inside a light image stays dark where the textbook dodge turned it white (0/0 := 255)
+    box = torch.full((1, 1, 64, 64), 230, dtype=torch.uint8)
+    box[..., 16:48, 16:48] = 0
+    yb = t(box)[0, 0]
+    assert (yb[16:48, 16:48] == 0).all() and (yb[:4] == 255).all()
+
+
+@pytest.mark.parametrize("which", ["mnist", "fashion-mnist", "cifar10"])
+def test_sketch_of_real_images_has_a_white_background(which, tmp_path):
+    """On real samples (fixtures in each data set's on-disk format, or the real files when present) the
+    sketch's border is mostly white and its strokes dark: the mean of the border is far above the mean of
+    the darkest tenth of the pixels."""
+    from conftest import real_samples
+
+    x = real_samples(which, tmp_path)
+    y = build_transform("sketch")(x).float()
+    border = torch.cat([y[:, 0, 0], y[:, 0, -1], y[:, 0, :, 0], y[:, 0, :, -1]], 1)
+    assert border.mean() > 200
+    dark = y.flatten(1).sort(1).values[:, : y[0].numel() // 10]
+    assert (dark.mean(1) < 150).float().mean() >= 0.75  # most images have strokes
 
 
 def test_sketch_on_tiny_image_and_grayscale_input():
@@ -192,7 +225,7 @@ def test_sketch_on_tiny_image_and_grayscale_input():
 
 def test_sketch_matches_float_reference():
     rows, cols = torch.meshgrid(torch.arange(20.0), torch.arange(24.0), indexing="ij")
-    x = (127.5 + 120 * torch.sin(rows / 3) * torch.cos(cols / 4)).round().to(torch.uint8)[None, None]
+    x = (135 + 120 * torch.sin(rows / 3) * torch.cos(cols / 4)).round().to(torch.uint8)[None, None]
     g = x[0, 0].double()
     sigma, r = 3.5, 10
     k = torch.exp(-0.5 * (torch.arange(-r, r + 1, dtype=torch.float64) / sigma) ** 2)
@@ -201,7 +234,8 @@ def test_sketch_matches_float_reference():
     # reflect-101 padding is torch's "reflect"; the image (20x24) is larger than the radius
     p = torch.nn.functional.pad(inv[None, None], (r, r, r, r), mode="reflect")[0, 0]
     b = torch.nn.functional.conv2d(p[None, None], (k[:, None] * k[None, :])[None, None])[0, 0]
-    ref = torch.where(b >= 255, torch.full_like(b, 255), (255 * g / (255 - b).clamp_min(1e-9)).clamp(max=255))
+    assert torch.cat([g[0], g[-1], g[:, 0], g[:, -1]]).median() >= 128  # a light background: no inversion
+    ref = (255 * g / (255 - b).clamp_min(1)).clamp(max=255)
     y = build_transform("sketch")(x)[0, 0].double()
     assert (y - ref).abs().max() <= 2.0  # only rounding of the integer blur differs
 

@@ -26,13 +26,17 @@ Built-in transforms (spec strings, see :func:`build_transform`):
     colourisation task). A 1-channel input is returned unchanged. (PIL's ``convert("L")`` uses a 16-bit
     fixed-point variant of the same weights and can differ by one level.)
 ``sketch[:sigma]``
-    Pencil sketch by colour dodge (thesis ch. 7.3.1): grey ``g``, its inverse ``255 - g`` blurred by a
+    Pencil sketch by colour dodge (thesis ch. 7.3.1), dark strokes on white whatever the background: grey
+    ``g``; if the image's background (the median of its border pixels) is dark (< 128), ``g`` is inverted
+    first, so white-on-black digits become black-on-white ones. Then its inverse ``255 - g`` is blurred by a
     Gaussian of standard deviation ``sigma`` pixels (default 3.5, kernel radius ``int(3 sigma)``, i.e. the
-    popular 21x21 OpenCV recipe), then the standard dodge ``min(255, round(255 g / (255 - b)))`` with
-    ``255`` where ``b = 255``. The blur uses integer kernel weights and reflect-101 borders (OpenCV's
-    default), so the whole transform is integer-exact: identical on every run *and* every device. The
-    sigma is fixed in pixels (not scaled with the image size): the same local neighbourhood gives the same
-    stroke at every resolution. A flat (constant) image maps to pure white (255).
+    popular 21x21 OpenCV recipe) to ``b``, and the dodge is ``min(255, round(255 g / max(255 - b, 1)))``.
+    Where the whole neighbourhood is black (``b = 255``, so ``g = 0``) that is 0, the formula's limit, not
+    the 255 of the textbook dodge, which painted white wedges into the dark regions of an image. The blur
+    uses integer kernel weights and reflect-101 borders (OpenCV's default), so the whole transform is
+    integer-exact: identical on every run *and* every device. The sigma is fixed in pixels (not scaled with
+    the image size): the same local neighbourhood gives the same stroke at every resolution. A flat
+    (constant) image maps to pure white (255).
 ``pencil-sketch[:sigma_s[:sigma_r[:shade_factor]]]``
     OpenCV's ``cv2.pencilSketch`` (Gastal & Oliveira's domain-transform edge-preserving filter, which the
     thesis cites), grayscale output, defaults ``sigma_s=60, sigma_r=0.07, shade_factor=0.02`` (OpenCV's
@@ -363,6 +367,12 @@ def _integer_blur(x: Tensor, taps: list[int]) -> Tensor:
     return (acc + scale // 2) // scale
 
 
+def _border_median(x: Tensor) -> Tensor:
+    """Per image of ``[B, 1, H, W]``, the (lower) median of its border pixels, shaped ``[B, 1, 1, 1]``."""
+    border = torch.cat([x[:, 0, 0, :], x[:, 0, -1, :], x[:, 0, :, 0], x[:, 0, :, -1]], dim=1)
+    return border.median(dim=1).values.view(-1, 1, 1, 1)
+
+
 @register_transform("sketch")
 class Sketch(Transform):
     """Pencil sketch: colour dodge of the grey image with its Gaussian-blurred inverse, integer-exact."""
@@ -385,10 +395,9 @@ class Sketch(Transform):
 
     def _apply(self, x: Tensor) -> Tensor:
         gray = (x.to(torch.int64) if x.shape[1] == 1 else _luma(x)).to(torch.int64)
-        blurred_inv = _integer_blur(255 - gray, self._taps)  # integers in 0..255
-        den = 255 - blurred_inv
-        out = (255 * gray + den // 2) // den.clamp_min(1)  # round-half-up of 255 g / (255 - b)
-        out = torch.where(den == 0, torch.full_like(out, 255), out.clamp_max(255))
+        gray = torch.where(_border_median(gray) < 128, 255 - gray, gray)  # strokes dark on a light background
+        den = (255 - _integer_blur(255 - gray, self._taps)).clamp_min(1)  # 255 - b, b in 0..255
+        out = ((255 * gray + den // 2) // den).clamp_max(255)  # round-half-up of 255 g / (255 - b)
         return out.to(torch.uint8)
 
 
