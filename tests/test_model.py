@@ -10,7 +10,16 @@ from conftest import tiny_config
 
 from selfvae.errors import SelfVAEError
 from selfvae.evaluation.bounds import iw_bound, log_weights
-from selfvae.models.ops import generate, interpolate, memory_cost, modes, reconstruct, super_resolve
+from selfvae.models.ops import (
+    canonical_mode,
+    generate,
+    interpolate,
+    memory_cost,
+    mode_label,
+    modes,
+    reconstruct,
+    super_resolve,
+)
 from selfvae.models.selfvae import SelfVAE, to_input, to_target
 from selfvae.nn.layers import data_dependent_init
 
@@ -132,11 +141,20 @@ def test_operations_return_images_of_the_right_shape(transforms, rand_images):
 
 def test_modes_match_the_papers_list():
     assert modes(make_model("")) == ["rs1"]
-    assert modes(make_model("downscale")) == ["rs1", "rs2", "superres", "cond"]
-    assert modes(make_model("downscale,downscale")) == ["rs1", "rs2", "rs3", "superres", "cond"]
+    assert modes(make_model("downscale")) == ["rs1", "rs2", "cr", "cg"]
+    assert modes(make_model("downscale,downscale")) == ["rs1", "rs2", "rs3", "cr", "cg"]
     m = make_model("downscale")
     assert memory_cost(m, "rs1")["values"] == 64 and memory_cost(m, "rs2")["values"] == 128
-    assert memory_cost(m, "superres")["values"] == 64  # y is 8x8
+    assert memory_cost(m, "cg")["values"] == 64  # y is 8x8
+    assert memory_cost(m, "cr")["values"] == 128  # y and z
+    # the thesis's long names and this library's old names are aliases
+    for alias, name in (("superres", "cg"), ("super-resolution", "cg"), ("conditional-generation", "cg"),
+                        ("cond", "cr"), ("conditional-reconstruction", "cr"), ("reconstruction", "rs1")):
+        assert canonical_mode(m, alias) == name
+        assert memory_cost(m, alias) == memory_cost(m, name)
+    assert [mode_label(m, n) for n in modes(m)] == ["RS1: u", "RS2: u, z1", "CR: y1, z1", "CG: y1 (super-res.)"]
+    with pytest.raises(SelfVAEError, match="supports rs1"):
+        canonical_mode(make_model(""), "cg")
     with pytest.raises(SelfVAEError):
         reconstruct(m, torch.zeros(1, 1, 16, 16, dtype=torch.uint8), "rs3")
 

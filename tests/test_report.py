@@ -52,10 +52,10 @@ def test_report_of_a_selfvae_has_every_section_with_images(srvae_tiny, tmp_path,
     assert counts["curves"] == 1 and counts["samples"] == 1 and counts["tradeoff"] == 1
     assert counts["chain"] == 2  # y_1 and x
     assert counts["superres"] == 5  # input, 3 samples, original
-    assert counts["reconstructions"] == 5  # original, rs1, rs2, superres, cond
+    assert counts["reconstructions"] == 6  # original, y1, RS1, RS2, CR, CG
     assert counts["interpolations"] == 4  # four pairs
-    for mode in ("rs1", "rs2", "superres", "cond"):
-        assert f">{mode}<" in got["reconstructions"]
+    for label in ("original x", "y1 = d(x)", "RS1: u", "RS2: u, z1", "CR: y1, z1", "CG: y1 (super-res.)"):
+        assert f">{label}<" in got["reconstructions"]
     assert '"transforms": "downscale"' in got["config"]
     assert "RE_y1" in got["table"] and "final/metrics.json" in got["table"]
     # Super-resolution rows: 8 images each, all resized to the size of x.
@@ -70,7 +70,7 @@ def test_report_of_a_plain_vae_notes_what_does_not_apply(vae_tiny, tmp_path, cop
     assert list(got) == [sid for sid, _ in SECTIONS]
     assert "plain VAE" in got["chain"] and not decoded_images(got["chain"])
     assert "plain VAE" in got["superres"] and not decoded_images(got["superres"])
-    assert ">rs1<" in got["reconstructions"] and "rs2" not in got["reconstructions"]
+    assert ">RS1: u<" in got["reconstructions"] and "RS2" not in got["reconstructions"]
     assert "evaluated now (test, 32 images, S=2)" in got["table"]
     assert len(decoded_images(page)) >= 5
 

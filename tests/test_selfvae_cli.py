@@ -50,9 +50,13 @@ def test_cli_superres_reconstruct_interpolate_tradeoff(srvae_run, tmp_path, caps
     main(["superres", str(srvae_run), *low, "-o", str(tmp_path / "sr.png"), "--samples", "2"])
     img = Image.open(tmp_path / "sr.png")
     assert img.size[0] > 16 and img.size[1] > 16
-    for mode in ("all", "rs1", "rs2", "superres", "cond"):
+    for mode in ("all", "rs1", "rs2", "cr", "cg", "superres", "cond"):
         main(["reconstruct", str(srvae_run), "--mode", mode, "-n", "4", "-o", str(tmp_path / f"rec_{mode}.png")])
         assert (tmp_path / f"rec_{mode}.png").is_file()
+    assert "columns: x, y1, rs1, rs2, cr, cg" in capsys.readouterr().out
+    one = Image.open(tmp_path / "rec_cg.png")
+    wide = Image.open(tmp_path / "rec_all.png")  # x, y1 and four modes side by side vs x, y1 and one mode
+    assert wide.size[1] == one.size[1] and wide.size[0] - one.size[0] >= 3 * (2 * 16 + 4)  # 3 more columns
     a = _write_png(tmp_path / "a.png", rng.integers(0, 256, (16, 16), dtype=np.uint8))
     b = _write_png(tmp_path / "b.png", rng.integers(0, 256, (16, 16), dtype=np.uint8))
     main(["interpolate", str(srvae_run), a, b, "--steps", "4", "-o", str(tmp_path / "int.png")])

@@ -16,9 +16,10 @@ import torch
 from selfvae.errors import SelfVAEError
 
 MODES_HELP = (
-    "rs1..rs{K+1}: infer the first j latents (u, z_1, ...) and sample the rest, all y generated "
-    "(rs1 = keep u, resample the z's); superres: only y_K = d(x) given (paper: conditional reconstruction); "
-    "cond: y_K and z_K given (paper: conditional generation); all: every mode side by side"
+    "as the thesis (ch. 5.2, 7) names them: rs1..rs{K+1}, reconstruction RSj: the first j latents (u, z_1, ...) "
+    "inferred, the rest sampled, every y generated; cr, conditional reconstruction: y_K = d(x) and z_K given "
+    "(alias cond); cg, conditional generation = super-resolution: only y_K given (alias superres); "
+    "all (default): x, each y_k and every mode side by side, one labelled column each"
 )
 
 
@@ -191,20 +192,23 @@ def _pick_images(cfg, args, n: int) -> torch.Tensor:
 
 def cmd_reconstruct(args: argparse.Namespace) -> None:
     from selfvae.models.loading import load_run
-    from selfvae.models.ops import modes, reconstruct
-    from selfvae.viz import save_rows
+    from selfvae.models.ops import canonical_mode, mode_label, modes, reconstruct
+    from selfvae.viz import save_columns
 
     device = _device(args.device)
     cfg, model = load_run(args.run_dir, device)
+    chosen = modes(model) if args.mode == "all" else [canonical_mode(model, args.mode)]
     x = _pick_images(cfg, args, args.n).to(device)
     torch.manual_seed(args.seed)
-    chosen = modes(model) if args.mode == "all" else [args.mode]
-    rows = [x]
+    levels = model.levels(x)
+    columns = [("x", x)] + [(f"y{k + 1} = d(x)\n{tuple(y.shape[2:])}", y) for k, y in enumerate(levels[:-1])]
     for m in chosen:
-        rows.append(reconstruct(model, x, m, args.temperature, decode=args.decode)[-1])
+        columns.append((mode_label(model, m).replace(": ", "\n", 1),
+                        reconstruct(model, x, m, args.temperature, decode=args.decode)[-1]))
     out = Path(args.output)
-    save_rows(rows, out, scale=args.scale)
-    print(f"wrote {out} (rows: originals, {', '.join(chosen)})")
+    save_columns(columns, out, scale=args.scale)
+    print(f"wrote {out} (columns: x, {', '.join(f'y{k + 1}' for k in range(model.K))}{', ' if model.K else ''}"
+          f"{', '.join(chosen)}; one row per image)")
 
 
 def cmd_interpolate(args: argparse.Namespace) -> None:

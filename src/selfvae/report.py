@@ -172,7 +172,7 @@ def build_report(
 ) -> Path:
     """Write ``index.html`` into ``out_dir`` (default ``RUN_DIR/report``) and return its path."""
     from selfvae.models.loading import load_run
-    from selfvae.models.ops import generate, interpolate, modes, reconstruct, super_resolve
+    from selfvae.models.ops import generate, interpolate, mode_label, modes, reconstruct, super_resolve
 
     tic = time.perf_counter()
     run_dir = check_run_dir(run_dir)
@@ -226,10 +226,12 @@ def build_report(
         body["reconstructions"] = _note(why)
     else:
         torch.manual_seed(seed)
-        rrows = [("original", x)] + [(m, reconstruct(model, x, m)[-1]) for m in modes(model)]
+        rrows = [("original x", x)] + [(f"y{k + 1} = d(x)", y) for k, y in enumerate(model.levels(x)[:-1])]
+        rrows += [(mode_label(model, m), reconstruct(model, x, m)[-1]) for m in modes(model)]
         body["reconstructions"] = labelled_rows(rrows) + _note(
-            "rs1..rs{K+1}: the first j latents (u, z_1, ...) inferred, the rest sampled; superres: only y_K "
-            "given; cond: y_K and z_K given.")
+            "Modes as the thesis names them (ch. 5.2, 7): RSj, reconstruction from the first j latents (u, z1, ...) "
+            "inferred, the rest sampled; CR, conditional reconstruction from the finest y and z; CG, conditional "
+            "generation (super-resolution) from the finest y alone.")
 
     torch.manual_seed(seed)
     body["tradeoff"] = _tradeoff(run_dir, model, x_all.to(device) if x_all is not None else None, device)

@@ -54,6 +54,53 @@ def save_rows(rows: list[Tensor], path: str | Path, scale: int = 1) -> Path:
     return save_grid(torch.cat(fixed), path, nrow=rows[0].shape[0], scale=scale)
 
 
+def _font(size: int = 12):  # noqa: ANN202 - a PIL font
+    from PIL import ImageFont
+
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow < 10.1: the fixed bitmap font
+        return ImageFont.load_default()
+
+
+def labelled_columns(columns: list[tuple[str, Tensor]], scale: int = 2, pad: int = 4) -> np.ndarray:
+    """One picture of labelled columns: column ``j`` holds the images ``columns[j][1]`` (uint8 ``[N, C, h, w]``,
+    the same N; smaller ones nearest-upscaled to the largest size) under the label ``columns[j][0]``."""
+    from PIL import ImageDraw
+
+    size = max(t.shape[-1] for _, t in columns)
+    n = columns[0][1].shape[0]
+    font = _font(12)
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    lines = [label.split("\n") for label, _ in columns]
+    text_w = [max(measure.textbbox((0, 0), ln, font=font)[2] for ln in ls) for ls in lines]
+    line_h = max(measure.textbbox((0, 0), "Ag", font=font)[3] for _ in [0]) + 2
+    head = line_h * max(len(ls) for ls in lines) + pad
+    cell = size * scale
+    widths = [max(cell, w) for w in text_w]
+    canvas = Image.new("RGB", (sum(widths) + pad * (len(columns) + 1), head + n * (cell + pad) + pad), "white")
+    draw = ImageDraw.Draw(canvas)
+    x0 = pad
+    for (_, imgs), ls, w in zip(columns, lines, widths, strict=True):
+        if imgs.shape[-1] != size:
+            imgs = torch.nn.functional.interpolate(imgs.float(), size=(size, size), mode="nearest").to(torch.uint8)
+        for k, ln in enumerate(ls):
+            draw.text((x0, pad + k * line_h), ln, fill="black", font=font)
+        for i in range(n):
+            tile = grid_array(imgs[i : i + 1], nrow=1, pad=0, scale=scale)
+            canvas.paste(Image.fromarray(tile), (x0 + (w - cell) // 2, head + i * (cell + pad)))
+        x0 += w + pad
+    return np.asarray(canvas)
+
+
+def save_columns(columns: list[tuple[str, Tensor]], path: str | Path, scale: int = 2) -> Path:
+    """Write :func:`labelled_columns` as a PNG; returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(labelled_columns(columns, scale)).save(path)
+    return path
+
+
 def read_log(path: str | Path) -> list[dict]:
     """Records of a run's JSON-lines log (missing file: empty list)."""
     path = Path(path)

@@ -1,17 +1,20 @@
 """What a trained selfVAE can do besides scoring: generation, super-resolution, reconstructions,
 interpolation. Every function returns uint8 images; lists of levels are ordered ``[y_1, ..., y_K, x]``.
 
-Reconstruction modes (selfVAE paper sec. 2 and thesis ch. 5.5; latents are ordered ``u, z_1, ..., z_K``):
+Reconstruction modes, named as the thesis names them (ch. 5.2 and the figures of ch. 7; latents are ordered
+``u, z_1, ..., z_K``):
 
-* ``rs{j}`` (``j = 1..K+1``): the first ``j`` latents are inferred from the image (``u ~ q(u|y_1*)``,
-  ``z_k ~ q(z_k|y_{k+1}*)``), the rest are sampled from their priors; every ``y`` is generated.
-  ``rs1`` is the paper's *reconstruction 1* ("keep u, resample the z's"); for K = 1, ``rs2`` is
-  *reconstruction 2*; for K = 0, ``rs1`` is the plain VAE reconstruction.
-* ``superres``: only ``y_K* = d(x*)`` is given (the paper's *conditional reconstruction*; super-resolution
-  for downscaling): ``u ~ q(u|y_1*)``, ``z_k ~ p(z_k|y_k*, z_{k-1})``, ``x ~ p(x|y_K*, z_K)``.
-* ``cond``: ``y_K*`` and ``z_K ~ q(z_K|x*)`` are given (the paper's *conditional generation*):
-  ``x ~ p(x|y_K*, z_K)``.
+* ``rs{j}`` (``j = 1..K+1``), *reconstruction* RSj: the first ``j`` latents are inferred from the image
+  (``u ~ q(u|y_1*)``, ``z_k ~ q(z_k|y_{k+1}*)``), the rest are sampled from their priors; every ``y`` is
+  generated. ``rs1`` is the thesis's *reconstruction* (``y* -> u -> y -> z -> x``) and RS1 ("only u"),
+  ``rs2`` its RS2 ("u and z"); for K = 0, ``rs1`` is the plain VAE reconstruction.
+* ``cr``, *conditional reconstruction* (CR): ``y_K*`` and ``z_K ~ q(z_K|x*)`` are given:
+  ``x ~ p(x|y_K*, z_K)``. Aliases: ``conditional-reconstruction``, ``cond``.
+* ``cg``, *conditional generation* (super-resolution for downscaling): only ``y_K* = d(x*)`` is given:
+  ``u ~ q(u|y_1*)``, ``z_k ~ p(z_k|y_k*, z_{k-1})``, ``x ~ p(x|y_K*, z_K)``. Aliases:
+  ``conditional-generation``, ``super-resolution``, ``superres``.
 
+(Earlier versions of this library called ``cg`` "superres" and ``cr`` "cond"; both names still work.)
 :func:`memory_cost` counts the values each mode must send.
 """
 
@@ -86,12 +89,42 @@ def generate(model: SelfVAE, n: int, temperature: float = 1.0, decode: str = "sa
     return decode_from(model, u, temperature=temperature, decode=decode)
 
 
+MODE_ALIASES = {
+    "reconstruction": "rs1",
+    "conditional-reconstruction": "cr",
+    "cond": "cr",
+    "conditional-generation": "cg",
+    "super-resolution": "cg",
+    "superres": "cg",
+}
+
+
 def modes(model: SelfVAE) -> list[str]:
-    """Reconstruction modes this model supports."""
+    """Reconstruction modes this model supports (canonical names)."""
     out = [f"rs{j}" for j in range(1, model.K + 2)]
     if model.K:
-        out += ["superres", "cond"]
+        out += ["cr", "cg"]
     return out
+
+
+def canonical_mode(model: SelfVAE, mode: str) -> str:
+    """The canonical name of ``mode`` (aliases resolved); a mode the model lacks raises SelfVAEError."""
+    name = MODE_ALIASES.get(mode.lower(), mode.lower())
+    if name not in modes(model):
+        known = ", ".join(modes(model))
+        aliases = ", ".join(f"{a} = {c}" for a, c in MODE_ALIASES.items() if c in modes(model))
+        raise SelfVAEError(f"mode {mode!r}: this model (K = {model.K}) supports {known} (aliases: {aliases})")
+    return name
+
+
+def mode_label(model: SelfVAE, mode: str) -> str:
+    """A short column label saying what ``mode`` is given, e.g. ``RS2: u, z1`` or ``CG: y2 (super-res.)``."""
+    name = canonical_mode(model, mode)
+    if name.startswith("rs"):
+        j = int(name[2:])
+        return f"RS{j}: " + ", ".join(["u"] + [f"z{k}" for k in range(1, j)])
+    yk = f"y{model.K}"
+    return f"CR: {yk}, z{model.K}" if name == "cr" else f"CG: {yk} (super-res.)"
 
 
 @torch.no_grad()
@@ -100,8 +133,7 @@ def reconstruct(
 ) -> list[Tensor]:
     """Reconstruct uint8 images ``x`` in ``mode`` (see the module docstring); returns all levels."""
     model.eval()
-    if mode not in modes(model):
-        raise SelfVAEError(f"mode {mode!r}: this model supports {', '.join(modes(model))}")
+    mode = canonical_mode(model, mode)
     levels = model.levels(x)
     q_u = model.q_u_given(levels[0])
     u = _latent(q_u, True, decode, temperature)
@@ -110,9 +142,9 @@ def reconstruct(
         zs = [_latent(model.q_z_given(k, levels[k + 1]), True, decode, temperature) for k in range(j - 1)]
         return decode_from(model, u, inferred_z=zs, temperature=temperature, decode=decode)
     given = [*levels[:-1], None]
-    if mode == "superres":
+    if mode == "cg":
         return decode_from(model, u, given_y=given, temperature=temperature, decode=decode)
-    # cond: the finest y and the finest z are given; the coarser z's are not needed for x.
+    # cr: the finest y and the finest z are given; the coarser z's are not needed for x.
     zs: list[Tensor | None] = [None] * (model.K - 1)
     zs.append(_latent(model.q_z_given(model.K - 1, levels[-1]), True, decode, temperature))
     return decode_from(model, u, inferred_z=zs, given_y=given, temperature=temperature, decode=decode)
@@ -177,13 +209,10 @@ def memory_cost(model: SelfVAE, mode: str) -> dict[str, float]:
     """
     lat = math.prod(model.cfg.latent_shape)
     x_dims = model.x_dims
+    mode = canonical_mode(model, mode)
     if mode.startswith("rs"):
         n_lat, n_y = int(mode[2:]), 0
-    elif mode == "superres":
-        n_lat, n_y = 0, math.prod(model.shapes[-2])
-    elif mode == "cond":
-        n_lat, n_y = 1, math.prod(model.shapes[-2])
     else:
-        raise SelfVAEError(f"mode {mode!r}: unknown")
+        n_lat, n_y = int(mode == "cr"), math.prod(model.shapes[-2])
     values = n_lat * lat + n_y
     return {"latent_values": n_lat * lat, "y_values": n_y, "values": values, "fraction": values / x_dims}
