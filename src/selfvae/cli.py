@@ -273,6 +273,12 @@ def cmd_compare(args: argparse.Namespace) -> None:
     print(f"wrote {r['markdown']}, {r['csv']}, {r['plot']} and {r['html']}")
 
 
+def cmd_demo(args: argparse.Namespace) -> None:
+    from selfvae.demo import launch
+
+    launch(args.model, host=args.host, port=args.port, device=_device(args.device))
+
+
 # ----- parser -------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="selfvae", description="Self-supervised variational auto-encoders.")
@@ -393,6 +399,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--iw-samples", type=int, default=16, help="importance samples for that evaluation")
     s.add_argument("--no-eval", action="store_true", help="show '-' for runs without final/metrics.json")
     s.add_argument("--no-timing", action="store_true", help="skip the generation-time columns")
+    s = sub.add_parser("demo", help="a local web page to try a model (needs: pip install -e \".[demo]\")",
+                       description="Serve a web page (Gradio) to try a model: your images, their y, "
+                                   "super-resolution, reconstruction modes, samples and interpolation.")
+    s.set_defaults(fn=cmd_demo)
+    s.add_argument("model", nargs="?", metavar="MODEL",
+                   help="a run directory (default: the newest trained run under ./runs)")
+    s.add_argument("--host", default="127.0.0.1", help="address to serve on (default 127.0.0.1: this machine only)")
+    s.add_argument("--port", type=int, default=7860)
+    s.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     return p
 
 
