@@ -227,6 +227,47 @@ def test_imagenet32_npz_batches(tmp_path: Path) -> None:
         load_dataset("imagenet64", d, "train")
 
 
+def _oord_pngs(folder: Path, images: np.ndarray, names: list[str]) -> None:
+    folder.mkdir(parents=True)
+    for im, name in zip(images, names, strict=True):
+        Image.fromarray(im).save(folder / name)
+
+
+@pytest.mark.parametrize("size", [32, 64])
+def test_imagenet_oord_png_folders_tars_and_npy(tmp_path: Path, size: int) -> None:
+    """van den Oord's set: train_NxN/ and valid_NxN/ PNG folders (file-name order), the .tar of such a folder
+    as distributed (read in place), and VDVAE's .npy arrays all give the same images."""
+    import tarfile
+
+    rng = np.random.default_rng(size)
+    tr = rng.integers(0, 256, size=(5, size, size, 3), dtype=np.uint8)
+    va = rng.integers(0, 256, size=(3, size, size, 3), dtype=np.uint8)
+    names_tr = ["10.png", "2.png", "a.png", "b.png", "c.png"]  # name order, not numeric: 10 < 2
+    folders, tars, npys = tmp_path / "folders", tmp_path / "tars", tmp_path / "npys"
+    _oord_pngs(folders / f"train_{size}x{size}", tr, names_tr)
+    _oord_pngs(folders / f"valid_{size}x{size}", va, ["0.png", "1.png", "2.png"])
+    tars.mkdir()
+    for tag in (f"train_{size}x{size}", f"valid_{size}x{size}"):
+        with tarfile.open(tars / f"{tag}.tar", "w") as tar:
+            tar.add(folders / tag, arcname=tag)
+    npys.mkdir()
+    np.save(npys / f"imagenet{size}-train.npy", tr)
+    np.save(npys / f"imagenet{size}-valid.npy", va)
+    name = f"imagenet{size}-oord"
+    for root in (folders, tars, npys):
+        te = load_dataset(name, root, "test")
+        assert torch.equal(te.images, torch.from_numpy(va.transpose(0, 3, 1, 2))) and te.labels is None
+        train = load_dataset(name, root, "train", val_fraction=0.0)
+        assert torch.equal(train.images, torch.from_numpy(tr.transpose(0, 3, 1, 2)))
+    assert dataset_shape(name) == (3, size, size)
+    with pytest.raises(SelfVAEError, match=f"valid_{size}x{size}.tar"):
+        load_dataset(name, tmp_path, "test")
+    other = 96 - size  # the 64 set's files are not the 32 set's
+    with pytest.raises(SelfVAEError, match=f"expected \\({other}, {other}, 3\\)"):
+        np.save(npys / f"imagenet{other}-valid.npy", va)
+        load_dataset(f"imagenet{other}-oord", npys, "test")
+
+
 # --------------------------------------------------------------------------------------------------
 # CelebA, imagenette, generic folders
 

@@ -102,6 +102,12 @@ def _build() -> dict[str, Config]:
     m.q_u, m.p_y, m.q_z = NetSpec(32, 32, 3), NetSpec(128, 96, 4), NetSpec(16, 16, 3)
     m.p_x = NetSpec(48, 24, 4, blocks=2)
     m.prior_kwargs = {**_PAPER_REALNVP, "mid_channels": 96}
+    # ImageNet32 of the density-estimation literature (van den Oord et al. 2016), as in thesis Table 7.2; the
+    # classification set of Chrabaszcz et al. is data.name=imagenet32 (other images: bpd do not compare).
+    p["imagenet32-srvae"] = Config.from_dict({**p["cifar10-srvae"].to_dict(), "name": "imagenet32-srvae"})
+    p["imagenet32-srvae"].data = DataConfig(name="imagenet32-oord")
+    p["imagenet32-srvae"].description = ("selfVAE-downscale / srVAE (32->16) on van den Oord's ImageNet32, the "
+                                         "density-estimation benchmark (paper size; nets of cifar10-srvae)")
     p["celeba64-sketch"] = _paper_selfvae("celeba64-sketch", "celeba64", (3, 64, 64), "sketch",
                                           "selfVAE-sketch")
     p["celeba64-sketch"].model.q_u = NetSpec(width=32, growth=24, steps=3)

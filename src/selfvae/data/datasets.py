@@ -71,9 +71,15 @@ DATASETS: dict[str, DatasetSpec] = dict(
         _spec("cifar10", formats.read_cifar10, (3, 32, 32), None, True,
               "CIFAR-10 python version (cifar-10-batches-py/ or cifar-10-python.tar.gz)"),
         _spec("imagenet32", partial(formats.read_imagenet_npz, size=32), (3, 32, 32), None, False,
-              "Downsampled ImageNet 32x32 npz batches; official val set = test split"),
+              "Chrabaszcz et al. (2017) box-resized ImageNet 32x32 npz batches (classification); val = test"),
         _spec("imagenet64", partial(formats.read_imagenet_npz, size=64), (3, 64, 64), None, False,
-              "Downsampled ImageNet 64x64 npz batches; official val set = test split"),
+              "Chrabaszcz et al. (2017) box-resized ImageNet 64x64 npz batches (classification); val = test"),
+        _spec("imagenet32-oord", partial(formats.read_imagenet_oord, size=32), (3, 32, 32), None, False,
+              "van den Oord et al. (2016) ImageNet 32x32, the density-estimation benchmark (train_32x32/, "
+              "valid_32x32/ = test; PNG folders, their .tar, or VDVAE's .npy)"),
+        _spec("imagenet64-oord", partial(formats.read_imagenet_oord, size=64), (3, 64, 64), None, False,
+              "van den Oord et al. (2016) ImageNet 64x64, the density-estimation benchmark (train_64x64/, "
+              "valid_64x64/ = test; PNG folders, their .tar, or VDVAE's .npy)"),
         _spec("imagenette64", formats.read_imagenette, (3, 64, 64), None, True,
               "imagenette folders train/ and val/ (= test split), resized to 64x64"),
         _spec("celeba64", formats.read_celeba, (3, 64, 64), None, False,

@@ -336,7 +336,9 @@ def _concat(parts: list[Arrays]) -> Arrays:
 
 
 def read_imagenet_npz(root: Path, part: str, opts: ReadOptions, *, size: int) -> Arrays:
-    """Downsampled ImageNet: ``train_data_batch_1..10.npz`` and ``val_data.npz`` (the test split).
+    """Downsampled ImageNet of Chrabaszcz et al. (2017), image-net.org's box-resized npz batches for
+    classification: ``train_data_batch_1..10.npz`` and ``val_data.npz`` (the test split). The density-estimation
+    literature uses van den Oord's set instead (:func:`read_imagenet_oord`).
 
     Files may sit in ``root`` or in the official sub-folders ``Imagenet{size}_train_npz`` /
     ``Imagenet{size}_val_npz`` (also without ``_npz``). Labels are shifted from 1-based to 0-based.
@@ -376,6 +378,72 @@ def read_imagenet_npz(root: Path, part: str, opts: ReadOptions, *, size: int) ->
         y = labels_from_array(np.asarray(y).reshape(-1), x.shape[0], f"{f}: array 'labels'")
         parts.append((x, None if y is None else y - 1))
     return _concat(parts)
+
+
+# --------------------------------------------------------------------------------------------------
+# Downsampled ImageNet of van den Oord et al. (2016): the density-estimation benchmark
+
+
+def read_imagenet_oord(root: Path, part: str, opts: ReadOptions, *, size: int) -> Arrays:
+    """The density-estimation literature's ImageNet32/64 (van den Oord et al. 2016, "Pixel Recurrent Neural
+    Networks"; used by Glow, Flow++, VDVAE, NVAE): ``train_{size}x{size}`` and ``valid_{size}x{size}`` (the
+    test split), each a folder of RGB PNGs, the ``.tar`` of that folder as distributed (read without
+    extracting), or VDVAE's ``imagenet{size}-train.npy`` / ``imagenet{size}-valid.npy`` (uint8
+    ``[N, size, size, 3]``). PNGs are taken in file-name order. No labels.
+
+    Not the same images as :func:`read_imagenet_npz` (Chrabaszcz et al. 2017, box-resized for
+    classification): bits/dim on one do not compare with the other.
+    """
+    tag = f"{'train' if part == 'train' else 'valid'}_{size}x{size}"
+    npy_name = f"imagenet{size}-{'train' if part == 'train' else 'valid'}.npy"
+    expected = f"{tag}/*.png, {tag}.tar or {npy_name}"
+    require_dir(root, expected)
+    what = f"{root}/{tag}"
+    if (root / npy_name).is_file():
+        what = str(root / npy_name)
+        try:
+            x = nhwc_from_array(np.load(root / npy_name, allow_pickle=False, mmap_mode="r"), what)
+        except ValueError as e:
+            raise SelfVAEError(f"{what}: not a plain uint8 .npy array ({e})") from e
+    elif (root / tag).is_dir():
+        files = sorted(p for p in (root / tag).iterdir() if p.suffix.lower() == ".png")
+        if not files:
+            raise SelfVAEError(f"{root / tag}: no .png files")
+        x, _ = decode_images(files, opts)
+    elif (root / f"{tag}.tar").is_file():
+        what = str(root / f"{tag}.tar")
+        x = _pngs_in_tar(root / f"{tag}.tar", opts)
+    else:
+        raise SelfVAEError(f"{root}: missing the downsampled-ImageNet (van den Oord) files; expected {expected}")
+    if x.shape[1:] != (size, size, 3):
+        raise SelfVAEError(f"{what}: images are {x.shape[1:]} (HxWxC), expected ({size}, {size}, 3)")
+    return np.ascontiguousarray(x), None
+
+
+def _pngs_in_tar(path: Path, opts: ReadOptions) -> np.ndarray:
+    """Every ``.png`` member of a tar file, in member-name order, as one uint8 ``[N, H, W, C]`` array."""
+    import io
+
+    try:
+        with tarfile.open(path) as tar:
+            members = sorted((m for m in tar if m.isfile() and m.name.lower().endswith(".png")),
+                             key=lambda m: m.name)
+            if not members:
+                raise SelfVAEError(f"{path}: no .png members")
+            arrays = []
+            for m in members:
+                try:
+                    with Image.open(io.BytesIO(tar.extractfile(m).read())) as im:
+                        arrays.append(np.asarray(im.convert("RGB"), dtype=np.uint8))
+                except (OSError, ValueError, SyntaxError) as e:
+                    _bad_file(Path(f"{path}:{m.name}"), f"{type(e).__name__}: {e}", opts)
+    except (tarfile.TarError, EOFError, OSError) as e:
+        raise SelfVAEError(f"{path}: corrupt or truncated tar file ({e})") from e
+    if not arrays:
+        raise SelfVAEError(f"{path}: no readable images")
+    if len({a.shape for a in arrays}) > 1:
+        raise SelfVAEError(f"{path}: images differ in size")
+    return np.stack(arrays)
 
 
 # --------------------------------------------------------------------------------------------------
