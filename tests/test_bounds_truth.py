@@ -1,0 +1,137 @@
+"""The bounds against independent truth.
+
+A real :class:`SelfVAE` with one-dimensional latents (``u``, and ``z`` for K = 1) has a marginal likelihood
+that numerical integration over a fine grid computes to high accuracy from the model's own distributions:
+``log p(x) = log sum_u p(x|u) p(u) du`` (K = 0) and ``log p(x, y) = log sum_{u,z} p(y|u) p(z|y,u) p(x|y,z)
+p(u) du dz`` (K = 1). Against it, through the real ``evaluate()`` path: the ELBO is below ``log p(x)`` for
+every image, its gap equals ``KL(q || posterior)`` computed on the same grid, the IW bound approaches
+``log p(x)`` as S grows, and ``evaluate()`` takes the bound per image before averaging over images.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from conftest import TINY
+
+from selfvae.config import ModelConfig
+from selfvae.distributions import DiagonalGaussian
+from selfvae.evaluation.bounds import evaluate, log_weights
+from selfvae.models.selfvae import SelfVAE
+from selfvae.nn.layers import WNConv2d, data_dependent_init
+
+GRID = torch.linspace(-9.0, 9.0, 3001, dtype=torch.float64)  # the latents' integration grid
+STEP = float(GRID[1] - GRID[0])
+
+
+def one_d_model(transforms: str, seed: int = 0) -> SelfVAE:
+    """4x4 grey images, 1x1x1 latents, a standard normal prior; weights spread so the posterior is not flat."""
+    torch.manual_seed(seed)
+    cfg = ModelConfig(image_shape=(1, 4, 4), transforms=transforms, latent_shape=(1, 1, 1), prior="standard",
+                      n_mix=2, q_u=TINY, p_y=TINY, q_z=TINY, p_z=TINY, p_x=TINY)
+    model = SelfVAE(cfg)
+    x = torch.randint(0, 256, (32, 1, 4, 4), dtype=torch.uint8)
+    data_dependent_init(model, lambda: model.terms(x))
+    with torch.no_grad():  # sharper decoders: a posterior that is not the prior (the encoders stay near N(0, 1))
+        for net in (model.p_y, model.p_x, model.p_z):
+            for m in net.modules():
+                if isinstance(m, WNConv2d):
+                    m.g.mul_(1.5)
+    return model.double().eval()
+
+
+def images(n: int, seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    base = torch.randint(60, 200, (n, 1, 1, 1), generator=g)
+    return (base + torch.randint(-40, 40, (n, 1, 4, 4), generator=g)).clamp(0, 255).to(torch.uint8)
+
+
+def _std_normal(v: torch.Tensor) -> torch.Tensor:
+    return -0.5 * (math.log(2 * math.pi) + v**2)
+
+
+@torch.no_grad()
+def truth(model: SelfVAE, x: torch.Tensor) -> tuple[float, float]:
+    """(log p(x [, y]), ELBO) of one image by integration over the grid; ELBO = log p - KL(q || posterior)."""
+    levels = model.levels(x)
+    n = GRID.numel()
+    u = GRID.view(n, 1, 1, 1)
+    log_py_u = model.p_y_given(u).log_prob(model.target(levels[0]).expand(n, -1, -1, -1))  # [n] over u
+    q_u = model.q_u_given(levels[0])
+    log_q_u = DiagonalGaussian(q_u.mu.expand(n, -1, -1, -1), q_u.logvar.expand(n, -1, -1, -1)).log_prob(u)
+    if model.K == 0:
+        log_joint = log_py_u + _std_normal(GRID)  # log p(x, u) on the grid
+        log_p = float(torch.logsumexp(log_joint, 0) + math.log(STEP))
+        q = log_q_u.exp() * STEP
+        kl_post = float((q * (log_q_u - (log_joint - log_p))).sum())
+        return log_p, log_p - kl_post
+    # K = 1: p(x|y, z) depends on z only (y is given), p(z|y, u) on u: a 2-D grid as an outer sum
+    y_in = model.inp(levels[0]).expand(n, -1, -1, -1)
+    log_px_z = model.p_x[0](y_in, u).log_prob(model.target(levels[1]).expand(n, -1, -1, -1))  # [n] over z
+    p_z = model.p_z[0](model.p_z[0].encode_y(y_in), u)  # one Gaussian over z per grid u
+    mu, lv = p_z.mu.view(n, 1), p_z.logvar.view(n, 1)
+    log_pz_u = -0.5 * (math.log(2 * math.pi) + lv + (GRID.view(1, n) - mu) ** 2 * torch.exp(-lv))  # [u, z]
+    log_joint = (log_py_u + _std_normal(GRID)).view(n, 1) + log_pz_u + log_px_z.view(1, n)
+    log_p = float(torch.logsumexp(log_joint.flatten(), 0) + 2 * math.log(STEP))
+    q_z = model.q_z_given(0, levels[1])
+    log_q_z = -0.5 * (math.log(2 * math.pi) + q_z.logvar.view(1) + (GRID - q_z.mu.view(1)) ** 2
+                      * torch.exp(-q_z.logvar.view(1)))
+    log_q = log_q_u.view(n, 1) + log_q_z.view(1, n)
+    q = log_q.exp() * STEP**2
+    kl_post = float((q * (log_q - (log_joint - log_p))).sum())
+    return log_p, log_p - kl_post
+
+
+@pytest.mark.parametrize("transforms", ["", "downscale"])
+def test_the_grid_holds_all_the_mass(transforms):
+    """The integration is trustworthy: q(u|x) and the prior put all their mass on the grid."""
+    model = one_d_model(transforms)
+    x = images(1, 0)
+    q_u = model.q_u_given(model.levels(x)[0])
+    with torch.no_grad():
+        n = GRID.numel()
+        mass = DiagonalGaussian(q_u.mu.expand(n, -1, -1, -1), q_u.logvar.expand(n, -1, -1, -1)).log_prob(
+            GRID.view(-1, 1, 1, 1)).exp().sum() * STEP
+    assert abs(float(mass) - 1) < 1e-6
+    assert abs(float(_std_normal(GRID).exp().sum() * STEP) - 1) < 1e-6
+
+
+@pytest.mark.parametrize("transforms", ["", "downscale"])
+def test_elbo_gap_is_the_kl_to_the_posterior_and_iw_approaches_log_p(transforms):
+    model = one_d_model(transforms)
+    x = images(3, 1)
+    for i in range(3):
+        xi = x[i : i + 1]
+        log_p, elbo_true = truth(model, xi)
+        assert elbo_true < log_p - 1e-3  # q is not the posterior: a strict gap
+        torch.manual_seed(i)
+        logw, _ = log_weights(model, xi, 20000)
+        logw = logw[:, 0]
+        # the ELBO is the mean log-weight: within 4 standard errors of the integral
+        se = float(logw.std()) / math.sqrt(logw.numel())
+        assert abs(float(logw.mean()) - elbo_true) < 4 * se + 1e-6, (float(logw.mean()), elbo_true, se)
+        # the IW bound with all 20000 samples is close to log p(x); with 1 sample it is the ELBO's distance away
+        iw_big = float(torch.logsumexp(logw, 0) - math.log(logw.numel()))
+        gap = log_p - elbo_true
+        assert abs(iw_big - log_p) < 0.05 and gap > 1, (iw_big, log_p, gap)
+        # in expectation the bound grows with S towards log p(x): means over disjoint groups
+        means = [float((torch.logsumexp(logw.view(-1, s), 1) - math.log(s)).mean()) for s in (1, 10, 100, 1000)]
+        assert means[0] < means[1] < means[2] < means[3] < log_p + 0.05, (means, log_p)
+
+
+def test_evaluate_takes_the_bound_per_image_before_averaging():
+    """Two images with very different log p(x): evaluate()'s nats are the mean of the two truths; pooling the
+    weights of both images before the logmeanexp (a common bug) would give a value far from it."""
+    model = one_d_model("")
+    x = torch.cat([images(1, 2), torch.full((1, 1, 4, 4), 3, dtype=torch.uint8)])
+    truths = [truth(model, x[i : i + 1])[0] for i in range(2)]
+    assert abs(truths[0] - truths[1]) > 1  # apart, so the two orders of averaging differ
+    torch.manual_seed(0)
+    m = evaluate(model, [x], 8000, progress=False)
+    assert abs(-m["nll_iw_nats"] - sum(truths) / 2) < 0.05, (m["nll_iw_nats"], truths)
+    pooled = max(truths) + math.log((1 + math.exp(-abs(truths[0] - truths[1]))) / 2)
+    assert abs(pooled - sum(truths) / 2) > 0.15
+    assert m["bpd_iw"] == pytest.approx(m["nll_iw_nats"] / (16 * math.log(2)))
+    assert m["bpd_elbo"] == pytest.approx(m["nelbo_nats"] / (16 * math.log(2)))
