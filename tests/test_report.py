@@ -6,7 +6,6 @@ import base64
 import csv
 import io
 import re
-import time
 
 import pytest
 from PIL import Image
@@ -36,9 +35,7 @@ def decoded_images(fragment: str) -> list[Image.Image]:
 
 
 def test_report_of_a_selfvae_has_every_section_with_images(srvae_tiny, tmp_path, capsys):
-    tic = time.perf_counter()
     main(["report", str(srvae_tiny), "-o", str(tmp_path / "rep")])
-    elapsed = time.perf_counter() - tic
     assert "index.html" in capsys.readouterr().out
     page = (tmp_path / "rep" / "index.html").read_text()
     got = sections(page)
@@ -61,7 +58,6 @@ def test_report_of_a_selfvae_has_every_section_with_images(srvae_tiny, tmp_path,
     # Super-resolution rows: 8 images each, all resized to the size of x.
     sr = decoded_images(got["superres"])
     assert len({im.size for im in sr}) == 1
-    assert elapsed < 60
 
 
 def test_report_of_a_plain_vae_notes_what_does_not_apply(vae_tiny, tmp_path, copy_run):

@@ -31,8 +31,8 @@ def test_paper_row_keys_params_and_timings(srvae_tiny):
     row = paper_row(model, srvae_tiny, "cpu", repeats=(3, 1))
     assert set(row) == {"params", "gen_time_1_s", "gen_time_100_s"}  # no fid.json yet
     assert row["params"] == sum(p.numel() for p in model.parameters()) > 1000
-    assert 0 < row["gen_time_1_s"] < 5 and 0 < row["gen_time_100_s"] < 30
-    assert row["gen_time_100_s"] > row["gen_time_1_s"]
+    assert all(math.isfinite(row[k]) and row[k] > 0 for k in ("gen_time_1_s", "gen_time_100_s"))
+    # (how long generation takes is a benchmark's business: benchmarks/bench.py, not an assertion here)
 
 
 def test_paper_row_reads_fid_json(srvae_tiny, tmp_path, copy_run):
@@ -75,7 +75,8 @@ def test_cache_dir_follows_env(monkeypatch, tmp_path):
     monkeypatch.setenv("SELFVAE_CACHE", str(tmp_path))
     assert cache_dir() == tmp_path / "fid"
     monkeypatch.delenv("SELFVAE_CACHE")
-    assert cache_dir().parts[-3:] == (".cache", "selfvae", "fid")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))  # never the real home directory
+    assert cache_dir() == tmp_path / "home" / ".cache" / "selfvae" / "fid"
 
 
 def test_fid_command_with_fake_extractor(srvae_tiny, tmp_path, fake_inception, capsys, copy_run):
