@@ -23,7 +23,7 @@ def ddp_config(blob_npz, accum: int):
     cfg = tiny_config(blob_npz, "downscale", steps=STEPS)
     t = cfg.train
     t.accum_steps, t.num_threads, t.ema_decay = accum, 1, 0.9
-    t.eval_every, t.log_every, t.checkpoint_every = 1000, 1, 1000
+    t.eval_every, t.log_every, t.checkpoint_every = 1000, 1, STEPS // 2  # last.pt.prev: the weights half-way
     t.final_iw_samples, t.final_eval_limit = 2, 16
     return cfg
 
@@ -54,8 +54,11 @@ def test_two_gloo_processes_match_one_process_on_the_same_global_batch(blob_npz,
         for k, v in a[key].items():
             if v.is_floating_point():
                 torch.testing.assert_close(b[key][k], v, atol=1e-5, rtol=1e-5, msg=f"{key}.{k}")
-    changed = [k for k, v in a["model"].items() if v.is_floating_point()]
-    assert changed  # (and the weights really moved: the first step is not skipped)
+    half = load_checkpoint(out / "last.pt.prev")
+    assert half["step"] == STEPS // 2
+    moved = [k for k, v in b["model"].items() if v.is_floating_point() and not torch.equal(v, half["model"][k])]
+    weights = [k for k, v in b["model"].items() if v.is_floating_point() and k.endswith((".v", ".g", ".b"))]
+    assert set(weights) <= set(moved)  # every conv weight of the data-parallel run changed in its last steps
     recs = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in recs if r["split"] == "train"] == list(range(1, STEPS + 1))  # rank 0 only
     la = [json.loads(line)["bpd"] for line in (single / "log.jsonl").read_text().splitlines()]

@@ -59,12 +59,31 @@ def test_mog_log_prob_matches_direct_and_samples():
         ),
     )
     torch.testing.assert_close(prior.log_prob(u), mix.log_prob(u.flatten(1)))
-    s = prior.sample(5000)
-    assert s.shape == (5000, 2, 2, 2) and s.dtype == torch.float64
-    w = torch.softmax(prior.logits, 0).detach()
-    mean = (w[:, None] * prior.means).sum(0).detach()
-    torch.testing.assert_close(s.flatten(1).mean(0), mean, atol=0.1, rtol=0)
     assert prior.means.detach().std() < 0.5  # small initial spread
+    # Sampling: components far apart (means -10, 0, 10, 20 in every dimension), unequal weights and variances, so
+    # a sampler that ignored the weights, the means or the variances gives other frequencies or moments.
+    with torch.no_grad():
+        prior.means.copy_(torch.tensor([-10.0, 0.0, 10.0, 20.0], dtype=torch.float64)[:, None].expand(4, 8))
+        prior.logvars.copy_(torch.log(torch.tensor([0.25, 1.0, 0.04, 0.5], dtype=torch.float64))[:, None]
+                            .expand(4, 8))
+        prior.logits.copy_(torch.log(torch.tensor([0.1, 0.2, 0.3, 0.4], dtype=torch.float64)))
+    torch.manual_seed(1)
+    n = 20000
+    s = prior.sample(n)
+    assert s.shape == (n, 2, 2, 2) and s.dtype == torch.float64
+    first = s.flatten(1)[:, 0]
+    comp = torch.bucketize(first, torch.tensor([-5.0, 5.0, 15.0], dtype=torch.float64))  # nearest mean
+    freq = torch.bincount(comp, minlength=4).double() / n
+    se = (0.25 / n) ** 0.5
+    torch.testing.assert_close(freq, torch.tensor([0.1, 0.2, 0.3, 0.4], dtype=torch.float64), atol=5 * se, rtol=0)
+    for k, (mu, var) in enumerate([(-10.0, 0.25), (0.0, 1.0), (10.0, 0.04), (20.0, 0.5)]):
+        part = first[comp == k]
+        assert abs(float(part.mean()) - mu) < 5 * (var / len(part)) ** 0.5
+        assert abs(float(part.var()) / var - 1) < 0.1
+    # every dimension of one sample comes from the same component (a joint draw, not per dimension)
+    flat = s.flatten(1)
+    assert torch.equal(torch.bucketize(flat, torch.tensor([-5.0, 5.0, 15.0], dtype=torch.float64)),
+                       comp[:, None].expand(n, 8))
 
 
 @pytest.mark.parametrize(("shape", "num_scales"), [((2, 4, 4), 1), ((2, 4, 4), 2), ((1, 4, 4), 3), ((2, 8, 8), 3)])
