@@ -304,3 +304,53 @@ def test_gaussian_sampling_temperature_and_grad():
     assert mu.grad is not None and lv.grad is not None and torch.isfinite(lv.grad).all()
     with pytest.raises(SelfVAEError):
         DiagonalGaussian(torch.zeros(2, 3), torch.zeros(2, 4))
+
+
+def _rgb_one_component(seed: int) -> tuple[torch.Tensor, list[float], list[float]]:
+    """Params of a one-component RGB mixture at one pixel with locations away from the edges and every
+    coupling coefficient non-zero; returns (params, locations, tanh'd coefficients [R->G, R->B, G->B])."""
+    g = torch.Generator().manual_seed(seed)
+    locs = (torch.rand(3, generator=g, dtype=torch.float64) - 0.5).tolist()  # in [-0.5, 0.5]
+    raw = (torch.rand(3, generator=g, dtype=torch.float64) * 1.2 + 0.3).tolist()  # tanh in (0.29, 0.92)
+    p = torch.zeros(1, DiscretizedLogisticMixture.n_params(3, 1), 1, 1, dtype=torch.float64)
+    p[0, 1:4, 0, 0] = torch.tensor(locs, dtype=torch.float64)
+    p[0, 4:7, 0, 0] = -3.0  # log-scales
+    p[0, 7:10, 0, 0] = torch.tensor(raw, dtype=torch.float64)
+    return p, locs, [math.tanh(v) for v in raw]
+
+
+def test_dlm_rgb_mode_couples_every_channel_by_hand():
+    p, (lr, lg, lb), (a, b, c) = _rgb_one_component(3)
+
+    def grid(v: float) -> float:  # [-1, 1] -> nearest of the 256 levels, back in [-1, 1]
+        return round((min(max(v, -1.0), 1.0) + 1) * 127.5) / 127.5 - 1
+
+    r = grid(lr)
+    gg = grid(lg + a * r)
+    bb = grid(lb + b * r + c * gg)
+    got = DiscretizedLogisticMixture(p, channels=3, n_mix=1).mode().view(3)
+    torch.testing.assert_close(got, (torch.tensor([r, gg, bb], dtype=torch.float64) + 1) / 2, atol=1e-9, rtol=0)
+
+
+def test_dlm_rgb_mean_matches_the_sample_average():
+    p, _, _ = _rgb_one_component(4)
+    n = 200_000
+    torch.manual_seed(0)
+    samples = DiscretizedLogisticMixture(p.expand(n, -1, -1, -1), channels=3, n_mix=1).sample()
+    mean = DiscretizedLogisticMixture(p, channels=3, n_mix=1).mean().view(3)
+    se = samples.view(n, 3).std(0) / math.sqrt(n)
+    assert ((samples.view(n, 3).mean(0) - mean).abs() < 5 * se + 2e-3).all()  # 2e-3: the bins' rounding
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_dlm_sample_temperature_scales_the_spread(channels):
+    n_mix = 1
+    p = torch.zeros(1, DiscretizedLogisticMixture.n_params(channels, n_mix), 1, 1, dtype=torch.float64)
+    p[0, 1 + channels : 1 + 2 * channels] = -2.0  # scale 0.135 in [-1, 1] units: far from the edges
+    n = 100_000
+    d = DiscretizedLogisticMixture(p.expand(n, -1, -1, -1), channels=channels, n_mix=n_mix)
+    torch.manual_seed(0)
+    full, half = d.sample().view(n, channels)[:, 0], d.sample(0.5).view(n, channels)[:, 0]
+    want = math.exp(-2.0) * math.pi / math.sqrt(3) / 2  # logistic std, in [0, 1] units
+    assert abs(float(full.std()) / want - 1) < 0.03
+    assert abs(float(half.std()) / (want / 2) - 1) < 0.05

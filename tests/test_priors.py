@@ -43,6 +43,10 @@ def test_standard_normal():
     torch.testing.assert_close(prior.log_prob(u), ref)
     assert prior.sample(7).shape == (7, 3, 2, 2)
     assert torch.equal(prior.sample(4, temperature=0.0), torch.zeros(4, 3, 2, 2))
+    torch.manual_seed(0)
+    for temperature, s in ((None, prior.sample(20000)), (0.5, prior.sample(20000, temperature=0.5))):
+        want = 1.0 if temperature is None else temperature  # the default temperature is 1
+        assert abs(float(s.std()) / want - 1) < 0.02 and abs(float(s.mean())) < 0.02
 
 
 def test_mog_log_prob_matches_direct_and_samples():
@@ -165,3 +169,14 @@ def test_gradients_finite_and_sample_device_dtype(name):
     s = prior.double().sample(3)
     assert s.shape == (3, 2, 4, 4) and s.dtype == torch.float64
     assert "_anchor" not in prior.state_dict()
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_checkerboard_mask_pattern(reverse):
+    from selfvae.priors import _checkerboard
+
+    like = torch.zeros(1, dtype=torch.float64)
+    mask = _checkerboard(3, 4, reverse, like)
+    even = torch.tensor([[1, 0, 1, 0], [0, 1, 0, 1], [1, 0, 1, 0]], dtype=torch.float64)
+    assert mask.shape == (1, 1, 3, 4) and mask.dtype == torch.float64
+    assert torch.equal(mask[0, 0], 1 - even if reverse else even)

@@ -1,5 +1,6 @@
 """Tests for selfvae.transforms: deterministic uint8 -> uint8 transforms and chains."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -324,3 +325,93 @@ def test_transform_returning_wrong_dtype_is_caught():
 def test_bad_specs_raise(spec, pattern):
     with pytest.raises(SelfVAEError, match=pattern):
         parse_chain(spec) if "," in spec else build_transform(spec)
+
+
+def test_luma_is_the_rounded_itu_601_weighting_everywhere():
+    """Against a float64 reference over every level of each channel alone and 200k random colours: a weight
+    or the rounding off by one shows up somewhere."""
+    g = torch.Generator().manual_seed(0)
+    ramp = torch.arange(256, dtype=torch.uint8)
+    zeros = torch.zeros(256, dtype=torch.uint8)
+    cols = [torch.stack([ramp, zeros, zeros]), torch.stack([zeros, ramp, zeros]), torch.stack([zeros, zeros, ramp]),
+            torch.randint(0, 256, (3, 200_000), dtype=torch.uint8, generator=g)]
+    rgb = torch.cat(cols, 1).T.reshape(-1, 3, 1, 1).contiguous()
+    want = torch.floor((rgb.double() * torch.tensor([0.299, 0.587, 0.114], dtype=torch.float64)[:, None, None])
+                       .sum(1, keepdim=True) + 0.5 + 1e-9)
+    got = build_transform("grayscale")(rgb)
+    assert got.dtype == torch.uint8 and torch.equal(got.double(), want)
+    colours, grey = rgb[768:768 + 64, :, 0, 0].T.reshape(1, 3, 8, 8), got[768:768 + 64, 0, 0, 0].reshape(1, 1, 8, 8)
+    assert torch.equal(build_transform("sketch")(colours), build_transform("sketch")(grey))  # the same luma
+
+
+@pytest.mark.parametrize("bad", ["", "a b", "a,b", "a:b", "tab\there", "new\nline"])
+def test_transform_names_must_be_plain(bad):
+    with pytest.raises(SelfVAEError, match=r"transform name .*must be non-empty without"):
+        register_transform(bad)
+    assert bad not in TRANSFORMS
+
+
+def test_registered_class_without_a_name_takes_the_registered_one_and_factories_are_kept():
+    try:
+        @register_transform("tmp-named")
+        class Named(Transform):
+            name = "its-own"
+
+            def out_shape(self, shape):
+                return tuple(shape)
+
+            def _apply(self, x):
+                return x
+
+        assert Named.name == "its-own" and TRANSFORMS["tmp-named"] is Named
+
+        def factory():  # a plain function is registered as it is
+            return Named()
+
+        assert register_transform("tmp-factory")(factory) is factory and not hasattr(factory, "name")
+        assert TRANSFORMS["tmp-factory"] is factory
+        register_transform("tmp-factory", overwrite=True)(Downscale)  # overwrite replaces
+        assert TRANSFORMS["tmp-factory"] is Downscale and Downscale.name == "downscale"
+    finally:
+        TRANSFORMS.pop("tmp-named", None)
+        TRANSFORMS.pop("tmp-factory", None)
+
+
+def test_pencil_sketch_passes_its_parameters_to_opencv():
+    import cv2
+
+    rows, cols = torch.meshgrid(torch.arange(64.0), torch.arange(64.0), indexing="ij")
+    pattern = 128 + 100 * torch.sin(rows / 5) * torch.cos(cols / 7) + 20 * (((rows - 32) ** 2 + (cols - 20) ** 2) < 150)
+    x = torch.stack([pattern, pattern.flip(0), 255 - pattern]).clamp(0, 255).round().to(torch.uint8)[None]
+    bgr = np.ascontiguousarray(x[0].flip(0).permute(1, 2, 0).numpy())
+    for spec, params in (("pencil-sketch", (60, 0.07, 0.02)), ("pencil-sketch:20:0.3:0.08", (20, 0.3, 0.08))):
+        gray, _ = cv2.pencilSketch(bgr, sigma_s=params[0], sigma_r=params[1], shade_factor=params[2])
+        assert torch.equal(build_transform(spec)(x)[0, 0], torch.from_numpy(gray)), spec
+    default = build_transform("pencil-sketch")  # OpenCV's own defaults, and the spec says so
+    assert (default.sigma_s, default.sigma_r, default.shade_factor) == (60.0, 0.07, 0.02)
+    assert default.spec == "pencil-sketch"
+
+
+@pytest.mark.parametrize(("kwargs", "ok"), [
+    ({"sigma_s": 0.5}, True), ({"sigma_s": 200.0}, True), ({"sigma_r": 1.0}, True), ({"shade_factor": 0.1}, True),
+    ({"sigma_s": 0.0}, False), ({"sigma_s": 200.5}, False), ({"sigma_r": 0.0}, False), ({"sigma_r": 1.01}, False),
+    ({"shade_factor": 0.0}, False), ({"shade_factor": 0.11}, False), ({"shade_factor": 0.5}, False),
+    ({"sigma_s": True}, False), ({"sigma_r": "0.1"}, False),
+])
+def test_pencil_sketch_parameter_ranges(kwargs, ok):
+    from selfvae.transforms import PencilSketch
+
+    if ok:
+        t = PencilSketch(**kwargs)
+        assert getattr(t, next(iter(kwargs))) == next(iter(kwargs.values()))
+    else:
+        with pytest.raises(SelfVAEError, match=next(iter(kwargs))):
+            PencilSketch(**kwargs)
+
+
+def test_pencil_sketch_without_opencv_says_how_to_install(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "cv2", None)  # import cv2 now raises ImportError
+    with pytest.raises(SelfVAEError, match="pip install opencv-python-headless"):
+        build_transform("pencil-sketch")(_random_batch(1, 3, 8, 8, seed=1))
