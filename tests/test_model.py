@@ -165,3 +165,29 @@ def test_modes_match_the_papers_list():
 def test_inputs_are_scaled_symmetrically():
     x = torch.tensor([0, 255], dtype=torch.uint8)
     assert to_input(x).tolist() == [-1.0, 1.0] and to_target(x).tolist() == [0.0, 1.0]
+
+
+def test_latents_with_fewer_channels_than_pixels_and_level_names(rand_images):
+    """Latents of shape (2, 4, 4) (channels != side, unlike the presets) flow through every network; evaluate()
+    names the terms y1 (coarsest), y2, x and kl_z1, kl_z2."""
+    from selfvae.evaluation.bounds import evaluate
+
+    cfg = tiny_config(None, "downscale,downscale").model
+    cfg.latent_shape = (2, 4, 4)
+    torch.manual_seed(0)
+    model = SelfVAE(cfg)
+    x = rand_images(4)
+    data_dependent_init(model, lambda: model.terms(x))
+    m = evaluate(model, [x], 2, progress=False)
+    assert [k for k in m if k.startswith(("re_", "kl_"))] == ["kl_u", "re_y1", "re_y2", "re_x", "kl_z1", "kl_z2"]
+    assert m["re_y1"] < m["re_y2"] < m["re_x"]  # 4x4, 8x8 and 16x16 pixels to score
+
+
+@pytest.mark.parametrize(("image", "latent", "what"), [((1, 16, 16), (4, 3, 3), "image"),
+                                                         ((1, 12, 12), (4, 4, 4), "image")])
+def test_latent_grid_must_divide_the_image_by_a_power_of_two(image, latent, what):
+    cfg = tiny_config(None, "").model
+    cfg.image_shape, cfg.latent_shape = image, latent
+    with pytest.raises(SelfVAEError) as e:
+        SelfVAE(cfg)
+    assert f"{what} has shape {image}: the latent grid {latent[1:]} must divide it by a power of two" in str(e.value)

@@ -180,3 +180,62 @@ def test_checkerboard_mask_pattern(reverse):
     even = torch.tensor([[1, 0, 1, 0], [0, 1, 0, 1], [1, 0, 1, 0]], dtype=torch.float64)
     assert mask.shape == (1, 1, 3, 4) and mask.dtype == torch.float64
     assert torch.equal(mask[0, 0], 1 - even if reverse else even)
+
+
+def _scales(flow: RealNVP) -> list:
+    out, s = [], flow.flow
+    while True:
+        out.append(s)
+        if s.is_last:
+            return out
+        s = s.next
+
+
+def test_realnvp_architecture_is_pinned():
+    """The multi-scale structure of the class docstring (Dinh et al. 2017): per scale 3 alternating checkerboard
+    couplings, then 3 alternating channel-wise couplings on the squeezed 4C channels with 2x the width; the next
+    scale has 2C channels and 2x the width; the last has 4 checkerboard couplings. A flow with other counts, masks
+    or widths is still invertible, so the round-trip tests alone would not notice."""
+    flow = RealNVP((2, 8, 8), mid_channels=8, num_blocks=2, num_scales=3)
+    scales = _scales(flow)
+    assert [s.is_last for s in scales] == [False, False, True] and flow.num_scales == 3
+    for i, s in enumerate(scales):
+        c, mid = 2 * 2**i, 8 * 2**i
+        ins = list(s.in_couplings)
+        assert [(m.checkerboard, m.reverse_mask) for m in ins] == [(True, bool(k % 2)) for k in range(len(ins))]
+        assert len(ins) == (4 if s.is_last else 3)
+        for m in ins:
+            assert m.net.inp.in_channels == c + 1 and m.net.inp.out_channels == mid and len(m.net.blocks) == 2
+            assert m.net.out.out_channels == 2 * c and m.scale.shape == (1, c, 1, 1)
+        if not s.is_last:
+            outs = list(s.out_couplings)
+            assert [(m.checkerboard, m.reverse_mask) for m in outs] == [(False, False), (False, True), (False, False)]
+            for m in outs:
+                assert m.net.inp.in_channels == 2 * c and m.net.inp.out_channels == 2 * mid
+                assert m.net.out.out_channels == 2 * 2 * c and m.scale.shape == (1, 2 * c, 1, 1)
+    default = RealNVP((2, 4, 4))  # defaults: mid 64, 5 residual blocks, 2 scales
+    first = default.flow.in_couplings[0].net
+    assert first.inp.out_channels == 64 and len(first.blocks) == 5 and len(_scales(default)) == 2
+
+
+def test_realnvp_on_non_square_latents_and_its_errors():
+    torch.manual_seed(0)
+    flow = RealNVP((2, 4, 8), mid_channels=8, num_blocks=1, num_scales=2).double()
+    _randomise(flow)
+    u = torch.randn(3, 2, 4, 8, dtype=torch.float64)
+    v, logdet = flow(u)
+    torch.testing.assert_close(flow.inverse(v), u)
+    jac = torch.autograd.functional.jacobian(lambda a: flow(a.view(1, 2, 4, 8))[0].flatten(), u[0].flatten())
+    torch.testing.assert_close(logdet[0], torch.linalg.slogdet(jac)[1])
+    with pytest.raises(SelfVAEError, match="num_scales: must be >= 1, got 0"):
+        RealNVP((2, 4, 4), num_scales=0)
+    for shape in ((2, 4, 6), (2, 6, 4)):  # either side not divisible by 2**(num_scales - 1) = 4
+        with pytest.raises(SelfVAEError, match=r"H and W must be divisible by 2\*\*\(num_scales-1\) = 4"):
+            RealNVP(shape, num_scales=3)
+
+
+def test_realnvp_samples_follow_the_temperature():
+    flow = RealNVP((2, 4, 4), mid_channels=8, num_blocks=1)  # identity at initialisation: samples are N(0, T^2)
+    torch.manual_seed(0)
+    for temperature, s in ((1.0, flow.sample(5000)), (0.5, flow.sample(5000, temperature=0.5))):
+        assert abs(float(s.std()) / temperature - 1) < 0.03
