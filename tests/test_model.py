@@ -191,3 +191,15 @@ def test_latent_grid_must_divide_the_image_by_a_power_of_two(image, latent, what
     with pytest.raises(SelfVAEError) as e:
         SelfVAE(cfg)
     assert f"{what} has shape {image}: the latent grid {latent[1:]} must divide it by a power of two" in str(e.value)
+
+
+def test_uint8_conversions_round_trip_the_grid():
+    """to_uint8 rounds [0, 1] to the nearest of the 256 levels and clamps; to_target / to_input invert it."""
+    from selfvae.models.selfvae import to_uint8
+
+    levels = torch.arange(256, dtype=torch.uint8)
+    assert torch.equal(to_uint8(to_target(levels)), levels)
+    assert torch.equal(to_uint8(torch.tensor([-0.3, 0.0, 0.4 / 255, 0.6 / 255, 1.0, 1.7])),
+                       torch.tensor([0, 0, 0, 1, 255, 255], dtype=torch.uint8))
+    torch.testing.assert_close(to_input(levels)[[0, 255]], torch.tensor([-1.0, 1.0]))
+    torch.testing.assert_close(to_target(levels)[[0, 51, 255]], torch.tensor([0.0, 0.2, 1.0]))
