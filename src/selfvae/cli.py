@@ -192,7 +192,7 @@ def _pick_images(cfg, args, n: int) -> torch.Tensor:
 
 def cmd_reconstruct(args: argparse.Namespace) -> None:
     from selfvae.models.loading import load_run
-    from selfvae.models.ops import canonical_mode, mode_label, modes, reconstruct
+    from selfvae.models.ops import canonical_mode, level_columns, mode_columns, modes
     from selfvae.viz import save_columns
 
     device = _device(args.device)
@@ -200,11 +200,7 @@ def cmd_reconstruct(args: argparse.Namespace) -> None:
     chosen = modes(model) if args.mode == "all" else [canonical_mode(model, args.mode)]
     x = _pick_images(cfg, args, args.n).to(device)
     torch.manual_seed(args.seed)
-    levels = model.levels(x)
-    columns = [("x", x)] + [(f"y{k + 1} = d(x)\n{tuple(y.shape[2:])}", y) for k, y in enumerate(levels[:-1])]
-    for m in chosen:
-        columns.append((mode_label(model, m).replace(": ", "\n", 1),
-                        reconstruct(model, x, m, args.temperature, decode=args.decode)[-1]))
+    columns = level_columns(model, x) + mode_columns(model, x, chosen, args.temperature, args.decode)
     out = Path(args.output)
     save_columns(columns, out, scale=args.scale)
     print(f"wrote {out} (columns: x, {', '.join(f'y{k + 1}' for k in range(model.K))}{', ' if model.K else ''}"

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from selfvae.config import Config
+from selfvae.data.formats import IMAGE_EXTENSIONS
 from selfvae.errors import SelfVAEError
 from selfvae.models.selfvae import SelfVAE
 
@@ -101,22 +102,19 @@ class DemoModel:
     @torch.no_grad()
     def image(self, path: str | None, seed: float) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
         """What the model sees (x and each y_k), super-resolution samples from y_K, every reconstruction mode."""
-        from selfvae.models.ops import mode_label, modes, reconstruct, super_resolve
+        from selfvae.models.ops import level_columns, mode_columns, super_resolve
 
         x = self._read(path)
-        levels = self.model.levels(x)
-        seen = [("x", x)] + [(f"y{k + 1} = d(x)\n{tuple(y.shape[2:])}", y) for k, y in enumerate(levels[:-1])]
+        seen = level_columns(self.model, x)
         torch.manual_seed(int(seed))
         superres = None
         if self.model.K:
-            y = levels[-2]
+            y = seen[-1][1]
             cols = [(f"given y{self.model.K}", y)]
             cols += [(f"sample {i + 1}", super_resolve(self.model, y)[-1]) for i in range(4)]
             superres = self._columns(cols + [("original x", x)])
         torch.manual_seed(int(seed))
-        recs = [(mode_label(self.model, m).replace(": ", "\n", 1), reconstruct(self.model, x, m)[-1])
-                for m in modes(self.model)]
-        return self._columns(seen), superres, self._columns([("x", x), *recs])
+        return self._columns(seen), superres, self._columns([("x", x), *mode_columns(self.model, x)])
 
     @torch.no_grad()
     def samples(self, seed: float, temperature: float, n: float = 8) -> np.ndarray:
@@ -149,7 +147,7 @@ def build_demo(dm: DemoModel):  # noqa: ANN201 - a gradio Blocks
     """The page: three tabs over :class:`DemoModel`."""
     import gradio as gr
 
-    image_types = [".png", ".jpg", ".jpeg", ".pgm", ".ppm", ".bmp", ".webp", ".gif", ".tif", ".tiff"]
+    image_types = sorted(IMAGE_EXTENSIONS)  # what the data loaders read
     with gr.Blocks(title=f"selfvae demo: {Path(dm.name).name}", analytics_enabled=False) as demo:
         gr.Markdown("# selfvae demo\n" + dm.describe())
         with gr.Tab("Your image"):

@@ -151,6 +151,22 @@ def reconstruct(
 
 
 @torch.no_grad()
+def level_columns(model: SelfVAE, x: Tensor) -> list[tuple[str, Tensor]]:
+    """``x`` and each ``y_k = d(x)`` as labelled picture columns (``y_k`` labels carry their size)."""
+    ys = model.levels(x)[:-1]
+    return [("x", x)] + [(f"y{k + 1} = d(x)\n{tuple(y.shape[2:])}", y) for k, y in enumerate(ys)]
+
+
+@torch.no_grad()
+def mode_columns(
+    model: SelfVAE, x: Tensor, names: list[str] | None = None, temperature: float = 1.0, decode: str = "sample"
+) -> list[tuple[str, Tensor]]:
+    """The reconstruction of ``x`` in each mode of ``names`` (default: all) as labelled picture columns."""
+    return [(mode_label(model, m).replace(": ", "\n", 1), reconstruct(model, x, m, temperature, decode)[-1])
+            for m in (names or modes(model))]
+
+
+@torch.no_grad()
 def super_resolve(
     model: SelfVAE, y: Tensor, temperature: float = 1.0, decode: str = "sample"
 ) -> list[Tensor]:
