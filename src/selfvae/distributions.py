@@ -156,6 +156,49 @@ class DiscretizedLogisticMixture:
         """``log p(x)`` in nats, ``[B]``, for ``x`` float ``[B, C, H, W]`` on the grid k/255 in [0, 1]."""
         return self.log_prob_per_dim(x).flatten(1).sum(dim=1)
 
+    # ------------------------------------------------------------------ coding
+    def bin_probs(self, channel: int, x: Tensor | None = None) -> Tensor:
+        """Probabilities ``[B, H, W, 256]`` of the 256 values of ``channel`` given the earlier channels of ``x``.
+
+        This is the distribution an entropy coder needs, one 256-way categorical per sub-pixel in decoding order
+        (R, then G given R, then B given R and G): ``p(x_c | x_<c) = sum_k w_k p_k(x_c | x_<c)`` with the
+        component weights ``w_k`` proportional to ``pi_k prod_{c' < c} p_k(x_c' | x_<c')`` (only the RGB
+        coupling makes ``p_k(x_c | x_<c)`` depend on earlier channels). Bin probabilities are exact differences
+        of the logistic CDF at the bin edges (no density approximation), with the edge bins open-ended as in
+        :meth:`log_prob`; they sum to 1. ``x`` (float in [0, 1] on the grid k/255) is needed for ``channel > 0``.
+        """
+        if not 0 <= channel < self.channels:
+            raise SelfVAEError(f"DiscretizedLogisticMixture.bin_probs: channel {channel} not in 0..{self.channels - 1}")
+        if channel > 0 and x is None:
+            raise SelfVAEError("DiscretizedLogisticMixture.bin_probs: channels after the first need x")
+        log_w = torch.log_softmax(self.logits, dim=1)  # [B, M, H, W]
+        locs = self.locs
+        if channel > 0:
+            assert x is not None
+            self._check_x(x)
+            x_pm1 = x.to(self.params.dtype) * 2.0 - 1.0
+            locs = self._coupled_locs(x_pm1)
+            for c in range(channel):  # weight components by how well they explain the earlier channels
+                log_w = log_w + self._log_bin_mass(locs[:, c], self.log_scales[:, c], x_pm1[:, c : c + 1])
+        b, m, h, w = log_w.shape
+        last = lambda t: t.permute(0, 2, 3, 1).reshape(b * h * w, m, 1)  # noqa: E731  [P, M, 1]
+        inv_s = last(torch.exp(-self.log_scales[:, channel]))
+        edges = torch.arange(1, 256, dtype=self.params.dtype, device=self.params.device) * (2.0 / 255.0) - 1.0
+        cdf = torch.sigmoid_(torch.addcmul(-last(locs[:, channel]) * inv_s, edges, inv_s))  # [P, M, 255]
+        mix = torch.bmm(torch.softmax(log_w, dim=1).permute(0, 2, 3, 1).reshape(b * h * w, 1, m), cdf)[:, 0]
+        probs = torch.diff(mix, dim=1, prepend=mix.new_zeros(b * h * w, 1), append=mix.new_ones(b * h * w, 1))
+        return probs.clamp(min=0.0).view(b, h, w, 256)
+
+    @staticmethod
+    def _log_bin_mass(loc: Tensor, log_scale: Tensor, x_pm1: Tensor) -> Tensor:
+        """``log P_k(bin of x)`` per component ``[B, M, H, W]``: the exact logistic mass of x's bin."""
+        centered = x_pm1 - loc
+        inv_s = torch.exp(-log_scale)
+        upper = torch.where(x_pm1 > 0.999, torch.full_like(centered, math.inf), inv_s * (centered + _BIN_HALF_WIDTH))
+        lower = torch.where(x_pm1 < -0.999, torch.full_like(centered, -math.inf), inv_s * (centered - _BIN_HALF_WIDTH))
+        mass = torch.sigmoid(upper) - torch.sigmoid(lower)
+        return torch.log(mass.clamp(min=1e-30))
+
     # ------------------------------------------------------------------ sampling / summaries
     def _pick(self, t: Tensor, onehot: Tensor) -> Tensor:
         """Select the chosen component: ``t`` ``[B, M, H, W]`` (or ``[B, C, M, H, W]``) -> drop the M axis."""

@@ -215,8 +215,8 @@ class _Coupling(nn.Module):
             s, t = self.net(torch.cat([x_b, b.expand(x.shape[0], 1, -1, -1)], dim=1))
             s = self.scale * torch.tanh(s) * (1 - b)
             t = t * (1 - b)
-            if inverse:
-                return x * torch.exp(-s) - t, logdet
+            if inverse:  # the log-det of the forward map at the output, so an inverse pass can report it too
+                return x * torch.exp(-s) - t, logdet - s.flatten(1).sum(dim=1)
             return (x + t) * torch.exp(s), logdet + s.flatten(1).sum(dim=1)
         half = x.shape[1] // 2
         if self.reverse_mask:
@@ -227,6 +227,7 @@ class _Coupling(nn.Module):
         s = self.scale * torch.tanh(s)
         if inverse:
             x_change = x_change * torch.exp(-s) - t
+            logdet = logdet - s.flatten(1).sum(dim=1)
         else:
             x_change = (x_change + t) * torch.exp(s)
             logdet = logdet + s.flatten(1).sum(dim=1)
@@ -321,9 +322,13 @@ class RealNVP(Prior):
 
     def inverse(self, v: Tensor) -> Tensor:
         """Base -> data: ``u = f^{-1}(v)``."""
+        return self.inverse_and_logdet(v)[0]
+
+    def inverse_and_logdet(self, v: Tensor) -> tuple[Tensor, Tensor]:
+        """Base -> data: ``u = f^{-1}(v)`` and ``log|det df/du|`` at that ``u`` (``[B]``, as :meth:`forward` gives)."""
         logdet = torch.zeros(v.shape[0], device=v.device, dtype=v.dtype)
-        u, _ = self.flow(v, logdet, inverse=True)
-        return u
+        u, neg_logdet = self.flow(v, logdet, inverse=True)
+        return u, -neg_logdet
 
     def log_prob(self, u: Tensor) -> Tensor:
         v, logdet = self.forward(u)

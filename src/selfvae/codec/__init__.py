@@ -1,0 +1,290 @@
+"""Lossless and progressive image compression with a trained selfVAE: bits-back coding with ANS.
+
+``compress(model, images)`` codes any number of images into one file; ``decompress(model, data)`` gives
+them back bit-exactly, and ``on_level`` sees ``y_1, ..., x`` as each becomes known (a prefix of the file
+decodes the coarse levels first). The coding itself is in :mod:`selfvae.codec.bitsback`, the format in
+:mod:`selfvae.codec.container` (and ``docs/CODEC.md``), determinism in :mod:`selfvae.codec.compute`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import zlib
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from selfvae.codec.ans import Stack
+from selfvae.codec.bitsback import BitsBackCoder, CodingParams, InitialBitsTooFew
+from selfvae.codec.compute import ChunkRunner, coding_mode, digest
+from selfvae.codec.container import CodecError, Container, header_bytes
+from selfvae.codec.images import InputImage, from_tiles, to_tiles
+from selfvae.models.selfvae import SelfVAE
+
+__all__ = ["CodingParams", "CodecError", "CompressReport", "compress", "decompress", "model_id", "InputImage"]
+
+_SEED = 0x5E1F  # initial bits are pseudo-random words from this seed (files are reproducible)
+
+
+def model_id(model: SelfVAE) -> str:
+    """Hex SHA-256 (first 16 bytes) of the model's config and every weight: which model a file needs."""
+    h = hashlib.sha256(json.dumps(asdict(model.cfg), sort_keys=True, default=str).encode())
+    for name, t in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:32]
+
+
+def probe(coder: BitsBackCoder) -> str:
+    """Hash of what this machine computes for the model on a fixed input (posterior, likelihood table, prior):
+    two machines that agree on it decode each other's files."""
+    shape = coder.m.shapes[-1]
+    x = torch.from_numpy(np.random.default_rng(1234).integers(0, 256, (1, *shape), dtype=np.uint8))
+    level = coder.m.levels(x)[0]
+    mu, std = coder.q(0, level)
+    u = coder._value(coder.grid.index(mu))
+    params = coder._dlm_params(0, u, None)
+    parts = [mu, std, coder._channel_probs(0, params, level, 0)]
+    if hasattr(coder.m.p_u, "inverse_and_logdet"):
+        parts += list(coder._flow_inverse(u))
+    return digest(parts).hex()
+
+
+@dataclass
+class CompressReport:
+    """What a file spends, in bytes per part and in bits per dimension of the images given."""
+
+    n_images: int
+    dims: int  # sum over images of H * W * C as given (784 per MNIST digit)
+    file_bytes: int
+    header_bytes: int
+    initial_bytes: int  # initial bits left on the stack (the first image's cost of having nothing to borrow)
+    parts_bytes: dict[str, float] = field(default_factory=dict)
+    ideal_bits: float = 0.0  # sum of -log2 of the coded probabilities (pushes minus pops)
+
+    @property
+    def bits_per_dim(self) -> float:
+        return 8 * self.file_bytes / self.dims
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["bits_per_dim"] = self.bits_per_dim
+        return d
+
+
+def compress(
+    model: SelfVAE,
+    images: list[InputImage],
+    params: CodingParams | None = None,
+    group: int = 64,
+    threads: int = 1,
+    progress: bool = False,
+) -> tuple[bytes, CompressReport]:
+    """Code ``images`` into one file's bytes; the report splits the size into parts."""
+    params = params or CodingParams()
+    shape = model.shapes[-1]
+    tiles = [to_tiles(im.pixels, shape, im.name) for im in images]
+    all_tiles = torch.from_numpy(np.concatenate(tiles))
+    runner = ChunkRunner(params.chunk, threads)
+    parts: dict[str, float] = defaultdict(float)
+    try:
+        with coding_mode(model):
+            coder = BitsBackCoder(model, params, runner)
+            bar = tqdm(total=len(all_tiles), desc="compress", unit="img", disable=not progress)
+            stack, n_seed, sizes = _encode_all(coder, all_tiles, group, parts, bar.update)
+            bar.close()
+            header = {
+                "model": model_id(model), "probe": probe(coder), "params": asdict(params), "group": group,
+                "tile": list(shape), "payload_words": stack.num_words(), "n_seed": n_seed, "groups": sizes,
+                "images": [[int(s) for s in im.pixels.shape] for im in images],
+                "names": _pack_names([im.name for im in images]),
+                "crc": zlib.crc32(np.ascontiguousarray(all_tiles.numpy()).tobytes()),
+            }
+    finally:
+        runner.close()
+    data = Container(header, stack.words()).to_bytes()
+    payload_bits = 32 * stack.num_words()
+    coded_bits = sum(parts.values())
+    initial = max(payload_bits - coded_bits, 0.0)
+    report = CompressReport(
+        n_images=len(images), dims=sum(int(np.prod(im.pixels.shape)) for im in images), file_bytes=len(data),
+        header_bytes=header_bytes(header), initial_bytes=initial / 8,
+        parts_bytes={k: v / 8 for k, v in parts.items()}, ideal_bits=stack.ideal_bits,
+    )
+    return data, report
+
+
+def _encode_all(
+    coder: BitsBackCoder, tiles: torch.Tensor, group: int, parts: dict[str, float], done: Callable[[int], None]
+) -> tuple[Stack, int, list[int]]:
+    """Encode every tile, last first, in groups; returns the stack, the initial words and the group sizes in
+    decoding order.
+
+    A group's first pop needs about its posteriors' discretised entropy in bits, several times what an image
+    adds to the stack, so the groups grow as the stack does: the first group the encoder codes is the last
+    tile alone (its initial bits are the file's only overhead), and each next group is as large as the stack
+    can fund (a power of two up to ``group``).
+    """
+    n = len(tiles)
+    last = tiles[n - 1 : n]
+    n_seed = coder.initial_words(last)
+    rng = np.random.default_rng(_SEED)
+    while True:  # the first group, with just enough initial bits
+        stack = Stack(rng.integers(0, 2**32, n_seed, dtype=np.uint32))
+        try:
+            _encode_group(coder, stack, last, parts)
+            break
+        except InitialBitsTooFew:
+            parts.clear()
+            n_seed = int(n_seed * 1.25) + 4
+    done(1)
+    sizes, end = [1], n - 1
+    while end > 0:
+        size = min(group, end)
+        while True:
+            x = tiles[end - size : end]
+            if size == 1 or 32 * coder.initial_words(x) * 1.2 < stack.num_bits():
+                snapshot, saved = stack.clone(), dict(parts)
+                try:
+                    _encode_group(coder, stack, x, parts)
+                    break
+                except InitialBitsTooFew:
+                    if size == 1:
+                        raise CodecError("the stack ran out of bits for one image's posterior; "
+                                         "compress with a coarser --precision") from None
+                    stack, parts_ = snapshot, saved
+                    parts.clear()
+                    parts.update(parts_)
+            size //= 2
+        sizes.append(size)
+        end -= size
+        done(size)
+    return stack, n_seed, sizes[::-1]
+
+
+def _encode_group(coder: BitsBackCoder, stack: Stack, x: torch.Tensor, parts: dict[str, float]) -> None:
+    last = [stack.num_bits()]
+
+    def hook(part: str) -> None:
+        parts[part] += stack.num_bits() - last[0]
+        last[0] = stack.num_bits()
+
+    coder.encode(stack, x, hook)
+
+
+def _pack_names(names: list[str]) -> dict:
+    """Names as a pattern when they are ``prefix0..prefixN`` (npz inputs), else as a list."""
+    if len(names) > 1 and "_" in names[0]:
+        stem = names[0].rsplit("_", 1)[0]
+        width = len(names[0]) - len(stem) - 1
+        if all(n == f"{stem}_{i:0{width}d}" for i, n in enumerate(names)):
+            return {"stem": stem, "width": width}
+    return {"list": names}
+
+
+def _unpack_names(packed: dict, n: int) -> list[str]:
+    if "list" in packed:
+        return list(packed["list"])
+    return [f"{packed['stem']}_{i:0{packed['width']}d}" for i in range(n)]
+
+
+@dataclass
+class Decoded:
+    names: list[str]
+    images: list[np.ndarray]  # uint8 [H, W, C] as given to compress
+    stages: list[tuple[str, int, np.ndarray]]  # (level name, bytes of the file read so far, uint8 tiles)
+
+
+def decompress(
+    model: SelfVAE,
+    data: bytes,
+    name: str = "input",
+    threads: int = 1,
+    progress: bool = False,
+    on_level: Callable[[str, int, torch.Tensor], None] | None = None,
+    prefix: bool = False,
+) -> Decoded:
+    """Decode a file's images. ``on_level(level, bytes_read, tiles)`` sees each level of the first group as it
+    becomes known. With ``prefix=True`` ``data`` may be a truncated file: what its words determine is decoded
+    (use ``on_level``; later levels are garbage and no checksum can be checked)."""
+    if prefix:
+        header, words = Container.prefix_words(data, name)
+    else:
+        c = Container.from_bytes(data, name)
+        header, words = c.header, c.words
+    if header["model"] != model_id(model):
+        raise CodecError(f"{name}: was written with another model (id {header['model']}, this one is "
+                         f"{model_id(model)}); decompress it with the model that compressed it")
+    params = CodingParams(**header["params"])
+    shapes = [tuple(s) for s in header["images"]]
+    tile = tuple(header["tile"])
+    n_tiles = [len(to_tiles(np.zeros(s, np.uint8), tile, "")) for s in shapes]
+    sizes = header["groups"]
+    if sum(sizes) != sum(n_tiles):
+        raise CodecError(f"{name}: the header's groups hold {sum(sizes)} tiles, its images {sum(n_tiles)}")
+    groups = [range(a, a + k) for a, k in zip(np.cumsum([0, *sizes[:-1]]).tolist(), sizes, strict=True)]
+    runner = ChunkRunner(params.chunk, threads)
+    stages: list[tuple[str, int, np.ndarray]] = []
+    total_bytes = len(data)
+    try:
+        with coding_mode(model):
+            coder = BitsBackCoder(model, params, runner)
+            if probe(coder) != header["probe"]:
+                raise CodecError(
+                    f"{name}: this machine computes the model differently from the one that wrote the file "
+                    f"(probe {probe(coder)} != {header['probe']}: another CPU type or PyTorch build); decode it "
+                    f"on a machine like the writer's, with torch {torch.__version__} there or the writer's version")
+            stack = Stack(words)
+            n_words = len(words)
+            low = [n_words]
+            head = total_bytes - 4 * n_words - (0 if prefix else 4)
+
+            def seen(i: int, level: torch.Tensor) -> None:
+                low[0] = min(low[0], stack.num_words())
+                read = head + 4 * (n_words - low[0] + 2)  # +2: the ANS head's words
+                stages.append((coder.level_name(i), min(read, total_bytes), level.numpy().copy()))
+                if on_level:
+                    on_level(coder.level_name(i), min(read, total_bytes), level)
+
+            bar = tqdm(total=len(groups[0]) if prefix else sum(len(g) for g in groups), desc="decompress",
+                       unit="img", disable=not progress)
+            out = []
+            for gi, g in enumerate(groups):
+                out.append(coder.decode(stack, len(g), seen if gi == 0 else None))
+                bar.update(len(g))
+                if prefix:
+                    break
+            bar.close()
+    finally:
+        runner.close()
+    if prefix:
+        return Decoded([], [], stages)
+    tiles = torch.cat(out).numpy()
+    if zlib.crc32(np.ascontiguousarray(tiles).tobytes()) != header["crc"]:
+        raise CodecError(f"{name}: decoded images fail their checksum: the file is damaged or this machine "
+                         f"computed a probability differently from the writer")
+    images, at = [], 0
+    for s, k in zip(shapes, n_tiles, strict=True):
+        images.append(from_tiles(tiles[at : at + k], s[0], s[1], s[2]))
+        at += k
+    return Decoded(_unpack_names(header["names"], len(shapes)), images, stages)
+
+
+def nelbo_bits(model: SelfVAE, images: list[InputImage], batch: int = 64) -> float:
+    """The model's negative ELBO (one posterior sample per tile, seeded) in bits, summed over ``images``."""
+    shape = model.shapes[-1]
+    tiles = torch.from_numpy(np.concatenate([to_tiles(im.pixels, shape, im.name) for im in images]))
+    total = 0.0
+    gen_state = torch.random.get_rng_state()
+    torch.manual_seed(0)
+    with torch.inference_mode():
+        for s in range(0, len(tiles), batch):
+            total += float(model.terms(tiles[s : s + batch]).nelbo.sum()) / math.log(2)
+    torch.random.set_rng_state(gen_state)
+    return total

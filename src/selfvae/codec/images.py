@@ -1,0 +1,137 @@
+"""Images in and out of the codec: reading files, folders and ``.npz`` arrays as they are stored, tiling
+them into the model's image shape, and putting decoded tiles back together.
+
+Lossless coding must not resize or recolour: an image no larger than the model's tile is placed in the
+centre of a black tile (as MNIST's 28x28 digits sit in the models' 32x32 frame), a larger one is cut into
+tiles (the last row and column padded with black). A grey image given to an RGB model is coded as RGB and
+written back grey; a colour image cannot be coded by a grey model and is refused.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from selfvae.data.files import MAX_PIXELS
+from selfvae.data.formats import IMAGE_EXTENSIONS
+from selfvae.errors import SelfVAEError
+
+
+@dataclass
+class InputImage:
+    name: str  # output file stem
+    pixels: np.ndarray  # uint8 [H, W, C] with C = 1 (grey) or 3 (RGB)
+
+
+def _from_pil(im: Image.Image, where: str) -> np.ndarray:
+    if im.size[0] * im.size[1] > MAX_PIXELS:
+        raise SelfVAEError(f"{where}: {im.size[0]}x{im.size[1]} pixels, more than the {MAX_PIXELS:,} this codes")
+    if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        raise SelfVAEError(f"{where}: {im.mode} image with more than 8 bits per sample; the codec codes 8-bit images")
+    if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+        rgba = np.asarray(im.convert("RGBA"))
+        if (rgba[..., 3] != 255).any():
+            raise SelfVAEError(f"{where}: has transparent pixels; the codec codes grey or RGB images only")
+    grey = im.mode in ("1", "L", "LA") or (im.mode == "P" and _palette_is_grey(im))
+    a = np.asarray(im.convert("L" if grey else "RGB"))
+    return a[..., None] if a.ndim == 2 else a
+
+
+def _palette_is_grey(im: Image.Image) -> bool:
+    rgb = np.asarray(im.convert("RGB"))
+    return bool((rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all())
+
+
+def read_file(path: Path) -> InputImage:
+    try:
+        with Image.open(path) as im:
+            return InputImage(path.stem, _from_pil(im, str(path)))
+    except (UnidentifiedImageError, OSError) as e:
+        raise SelfVAEError(f"{path}: not an image file PIL can read ({e})") from e
+
+
+def read_npz(spec: str) -> list[InputImage]:
+    """``file.npz`` (its ``x_test`` array, or its only image array) or ``file.npz:key``."""
+    path, _, key = spec.partition(".npz:")
+    path = Path(path if spec.endswith(".npz") else path + ".npz")
+    if not path.is_file():
+        raise SelfVAEError(f"{path}: no such file")
+    with np.load(path) as z:
+        arrays = {k: z[k] for k in z.files}
+    if key:
+        if key not in arrays:
+            raise SelfVAEError(f"{path}: has no array {key!r}; it has {', '.join(arrays)}")
+    else:
+        images = [k for k, a in arrays.items() if a.dtype == np.uint8 and a.ndim in (3, 4)]
+        key = "x_test" if "x_test" in images else (images[0] if len(images) == 1 else "")
+        if not key:
+            raise SelfVAEError(f"{path}: say which array to code as {path}:KEY (uint8 arrays: {', '.join(images)})")
+    a = arrays[key]
+    if a.dtype != np.uint8 or a.ndim not in (3, 4) or (a.ndim == 4 and a.shape[3] not in (1, 3)):
+        raise SelfVAEError(f"{path}:{key} is {a.dtype} {a.shape}; expected uint8 [N, H, W] or [N, H, W, 1|3]")
+    a = a[..., None] if a.ndim == 3 else a
+    width = len(str(len(a) - 1))
+    return [InputImage(f"{path.stem}_{key}_{i:0{width}d}", a[i]) for i in range(len(a))]
+
+
+def read_inputs(inputs: list[str], limit: int | None = None) -> list[InputImage]:
+    """Every image named by ``inputs`` (files, folders searched recursively in sorted order, ``.npz``)."""
+    out: list[InputImage] = []
+    for spec in inputs:
+        p = Path(spec)
+        if ".npz" in p.name and (p.suffix == ".npz" or ".npz:" in p.name):
+            out += read_npz(spec)
+        elif p.is_dir():
+            files = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS)
+            if not files:
+                raise SelfVAEError(f"{p}: no image files in this folder")
+            out += [read_file(f) for f in files]
+        elif p.is_file():
+            out.append(read_file(p))
+        else:
+            raise SelfVAEError(f"{p}: no such file or folder")
+        if limit is not None and len(out) >= limit:
+            break
+    if not out:
+        raise SelfVAEError("no images to compress")
+    return out[:limit] if limit is not None else out
+
+
+# ----- tiling ---------------------------------------------------------------------------------------------
+def tile_grid(h: int, w: int, th: int, tw: int) -> tuple[int, int, int, int]:
+    """Rows and columns of tiles for an ``h x w`` image, and the offset of a single centred tile's content."""
+    if h <= th and w <= tw:
+        return 1, 1, (th - h) // 2, (tw - w) // 2
+    return math.ceil(h / th), math.ceil(w / tw), 0, 0
+
+
+def to_tiles(pixels: np.ndarray, shape: tuple[int, int, int], where: str) -> np.ndarray:
+    """``[H, W, C]`` image -> uint8 tiles ``[t, C, th, tw]`` of the model's ``shape`` (see the module docstring)."""
+    c, th, tw = shape
+    h, w, ci = pixels.shape
+    if ci != c:
+        if ci == 1 and c == 3:
+            pixels = np.repeat(pixels, 3, axis=2)
+        else:
+            raise SelfVAEError(f"{where}: is a colour image and this model codes grey images (1 channel)")
+    rows, cols, oy, ox = tile_grid(h, w, th, tw)
+    canvas = np.zeros((rows * th, cols * tw, c), dtype=np.uint8)
+    canvas[oy : oy + h, ox : ox + w] = pixels
+    tiles = canvas.reshape(rows, th, cols, tw, c).transpose(0, 2, 4, 1, 3)
+    return np.ascontiguousarray(tiles.reshape(rows * cols, c, th, tw))
+
+
+def from_tiles(tiles: np.ndarray, h: int, w: int, channels: int) -> np.ndarray:
+    """Inverse of :func:`to_tiles`: ``[t, C, th, tw]`` -> ``[H, W, channels]``."""
+    _, c, th, tw = tiles.shape
+    rows, cols, oy, ox = tile_grid(h, w, th, tw)
+    canvas = tiles.reshape(rows, cols, c, th, tw).transpose(0, 3, 1, 4, 2).reshape(rows * th, cols * tw, c)
+    return np.ascontiguousarray(canvas[oy : oy + h, ox : ox + w, :channels])
+
+
+def save_png(pixels: np.ndarray, path: Path) -> None:
+    Image.fromarray(pixels[..., 0] if pixels.shape[2] == 1 else pixels).save(path, optimize=False)
