@@ -276,6 +276,75 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
 
 # ----- parser -------------------------------------------------------------------------------------
+def cmd_compress(args: argparse.Namespace) -> None:
+    from selfvae.codec import CodingParams, compress, nelbo_bits
+    from selfvae.codec.images import read_inputs
+    from selfvae.models.loading import load_run
+
+    _, model = load_run(args.run_dir)
+    images = read_inputs(args.inputs, args.limit)
+    given = {"precision": args.precision, "chunk": args.chunk}
+    params = CodingParams(**{k: v for k, v in given.items() if v is not None})
+    data, rep = compress(model, images, params, group=args.group, threads=args.threads, progress=not args.json,
+                         model_hint=str(Path(args.run_dir).resolve()))
+    out = Path(args.output)
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_bytes(data)
+    tmp.replace(out)
+    nelbo_bpd = nelbo_bits(model, images) / rep.dims
+    result = {**rep.to_dict(), "nelbo_bits_per_dim": nelbo_bpd, "ratio_to_nelbo": rep.bits_per_dim / nelbo_bpd,
+              "output": str(out)}
+    if args.json:
+        print(json.dumps(result))
+        return
+    print(f"{out}: {rep.n_images} images, {rep.file_bytes} bytes, {rep.bits_per_dim:.4f} bits/dim "
+          f"(per {rep.dims // rep.n_images if rep.n_images else 0} dims an image on average, every byte counted)")
+    for part, b in sorted(rep.parts_bytes.items(), key=_part_order):
+        print(f"  {part:<8} {b:10.1f} bytes")
+    print(f"  {'initial':<8} {rep.initial_bytes:10.1f} bytes (bits the first image borrows with nothing to borrow)")
+    print(f"  {'header':<8} {rep.header_bytes:10d} bytes")
+    print(f"negative ELBO of the same images: {nelbo_bpd:.4f} bits/dim; "
+          f"file / nELBO = {rep.bits_per_dim / nelbo_bpd:.4f}")
+
+
+def _part_order(item: tuple[str, float]) -> tuple[int, str]:
+    name = item[0]
+    return ({"u": 0, "x": 3}.get(name, 1 if name.startswith("y") else 2), name)
+
+
+def cmd_decompress(args: argparse.Namespace) -> None:
+    from selfvae.codec import decompress, read_model_hint
+    from selfvae.codec.container import read
+    from selfvae.codec.images import save_png
+    from selfvae.models.loading import load_run
+
+    data = read(args.file)
+    run_dir = args.model or read_model_hint(data, args.file)
+    if not Path(run_dir).is_dir():
+        raise SelfVAEError(f"{args.file}: was written with the model in {run_dir}, which is not here; "
+                           f"give it with --model RUN_DIR")
+    _, model = load_run(run_dir)
+    out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    dec = decompress(model, data, name=str(args.file), threads=args.threads, progress=True)
+    for name, pixels in zip(dec.names, dec.images, strict=True):
+        save_png(pixels, out / f"{name}.png")
+    print(f"{out}: {len(dec.images)} images")
+    if args.levels:
+        total = len(data)
+        for level, n_bytes, tiles in dec.stages:
+            path = out / f"stage_{level}.png"
+            save_png(_mosaic(tiles), path)
+            print(f"  {level:<4} known after {n_bytes} of {total} bytes ({100 * n_bytes / total:.1f}%): {path}")
+
+
+def _mosaic(tiles) -> Any:
+    """uint8 tiles ``[n, C, h, w]`` side by side as one ``[h, n*w, C]`` picture."""
+    import numpy as np
+
+    return np.concatenate(list(tiles.transpose(0, 2, 3, 1)), axis=1)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="selfvae", description="Self-supervised variational auto-encoders.")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -384,6 +453,27 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--iw-samples", type=int, default=16, help="importance samples for that evaluation")
     s.add_argument("--n-tradeoff", type=int, default=256, help="test images for the memory/quality plot")
 
+    s = run_cmd("compress", "lossless bits-back compression of images into one file", cmd_compress)
+    s.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help="image files (PNG, JPEG, PGM, ...), folders, or an .npz (its x_test, or FILE.npz:KEY)")
+    s.add_argument("-o", "--output", required=True, help="compressed file to write")
+    s.add_argument("--limit", type=int, help="compress only the first N images")
+    s.add_argument("--precision", type=int, help="latent grid 2^-P (default: CodingParams.precision); stored")
+    s.add_argument("--chunk", type=int, help="images per network call (default: CodingParams.chunk); stored")
+    s.add_argument("--group", type=int, default=64, help="images coded together at most (speed; stored)")
+    s.add_argument("--threads", type=int, default=max(1, torch.get_num_threads()),
+                   help="worker threads (never changes the file)")
+    s.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    s = sub.add_parser("decompress", help="decode a file written by `selfvae compress` to PNG files",
+                       description="decode a file written by `selfvae compress` to PNG files")
+    s.set_defaults(fn=cmd_decompress)
+    s.add_argument("file", metavar="FILE")
+    s.add_argument("-o", "--output", required=True, help="folder for the PNG files (named after the inputs)")
+    s.add_argument("--model", help="the run directory that compressed FILE (default: the one FILE names)")
+    s.add_argument("--levels", action="store_true",
+                   help="also write what each stage of the first group gives (y_1, ..., x) and the bytes it needed")
+    s.add_argument("--threads", type=int, default=max(1, torch.get_num_threads()),
+                   help="worker threads (any number decodes the same)")
     s = sub.add_parser("compare", help="several runs in one table (Markdown, CSV, HTML) and one plot",
                        description="several runs in one table (Markdown, CSV, HTML) and one plot")
     s.set_defaults(fn=cmd_compare)

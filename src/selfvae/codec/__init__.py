@@ -27,7 +27,8 @@ from selfvae.codec.container import CodecError, Container, header_bytes
 from selfvae.codec.images import InputImage, from_tiles, to_tiles
 from selfvae.models.selfvae import SelfVAE
 
-__all__ = ["CodingParams", "CodecError", "CompressReport", "compress", "decompress", "model_id", "InputImage"]
+__all__ = ["CodingParams", "CodecError", "CompressReport", "InputImage", "compress", "decompress", "model_id",
+           "nelbo_bits", "read_model_hint"]
 
 _SEED = 0x5E1F  # initial bits are pseudo-random words from this seed (files are reproducible)
 
@@ -85,6 +86,7 @@ def compress(
     group: int = 64,
     threads: int = 1,
     progress: bool = False,
+    model_hint: str = "",
 ) -> tuple[bytes, CompressReport]:
     """Code ``images`` into one file's bytes; the report splits the size into parts."""
     params = params or CodingParams()
@@ -100,7 +102,8 @@ def compress(
             stack, n_seed, sizes = _encode_all(coder, all_tiles, group, parts, bar.update)
             bar.close()
             header = {
-                "model": model_id(model), "probe": probe(coder), "params": asdict(params), "group": group,
+                "model": model_id(model), "hint": model_hint, "probe": probe(coder), "params": asdict(params),
+                "group": group,
                 "tile": list(shape), "payload_words": stack.num_words(), "n_seed": n_seed, "groups": sizes,
                 "images": [[int(s) for s in im.pixels.shape] for im in images],
                 "names": _pack_names([im.name for im in images]),
@@ -178,6 +181,14 @@ def _encode_group(coder: BitsBackCoder, stack: Stack, x: torch.Tensor, parts: di
     coder.encode(stack, x, hook)
 
 
+def read_model_hint(data: bytes, name: str) -> str:
+    """Where the model that wrote a file was (its run directory as given to compress)."""
+    header, _ = Container.parse_header(data, name)
+    if not header.get("hint"):
+        raise CodecError(f"{name}: does not say which model wrote it; give it with --model")
+    return header["hint"]
+
+
 def _pack_names(names: list[str]) -> dict:
     """Names as a pattern when they are ``prefix0..prefixN`` (npz inputs), else as a list."""
     if len(names) > 1 and "_" in names[0]:
@@ -192,6 +203,10 @@ def _unpack_names(packed: dict, n: int) -> list[str]:
     if "list" in packed:
         return list(packed["list"])
     return [f"{packed['stem']}_{i:0{packed['width']}d}" for i in range(n)]
+
+
+class _PrefixEnd(Exception):
+    """A prefix of a file holds no more words: the levels decoded so far are all it determines."""
 
 
 @dataclass
@@ -246,6 +261,8 @@ def decompress(
             head = total_bytes - 4 * n_words - (0 if prefix else 4)
 
             def seen(i: int, level: torch.Tensor) -> None:
+                if prefix and stack.num_words() < 2:  # the prefix ran out while decoding this level
+                    raise _PrefixEnd
                 low[0] = min(low[0], stack.num_words())
                 read = head + 4 * (n_words - low[0] + 2)  # +2: the ANS head's words
                 stages.append((coder.level_name(i), min(read, total_bytes), level.numpy().copy()))
@@ -256,10 +273,14 @@ def decompress(
                        unit="img", disable=not progress)
             out = []
             for gi, g in enumerate(groups):
+                if prefix:
+                    try:
+                        coder.decode(stack, len(g), seen)
+                    except (_PrefixEnd, KeyError):  # KeyError: garbage from past the prefix cannot be pushed back
+                        pass
+                    break
                 out.append(coder.decode(stack, len(g), seen if gi == 0 else None))
                 bar.update(len(g))
-                if prefix:
-                    break
             bar.close()
     finally:
         runner.close()

@@ -21,6 +21,8 @@ from scipy.special import ndtr
 _models = constriction.stream.model
 _CATEGORICAL = _models.Categorical(perfect=False)
 _MIN_STD = 1e-3  # in grid steps: a narrower Gaussian puts (almost) all its mass on one value anyway
+WINDOW = 6.0  # a tight Gaussian is coded within mean +- about this many standard deviations
+_LADDER = 2.0**0.25  # window half-widths are rounded up on this geometric ladder (a few coder calls a batch)
 
 
 def _probs(probs: np.ndarray) -> np.ndarray:
@@ -68,18 +70,29 @@ class Stack:
         return s.reshape(probs.shape[:-1])
 
     # ----- discretised Gaussians
-    def push_gaussian(self, k: np.ndarray, mean: np.ndarray, std: np.ndarray, grid: Grid) -> None:
-        """Push grid indices ``k`` under ``N(mean, std^2)`` discretised on ``grid`` (means and stds in value units)."""
-        m, s = grid.scaled(mean, std)
-        kk = np.ascontiguousarray(k, dtype=np.int32).reshape(-1)
-        self._ans.encode_reverse(kk, grid.model, m, s)
-        self.ideal_bits += grid.info(kk, m, s)
+    def push_gaussian(self, k: np.ndarray, mean: np.ndarray, std: np.ndarray, grid: Grid, tight: bool = False) -> None:
+        """Push grid indices ``k`` under ``N(mean, std^2)`` discretised on ``grid`` (means and stds in value units).
 
-    def pop_gaussian(self, mean: np.ndarray, std: np.ndarray, grid: Grid) -> np.ndarray:
-        """Pop grid indices shaped like ``mean``."""
+        ``tight=True`` codes within a window of about ``WINDOW`` standard deviations around the mean: use it
+        for every distribution the encoder *samples* from (the posteriors), because the 24-bit coder gives
+        each value of the alphabet at least ``2**-24``, and over the whole grid that leak would now and then
+        draw a latent far in the tail. Push and pop of one variable must use the same ``tight``.
+        """
         m, s = grid.scaled(mean, std)
-        kk = np.asarray(self._ans.decode(grid.model, m, s), dtype=np.int64)
-        self.ideal_bits -= grid.info(kk, m, s)
+        kk = np.ascontiguousarray(k, dtype=np.int64).reshape(-1)
+        for idx, model, centre in reversed(grid.windows(m, s) if tight else [(slice(None), grid.model, 0)]):
+            c = centre if tight else 0
+            self._ans.encode_reverse((kk[idx] - c).astype(np.int32), model, m[idx] - c, s[idx])
+        self.ideal_bits += grid.info(kk, m, s, tight)
+
+    def pop_gaussian(self, mean: np.ndarray, std: np.ndarray, grid: Grid, tight: bool = False) -> np.ndarray:
+        """Pop grid indices shaped like ``mean`` (see :meth:`push_gaussian`)."""
+        m, s = grid.scaled(mean, std)
+        kk = np.empty(len(m), dtype=np.int64)
+        for idx, model, centre in grid.windows(m, s) if tight else [(slice(None), grid.model, 0)]:
+            c = centre if tight else 0
+            kk[idx] = np.asarray(self._ans.decode(model, m[idx] - c, s[idx]), dtype=np.int64) + c
+        self.ideal_bits -= grid.info(kk, m, s, tight)
         return kk.reshape(np.shape(mean))
 
 
@@ -101,6 +114,7 @@ class Grid:
         self.delta = 2.0**-precision
         self.limit = 2 ** (range_log2 + precision)
         self.model = _models.QuantizedGaussian(-self.limit, self.limit)
+        self._window_models: dict[int, object] = {}
 
     def index(self, values: np.ndarray) -> np.ndarray:
         """Nearest grid index of each value (clipped to the range)."""
@@ -116,10 +130,31 @@ class Grid:
         s = np.maximum(np.ascontiguousarray(std, dtype=np.float64).reshape(-1) / self.delta, _MIN_STD)
         return np.clip(m, -self.limit, self.limit), s
 
-    def info(self, k: np.ndarray, m: np.ndarray, s: np.ndarray) -> float:
+    def windows(self, m: np.ndarray, s: np.ndarray) -> list[tuple[np.ndarray, object, np.ndarray]]:
+        """For tight coding: ``(indices, model, centres)`` per window size, in a fixed order. A value is coded
+        as its offset from ``centre = round(mean)`` in ``[-R, R]``, ``R`` about ``WINDOW * std`` grid steps."""
+        centre = np.rint(m).astype(np.int64)
+        radius = self._radius(s)
+        out = []
+        for r in np.unique(radius):
+            idx = np.flatnonzero(radius == r)
+            if int(r) not in self._window_models:
+                self._window_models[int(r)] = _models.QuantizedGaussian(-int(r), int(r))
+            out.append((idx, self._window_models[int(r)], centre[idx]))
+        return out
+
+    def _radius(self, s: np.ndarray) -> np.ndarray:
+        need = np.maximum(WINDOW * s, 2.0)
+        return np.minimum(np.ceil(_LADDER ** np.ceil(np.log(need) / np.log(_LADDER))), self.limit).astype(np.int64)
+
+    def info(self, k: np.ndarray, m: np.ndarray, s: np.ndarray, tight: bool = False) -> float:
         """``-log2`` of the (truncated, renormalised) discretised Gaussian's mass at ``k``, summed."""
         mass = _normal_mass(k - 0.5, k + 0.5, m, s)
-        total = _normal_mass(np.full_like(m, -self.limit - 0.5), np.full_like(m, self.limit + 0.5), m, s)
+        if tight:
+            c, r = np.rint(m), self._radius(s)
+            total = _normal_mass(c - r - 0.5, c + r + 0.5, m, s)
+        else:
+            total = _normal_mass(np.full_like(m, -self.limit - 0.5), np.full_like(m, self.limit + 0.5), m, s)
         return float(-np.log2(np.maximum(mass / total, 2.0**-24)).sum())
 
 

@@ -52,7 +52,7 @@ class InitialBitsTooFew(SelfVAEError):
 class CodingParams:
     """What encoder and decoder must agree on; every field is stored in the file."""
 
-    precision: int = 8  # latent grid 2**-precision
+    precision: int = 6  # latent grid 2**-precision
     flow_precision: int = 12  # RealNVP base-space grid 2**-flow_precision
     flow_noise: int = 5  # RealNVP base-space noise s = 2**-flow_noise
     chunk: int = 16  # images per network call (results depend on it; see selfvae.codec.compute)
@@ -140,11 +140,18 @@ class BitsBackCoder:
     def _value(self, k: np.ndarray, grid: Grid | None = None) -> Tensor:
         return torch.from_numpy((grid or self.grid).value(k)).float()
 
-    def pop_gaussian(self, stack: Stack, mu: np.ndarray, std: np.ndarray) -> Tensor:
-        return self._value(stack.pop_gaussian(mu, std, self.grid))
+    def pop_gaussian(self, stack: Stack, mu: np.ndarray, std: np.ndarray, tight: bool = False) -> Tensor:
+        return self._value(stack.pop_gaussian(mu, std, self.grid, tight))
 
-    def push_gaussian(self, stack: Stack, latent: Tensor, mu: np.ndarray, std: np.ndarray) -> None:
-        stack.push_gaussian(self.grid.index(latent.double().numpy()), mu, std, self.grid)
+    def push_gaussian(self, stack: Stack, latent: Tensor, mu: np.ndarray, std: np.ndarray, tight: bool = False) -> None:
+        stack.push_gaussian(self.grid.index(latent.double().numpy()), mu, std, self.grid, tight)
+
+    # posteriors: the encoder samples from them, so they are coded tight (see Stack.push_gaussian)
+    def pop_q(self, stack: Stack, j: int, level: Tensor) -> Tensor:
+        return self.pop_gaussian(stack, *self.q(j, level), tight=True).view(-1, *self.latent_shape)
+
+    def push_q(self, stack: Stack, j: int, level: Tensor, latent: Tensor) -> None:
+        self.push_gaussian(stack, latent, *self.q(j, level), tight=True)
 
     # standard normal
     def _push_standard(self, stack: Stack, u: Tensor) -> None:
@@ -207,7 +214,7 @@ class BitsBackCoder:
     def _push_flow(self, stack: Stack, u: Tensor) -> None:
         noise = 2.0**-self.p.flow_noise
         fu = self._flow_forward(u)
-        v = self._value(stack.pop_gaussian(fu, np.full(fu.shape, noise), self.flow_grid), self.flow_grid)
+        v = self._value(stack.pop_gaussian(fu, np.full(fu.shape, noise), self.flow_grid, tight=True), self.flow_grid)
         u_mean, t = self._flow_inverse(v)
         self.push_gaussian(stack, u, u_mean, np.broadcast_to(t, u_mean.shape))
         stack.push_gaussian(self.flow_grid.index(v.double().numpy()), np.zeros(fu.shape), np.ones(fu.shape),
@@ -220,7 +227,8 @@ class BitsBackCoder:
         u_mean, t = self._flow_inverse(v)
         u = self.pop_gaussian(stack, u_mean, np.broadcast_to(t, u_mean.shape))
         fu = self._flow_forward(u)
-        stack.push_gaussian(self.flow_grid.index(v.double().numpy()), fu, np.full(fu.shape, noise), self.flow_grid)
+        stack.push_gaussian(self.flow_grid.index(v.double().numpy()), fu, np.full(fu.shape, noise), self.flow_grid,
+                            tight=True)
         return u
 
     # ------------------------------------------------------------------ whole groups
@@ -237,14 +245,14 @@ class BitsBackCoder:
         levels = self.m.levels(x)
         K = self.m.K
         latents: list[Tensor | None] = [None] * (K + 1)
-        latents[K] = self.pop_gaussian(stack, *self.q(K, levels[K])).view(-1, *self.latent_shape)
+        latents[K] = self.pop_q(stack, K, levels[K])
         if stack.num_bits() < 64:  # the pop ran the stack dry: its samples are not from q, and cost dearly
             raise InitialBitsTooFew(f"the first pop needed more than the {stack.num_words()} words given")
         hook(self.latent_name(K))
         for j in range(K, 0, -1):
             self.push_level(stack, j, levels[j], latents[j], levels[j - 1])
             hook(self.level_name(j))
-            latents[j - 1] = self.pop_gaussian(stack, *self.q(j - 1, levels[j - 1])).view(-1, *self.latent_shape)
+            latents[j - 1] = self.pop_q(stack, j - 1, levels[j - 1])
             hook(self.latent_name(j - 1))
             self.push_gaussian(stack, latents[j], *self.p_latent(j, levels[j - 1], latents[j - 1]))
             hook(self.latent_name(j))
@@ -262,12 +270,12 @@ class BitsBackCoder:
             on_level(0, level)
         for j in range(1, K + 1):
             nxt = self.pop_gaussian(stack, *self.p_latent(j, level, latent)).view(-1, *self.latent_shape)
-            self.push_gaussian(stack, latent, *self.q(j - 1, level))
+            self.push_q(stack, j - 1, level, latent)
             level_above, latent = level, nxt
             level = self.pop_level(stack, j, latent, level_above)
             if on_level:
                 on_level(j, level)
-        self.push_gaussian(stack, latent, *self.q(K, level))
+        self.push_q(stack, K, level, latent)
         return level
 
     def initial_words(self, x: Tensor) -> int:
