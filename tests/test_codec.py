@@ -180,3 +180,44 @@ def test_file_decodes_in_a_fresh_process_with_other_threads(tmp_path):
         assert np.array_equal(got, x[i, ..., 0])
     assert (tmp_path / "out" / "stage_y1.png").is_file()
     del loaded
+
+
+def test_lossy_files_code_y_exactly_and_cost_more_with_finer_z():
+    from selfvae.codec import QuantisedZ
+
+    _, model = tiny_model("downscale,downscale", "mog")
+    images = digits(5)
+    sizes = []
+    for p in (None, 0, 4):
+        data, rep = compress(model, images, lossy=QuantisedZ(p))
+        assert "x" not in rep.parts_bytes  # x itself is never coded
+        dec = decompress(model, data)  # the decoder's reconstruction passes the encoder's checksum
+        assert [im.shape for im in dec.images] == [im.pixels.shape for im in images]
+        # the levels y_1, y_2 = d(x) come out exactly
+        tiles = torch.from_numpy(np.concatenate([to_tiles(im.pixels, (1, 16, 16), "") for im in images]))
+        truth = model.levels(tiles)
+        for (name, _, got), want in zip(dec.stages[:2], truth[:2], strict=True):
+            assert np.array_equal(got, want[: len(got)].numpy()), name
+        sizes.append(len(data))
+    assert sizes[0] < sizes[1] < sizes[2]
+    with pytest.raises(Exception, match="selfVAE"):
+        compress(tiny_model("", "standard")[1], images, lossy=QuantisedZ(2))
+
+
+def test_classical_codecs_lossless_exact_and_lossy_within_size():
+    from selfvae.codec import classical
+
+    images = [im.pixels for im in digits(3)]
+    rgb = np.random.default_rng(0).integers(0, 256, (12, 10, 3), dtype=np.uint8)
+    for name in classical.LOSSLESS:
+        for x in [*images, rgb]:
+            assert classical.lossless_size(name, x) > 0  # raises unless the round trip is exact
+    for name in classical.LOSSY:
+        big = classical.lossy_at_size(name, images[0], 10_000)
+        small = classical.lossy_at_size(name, images[0], 1)  # impossible: the smallest file comes back
+        assert big[0] <= 10_000 and small[0] <= big[0] and big[1].shape == images[0].shape
+        assert classical.psnr(big[1], images[0]) >= classical.psnr(small[1], images[0])
+    tiles = classical.mosaic(images[:1] * 5)
+    h, w, _ = images[0].shape
+    assert tiles.shape == (3 * h, 2 * w, 1) or tiles.shape == (2 * h, 3 * w, 1)
+    assert np.array_equal(tiles[:h, :w], images[0]) and not tiles[-h:, -w:].any()  # the last cell padded black

@@ -229,9 +229,11 @@ def cmd_tradeoff(args: argparse.Namespace) -> None:
     from selfvae.evaluation.tradeoff import plot_tradeoff, tradeoff, write_csv
     from selfvae.models.loading import load_run
 
+    if args.bits:
+        return _tradeoff_bits(args)
     device = _device(args.device)
     cfg, model = load_run(args.run_dir, device)
-    batches, _, _ = _split_batches(cfg, args.split, args.limit, args.batch_size)
+    batches, _, _ = _split_batches(cfg, args.split, args.limit or 1000, args.batch_size)
     torch.manual_seed(args.seed)
     rows = tradeoff(model, batches, device)
     out = Path(args.out or Path(args.run_dir) / "tradeoff")
@@ -240,6 +242,23 @@ def cmd_tradeoff(args: argparse.Namespace) -> None:
     for r in rows:
         print(f"{r['mode']:<9} values {int(r['values']):>6} ({100 * r['fraction']:6.2f}% of x)  "
               f"MSE {r['mse']:8.2f}  PSNR {r['psnr']:6.2f} dB")
+    print(f"wrote {csv_path} and {png}")
+
+
+def _tradeoff_bits(args: argparse.Namespace) -> None:
+    from selfvae.codec import rate_distortion as rd
+    from selfvae.codec.images import split_images
+    from selfvae.models.loading import load_run
+
+    cfg, model = load_run(args.run_dir)
+    images = split_images(cfg, args.split, args.limit or 100)
+    rows = rd.rate_distortion(model, images, decode=args.decode, threads=max(1, torch.get_num_threads()))
+    out = Path(args.out or Path(args.run_dir) / "tradeoff")
+    csv_path = rd.write_csv(rows, out / "rate_distortion.csv")
+    png = rd.plot(rows, out / "rate_distortion.png", title=f"{cfg.name}: {len(images)} {cfg.data.name} images")
+    for r in rows:
+        print(f"{r['codec']:<8} {r['setting']:<12} {r['bytes_per_image']:8.1f} B/image "
+              f"{r['bits_per_dim']:7.4f} bits/dim  PSNR {r['psnr']:6.2f} dB")
     print(f"wrote {csv_path} and {png}")
 
 
@@ -277,7 +296,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
 # ----- parser -------------------------------------------------------------------------------------
 def cmd_compress(args: argparse.Namespace) -> None:
-    from selfvae.codec import CodingParams, compress, nelbo_bits
+    from selfvae.codec import CodingParams, QuantisedZ, compress, nelbo_bits
     from selfvae.codec.images import read_inputs
     from selfvae.models.loading import load_run
 
@@ -285,15 +304,18 @@ def cmd_compress(args: argparse.Namespace) -> None:
     images = read_inputs(args.inputs, args.limit)
     given = {"precision": args.precision, "chunk": args.chunk}
     params = CodingParams(**{k: v for k, v in given.items() if v is not None})
+    if args.y_only and args.lossy_z is not None:
+        raise SelfVAEError("give --lossy-z or --y-only, not both")
+    lossy = QuantisedZ(args.lossy_z) if args.lossy_z is not None or args.y_only else None
     data, rep = compress(model, images, params, group=args.group, threads=args.threads, progress=not args.json,
-                         model_hint=str(Path(args.run_dir).resolve()))
+                         model_hint=str(Path(args.run_dir).resolve()), lossy=lossy)
     out = Path(args.output)
     tmp = out.with_name(out.name + ".tmp")
     tmp.write_bytes(data)
     tmp.replace(out)
-    nelbo_bpd = nelbo_bits(model, images) / rep.dims
-    result = {**rep.to_dict(), "nelbo_bits_per_dim": nelbo_bpd, "ratio_to_nelbo": rep.bits_per_dim / nelbo_bpd,
-              "output": str(out)}
+    nelbo_bpd = nelbo_bits(model, images) / rep.dims if lossy is None else None  # a lossy file has no nELBO
+    result = {**rep.to_dict(), "nelbo_bits_per_dim": nelbo_bpd, "output": str(out),
+              "ratio_to_nelbo": None if nelbo_bpd is None else rep.bits_per_dim / nelbo_bpd}
     if args.json:
         print(json.dumps(result))
         return
@@ -303,8 +325,9 @@ def cmd_compress(args: argparse.Namespace) -> None:
         print(f"  {part:<8} {b:10.1f} bytes")
     print(f"  {'initial':<8} {rep.initial_bytes:10.1f} bytes (bits the first image borrows with nothing to borrow)")
     print(f"  {'header':<8} {rep.header_bytes:10d} bytes")
-    print(f"negative ELBO of the same images: {nelbo_bpd:.4f} bits/dim; "
-          f"file / nELBO = {rep.bits_per_dim / nelbo_bpd:.4f}")
+    if nelbo_bpd is not None:
+        print(f"negative ELBO of the same images: {nelbo_bpd:.4f} bits/dim; "
+              f"file / nELBO = {rep.bits_per_dim / nelbo_bpd:.4f}")
 
 
 def _part_order(item: tuple[str, float]) -> tuple[int, str]:
@@ -432,9 +455,13 @@ def build_parser() -> argparse.ArgumentParser:
     picture(s, "interpolation.png")
     s.set_defaults(decode="mean")
 
-    s = run_cmd("tradeoff", "memory/quality trade-off of the reconstruction modes (CSV + plot)", cmd_tradeoff)
+    s = run_cmd("tradeoff", "memory/quality trade-off of the reconstruction modes (CSV + plot); with --bits in "
+                "real bytes against JPEG, WebP, JPEG-XL and AVIF", cmd_tradeoff)
     s.add_argument("--split", default="test", choices=["test", "val"])
-    s.add_argument("--limit", type=int, default=1000)
+    s.add_argument("--limit", type=int, help="images (default 1000; 100 with --bits)")
+    s.add_argument("--bits", action="store_true",
+                   help="real files: lossy selfVAE files (y, y + quantised z) and classical codecs at matched sizes")
+    s.add_argument("--decode", default="mean", choices=["mean", "mode"], help="with --bits: x from p(x|y,z)'s")
     s.add_argument("--batch-size", type=int, default=100)
     s.add_argument("--out", help="output folder (default RUN_DIR/tradeoff)")
     s = run_cmd("fid", "FID of generated samples against the data set (writes RUN_DIR/final/fid.json)", cmd_fid)
@@ -464,6 +491,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--threads", type=int, default=max(1, torch.get_num_threads()),
                    help="worker threads (never changes the file)")
     s.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    s.add_argument("--lossy-z", type=int, metavar="P", help="lossy (a selfVAE): y exactly, z_K on the grid 2^-P")
+    s.add_argument("--y-only", action="store_true", help="lossy (a selfVAE): y exactly, x its super-resolution")
     s = sub.add_parser("decompress", help="decode a file written by `selfvae compress` to PNG files",
                        description="decode a file written by `selfvae compress` to PNG files")
     s.set_defaults(fn=cmd_decompress)

@@ -24,6 +24,7 @@ __all__ = ["DiscretizedLogisticMixture", "DiagonalGaussian"]
 _LOG_SCALE_MIN = -7.0
 _BIN_HALF_WIDTH = 1.0 / 255.0  # half the width of a bin once x is mapped from [0, 1] to [-1, 1]
 _LOG_HALF_BINS = math.log(127.5)  # log of (1 / bin width) in [-1, 1] units
+_BLOCK_PIXELS = 1024  # pixels per block when building coding tables
 
 
 def _to_grid(x_pm1: Tensor) -> Tensor:
@@ -181,13 +182,22 @@ class DiscretizedLogisticMixture:
             for c in range(channel):  # weight components by how well they explain the earlier channels
                 log_w = log_w + self._log_bin_mass(locs[:, c], self.log_scales[:, c], x_pm1[:, c : c + 1])
         b, m, h, w = log_w.shape
-        last = lambda t: t.permute(0, 2, 3, 1).reshape(b * h * w, m, 1)  # noqa: E731  [P, M, 1]
+        n = b * h * w
+        last = lambda t: t.permute(0, 2, 3, 1).reshape(n, m, 1)  # noqa: E731  [P, M, 1]
         inv_s = last(torch.exp(-self.log_scales[:, channel]))
+        shift = -last(locs[:, channel]) * inv_s
+        weights = torch.softmax(log_w, dim=1).permute(0, 2, 3, 1).reshape(n, 1, m)
         edges = torch.arange(1, 256, dtype=self.params.dtype, device=self.params.device) * (2.0 / 255.0) - 1.0
-        cdf = torch.sigmoid_(torch.addcmul(-last(locs[:, channel]) * inv_s, edges, inv_s))  # [P, M, 255]
-        mix = torch.bmm(torch.softmax(log_w, dim=1).permute(0, 2, 3, 1).reshape(b * h * w, 1, m), cdf)[:, 0]
-        probs = torch.diff(mix, dim=1, prepend=mix.new_zeros(b * h * w, 1), append=mix.new_ones(b * h * w, 1))
-        return probs.clamp(min=0.0).view(b, h, w, 256)
+        mix = inv_s.new_empty(n, 257)
+        mix[:, 0], mix[:, 256] = 0.0, 1.0
+        block = min(n, _BLOCK_PIXELS)
+        cdf = inv_s.new_empty(block, m, 255)  # reused: allocating the [P, M, 255] tensor anew costs more than the maths
+        for a in range(0, n, block):
+            z = n - a if a + block > n else block
+            c = cdf[:z]
+            torch.mul(inv_s[a : a + z], edges, out=c).add_(shift[a : a + z]).sigmoid_()  # component CDFs at the edges
+            torch.bmm(weights[a : a + z], c, out=mix[a : a + z, None, 1:256])
+        return torch.diff(mix, dim=1).clamp_(min=0.0).view(b, h, w, 256)
 
     @staticmethod
     def _log_bin_mass(loc: Tensor, log_scale: Tensor, x_pm1: Tensor) -> Tensor:

@@ -25,9 +25,12 @@ from selfvae.codec.bitsback import BitsBackCoder, CodingParams, InitialBitsTooFe
 from selfvae.codec.compute import ChunkRunner, coding_mode, digest
 from selfvae.codec.container import CodecError, Container, header_bytes
 from selfvae.codec.images import InputImage, from_tiles, to_tiles
+from selfvae.codec.lossy import QuantisedZ
+from selfvae.errors import SelfVAEError
 from selfvae.models.selfvae import SelfVAE
 
-__all__ = ["CodingParams", "CodecError", "CompressReport", "InputImage", "compress", "decompress", "model_id",
+__all__ = ["CodingParams", "CodecError", "CompressReport", "InputImage", "QuantisedZ", "compress", "decompress",
+           "model_id",
            "nelbo_bits", "read_model_hint"]
 
 _SEED = 0x5E1F  # initial bits are pseudo-random words from this seed (files are reproducible)
@@ -87,9 +90,13 @@ def compress(
     threads: int = 1,
     progress: bool = False,
     model_hint: str = "",
+    lossy: QuantisedZ | None = None,
 ) -> tuple[bytes, CompressReport]:
-    """Code ``images`` into one file's bytes; the report splits the size into parts."""
+    """Code ``images`` into one file's bytes; the report splits the size into parts. With ``lossy`` only
+    ``y = d(x)`` and what ``lossy`` keeps of ``z_K`` are coded (:mod:`selfvae.codec.lossy`)."""
     params = params or CodingParams()
+    if lossy is not None and model.K < 1:
+        raise SelfVAEError("lossy coding sends y = d(x) exactly: it needs a selfVAE (K >= 1), not a plain VAE")
     shape = model.shapes[-1]
     tiles = [to_tiles(im.pixels, shape, im.name) for im in images]
     all_tiles = torch.from_numpy(np.concatenate(tiles))
@@ -99,7 +106,10 @@ def compress(
         with coding_mode(model):
             coder = BitsBackCoder(model, params, runner)
             bar = tqdm(total=len(all_tiles), desc="compress", unit="img", disable=not progress)
-            stack, n_seed, sizes = _encode_all(coder, all_tiles, group, parts, bar.update)
+            recon: dict[int, torch.Tensor] = {}
+            stack, n_seed, sizes = _encode_all(coder, all_tiles, group, parts, bar.update, lossy, recon)
+            if lossy is not None:  # the decoder's output is what the checksum covers
+                all_tiles = torch.cat([recon[k] for k in sorted(recon)])
             bar.close()
             header = {
                 "model": model_id(model), "hint": model_hint, "probe": probe(coder), "params": asdict(params),
@@ -108,6 +118,7 @@ def compress(
                 "images": [[int(s) for s in im.pixels.shape] for im in images],
                 "names": _pack_names([im.name for im in images]),
                 "crc": zlib.crc32(np.ascontiguousarray(all_tiles.numpy()).tobytes()),
+                "lossy": None if lossy is None else {"precision": lossy.precision, "decode": lossy.decode},
             }
     finally:
         runner.close()
@@ -124,7 +135,8 @@ def compress(
 
 
 def _encode_all(
-    coder: BitsBackCoder, tiles: torch.Tensor, group: int, parts: dict[str, float], done: Callable[[int], None]
+    coder: BitsBackCoder, tiles: torch.Tensor, group: int, parts: dict[str, float], done: Callable[[int], None],
+    lossy: QuantisedZ | None = None, recon: dict[int, torch.Tensor] | None = None,
 ) -> tuple[Stack, int, list[int]]:
     """Encode every tile, last first, in groups; returns the stack, the initial words and the group sizes in
     decoding order.
@@ -141,44 +153,56 @@ def _encode_all(
     while True:  # the first group, with just enough initial bits
         stack = Stack(rng.integers(0, 2**32, n_seed, dtype=np.uint32))
         try:
-            _encode_group(coder, stack, last, parts)
+            pop_bits = _encode_group(coder, stack, last, parts, lossy)
             break
         except InitialBitsTooFew:
             parts.clear()
             n_seed = int(n_seed * 1.25) + 4
+    _keep(recon, n - 1, coder, lossy)
     done(1)
     sizes, end = [1], n - 1
     while end > 0:
-        size = min(group, end)
+        size = min(group, end, max(1, 2 ** int(math.log2(max(stack.num_bits() / (1.25 * pop_bits), 1.0)))))
         while True:
-            x = tiles[end - size : end]
-            if size == 1 or 32 * coder.initial_words(x) * 1.2 < stack.num_bits():
-                snapshot, saved = stack.clone(), dict(parts)
-                try:
-                    _encode_group(coder, stack, x, parts)
-                    break
-                except InitialBitsTooFew:
-                    if size == 1:
-                        raise CodecError("the stack ran out of bits for one image's posterior; "
-                                         "compress with a coarser --precision") from None
-                    stack, parts_ = snapshot, saved
-                    parts.clear()
-                    parts.update(parts_)
-            size //= 2
+            snapshot, saved = stack.clone(), dict(parts)
+            try:
+                took = _encode_group(coder, stack, tiles[end - size : end], parts, lossy)
+                break
+            except InitialBitsTooFew:
+                if size == 1:
+                    raise CodecError("the stack ran out of bits for one image's posterior; "
+                                     "compress with a coarser --precision") from None
+                stack = snapshot
+                parts.clear()
+                parts.update(saved)
+                size //= 2
+        pop_bits = max(pop_bits, took)  # the next group is sized by what one image's first pop takes
+        _keep(recon, end - size, coder, lossy)
         sizes.append(size)
         end -= size
         done(size)
     return stack, n_seed, sizes[::-1]
 
 
-def _encode_group(coder: BitsBackCoder, stack: Stack, x: torch.Tensor, parts: dict[str, float]) -> None:
-    last = [stack.num_bits()]
+def _keep(recon: dict[int, torch.Tensor] | None, start: int, coder: BitsBackCoder, lossy: QuantisedZ | None) -> None:
+    """Record what the decoder will rebuild for the group just coded (lossy files checksum that)."""
+    if lossy is not None and recon is not None:
+        recon[start] = lossy.reconstruct(coder, lossy.y_k, lossy.last)
+
+
+def _encode_group(coder: BitsBackCoder, stack: Stack, x: torch.Tensor, parts: dict[str, float],
+                  lossy: QuantisedZ | None = None) -> float:
+    """Encode one group, adding each part's bits to ``parts``; returns the bits per image its first pop took."""
+    last, first = [stack.num_bits()], []
 
     def hook(part: str) -> None:
-        parts[part] += stack.num_bits() - last[0]
+        delta = stack.num_bits() - last[0]
+        first.append(-delta)
+        parts[part] += delta
         last[0] = stack.num_bits()
 
-    coder.encode(stack, x, hook)
+    coder.encode(stack, x, hook, lossy)
+    return first[0] / len(x)
 
 
 def read_model_hint(data: bytes, name: str) -> str:
@@ -237,6 +261,7 @@ def decompress(
         raise CodecError(f"{name}: was written with another model (id {header['model']}, this one is "
                          f"{model_id(model)}); decompress it with the model that compressed it")
     params = CodingParams(**header["params"])
+    lossy = None if not header.get("lossy") else QuantisedZ(header["lossy"]["precision"], header["lossy"]["decode"])
     shapes = [tuple(s) for s in header["images"]]
     tile = tuple(header["tile"])
     n_tiles = [len(to_tiles(np.zeros(s, np.uint8), tile, "")) for s in shapes]
@@ -275,11 +300,11 @@ def decompress(
             for gi, g in enumerate(groups):
                 if prefix:
                     try:
-                        coder.decode(stack, len(g), seen)
+                        coder.decode(stack, len(g), seen, lossy)
                     except (_PrefixEnd, KeyError):  # KeyError: garbage from past the prefix cannot be pushed back
                         pass
                     break
-                out.append(coder.decode(stack, len(g), seen if gi == 0 else None))
+                out.append(coder.decode(stack, len(g), seen if gi == 0 else None, lossy))
                 bar.update(len(g))
             bar.close()
     finally:

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -62,6 +63,16 @@ Levels = list[Tensor]  # uint8 image levels [y_1, ..., y_K, x]
 Latents = list[Tensor]  # float32 latents [u, z_1, ..., z_K] on the grid
 
 Hook = Callable[[str], None]  # called with the part just coded: progress and accounting
+
+
+class LossyTop(Protocol):
+    """What a lossy file keeps of ``z_K`` and how it rebuilds ``x`` (:mod:`selfvae.codec.lossy`)."""
+
+    def push(self, coder: BitsBackCoder, stack: Stack, levels: Levels, latent_above: Tensor) -> None: ...
+
+    def pop(self, coder: BitsBackCoder, stack: Stack, y_k: Tensor, latent_above: Tensor) -> Tensor: ...
+
+    def reconstruct(self, coder: BitsBackCoder, y_k: Tensor, z_k: Tensor) -> Tensor: ...
 
 
 class BitsBackCoder:
@@ -238,18 +249,25 @@ class BitsBackCoder:
     def level_name(self, i: int) -> str:
         return "x" if i == self.m.K else f"y{i + 1}"
 
-    def encode(self, stack: Stack, x: Tensor, hook: Hook | None = None) -> None:
+    def encode(self, stack: Stack, x: Tensor, hook: Hook | None = None, lossy: LossyTop | None = None) -> None:
         """Push the images ``x`` (uint8 ``[n, C, H, W]``). ``hook(part)`` runs after each step, with ``part`` the
-        variable just coded (``u``, ``z1``.., ``y1``.., ``x``), so a caller can attribute the stack's growth."""
+        variable just coded (``u``, ``z1``.., ``y1``.., ``x``), so a caller can attribute the stack's growth.
+
+        With ``lossy``, ``x`` itself is not coded: the levels ``y_1..y_K`` are (losslessly, bits back), and
+        ``lossy`` codes what it keeps of ``z_K`` (see :mod:`selfvae.codec.lossy`).
+        """
         hook = hook or (lambda part: None)
         levels = self.m.levels(x)
-        K = self.m.K
-        latents: list[Tensor | None] = [None] * (K + 1)
-        latents[K] = self.pop_q(stack, K, levels[K])
+        top = self.m.K if lossy is None else self.m.K - 1
+        latents: list[Tensor | None] = [None] * (top + 1)
+        latents[top] = self.pop_q(stack, top, levels[top])
         if stack.num_bits() < 64:  # the pop ran the stack dry: its samples are not from q, and cost dearly
             raise InitialBitsTooFew(f"the first pop needed more than the {stack.num_words()} words given")
-        hook(self.latent_name(K))
-        for j in range(K, 0, -1):
+        hook(self.latent_name(top))
+        if lossy is not None:
+            lossy.push(self, stack, levels, latents[top])
+            hook(self.latent_name(self.m.K))
+        for j in range(top, 0, -1):
             self.push_level(stack, j, levels[j], latents[j], levels[j - 1])
             hook(self.level_name(j))
             latents[j - 1] = self.pop_q(stack, j - 1, levels[j - 1])
@@ -261,22 +279,28 @@ class BitsBackCoder:
         self.push_prior(stack, latents[0])
         hook("u")
 
-    def decode(self, stack: Stack, n: int, on_level: Callable[[int, Tensor], None] | None = None) -> Tensor:
-        """Pop ``n`` images; ``on_level(i, level)`` is called as each level ``y_1, ..., x`` becomes known."""
-        K = self.m.K
+    def decode(self, stack: Stack, n: int, on_level: Callable[[int, Tensor], None] | None = None,
+               lossy: LossyTop | None = None) -> Tensor:
+        """Pop ``n`` images; ``on_level(i, level)`` is called as each level ``y_1, ..., x`` becomes known. With
+        ``lossy`` (as given to :meth:`encode`) the result is ``lossy``'s reconstruction of ``x``."""
+        top = self.m.K if lossy is None else self.m.K - 1
         latent = self.pop_prior(stack, n)
         level = self.pop_level(stack, 0, latent, None)
         if on_level:
             on_level(0, level)
-        for j in range(1, K + 1):
+        for j in range(1, top + 1):
             nxt = self.pop_gaussian(stack, *self.p_latent(j, level, latent)).view(-1, *self.latent_shape)
             self.push_q(stack, j - 1, level, latent)
             level_above, latent = level, nxt
             level = self.pop_level(stack, j, latent, level_above)
             if on_level:
                 on_level(j, level)
-        self.push_q(stack, K, level, latent)
-        return level
+        if lossy is None:
+            self.push_q(stack, top, level, latent)
+            return level
+        z = lossy.pop(self, stack, level, latent)
+        self.push_q(stack, top, level, latent)
+        return lossy.reconstruct(self, level, z)
 
     def initial_words(self, x: Tensor) -> int:
         """32-bit words the first pop of :meth:`encode` on ``x`` takes from an empty stack (its posterior's

@@ -135,3 +135,19 @@ def from_tiles(tiles: np.ndarray, h: int, w: int, channels: int) -> np.ndarray:
 
 def save_png(pixels: np.ndarray, path: Path) -> None:
     Image.fromarray(pixels[..., 0] if pixels.shape[2] == 1 else pixels).save(path, optimize=False)
+
+
+def split_images(cfg, split: str, limit: int | None = None) -> list[InputImage]:  # noqa: ANN001 - Config
+    """The first ``limit`` images of a run's data split as the data set stores them: the model's padding
+    (MNIST 28 -> 32) removed, so sizes and bits/dim are per dimension of the data's own images."""
+    from selfvae.data import load_split
+    from selfvae.data.datasets import get_spec
+
+    ds = load_split(cfg, split)
+    pad = get_spec(cfg.data.name).pad if cfg.data.image_size in (None, cfg.model.image_shape[1]) else 0
+    n = len(ds) if limit is None else min(limit, len(ds))
+    x = ds.images[:n].numpy().transpose(0, 2, 3, 1)
+    if pad:
+        x = x[:, pad:-pad, pad:-pad]
+    width = len(str(max(n - 1, 0)))
+    return [InputImage(f"{cfg.data.name}_{split}_{i:0{width}d}", np.ascontiguousarray(x[i])) for i in range(n)]
