@@ -20,8 +20,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from selfvae.codec.ans import Stack
-from selfvae.codec.bitsback import BitsBackCoder, CodingParams, InitialBitsTooFew
+from selfvae.codec.ans import Stack, StackUnderflow
+from selfvae.codec.bitsback import BitsBackCoder, CodingParams
 from selfvae.codec.compute import ChunkRunner, coding_mode, digest
 from selfvae.codec.container import CodecError, Container, header_bytes
 from selfvae.codec.images import InputImage, from_tiles, to_tiles
@@ -155,7 +155,7 @@ def _encode_all(
         try:
             pop_bits = _encode_group(coder, stack, last, parts, lossy)
             break
-        except InitialBitsTooFew:
+        except StackUnderflow:
             parts.clear()
             n_seed = int(n_seed * 1.25) + 4
     _keep(recon, n - 1, coder, lossy)
@@ -168,7 +168,7 @@ def _encode_all(
             try:
                 took = _encode_group(coder, stack, tiles[end - size : end], parts, lossy)
                 break
-            except InitialBitsTooFew:
+            except StackUnderflow:
                 if size == 1:
                     raise CodecError("the stack ran out of bits for one image's posterior; "
                                      "compress with a coarser --precision") from None
@@ -176,7 +176,7 @@ def _encode_all(
                 parts.clear()
                 parts.update(saved)
                 size //= 2
-        pop_bits = max(pop_bits, took)  # the next group is sized by what one image's first pop takes
+        pop_bits = max(pop_bits, took)  # the next group is sized by how deep one image's pops dig
         _keep(recon, end - size, coder, lossy)
         sizes.append(size)
         end -= size
@@ -192,17 +192,17 @@ def _keep(recon: dict[int, torch.Tensor] | None, start: int, coder: BitsBackCode
 
 def _encode_group(coder: BitsBackCoder, stack: Stack, x: torch.Tensor, parts: dict[str, float],
                   lossy: QuantisedZ | None = None) -> float:
-    """Encode one group, adding each part's bits to ``parts``; returns the bits per image its first pop took."""
-    last, first = [stack.num_bits()], []
+    """Encode one group, adding each part's bits to ``parts``; returns how deep (bits per image) its pops dug
+    into the stack below where the group started."""
+    last = [stack.num_bits()]
+    start = stack.low_water = stack.num_bits()
 
     def hook(part: str) -> None:
-        delta = stack.num_bits() - last[0]
-        first.append(-delta)
-        parts[part] += delta
+        parts[part] += stack.num_bits() - last[0]
         last[0] = stack.num_bits()
 
     coder.encode(stack, x, hook, lossy)
-    return first[0] / len(x)
+    return (start - stack.low_water) / len(x)
 
 
 def read_model_hint(data: bytes, name: str) -> str:
@@ -301,7 +301,7 @@ def decompress(
                 if prefix:
                     try:
                         coder.decode(stack, len(g), seen, lossy)
-                    except (_PrefixEnd, KeyError):  # KeyError: garbage from past the prefix cannot be pushed back
+                    except (_PrefixEnd, StackUnderflow, KeyError):  # past the prefix: no bits, or garbage
                         pass
                     break
                 out.append(coder.decode(stack, len(g), seen if gi == 0 else None, lossy))

@@ -18,11 +18,18 @@ import constriction
 import numpy as np
 from scipy.special import ndtr
 
+from selfvae.errors import SelfVAEError
+
 _models = constriction.stream.model
 _CATEGORICAL = _models.Categorical(perfect=False)
 _MIN_STD = 1e-3  # in grid steps: a narrower Gaussian puts (almost) all its mass on one value anyway
 WINDOW = 6.0  # a tight Gaussian is coded within mean +- about this many standard deviations
 _LADDER = 2.0**0.25  # window half-widths are rounded up on this geometric ladder (a few coder calls a batch)
+
+
+class StackUnderflow(SelfVAEError):
+    """A pop found fewer bits on the stack than it needed: its samples would come from the coder's tails, not
+    from the distribution, and cost dearly. The encoder retries with more initial bits or a smaller group."""
 
 
 def _probs(probs: np.ndarray) -> np.ndarray:
@@ -37,10 +44,11 @@ class Stack:
             np.ascontiguousarray(words, dtype=np.uint32)
         ) if words is not None and len(words) else constriction.stream.stack.AnsCoder()
         self.ideal_bits = 0.0
+        self.low_water = self.num_bits()  # the fewest bits the stack held after a pop (see StackUnderflow)
 
     def clone(self) -> Stack:
         other = Stack()
-        other._ans, other.ideal_bits = self._ans.clone(), self.ideal_bits
+        other._ans, other.ideal_bits, other.low_water = self._ans.clone(), self.ideal_bits, self.low_water
         return other
 
     # ----- sizes
@@ -65,9 +73,17 @@ class Stack:
     def pop_categorical(self, probs: np.ndarray) -> np.ndarray:
         """Pop symbols shaped ``probs.shape[:-1]``."""
         p = _probs(probs)
+        before = self.num_bits()
         s = np.asarray(self._ans.decode(_CATEGORICAL, p), dtype=np.int64)
-        self.ideal_bits -= _info(p, s)
+        self._popped(before, _info(p, s))
         return s.reshape(probs.shape[:-1])
+
+    def _popped(self, before: int, info: float) -> None:
+        """Account a pop of ``info`` bits; raise :class:`StackUnderflow` if the stack did not hold them."""
+        self.ideal_bits -= info
+        self.low_water = min(self.low_water, self.num_bits())
+        if before - self.num_bits() < info - 64:
+            raise StackUnderflow(f"a pop needed {info:.0f} bits and found {before - self.num_bits()} on the stack")
 
     # ----- discretised Gaussians
     def push_gaussian(self, k: np.ndarray, mean: np.ndarray, std: np.ndarray, grid: Grid, tight: bool = False) -> None:
@@ -89,10 +105,11 @@ class Stack:
         """Pop grid indices shaped like ``mean`` (see :meth:`push_gaussian`)."""
         m, s = grid.scaled(mean, std)
         kk = np.empty(len(m), dtype=np.int64)
+        before = self.num_bits()
         for idx, model, centre in grid.windows(m, s) if tight else [(slice(None), grid.model, 0)]:
             c = centre if tight else 0
             kk[idx] = np.asarray(self._ans.decode(model, m[idx] - c, s[idx]), dtype=np.int64) + c
-        self.ideal_bits -= grid.info(kk, m, s, tight)
+        self._popped(before, grid.info(kk, m, s, tight))
         return kk.reshape(np.shape(mean))
 
 

@@ -37,16 +37,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from selfvae.codec.ans import Grid, Stack
+from selfvae.codec.ans import Grid, Stack, StackUnderflow  # noqa: F401 - raised by Stack's pops
 from selfvae.codec.compute import ChunkRunner
 from selfvae.distributions import DiagonalGaussian, DiscretizedLogisticMixture
 from selfvae.errors import SelfVAEError
 from selfvae.models.selfvae import SelfVAE
 from selfvae.priors import MixtureOfGaussians, RealNVP, StandardNormal
-
-
-class InitialBitsTooFew(SelfVAEError):
-    """Raised by :meth:`BitsBackCoder.encode` when the stack held too few bits for its first pop."""
 
 
 @dataclass(frozen=True)
@@ -55,7 +51,7 @@ class CodingParams:
 
     precision: int = 6  # latent grid 2**-precision
     flow_precision: int = 12  # RealNVP base-space grid 2**-flow_precision
-    flow_noise: int = 5  # RealNVP base-space noise s = 2**-flow_noise
+    flow_noise: int = 7  # RealNVP base-space noise s = 2**-flow_noise
     chunk: int = 16  # images per network call (results depend on it; see selfvae.codec.compute)
 
 
@@ -260,9 +256,7 @@ class BitsBackCoder:
         levels = self.m.levels(x)
         top = self.m.K if lossy is None else self.m.K - 1
         latents: list[Tensor | None] = [None] * (top + 1)
-        latents[top] = self.pop_q(stack, top, levels[top])
-        if stack.num_bits() < 64:  # the pop ran the stack dry: its samples are not from q, and cost dearly
-            raise InitialBitsTooFew(f"the first pop needed more than the {stack.num_words()} words given")
+        latents[top] = self.pop_q(stack, top, levels[top])  # may raise StackUnderflow, as may every pop
         hook(self.latent_name(top))
         if lossy is not None:
             lossy.push(self, stack, levels, latents[top])
