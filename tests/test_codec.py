@@ -179,6 +179,15 @@ def test_file_decodes_in_a_fresh_process_with_other_threads(tmp_path):
         got = np.asarray(Image.open(tmp_path / "out" / f"in_x_test_{i:02d}.png"))
         assert np.array_equal(got, x[i, ..., 0])
     assert (tmp_path / "out" / "stage_y1.png").is_file()
+    # another model: one line naming the file, exit status 2, nothing written
+    other_cfg, other = tiny_model("downscale", "realnvp", seed=5)
+    (tmp_path / "other").mkdir()
+    other_cfg.save(tmp_path / "other" / "config.json")
+    save_checkpoint(state | {"model": other.state_dict(), "ema": None}, tmp_path / "other" / "best.pt")
+    res = subprocess.run([*run, "decompress", str(tmp_path / "f.svae"), "-o", str(tmp_path / "out2"), "--model",
+                          str(tmp_path / "other")], capture_output=True, text=True)
+    assert res.returncode == 2 and "f.svae: was written with another model" in res.stderr
+    assert "Traceback" not in res.stderr and not list((tmp_path / "out2").glob("*.png"))
     del loaded
 
 
