@@ -230,3 +230,24 @@ def test_classical_codecs_lossless_exact_and_lossy_within_size():
     h, w, _ = images[0].shape
     assert tiles.shape == (3 * h, 2 * w, 1) or tiles.shape == (2 * h, 3 * w, 1)
     assert np.array_equal(tiles[:h, :w], images[0]) and not tiles[-h:, -w:].any()  # the last cell padded black
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_bin_probs_are_the_likelihood_in_decoding_order(channels):
+    """The coding tables are distributions, and the product over channels of the coded values' probabilities
+    is the likelihood (up to log_prob's density approximation for very unlikely bins)."""
+    from selfvae.distributions import DiscretizedLogisticMixture
+
+    g = torch.Generator().manual_seed(0)
+    n_mix = 4
+    params = torch.randn(3, DiscretizedLogisticMixture.n_params(channels, n_mix), 5, 6, generator=g)
+    dlm = DiscretizedLogisticMixture(params, channels, n_mix)
+    x = dlm.sample()  # likely values, where log_prob is exact
+    total = torch.zeros(3)
+    for c in range(channels):
+        probs = dlm.bin_probs(c, x)
+        assert probs.shape == (3, 5, 6, 256) and (probs >= 0).all()
+        assert torch.allclose(probs.sum(-1), torch.ones(3, 5, 6), atol=1e-5)
+        k = (x[:, c] * 255).round().long().unsqueeze(-1)
+        total += torch.log(probs.gather(-1, k)).flatten(1).sum(1)
+    assert torch.allclose(total, dlm.log_prob(x), atol=2e-3 * 30 * channels)

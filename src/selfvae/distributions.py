@@ -183,20 +183,22 @@ class DiscretizedLogisticMixture:
                 log_w = log_w + self._log_bin_mass(locs[:, c], self.log_scales[:, c], x_pm1[:, c : c + 1])
         b, m, h, w = log_w.shape
         n = b * h * w
-        last = lambda t: t.permute(0, 2, 3, 1).reshape(n, m, 1)  # noqa: E731  [P, M, 1]
-        inv_s = last(torch.exp(-self.log_scales[:, channel]))
-        shift = -last(locs[:, channel]) * inv_s
-        weights = torch.softmax(log_w, dim=1).permute(0, 2, 3, 1).reshape(n, 1, m)
+        first = lambda t: t.permute(1, 0, 2, 3).reshape(m, n, 1)  # noqa: E731  [M, P, 1]
+        inv_s = first(torch.exp(-self.log_scales[:, channel]))
+        shift = -first(locs[:, channel]) * inv_s
+        weights = first(torch.softmax(log_w, dim=1))
         edges = torch.arange(1, 256, dtype=self.params.dtype, device=self.params.device) * (2.0 / 255.0) - 1.0
         mix = inv_s.new_empty(n, 257)
         mix[:, 0], mix[:, 256] = 0.0, 1.0
         block = min(n, _BLOCK_PIXELS)
-        cdf = inv_s.new_empty(block, m, 255)  # reused: allocating the [P, M, 255] tensor anew costs more than the maths
+        cdf = inv_s.new_empty(m, block, 255)  # reused: allocating [M, P, 255] anew costs more than the maths
         for a in range(0, n, block):
-            z = n - a if a + block > n else block
-            c = cdf[:z]
-            torch.mul(inv_s[a : a + z], edges, out=c).add_(shift[a : a + z]).sigmoid_()  # component CDFs at the edges
-            torch.bmm(weights[a : a + z], c, out=mix[a : a + z, None, 1:256])
+            z = min(block, n - a)
+            c, out = cdf[:, :z], mix[a : a + z, 1:256]
+            torch.mul(inv_s[:, a : a + z], edges, out=c).add_(shift[:, a : a + z]).sigmoid_()  # component CDFs
+            torch.mul(c[0], weights[0, a : a + z], out=out)
+            for k in range(1, m):  # the mixture, one component at a time (faster than a batched matmul here)
+                out.addcmul_(c[k], weights[k, a : a + z])
         return torch.diff(mix, dim=1).clamp_(min=0.0).view(b, h, w, 256)
 
     @staticmethod
