@@ -242,12 +242,17 @@ def test_bin_probs_are_the_likelihood_in_decoding_order(channels):
     n_mix = 4
     params = torch.randn(3, DiscretizedLogisticMixture.n_params(channels, n_mix), 5, 6, generator=g)
     dlm = DiscretizedLogisticMixture(params, channels, n_mix)
-    x = dlm.sample()  # likely values, where log_prob is exact
-    total = torch.zeros(3)
+    torch.manual_seed(0)
+    x = dlm.sample()
+    per_pixel = torch.zeros(3, 5, 6)
+    smallest = torch.ones(3, 5, 6)
     for c in range(channels):
         probs = dlm.bin_probs(c, x)
         assert probs.shape == (3, 5, 6, 256) and (probs >= 0).all()
         assert torch.allclose(probs.sum(-1), torch.ones(3, 5, 6), atol=1e-5)
-        k = (x[:, c] * 255).round().long().unsqueeze(-1)
-        total += torch.log(probs.gather(-1, k)).flatten(1).sum(1)
-    assert torch.allclose(total, dlm.log_prob(x), atol=2e-3 * 30 * channels)
+        chosen = probs.gather(-1, (x[:, c] * 255).round().long().unsqueeze(-1))[..., 0]
+        per_pixel += torch.log(chosen)
+        smallest = torch.minimum(smallest, chosen)
+    exact = smallest > 1e-4  # where log_prob's density approximation for unlikely bins does not apply
+    assert exact.float().mean() > 0.5
+    assert torch.allclose(per_pixel[exact], dlm.log_prob_per_dim(x)[exact], atol=1e-3)

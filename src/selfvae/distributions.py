@@ -187,7 +187,9 @@ class DiscretizedLogisticMixture:
         inv_s = first(torch.exp(-self.log_scales[:, channel]))
         shift = -first(locs[:, channel]) * inv_s
         weights = first(torch.softmax(log_w, dim=1))
-        edges = torch.arange(1, 256, dtype=self.params.dtype, device=self.params.device) * (2.0 / 255.0) - 1.0
+        # the edge between values j - 1 and j (j = 1..255) lies half a bin below j's centre -1 + 2j/255
+        edges = torch.arange(1, 256, dtype=self.params.dtype, device=self.params.device) * (2.0 / 255.0) - (
+            1.0 + _BIN_HALF_WIDTH)
         mix = inv_s.new_empty(n, 257)
         mix[:, 0], mix[:, 256] = 0.0, 1.0
         block = min(n, _BLOCK_PIXELS)

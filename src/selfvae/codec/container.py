@@ -2,8 +2,11 @@
 
 Layout (little-endian)::
 
-    magic b"SVAE" | version u8 | header length u32 | header (zlib-compressed JSON) | header CRC32 u32
+    magic b"SVAE" | version u8 | header length u32 | header | header CRC32 u32
     payload: 32-bit words, top of the ANS stack first | payload CRC32 u32
+
+The header is a fixed binary part (:data:`_FIXED`) and a variable part (hint, image shapes, names, group
+sizes) as JSON, zlib-compressed when that is shorter.
 
 The header names the model (a hash of its config and weights), the machine probe (:func:`probe`), the coding
 parameters, the images' shapes, modes and names, the tiling, how many images each group holds, and a CRC32
@@ -27,7 +30,10 @@ from selfvae.errors import SelfVAEError
 MAGIC = b"SVAE"
 VERSION = 1
 _HEAD = struct.Struct("<4sBI")  # magic, version, header length
-
+# model id (16 bytes), probe (8), pixel CRC, payload words, initial words, precision, flow precision, flow
+# noise, chunk, group, tile C, H, W, lossy (0 none, 1 y only, 2 y + z), lossy z precision, lossy decode (0 mean)
+_FIXED = struct.Struct("<16s8sIIIBBBBHBHHBBB")
+_ZLIB = 0x80  # flag in the variable part's first byte: zlib-compressed
 
 class CodecError(SelfVAEError):
     """A compressed file that cannot be decoded: damaged, truncated, or for another model or machine."""
@@ -39,7 +45,7 @@ class Container:
     words: np.ndarray  # uint32, stack order (bottom first)
 
     def to_bytes(self) -> bytes:
-        head = zlib.compress(json.dumps(self.header, separators=(",", ":")).encode(), 9)
+        head = pack_header(self.header)
         payload = np.ascontiguousarray(self.words[::-1], dtype="<u4").tobytes()
         return b"".join([
             _HEAD.pack(MAGIC, VERSION, len(head)), head, struct.pack("<I", zlib.crc32(head)),
@@ -62,7 +68,10 @@ class Container:
         head = data[_HEAD.size:end]
         if zlib.crc32(head) != struct.unpack_from("<I", data, end)[0]:
             raise CodecError(f"{name}: the header is damaged (checksum mismatch)")
-        return json.loads(zlib.decompress(head)), end + 4
+        try:
+            return unpack_header(head), end + 4
+        except (struct.error, zlib.error, ValueError, KeyError, UnicodeDecodeError) as e:
+            raise CodecError(f"{name}: the header cannot be read ({e})") from e
 
     @classmethod
     def from_bytes(cls, data: bytes, name: str) -> Container:
@@ -88,7 +97,53 @@ class Container:
 
 def header_bytes(header: dict[str, Any]) -> int:
     """Bytes a file spends outside the payload words (magic, version, header, both checksums)."""
-    return _HEAD.size + len(zlib.compress(json.dumps(header, separators=(",", ":")).encode(), 9)) + 8
+    return _HEAD.size + len(pack_header(header)) + 8
+
+
+def _runs(values: list) -> list:
+    """Run-length pairs ``[value, count]``."""
+    out: list = []
+    for v in values:
+        if out and out[-1][0] == v:
+            out[-1][1] += 1
+        else:
+            out.append([v, 1])
+    return out
+
+
+def _unruns(pairs: list) -> list:
+    return [v for v, k in pairs for _ in range(k)]
+
+
+def pack_header(h: dict[str, Any]) -> bytes:
+    p, lossy = h["params"], h.get("lossy")
+    kind = 0 if not lossy else (1 if lossy["precision"] is None else 2)
+    fixed = _FIXED.pack(
+        bytes.fromhex(h["model"]), bytes.fromhex(h["probe"]), h["crc"], h["payload_words"], h["n_seed"],
+        p["precision"], p["flow_precision"], p["flow_noise"], p["chunk"], h["group"], *h["tile"],
+        kind, (lossy or {}).get("precision") or 0, 0 if not lossy or lossy["decode"] == "mean" else 1,
+    )
+    var = json.dumps({"hint": h.get("hint", ""), "images": _runs([tuple(s) for s in h["images"]]),
+                      "names": h["names"], "groups": _runs(h["groups"])}, separators=(",", ":")).encode()
+    packed = zlib.compress(var, 9)
+    body = bytes([_ZLIB]) + packed if len(packed) < len(var) else bytes([0]) + var
+    return fixed + body
+
+
+def unpack_header(b: bytes) -> dict[str, Any]:
+    (model, probe, crc, words, seed, prec, fprec, fnoise, chunk, group, c, hh, ww, kind, zprec,
+     decode) = _FIXED.unpack_from(b)
+    rest = b[_FIXED.size:]
+    var = json.loads(zlib.decompress(rest[1:]) if rest[0] & _ZLIB else rest[1:])
+    return {
+        "model": model.hex(), "probe": probe.hex(), "crc": crc, "payload_words": words, "n_seed": seed,
+        "params": {"precision": prec, "flow_precision": fprec, "flow_noise": fnoise, "chunk": chunk},
+        "group": group, "tile": [c, hh, ww], "hint": var["hint"],
+        "images": [list(s) for s in _unruns(var["images"])], "names": var["names"],
+        "groups": _unruns(var["groups"]),
+        "lossy": None if kind == 0 else {"precision": None if kind == 1 else zprec,
+                                         "decode": "mean" if decode == 0 else "mode"},
+    }
 
 
 def read(path: str | Path) -> bytes:
