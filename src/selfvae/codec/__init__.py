@@ -23,15 +23,15 @@ from tqdm import tqdm
 from selfvae.codec.ans import Stack, StackUnderflow
 from selfvae.codec.bitsback import BitsBackCoder, CodingParams
 from selfvae.codec.compute import ChunkRunner, coding_mode, digest
-from selfvae.codec.container import CodecError, Container, header_bytes
-from selfvae.codec.images import InputImage, from_tiles, to_tiles
+from selfvae.codec.container import CodecError, Container
+from selfvae.codec.images import InputImage, from_tiles, tile_grid, to_tiles
 from selfvae.codec.lossy import QuantisedZ
 from selfvae.errors import SelfVAEError
 from selfvae.models.selfvae import SelfVAE
+from selfvae.priors import RealNVP
 
 __all__ = ["CodingParams", "CodecError", "CompressReport", "InputImage", "QuantisedZ", "compress", "decompress",
-           "model_id",
-           "nelbo_bits", "read_model_hint"]
+           "model_id", "nelbo_bits", "read_model_hint"]
 
 _SEED = 0x5E1F  # initial bits are pseudo-random words from this seed (files are reproducible)
 
@@ -55,7 +55,7 @@ def probe(coder: BitsBackCoder) -> str:
     u = coder._value(coder.grid.index(mu))
     params = coder._dlm_params(0, u, None)
     parts = [mu, std, coder._channel_probs(0, params, level, 0)]
-    if hasattr(coder.m.p_u, "inverse_and_logdet"):
+    if isinstance(coder.m.p_u, RealNVP):
         parts += list(coder._flow_inverse(u))
     return digest(parts).hex()
 
@@ -123,12 +123,11 @@ def compress(
     finally:
         runner.close()
     data = Container(header, stack.words()).to_bytes()
-    payload_bits = 32 * stack.num_words()
-    coded_bits = sum(parts.values())
-    initial = max(payload_bits - coded_bits, 0.0)
+    payload_bytes = 4 * stack.num_words()
+    initial = max(payload_bytes - sum(parts.values()) / 8, 0.0)
     report = CompressReport(
         n_images=len(images), dims=sum(int(np.prod(im.pixels.shape)) for im in images), file_bytes=len(data),
-        header_bytes=header_bytes(header), initial_bytes=initial / 8,
+        header_bytes=len(data) - payload_bytes, initial_bytes=initial,
         parts_bytes={k: v / 8 for k, v in parts.items()}, ideal_bits=stack.ideal_bits,
     )
     return data, report
@@ -257,14 +256,15 @@ def decompress(
     else:
         c = Container.from_bytes(data, name)
         header, words = c.header, c.words
-    if header["model"] != model_id(model):
+    this_model = model_id(model)
+    if header["model"] != this_model:
         raise CodecError(f"{name}: was written with another model (id {header['model']}, this one is "
-                         f"{model_id(model)}); decompress it with the model that compressed it")
+                         f"{this_model}); decompress it with the model that compressed it")
     params = CodingParams(**header["params"])
     lossy = None if not header.get("lossy") else QuantisedZ(header["lossy"]["precision"], header["lossy"]["decode"])
     shapes = [tuple(s) for s in header["images"]]
     tile = tuple(header["tile"])
-    n_tiles = [len(to_tiles(np.zeros(s, np.uint8), tile, "")) for s in shapes]
+    n_tiles = [rows * cols for rows, cols, _, _ in (tile_grid(s[0], s[1], tile[1], tile[2]) for s in shapes)]
     sizes = header["groups"]
     if sum(sizes) != sum(n_tiles):
         raise CodecError(f"{name}: the header's groups hold {sum(sizes)} tiles, its images {sum(n_tiles)}")
@@ -275,10 +275,11 @@ def decompress(
     try:
         with coding_mode(model):
             coder = BitsBackCoder(model, params, runner)
-            if probe(coder) != header["probe"]:
+            here = probe(coder)
+            if here != header["probe"]:
                 raise CodecError(
                     f"{name}: this machine computes the model differently from the one that wrote the file "
-                    f"(probe {probe(coder)} != {header['probe']}: another CPU type or PyTorch build); decode it "
+                    f"(probe {here} != {header['probe']}: another CPU type or PyTorch build); decode it "
                     f"on a machine like the writer's, with torch {torch.__version__} there or the writer's version")
             stack = Stack(words)
             n_words = len(words)
@@ -327,10 +328,8 @@ def nelbo_bits(model: SelfVAE, images: list[InputImage], batch: int = 64) -> flo
     shape = model.shapes[-1]
     tiles = torch.from_numpy(np.concatenate([to_tiles(im.pixels, shape, im.name) for im in images]))
     total = 0.0
-    gen_state = torch.random.get_rng_state()
-    torch.manual_seed(0)
-    with torch.inference_mode():
+    with torch.random.fork_rng(), torch.inference_mode():  # seeded without disturbing the caller's stream
+        torch.manual_seed(0)
         for s in range(0, len(tiles), batch):
             total += float(model.terms(tiles[s : s + batch]).nelbo.sum()) / math.log(2)
-    torch.random.set_rng_state(gen_state)
     return total

@@ -95,11 +95,6 @@ class Container:
         return header, np.frombuffer(body[: 4 * n], dtype="<u4")[::-1].astype(np.uint32)
 
 
-def header_bytes(header: dict[str, Any]) -> int:
-    """Bytes a file spends outside the payload words (magic, version, header, both checksums)."""
-    return _HEAD.size + len(pack_header(header)) + 8
-
-
 def _runs(values: list) -> list:
     """Run-length pairs ``[value, count]``."""
     out: list = []
