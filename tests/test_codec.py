@@ -256,3 +256,26 @@ def test_bin_probs_are_the_likelihood_in_decoding_order(channels):
     exact = smallest > 1e-4  # where log_prob's density approximation for unlikely bins does not apply
     assert exact.float().mean() > 0.5
     assert torch.allclose(per_pixel[exact], dlm.log_prob_per_dim(x)[exact], atol=1e-3)
+
+
+def test_folder_images_with_equal_names_in_subfolders_stay_apart(tmp_path):
+    from PIL import Image
+
+    from selfvae.codec.images import read_inputs, save_png
+
+    rng = np.random.default_rng(0)
+    for cls in ("cat", "dog"):
+        (tmp_path / "in" / cls).mkdir(parents=True)
+        Image.fromarray(rng.integers(0, 256, (9, 7), dtype=np.uint8)).save(tmp_path / "in" / cls / "0001.png")
+    (tmp_path / "in" / ".hidden.png").write_bytes(b"not an image")  # skipped, as the data loaders skip it
+    images = read_inputs([str(tmp_path / "in")])
+    assert [im.name for im in images] == ["cat/0001", "dog/0001"]
+    _, model = tiny_model("", "standard")
+    dec = decompress(model, compress(model, images)[0])
+    for name, pixels in zip(dec.names, dec.images, strict=True):
+        save_png(pixels, tmp_path / "out" / f"{name}.png")
+    for im in images:
+        assert np.array_equal(np.asarray(Image.open(tmp_path / "out" / f"{im.name}.png"))[..., None], im.pixels)
+    evil = compress(model, [InputImage("../evil", images[0].pixels)])[0]
+    with pytest.raises(CodecError, match="not a path below a folder"):
+        decompress(model, evil, name="evil.svae")

@@ -222,10 +222,15 @@ def _pack_names(names: list[str]) -> dict:
     return {"list": names}
 
 
-def _unpack_names(packed: dict, n: int) -> list[str]:
+def _unpack_names(packed: dict, n: int, name: str) -> list[str]:
     if "list" in packed:
-        return list(packed["list"])
-    return [f"{packed['stem']}_{i:0{packed['width']}d}" for i in range(n)]
+        names = list(packed["list"])
+    else:
+        names = [f"{packed['stem']}_{i:0{packed['width']}d}" for i in range(n)]
+    for stem in names:  # names become paths below the output folder: never above it
+        if not stem or stem.startswith("/") or ".." in stem.split("/"):
+            raise CodecError(f"{name}: holds the image name {stem!r}, which is not a path below a folder")
+    return names
 
 
 class _PrefixEnd(Exception):
@@ -320,7 +325,7 @@ def decompress(
     for s, k in zip(shapes, n_tiles, strict=True):
         images.append(from_tiles(tiles[at : at + k], s[0], s[1], s[2]))
         at += k
-    return Decoded(_unpack_names(header["names"], len(shapes)), images, stages)
+    return Decoded(_unpack_names(header["names"], len(shapes), name), images, stages)
 
 
 def nelbo_bits(model: SelfVAE, images: list[InputImage], batch: int = 64) -> float:

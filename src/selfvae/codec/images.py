@@ -17,13 +17,13 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from selfvae.data.files import MAX_PIXELS
-from selfvae.data.formats import IMAGE_EXTENSIONS
+from selfvae.data.formats import list_images
 from selfvae.errors import SelfVAEError
 
 
 @dataclass
 class InputImage:
-    name: str  # output file stem
+    name: str  # output file stem; a relative path (``cat/0001``) for images read from a folder
     pixels: np.ndarray  # uint8 [H, W, C] with C = 1 (grey) or 3 (RGB)
 
 
@@ -86,10 +86,11 @@ def read_inputs(inputs: list[str], limit: int | None = None) -> list[InputImage]
         if ".npz" in p.name and (p.suffix == ".npz" or ".npz:" in p.name):
             out += read_npz(spec)
         elif p.is_dir():
-            files = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS)
+            files, _ = list_images(p)
             if not files:
                 raise SelfVAEError(f"{p}: no image files in this folder")
-            out += [read_file(f) for f in files]
+            # named by their path below the folder, so test/cat/0001.jpg and test/dog/0001.jpg stay apart
+            out += [InputImage(f.relative_to(p).with_suffix("").as_posix(), read_file(f).pixels) for f in files]
         elif p.is_file():
             out.append(read_file(p))
         else:
@@ -134,6 +135,7 @@ def from_tiles(tiles: np.ndarray, h: int, w: int, channels: int) -> np.ndarray:
 
 
 def save_png(pixels: np.ndarray, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(pixels[..., 0] if pixels.shape[2] == 1 else pixels).save(path, optimize=False)
 
 
