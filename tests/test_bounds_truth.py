@@ -18,6 +18,7 @@ from conftest import TINY
 
 from selfvae.config import ModelConfig
 from selfvae.distributions import DiagonalGaussian
+from selfvae.errors import SelfVAEError
 from selfvae.evaluation.bounds import evaluate, log_weights
 from selfvae.models.selfvae import SelfVAE
 from selfvae.nn.layers import WNConv2d, data_dependent_init
@@ -135,3 +136,39 @@ def test_evaluate_takes_the_bound_per_image_before_averaging():
     assert abs(pooled - sum(truths) / 2) > 0.15
     assert m["bpd_iw"] == pytest.approx(m["nll_iw_nats"] / (16 * math.log(2)))
     assert m["bpd_elbo"] == pytest.approx(m["nelbo_nats"] / (16 * math.log(2)))
+
+
+def test_bits_per_dim_count_the_digits_784_dimensions_not_the_padded_frame():
+    """MNIST sits zero-padded in a 32x32 frame; bits/dim divide the same bound by 28*28."""
+    from selfvae.evaluation.bounds import per_data_dims
+    from selfvae.models.loading import build_model, frame_ratio
+    from selfvae.presets import get_preset
+
+    for name in ("mnist-vae", "fashion-mnist-srvae"):
+        cfg = get_preset(name)
+        model = build_model(cfg)
+        assert cfg.model.data_shape == (1, 28, 28) and (model.x_dims, model.padded_dims) == (784, 1024)
+        assert frame_ratio(cfg) == 1024 / 784
+    cfg = get_preset("mnist-vae")
+    cfg.data.image_size, cfg.model.image_shape, cfg.model.latent_shape = 28, (1, 28, 28), (8, 7, 7)
+    assert frame_ratio(cfg) == 1.0  # no padding at the data's own size
+    assert build_model(get_preset("cifar10-vae")).x_dims == 3 * 32 * 32
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(image_shape=(1, 16, 16), data_shape=(1, 12, 12), latent_shape=(4, 4, 4), prior="standard",
+                      n_mix=3, q_u=TINY, p_y=TINY, q_z=TINY, p_z=TINY, p_x=TINY)
+    model = SelfVAE(cfg).eval()
+    x = torch.zeros(6, 1, 16, 16, dtype=torch.uint8)
+    x[:, :, 2:14, 2:14] = torch.randint(0, 256, (6, 1, 12, 12), dtype=torch.uint8)
+    m = evaluate(model, [x], n_samples=4, progress=False)
+    assert m["dims"] == 144 and m["padded_dims"] == 256
+    assert m["bpd_elbo"] == pytest.approx(m["nelbo_nats"] / (144 * math.log(2)))
+    assert m["bpd_iw_padded"] == pytest.approx(m["nll_iw_nats"] / (256 * math.log(2)))
+    # metrics saved before bits/dim counted the data's own dimensions are read per those dimensions
+    old = {"bpd_elbo": 1.0, "bpd_iw": 0.9, "bpd_joint_elbo": 0.5, "nelbo_nats": 700.0}
+    new = per_data_dims(old, 784, 1024)
+    assert new["bpd_elbo"] == pytest.approx(1024 / 784) and new["bpd_iw_padded"] == 0.9
+    assert new["bpd_joint_elbo"] == 0.5 and new["dims"] == 784
+    assert per_data_dims(m, 144, 256) == {**m}
+    with pytest.raises(SelfVAEError, match="data_shape"):
+        SelfVAE(ModelConfig(image_shape=(1, 16, 16), data_shape=(3, 12, 12), latent_shape=(4, 4, 4)))

@@ -422,3 +422,25 @@ def test_augmentation_keeps_dtype_shape_and_changes_images(tmp_path: Path) -> No
     assert item.dtype == torch.uint8 and item.shape == (1, 32, 32) and not torch.equal(item, tr.images[0])
     batch = next(iter(torch.utils.data.DataLoader(tr, batch_size=4)))
     assert batch.dtype == torch.uint8 and batch.shape == (4, 1, 32, 32)
+
+
+class _RunsCode:
+    """Unpickling this calls ``Path.touch``: what a tampered data file would do."""
+
+    def __init__(self, target: Path) -> None:
+        self.target = target
+
+    def __reduce__(self):  # noqa: ANN204 - pickle's protocol
+        return (Path.touch, (self.target,))
+
+
+def test_cifar10_batch_that_would_run_code_is_refused(tmp_path: Path) -> None:
+    d = tmp_path / "cifar-10-batches-py"
+    make_cifar_dir(d)
+    marker = tmp_path / "ran"
+    batch, _ = cifar_batch(3, 99)
+    batch[b"batch_label"] = _RunsCode(marker)
+    (d / "test_batch").write_bytes(pickle.dumps(batch, protocol=2))
+    with pytest.raises(SelfVAEError, match="test_batch: not a CIFAR-10 python batch.*refused global"):
+        load_dataset("cifar10", tmp_path, "test")
+    assert not marker.exists()

@@ -126,6 +126,47 @@ def test_checkpoint_is_never_missing_between_saves(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt", "last.pt.prev"]
 
 
+class _RunsCode:
+    """Unpickling this calls ``Path.touch``: what a tampered checkpoint would do."""
+
+    def __init__(self, target) -> None:
+        self.target = target
+
+    def __reduce__(self):  # noqa: ANN204 - pickle's protocol
+        return (type(self.target).touch, (self.target,))
+
+
+def test_tampered_checkpoint_is_refused_and_runs_nothing(tmp_path):
+    """Checkpoints load weights-only: a file with a code-running object is refused, the code never runs."""
+    marker = tmp_path / "ran"
+    base = {"format": "selfvae-checkpoint", "version": 1, "config": {}, "model": {}, "optimizer": {},
+            "sampler": {}, "rng": {}, "step": 1, "extra": _RunsCode(marker)}
+    torch.save(base, tmp_path / "last.pt")
+    with pytest.raises(SelfVAEError, match="refused: the file holds objects other than tensors"):
+        load_checkpoint(tmp_path / "last.pt")
+    assert not marker.exists()
+    tiny_config(None).save(tmp_path / "config.json")  # a run directory: the CLI refuses it in one line
+    with pytest.raises(SystemExit) as e:
+        main(["eval", str(tmp_path), "--limit", "1"])
+    assert e.value.code == 2 and not marker.exists()
+
+
+def test_rng_state_round_trips_through_a_weights_only_checkpoint(tmp_path):
+    import random
+
+    from selfvae.checkpoint import rng_state, set_rng_state
+
+    torch.manual_seed(3)
+    np.random.seed(4)
+    random.seed(5)
+    base = {"config": {}, "model": {}, "optimizer": {}, "sampler": {}, "step": 0}
+    save_checkpoint({**base, "rng": rng_state()}, tmp_path / "c.pt")
+    want = (torch.rand(3), np.random.rand(3), random.random())
+    set_rng_state(load_checkpoint(tmp_path / "c.pt")["rng"])
+    got = (torch.rand(3), np.random.rand(3), random.random())
+    assert torch.equal(want[0], got[0]) and np.array_equal(want[1], got[1]) and want[2] == got[2]
+
+
 # ----- non-finite and huge gradients -------------------------------------------------------------------
 def _model_and_opt(blob_npz, **train_kw):
     from selfvae.models.loading import build_model

@@ -8,6 +8,7 @@ SIGKILL) leaves a complete ``NAME`` and, after the second save, the previous goo
 from __future__ import annotations
 
 import os
+import pickle
 import random
 import shutil
 import warnings
@@ -19,14 +20,23 @@ import torch
 
 from selfvae.errors import SelfVAEError
 
+# Globals a pre-2026-11 checkpoint's numpy RNG state needs under the weights-only unpickler: array
+# reconstruction only (numpy's own recommended allow-list for torch.load), nothing that runs code.
+_LEGACY_NUMPY = [np._core.multiarray._reconstruct, np.ndarray, np.dtype, type(np.dtype(np.uint32))]
+
 FORMAT = "selfvae-checkpoint"
 FORMAT_VERSION = 1
 REQUIRED = ("format", "version", "config", "model", "optimizer", "step", "sampler", "rng")
 
 
 def rng_state() -> dict[str, Any]:
-    """Every random state a run draws from."""
-    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    """Every random state a run draws from, in types ``torch.load(weights_only=True)`` reads (no numpy)."""
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": [name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)],
+        "python": random.getstate(),
+    }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -34,7 +44,8 @@ def rng_state() -> dict[str, Any]:
 
 def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, np.asarray(keys).astype(np.uint32), pos, has_gauss, cached))
     random.setstate(state["python"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -84,7 +95,14 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not path.is_file():
         raise SelfVAEError(f"{path}: no such checkpoint")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=False)
+        # Weights only: the unpickler builds tensors and plain containers, never arbitrary objects, so a
+        # tampered file cannot run code. Numpy arrays are allowed for checkpoints written before the RNG
+        # state was stored as tensors.
+        with torch.serialization.safe_globals(_LEGACY_NUMPY):
+            state = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise SelfVAEError(f"{path}: refused: the file holds objects other than tensors and plain data "
+                           f"(tampered or not a selfvae checkpoint; nothing in it was run): {_first_line(e)}") from e
     except Exception as e:  # torch raises many types for truncated/corrupt archives
         raise SelfVAEError(f"{path}: corrupt or truncated checkpoint ({type(e).__name__}: {e})") from e
     if not isinstance(state, dict) or state.get("format") != FORMAT:
@@ -98,6 +116,11 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if missing:
         raise SelfVAEError(f"{path}: checkpoint is missing {', '.join(missing)}")
     return state
+
+
+def _first_line(e: Exception) -> str:
+    lines = [ln for ln in str(e).splitlines() if "Unsupported global" in ln or "WeightsUnpickler" in ln]
+    return (lines[0] if lines else str(e).splitlines()[0] if str(e) else type(e).__name__).strip()
 
 
 def load_latest(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

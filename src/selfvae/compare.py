@@ -29,6 +29,8 @@ def plot_compare(rows: list[dict], run_dirs: list[Path], path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from selfvae.config import Config
+    from selfvae.models.loading import frame_ratio
     from selfvae.viz import read_log
 
     fig, (ax, ax_c) = plt.subplots(1, 2, figsize=(11, 4))
@@ -50,7 +52,8 @@ def plot_compare(rows: list[dict], run_dirs: list[Path], path: Path) -> Path:
     ax.grid(axis="y", alpha=0.3)
     any_curve = False
     for name, run in zip(names, run_dirs, strict=True):
-        val = [r for r in read_log(run / "log.jsonl") if r.get("split") == "val" and _finite(r.get("bpd"))]
+        ratio = frame_ratio(Config.load(run / "config.json"))
+        val = [r for r in read_log(run / "log.jsonl", ratio) if r.get("split") == "val" and _finite(r.get("bpd"))]
         if val:
             ax_c.plot([r["step"] for r in val], [r["bpd"] for r in val], "o-", ms=3, label=name)
             any_curve = True

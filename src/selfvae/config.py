@@ -41,6 +41,9 @@ class ModelConfig:
     the empty chain gives the plain VAE (K = 0). Each network role has its own size."""
 
     image_shape: tuple[int, int, int] = (1, 32, 32)
+    # The data's own image shape when ``image_shape`` holds it zero-padded (MNIST: 28x28 in 32x32); bits/dim
+    # are per dimension of this shape. None: ``image_shape`` (filled in from the data set when a model is built).
+    data_shape: tuple[int, int, int] | None = None
     transforms: str = ""
     latent_shape: tuple[int, int, int] = (16, 8, 8)
     prior: str = "realnvp"
@@ -119,6 +122,8 @@ class Config:
                 m[role] = NetSpec(**m[role])
             m["image_shape"] = tuple(m["image_shape"])
             m["latent_shape"] = tuple(m["latent_shape"])
+            if m.get("data_shape") is not None:
+                m["data_shape"] = tuple(m["data_shape"])
             return cls(
                 name=d["name"],
                 description=d.get("description", ""),

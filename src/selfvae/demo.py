@@ -94,7 +94,9 @@ class DemoModel:
                 f"{n / 1e6:.2f}M parameters, trained on {cfg.data.name}.")
         metrics = Path(self.name) / "final" / "metrics.json"
         if metrics.is_file():
-            r = json.loads(metrics.read_text())
+            from selfvae.evaluation.bounds import per_data_dims
+
+            r = per_data_dims(json.loads(metrics.read_text()), m.x_dims, m.padded_dims)
             text += (f" Test bound: {r['bpd_elbo']:.3f} bits/dim (ELBO), {r['bpd_iw']:.3f} "
                      f"(IW, S={r['iw_samples']}).")
         return text

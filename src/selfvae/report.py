@@ -112,11 +112,11 @@ def _note(text: str) -> str:
 
 
 # ----- sections ------------------------------------------------------------------------------------------
-def _curves(run_dir: Path) -> str:
+def _curves(run_dir: Path, ratio: float) -> str:
     from selfvae.viz import plot_curves
 
     with tempfile.TemporaryDirectory() as tmp:
-        uri = _file_uri(plot_curves(run_dir / "log.jsonl", Path(tmp) / "curves.png"))
+        uri = _file_uri(plot_curves(run_dir / "log.jsonl", Path(tmp) / "curves.png", ratio))
     if uri is None:
         return _note("log.jsonl has no train/validation records.")
     return _img(uri, "training curves") + _note(
@@ -192,7 +192,7 @@ def build_report(
     body["table"] = (format_html([row]) + f"<pre>{html.escape(format_markdown([row]))}</pre>"
                      + _note(f"Bounds: {row['source']}. {TABLE_NOTE}"))
 
-    body["curves"] = _curves(run_dir)
+    body["curves"] = _curves(run_dir, model.padded_dims / model.x_dims)
 
     torch.manual_seed(seed)
     samples = generate(model, 64)[-1]

@@ -101,22 +101,33 @@ def save_columns(columns: list[tuple[str, Tensor]], path: str | Path, scale: int
     return path
 
 
-def read_log(path: str | Path) -> list[dict]:
-    """Records of a run's JSON-lines log (missing file: empty list)."""
+def read_log(path: str | Path, frame_ratio: float = 1.0) -> list[dict]:
+    """Records of a run's JSON-lines log (missing file: empty list).
+
+    Records carry ``dims``, the dimensions their ``bpd`` is per. Older records lack it and are per
+    dimension of the model's (zero-padded) frame; ``frame_ratio`` (frame dims / data dims, 1024/784 for
+    MNIST) puts them per dimension of the data's own images like the rest.
+    """
     path = Path(path)
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    recs = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    for r in recs:
+        if "dims" not in r and isinstance(r.get("bpd"), (int, float)):
+            r["bpd"] *= frame_ratio
+    return recs
 
 
-def plot_curves(log_path: str | Path, out: str | Path) -> Path | None:
-    """Train/validation bits/dim and learning rate against step, from ``log.jsonl``; None if no records."""
+def plot_curves(log_path: str | Path, out: str | Path, frame_ratio: float = 1.0) -> Path | None:
+    """Train/validation bits/dim and learning rate against step, from ``log.jsonl``; None if no records.
+
+    ``frame_ratio``: see :func:`read_log`."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    recs = read_log(log_path)
+    recs = read_log(log_path, frame_ratio)
     train = [r for r in recs if r.get("split") == "train"]
     val = [r for r in recs if r.get("split") == "val"]
     if not train and not val:

@@ -15,6 +15,7 @@ from selfvae.data.datasets import (
     infer_dataset,
     load_dataset,
     load_split,
+    own_shape,
     split_indices,
 )
 from selfvae.data.download import download, fetch_url
@@ -31,5 +32,6 @@ __all__ = [
     "fetch_url",
     "load_dataset",
     "load_split",
+    "own_shape",
     "split_indices",
 ]

@@ -133,6 +133,23 @@ def dataset_shape(
     return c, image_size, image_size
 
 
+def own_shape(name: str, image_shape: tuple[int, int, int], image_size: int | None = None) -> tuple[int, int, int]:
+    """The data's own image shape inside ``image_shape``: the shape less the zero padding the loader adds.
+
+    MNIST's 28x28 digits are padded to 32x32 for the networks; the padding is deterministic, so a bound on
+    the padded image is a bound on the digit, and bits/dim count the digit's 784 dimensions. At another
+    ``image_size`` the padding scales with the image (an image_size equal to the raw side pads nothing).
+    """
+    spec = DATASETS.get(name)
+    if spec is None or not spec.pad or spec.shape is None:
+        return tuple(image_shape)
+    raw = spec.shape[1] - 2 * spec.pad
+    if image_size == raw:
+        return tuple(image_shape)
+    c, h, w = image_shape
+    return c, h * raw // spec.shape[1], w * raw // spec.shape[2]
+
+
 def infer_dataset(name: str, root: str | Path) -> str:
     """The data set to read at ``root``: ``name`` when its files are there, else ``"npz"`` for an ``.npz``
     file or ``"folder"`` for a directory with image files; otherwise ``name``'s own error is raised.

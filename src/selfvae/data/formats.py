@@ -15,6 +15,7 @@ default) or by black padding of the shorter one (``resize="pad"``), then resizes
 from __future__ import annotations
 
 import gzip
+import io
 import os
 import pickle
 import re
@@ -250,9 +251,22 @@ CIFAR_TAR = "cifar-10-python.tar.gz"
 CIFAR_BATCHES = {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]}
 
 
+class _ArrayUnpickler(pickle.Unpickler):
+    """Unpickles dicts, lists, bytes and numpy arrays only: a tampered batch file cannot run code."""
+
+    _ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+                ("numpy", "ndarray"), ("numpy", "dtype"),
+                ("_codecs", "encode")}  # how protocol-2 pickles from Python 3 spell bytes
+
+    def find_class(self, module: str, name: str):  # noqa: ANN201 - pickle's protocol
+        if (module, name) in self._ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refused global {module}.{name} (only numpy arrays are allowed)")
+
+
 def _parse_cifar_batch(data: bytes, what: str) -> Arrays:
-    try:
-        d = pickle.loads(data, encoding="bytes")  # the official format is a pickle
+    try:  # the official format is a pickle; read with an unpickler that builds arrays and nothing else
+        d = _ArrayUnpickler(io.BytesIO(data), encoding="bytes").load()
         x, y = np.asarray(d[b"data"]), np.asarray(d[b"labels"])
     except Exception as e:  # noqa: BLE001 - any unpickling failure is a bad file
         raise SelfVAEError(f"{what}: not a CIFAR-10 python batch ({type(e).__name__}: {e})") from e

@@ -226,6 +226,9 @@ def run_row(
                            "transforms": cfg.model.transforms or "none"}
     metrics = read_json(run_dir / "final" / "metrics.json")
     if metrics is not None:
+        from selfvae.evaluation.bounds import per_data_dims
+
+        metrics = per_data_dims(metrics, model.x_dims, model.padded_dims)
         row["source"] = f"final/metrics.json ({metrics.get('split', 'test')}, S={metrics.get('iw_samples')})"
     elif n_eval:
         from selfvae.data import batches_of, load_split

@@ -5,18 +5,32 @@ Evaluation, the operations, the report and the demo load models from here, witho
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import torch
 
 from selfvae.checkpoint import load_latest
 from selfvae.config import Config
+from selfvae.data import own_shape
 from selfvae.models.selfvae import SelfVAE
 
 
 def build_model(cfg: Config, device: str | torch.device = "cpu") -> SelfVAE:
-    """A freshly initialised model of ``cfg.model`` on ``device``."""
+    """A freshly initialised model of ``cfg.model`` on ``device``.
+
+    A config without ``model.data_shape`` gets it from its data set here (MNIST: 28x28 inside the 32x32
+    frame), so bits/dim count the data's own dimensions and a run's saved config records them.
+    """
+    if cfg.model.data_shape is None:
+        cfg.model.data_shape = own_shape(cfg.data.name, cfg.model.image_shape, cfg.data.image_size)
     return SelfVAE(cfg.model).to(device)
+
+
+def frame_ratio(cfg: Config) -> float:
+    """Dimensions of the model's frame per dimension of the data's own images (1024 / 784 for MNIST)."""
+    data_shape = cfg.model.data_shape or own_shape(cfg.data.name, cfg.model.image_shape, cfg.data.image_size)
+    return math.prod(cfg.model.image_shape) / math.prod(data_shape)
 
 
 def load_run(

@@ -151,7 +151,8 @@ class SelfVAE(nn.Module):
         self.p_x = nn.ModuleList(
             ConditionalDecoder(self.shapes[k], self.shapes[k + 1], lat, cfg.p_x, cfg.n_mix) for k in range(self.K)
         )
-        self.x_dims = math.prod(cfg.image_shape)
+        self.padded_dims = math.prod(cfg.image_shape)
+        self.x_dims = math.prod(_data_shape(cfg))  # bits/dim are per dimension of the data's own images
         self.joint_dims = sum(math.prod(s) for s in self.shapes)
 
     @property
@@ -219,12 +220,23 @@ class SelfVAE(nn.Module):
         return Terms(re=torch.stack(re, 1), kl_u=kl_u, kl_z=kl_z_t)
 
     def bpd(self, nats: Tensor) -> Tensor:
-        """Nats per image -> bits per dimension of x."""
+        """Nats per image -> bits per dimension of x (of the data's own image: 784 for padded MNIST)."""
         return nats / (self.x_dims * math.log(2.0))
 
     def forward(self, x: Tensor) -> Tensor:
         """Mean negative ELBO in bits/dim of x (the training loss)."""
         return self.bpd(self.terms(x).nelbo).mean()
+
+
+def _data_shape(cfg: ModelConfig) -> tuple[int, int, int]:
+    """``cfg.data_shape`` checked against the frame ``cfg.image_shape`` it sits in (``image_shape`` if None)."""
+    if cfg.data_shape is None:
+        return tuple(cfg.image_shape)
+    (c, h, w), (fc, fh, fw) = cfg.data_shape, cfg.image_shape
+    if c != fc or not (0 < h <= fh and 0 < w <= fw):
+        raise SelfVAEError(f"model.data_shape {tuple(cfg.data_shape)} does not fit in model.image_shape "
+                           f"{tuple(cfg.image_shape)} (same channels, at most as large)")
+    return c, h, w
 
 
 def _repeat(n: int):

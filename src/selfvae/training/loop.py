@@ -326,6 +326,7 @@ def _train(cfg: Config, run_dir: Path, device: str, resume: bool, progress: bool
     opt = torch.optim.Adamax(model.parameters(), lr=t.lr)
     sampler = EpochSampler(len(train_ds), t.batch_size, t.seed)
     step, best, skips_in_row, skips_total = 0, math.inf, 0, 0
+    train_seconds = 0.0  # training wall clock over all sessions of the run (time-to-quality curves)
     ema: SelfVAE | None = None
     if resume:
         state = load_latest(last, map_location=device)
@@ -333,6 +334,9 @@ def _train(cfg: Config, run_dir: Path, device: str, resume: bool, progress: bool
         opt.load_state_dict(state["optimizer"])
         sampler.load_state_dict(state["sampler"])
         step, best = state["step"], state.get("best", math.inf)
+        if "best_dims" not in state:  # saved when bits/dim were per dimension of the padded frame
+            best *= model.padded_dims / model.x_dims
+        train_seconds = state.get("train_seconds", 0.0)
         skips_total = state.get("skips_total", 0)
         if t.ema_decay:
             ema = copy.deepcopy(model)
@@ -373,7 +377,9 @@ def _train(cfg: Config, run_dir: Path, device: str, resume: bool, progress: bool
                 "sampler": sampler_state,
                 "rng": rng_state(),
                 "best": best,
+                "best_dims": model.x_dims,
                 "skips_total": skips_total,
+                "train_seconds": train_seconds,
             },
             path,
         )
@@ -395,7 +401,8 @@ def _train(cfg: Config, run_dir: Path, device: str, resume: bool, progress: bool
         with torch.random.fork_rng(devices=[]):  # evaluation must not perturb the training RNG
             torch.manual_seed(t.seed)
             m = evaluate(ema or model, batches_of(val_ds, EVAL_BATCH, t.eval_limit), 1, device, progress=False)
-        rec = {"step": step, "split": "val", "bpd": m["bpd_elbo"], **{k: m[k] for k in m if k[:3] in ("re_", "kl_")}}
+        rec = {"step": step, "split": "val", "bpd": m["bpd_elbo"], "dims": m["dims"],
+               "train_seconds": round(train_seconds, 1), **{k: m[k] for k in m if k[:3] in ("re_", "kl_")}}
         log.write(json.dumps(rec) + "\n")
         log.flush()
         writer.add_scalar("val/bpd", m["bpd_elbo"], step)
@@ -417,6 +424,7 @@ def _train(cfg: Config, run_dir: Path, device: str, resume: bool, progress: bool
                     validate()
                 checkpoint(last)
                 break
+            wall = time.perf_counter()
             lr = learning_rate(cfg, step)
             for group in opt.param_groups:
                 group["lr"] = lr
@@ -424,6 +432,7 @@ def _train(cfg: Config, run_dir: Path, device: str, resume: bool, progress: bool
             assert key_step == step, (key_step, step)
             tic = time.perf_counter()
             res = train_step(model, opt, micro, cfg, ema, step=step, env=env)
+            train_seconds += time.perf_counter() - wall
             step += 1
             sampler_state = next_sampler_state
             if res.skipped:
@@ -443,7 +452,8 @@ def _train(cfg: Config, run_dir: Path, device: str, resume: bool, progress: bool
             bar.update(1)
             bar.set_postfix(bpd=f"{res.loss:.4f}", skipped=skips_total)
             if main and (step % t.log_every == 0 or step == t.steps or res.skipped):
-                rec = {"step": step, "split": "train", "bpd": res.loss, "lr": lr, "grad_norm": res.grad_norm,
+                rec = {"step": step, "split": "train", "bpd": res.loss, "dims": model.x_dims,
+                       "train_seconds": round(train_seconds, 1), "lr": lr, "grad_norm": res.grad_norm,
                        "skipped": res.skipped, "skipped_total": skips_total,
                        "sec_per_step": time.perf_counter() - tic, **res.terms}
                 log.write(json.dumps(rec) + "\n")
@@ -478,7 +488,7 @@ def _train(cfg: Config, run_dir: Path, device: str, resume: bool, progress: bool
         return {"stopped": stop_reason, "step": step}
     if not main:
         return {"step": step}
-    plot_curves(run_dir / "log.jsonl", run_dir / "curves.png")
+    plot_curves(run_dir / "log.jsonl", run_dir / "curves.png", model.padded_dims / model.x_dims)
     if not final_eval:
         return {"step": step}
     return finish(cfg, run_dir, device, progress)
