@@ -84,10 +84,14 @@ def test_bad_uploads_are_messages(demo_run, tmp_path):
         dm.image(None, 0)
 
 
-def test_default_model_is_the_newest_run(demo_run, tmp_path):
+def test_default_model_is_the_newest_run_else_the_shipped_one(demo_run, tmp_path, monkeypatch):
+    from selfvae.models import pretrained
+
+    assert find_default_run(demo_run.parent) == str(demo_run)
+    assert find_default_run(tmp_path) == "mnist-srvae"  # nothing trained yet: the shipped selfVAE
+    monkeypatch.setattr(pretrained, "PACKAGED", tmp_path / "none")
     with pytest.raises(SelfVAEError, match="no trained run"):
         find_default_run(tmp_path)
-    assert find_default_run(demo_run.parent) == demo_run
 
 
 def _free_port() -> int:

@@ -121,12 +121,29 @@ def cmd_train(args: argparse.Namespace) -> None:
     print(f"samples: {out / 'final' / 'samples.png'}; metrics: {out / 'final' / 'metrics.json'}")
 
 
-def cmd_eval(args: argparse.Namespace) -> None:
-    from selfvae.evaluation.bounds import evaluate
+def _load(args: argparse.Namespace, device: str | torch.device = "cpu") -> tuple[Any, Any]:
+    """Config and model of ``args.run_dir`` (a run, an exported model or a pretrained name), with the data
+    set read from ``--data-dir`` where the command has it."""
     from selfvae.models.loading import load_run
 
-    device = _device(args.device)
     cfg, model = load_run(args.run_dir, device)
+    if getattr(args, "data_dir", None):
+        cfg.data.root = args.data_dir
+    return cfg, model
+
+
+def _out_dir(args: argparse.Namespace) -> Path:
+    """Default folder for a command's outputs: the run's own, ``./NAME`` for a shipped model."""
+    from selfvae.models.pretrained import output_dir, resolve
+
+    return output_dir(resolve(args.run_dir))
+
+
+def cmd_eval(args: argparse.Namespace) -> None:
+    from selfvae.evaluation.bounds import evaluate
+
+    device = _device(args.device)
+    cfg, model = _load(args, device)
     batches, n, _ = _split_batches(cfg, args.split, args.limit, args.batch_size)
     torch.manual_seed(args.seed)
     m = evaluate(model, batches, args.iw_samples, device, total=n, progress=not args.json)
@@ -142,12 +159,11 @@ def cmd_eval(args: argparse.Namespace) -> None:
 
 
 def cmd_sample(args: argparse.Namespace) -> None:
-    from selfvae.models.loading import load_run
     from selfvae.models.ops import generate
     from selfvae.viz import save_grid, save_rows
 
     device = _device(args.device)
-    _, model = load_run(args.run_dir, device)
+    _, model = _load(args, device)
     torch.manual_seed(args.seed)
     levels = generate(model, args.n, args.temperature, decode=args.decode)
     out = Path(args.output)
@@ -161,12 +177,11 @@ def cmd_sample(args: argparse.Namespace) -> None:
 
 def cmd_superres(args: argparse.Namespace) -> None:
     from selfvae.data.files import read_image_files
-    from selfvae.models.loading import load_run
     from selfvae.models.ops import super_resolve
     from selfvae.viz import save_rows
 
     device = _device(args.device)
-    _, model = load_run(args.run_dir, device)
+    _, model = _load(args, device)
     if model.K == 0:
         raise SelfVAEError(f"{args.run_dir}: a plain VAE run cannot super-resolve (it has no y)")
     y = read_image_files(args.images, model.shapes[-2], resize=args.resize).to(device)
@@ -191,12 +206,11 @@ def _pick_images(cfg, args, n: int) -> torch.Tensor:
 
 
 def cmd_reconstruct(args: argparse.Namespace) -> None:
-    from selfvae.models.loading import load_run
     from selfvae.models.ops import canonical_mode, level_columns, mode_columns, modes
     from selfvae.viz import save_columns
 
     device = _device(args.device)
-    cfg, model = load_run(args.run_dir, device)
+    cfg, model = _load(args, device)
     chosen = modes(model) if args.mode == "all" else [canonical_mode(model, args.mode)]
     x = _pick_images(cfg, args, args.n).to(device)
     torch.manual_seed(args.seed)
@@ -209,12 +223,11 @@ def cmd_reconstruct(args: argparse.Namespace) -> None:
 
 def cmd_interpolate(args: argparse.Namespace) -> None:
     from selfvae.data.files import read_image_files
-    from selfvae.models.loading import load_run
     from selfvae.models.ops import interpolate
     from selfvae.viz import save_grid
 
     device = _device(args.device)
-    cfg, model = load_run(args.run_dir, device)
+    cfg, model = _load(args, device)
     shape = tuple(cfg.model.image_shape)
     a = read_image_files([args.a], shape, resize=args.resize).to(device)
     b = read_image_files([args.b], shape, resize=args.resize).to(device)
@@ -227,16 +240,15 @@ def cmd_interpolate(args: argparse.Namespace) -> None:
 
 def cmd_tradeoff(args: argparse.Namespace) -> None:
     from selfvae.evaluation.tradeoff import plot_tradeoff, tradeoff, write_csv
-    from selfvae.models.loading import load_run
 
     if args.bits:
         return _tradeoff_bits(args)
     device = _device(args.device)
-    cfg, model = load_run(args.run_dir, device)
+    cfg, model = _load(args, device)
     batches, _, _ = _split_batches(cfg, args.split, args.limit or 1000, args.batch_size)
     torch.manual_seed(args.seed)
     rows = tradeoff(model, batches, device)
-    out = Path(args.out or Path(args.run_dir) / "tradeoff")
+    out = Path(args.out or _out_dir(args) / "tradeoff")
     csv_path = write_csv(rows, out / "tradeoff.csv")
     png = plot_tradeoff(rows, out / "tradeoff.png", title=cfg.name)
     for r in rows:
@@ -248,12 +260,11 @@ def cmd_tradeoff(args: argparse.Namespace) -> None:
 def _tradeoff_bits(args: argparse.Namespace) -> None:
     from selfvae.codec import rate_distortion as rd
     from selfvae.codec.images import split_images
-    from selfvae.models.loading import load_run
 
-    cfg, model = load_run(args.run_dir)
+    cfg, model = _load(args)
     images = split_images(cfg, args.split, args.limit or 100)
     rows = rd.rate_distortion(model, images, decode=args.decode, threads=max(1, torch.get_num_threads()))
-    out = Path(args.out or Path(args.run_dir) / "tradeoff")
+    out = Path(args.out or _out_dir(args) / "tradeoff")
     csv_path = rd.write_csv(rows, out / "rate_distortion.csv")
     png = rd.plot(rows, out / "rate_distortion.png", title=f"{cfg.name}: {len(images)} {cfg.data.name} images")
     for r in rows:
@@ -266,16 +277,18 @@ def cmd_fid(args: argparse.Namespace) -> None:
     from selfvae.evaluation.table import run_fid
 
     r = run_fid(args.run_dir, n=args.n, ref=args.ref, batch_size=args.batch_size, device=_device(args.device),
-                weights=args.weights, seed=args.seed, progress=not args.no_progress, n_ref=args.n_ref)
+                weights=args.weights, seed=args.seed, progress=not args.no_progress, n_ref=args.n_ref,
+                data_dir=args.data_dir)
     print(f"FID {r['fid']:.3f} ({r['n']} samples vs {r['n_ref']} {r['ref']} images)")
-    print(f"wrote {Path(args.run_dir) / 'final' / 'fid.json'}")
+    print(f"wrote {r['path']}")
 
 
 def cmd_report(args: argparse.Namespace) -> None:
     from selfvae.report import build_report
 
-    page = build_report(args.run_dir, args.out, n_eval=args.n_eval, iw_samples=args.iw_samples,
-                        device=_device(args.device), seed=args.seed, n_tradeoff=args.n_tradeoff)
+    page = build_report(args.run_dir, args.out or _out_dir(args) / "report", n_eval=args.n_eval,
+                        iw_samples=args.iw_samples, device=_device(args.device), seed=args.seed,
+                        n_tradeoff=args.n_tradeoff, data_dir=args.data_dir)
     print(f"wrote {page}")
 
 
@@ -288,6 +301,29 @@ def cmd_compare(args: argparse.Namespace) -> None:
     print(f"wrote {r['markdown']}, {r['csv']}, {r['plot']} and {r['html']}")
 
 
+def cmd_export(args: argparse.Namespace) -> None:
+    from selfvae.models.pretrained import export
+
+    out = export(args.run_dir, args.output, dtype=args.dtype, which=args.which)
+    size = (out / "model.safetensors").stat().st_size
+    print(f"wrote {out} (model.safetensors {size / 1e6:.2f} MB, {args.dtype}; config.json; metrics.json if the "
+          f"run had them); check it with: selfvae eval {out}")
+
+
+def cmd_pretrained(args: argparse.Namespace) -> None:
+    from selfvae.evaluation.table import stored_metrics
+    from selfvae.models.pretrained import PACKAGED, pretrained_names
+
+    names = pretrained_names()
+    if not names:
+        print(f"no pretrained models in this installation ({PACKAGED})")
+    for name in names:
+        m = stored_metrics(PACKAGED / name) or {}
+        bounds = (f"test {m['bpd_elbo']:.4f} bits/dim (ELBO), {m['bpd_iw']:.4f} (IW, S={m.get('iw_samples')})"
+                  if "bpd_iw" in m else "not evaluated")
+        print(f"{name:<24} {bounds}")
+
+
 def cmd_demo(args: argparse.Namespace) -> None:
     from selfvae.demo import launch
 
@@ -298,9 +334,8 @@ def cmd_demo(args: argparse.Namespace) -> None:
 def cmd_compress(args: argparse.Namespace) -> None:
     from selfvae.codec import CodingParams, QuantisedZ, compress, nelbo_bits
     from selfvae.codec.images import read_inputs
-    from selfvae.models.loading import load_run
 
-    _, model = load_run(args.run_dir)
+    _, model = _load(args)
     images = read_inputs(args.inputs, args.limit)
     given = {"precision": args.precision, "chunk": args.chunk}
     params = CodingParams(**{k: v for k, v in given.items() if v is not None})
@@ -308,7 +343,7 @@ def cmd_compress(args: argparse.Namespace) -> None:
         raise SelfVAEError("give --lossy-z or --y-only, not both")
     lossy = QuantisedZ(args.lossy_z) if args.lossy_z is not None or args.y_only else None
     data, rep = compress(model, images, params, group=args.group, threads=args.threads, progress=not args.json,
-                         model_hint=str(Path(args.run_dir).resolve()), lossy=lossy)
+                         model_hint=_model_hint(args.run_dir), lossy=lossy)
     out = Path(args.output)
     tmp = out.with_name(out.name + ".tmp")
     tmp.write_bytes(data)
@@ -330,6 +365,14 @@ def cmd_compress(args: argparse.Namespace) -> None:
               f"file / nELBO = {rep.bits_per_dim / nelbo_bpd:.4f}")
 
 
+def _model_hint(run: str) -> str:
+    """What a compressed file names its model by: a shipped model's name, else the folder's absolute path."""
+    from selfvae.models.pretrained import is_packaged, resolve
+
+    folder = resolve(run)
+    return folder.name if is_packaged(folder) else str(folder.resolve())
+
+
 def _part_order(item: tuple[str, float]) -> tuple[int, str]:
     name = item[0]
     return ({"u": 0, "x": 3}.get(name, 1 if name.startswith("y") else 2), name)
@@ -342,10 +385,14 @@ def cmd_decompress(args: argparse.Namespace) -> None:
     from selfvae.models.loading import load_run
 
     data = read(args.file)
+    from selfvae.models.pretrained import resolve
+
     run_dir = args.model or read_model_hint(data, args.file)
-    if not Path(run_dir).is_dir():
-        raise SelfVAEError(f"{args.file}: was written with the model in {run_dir}, which is not here; "
-                           f"give it with --model RUN_DIR")
+    try:
+        resolve(run_dir)
+    except SelfVAEError:
+        raise SelfVAEError(f"{args.file}: was written with the model {run_dir}, which is not here; "
+                           f"give it with --model RUN_DIR") from None
     _, model = load_run(run_dir)
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
@@ -375,8 +422,12 @@ def build_parser() -> argparse.ArgumentParser:
     def run_cmd(name: str, help: str, fn) -> argparse.ArgumentParser:
         s = sub.add_parser(name, help=help, description=help)
         s.set_defaults(fn=fn)
-        if name not in ("presets", "train"):
-            s.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by `selfvae train`")
+        if name not in ("presets", "train", "pretrained"):
+            s.add_argument("run_dir", metavar="RUN_DIR",
+                           help="a run directory written by `selfvae train`, a folder written by `selfvae export` "
+                                "or the name of a pretrained model (`selfvae pretrained`)")
+            s.add_argument("--data-dir", help="where the model's data set lives, when the command reads it "
+                                              "(default: the folder the model was trained from)")
         s.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
         s.add_argument("--seed", type=int, default=0, help="random seed for sampling")
         return s
@@ -503,6 +554,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also write what each stage of the first group gives (y_1, ..., x) and the bytes it needed")
     s.add_argument("--threads", type=int, default=max(1, torch.get_num_threads()),
                    help="worker threads (any number decodes the same)")
+    s = run_cmd("export", "write a run's model as safetensors + config.json + metrics.json (what ships)",
+                cmd_export)
+    s.add_argument("-o", "--output", required=True, help="folder to write")
+    s.add_argument("--dtype", default="float32", choices=["float32", "float16"],
+                   help="weights' type in the file (float16 halves it; re-check the bound with `selfvae eval`)")
+    s.add_argument("--which", default="best", choices=["best", "last"], help="a run's checkpoint to export")
+    s = run_cmd("pretrained", "list the pretrained models shipped with selfvae and their test bounds",
+                cmd_pretrained)
     s = sub.add_parser("compare", help="several runs in one table (Markdown, CSV, HTML) and one plot",
                        description="several runs in one table (Markdown, CSV, HTML) and one plot")
     s.set_defaults(fn=cmd_compare)

@@ -11,7 +11,6 @@ traceback. The page is served on 127.0.0.1 unless ``--host`` says otherwise; not
 from __future__ import annotations
 
 import functools
-import json
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -25,21 +24,27 @@ from selfvae.data.formats import IMAGE_EXTENSIONS
 from selfvae.errors import SelfVAEError
 from selfvae.models.selfvae import SelfVAE
 
+DEFAULT_PRETRAINED = "mnist-srvae"  # a selfVAE, so every panel of the page has something to show
 DISPLAY = 128  # pixels per image on the page (small images are upscaled by nearest neighbour)
 MAX_UPLOAD_MB = 30
 
 
-def find_default_run(root: str | Path = "runs") -> Path:
-    """The most recently trained run directory under ``root`` (one with ``config.json`` and a checkpoint)."""
+def find_default_run(root: str | Path = "runs") -> str:
+    """The most recently trained run directory under ``root`` (one with ``config.json`` and a checkpoint),
+    else the shipped pretrained selfVAE (``DEFAULT_PRETRAINED``), so the page works before any training."""
+    from selfvae.models.pretrained import pretrained_names
+
     runs = [p.parent for p in Path(root).glob("*/config.json")
             if (p.parent / "best.pt").exists() or (p.parent / "last.pt").exists()]
-    if not runs:
-        raise SelfVAEError(
-            f"no MODEL given and no trained run under {Path(root).resolve()}; train one first "
-            "(selfvae train --preset mnist-srvae --data-dir ../shared/data) or pass its run directory: "
-            "selfvae demo RUN_DIR"
-        )
-    return max(runs, key=lambda p: max(f.stat().st_mtime for f in p.glob("*.pt")))
+    if runs:
+        return str(max(runs, key=lambda p: max(f.stat().st_mtime for f in p.glob("*.pt"))))
+    if DEFAULT_PRETRAINED in pretrained_names():
+        return DEFAULT_PRETRAINED
+    raise SelfVAEError(
+        f"no MODEL given, no trained run under {Path(root).resolve()} and no pretrained model shipped; train "
+        "one first (selfvae train --preset mnist-srvae --data-dir ../shared/data) or pass its run directory: "
+        "selfvae demo RUN_DIR"
+    )
 
 
 def _scale(model: SelfVAE) -> int:
@@ -92,11 +97,14 @@ class DemoModel:
         kind = "a plain VAE (K = 0)" if m.K == 0 else f"a {m.K}-level selfVAE, d = {cfg.model.transforms}"
         text = (f"**{self.name}**: {kind}, images {tuple(cfg.model.image_shape)}, prior {cfg.model.prior}, "
                 f"{n / 1e6:.2f}M parameters, trained on {cfg.data.name}.")
-        metrics = Path(self.name) / "final" / "metrics.json"
-        if metrics.is_file():
+        from selfvae.evaluation.table import stored_metrics
+        from selfvae.models.pretrained import resolve
+
+        stored = stored_metrics(resolve(self.name))
+        if stored is not None:
             from selfvae.evaluation.bounds import per_data_dims
 
-            r = per_data_dims(json.loads(metrics.read_text()), m.x_dims, m.padded_dims)
+            r = per_data_dims(stored, m.x_dims, m.padded_dims)
             text += (f" Test bound: {r['bpd_elbo']:.3f} bits/dim (ELBO), {r['bpd_iw']:.3f} "
                      f"(IW, S={r['iw_samples']}).")
         return text
@@ -188,7 +196,8 @@ def build_demo(dm: DemoModel):  # noqa: ANN201 - a gradio Blocks
 
 def launch(model: str | None, host: str = "127.0.0.1", port: int = 7860, device: str = "cpu",
            block: bool = True):  # noqa: ANN201
-    """Load ``model`` (a run directory, or the newest under ./runs) and serve the page."""
+    """Load ``model`` (a run directory, exported model or pretrained name; default: the newest run under
+    ./runs, else the shipped pretrained selfVAE) and serve the page."""
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     try:
         import gradio
@@ -196,7 +205,7 @@ def launch(model: str | None, host: str = "127.0.0.1", port: int = 7860, device:
         raise SelfVAEError('the demo needs Gradio: pip install -e ".[demo]" (or pip install gradio)') from None
     from selfvae.models.loading import load_run
 
-    run = Path(model) if model else find_default_run()
+    run = model or find_default_run()
     cfg, m = load_run(run, device)
     demo = build_demo(DemoModel(cfg, m, str(run), device))
     demo.queue(default_concurrency_limit=1)

@@ -169,18 +169,24 @@ def build_report(
     seed: int = 0,
     n_tradeoff: int = 256,
     progress: bool = False,
+    data_dir: str | None = None,
 ) -> Path:
-    """Write ``index.html`` into ``out_dir`` (default ``RUN_DIR/report``) and return its path."""
+    """Write ``index.html`` into ``out_dir`` (default ``RUN_DIR/report``, ``./NAME/report`` for a shipped
+    model) and return its path; ``data_dir`` overrides where the model's data set is read from."""
     from selfvae.models.loading import load_run
     from selfvae.models.ops import generate, interpolate, mode_label, modes, reconstruct, super_resolve
 
     tic = time.perf_counter()
     run_dir = check_run_dir(run_dir)
-    out = Path(out_dir) if out_dir is not None else run_dir / "report"
+    from selfvae.models.pretrained import output_dir
+
+    out = Path(out_dir) if out_dir is not None else output_dir(run_dir) / "report"
     import matplotlib
 
     matplotlib.use("Agg")
     cfg, model = load_run(run_dir, device)
+    if data_dir:
+        cfg.data.root = data_dir
     x_all, why = _test_images(cfg, max(n_tradeoff, 16))
     x = x_all[:8].to(device) if x_all is not None else None
     body: dict[str, str] = {}
@@ -188,7 +194,7 @@ def build_report(
     body["config"] = f"<pre>{html.escape(json.dumps(cfg.to_dict(), indent=2), quote=False)}</pre>"
 
     row = run_row(run_dir, device, n_eval=n_eval if x_all is not None else None, iw_samples=iw_samples,
-                  model=model, progress=progress, seed=seed)
+                  model=model, progress=progress, seed=seed, data_dir=data_dir)
     body["table"] = (format_html([row]) + f"<pre>{html.escape(format_markdown([row]))}</pre>"
                      + _note(f"Bounds: {row['source']}. {TABLE_NOTE}"))
 

@@ -40,15 +40,37 @@ MISSING = "-"
 
 # ----- run directories ----------------------------------------------------------------------------------
 def check_run_dir(run_dir: str | Path) -> Path:
-    """``run_dir`` as a Path if it holds a run (``config.json`` and a checkpoint), else :class:`SelfVAEError`."""
-    p = Path(run_dir)
-    if not p.is_dir():
-        raise SelfVAEError(f"{p}: no such run directory")
+    """The folder of a run (``config.json`` and a checkpoint), an exported model or a pretrained name,
+    else :class:`SelfVAEError`."""
+    from selfvae.models.pretrained import WEIGHTS, resolve
+
+    p = resolve(run_dir)
     if not (p / "config.json").is_file():
         raise SelfVAEError(f"{p}: not a selfvae run directory (no config.json)")
-    if not any((p / f).is_file() for f in ("best.pt", "last.pt")):
-        raise SelfVAEError(f"{p}: run directory has no checkpoint (best.pt or last.pt)")
+    if not any((p / f).is_file() for f in ("best.pt", "last.pt", WEIGHTS)):
+        raise SelfVAEError(f"{p}: run directory has no checkpoint (best.pt or last.pt) and no {WEIGHTS}")
     return p
+
+
+def stored_metrics(folder: Path) -> dict[str, Any] | None:
+    """Test bounds stored with a model: a run's ``final/metrics.json`` or an exported model's ``metrics.json``."""
+    for sub in ("final/metrics.json", "metrics.json"):
+        m = read_json(Path(folder) / sub)
+        if m is not None:
+            return m
+    return None
+
+
+def stored_fid(folder: Path) -> dict[str, Any] | None:
+    """FID stored with a model: ``final/fid.json`` (written by ``selfvae fid``) or an exported model's metrics."""
+    from selfvae.models.pretrained import output_dir
+
+    for f in (output_dir(Path(folder)) / "final" / "fid.json", Path(folder) / "final" / "fid.json"):
+        fid = read_json(f)
+        if fid is not None and "fid" in fid:
+            return fid
+    fid = (read_json(Path(folder) / "metrics.json") or {}).get("fid")
+    return fid if isinstance(fid, dict) and "fid" in fid else None
 
 
 def read_json(path: Path) -> dict[str, Any] | None:
@@ -114,8 +136,8 @@ def paper_row(
         "gen_time_1_s": generation_time(model, 1, repeats[0]),
         "gen_time_100_s": generation_time(model, 100, repeats[1]),
     }
-    fid = read_json(Path(run_dir) / "final" / "fid.json")
-    if fid is not None and "fid" in fid:
+    fid = stored_fid(Path(run_dir))
+    if fid is not None:
         row.update({"fid": float(fid["fid"]), "fid_n": fid.get("n"), "fid_ref": fid.get("ref")})
     return row
 
@@ -153,8 +175,10 @@ def run_fid(
     progress: bool = True,
     cache: str | Path | None = None,
     n_ref: int | None = None,
+    data_dir: str | None = None,
 ) -> dict[str, Any]:
-    """FID of ``n`` samples of the run's best model against its data set; writes ``RUN_DIR/final/fid.json``.
+    """FID of ``n`` samples of the run's best model against its data set; writes ``RUN_DIR/final/fid.json``
+    (``./NAME/final/fid.json`` for a shipped model).
 
     ``ref="test"``: statistics of the whole test split (papers: 10k samples vs test); ``ref="train"``: of the
     first ``n`` training images (papers: 50k samples vs train). ``n_ref`` caps the reference images (the first
@@ -174,6 +198,8 @@ def run_fid(
     if batch_size < 1:
         raise SelfVAEError(f"--batch-size {batch_size}: must be >= 1")
     cfg, model = load_run(run_dir, device)
+    if data_dir:
+        cfg.data.root = data_dir
     extractor = fidlib.InceptionFeatures(weights, device=device)
     d = cfg.data
     ds = load_split(cfg, ref)
@@ -191,8 +217,12 @@ def run_fid(
     value = fidlib.fid_score(real, fidlib.gaussian_stats(feats), method=FID_METHOD)
     out = {"fid": value, "n": n, "ref": ref, "n_ref": n_ref, "method": FID_METHOD,
            "weights_sha1": getattr(extractor, "weights_hash", None), "seed": seed}
-    (run_dir / "final").mkdir(exist_ok=True)
-    (run_dir / "final" / "fid.json").write_text(json.dumps(out, indent=2))
+    from selfvae.models.pretrained import output_dir
+
+    final = output_dir(run_dir) / "final"
+    final.mkdir(parents=True, exist_ok=True)
+    (final / "fid.json").write_text(json.dumps(out, indent=2))
+    out["path"] = str(final / "fid.json")
     return out
 
 
@@ -206,8 +236,10 @@ def run_row(
     model: SelfVAE | None = None,
     progress: bool = False,
     seed: int = 0,
+    data_dir: str | None = None,
 ) -> dict[str, Any]:
-    """Everything the table shows for one run.
+    """Everything the table shows for one run (``data_dir``: where its data set lives, if not where it was
+    trained from).
 
     Bounds come from ``final/metrics.json`` (written at the end of training, S = ``final_iw_samples``); a run
     without it is evaluated on its first ``n_eval`` test images with ``iw_samples`` importance samples
@@ -222,14 +254,16 @@ def run_row(
         from selfvae.config import Config
 
         cfg = Config.load(run_dir / "config.json")
+    if data_dir:
+        cfg.data.root = data_dir
     row: dict[str, Any] = {"model": run_dir.name, "config": cfg.name, "K": model.K,
                            "transforms": cfg.model.transforms or "none"}
-    metrics = read_json(run_dir / "final" / "metrics.json")
+    metrics = stored_metrics(run_dir)
     if metrics is not None:
         from selfvae.evaluation.bounds import per_data_dims
 
         metrics = per_data_dims(metrics, model.x_dims, model.padded_dims)
-        row["source"] = f"final/metrics.json ({metrics.get('split', 'test')}, S={metrics.get('iw_samples')})"
+        row["source"] = f"stored metrics ({metrics.get('split', 'test')}, S={metrics.get('iw_samples')})"
     elif n_eval:
         from selfvae.data import batches_of, load_split
         from selfvae.evaluation.bounds import evaluate
@@ -249,8 +283,8 @@ def run_row(
         row.update(paper_row(model, run_dir, device))
     else:
         row["params"] = count_params(model)
-        fid = read_json(run_dir / "final" / "fid.json")
-        if fid is not None and "fid" in fid:
+        fid = stored_fid(run_dir)
+        if fid is not None:
             row.update({"fid": float(fid["fid"]), "fid_n": fid.get("n"), "fid_ref": fid.get("ref")})
     return row
 

@@ -13,6 +13,8 @@ import torch
 from selfvae.checkpoint import load_latest
 from selfvae.config import Config
 from selfvae.data import own_shape
+from selfvae.errors import SelfVAEError
+from selfvae.models.pretrained import is_exported, read_weights, resolve
 from selfvae.models.selfvae import SelfVAE
 
 
@@ -34,22 +36,32 @@ def frame_ratio(cfg: Config) -> float:
 
 
 def load_run(
-    run_dir: str | Path, device: str | torch.device = "cpu", which: str = "best"
+    run: str | Path, device: str | torch.device = "cpu", which: str = "best"
 ) -> tuple[Config, SelfVAE]:
-    """Config and trained model of a run in eval mode (EMA weights when the run kept them).
+    """Config and trained model in eval mode, from a run directory (EMA weights when the run kept them),
+    an exported model folder or the name of a shipped pretrained model (:mod:`selfvae.models.pretrained`).
 
-    ``which`` is the checkpoint's stem (``best`` or ``last``); a run without it falls back to ``last.pt``.
+    ``which`` is a run's checkpoint stem (``best`` or ``last``); a run without it falls back to ``last.pt``.
     On the CPU the model is put in channels-last memory format, which oneDNN runs faster.
     """
-    run_dir = Path(run_dir)
+    run_dir = resolve(run)
     cfg = Config.load(run_dir / "config.json")
-    path = run_dir / f"{which}.pt"
-    if not path.exists():
-        path = run_dir / "last.pt"
-    state = load_latest(path, map_location=device)
     model = build_model(cfg, device)
-    model.load_state_dict(state["ema"] if state.get("ema") else state["model"])
+    if is_exported(run_dir):
+        weights = read_weights(run_dir, device)
+    else:
+        path = run_dir / f"{which}.pt"
+        if not path.exists():
+            path = run_dir / "last.pt"
+        state = load_latest(path, map_location=device)
+        weights = state["ema"] if state.get("ema") else state["model"]
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as e:
+        raise SelfVAEError(f"{run_dir}: the weights do not fit the model its config.json describes "
+                           f"({str(e).splitlines()[0]})") from e
     model.eval()
     if torch.device(device).type == "cpu":  # 1.4-2x faster convolutions on CPU (oneDNN's NHWC kernels)
         model.to(memory_format=torch.channels_last)
+    model.config = cfg  # the whole run config (data set, training), beside model.cfg (the architecture)
     return cfg, model
