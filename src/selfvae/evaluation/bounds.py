@@ -131,3 +131,30 @@ def per_data_dims(metrics: dict, x_dims: int, padded_dims: int) -> dict:
                 out[f"{key}_padded"] = value
     return out
 
+
+@torch.no_grad()
+def choose_iw_samples(
+    model: SelfVAE, x: Tensor, max_s: int = 128, tol: float = 0.005, batch: int = EVAL_BATCH
+) -> tuple[int, dict[int, dict[str, float]]]:
+    """The smallest S whose IW bound moves by less than ``tol`` bits/dim when S is doubled, on images ``x``.
+
+    One pass draws ``max_s`` log-weights per image; the bound for each S = 1, 2, 4, ..., ``max_s`` uses the
+    first S of them (nested draws, so the curve is monotone in expectation and costs one evaluation).
+    Returns ``(S, curve)`` with ``curve[S] = {"bpd_iw", "bpd_elbo"}``; if no doubling up to ``max_s`` moved
+    less than ``tol``, S is ``max_s`` (the curve shows how far from converged it is).
+    """
+    model.eval()
+    logws = [log_weights(model, x[i : i + batch], max_s, max_batch=2 * batch)[0] for i in range(0, len(x), batch)]
+    logw = torch.cat(logws, dim=1).double()  # [max_s, N]
+    scale = -1.0 / (model.x_dims * math.log(2.0))
+    curve: dict[int, dict[str, float]] = {}
+    s = 1
+    while s <= max_s:
+        curve[s] = {"bpd_iw": float(iw_bound(logw[:s]).mean()) * scale, "bpd_elbo": float(logw[:s].mean()) * scale}
+        s *= 2
+    sizes = sorted(curve)
+    for a, b in zip(sizes, sizes[1:], strict=False):
+        if curve[a]["bpd_iw"] - curve[b]["bpd_iw"] < tol:
+            return a, curve
+    return sizes[-1], curve
+

@@ -40,15 +40,18 @@ def pretrained_names() -> list[str]:
 def resolve(name_or_path: str | Path) -> Path:
     """The folder behind a run directory, an exported model folder or a shipped model's name.
 
-    A path that exists wins over a name (``runs/x`` stays a run even if a model ``x`` ships).
+    A folder holding a model (``config.json``) wins over a name (``runs/x`` stays a run even if a model ``x``
+    ships); other folders do not, so ``./NAME``, where commands put a shipped model's outputs, never hides it.
     """
     p = Path(name_or_path)
-    if p.exists():
-        if not p.is_dir():
-            raise SelfVAEError(f"{p}: is a file; expected a run directory, an exported model or a pretrained name")
+    if p.is_dir() and (p / "config.json").is_file():
         return p
     if str(name_or_path) in pretrained_names():
         return PACKAGED / str(name_or_path)
+    if p.is_dir():
+        return p  # not a model: the caller says what is missing
+    if p.exists():
+        raise SelfVAEError(f"{p}: is a file; expected a run directory, an exported model or a pretrained name")
     known = ", ".join(pretrained_names()) or "none in this installation"
     raise SelfVAEError(f"{name_or_path}: no such run directory and no pretrained model of that name "
                        f"(pretrained: {known})")

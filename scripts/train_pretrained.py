@@ -1,0 +1,150 @@
+"""Train (or resume) a shipped model from its preset and seed, then measure it and write it into the package.
+
+    python scripts/train_pretrained.py mnist-srvae --minutes 120           # train/resume runs/pretrained/NAME
+    python scripts/train_pretrained.py mnist-srvae --ship-only             # measure + ship the run as it is
+    python scripts/train_pretrained.py mnist-vae --run runs/mnist-vae --ship-only   # ship another run of the preset
+
+Training is `selfvae train --preset NAME --set train.seed=SEED` with a time budget, resumable across sessions
+(`--minutes` more each call). Shipping exports the run's EMA weights as float16 when the full-test-set ELBO of
+the float16 file is within 0.002 bits/dim of the float32 one (same posterior noise), else as float32; then it
+measures the shipped file (ELBO over the whole test split, the IW bound with the S the doubling rule picks, on
+a subset) and writes ``src/selfvae/pretrained/NAME/{model.safetensors,config.json,metrics.json,card.md}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from selfvae.data import batches_of, load_split
+from selfvae.evaluation.bounds import choose_iw_samples, evaluate
+from selfvae.models.loading import load_run
+from selfvae.models.pretrained import PACKAGED, export
+from selfvae.viz import read_log
+
+FP16_TOLERANCE = 0.002  # bits/dim the float16 file may move the bound by
+
+
+def train(name: str, run: Path, minutes: float, seed: int, data_dir: str | None) -> None:
+    cmd = [sys.executable, "-m", "selfvae.cli", "train", "--out", str(run), "--no-progress", "--channels-last",
+           "--set", f"train.max_minutes={minutes}"]
+    if (run / "last.pt").exists():
+        cmd += ["--resume"]
+    else:
+        cmd += ["--preset", name, "--set", f"train.seed={seed}", "--steps", "1000000"]
+        if data_dir:
+            cmd += ["--data-dir", data_dir]
+    print("+", " ".join(cmd), flush=True)
+    subprocess.run(cmd, check=True)
+
+
+def test_elbo(folder: Path, data_dir: str | None, limit: int | None = None, seed: int = 0) -> dict:
+    cfg, model = load_run(folder)
+    if data_dir:
+        cfg.data.root = data_dir
+    ds = load_split(cfg, "test")
+    n = len(ds) if limit is None else min(limit, len(ds))
+    torch.manual_seed(seed)
+    return evaluate(model, batches_of(ds, 64, n), 1, total=n, progress=False)
+
+
+def training_time(run: Path) -> tuple[int, float, str]:
+    """Steps, training seconds and how they were obtained (the log's own clock, or its step times)."""
+    recs = [r for r in read_log(run / "log.jsonl") if r.get("split") == "train"]
+    if not recs:
+        return 0, 0.0, "no log"
+    if "train_seconds" in recs[-1] and "train_seconds" in recs[0]:
+        return recs[-1]["step"], recs[-1]["train_seconds"], "measured"
+    total, prev = 0.0, 0
+    for r in recs:  # older logs: the step time every log_every steps, times the steps since the last record
+        total += r.get("sec_per_step", 0.0) * (r["step"] - prev)
+        prev = r["step"]
+    return recs[-1]["step"], total, "estimated from the logged step times"
+
+
+def card(name: str, folder: Path, metrics: dict, steps: int, seconds: float, how: str, seed: int) -> str:
+    cfg, model = load_run(folder)
+    params = sum(p.numel() for p in model.parameters())
+    terms = ", ".join(f"{k} {v:.2f}" for k, v in metrics.items() if k.startswith(("re_", "kl_")))
+    iw = metrics["iw"]
+    rows = [
+        ("data", f"{cfg.data.name}, test split ({metrics['n_images']} images); bits/dim per {metrics['dims']} "
+                 "dimensions of the data's own images"),
+        ("architecture", f"preset `{name}`: transforms `{cfg.model.transforms or 'none'}`, prior "
+                         f"{cfg.model.prior}, latents {tuple(cfg.model.latent_shape)}, {params / 1e6:.2f}M parameters"),
+        ("weights", f"{metrics['weights']} (EMA {cfg.train.ema_decay})"),
+        ("training", f"{steps} steps of batch {cfg.train.batch_size}, seed {seed}, {seconds / 3600:.2f} h on a "
+                     f"2-core CPU ({how})"),
+        ("test bpd, ELBO", f"**{metrics['bpd_elbo']:.4f}** (all {metrics['n_images']} test images)"),
+        ("test bpd, IW bound", f"**{iw['bpd_iw']:.4f}** with S = {iw['iw_samples']} on the first {iw['n_images']} "
+                               f"test images (ELBO of those: {iw['bpd_elbo']:.4f})"),
+        ("terms (nats per image)", terms),
+    ]
+    table = "\n".join(f"| {k} | {v} |" for k, v in rows)
+    return (f"# {name}\n\n{cfg.description}.\n\n| | |\n| --- | --- |\n{table}\n\n"
+            f"Reproduce: `python scripts/train_pretrained.py {name}` (trains `--preset {name} --set "
+            f"train.seed={seed}` under a time budget, resumable; then measures and ships).\n"
+            f"Check: `selfvae eval {name} --json`.\n")
+
+
+def ship(name: str, run: Path, data_dir: str | None, seed: int, iw_limit: int, max_s: int) -> Path:
+    with tempfile.TemporaryDirectory() as tmp:
+        f32, f16 = export(run, Path(tmp) / "f32"), export(run, Path(tmp) / "f16", dtype="float16")
+        tic = time.perf_counter()
+        m32, m16 = test_elbo(f32, data_dir), test_elbo(f16, data_dir)
+        delta = abs(m16["bpd_elbo"] - m32["bpd_elbo"])
+        chosen, metrics = (f16, m16) if delta < FP16_TOLERANCE else (f32, m32)
+        print(f"test ELBO float32 {m32['bpd_elbo']:.5f}, float16 {m16['bpd_elbo']:.5f} (|diff| {delta:.5f}); "
+              f"shipping {chosen.name} ({time.perf_counter() - tic:.0f} s)", flush=True)
+        dest = PACKAGED / name
+        if dest.exists():
+            shutil.rmtree(dest)
+        shutil.copytree(chosen, dest)
+    cfg, model = load_run(dest)
+    if data_dir:
+        cfg.data.root = data_dir
+    ds = load_split(cfg, "test")
+    n = min(iw_limit, len(ds))
+    torch.manual_seed(seed)
+    x = ds.images[:n]
+    s, curve = choose_iw_samples(model, x, max_s=max_s)
+    iw = curve[s]
+    metrics.update(weights="float16" if chosen.name == "f16" else "float32", fp16_elbo_delta=delta,
+                   iw={"bpd_iw": iw["bpd_iw"], "bpd_elbo": iw["bpd_elbo"], "iw_samples": s, "n_images": n,
+                       "doubling_curve": {str(k): v["bpd_iw"] for k, v in curve.items()}})
+    metrics["bpd_iw"], metrics["iw_samples"], metrics["iw_n_images"] = iw["bpd_iw"], s, n
+    steps, seconds, how = training_time(run)
+    metrics["training"] = {"steps": steps, "seconds": round(seconds), "clock": how, "seed": seed}
+    (dest / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    (dest / "card.md").write_text(card(name, dest, metrics, steps, seconds, how, seed))
+    print((dest / "card.md").read_text())
+    return dest
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("name", help="a preset name; the shipped model gets the same name")
+    p.add_argument("--run", help="run directory (default runs/pretrained/NAME)")
+    p.add_argument("--minutes", type=float, default=120.0, help="training time in this call")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--data-dir", default="../shared/data")
+    p.add_argument("--ship-only", action="store_true", help="do not train; measure and ship the run as it is")
+    p.add_argument("--iw-limit", type=int, default=200, help="test images for the IW bound")
+    p.add_argument("--max-s", type=int, default=128, help="largest S the doubling rule may pick")
+    a = p.parse_args()
+    run = Path(a.run or f"runs/pretrained/{a.name}")
+    if not a.ship_only:
+        train(a.name, run, a.minutes, a.seed, a.data_dir)
+    ship(a.name, run, a.data_dir, a.seed, a.iw_limit, a.max_s)
+
+
+if __name__ == "__main__":
+    main()

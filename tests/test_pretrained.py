@@ -1,0 +1,100 @@
+"""Exported and shipped models: safetensors round trips, names in every command, refusals."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from conftest import tiny_config
+from PIL import Image
+
+from selfvae.cli import main
+from selfvae.errors import SelfVAEError
+from selfvae.models import pretrained
+from selfvae.models.loading import load_run
+from selfvae.models.pretrained import export, pretrained_names, resolve
+from selfvae.training.loop import train
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory, blob_npz):
+    run = tmp_path_factory.mktemp("run") / "tiny"
+    cfg = tiny_config(blob_npz, "downscale", steps=6)
+    cfg.train.ema_decay = 0.9
+    train(cfg, run, progress=False)
+    return run
+
+
+def _same_outputs(a, b, x):
+    torch.manual_seed(0)
+    ta = a.terms(x, analytic_kl=False).nelbo
+    torch.manual_seed(0)
+    tb = b.terms(x, analytic_kl=False).nelbo
+    return ta, tb
+
+
+def test_export_float32_is_the_runs_model_exactly_and_float16_close(tiny_run, tmp_path, rand_images):
+    _, model = load_run(tiny_run)
+    x = rand_images(4)
+    out = export(tiny_run, tmp_path / "f32")
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "metrics.json", "model.safetensors"]
+    _, exported = load_run(out)
+    ta, tb = _same_outputs(model, exported, x)
+    assert torch.equal(ta, tb)  # the EMA weights, bit for bit
+    out16 = export(tiny_run, tmp_path / "f16", dtype="float16")
+    assert (out16 / "model.safetensors").stat().st_size < 0.6 * (out / "model.safetensors").stat().st_size
+    _, half = load_run(out16)
+    ta, tc = _same_outputs(model, half, x)
+    assert not torch.equal(ta, tc) and torch.allclose(ta, tc, rtol=2e-3)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["dims"] == 256 and "bpd_elbo" in metrics
+
+
+def test_damaged_or_foreign_model_files_are_refused(tiny_run, tmp_path):
+    out = export(tiny_run, tmp_path / "m")
+    weights = out / "model.safetensors"
+    data = weights.read_bytes()
+    weights.write_bytes(data[: len(data) // 2])
+    with pytest.raises(SelfVAEError, match="corrupt or truncated model file"):
+        load_run(out)
+    from safetensors.torch import save_file
+
+    save_file({"w": torch.zeros(2)}, str(weights))  # a safetensors file, but not ours
+    with pytest.raises(SelfVAEError, match="not a selfvae model file"):
+        load_run(out)
+    save_file({"w": torch.zeros(2)}, str(weights), metadata={"format": "selfvae-model", "version": "1"})
+    with pytest.raises(SelfVAEError, match="do not fit the model"):
+        load_run(out)
+    with pytest.raises(SelfVAEError, match="no pretrained model of that name"):
+        resolve("no-such-model")
+    with pytest.raises(SelfVAEError, match="is the run being exported"):
+        export(tiny_run, tiny_run)
+
+
+def test_a_shipped_name_works_in_the_commands_and_writes_nothing_into_the_package(
+    tiny_run, tmp_path, monkeypatch, capsys, blob_npz, rand_images
+):
+    """A model exported into the package folder is found by name; commands write to ./NAME instead."""
+    pkg = tmp_path / "pkg"
+    monkeypatch.setattr(pretrained, "PACKAGED", pkg)
+    export(tiny_run, pkg / "tiny-shipped", dtype="float16")
+    assert pretrained_names() == ["tiny-shipped"]
+    before = sorted(p.name for p in (pkg / "tiny-shipped").iterdir())
+    monkeypatch.chdir(tmp_path)
+    main(["sample", "tiny-shipped", "-n", "4", "-o", str(tmp_path / "s.png")])
+    main(["eval", "tiny-shipped", "--iw-samples", "2", "--limit", "8", "--json", "--data-dir",
+          str(blob_npz)])
+    m = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert m["n_images"] == 8 and m["bpd_iw"] <= m["bpd_elbo"] + 1e-9
+    main(["reconstruct", "tiny-shipped", "-n", "2", "-o", str(tmp_path / "r.png")])
+    main(["superres", "tiny-shipped", str(tmp_path / "s.png"), "--resize", "-o", str(tmp_path / "sr.png")])
+    main(["tradeoff", "tiny-shipped", "--limit", "8"])
+    assert (tmp_path / "tiny-shipped" / "tradeoff" / "tradeoff.csv").is_file()
+    Image.fromarray(rand_images(1)[0, 0].numpy()).save(tmp_path / "grey.png")
+    main(["compress", "tiny-shipped", str(tmp_path / "grey.png"), "-o", str(tmp_path / "s.svae")])
+    main(["decompress", str(tmp_path / "s.svae"), "-o", str(tmp_path / "dec")])  # finds the model by name
+    assert (tmp_path / "dec" / "grey.png").is_file()
+    assert sorted(p.name for p in (pkg / "tiny-shipped").iterdir()) == before
+    main(["pretrained"])
+    assert "tiny-shipped" in capsys.readouterr().out
