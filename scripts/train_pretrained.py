@@ -28,7 +28,7 @@ from selfvae.data import batches_of, load_split
 from selfvae.evaluation.bounds import choose_iw_samples, evaluate
 from selfvae.models.loading import load_run
 from selfvae.models.pretrained import PACKAGED, export
-from selfvae.viz import read_log
+from selfvae.viz import read_log, with_train_seconds
 
 FP16_TOLERANCE = 0.002  # bits/dim the float16 file may move the bound by
 
@@ -58,16 +58,11 @@ def test_elbo(folder: Path, data_dir: str | None, limit: int | None = None, seed
 
 def training_time(run: Path) -> tuple[int, float, str]:
     """Steps, training seconds and how they were obtained (the log's own clock, or its step times)."""
-    recs = [r for r in read_log(run / "log.jsonl") if r.get("split") == "train"]
+    recs = [r for r in with_train_seconds(read_log(run / "log.jsonl")) if r.get("split") == "train"]
     if not recs:
         return 0, 0.0, "no log"
-    if "train_seconds" in recs[-1] and "train_seconds" in recs[0]:
-        return recs[-1]["step"], recs[-1]["train_seconds"], "measured"
-    total, prev = 0.0, 0
-    for r in recs:  # older logs: the step time every log_every steps, times the steps since the last record
-        total += r.get("sec_per_step", 0.0) * (r["step"] - prev)
-        prev = r["step"]
-    return recs[-1]["step"], total, "estimated from the logged step times"
+    how = "partly estimated from the logged step times" if any(r.get("clock_estimated") for r in recs) else "measured"
+    return recs[-1]["step"], recs[-1]["train_seconds"], how
 
 
 def card(name: str, folder: Path, metrics: dict, steps: int, seconds: float, how: str, seed: int) -> str:

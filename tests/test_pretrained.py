@@ -98,3 +98,8 @@ def test_a_shipped_name_works_in_the_commands_and_writes_nothing_into_the_packag
     assert sorted(p.name for p in (pkg / "tiny-shipped").iterdir()) == before
     main(["pretrained"])
     assert "tiny-shipped" in capsys.readouterr().out
+    import selfvae
+
+    model = selfvae.from_pretrained("tiny-shipped")
+    assert model.config.name == "tiny-downscale" and not model.training
+    assert selfvae.load(str(pkg / "tiny-shipped")).cfg == model.cfg

@@ -118,6 +118,28 @@ def read_log(path: str | Path, frame_ratio: float = 1.0) -> list[dict]:
     return recs
 
 
+def with_train_seconds(recs: list[dict]) -> list[dict]:
+    """Records with ``train_seconds`` (training wall clock so far) on every one.
+
+    Newer logs carry the clock; older ones get it summed from the step times of the train records (each
+    record's ``sec_per_step`` times the steps since the previous record), marked ``clock_estimated``.
+    """
+    clock, prev, out = 0.0, 0, []
+    for r in recs:
+        r = dict(r)
+        if "train_seconds" in r:
+            clock = r["train_seconds"]
+        elif r.get("split") == "train":
+            clock += r.get("sec_per_step", 0.0) * (r["step"] - prev)
+            r["train_seconds"], r["clock_estimated"] = clock, True
+        else:
+            r["train_seconds"], r["clock_estimated"] = clock, True
+        if r.get("split") == "train":
+            prev = r["step"]
+        out.append(r)
+    return out
+
+
 def plot_curves(log_path: str | Path, out: str | Path, frame_ratio: float = 1.0) -> Path | None:
     """Train/validation bits/dim and learning rate against step, from ``log.jsonl``; None if no records.
 

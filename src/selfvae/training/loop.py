@@ -41,7 +41,7 @@ from selfvae.models.loading import build_model, load_run
 from selfvae.models.selfvae import SelfVAE
 from selfvae.nn.layers import data_dependent_init
 from selfvae.training import distributed as D
-from selfvae.viz import plot_curves, save_grid
+from selfvae.viz import plot_curves, read_log, save_grid, with_train_seconds
 
 
 class EpochSampler:
@@ -336,7 +336,7 @@ def _train(cfg: Config, run_dir: Path, device: str, resume: bool, progress: bool
         step, best = state["step"], state.get("best", math.inf)
         if "best_dims" not in state:  # saved when bits/dim were per dimension of the padded frame
             best *= model.padded_dims / model.x_dims
-        train_seconds = state.get("train_seconds", 0.0)
+        train_seconds = state.get("train_seconds")
         skips_total = state.get("skips_total", 0)
         if t.ema_decay:
             ema = copy.deepcopy(model)
@@ -344,6 +344,9 @@ def _train(cfg: Config, run_dir: Path, device: str, resume: bool, progress: bool
         set_rng_state(state["rng"])
         if main:
             _truncate_log(run_dir / "log.jsonl", step)
+        if train_seconds is None:  # a checkpoint from before the clock was kept: sum the logged step times
+            recs = with_train_seconds(read_log(run_dir / "log.jsonl"))
+            train_seconds = recs[-1]["train_seconds"] if recs else 0.0
     else:
         if main:
             cfg.save(run_dir / "config.json")
