@@ -165,3 +165,21 @@ def test_final_evaluation_is_the_full_elbo_plus_an_iw_subset(blob_npz, tmp_path)
     assert m["bpd_elbo"] == pytest.approx(full["bpd_elbo"], rel=1e-5)
     assert m["bpd_iw"] == pytest.approx(sub["bpd_iw"], rel=1e-5)
     assert m["bpd_elbo_iw_subset"] == pytest.approx(sub["bpd_elbo"], rel=1e-5)
+
+
+def test_validation_scores_raw_and_ema_weights_and_the_better_one_is_loaded(blob_npz, tmp_path):
+    """An EMA that lags behind the weights must not decide the run's bound: both are validated."""
+    cfg = tiny_config(blob_npz, steps=10)
+    cfg.train.ema_decay = 0.999  # over 10 steps the average is still close to the initial weights
+    train(cfg, tmp_path / "run", progress=False, final_eval=False)
+    val = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()
+           if json.loads(line)["split"] == "val"]
+    assert val and all(r["bpd"] == min(r["bpd_raw"], r["bpd_ema"]) for r in val)
+    assert all(r["weights"] == ("ema" if r["bpd_ema"] < r["bpd_raw"] else "model") for r in val)
+    state = load_checkpoint(tmp_path / "run" / "best.pt")
+    assert state["eval_weights"] == val[-1]["weights"] or state["step"] < val[-1]["step"]
+    _, model = load_run(tmp_path / "run")
+    chosen = state["ema"] if state["eval_weights"] == "ema" else state["model"]
+    other = state["model"] if state["eval_weights"] == "ema" else state["ema"]
+    key = next(k for k in chosen if not torch.equal(chosen[k], other[k]))
+    assert torch.equal(model.state_dict()[key], chosen[key])

@@ -38,7 +38,8 @@ def frame_ratio(cfg: Config) -> float:
 def load_run(
     run: str | Path, device: str | torch.device = "cpu", which: str = "best"
 ) -> tuple[Config, SelfVAE]:
-    """Config and trained model in eval mode, from a run directory (EMA weights when the run kept them),
+    """Config and trained model in eval mode, from a run directory (its EMA weights when the run kept them
+    and they validated better than the raw ones),
     an exported model folder or the name of a shipped pretrained model (:mod:`selfvae.models.pretrained`).
 
     ``which`` is a run's checkpoint stem (``best`` or ``last``); a run without it falls back to ``last.pt``.
@@ -54,7 +55,8 @@ def load_run(
         if not path.exists():
             path = run_dir / "last.pt"
         state = load_latest(path, map_location=device)
-        weights = state["ema"] if state.get("ema") else state["model"]
+        use_ema = state.get("ema") and state.get("eval_weights", "ema") == "ema"  # the better on validation
+        weights = state["ema"] if use_ema else state["model"]
     try:
         model.load_state_dict(weights)
     except RuntimeError as e:

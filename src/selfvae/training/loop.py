@@ -327,6 +327,7 @@ def _train(cfg: Config, run_dir: Path, device: str, resume: bool, progress: bool
     sampler = EpochSampler(len(train_ds), t.batch_size, t.seed)
     step, best, skips_in_row, skips_total = 0, math.inf, 0, 0
     train_seconds = 0.0  # training wall clock over all sessions of the run (time-to-quality curves)
+    eval_weights = "ema" if t.ema_decay else "model"  # which weights the last validation found better
     ema: SelfVAE | None = None
     if resume:
         state = load_latest(last, map_location=device)
@@ -337,6 +338,7 @@ def _train(cfg: Config, run_dir: Path, device: str, resume: bool, progress: bool
         if "best_dims" not in state:  # saved when bits/dim were per dimension of the padded frame
             best *= model.padded_dims / model.x_dims
         train_seconds = state.get("train_seconds")
+        eval_weights = state.get("eval_weights", eval_weights)
         skips_total = state.get("skips_total", 0)
         if t.ema_decay:
             ema = copy.deepcopy(model)
@@ -381,6 +383,7 @@ def _train(cfg: Config, run_dir: Path, device: str, resume: bool, progress: bool
                 "rng": rng_state(),
                 "best": best,
                 "best_dims": model.x_dims,
+                "eval_weights": eval_weights,
                 "skips_total": skips_total,
                 "train_seconds": train_seconds,
             },
@@ -399,17 +402,33 @@ def _train(cfg: Config, run_dir: Path, device: str, resume: bool, progress: bool
     validated_at = -1
 
     def validate() -> None:
-        """Validation bound of the current weights; keeps ``best.pt`` up to date."""
-        nonlocal best, validated_at
-        with torch.random.fork_rng(devices=[]):  # evaluation must not perturb the training RNG
-            torch.manual_seed(t.seed)
-            m = evaluate(ema or model, batches_of(val_ds, EVAL_BATCH, t.eval_limit), 1, device, progress=False)
-        rec = {"step": step, "split": "val", "bpd": m["bpd_elbo"], "dims": m["dims"],
+        """Validation bound of the current weights, raw and EMA; keeps ``best.pt`` up to date.
+
+        Runs that keep an EMA evaluate both: early in a run the average lags far behind the weights
+        (mnist-vae at step 2000 of a 0.999 EMA: 1.18 bits/dim raw, 1.52 averaged), so the better of the
+        two is the run's bound at this step, and ``best.pt`` records which one it was (``eval_weights``).
+        """
+        nonlocal best, validated_at, eval_weights
+        scores = {}
+        for name, net in (("model", model), ("ema", ema)):
+            if net is None:
+                continue
+            with torch.random.fork_rng(devices=[]):  # evaluation must not perturb the training RNG
+                torch.manual_seed(t.seed)
+                scores[name] = evaluate(net, batches_of(val_ds, EVAL_BATCH, t.eval_limit), 1, device,
+                                        progress=False)
+        eval_weights = min(scores, key=lambda k: scores[k]["bpd_elbo"])
+        m = scores[eval_weights]
+        rec = {"step": step, "split": "val", "bpd": m["bpd_elbo"], "dims": m["dims"], "weights": eval_weights,
                "train_seconds": round(train_seconds, 1), **{k: m[k] for k in m if k[:3] in ("re_", "kl_")}}
+        if ema is not None:
+            rec.update(bpd_raw=scores["model"]["bpd_elbo"], bpd_ema=scores["ema"]["bpd_elbo"])
         log.write(json.dumps(rec) + "\n")
         log.flush()
         writer.add_scalar("val/bpd", m["bpd_elbo"], step)
-        bar.write(f"step {step}: validation {m['bpd_elbo']:.4f} bits/dim (ELBO)")
+        extra = (f" (raw {scores['model']['bpd_elbo']:.4f}, EMA {scores['ema']['bpd_elbo']:.4f})"
+                 if ema is not None else "")
+        bar.write(f"step {step}: validation {m['bpd_elbo']:.4f} bits/dim (ELBO){extra}")
         validated_at = step
         if m["bpd_elbo"] < best:
             best = m["bpd_elbo"]
