@@ -172,3 +172,27 @@ def test_bits_per_dim_count_the_digits_784_dimensions_not_the_padded_frame():
     assert per_data_dims(m, 144, 256) == {**m}
     with pytest.raises(SelfVAEError, match="data_shape"):
         SelfVAE(ModelConfig(image_shape=(1, 16, 16), data_shape=(3, 12, 12), latent_shape=(4, 4, 4)))
+
+
+@pytest.mark.parametrize("tol", [0.5, 1e-6])
+def test_choose_iw_samples_picks_the_first_doubling_that_moves_less_than_tol(tol):
+    from selfvae.evaluation.bounds import choose_iw_samples
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(image_shape=(1, 8, 8), latent_shape=(2, 4, 4), prior="standard", n_mix=2,
+                      q_u=TINY, p_y=TINY)
+    model = SelfVAE(cfg).eval()
+    x = torch.randint(0, 256, (6, 1, 8, 8), dtype=torch.uint8)
+    s, curve = choose_iw_samples(model, x, max_s=16, tol=tol)
+    assert sorted(curve) == [1, 2, 4, 8, 16]
+    assert curve[1]["bpd_iw"] == pytest.approx(curve[1]["bpd_elbo"])  # one sample: the bound is the ELBO
+    assert all(curve[k]["bpd_iw"] <= curve[k]["bpd_elbo"] + 1e-9 for k in curve)
+    moves = {k: abs(curve[k]["bpd_iw"] - curve[2 * k]["bpd_iw"]) for k in (1, 2, 4, 8)}
+    if s < 16:
+        assert moves[s] < tol and all(moves[k] >= tol for k in moves if k < s)
+    else:
+        assert all(m >= tol for m in moves.values())
+    if tol == 0.5:
+        assert s < 16  # an untrained model's bound is flat to well within half a bit
+    else:
+        assert s == 16

@@ -113,13 +113,22 @@ def test_cli_superres_reconstruct_interpolate_tradeoff(srvae_run, blob_npz, tmp_
     direct = evaluate(model, [x], 4, progress=False)
     assert m["split"] == "test" and m["n_images"] == 8 and m["iw_samples"] == 4
     assert {k: m[k] for k in direct} == pytest.approx(direct, rel=1e-5)
+    main(["eval", str(srvae_run), "--iw-samples", "auto", "--auto-images", "4", "--max-samples", "8",
+          "--limit", "8", "--json"])
+    m = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    curve = {int(k): v for k, v in m["auto_curve"].items()}
+    s = m["iw_samples"]
+    assert sorted(curve) == [1, 2, 4, 8] and s == m["iw_samples_chosen"] and m["auto_images"] == 4
+    assert s == 8 or abs(curve[s] - curve[2 * s]) < 0.005
+    with pytest.raises(SystemExit):
+        main(["eval", str(srvae_run), "--iw-samples", "many"])
 
 
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
         (["train", "--preset", "no-such-preset"], "unknown preset"),
-        (["eval", "/nonexistent/run"], "no such config file"),
+        (["eval", "/nonexistent/run"], "no such run directory and no pretrained model of that name"),
         (["train", "--preset", "mnist-vae", "--data-dir", "/nonexistent/dir", "--out", "OUT"], "/nonexistent/dir"),
     ],
 )

@@ -38,6 +38,19 @@ def _split_batches(cfg, split: str, limit: int | None, batch_size: int):
     return batches_of(ds, batch_size, limit), n, ds
 
 
+def _samples(text: str) -> int | str:
+    """``--iw-samples``: a positive integer or ``auto``."""
+    if text == "auto":
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a positive integer or 'auto'") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a positive integer or 'auto'")
+    return value
+
+
 def _print_table(metrics: dict[str, Any]) -> None:
     width = max(len(k) for k in metrics)
     for k, v in metrics.items():
@@ -140,14 +153,25 @@ def _out_dir(args: argparse.Namespace) -> Path:
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
-    from selfvae.evaluation.bounds import evaluate
+    from selfvae.evaluation.bounds import choose_iw_samples, evaluate
 
     device = _device(args.device)
     cfg, model = _load(args, device)
-    batches, n, _ = _split_batches(cfg, args.split, args.limit, args.batch_size)
+    batches, n, ds = _split_batches(cfg, args.split, args.limit, args.batch_size)
+    auto = None
+    if args.iw_samples == "auto":
+        torch.manual_seed(args.seed)
+        x = ds.images[: min(args.auto_images, n)].to(device)
+        s, curve = choose_iw_samples(model, x, max_s=args.max_samples)
+        auto = {"iw_samples_chosen": s, "auto_images": len(x),
+                "auto_curve": {str(k): round(v["bpd_iw"], 5) for k, v in curve.items()}}
+        if not args.json:
+            print(f"IW bound on the first {len(x)} images by S: "
+                  + ", ".join(f"{k}: {v['bpd_iw']:.4f}" for k, v in curve.items()) + f" -> S = {s}")
+        args.iw_samples = s
     torch.manual_seed(args.seed)
     m = evaluate(model, batches, args.iw_samples, device, total=n, progress=not args.json)
-    m = {"split": args.split, **m}
+    m = {"split": args.split, **m, **(auto or {})}
     if args.table:
         from selfvae.evaluation.table import paper_row
 
@@ -470,7 +494,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = run_cmd("eval", "bits/dim of a run by ELBO and the importance-weighted bound", cmd_eval)
     s.add_argument("--split", default="test", choices=["test", "val"])
-    s.add_argument("--iw-samples", type=int, default=512, help="importance samples S (512 for final numbers)")
+    s.add_argument("--iw-samples", type=_samples, default=512,
+                   help="importance samples S (512 for final numbers), or 'auto': the smallest S whose bound moves "
+                        "by less than 0.005 bits/dim when S doubles, on the first --auto-images images")
+    s.add_argument("--auto-images", type=int, default=200, help="images for --iw-samples auto")
+    s.add_argument("--max-samples", type=int, default=512, help="largest S --iw-samples auto may pick")
     s.add_argument("--limit", type=int, help="only the first N images of the split")
     s.add_argument("--batch-size", type=int, default=32)
     s.add_argument("--json", action="store_true", help="print one JSON object")

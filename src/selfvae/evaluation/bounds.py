@@ -154,7 +154,7 @@ def choose_iw_samples(
         s *= 2
     sizes = sorted(curve)
     for a, b in zip(sizes, sizes[1:], strict=False):
-        if curve[a]["bpd_iw"] - curve[b]["bpd_iw"] < tol:
+        if abs(curve[a]["bpd_iw"] - curve[b]["bpd_iw"]) < tol:
             return a, curve
     return sizes[-1], curve
 
