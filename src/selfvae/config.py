@@ -69,6 +69,9 @@ class TrainConfig:
     grad_skip: float | None = None  # skip steps whose gradient norm exceeds this (VDVAE)
     max_consecutive_skips: int = 50
     ema_decay: float | None = None
+    # What the optimiser minimises besides the bound (the bound itself is what is logged and evaluated):
+    kl_warmup_steps: int = 0  # KL terms weighted by min(1, step / kl_warmup_steps) (0: always 1)
+    free_bits: float = 0.0  # each z_k's KL (batch mean, nats per image) counts as at least this (Kingma 2016)
     eval_every: int = 500
     eval_limit: int | None = 2000  # validation images per evaluation during training (None: all)
     log_every: int = 25

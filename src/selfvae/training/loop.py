@@ -38,7 +38,7 @@ from selfvae.data import ImageDataset, batches_of, load_split
 from selfvae.errors import NoSplitError, SelfVAEError
 from selfvae.evaluation.bounds import EVAL_BATCH, evaluate
 from selfvae.models.loading import build_model, load_run
-from selfvae.models.selfvae import SelfVAE
+from selfvae.models.selfvae import SelfVAE, Terms
 from selfvae.nn.layers import data_dependent_init
 from selfvae.training import distributed as D
 from selfvae.viz import plot_curves, read_log, save_grid, with_train_seconds
@@ -188,7 +188,8 @@ def train_step(
         with D.seeded(D.micro_seed(t.seed, step, j), device), D.autocast(device, t.amp):
             terms = model.terms(xb)
             loss = model.bpd(terms.nelbo).mean()
-        (loss / len(micro)).backward()
+            target = model.bpd(objective(terms, t, step)).mean() if _shaped(t) else loss
+        (target / len(micro)).backward()
         loss_sum += float(loss.detach()) / len(micro)
         info = {"kl_u": float(terms.kl_u.detach().float().mean())}
         for i, v in enumerate(terms.re.detach().float().mean(0).tolist()):
@@ -212,6 +213,23 @@ def train_step(
         if ema is not None:
             _ema_update(ema, model, t.ema_decay)
     return StepResult(loss_f, gnorm_f, skipped, info_sum)
+
+
+def _shaped(t) -> bool:  # noqa: ANN001 - TrainConfig
+    return bool(t.kl_warmup_steps) or t.free_bits > 0
+
+
+def objective(terms: Terms, t, step: int) -> Tensor:  # noqa: ANN001 - TrainConfig
+    """What the optimiser minimises, nats per image: the negative ELBO with its KL terms weighted by the
+    warm-up factor ``min(1, step / kl_warmup_steps)`` and each ``z_k``'s KL floored at ``free_bits`` (on
+    its batch mean, so the gradient that would shrink a KL already below the floor is zero). The bound
+    that is logged and evaluated is always the plain negative ELBO."""
+    beta = min(1.0, step / t.kl_warmup_steps) if t.kl_warmup_steps else 1.0
+    kl_z = terms.kl_z
+    if t.free_bits > 0 and kl_z.shape[1]:
+        floor = kl_z.mean(0).clamp(min=t.free_bits)  # [K]
+        kl_z = kl_z - kl_z.mean(0) + floor  # per image, with the batch mean replaced by the floored one
+    return terms.re.sum(1) + beta * (terms.kl_u + kl_z.sum(1))
 
 
 @torch.no_grad()
