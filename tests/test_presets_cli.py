@@ -46,6 +46,7 @@ def test_train_a_preset_from_the_command_line(tmp_path, capsys):
     want = get_preset("mnist-srvae").to_dict()
     want["data"]["root"], want["train"]["batch_size"] = str(tmp_path), 16
     want["train"].update(steps=3, init_batch=32, final_iw_samples=2, eval_limit=16)
+    want["model"]["data_shape"] = [1, 28, 28]  # recorded from the data set: bits/dim per 784 pixels
     assert cfg == json.loads(json.dumps(want))  # the preset, with exactly the overrides given
     metrics = json.loads((out / "final" / "metrics.json").read_text())
     assert metrics["n_images"] == 24 and metrics["iw_samples"] == 2 and metrics["split"] == "test"

@@ -90,10 +90,12 @@ def test_mog_log_prob_matches_direct_and_samples():
                        comp[:, None].expand(n, 8))
 
 
-@pytest.mark.parametrize(("shape", "num_scales"), [((2, 4, 4), 1), ((2, 4, 4), 2), ((1, 4, 4), 3), ((2, 8, 8), 3)])
-def test_realnvp_roundtrip_and_logdet_match_brute_force_jacobian(shape, num_scales):
+@pytest.mark.parametrize(("shape", "num_scales", "st_net"), [((2, 4, 4), 1, "resnet"), ((2, 4, 4), 2, "resnet"),
+                                                              ((1, 4, 4), 3, "resnet"), ((2, 8, 8), 3, "resnet"),
+                                                              ((2, 4, 4), 2, "dense")])
+def test_realnvp_roundtrip_and_logdet_match_brute_force_jacobian(shape, num_scales, st_net):
     torch.manual_seed(0)
-    flow = RealNVP(shape, mid_channels=8, num_blocks=2, num_scales=num_scales).double()
+    flow = RealNVP(shape, mid_channels=8, num_blocks=2, num_scales=num_scales, st_net=st_net).double()
     _randomise(flow)
     u = torch.randn(3, *shape, dtype=torch.float64)
     v, logdet = flow(u)

@@ -54,6 +54,11 @@ class ModelConfig:
     q_z: NetSpec = NetSpec()
     p_z: NetSpec = NetSpec()
     p_x: NetSpec = NetSpec()
+    # Optional sizes of the inner nets of p(z|y,u) (its y-encoder) and p(x|y,z) (its z-decoder); None: as
+    # p_z / p_x. The authors' srVAE sizes them apart (growth 32 / 5 steps, growth 64 / 8 steps).
+    p_z_y: NetSpec | None = None
+    p_x_z: NetSpec | None = None
+    nets: str = "selfvae"  # "selfvae": selfvae.nn.nets; "paper": the srVAE authors' exact nets (selfvae.nn.paper)
 
 
 @dataclass
@@ -123,6 +128,9 @@ class Config:
             m = dict(d["model"])
             for role in ("q_u", "p_y", "q_z", "p_z", "p_x"):
                 m[role] = NetSpec(**m[role])
+            for role in ("p_z_y", "p_x_z"):
+                if m.get(role) is not None:
+                    m[role] = NetSpec(**m[role])
             m["image_shape"] = tuple(m["image_shape"])
             m["latent_shape"] = tuple(m["latent_shape"])
             if m.get("data_shape") is not None:

@@ -23,6 +23,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from selfvae.errors import SelfVAEError
+from selfvae.nn.layers import WNConv2d
+from selfvae.nn.paper import PaperDenseLayer
 
 __all__ = ["Prior", "StandardNormal", "MixtureOfGaussians", "RealNVP", "PRIORS", "build_prior", "prior_options"]
 
@@ -189,6 +191,20 @@ class _STNet(nn.Module):
         return s, t
 
 
+class _DenseSTNet(nn.Module):
+    """The srVAE authors' s/t net: their dense layer (growth 64, 5 units, attention) and a weight-normed
+    3x3 conv to ``2 * out_channels`` (no zero init: their data-dependent init, output std 0.01)."""
+
+    def __init__(self, in_channels: int, out_channels: int, growth: int, steps: int) -> None:
+        super().__init__()
+        self.dense = PaperDenseLayer(in_channels, growth, steps)
+        self.out = WNConv2d(self.dense.out_channels, 2 * out_channels, 3, init_scale=0.01)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        s, t = self.out(self.dense(x)).chunk(2, dim=1)
+        return s, t
+
+
 class _Coupling(nn.Module):
     """Affine coupling ``y = (x + t) * exp(scale * tanh(s))`` on the masked-out half (data -> base direction).
 
@@ -196,23 +212,24 @@ class _Coupling(nn.Module):
     channel). Otherwise channel-wise: the input channels are split into two halves.
     """
 
-    def __init__(self, channels: int, mid_channels: int, num_blocks: int, checkerboard: bool, reverse: bool):
+    def __init__(self, channels: int, mid_channels: int, num_blocks: int, checkerboard: bool, reverse: bool,
+                 dense: tuple[int, int] | None = None):
         super().__init__()
         self.checkerboard = checkerboard
         self.reverse_mask = reverse
-        if checkerboard:
-            self.net = _STNet(channels + 1, mid_channels, channels, num_blocks)
-            self.scale = nn.Parameter(torch.ones(1, channels, 1, 1))
+        self.mask_channel = checkerboard and dense is None  # the authors' nets see x * mask only
+        c_in, c_out = (channels, channels) if checkerboard else (channels // 2, channels - channels // 2)
+        if dense is not None:
+            self.net = _DenseSTNet(c_in, c_out, *dense)
         else:
-            half = channels // 2
-            self.net = _STNet(half, mid_channels, channels - half, num_blocks)
-            self.scale = nn.Parameter(torch.ones(1, channels - half, 1, 1))
+            self.net = _STNet(c_in + int(self.mask_channel), mid_channels, c_out, num_blocks)
+        self.scale = nn.Parameter(torch.ones(1, c_out, 1, 1))
 
     def forward(self, x: Tensor, logdet: Tensor, inverse: bool = False) -> tuple[Tensor, Tensor]:
         if self.checkerboard:
             b = _checkerboard(x.shape[2], x.shape[3], self.reverse_mask, x)
             x_b = x * b
-            s, t = self.net(torch.cat([x_b, b.expand(x.shape[0], 1, -1, -1)], dim=1))
+            s, t = self.net(torch.cat([x_b, b.expand(x.shape[0], 1, -1, -1)], dim=1) if self.mask_channel else x_b)
             s = self.scale * torch.tanh(s) * (1 - b)
             t = t * (1 - b)
             if inverse:  # the log-det of the forward map at the output, so an inverse pass can report it too
@@ -238,24 +255,26 @@ class _Coupling(nn.Module):
 class _Scale(nn.Module):
     """One scale of the multi-scale RealNVP (recursive, as in chrischute/real-nvp ``_RealNVP``)."""
 
-    def __init__(self, scale_idx: int, num_scales: int, channels: int, mid: int, num_blocks: int) -> None:
+    def __init__(self, scale_idx: int, num_scales: int, channels: int, mid: int, num_blocks: int,
+                 dense: tuple[int, int] | None = None) -> None:
         super().__init__()
         self.is_last = scale_idx == num_scales - 1
         n_in = 4 if self.is_last else 3
         self.in_couplings = nn.ModuleList(
             [
-                _Coupling(channels, mid, num_blocks, checkerboard=True, reverse=bool(i % 2))
+                _Coupling(channels, mid, num_blocks, checkerboard=True, reverse=bool(i % 2), dense=dense)
                 for i in range(n_in)
             ]
         )
         if not self.is_last:
             self.out_couplings = nn.ModuleList(
                 [
-                    _Coupling(4 * channels, 2 * mid, num_blocks, checkerboard=False, reverse=bool(i % 2))
+                    _Coupling(4 * channels, 2 * mid, num_blocks, checkerboard=False, reverse=bool(i % 2),
+                              dense=dense)
                     for i in range(3)
                 ]
             )
-            self.next = _Scale(scale_idx + 1, num_scales, 2 * channels, 2 * mid, num_blocks)
+            self.next = _Scale(scale_idx + 1, num_scales, 2 * channels, 2 * mid, num_blocks, dense)
 
     def forward(self, x: Tensor, logdet: Tensor, inverse: bool = False) -> tuple[Tensor, Tensor]:
         if not inverse:
@@ -295,13 +314,19 @@ class RealNVP(Prior):
 
     Couplings use ``s = scale * tanh(s_raw)`` with a learned per-channel ``scale``; the s/t nets are small
     ResNets (``num_blocks`` residual blocks of 3x3 convs, ELU, no normalisation, no dropout) whose last layer
-    is zero-initialised, so the flow starts as the identity.
+    is zero-initialised, so the flow starts as the identity; a checkerboard coupling's net also sees its mask.
+    ``st_net="dense"`` gives the srVAE authors' couplings instead: their dense layer of growth ``mid_channels``
+    (at every scale: their code does not double it) and ``num_blocks`` units, then a weight-normed 3x3 conv,
+    fed ``x * mask`` only.
     """
 
     def __init__(
-        self, shape: tuple[int, int, int], mid_channels: int = 64, num_blocks: int = 5, num_scales: int = 2
+        self, shape: tuple[int, int, int], mid_channels: int = 64, num_blocks: int = 5, num_scales: int = 2,
+        st_net: str = "resnet",
     ) -> None:
         super().__init__(shape)
+        if st_net not in ("resnet", "dense"):
+            raise SelfVAEError(f"RealNVP st_net={st_net!r}: expected 'resnet' or 'dense'")
         c, h, w = self.shape
         if num_scales < 1:
             raise SelfVAEError(f"RealNVP num_scales: must be >= 1, got {num_scales}")
@@ -312,7 +337,8 @@ class RealNVP(Prior):
                 f"for num_scales={num_scales}"
             )
         self.num_scales = num_scales
-        self.flow = _Scale(0, num_scales, c, mid_channels, num_blocks)
+        dense = (mid_channels, num_blocks) if st_net == "dense" else None
+        self.flow = _Scale(0, num_scales, c, mid_channels, num_blocks, dense)
 
     def forward(self, u: Tensor) -> tuple[Tensor, Tensor]:
         """Data -> base: returns ``(v, log|det dv/du|)`` with ``logdet`` shaped ``[B]``."""

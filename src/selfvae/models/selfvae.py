@@ -23,11 +23,13 @@ import math
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from selfvae.config import ModelConfig
 from selfvae.distributions import DiagonalGaussian, DiscretizedLogisticMixture
 from selfvae.errors import SelfVAEError
+from selfvae.nn import paper
 from selfvae.nn.nets import DenseDecoder, DenseEncoder, DenseNetwork, NetSpec, resample_to
 from selfvae.priors import build_prior
 from selfvae.transforms import apply_chain, chain_shapes, parse_chain
@@ -54,6 +56,12 @@ def gaussian_from(params: Tensor) -> DiagonalGaussian:
     return DiagonalGaussian(mu, 7.0 * torch.tanh(raw / 7.0))
 
 
+def gaussian_hardtanh(params: Tensor) -> DiagonalGaussian:
+    """The srVAE authors' split: the log-variance is ``hardtanh(-7, 7)`` (no gradient outside)."""
+    mu, raw = params.chunk(2, dim=1)
+    return DiagonalGaussian(mu, F.hardtanh(raw, -7.0, 7.0))
+
+
 def _n_scale(shape: tuple[int, int, int], latent: tuple[int, int, int], what: str) -> int:
     """Number of 2x resolution changes between an image level and the latent grid."""
     h, lh = shape[1], latent[1]
@@ -68,10 +76,11 @@ def _n_scale(shape: tuple[int, int, int], latent: tuple[int, int, int], what: st
 class ConditionalPrior(nn.Module):
     """p(z_k | y_k, z_{k-1}): a y-encoder and a z-network fused by a same-resolution network."""
 
-    def __init__(self, y_shape: tuple[int, int, int], latent: tuple[int, int, int], spec: NetSpec) -> None:
+    def __init__(self, y_shape: tuple[int, int, int], latent: tuple[int, int, int], spec: NetSpec,
+                 y_spec: NetSpec | None = None) -> None:
         super().__init__()
         c = latent[0]
-        self.y_net = DenseEncoder(y_shape[0], spec.width, spec, _n_scale(y_shape, latent, "level y"))
+        self.y_net = DenseEncoder(y_shape[0], spec.width, y_spec or spec, _n_scale(y_shape, latent, "level y"))
         self.z_net = DenseNetwork(c, spec.width, spec, out_scale=1.0)
         self.core = DenseNetwork(2 * spec.width, 2 * c, spec)
 
@@ -94,18 +103,62 @@ class ConditionalDecoder(nn.Module):
         latent: tuple[int, int, int],
         spec: NetSpec,
         n_mix: int,
+        z_spec: NetSpec | None = None,
     ) -> None:
         super().__init__()
         self.out_size = out_shape[1:]
         self.out_channels = out_shape[0]
         self.n_mix = n_mix
-        self.z_net = DenseDecoder(latent[0], spec.width, spec, _n_scale(out_shape, latent, "level"))
+        self.z_net = DenseDecoder(latent[0], spec.width, z_spec or spec, _n_scale(out_shape, latent, "level"))
         n_params = DiscretizedLogisticMixture.n_params(out_shape[0], n_mix)
         self.core = DenseNetwork(spec.width + y_shape[0], n_params, spec)
 
     def forward(self, y_in: Tensor, z: Tensor) -> DiscretizedLogisticMixture:
         h = torch.cat([nn.functional.elu(self.z_net(z)), resample_to(y_in, self.out_size)], dim=1)
         return DiscretizedLogisticMixture(self.core(h), self.out_channels, self.n_mix)
+
+
+class PaperConditionalPrior(nn.Module):
+    """p(z_k | y_k, z_{k-1}) as the authors' ``p_z``: ``ELU(y-encoder(y))`` and a same-resolution net of
+    ``z_{k-1}`` (no activation after it), concatenated, through another same-resolution net; hardtanh
+    log-variance. ``y_spec`` sizes the y-encoder (theirs: growth 32, 5 steps), ``spec`` the other two."""
+
+    def __init__(self, y_shape: tuple[int, int, int], latent: tuple[int, int, int], spec: NetSpec,
+                 y_spec: NetSpec) -> None:
+        super().__init__()
+        c = latent[0]
+        n = _n_scale(y_shape, latent, "level y")
+        self.y_net = paper.paper_encoder(y_shape[0], c, y_spec.growth, y_spec.steps, n)
+        self.z_net = paper.paper_network(c, c, spec.growth, spec.steps, spec.blocks)
+        self.core = paper.paper_network(2 * c, 2 * c, spec.growth, spec.steps, spec.blocks)
+
+    def encode_y(self, y_in: Tensor) -> Tensor:
+        return F.elu(self.y_net(y_in))
+
+    def forward(self, y_feat: Tensor, z_prev: Tensor) -> DiagonalGaussian:
+        return gaussian_hardtanh(self.core(torch.cat([y_feat, self.z_net(z_prev)], dim=1)))
+
+
+class PaperConditionalDecoder(nn.Module):
+    """p(y_{k+1} | y_k, z_k) as the authors' ``p_x``: a decoder of z_k straight to the likelihood's
+    outputs, concatenated after the bilinearly resized y_k, through a same-resolution net. ``z_spec`` sizes
+    the z-decoder (theirs: growth 64, 8 steps), ``spec`` the joint net (growth 64, 5 steps, 3 blocks)."""
+
+    def __init__(self, y_shape: tuple[int, int, int], out_shape: tuple[int, int, int],
+                 latent: tuple[int, int, int], spec: NetSpec, z_spec: NetSpec, n_mix: int) -> None:
+        super().__init__()
+        self.out_size = out_shape[1:]
+        self.out_channels, self.n_mix = out_shape[0], n_mix
+        n_out = paper.paper_n_params(out_shape[0], n_mix)
+        n_up = _n_scale(out_shape, latent, "level")
+        self.z_net = paper.paper_decoder(latent[0], n_out, z_spec.growth, z_spec.steps, n_up)
+        self.core = paper.paper_network(n_out + y_shape[0], n_out, spec.growth, spec.steps, spec.blocks)
+        self.to_params = paper.PaperDMoLParams(out_shape[0], n_mix)
+
+    def forward(self, y_in: Tensor, z: Tensor) -> DiscretizedLogisticMixture:
+        y = F.interpolate(y_in, size=self.out_size, mode="bilinear", align_corners=False)
+        raw = self.core(torch.cat([y, self.z_net(z)], dim=1))
+        return DiscretizedLogisticMixture(self.to_params(raw), self.out_channels, self.n_mix)
 
 
 @dataclass
@@ -142,25 +195,49 @@ class SelfVAE(nn.Module):
         top = self.shapes[0]
         n_top = _n_scale(top, lat, "level y_1" if self.K else "image")
         self.p_u = build_prior(cfg.prior, lat, **cfg.prior_kwargs)
-        self.q_u = DenseEncoder(top[0], 2 * lat[0], cfg.q_u, n_top)
-        self.p_y = DenseDecoder(lat[0], DiscretizedLogisticMixture.n_params(top[0], cfg.n_mix), cfg.p_y, n_top)
-        self.q_z = nn.ModuleList(
-            DenseEncoder(s[0], 2 * lat[0], cfg.q_z, _n_scale(s, lat, "level")) for s in self.shapes[1:]
-        )
-        self.p_z = nn.ModuleList(ConditionalPrior(s, lat, cfg.p_z) for s in self.shapes[:-1])
-        self.p_x = nn.ModuleList(
-            ConditionalDecoder(self.shapes[k], self.shapes[k + 1], lat, cfg.p_x, cfg.n_mix) for k in range(self.K)
-        )
+        if cfg.nets not in NET_FAMILIES:
+            raise SelfVAEError(f"model.nets={cfg.nets!r}: expected one of {', '.join(NET_FAMILIES)}")
+        self.paper = cfg.nets == "paper"
+        if self.paper:
+            n_y = paper.paper_n_params(top[0], cfg.n_mix)
+            self.q_u = paper.paper_encoder(top[0], 2 * lat[0], cfg.q_u.growth, cfg.q_u.steps, n_top)
+            self.p_y = nn.Sequential(paper.paper_decoder(lat[0], n_y, cfg.p_y.growth, cfg.p_y.steps, n_top),
+                                     paper.PaperDMoLParams(top[0], cfg.n_mix))
+            self.q_z = nn.ModuleList(
+                paper.paper_encoder(s[0], 2 * lat[0], cfg.q_z.growth, cfg.q_z.steps, _n_scale(s, lat, "level"))
+                for s in self.shapes[1:]
+            )
+            self.p_z = nn.ModuleList(PaperConditionalPrior(s, lat, cfg.p_z, cfg.p_z_y or cfg.p_z)
+                                     for s in self.shapes[:-1])
+            self.p_x = nn.ModuleList(
+                PaperConditionalDecoder(self.shapes[k], self.shapes[k + 1], lat, cfg.p_x, cfg.p_x_z or cfg.p_x,
+                                        cfg.n_mix)
+                for k in range(self.K)
+            )
+        else:
+            self.q_u = DenseEncoder(top[0], 2 * lat[0], cfg.q_u, n_top)
+            self.p_y = DenseDecoder(lat[0], DiscretizedLogisticMixture.n_params(top[0], cfg.n_mix), cfg.p_y, n_top)
+            self.q_z = nn.ModuleList(
+                DenseEncoder(s[0], 2 * lat[0], cfg.q_z, _n_scale(s, lat, "level")) for s in self.shapes[1:]
+            )
+            self.p_z = nn.ModuleList(ConditionalPrior(s, lat, cfg.p_z, cfg.p_z_y) for s in self.shapes[:-1])
+            self.p_x = nn.ModuleList(
+                ConditionalDecoder(self.shapes[k], self.shapes[k + 1], lat, cfg.p_x, cfg.n_mix, cfg.p_x_z)
+                for k in range(self.K)
+            )
+        self.gaussian = gaussian_hardtanh if self.paper else gaussian_from
         self.padded_dims = math.prod(cfg.image_shape)
         self.x_dims = math.prod(_data_shape(cfg))  # bits/dim are per dimension of the data's own images
         self.joint_dims = sum(math.prod(s) for s in self.shapes)
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.q_u.net[0].v.dtype
+        return next(self.q_u.parameters()).dtype
 
     def inp(self, y: Tensor) -> Tensor:
-        """uint8 level -> network input in [-1, 1] in the model's dtype."""
+        """uint8 level -> network input in the model's dtype: [-1, 1], or [0, 1] for the authors' nets."""
+        if self.paper:
+            return y.to(self.dtype) / 255.0
         return to_input(y, self.dtype)
 
     def target(self, y: Tensor) -> Tensor:
@@ -177,11 +254,11 @@ class SelfVAE(nn.Module):
         return [*apply_chain(self.chain, x), x]
 
     def q_u_given(self, y1: Tensor) -> DiagonalGaussian:
-        return gaussian_from(self.q_u(self.inp(y1)))
+        return self.gaussian(self.q_u(self.inp(y1)))
 
     def q_z_given(self, k: int, y_next: Tensor) -> DiagonalGaussian:
         """q(z_{k+1} | y_{k+2}) in 0-based ``k``."""
-        return gaussian_from(self.q_z[k](self.inp(y_next)))
+        return self.gaussian(self.q_z[k](self.inp(y_next)))
 
     def p_y_given(self, u: Tensor) -> DiscretizedLogisticMixture:
         return DiscretizedLogisticMixture(self.p_y(u), self.shapes[0][0], self.cfg.n_mix)
@@ -196,8 +273,8 @@ class SelfVAE(nn.Module):
         """
         levels = self.levels(x)
         inputs = [self.inp(y) for y in levels]
-        q_u = gaussian_from(self.q_u(inputs[0]))
-        q_z = [gaussian_from(self.q_z[k](inputs[k + 1])) for k in range(self.K)]
+        q_u = self.gaussian(self.q_u(inputs[0]))
+        q_z = [self.gaussian(self.q_z[k](inputs[k + 1])) for k in range(self.K)]
         y_feats = [self.p_z[k].encode_y(inputs[k]) for k in range(self.K)]
         if n_samples > 1:
             rep = _repeat(n_samples)
@@ -237,6 +314,9 @@ def _data_shape(cfg: ModelConfig) -> tuple[int, int, int]:
         raise SelfVAEError(f"model.data_shape {tuple(cfg.data_shape)} does not fit in model.image_shape "
                            f"{tuple(cfg.image_shape)} (same channels, at most as large)")
     return c, h, w
+
+
+NET_FAMILIES = ("selfvae", "paper")  # ModelConfig.nets: our networks, or the srVAE authors' (selfvae.nn.paper)
 
 
 def _repeat(n: int):

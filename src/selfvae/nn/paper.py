@@ -1,0 +1,145 @@
+"""The srVAE authors' networks, the same function as their code (ioangatop/srVAE, ``src/modules/nn_layers.py``,
+``densenet32.py``, ``densenet16x32.py``), for the ``*-paper`` presets (``ModelConfig.nets = "paper"``).
+
+What makes them theirs, unlike :mod:`selfvae.nn.nets`:
+
+* their ``Conv2d`` wrapper applies **no activation** by default: no ELU between a unit's 1x1 bottleneck and
+  its 3x3 conv, none in the attention squeeze, none after a resampling conv;
+* a dense unit is ``x = ELU(cat(x, conv3x3(conv1x1(x))))``: the ELU runs over the whole concatenation after
+  every unit, so earlier channels are re-activated ``steps`` times, and the first unit sees ``x`` raw;
+* encoders have no stem: dense layer, stride-2 3x3 conv on the whole concatenation to twice its width
+  (growth doubles), ..., dense layer, 1x1 out; decoders: dense layer, transposed conv to half the
+  concatenation's width (growth halves), ..., 3x3 out; same-resolution nets: dense layers, 1x1 out;
+* every conv is weight-normalised with data-dependent init to output std 0.01 (their ``init_parameters``);
+* Gaussian log-variances are ``hardtanh(-7, 7)``; images enter the nets in [0, 1] (``ToTensor``); ``y`` is
+  resized for ``p(x|y,z)`` bilinearly (``align_corners=False``);
+* the decoders' 100 outputs are their discretized-logistic layout (:class:`PaperDMoLParams`).
+
+Their ``drop_prob`` is 0 everywhere, so dropout is left out.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from selfvae.nn.layers import WNConv2d
+
+INIT_SCALE = 0.01  # their init_parameters overrides the 0.05 default with 0.01
+
+
+def _conv(c_in: int, c_out: int, k: int, stride: int = 1, transposed: bool = False) -> WNConv2d:
+    return WNConv2d(c_in, c_out, k, stride=stride, transposed=transposed, init_scale=INIT_SCALE)
+
+
+class PaperAttention(nn.Module):
+    """Their ``CALayer``: average pool, 1x1 conv to C/8, 1x1 conv back (no activation between), sigmoid."""
+
+    def __init__(self, channels: int, reduction: int = 8) -> None:
+        super().__init__()
+        self.squeeze = _conv(channels, channels // reduction, 1)
+        self.excite = _conv(channels // reduction, channels, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x * torch.sigmoid(self.excite(self.squeeze(x.mean(dim=(2, 3), keepdim=True))))
+
+
+class PaperDenseLayer(nn.Module):
+    """Their ``DenseNetLayer``: ``steps`` units ``x = ELU(cat(x, conv3x3(conv1x1(x))))``, then attention."""
+
+    def __init__(self, in_channels: int, growth: int, steps: int) -> None:
+        super().__init__()
+        self.units = nn.ModuleList()
+        c = in_channels
+        for _ in range(steps):
+            self.units.append(nn.Sequential(_conv(c, 4 * growth, 1), _conv(4 * growth, growth, 3)))
+            c += growth
+        self.out_channels = c
+        self.attention = PaperAttention(c)
+
+    def forward(self, x: Tensor) -> Tensor:
+        for unit in self.units:
+            x = F.elu(torch.cat([x, unit(x)], dim=1))
+        return self.attention(x)
+
+
+def paper_encoder(in_channels: int, out_channels: int, growth: int, steps: int, n_down: int) -> nn.Sequential:
+    """Their ``DenselyEncoder``: ``n_down`` times (dense layer, stride-2 conv to 2x width), dense layer, 1x1."""
+    layers: list[nn.Module] = []
+    c, g = in_channels, growth
+    for _ in range(n_down):
+        dense = PaperDenseLayer(c, g, steps)
+        c = dense.out_channels
+        layers += [dense, _conv(c, 2 * c, 3, stride=2)]
+        c, g = 2 * c, 2 * g
+    dense = PaperDenseLayer(c, g, steps)
+    layers += [dense, _conv(dense.out_channels, out_channels, 1)]
+    return nn.Sequential(*layers)
+
+
+def paper_decoder(in_channels: int, out_channels: int, growth: int, steps: int, n_up: int) -> nn.Sequential:
+    """Their ``DenselyDecoder``: ``n_up`` times (dense layer, transposed conv to half width), 3x3 out."""
+    layers: list[nn.Module] = []
+    c, g = in_channels, growth
+    for _ in range(n_up):
+        dense = PaperDenseLayer(c, g, steps)
+        c = dense.out_channels
+        layers += [dense, _conv(c, c // 2, 3, stride=2, transposed=True)]
+        c, g = c // 2, g // 2
+    layers.append(_conv(c, out_channels, 3))
+    return nn.Sequential(*layers)
+
+
+def paper_network(in_channels: int, out_channels: int, growth: int, steps: int, blocks: int) -> nn.Sequential:
+    """Their ``DenselyNetwork``: ``blocks`` dense layers, 1x1 out."""
+    layers: list[nn.Module] = []
+    c = in_channels
+    for _ in range(blocks):
+        dense = PaperDenseLayer(c, growth, steps)
+        layers.append(dense)
+        c = dense.out_channels
+    layers.append(_conv(c, out_channels, 1))
+    return nn.Sequential(*layers)
+
+
+def paper_n_params(channels: int, n_mix: int) -> int:
+    """Their ``n_embenddings``: ``(3C + 1) M`` outputs (100 for RGB with 10 components)."""
+    return (3 * channels + 1) * n_mix
+
+
+class PaperDMoLParams(nn.Module):
+    """Their discretized-logistic parametrisation, rewritten in the layout and units of
+    :class:`~selfvae.distributions.DiscretizedLogisticMixture` (which then gives their likelihood).
+
+    Theirs (``dmol_loss``): channels ``[logits M | means M x C | log-scales M x C | coefficients M x C]``,
+    component-major; x, means and scales in [0, 1] units; log-scales clamped at -7 there; coefficients through
+    tanh, coupling ``mean_G += a x_R``, ``mean_B += b x_R + c x_G`` with x in [0, 1]. In [-1, 1] units that is
+    ``loc = 2 mean - 1`` (plus ``a``, resp. ``b + c``, since ``x_01 = (x_pm1 + 1) / 2``), the same coefficients,
+    and ``log-scale + log 2`` (so their clamp at -7 becomes -7 + log 2, above ours). For C != 3 their code has no
+    working layout; here it is the same without coefficients.
+    """
+
+    def __init__(self, channels: int, n_mix: int) -> None:
+        super().__init__()
+        self.channels, self.n_mix = channels, n_mix
+
+    def forward(self, raw: Tensor) -> Tensor:
+        m, c = self.n_mix, self.channels
+        b, _, h, w = raw.shape
+        logits = raw[:, :m]
+        means = raw[:, m : m + m * c].reshape(b, m, c, h, w)
+        log_scales = raw[:, m + m * c : m + 2 * m * c].reshape(b, m, c, h, w).clamp(min=-7.0) + math.log(2.0)
+        locs = 2.0 * means - 1.0
+        parts = [logits]
+        tail = []
+        if c == 3:
+            raw_coeffs = raw[:, m + 2 * m * c : m + 3 * m * c].reshape(b, m, 3, h, w)
+            coeffs = torch.tanh(raw_coeffs)
+            a, bb, cc = coeffs[:, :, 0], coeffs[:, :, 1], coeffs[:, :, 2]
+            locs = torch.stack([locs[:, :, 0], locs[:, :, 1] + a, locs[:, :, 2] + bb + cc], dim=2)
+            tail = [raw_coeffs.transpose(1, 2).reshape(b, 3 * m, h, w)]  # ours applies the tanh itself
+        parts += [locs.transpose(1, 2).reshape(b, c * m, h, w), log_scales.transpose(1, 2).reshape(b, c * m, h, w)]
+        return torch.cat(parts + tail, dim=1)

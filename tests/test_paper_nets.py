@@ -1,0 +1,110 @@
+"""The ``*-paper`` presets are the srVAE authors' networks: their layer structure, activations, squeezes and
+likelihood parametrisation, pinned here (figures from reading ioangatop/srVAE: 86 / 132 ELUs per forward)."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from selfvae.distributions import DiscretizedLogisticMixture
+from selfvae.models.loading import build_model
+from selfvae.nn.paper import PaperDenseLayer, PaperDMoLParams, paper_decoder, paper_encoder
+from selfvae.presets import get_preset
+from selfvae.priors import _squeeze, _squeeze_alt
+
+
+class _Ops(TorchDispatchMode):
+    def __init__(self) -> None:
+        super().__init__()
+        self.count: Counter[str] = Counter()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204
+        self.count[func.overloadpacket.__name__] += 1
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize(
+    ("preset", "params", "elus", "convs", "hardtanhs"),
+    [("cifar10-vae-realnvp-paper", 34_276_092, 86, 218, 1), ("cifar10-srvae-paper", 39_272_298, 132, 345, 3)],
+)
+def test_paper_presets_have_the_authors_layer_structure(preset, params, elus, convs, hardtanhs):
+    model = build_model(get_preset(preset))
+    assert sum(p.numel() for p in model.parameters()) == params
+    x = torch.randint(0, 256, (1, 3, 32, 32), dtype=torch.uint8)
+    with torch.no_grad(), _Ops() as ops:
+        model.terms(x)
+    assert ops.count["elu"] == elus  # theirs: an ELU after each dense unit, one in p_z; none elsewhere
+    assert ops.count["convolution"] == convs
+    assert ops.count["hardtanh"] == hardtanhs  # one per Gaussian net: q_z (VAE); q_u, q_z, p_z (srVAE)
+
+
+def test_dense_unit_reactivates_the_whole_concatenation_and_has_no_inner_activation():
+    torch.manual_seed(0)
+    layer = PaperDenseLayer(3, 4, 2)
+    x = torch.randn(2, 3, 5, 5)
+    (c1, c3), (d1, d3) = layer.units[0], layer.units[1]
+    h = F.elu(torch.cat([x, c3(c1(x))], 1))  # the first unit sees x raw; conv1x1 -> conv3x3 directly
+    h = F.elu(torch.cat([h, d3(d1(h))], 1))  # the earlier channels go through the ELU again
+    gate = torch.sigmoid(layer.attention.excite(layer.attention.squeeze(h.mean((2, 3), keepdim=True))))
+    assert torch.allclose(layer(x), h * gate, atol=1e-6)
+    assert [m.v.shape[0] for m in (c1, c3)] == [16, 4] and layer.out_channels == 11
+    enc, dec = paper_encoder(3, 32, 16, 8, 2), paper_decoder(16, 100, 128, 6, 2)
+    assert [tuple(m.v.shape[:2]) for m in (enc[1], enc[3])] == [(262, 131), (1036, 518)]  # no transition
+    assert tuple(dec[1].v.shape[:2]) == (784, 392) and tuple(dec[-1].v.shape[:2]) == (100, 388)
+
+
+def _their_squeeze_alt(x: torch.Tensor) -> torch.Tensor:
+    """The alternate-order squeeze as their code builds it: a stride-2 convolution with a permutation kernel
+    (per channel the sub-pixels (0,0), (1,1), (0,1), (1,0)), output channels then grouped by sub-pixel."""
+    c = x.shape[1]
+    pick = torch.zeros(4, 1, 2, 2)
+    for k, (i, j) in enumerate([(0, 0), (1, 1), (0, 1), (1, 0)]):
+        pick[k, 0, i, j] = 1.0
+    weight = torch.zeros(4 * c, c, 2, 2)
+    for ch in range(c):
+        weight[4 * ch : 4 * ch + 4, ch : ch + 1] = pick
+    order = [4 * ch + k for k in range(4) for ch in range(c)]
+    return F.conv2d(x, weight[order], stride=2)
+
+
+def test_squeezes_are_theirs():
+    x = torch.randn(2, 3, 4, 6)
+    assert torch.equal(_squeeze_alt(x), _their_squeeze_alt(x))
+    b, c, h, w = x.shape  # theirs (non-alternate): channels-last view, (c, i, j) order
+    theirs = x.permute(0, 2, 3, 1).reshape(b, h // 2, 2, w // 2, 2, c).permute(0, 1, 3, 5, 2, 4)
+    theirs = theirs.reshape(b, h // 2, w // 2, 4 * c).permute(0, 3, 1, 2)
+    assert torch.equal(_squeeze(x), theirs)
+
+
+def _their_dmol_log_prob(raw: torch.Tensor, x01: torch.Tensor, m: int = 10) -> torch.Tensor:
+    """Their discretized logistic mixture, written from their parametrisation in [0, 1] units."""
+    b, _, h, w = raw.shape
+    logits = F.log_softmax(raw[:, :m], 1)
+    means = raw[:, m : 4 * m].reshape(b, m, 3, h, w)
+    log_s = raw[:, 4 * m : 7 * m].reshape(b, m, 3, h, w).clamp(min=-7.0)
+    co = torch.tanh(raw[:, 7 * m : 10 * m].reshape(b, m, 3, h, w))
+    x = x01.unsqueeze(1)
+    mean = torch.stack([means[:, :, 0], means[:, :, 1] + co[:, :, 0] * x[:, :, 0],
+                        means[:, :, 2] + co[:, :, 1] * x[:, :, 0] + co[:, :, 2] * x[:, :, 1]], 2)
+    half = 0.5 / 255.0
+    plus, minus = (x - mean + half) * torch.exp(-log_s), (x - mean - half) * torch.exp(-log_s)
+    cdf_plus = torch.where(x > 1 - half, torch.ones_like(plus), torch.sigmoid(plus))
+    cdf_minus = torch.where(x < half, torch.zeros_like(minus), torch.sigmoid(minus))
+    log_p = torch.log((cdf_plus - cdf_minus).clamp_min(1e-12))
+    return torch.logsumexp(log_p.sum(2) + logits, 1).flatten(1).sum(1)
+
+
+def test_their_likelihood_parametrisation_gives_their_log_likelihood():
+    torch.manual_seed(1)
+    raw = torch.randn(3, 100, 4, 4) * torch.tensor([2.0] * 10 + [0.4] * 30 + [0.5] * 30 + [1.0] * 30).view(1, -1, 1, 1)
+    raw[:, 10:40] += 0.5  # means around the middle of [0, 1]
+    raw[:, 40:70] -= 2.0
+    x = torch.randint(0, 256, (3, 3, 4, 4), dtype=torch.uint8)
+    ours = DiscretizedLogisticMixture(PaperDMoLParams(3, 10)(raw), 3, 10).log_prob(x.float() / 255.0)
+    assert torch.allclose(ours, _their_dmol_log_prob(raw, x.float() / 255.0), rtol=1e-4, atol=1e-3)
+    assert math.isfinite(float(ours.sum()))
