@@ -108,3 +108,19 @@ def test_their_likelihood_parametrisation_gives_their_log_likelihood():
     ours = DiscretizedLogisticMixture(PaperDMoLParams(3, 10)(raw), 3, 10).log_prob(x.float() / 255.0)
     assert torch.allclose(ours, _their_dmol_log_prob(raw, x.float() / 255.0), rtol=1e-4, atol=1e-3)
     assert math.isfinite(float(ours.sum()))
+
+
+def test_their_first_checkerboard_coupling_keeps_the_odd_sites():
+    from selfvae.priors import RealNVP
+
+    torch.manual_seed(0)
+    theirs, ours = RealNVP((2, 4, 4), 8, 1, 1, st_net="dense"), RealNVP((2, 4, 4), 8, 1, 1)
+    for flow in (theirs, ours):
+        for p in flow.parameters():
+            p.data.normal_(0, 0.3)
+    u = torch.randn(1, 2, 4, 4)
+    odd = (torch.arange(4).view(-1, 1) + torch.arange(4)) % 2 == 1
+    v_theirs = theirs.flow.in_couplings[0](u, torch.zeros(1))[0]
+    v_ours = ours.flow.in_couplings[0](u, torch.zeros(1))[0]
+    assert torch.equal(v_theirs[..., odd], u[..., odd]) and not torch.equal(v_theirs[..., ~odd], u[..., ~odd])
+    assert torch.equal(v_ours[..., ~odd], u[..., ~odd])  # ours keeps the even sites first

@@ -218,6 +218,7 @@ class _Coupling(nn.Module):
         self.checkerboard = checkerboard
         self.reverse_mask = reverse
         self.mask_channel = checkerboard and dense is None  # the authors' nets see x * mask only
+        self.odd_first = dense is not None  # their unreversed checkerboard keeps the odd sites (i + j odd)
         c_in, c_out = (channels, channels) if checkerboard else (channels // 2, channels - channels // 2)
         if dense is not None:
             self.net = _DenseSTNet(c_in, c_out, *dense)
@@ -227,7 +228,7 @@ class _Coupling(nn.Module):
 
     def forward(self, x: Tensor, logdet: Tensor, inverse: bool = False) -> tuple[Tensor, Tensor]:
         if self.checkerboard:
-            b = _checkerboard(x.shape[2], x.shape[3], self.reverse_mask, x)
+            b = _checkerboard(x.shape[2], x.shape[3], self.reverse_mask != self.odd_first, x)
             x_b = x * b
             s, t = self.net(torch.cat([x_b, b.expand(x.shape[0], 1, -1, -1)], dim=1) if self.mask_channel else x_b)
             s = self.scale * torch.tanh(s) * (1 - b)
@@ -317,7 +318,7 @@ class RealNVP(Prior):
     is zero-initialised, so the flow starts as the identity; a checkerboard coupling's net also sees its mask.
     ``st_net="dense"`` gives the srVAE authors' couplings instead: their dense layer of growth ``mid_channels``
     (at every scale: their code does not double it) and ``num_blocks`` units, then a weight-normed 3x3 conv,
-    fed ``x * mask`` only.
+    fed ``x * mask`` only, with their checkerboard parity (the first coupling keeps the odd sites).
     """
 
     def __init__(
