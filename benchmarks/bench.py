@@ -6,11 +6,17 @@ set; GPU: ``torch.cuda.max_memory_allocated``) belongs to that preset alone. Eva
 importance sample per image (one forward pass of the whole model, ``analytic_kl=False``); S samples cost about
 S forwards, so S = 512 runs about 512 times slower per image.
 
-``--reference`` adds the authors' architectures rebuilt layer for layer (:mod:`reference`: ``authors-vae-realnvp``,
-``authors-srvae``) and times their training step the same way in the same run, then prints our speed-up over each.
+``--authors-src DIR`` (a checkout of ioangatop/srVAE) times the authors' own models beside ours, loaded from
+``DIR`` at run time by :mod:`authors` (``authors-vae-realnvp``, ``authors-srvae``); without it the ``*-paper``
+presets (the same function, ``authors_equivalence.py``) stand in for them. ``--reference`` adds the older
+layer-for-layer rebuilds of :mod:`reference`. ``--interleave`` times every model in one process, one step of
+each in turn, so a busy machine slows them alike (the way to compare speeds); otherwise each preset runs in its
+own process (peak memory per preset, evaluation and sampling columns).
 
 Usage::
 
+    python benchmarks/bench.py --presets cifar10-srvae-paper cifar10-vae-realnvp-paper --authors-src ~/srVAE \
+        --interleave --threads 1 --batch-size 32 --steps 5
     python benchmarks/bench.py --presets cifar10-srvae cifar10-vae-realnvp --batch-size 32 --steps 5 --reference
     python benchmarks/bench.py --device cuda --amp bf16 --channels-last --compile
 """
@@ -27,7 +33,9 @@ import time
 import torch
 
 DEFAULT_PRESETS = ["cifar10-srvae", "cifar10-vae-realnvp"]
-OURS_VS_AUTHORS = {"cifar10-vae-realnvp": "authors-vae-realnvp", "cifar10-srvae": "authors-srvae"}
+OURS_VS_AUTHORS = {"cifar10-vae-realnvp": "authors-vae-realnvp", "cifar10-srvae": "authors-srvae",
+                   "cifar10-vae-realnvp-paper": "authors-vae-realnvp", "cifar10-srvae-paper": "authors-srvae"}
+STAND_IN = {"authors-vae-realnvp": "cifar10-vae-realnvp-paper", "authors-srvae": "cifar10-srvae-paper"}
 
 
 def _sync(device: str) -> None:
@@ -138,6 +146,67 @@ def run_one(args: argparse.Namespace, preset: str) -> dict:
     }
 
 
+def _step_fn(args: argparse.Namespace, name: str):  # noqa: ANN202
+    """``(parameters, one training step)`` of a preset, an authors' model or a rebuild, on a fixed batch."""
+    if name.startswith("authors-") and args.authors_src:
+        from authors import load
+
+        model = load(args.authors_src, name, args.device)
+    elif name.startswith("authors-"):
+        from reference import REFERENCES
+
+        model = REFERENCES[name]().to(args.device)
+    else:
+        from selfvae.models.selfvae import SelfVAE
+        from selfvae.nn.layers import data_dependent_init
+        from selfvae.presets import get_preset
+        from selfvae.training.loop import train_step
+
+        cfg = get_preset(name)
+        cfg.train.batch_size, cfg.train.channels_last = args.batch_size, args.channels_last
+        ours = SelfVAE(cfg.model).to(args.device)
+        x = torch.randint(0, 256, (args.batch_size, 3, 32, 32), dtype=torch.uint8, device=args.device)
+        data_dependent_init(ours, lambda: ours.terms(x))
+        if args.channels_last:
+            ours.to(memory_format=torch.channels_last)
+        opt = torch.optim.Adamax(ours.parameters(), lr=cfg.train.lr)
+        return sum(p.numel() for p in ours.parameters()), lambda: train_step(ours, opt, x, cfg, None)
+    x = torch.randint(0, 256, (args.batch_size, 3, 32, 32), dtype=torch.uint8, device=args.device)
+    opt = torch.optim.Adamax(model.parameters(), lr=2e-3)
+
+    def step() -> None:
+        opt.zero_grad(set_to_none=True)
+        model(x).backward()
+        opt.step()
+
+    return sum(p.numel() for p in model.parameters()), step
+
+
+def interleaved(args: argparse.Namespace, names: list[str]) -> dict[str, float]:
+    """Training s/step of every model in one process, one step of each in turn (after ``--warmup`` each)."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.set_flush_denormal(True)
+    torch.manual_seed(0)
+    models = {n: _step_fn(args, n) for n in names}
+    for _, step in models.values():
+        for _ in range(args.warmup):
+            step()
+    times: dict[str, list[float]] = {n: [] for n in names}
+    for _ in range(args.steps):
+        for n, (_, step) in models.items():
+            times[n].append(_timed(step, args.device, 1))
+    print(f"interleaved: {args.steps} timed steps of each, batch {args.batch_size}, "
+          f"{torch.get_num_threads()} thread(s), channels_last {args.channels_last}")
+    print(f"{'model':<28} {'params':>10} {'s/step':>8} {'img/s':>7}")
+    speed = {}
+    for n in names:
+        sec = sum(times[n]) / len(times[n])
+        speed[n] = args.batch_size / sec
+        print(f"{n:<28} {models[n][0] / 1e6:>9.2f}M {sec:>8.2f} {speed[n]:>7.2f}")
+    return speed
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--presets", nargs="+", default=DEFAULT_PRESETS)
@@ -150,8 +219,24 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--compile", action="store_true")
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--reference", action="store_true", help="also time the authors' rebuilt architectures")
+    p.add_argument("--authors-src", metavar="DIR", help="a checkout of ioangatop/srVAE: time the authors' own models")
+    p.add_argument("--interleave", action="store_true", help="all models in one process, steps taken in turn")
     p.add_argument("--one", help=argparse.SUPPRESS)  # internal: run one preset, print JSON
     args = p.parse_args(argv)
+    if args.interleave:
+        names = list(args.presets)
+        theirs = sorted({OURS_VS_AUTHORS[n] for n in names if n in OURS_VS_AUTHORS})
+        if args.authors_src or args.reference:
+            names += theirs
+        else:  # the paper presets compute the authors' function (authors_equivalence.py): they stand in
+            names += [STAND_IN[t] for t in theirs if STAND_IN[t] not in names]
+        speed = interleaved(args, names)
+        for ours in args.presets:
+            theirs_name = OURS_VS_AUTHORS.get(ours)
+            ref = theirs_name if theirs_name in speed else STAND_IN.get(theirs_name or "")
+            if ref in speed and ref != ours:
+                print(f"{ours}: {speed[ours] / speed[ref]:.2f}x the training images/s of {ref}")
+        return
     if args.one:
         run = run_reference if args.one in OURS_VS_AUTHORS.values() else run_one
         print(json.dumps(run(args, args.one)))
