@@ -235,3 +235,11 @@ def test_shaped_objective_changes_the_update_but_reports_the_plain_bound(blob_np
     # the KL of z_1 reaches q(z|x), p(z|y,u) and, through u, q(u|y); p(u), p(y|u) and p(x|y,z) not at all
     assert changed and all(n.startswith(("q_z", "p_z", "q_u")) for n in changed)
     assert any(n.startswith("p_z") for n in changed)
+
+
+def test_ema_decay_warms_up_so_the_initial_weights_fade_fast():
+    from selfvae.training.loop import ema_decay
+
+    assert ema_decay(0.999, 0) == pytest.approx(0.1) and ema_decay(0.999, 10**6) == 0.999
+    weight_of_init = math.prod(ema_decay(0.999, s) for s in range(2500))
+    assert weight_of_init < 1e-9 < 0.999**2500  # with warm-up the random start is gone; without, 8% remains

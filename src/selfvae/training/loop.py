@@ -211,7 +211,7 @@ def train_step(
     if not skipped:
         opt.step()
         if ema is not None:
-            _ema_update(ema, model, t.ema_decay)
+            _ema_update(ema, model, ema_decay(t.ema_decay, step))
     return StepResult(loss_f, gnorm_f, skipped, info_sum)
 
 
@@ -230,6 +230,16 @@ def objective(terms: Terms, t, step: int) -> Tensor:  # noqa: ANN001 - TrainConf
         floor = kl_z.mean(0).clamp(min=t.free_bits)  # [K]
         kl_z = kl_z - kl_z.mean(0) + floor  # per image, with the batch mean replaced by the floored one
     return terms.re.sum(1) + beta * (terms.kl_u + kl_z.sum(1))
+
+
+def ema_decay(decay: float, step: int) -> float:
+    """The EMA's decay at ``step``: ``min(decay, (1 + step) / (10 + step))``.
+
+    Warm-up as in TensorFlow's ``ExponentialMovingAverage(num_updates=...)``: with a constant 0.999 the average
+    still holds ``0.999**step`` of the initial random weights (8% at step 2500), which kept mnist-vae's EMA at
+    1.55 bits/dim where its weights had 1.22; early on, the warm-up makes the average follow the weights.
+    """
+    return min(decay, (1.0 + step) / (10.0 + step))
 
 
 @torch.no_grad()
