@@ -495,8 +495,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = run_cmd("eval", "bits/dim of a run by ELBO and the importance-weighted bound", cmd_eval)
     s.add_argument("--split", default="test", choices=["test", "val"])
     s.add_argument("--iw-samples", type=_samples, default=512,
-                   help="importance samples S (512 for final numbers), or 'auto': the smallest S whose bound moves "
-                        "by less than 0.005 bits/dim when S doubles, on the first --auto-images images")
+                   help="importance samples S (512 for final numbers), or 'auto': the smallest S whose bound is within "
+                        "0.005 bits/dim of the bound at --max-samples, on the first --auto-images images")
     s.add_argument("--auto-images", type=int, default=200, help="images for --iw-samples auto")
     s.add_argument("--max-samples", type=int, default=512, help="largest S --iw-samples auto may pick")
     s.add_argument("--limit", type=int, help="only the first N images of the split")

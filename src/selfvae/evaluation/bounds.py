@@ -136,12 +136,14 @@ def per_data_dims(metrics: dict, x_dims: int, padded_dims: int) -> dict:
 def choose_iw_samples(
     model: SelfVAE, x: Tensor, max_s: int = 128, tol: float = 0.005, batch: int = EVAL_BATCH
 ) -> tuple[int, dict[int, dict[str, float]]]:
-    """The smallest S whose IW bound moves by less than ``tol`` bits/dim when S is doubled, on images ``x``.
+    """The smallest S whose IW bound is within ``tol`` bits/dim of the bound at ``max_s``, on images ``x``, so
+    that doubling S, and doubling it again up to ``max_s``, moves the bound by less than ``tol`` in all.
 
+    Asking only that one doubling move it by less than ``tol`` stops too early: IW bounds creep (mnist-srvae:
+    0.0022, 0.0027, 0.0021, 0.0014, ... bits/dim per doubling from S = 2; 0.011 from S = 2 to 128).
     One pass draws ``max_s`` log-weights per image; the bound for each S = 1, 2, 4, ..., ``max_s`` uses the
-    first S of them (nested draws, so the curve is monotone in expectation and costs one evaluation).
-    Returns ``(S, curve)`` with ``curve[S] = {"bpd_iw", "bpd_elbo"}``; if no doubling up to ``max_s`` moved
-    less than ``tol``, S is ``max_s`` (the curve shows how far from converged it is).
+    first S of them (nested draws, one evaluation). Returns ``(S, curve)`` with
+    ``curve[S] = {"bpd_iw", "bpd_elbo"}``.
     """
     model.eval()
     logws = [log_weights(model, x[i : i + batch], max_s, max_batch=2 * batch)[0] for i in range(0, len(x), batch)]
@@ -152,9 +154,5 @@ def choose_iw_samples(
     while s <= max_s:
         curve[s] = {"bpd_iw": float(iw_bound(logw[:s]).mean()) * scale, "bpd_elbo": float(logw[:s].mean()) * scale}
         s *= 2
-    sizes = sorted(curve)
-    for a, b in zip(sizes, sizes[1:], strict=False):
-        if abs(curve[a]["bpd_iw"] - curve[b]["bpd_iw"]) < tol:
-            return a, curve
-    return sizes[-1], curve
-
+    final = curve[max(curve)]["bpd_iw"]
+    return next(k for k in sorted(curve) if abs(curve[k]["bpd_iw"] - final) < tol), curve

@@ -52,12 +52,16 @@ def check_run_dir(run_dir: str | Path) -> Path:
     return p
 
 
+METRICS_FILES = ("final/metrics.json", "metrics.json")  # a run's, an exported model's
+
+
 def stored_metrics(folder: Path) -> dict[str, Any] | None:
-    """Test bounds stored with a model: a run's ``final/metrics.json`` or an exported model's ``metrics.json``."""
-    for sub in ("final/metrics.json", "metrics.json"):
+    """Test bounds stored with a model (the first of :data:`METRICS_FILES` that exists), its file name under
+    ``source``."""
+    for sub in METRICS_FILES:
         m = read_json(Path(folder) / sub)
         if m is not None:
-            return m
+            return {**m, "source": sub}
     return None
 
 
@@ -263,7 +267,7 @@ def run_row(
         from selfvae.evaluation.bounds import per_data_dims
 
         metrics = per_data_dims(metrics, model.x_dims, model.padded_dims)
-        row["source"] = f"stored metrics ({metrics.get('split', 'test')}, S={metrics.get('iw_samples')})"
+        row["source"] = f"{metrics['source']} ({metrics.get('split', 'test')}, S={metrics.get('iw_samples')})"
     elif n_eval:
         from selfvae.data import batches_of, load_split
         from selfvae.evaluation.bounds import evaluate

@@ -1,0 +1,49 @@
+"""The shipped models as a papers-style table (Markdown), from their ``metrics.json``, with the literature's
+MNIST figures beside them.
+
+    python benchmarks/pretrained_table.py            # prints the table docs/RESULTS.md shows
+
+Every figure of ours comes from the shipped files' ``metrics.json`` (written by ``scripts/train_pretrained.py``,
+which measures the shipped weights); the literature rows are the published test bits/dim of 8-bit MNIST (28x28,
+784 dimensions), as tabulated by Chen et al. (2019, Residual Flows, Table 1).
+"""
+
+from __future__ import annotations
+
+import json
+
+from selfvae import load
+from selfvae.models.pretrained import PACKAGED, pretrained_names
+
+LITERATURE = [  # (model, MNIST test bits/dim per 784 dims, source)
+    ("RealNVP (Dinh et al., 2017)", 1.06, "Chen et al. 2019, Table 1"),
+    ("Glow (Kingma & Dhariwal, 2018)", 1.05, "Chen et al. 2019, Table 1"),
+    ("FFJORD (Grathwohl et al., 2019)", 0.99, "Chen et al. 2019, Table 1"),
+    ("Residual Flows (Chen et al., 2019)", 0.97, "Chen et al. 2019, Table 1"),
+]
+
+
+def _terms(m: dict) -> str:
+    return ", ".join(f"{k} {v:.1f}" for k, v in m.items() if k.startswith(("re_", "kl_")))
+
+
+def main() -> None:
+    print("| model | data | params | training | test bpd ELBO (all) | test bpd IW (S, images) | terms (nats/image) |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for name in pretrained_names():
+        m = json.loads((PACKAGED / name / "metrics.json").read_text())
+        cfg = json.loads((PACKAGED / name / "config.json").read_text())
+        params = sum(p.numel() for p in load(name).parameters())
+        tr = m.get("training", {})
+        clock = "~" if "estimated" in tr.get("clock", "") else ""
+        iw = m.get("iw", {})
+        print(f"| {name} | {cfg['data']['name']} | {params / 1e6:.2f}M | {tr.get('steps', '?')} steps, "
+              f"{clock}{tr.get('seconds', 0) / 3600:.2f} h CPU | {m['bpd_elbo']:.4f} ({m['n_images']}) | "
+              f"{iw.get('bpd_iw', float('nan')):.4f} (S={iw.get('iw_samples')}, {iw.get('n_images')}) | "
+              f"{_terms(m)} |")
+    for model, bpd, source in LITERATURE:
+        print(f"| {model} | mnist | | | | {bpd:.2f} (exact likelihood; {source}) | |")
+
+
+if __name__ == "__main__":
+    main()
