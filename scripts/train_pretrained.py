@@ -26,6 +26,7 @@ from pathlib import Path
 
 import torch
 
+from selfvae.checkpoint import load_checkpoint
 from selfvae.data import batches_of, load_split
 from selfvae.evaluation.bounds import choose_iw_samples, evaluate
 from selfvae.models.loading import load_run
@@ -58,9 +59,18 @@ def test_elbo(folder: Path, data_dir: str | None, limit: int | None = None, seed
     return evaluate(model, batches_of(ds, 64, n), 1, total=n, progress=False)
 
 
-def training_time(run: Path) -> tuple[int, float, str]:
-    """Steps, training seconds and how they were obtained (the log's own clock, or its step times)."""
-    recs = [r for r in with_train_seconds(read_log(run / "log.jsonl")) if r.get("split") == "train"]
+def shipped_checkpoint(run: Path) -> dict:
+    """Step and evaluation weights of the checkpoint a run's export takes (``best.pt``, else ``last.pt``)."""
+    path = run / "best.pt" if (run / "best.pt").exists() else run / "last.pt"
+    state = load_checkpoint(path)
+    weights = state.get("eval_weights", "ema" if state.get("ema") else "model")
+    return {"checkpoint": path.name, "step": state["step"], "weights": weights}
+
+
+def training_time(run: Path, step: int) -> tuple[int, float, str]:
+    """Steps, training seconds up to ``step`` and how they were obtained (the log's clock, or its step times)."""
+    recs = [r for r in with_train_seconds(read_log(run / "log.jsonl"))
+            if r.get("split") == "train" and r["step"] <= step]
     if not recs:
         return 0, 0.0, "no log"
     how = "partly estimated from the logged step times" if any(r.get("clock_estimated") for r in recs) else "measured"
@@ -72,12 +82,17 @@ def card(name: str, folder: Path, metrics: dict, steps: int, seconds: float, how
     params = sum(p.numel() for p in model.parameters())
     terms = ", ".join(f"{k} {v:.2f}" for k, v in metrics.items() if k.startswith(("re_", "kl_")))
     iw = metrics["iw"]
+    shipped = metrics["training"]
+    ema = (f"the raw weights of step {shipped['step']} (they validated better than the {cfg.train.ema_decay} EMA)"
+           if cfg.train.ema_decay and shipped["weights"] == "model" else
+           f"the {cfg.train.ema_decay} EMA of step {shipped['step']}" if cfg.train.ema_decay else
+           f"step {shipped['step']} (no EMA)")
     rows = [
         ("data", f"{cfg.data.name}, test split ({metrics['n_images']} images); bits/dim per {metrics['dims']} "
                  "dimensions of the data's own images"),
         ("architecture", f"preset `{name}`: transforms `{cfg.model.transforms or 'none'}`, prior "
                          f"{cfg.model.prior}, latents {tuple(cfg.model.latent_shape)}, {params / 1e6:.2f}M parameters"),
-        ("weights", f"{metrics['weights']} (EMA {cfg.train.ema_decay})"),
+        ("weights", f"{metrics['weights']}; {ema}"),
         ("training", f"{steps} steps of batch {cfg.train.batch_size}, seed {seed}, {seconds / 3600:.2f} h on a "
                      f"2-core CPU ({how})"),
         ("test bpd, ELBO", f"**{metrics['bpd_elbo']:.4f}** (all {metrics['n_images']} test images)"),
@@ -120,12 +135,18 @@ def ship(name: str, run: Path, data_dir: str | None, seed: int, iw_limit: int, m
                    iw={"bpd_iw": iw["bpd_iw"], "bpd_elbo": iw["bpd_elbo"], "iw_samples": max_s, "n_images": n,
                        "s_within_0.005": s_enough, "curve": {str(k): v["bpd_iw"] for k, v in curve.items()}})
     metrics["bpd_iw"], metrics["iw_samples"], metrics["iw_n_images"] = iw["bpd_iw"], max_s, n
-    steps, seconds, how = training_time(run)
-    metrics["training"] = {"steps": steps, "seconds": round(seconds), "clock": how, "seed": seed}
+    write_card(name, run, dest, metrics, seed)
+    return dest
+
+
+def write_card(name: str, run: Path, dest: Path, metrics: dict, seed: int) -> None:
+    """Training facts of the shipped checkpoint into ``metrics.json``, and the model card."""
+    shipped = shipped_checkpoint(run)
+    steps, seconds, how = training_time(run, shipped["step"])
+    metrics["training"] = {**shipped, "steps": steps, "seconds": round(seconds), "clock": how, "seed": seed}
     (dest / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     (dest / "card.md").write_text(card(name, dest, metrics, steps, seconds, how, seed))
     print((dest / "card.md").read_text())
-    return dest
 
 
 def main() -> None:
@@ -136,10 +157,15 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data-dir", default="../shared/data")
     p.add_argument("--ship-only", action="store_true", help="do not train; measure and ship the run as it is")
+    p.add_argument("--card-only", action="store_true", help="only rewrite the shipped model's card and training facts")
     p.add_argument("--iw-limit", type=int, default=200, help="test images for the IW bound")
     p.add_argument("--max-s", type=int, default=128, help="largest S the doubling rule may pick")
     a = p.parse_args()
     run = Path(a.run or f"runs/pretrained/{a.name}")
+    if a.card_only:
+        write_card(a.name, run, PACKAGED / a.name, json.loads((PACKAGED / a.name / "metrics.json").read_text()),
+                   a.seed)
+        return
     if not a.ship_only:
         train(a.name, run, a.minutes, a.seed, a.data_dir)
     ship(a.name, run, a.data_dir, a.seed, a.iw_limit, a.max_s)
