@@ -23,12 +23,15 @@ from selfvae.models.loading import frame_ratio
 from selfvae.viz import read_log, with_train_seconds
 
 
-def curve(run: Path) -> tuple[list[tuple[float, float, int]], bool]:
-    """``[(hours, val bpd, step)]`` of a run and whether its clock was estimated."""
-    ratio = frame_ratio(Config.load(run / "config.json"))
-    recs = with_train_seconds(read_log(run / "log.jsonl", ratio))
+def curve(run: Path) -> tuple[list[tuple[float, float, int]], bool, list[bool]]:
+    """``[(hours, val bpd, step)]`` of a run, whether its clock was estimated, and per point whether only the
+    EMA was validated (logs from before raw and EMA weights were both scored carry no ``weights``)."""
+    cfg = Config.load(run / "config.json")
+    recs = with_train_seconds(read_log(run / "log.jsonl", frame_ratio(cfg)))
     val = [r for r in recs if r.get("split") == "val"]
-    return [(r["train_seconds"] / 3600, r["bpd"], r["step"]) for r in val], any(r.get("clock_estimated") for r in val)
+    ema_only = [bool(cfg.train.ema_decay) and "weights" not in r for r in val]
+    points = [(r["train_seconds"] / 3600, r["bpd"], r["step"]) for r in val]
+    return points, any(r.get("clock_estimated") for r in val), ema_only
 
 
 def crossing(points: list[tuple[float, float, int]], threshold: float) -> tuple[float, int] | None:
@@ -76,7 +79,7 @@ def main() -> None:
     print(header)
     print("|" + " --- |" * (4 + len(a.thresholds)))
     for run in runs:
-        points, estimated = curve(run)
+        points, estimated, ema_only = curve(run)
         if not points:
             print(f"| {run.name} | no validation records |")
             continue
@@ -87,8 +90,11 @@ def main() -> None:
             cells.append(f"{mark}{c[0]:.2f} h (step {c[1]})" if c else "-")
         print(f"| {run.name} | {points[-1][2]} | {mark}{points[-1][0]:.2f} | {min(b for _, b, _ in points):.4f} | "
               + " | ".join(cells) + " |")
-        ax.plot([h for h, _, _ in points], [b for _, b, _ in points], "o-", ms=3,
-                label=run.name + (" (clock ~ from step times)" if estimated else ""))
+        line = ax.plot([h for h, _, _ in points], [b for _, b, _ in points], "-", lw=1,
+                       label=run.name + (" (clock ~ from step times)" if estimated else ""))[0]
+        for (h, b, _), only in zip(points, ema_only, strict=True):
+            ax.plot([h], [b], "o", ms=5, color=line.get_color(), mfc="white" if only else line.get_color())
+    ax.plot([], [], "o", color="grey", mfc="white", label="only the EMA validated (it lagged the weights)")
     for t in a.thresholds:
         ax.axhline(t, color="grey", lw=0.6, ls=":")
     ax.set_xlabel("training wall clock (hours, this machine)")
