@@ -36,7 +36,7 @@ from selfvae.viz import read_log, with_train_seconds
 FP16_TOLERANCE = 0.002  # bits/dim the float16 file may move the bound by
 
 
-def train(name: str, run: Path, minutes: float, seed: int, data_dir: str | None) -> None:
+def train(name: str, run: Path, minutes: float, seed: int, data_dir: str | None, sets: list[str]) -> None:
     cmd = [sys.executable, "-m", "selfvae.cli", "train", "--out", str(run), "--no-progress", "--channels-last",
            "--set", f"train.max_minutes={minutes}"]
     if (run / "last.pt").exists():
@@ -45,6 +45,8 @@ def train(name: str, run: Path, minutes: float, seed: int, data_dir: str | None)
         cmd += ["--preset", name, "--set", f"train.seed={seed}", "--steps", "1000000"]
         if data_dir:
             cmd += ["--data-dir", data_dir]
+        for item in sets:
+            cmd += ["--set", item]
     print("+", " ".join(cmd), flush=True)
     subprocess.run(cmd, check=True)
 
@@ -77,6 +79,26 @@ def training_time(run: Path, step: int) -> tuple[int, float, str]:
     return recs[-1]["step"], recs[-1]["train_seconds"], how
 
 
+# Settings that change how long or how fast a run goes, not what it computes.
+_NOT_DIFFERENCES = {"train.steps", "train.max_minutes", "train.num_threads", "train.channels_last", "data.root",
+                    "model.data_shape"}
+
+
+def _differences(name: str, cfg) -> str:  # noqa: ANN001 - Config
+    """The run's config fields that differ from its preset (what `--set` changed)."""
+    from selfvae.presets import get_preset
+
+    def flat(d: dict, prefix: str = "") -> dict:
+        out = {}
+        for k, v in d.items():
+            out.update(flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+        return out
+
+    ours, preset = flat(cfg.to_dict()), flat(get_preset(name).to_dict())
+    return ", ".join(f"`{k}={ours[k]}`" for k in sorted(ours) if ours[k] != preset.get(k) and k not in _NOT_DIFFERENCES
+                     and k not in ("name", "description"))
+
+
 def card(name: str, folder: Path, metrics: dict, steps: int, seconds: float, how: str, seed: int) -> str:
     cfg, model = load_run(folder)
     params = sum(p.numel() for p in model.parameters())
@@ -100,11 +122,13 @@ def card(name: str, folder: Path, metrics: dict, steps: int, seconds: float, how
                                f"test images (ELBO of those: {iw['bpd_elbo']:.4f}; S = {iw['s_within_0.005']} is "
                                "within 0.005 of it)"),
         ("terms (nats per image)", terms),
+        ("settings beyond the preset", _differences(name, cfg) or "none"),
     ]
     table = "\n".join(f"| {k} | {v} |" for k, v in rows)
     return (f"# {name}\n\n{cfg.description}.\n\n| | |\n| --- | --- |\n{table}\n\n"
             f"Reproduce: `python scripts/train_pretrained.py {name}` (trains `--preset {name} --set "
-            f"train.seed={seed}` under a time budget, resumable; then measures and ships).\n"
+            f"train.seed={seed}` under a time budget, resumable; then measures and ships), with the settings "
+            "beyond the preset above given as `--set`.\n"
             f"Check: `selfvae eval {name} --json`.\n")
 
 
@@ -157,6 +181,8 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data-dir", default="../shared/data")
     p.add_argument("--ship-only", action="store_true", help="do not train; measure and ship the run as it is")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="settings beyond the preset for a new run (passed to selfvae train)")
     p.add_argument("--card-only", action="store_true", help="only rewrite the shipped model's card and training facts")
     p.add_argument("--iw-limit", type=int, default=200, help="test images for the IW bound")
     p.add_argument("--max-s", type=int, default=128, help="largest S the doubling rule may pick")
@@ -167,7 +193,7 @@ def main() -> None:
                    a.seed)
         return
     if not a.ship_only:
-        train(a.name, run, a.minutes, a.seed, a.data_dir)
+        train(a.name, run, a.minutes, a.seed, a.data_dir, a.set)
     ship(a.name, run, a.data_dir, a.seed, a.iw_limit, a.max_s)
 
 
