@@ -343,7 +343,9 @@ def cmd_pretrained(args: argparse.Namespace) -> None:
         print(f"no pretrained models in this installation ({PACKAGED})")
     for name in names:
         m = stored_metrics(PACKAGED / name) or {}
-        bounds = (f"test {m['bpd_elbo']:.4f} bits/dim (ELBO), {m['bpd_iw']:.4f} (IW, S={m.get('iw_samples')})"
+        where = f", first {m['iw_n_images']} images" if m.get("iw_n_images") else ""
+        bounds = (f"test {m['bpd_elbo']:.4f} bits/dim (ELBO, {m.get('n_images')} images), {m['bpd_iw']:.4f} "
+                  f"(IW, S={m.get('iw_samples')}{where}); card: {PACKAGED / name / 'card.md'}"
                   if "bpd_iw" in m else "not evaluated")
         print(f"{name:<24} {bounds}")
 
