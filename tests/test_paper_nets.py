@@ -38,7 +38,8 @@ def test_paper_presets_have_the_authors_layer_structure(preset, params, elus, co
     x = torch.randint(0, 256, (1, 3, 32, 32), dtype=torch.uint8)
     with torch.no_grad(), _Ops() as ops:
         model.terms(x)
-    assert ops.count["elu"] + ops.count["elu_"] == elus  # theirs: an ELU after each dense unit, one in p_z; none elsewhere
+    # theirs: an ELU after each dense unit, one in p_z; none elsewhere
+    assert ops.count["elu"] + ops.count["elu_"] == elus
     assert ops.count["convolution"] == convs
     assert ops.count["hardtanh"] == hardtanhs  # one per Gaussian net: q_z (VAE); q_u, q_z, p_z (srVAE)
 
