@@ -54,25 +54,15 @@ def _timed(fn, device: str, repeats: int) -> float:  # noqa: ANN001
 
 def run_reference(args: argparse.Namespace, name: str) -> dict:
     """Training step of one of the authors' rebuilt models (AdaMax, fp32); the other columns do not apply."""
-    from reference import REFERENCES
-
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)
     torch.manual_seed(0)
-    model = REFERENCES[name]().to(args.device)
-    x = torch.randint(0, 256, (args.batch_size, 3, 32, 32), dtype=torch.uint8, device=args.device)
-    opt = torch.optim.Adamax(model.parameters(), lr=2e-3)
-
-    def one_step() -> None:
-        opt.zero_grad(set_to_none=True)
-        model(x).backward()
-        opt.step()
-
+    n_params, one_step = _step_fn(args, name)
     for _ in range(args.warmup):
         one_step()
     sec_step = _timed(one_step, args.device, args.steps)
-    return {"preset": name, "params_M": sum(p.numel() for p in model.parameters()) / 1e6,
+    return {"preset": name, "params_M": n_params / 1e6,
             "train_img_s": args.batch_size / sec_step, "sec_per_step": sec_step}
 
 

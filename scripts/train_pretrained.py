@@ -52,9 +52,7 @@ def train(name: str, run: Path, minutes: float, seed: int, data_dir: str | None,
 
 
 def test_elbo(folder: Path, data_dir: str | None, limit: int | None = None, seed: int = 0) -> dict:
-    cfg, model = load_run(folder)
-    if data_dir:
-        cfg.data.root = data_dir
+    cfg, model = load_run(folder, data_dir=data_dir)
     ds = load_split(cfg, "test")
     n = len(ds) if limit is None else min(limit, len(ds))
     torch.manual_seed(seed)
@@ -145,9 +143,7 @@ def ship(name: str, run: Path, data_dir: str | None, seed: int, iw_limit: int, m
         if dest.exists():
             shutil.rmtree(dest)
         shutil.copytree(chosen, dest)
-    cfg, model = load_run(dest)
-    if data_dir:
-        cfg.data.root = data_dir
+    cfg, model = load_run(dest, data_dir=data_dir)
     ds = load_split(cfg, "test")
     n = min(iw_limit, len(ds))
     torch.manual_seed(seed)

@@ -139,10 +139,7 @@ def _load(args: argparse.Namespace, device: str | torch.device = "cpu") -> tuple
     set read from ``--data-dir`` where the command has it."""
     from selfvae.models.loading import load_run
 
-    cfg, model = load_run(args.run_dir, device)
-    if getattr(args, "data_dir", None):
-        cfg.data.root = args.data_dir
-    return cfg, model
+    return load_run(args.run_dir, device, data_dir=getattr(args, "data_dir", None))
 
 
 def _out_dir(args: argparse.Namespace) -> Path:

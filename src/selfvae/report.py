@@ -184,9 +184,7 @@ def build_report(
     import matplotlib
 
     matplotlib.use("Agg")
-    cfg, model = load_run(run_dir, device)
-    if data_dir:
-        cfg.data.root = data_dir
+    cfg, model = load_run(run_dir, device, data_dir=data_dir)
     x_all, why = _test_images(cfg, max(n_tradeoff, 16))
     x = x_all[:8].to(device) if x_all is not None else None
     body: dict[str, str] = {}

@@ -69,7 +69,7 @@ def stored_fid(folder: Path) -> dict[str, Any] | None:
     """FID stored with a model: ``final/fid.json`` (written by ``selfvae fid``) or an exported model's metrics."""
     from selfvae.models.pretrained import output_dir
 
-    for f in (output_dir(Path(folder)) / "final" / "fid.json", Path(folder) / "final" / "fid.json"):
+    for f in dict.fromkeys([output_dir(Path(folder)) / "final" / "fid.json", Path(folder) / "final" / "fid.json"]):
         fid = read_json(f)
         if fid is not None and "fid" in fid:
             return fid
@@ -201,9 +201,7 @@ def run_fid(
         raise SelfVAEError(f"--n {n}: FID needs at least 2 samples")
     if batch_size < 1:
         raise SelfVAEError(f"--batch-size {batch_size}: must be >= 1")
-    cfg, model = load_run(run_dir, device)
-    if data_dir:
-        cfg.data.root = data_dir
+    cfg, model = load_run(run_dir, device, data_dir=data_dir)
     extractor = fidlib.InceptionFeatures(weights, device=device)
     d = cfg.data
     ds = load_split(cfg, ref)

@@ -36,17 +36,20 @@ def frame_ratio(cfg: Config) -> float:
 
 
 def load_run(
-    run: str | Path, device: str | torch.device = "cpu", which: str = "best"
+    run: str | Path, device: str | torch.device = "cpu", which: str = "best", data_dir: str | None = None
 ) -> tuple[Config, SelfVAE]:
     """Config and trained model in eval mode, from a run directory (its EMA weights when the run kept them
     and they validated better than the raw ones),
     an exported model folder or the name of a shipped pretrained model (:mod:`selfvae.models.pretrained`).
 
     ``which`` is a run's checkpoint stem (``best`` or ``last``); a run without it falls back to ``last.pt``.
+    ``data_dir`` (given) replaces the folder the config reads its data set from.
     On the CPU the model is put in channels-last memory format, which oneDNN runs faster.
     """
     run_dir = resolve(run)
     cfg = Config.load(run_dir / "config.json")
+    if data_dir:
+        cfg.data.root = data_dir
     model = build_model(cfg, device)
     if is_exported(run_dir):
         weights = read_weights(run_dir, device)

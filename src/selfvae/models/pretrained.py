@@ -117,7 +117,7 @@ def export(run: str | Path, out: str | Path, dtype: str = "float32", which: str 
     from safetensors.torch import save_file
 
     from selfvae.evaluation.bounds import per_data_dims
-    from selfvae.evaluation.table import read_json
+    from selfvae.evaluation.table import stored_fid, stored_metrics
     from selfvae.models.loading import load_run
 
     if dtype not in DTYPES:
@@ -137,13 +137,12 @@ def export(run: str | Path, out: str | Path, dtype: str = "float32", which: str 
     tmp.replace(out / WEIGHTS)
     cfg.save(out / "config.json")
     metrics: dict[str, Any] = {}
-    for sub in ("final/metrics.json", "metrics.json"):
-        m = read_json(src / sub)
-        if m is not None:
-            metrics = per_data_dims(m, model.x_dims, model.padded_dims)
-            metrics["weights"] = "float32 (the run's own; re-measure the exported file with `selfvae eval`)"
-            break
-    fid = read_json(src / "final" / "fid.json")
+    stored = stored_metrics(src)
+    if stored is not None:
+        stored.pop("source")  # which file it came from: a fact about the run folder, not the model
+        metrics = per_data_dims(stored, model.x_dims, model.padded_dims)
+        metrics["weights"] = "float32 (the run's own; re-measure the exported file with `selfvae eval`)"
+    fid = stored_fid(src)
     if fid is not None:
         metrics["fid"] = fid
     if metrics:
