@@ -113,6 +113,32 @@ def test_realnvp_roundtrip_and_logdet_match_brute_force_jacobian(shape, num_scal
         torch.testing.assert_close(logdet[i], brute, atol=1e-8, rtol=1e-8)
 
 
+@pytest.mark.parametrize(("num_scales", "st_net"), [(1, "resnet"), (3, "resnet"), (2, "dense")])
+def test_coupling_steps_compose_to_the_flow_and_each_is_elementwise_given_what_it_keeps(num_scales, st_net):
+    torch.manual_seed(0)
+    shape = (2, 8, 8)
+    flow = RealNVP(shape, mid_channels=8, num_blocks=1, num_scales=num_scales, st_net=st_net).double()
+    _randomise(flow)
+    u = torch.randn(3, *shape, dtype=torch.float64)
+    v, logdet = flow(u)
+    steps = flow.coupling_steps()
+    assert len(steps) == 6 * (num_scales - 1) + 4
+    h, total = u, torch.zeros(3, dtype=torch.float64)
+    for step in steps:
+        x = step.view(h)
+        changed = step.coupling.changed(x)
+        assert changed.shape == x.shape[1:] and changed.float().mean() == 0.5  # half of the entries, each time
+        s, t = step.coupling.affine(x)
+        assert (s[:, ~changed] == 0).all() and (t[:, ~changed] == 0).all()
+        # s and t see the kept entries only
+        s2, t2 = step.coupling.affine(x.masked_fill(changed, 7.0))
+        torch.testing.assert_close((s2, t2), (s, t), rtol=0, atol=0)
+        total += s.flatten(1).sum(1)
+        h = step.put(h, torch.where(changed, (x + t) * torch.exp(s), x))
+    torch.testing.assert_close(h, v, rtol=0, atol=1e-12)
+    torch.testing.assert_close(total, logdet, rtol=0, atol=1e-12)
+
+
 def test_realnvp_starts_at_identity_and_default_config_roundtrips():
     flow = RealNVP((16, 8, 8))  # the papers' latent with default mid_channels=64, num_blocks=5, num_scales=2
     u = torch.randn(2, 16, 8, 8)

@@ -137,6 +137,22 @@ def test_learning_rate_decays_to_the_floor():
     assert math.isclose(learning_rate(cfg, 5), 2e-3 * 0.9**5)
 
 
+def test_cosine_schedule_runs_from_lr_to_lr_min_after_a_linear_warm_up():
+    cfg = tiny_config(None)
+    t = cfg.train
+    t.lr_schedule, t.steps, t.lr, t.lr_min, t.lr_warmup_steps = "cosine", 1000, 2e-3, 1e-4, 10
+    assert learning_rate(cfg, 0) == pytest.approx(2e-3 / 10)
+    assert learning_rate(cfg, 4) == pytest.approx((1e-4 + 0.95e-3 * (1 + math.cos(math.pi * 4 / 1000))) * 5 / 10)
+    assert learning_rate(cfg, 500) == pytest.approx((2e-3 + 1e-4) / 2)
+    assert learning_rate(cfg, 1000) == pytest.approx(1e-4)
+    assert learning_rate(cfg, 5000) == pytest.approx(1e-4)
+    lrs = [learning_rate(cfg, s) for s in range(10, 1001)]
+    assert all(a >= b for a, b in zip(lrs, lrs[1:], strict=False))
+    t.lr_schedule = "linear"
+    with pytest.raises(SelfVAEError, match="lr_schedule"):
+        learning_rate(cfg, 0)
+
+
 def test_time_budget_stops_cleanly_and_validates_the_last_weights(blob_npz, tmp_path):
     cfg = tiny_config(blob_npz, steps=1000)
     cfg.train.max_minutes = 0.0  # stops before the first step

@@ -68,8 +68,11 @@ class TrainConfig:
     batch_size: int = 64
     steps: int = 2000
     lr: float = 2e-3
+    # "exp": lr * lr_decay**step floored at lr_min (the thesis); "cosine": from lr down to lr_min at ``steps``
+    lr_schedule: str = "exp"
     lr_decay: float = 0.999999
     lr_min: float = 1e-4
+    lr_warmup_steps: int = 0  # linear warm-up from 0 over this many steps, before either schedule
     grad_clip: float | None = 200.0
     grad_skip: float | None = None  # skip steps whose gradient norm exceeds this (VDVAE)
     max_consecutive_skips: int = 50

@@ -17,6 +17,9 @@ from __future__ import annotations
 
 import inspect
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -26,7 +29,8 @@ from selfvae.errors import SelfVAEError
 from selfvae.nn.layers import WNConv2d
 from selfvae.nn.paper import PaperDenseLayer
 
-__all__ = ["Prior", "StandardNormal", "MixtureOfGaussians", "RealNVP", "PRIORS", "build_prior", "prior_options"]
+__all__ = ["Prior", "StandardNormal", "MixtureOfGaussians", "RealNVP", "CouplingStep", "PRIORS", "build_prior",
+           "prior_options"]
 
 _LOG_2PI = math.log(2.0 * math.pi)
 
@@ -226,21 +230,30 @@ class _Coupling(nn.Module):
             self.net = _STNet(c_in + int(self.mask_channel), mid_channels, c_out, num_blocks)
         self.scale = nn.Parameter(torch.ones(1, c_out, 1, 1))
 
+    def _checker_st(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Checkerboard coupling: ``s``, ``t`` (zero on the kept sites) and the ``[1, 1, H, W]`` kept-site mask."""
+        b = _checkerboard(x.shape[2], x.shape[3], self.reverse_mask != self.odd_first, x)
+        x_b = x * b
+        s, t = self.net(torch.cat([x_b, b.expand(x.shape[0], 1, -1, -1)], dim=1) if self.mask_channel else x_b)
+        return self.scale * torch.tanh(s) * (1 - b), t * (1 - b), b
+
+    def _split(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Channel-wise coupling: ``(kept, changed)`` halves of the channels."""
+        half = x.shape[1] // 2
+        if self.reverse_mask:
+            return x[:, :half], x[:, half:]
+        return x[:, x.shape[1] - half :], x[:, : x.shape[1] - half]
+
+    def _join(self, kept: Tensor, changed: Tensor) -> Tensor:
+        return torch.cat([kept, changed], 1) if self.reverse_mask else torch.cat([changed, kept], 1)
+
     def forward(self, x: Tensor, logdet: Tensor, inverse: bool = False) -> tuple[Tensor, Tensor]:
         if self.checkerboard:
-            b = _checkerboard(x.shape[2], x.shape[3], self.reverse_mask != self.odd_first, x)
-            x_b = x * b
-            s, t = self.net(torch.cat([x_b, b.expand(x.shape[0], 1, -1, -1)], dim=1) if self.mask_channel else x_b)
-            s = self.scale * torch.tanh(s) * (1 - b)
-            t = t * (1 - b)
+            s, t, _ = self._checker_st(x)
             if inverse:  # the log-det of the forward map at the output, so an inverse pass can report it too
                 return x * torch.exp(-s) - t, logdet - s.flatten(1).sum(dim=1)
             return (x + t) * torch.exp(s), logdet + s.flatten(1).sum(dim=1)
-        half = x.shape[1] // 2
-        if self.reverse_mask:
-            x_id, x_change = x[:, :half], x[:, half:]
-        else:
-            x_change, x_id = x[:, : x.shape[1] - half], x[:, x.shape[1] - half :]
+        x_id, x_change = self._split(x)
         s, t = self.net(x_id)
         s = self.scale * torch.tanh(s)
         if inverse:
@@ -249,8 +262,62 @@ class _Coupling(nn.Module):
         else:
             x_change = (x_change + t) * torch.exp(s)
             logdet = logdet + s.flatten(1).sum(dim=1)
-        out = torch.cat([x_id, x_change], 1) if self.reverse_mask else torch.cat([x_change, x_id], 1)
-        return out, logdet
+        return self._join(x_id, x_change), logdet
+
+    def changed(self, like: Tensor) -> Tensor:
+        """Bool ``[C, H, W]``: the entries of an input shaped like ``like`` that this coupling changes."""
+        c, h, w = like.shape[1:]
+        if self.checkerboard:
+            b = _checkerboard(h, w, self.reverse_mask != self.odd_first, like)
+            return (b[0] == 0).expand(c, h, w)
+        kept, changed = self._split(torch.arange(c, device=like.device).view(1, c, 1, 1))
+        mask = torch.zeros(c, dtype=torch.bool, device=like.device)
+        mask[changed.flatten()] = True
+        return mask.view(c, 1, 1).expand(c, h, w)
+
+    def affine(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """``(s, t)`` shaped like ``x``, functions of the kept entries only (zero on them), such that the coupling
+        is ``y = (x + t) * exp(s)`` on the :meth:`changed` entries and ``y = x`` elsewhere: an elementwise map
+        given the kept entries, which is what layer-by-layer bits-back coding of the flow needs."""
+        if self.checkerboard:
+            s, t, _ = self._checker_st(x)
+            return s, t
+        x_id, _ = self._split(x)
+        s, t = self.net(x_id)
+        zero = torch.zeros_like(x_id)
+        return self._join(zero, self.scale * torch.tanh(s)), self._join(zero, t)
+
+
+@dataclass(frozen=True)
+class CouplingStep:
+    """One coupling of the flow seen from ``u``'s layout: ``view(h)`` is its input and ``put(h, y)`` puts its
+    output back, so the flow's forward map is ``h = put(h, coupling(view(h)))`` over the steps in order
+    (:meth:`RealNVP.coupling_steps`); the squeezes and splits in between are permutations."""
+
+    coupling: _Coupling
+    view: Callable[[Tensor], Tensor]
+    put: Callable[[Tensor, Tensor], Tensor]
+
+
+def _same(h: Tensor) -> Tensor:
+    return h
+
+
+def _replace(_h: Tensor, y: Tensor) -> Tensor:
+    return y
+
+
+def _put_squeezed(_h: Tensor, y: Tensor) -> Tensor:
+    return _unsqueeze(y)
+
+
+def _view_next(view: Callable[[Tensor], Tensor], h: Tensor) -> Tensor:
+    return view(_squeeze_alt(h).chunk(2, dim=1)[0])
+
+
+def _put_next(put: Callable[[Tensor, Tensor], Tensor], h: Tensor, y: Tensor) -> Tensor:
+    keep, split = _squeeze_alt(h).chunk(2, dim=1)
+    return _unsqueeze_alt(torch.cat([put(keep, y), split], dim=1))
 
 
 class _Scale(nn.Module):
@@ -304,6 +371,15 @@ class _Scale(nn.Module):
             x, logdet = c(x, logdet, inverse=True)
         return x, logdet
 
+    def steps(self) -> list[CouplingStep]:
+        """This scale's couplings and those of the scales below, in the forward order (:class:`CouplingStep`)."""
+        out = [CouplingStep(c, _same, _replace) for c in self.in_couplings]
+        if self.is_last:
+            return out
+        out += [CouplingStep(c, _squeeze, _put_squeezed) for c in self.out_couplings]
+        return out + [CouplingStep(st.coupling, partial(_view_next, st.view), partial(_put_next, st.put))
+                      for st in self.next.steps()]
+
 
 class RealNVP(Prior):
     """Multi-scale RealNVP flow prior with a standard normal base (Dinh et al. 2017; chrischute/real-nvp).
@@ -356,6 +432,10 @@ class RealNVP(Prior):
         logdet = torch.zeros(v.shape[0], device=v.device, dtype=v.dtype)
         u, neg_logdet = self.flow(v, logdet, inverse=True)
         return u, -neg_logdet
+
+    def coupling_steps(self) -> list[CouplingStep]:
+        """The flow as a sequence of affine couplings acting on ``u``'s layout (see :class:`CouplingStep`)."""
+        return self.flow.steps()
 
     def log_prob(self, u: Tensor) -> Tensor:
         v, logdet = self.forward(u)

@@ -56,7 +56,7 @@ def probe(coder: BitsBackCoder) -> str:
     params = coder._dlm_params(0, u, None)
     parts = [mu, std, coder._channel_probs(0, params, level, 0)]
     if isinstance(coder.m.p_u, RealNVP):
-        parts += list(coder._flow_inverse(u))
+        parts += coder.flow_probe(u)
     return digest(parts).hex()
 
 
@@ -147,16 +147,27 @@ def _encode_all(
     """
     n = len(tiles)
     last = tiles[n - 1 : n]
-    n_seed = coder.initial_words(last)
     rng = np.random.default_rng(_SEED)
-    while True:  # the first group, with just enough initial bits
-        stack = Stack(rng.integers(0, 2**32, n_seed, dtype=np.uint32))
+
+    def first(words: int) -> tuple[Stack, float]:
+        parts.clear()
+        stack = Stack(rng.integers(0, 2**32, words, dtype=np.uint32))
+        return stack, _encode_group(coder, stack, last, parts, lossy)
+
+    n_seed = coder.initial_words(last)
+    while True:  # the first group, with enough initial bits
         try:
-            pop_bits = _encode_group(coder, stack, last, parts, lossy)
+            stack, pop_bits = first(n_seed)
             break
         except StackUnderflow:
-            parts.clear()
             n_seed = int(n_seed * 1.25) + 4
+    enough = int(math.ceil(1.02 * pop_bits / 32)) + 2  # what it dug, and a margin for other samples
+    if enough < n_seed:  # the estimate or the retries overshot: try again with what it needed
+        try:
+            stack, pop_bits = first(enough)
+            n_seed = enough
+        except StackUnderflow:
+            stack, pop_bits = first(n_seed)
     _keep(recon, n - 1, coder, lossy)
     done(1)
     sizes, end = [1], n - 1

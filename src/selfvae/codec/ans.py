@@ -1,8 +1,9 @@
 """The ANS stack that bits-back coding pushes to and pops from: a thin layer over ``constriction``'s AnsCoder.
 
-Two kinds of symbols are coded:
+Three kinds of symbols are coded:
 
 * 256-way categoricals, one per sub-pixel, from a probability table ``[n, 256]``;
+* uniform integers (a latent's position inside a coarser grid's bin);
 * Gaussians discretised on a uniform grid of step ``delta`` (values ``k * delta`` for integer ``k`` in
   ``[-limit, limit]``), for the latents. Encoder and decoder must see identical means and standard deviations,
   which :mod:`selfvae.codec.compute` makes sure of.
@@ -89,31 +90,56 @@ class Stack:
         if before - self.num_bits() < info - 64 - 0.05 * n:
             raise StackUnderflow(f"a pop needed {info:.0f} bits and found {before - self.num_bits()} on the stack")
 
+    # ----- uniform integers
+    def push_uniform(self, symbols: np.ndarray, size: int) -> None:
+        """Push integers in ``[0, size)``, each at ``log2(size)`` bits."""
+        s = np.ascontiguousarray(symbols, dtype=np.int32).reshape(-1)
+        self._ans.encode_reverse(s, _models.Uniform(size))
+        self.ideal_bits += len(s) * np.log2(size)
+
+    def pop_uniform(self, size: int, shape: tuple[int, ...]) -> np.ndarray:
+        """Pop integers in ``[0, size)`` shaped ``shape``."""
+        n = int(np.prod(shape))
+        before = self.num_bits()
+        s = np.asarray(self._ans.decode(_models.Uniform(size), n), dtype=np.int64)
+        self._popped(before, n * np.log2(size), n)
+        return s.reshape(shape)
+
     # ----- discretised Gaussians
-    def push_gaussian(self, k: np.ndarray, mean: np.ndarray, std: np.ndarray, grid: Grid, tight: bool = False) -> None:
+    def push_gaussian(self, k: np.ndarray, mean: np.ndarray, std: np.ndarray, grid: Grid, tight: bool = False,
+                      reach: np.ndarray | None = None) -> None:
         """Push grid indices ``k`` under ``N(mean, std^2)`` discretised on ``grid`` (means and stds in value units).
 
-        ``tight=True`` codes within a window of about ``WINDOW`` standard deviations around the mean: use it
-        for every distribution the encoder *samples* from (the posteriors), because the 24-bit coder gives
-        each value of the alphabet at least ``2**-24``, and over the whole grid that leak would now and then
-        draw a latent far in the tail. Push and pop of one variable must use the same ``tight``.
+        ``tight=True`` codes within a window of about ``WINDOW`` standard deviations around the mean, or at
+        least ``reach`` grid steps: use it for every distribution the encoder *samples* from (the posteriors),
+        because the 24-bit coder gives each value of the alphabet at least ``2**-24``, and over the whole grid
+        that leak would now and then draw a latent far in the tail; and on grids too large for a whole-grid
+        model. Push and pop of one variable must use the same ``tight`` and ``reach``; a value outside its window
+        is refused.
         """
         m, s = grid.scaled(mean, std)
         kk = np.ascontiguousarray(k, dtype=np.int64).reshape(-1)
-        for idx, model, centre in reversed(grid.windows(m, s) if tight else [(slice(None), grid.model, 0)]):
-            c = centre if tight else 0
-            self._ans.encode_reverse((kk[idx] - c).astype(np.int32), model, m[idx] - c, s[idx])
-        self.ideal_bits += grid.info(kk, m, s, tight)
+        info = grid.info(kk, m, s, tight, reach)  # first: it refuses a value outside its window
+        if tight:
+            windows = grid.windows(m, s, reach)
+            for idx, model, centre in reversed(windows):
+                self._ans.encode_reverse((kk[idx] - centre).astype(np.int32), model, m[idx] - centre, s[idx])
+        else:
+            self._ans.encode_reverse(kk.astype(np.int32), grid.model(), m, s)
+        self.ideal_bits += info
 
-    def pop_gaussian(self, mean: np.ndarray, std: np.ndarray, grid: Grid, tight: bool = False) -> np.ndarray:
+    def pop_gaussian(self, mean: np.ndarray, std: np.ndarray, grid: Grid, tight: bool = False,
+                     reach: np.ndarray | None = None) -> np.ndarray:
         """Pop grid indices shaped like ``mean`` (see :meth:`push_gaussian`)."""
         m, s = grid.scaled(mean, std)
         kk = np.empty(len(m), dtype=np.int64)
         before = self.num_bits()
-        for idx, model, centre in grid.windows(m, s) if tight else [(slice(None), grid.model, 0)]:
-            c = centre if tight else 0
-            kk[idx] = np.asarray(self._ans.decode(model, m[idx] - c, s[idx]), dtype=np.int64) + c
-        self._popped(before, grid.info(kk, m, s, tight), len(kk))
+        if tight:
+            for idx, model, centre in grid.windows(m, s, reach):
+                kk[idx] = np.asarray(self._ans.decode(model, m[idx] - centre, s[idx]), dtype=np.int64) + centre
+        else:
+            kk[:] = np.asarray(self._ans.decode(grid.model(), m, s), dtype=np.int64)
+        self._popped(before, grid.info(kk, m, s, tight, reach), len(kk))
         return kk.reshape(np.shape(mean))
 
 
@@ -134,8 +160,16 @@ class Grid:
         self.precision = precision
         self.delta = 2.0**-precision
         self.limit = 2 ** (range_log2 + precision)
-        self.model = _models.QuantizedGaussian(-self.limit, self.limit)
+        self._model: object | None = None
         self._window_models: dict[int, object] = {}
+
+    def model(self) -> object:
+        """The whole-grid model (built on first use: a grid of ``2**24`` values or more has none)."""
+        if self._model is None:
+            if 2 * self.limit + 1 >= 2**23:
+                raise SelfVAEError(f"a grid of {2 * self.limit + 1} values is too large to code whole; code it tight")
+            self._model = _models.QuantizedGaussian(-self.limit, self.limit)
+        return self._model
 
     def index(self, values: np.ndarray) -> np.ndarray:
         """Nearest grid index of each value (clipped to the range)."""
@@ -151,11 +185,13 @@ class Grid:
         s = np.maximum(np.ascontiguousarray(std, dtype=np.float64).reshape(-1) / self.delta, _MIN_STD)
         return np.clip(m, -self.limit, self.limit), s
 
-    def windows(self, m: np.ndarray, s: np.ndarray) -> list[tuple[np.ndarray, object, np.ndarray]]:
+    def windows(self, m: np.ndarray, s: np.ndarray, reach: np.ndarray | None = None,
+                ) -> list[tuple[np.ndarray, object, np.ndarray]]:
         """For tight coding: ``(indices, model, centres)`` per window size, in a fixed order. A value is coded
-        as its offset from ``centre = round(mean)`` in ``[-R, R]``, ``R`` about ``WINDOW * std`` grid steps."""
+        as its offset from ``centre = round(mean)`` in ``[-R, R]``, ``R`` about ``WINDOW * std`` steps and at
+        least ``reach``."""
         centre = np.rint(m).astype(np.int64)
-        radius = self._radius(s)
+        radius = self.radius(s, reach)
         out = []
         for r in np.unique(radius):
             idx = np.flatnonzero(radius == r)
@@ -164,15 +200,22 @@ class Grid:
             out.append((idx, self._window_models[int(r)], centre[idx]))
         return out
 
-    def _radius(self, s: np.ndarray) -> np.ndarray:
+    def radius(self, s: np.ndarray, reach: np.ndarray | None = None) -> np.ndarray:
+        """Window half-widths: at least ``WINDOW`` stds, 2 steps and ``reach``, rounded up on a geometric ladder."""
         need = np.maximum(WINDOW * s, 2.0)
+        if reach is not None:
+            need = np.maximum(need, np.ascontiguousarray(reach, dtype=np.float64).reshape(-1))
         return np.minimum(np.ceil(_LADDER ** np.ceil(np.log(need) / np.log(_LADDER))), self.limit).astype(np.int64)
 
-    def info(self, k: np.ndarray, m: np.ndarray, s: np.ndarray, tight: bool = False) -> float:
-        """``-log2`` of the (truncated, renormalised) discretised Gaussian's mass at ``k``, summed."""
+    def info(self, k: np.ndarray, m: np.ndarray, s: np.ndarray, tight: bool = False,
+             reach: np.ndarray | None = None) -> float:
+        """``-log2`` of the (truncated, renormalised) discretised Gaussian's mass at ``k``, summed; raises if a
+        value lies outside its window (a tight push that could not be decoded)."""
         mass = _normal_mass(k - 0.5, k + 0.5, m, s)
         if tight:
-            c, r = np.rint(m), self._radius(s)
+            c, r = np.rint(m), self.radius(s, reach)
+            if np.any(np.abs(k - c) > r):
+                raise SelfVAEError(f"{int(np.sum(np.abs(k - c) > r))} value(s) lie outside their coding window")
             total = _normal_mass(c - r - 0.5, c + r + 0.5, m, s)
         else:
             total = _normal_mass(np.full_like(m, -self.limit - 0.5), np.full_like(m, self.limit + 0.5), m, s)

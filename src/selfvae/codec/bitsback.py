@@ -19,12 +19,15 @@ integrated over the same bins, so the rate approaches the negative ELBO as the g
 * standard normal: a discretised ``N(0, 1)`` per dimension;
 * mixture of Gaussians: bits back on the component ``c``: push ``u`` with component ``c`` and ``c`` with the
   mixture weights, after popping ``c`` from its posterior responsibility ``p(c | u)`` - exactly ``-log p(u)``;
-* RealNVP ``v = f(u)``: coded in the flow's base space with the Jacobian accounted for. The encoder pops
-  ``v ~ N(f(u), s^2)`` (grid ``2**-flow_precision``), pushes ``u`` with ``N(f^{-1}(v), t^2)`` where
-  ``t = s |det df/du|^(-1/D)`` at ``f^{-1}(v)``, then pushes ``v`` with ``N(0, 1)``. The decoder pops ``v``,
-  pops ``u`` given ``f^{-1}(v)`` and pushes ``v`` back. To first order in ``s`` the net cost is
-  ``-log p(u)`` plus ``D/2 (a/g - 1)`` nats, where ``a`` and ``g`` are the arithmetic and geometric means of
-  the eigenvalues of ``(J^T J)^-1`` (zero for a conformal Jacobian); the decoder always recovers ``u`` exactly.
+* RealNVP: local bits-back coding (Ho, Lohn & Abbeel 2019) one coupling at a time. Given the entries a
+  coupling keeps, it is an elementwise affine map ``y = (x + t) exp(s)`` of the entries it changes, so its
+  Jacobian is exact and diagonal there. The encoder first moves ``u`` onto the fine grid ``2**-flow_precision``
+  (popping each value's position inside its coarse bin: uniform, given back by the decoder), then per
+  coupling pops ``y ~ N((x + t) exp(s), sigma^2)`` (``sigma = 2**-flow_noise``) and pushes ``x`` with
+  ``N(y exp(-s) - t, sigma^2 exp(-2s))``, which costs ``-s`` nats an entry whatever ``y`` was drawn; last it
+  pushes ``v`` with ``N(0, 1)``. The net cost is ``-log p(u)`` on the coarse grid up to ``O(sigma^2)`` and
+  discretisation terms (measured in ``docs/RESULTS.md``); the decoder runs the couplings backwards and
+  always recovers ``u`` exactly.
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ from selfvae.codec.compute import ChunkRunner
 from selfvae.distributions import DiagonalGaussian, DiscretizedLogisticMixture
 from selfvae.errors import SelfVAEError
 from selfvae.models.selfvae import SelfVAE
-from selfvae.priors import MixtureOfGaussians, RealNVP, StandardNormal
+from selfvae.priors import CouplingStep, MixtureOfGaussians, RealNVP, StandardNormal
 
 
 @dataclass(frozen=True)
@@ -50,8 +53,8 @@ class CodingParams:
     """What encoder and decoder must agree on; every field is stored in the file."""
 
     precision: int = 6  # latent grid 2**-precision
-    flow_precision: int = 12  # RealNVP base-space grid 2**-flow_precision
-    flow_noise: int = 7  # RealNVP base-space noise s = 2**-flow_noise
+    flow_precision: int = 10  # RealNVP coupling grid 2**-flow_precision (at most 16: float32 holds it exactly)
+    flow_noise: int = 6  # RealNVP coupling noise sigma = 2**-flow_noise
     chunk: int = 16  # images per network call (results depend on it; see selfvae.codec.compute)
 
 
@@ -79,7 +82,13 @@ class BitsBackCoder:
         self.p = params
         self.run = runner
         self.grid = Grid(params.precision)
-        self.flow_grid = Grid(params.flow_precision)
+        if not params.precision <= params.flow_precision <= 16:
+            raise SelfVAEError(f"flow_precision {params.flow_precision}: must lie in [precision, 16] "
+                               f"(precision is {params.precision})")
+        if params.flow_precision - params.flow_noise < 3:
+            raise SelfVAEError(f"flow_noise {params.flow_noise}: the noise 2**-flow_noise must span at least 8 steps "
+                               f"of the flow grid 2**-{params.flow_precision}")
+        self.flow_grid = Grid(params.flow_precision, range_log2=7)  # holds every refined coarse value
         self.latent_shape = tuple(model.cfg.latent_shape)
         prior = model.p_u
         if isinstance(prior, StandardNormal):
@@ -202,41 +211,100 @@ class BitsBackCoder:
         stack.push_categorical(c, self._responsibilities(u))
         return u
 
-    # RealNVP: the flow's base space, with the Jacobian accounted for
-    def _flow_forward(self, u: Tensor) -> np.ndarray:
-        return self.run.map(lambda x: self.m.p_u(x)[0].double(), u).numpy()
+    # RealNVP: local bits-back, one coupling at a time
+    def _affine(self, step: CouplingStep, x: Tensor, changed: Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """``s`` and ``t`` of the coupling at its changed entries (``[n, m]`` float64), from the kept entries
+        only: the changed ones are zeroed first, so encoder and decoder feed the nets identical bits."""
 
-    def _flow_inverse(self, v: Tensor) -> tuple[np.ndarray, np.ndarray]:
-        """``f^{-1}(v)`` and the residual scale ``t`` per image (broadcastable to the latent)."""
-        dims = float(np.prod(self.latent_shape))
-        noise = 2.0**-self.p.flow_noise
+        def chunk(v: Tensor) -> tuple[Tensor, Tensor]:
+            s, t = step.coupling.affine(v)
+            return s.double(), t.double()
 
-        def chunk(x: Tensor) -> tuple[Tensor, Tensor]:
-            u, logdet = self.m.p_u.inverse_and_logdet(x)
-            return u.double(), noise * torch.exp(-logdet.double() / dims)
+        s, t = self.run.map(chunk, x.masked_fill(changed, 0.0))
+        return s[:, changed].numpy(), t[:, changed].numpy()
 
-        u, t = self.run.map(chunk, v)
-        return u.numpy(), t.numpy().reshape(-1, 1, 1, 1)
+    def flow_probe(self, u: Tensor) -> list[np.ndarray]:
+        """``s`` and ``t`` of every coupling along ``u``'s path through the flow (no noise): the arithmetic the
+        flow's coding depends on, for :func:`selfvae.codec.probe`."""
+        out, h = [], u
+        for step in self.m.p_u.coupling_steps():
+            x = step.view(h)
+            changed = step.coupling.changed(x)
+            s, t = self._affine(step, x, changed)
+            out += [s, t]
+            x = x.clone()
+            x[:, changed] = torch.from_numpy((x[:, changed].double().numpy() + t) * np.exp(s)).float()
+            h = step.put(h, x)
+        return out
+
+    def _reach(self, s: np.ndarray) -> np.ndarray:
+        """Window half-width (grid steps) that holds a coupling's input given its output: the input differs
+        from ``y exp(-s) - t`` by the forward pop's offset (at most its window radius ``R`` plus half a step from
+        the window's centre) times ``exp(-s)``, and the window's own centre is rounded by half a step."""
+        sigma_steps = 2.0 ** (self.p.flow_precision - self.p.flow_noise)
+        radius = float(self.flow_grid.radius(np.array([sigma_steps]))[0])
+        return (radius + 0.5) * np.exp(-s) + 1.0
+
+    def _fine(self, k: np.ndarray) -> Tensor:
+        return torch.from_numpy(self.flow_grid.value(k)).float()
+
+    def _push_fine(self, stack: Stack, h: Tensor, mean: np.ndarray, std: np.ndarray) -> None:
+        """Push fine-grid values ``h`` under a Gaussian wide against the coarse grid: the coarse bin under it and
+        the position inside the bin uniformly (the same bits as the fine grid to first order, and no 24-bit
+        coder over ``2**23`` values, whose minimum probabilities would take half its mass)."""
+        r = 2 ** (self.p.flow_precision - self.p.precision)
+        kf = self.flow_grid.index(h.double().numpy())
+        k = (kf + r // 2) // r
+        if np.any(np.abs(k) > self.grid.limit):
+            raise SelfVAEError(f"the flow maps a latent beyond +-{self.grid.limit * self.grid.delta:g}; cannot code it")
+        if r > 1:
+            stack.push_uniform(kf + r // 2 - k * r, r)
+        stack.push_gaussian(k, mean, std, self.grid)
+
+    def _pop_fine(self, stack: Stack, mean: np.ndarray, std: np.ndarray) -> Tensor:
+        r = 2 ** (self.p.flow_precision - self.p.precision)
+        k = stack.pop_gaussian(mean, std, self.grid)
+        return self._fine(k * r + stack.pop_uniform(r, k.shape) - r // 2) if r > 1 else self._fine(k)
 
     def _push_flow(self, stack: Stack, u: Tensor) -> None:
-        noise = 2.0**-self.p.flow_noise
-        fu = self._flow_forward(u)
-        v = self._value(stack.pop_gaussian(fu, np.full(fu.shape, noise), self.flow_grid, tight=True), self.flow_grid)
-        u_mean, t = self._flow_inverse(v)
-        self.push_gaussian(stack, u, u_mean, np.broadcast_to(t, u_mean.shape))
-        stack.push_gaussian(self.flow_grid.index(v.double().numpy()), np.zeros(fu.shape), np.ones(fu.shape),
-                            self.flow_grid)
+        fine, sigma = self.flow_grid, 2.0**-self.p.flow_noise
+        r = 2 ** (self.p.flow_precision - self.p.precision)
+        k = self.grid.index(u.double().numpy())
+        h = self._fine(k * r + stack.pop_uniform(r, k.shape) - r // 2) if r > 1 else self._fine(k)
+        for step in self.m.p_u.coupling_steps():
+            x = step.view(h)
+            changed = step.coupling.changed(x)
+            s, t = self._affine(step, x, changed)
+            x_b = x[:, changed].double().numpy()
+            y_k = stack.pop_gaussian((x_b + t) * np.exp(s), np.full(x_b.shape, sigma), fine, tight=True)
+            stack.push_gaussian(fine.index(x_b), fine.value(y_k) * np.exp(-s) - t, sigma * np.exp(-s), fine,
+                                tight=True, reach=self._reach(s))
+            x = x.clone()
+            x[:, changed] = self._fine(y_k)
+            h = step.put(h, x)
+        self._push_fine(stack, h, np.zeros(h.shape), np.ones(h.shape))
 
     def _pop_flow(self, stack: Stack, n: int) -> Tensor:
-        noise = 2.0**-self.p.flow_noise
+        fine, sigma = self.flow_grid, 2.0**-self.p.flow_noise
         shape = (n, *self.latent_shape)
-        v = self._value(stack.pop_gaussian(np.zeros(shape), np.ones(shape), self.flow_grid), self.flow_grid)
-        u_mean, t = self._flow_inverse(v)
-        u = self.pop_gaussian(stack, u_mean, np.broadcast_to(t, u_mean.shape))
-        fu = self._flow_forward(u)
-        stack.push_gaussian(self.flow_grid.index(v.double().numpy()), fu, np.full(fu.shape, noise), self.flow_grid,
-                            tight=True)
-        return u
+        h = self._pop_fine(stack, np.zeros(shape), np.ones(shape))
+        for step in reversed(self.m.p_u.coupling_steps()):
+            x = step.view(h)
+            changed = step.coupling.changed(x)
+            s, t = self._affine(step, x, changed)
+            y_b = x[:, changed].double().numpy()
+            x_k = stack.pop_gaussian(y_b * np.exp(-s) - t, sigma * np.exp(-s), fine, tight=True, reach=self._reach(s))
+            stack.push_gaussian(fine.index(y_b), (fine.value(x_k) + t) * np.exp(s), np.full(y_b.shape, sigma), fine,
+                                tight=True)
+            x = x.clone()
+            x[:, changed] = self._fine(x_k)
+            h = step.put(h, x)
+        r = 2 ** (self.p.flow_precision - self.p.precision)
+        kf = fine.index(h.double().numpy())
+        k = (kf + r // 2) // r
+        if r > 1:
+            stack.push_uniform(kf + r // 2 - k * r, r)
+        return self._value(k)
 
     # ------------------------------------------------------------------ whole groups
     def latent_name(self, j: int) -> str:

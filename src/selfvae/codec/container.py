@@ -28,7 +28,7 @@ import numpy as np
 from selfvae.errors import SelfVAEError
 
 MAGIC = b"SVAE"
-VERSION = 1
+VERSION = 2  # 2: RealNVP priors coded one coupling at a time (local bits-back)
 _HEAD = struct.Struct("<4sBI")  # magic, version, header length
 # model id (16 bytes), probe (8), pixel CRC, payload words, initial words, precision, flow precision, flow
 # noise, chunk, group, tile C, H, W, lossy (0 none, 1 y only, 2 y + z), lossy z precision, lossy decode (0 mean)

@@ -141,10 +141,24 @@ def batch_stream(ds: ImageDataset, sampler: EpochSampler, start: int, stop: int,
         yield step, [(j, xb.to(device, non_blocking=cuda)) for j, xb in micro], state
 
 
+LR_SCHEDULES = ("exp", "cosine")
+
+
 def learning_rate(cfg: Config, step: int) -> float:
-    """Exponential per-step decay floored at ``lr_min`` (thesis ch. 6)."""
+    """The learning rate of ``step``: ``lr_schedule`` "exp" decays per step and is floored at ``lr_min``
+    (thesis ch. 6); "cosine" falls from ``lr`` to ``lr_min`` at ``steps`` (stepping ``steps`` up on resume
+    stretches the rest of the curve). Both start with ``lr_warmup_steps`` of linear warm-up."""
     t = cfg.train
-    return max(t.lr * t.lr_decay**step, t.lr_min)
+    if t.lr_schedule not in LR_SCHEDULES:
+        raise SelfVAEError(f"train.lr_schedule={t.lr_schedule!r}: expected one of {', '.join(LR_SCHEDULES)}")
+    if t.lr_schedule == "cosine":
+        frac = min(step, t.steps) / max(t.steps, 1)
+        lr = t.lr_min + (t.lr - t.lr_min) * 0.5 * (1.0 + math.cos(math.pi * frac))
+    else:
+        lr = max(t.lr * t.lr_decay**step, t.lr_min)
+    if step < t.lr_warmup_steps:
+        lr *= (step + 1) / t.lr_warmup_steps
+    return lr
 
 
 @dataclass
@@ -342,6 +356,7 @@ def _train(cfg: Config, run_dir: Path, device: str, resume: bool, progress: bool
     if not resume and has_run:
         raise SelfVAEError(f"{run_dir}: already holds a run; pass --resume to continue it or choose another --out")
     t = cfg.train
+    learning_rate(cfg, 0)  # refuses an unknown schedule before any work
     if t.batch_size % (env.world_size * t.accum_steps):
         raise SelfVAEError(f"train.batch_size={t.batch_size} is not divisible by {env.world_size} process(es) "
                            f"x train.accum_steps={t.accum_steps}")
