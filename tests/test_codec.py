@@ -330,3 +330,18 @@ def test_flow_prior_codes_u_at_its_density_and_gives_the_bits_back():
         assert torch.equal(coder.pop_prior(stack, len(u)), u)
         assert np.array_equal(stack.words(), words)
     runner.close()
+
+
+def test_pool_threads_flush_subnormals_whenever_they_were_started():
+    """Flushing subnormals is a per-thread CPU flag that a thread inherits when it starts: a pool thread started
+    before the codec set it would compute other bits than the main thread."""
+    tiny = torch.tensor([1e-39], dtype=torch.float32)
+    torch.set_flush_denormal(False)
+    runner = ChunkRunner(chunk=1, threads=2)
+    try:
+        runner.map(lambda t: t * 1.0, tiny.repeat(4, 1))  # starts the pool threads with subnormals kept
+        out = runner.map(lambda t: t * 1.0, tiny.repeat(4, 1))
+        assert (out == 0).all()
+    finally:
+        runner.close()
+        torch.set_flush_denormal(False)  # the process default

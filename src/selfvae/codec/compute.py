@@ -52,6 +52,7 @@ class ChunkRunner:
 
         def run(start: int) -> Result:
             torch.set_num_threads(1)
+            torch.set_flush_denormal(True)  # per thread: a pool thread made before coding_mode would keep subnormals
             with torch.inference_mode():
                 return fn(*(None if t is None else _padded(t[start : start + self.chunk], self.chunk) for t in inputs))
 
