@@ -77,6 +77,20 @@ def training_time(run: Path, step: int) -> tuple[int, float, str]:
     return recs[-1]["step"], recs[-1]["train_seconds"], how
 
 
+def lr_history(run: Path, step: int) -> str:
+    """The logged learning rate up to ``step`` as segments split where it jumps (a schedule changed on resume)."""
+    recs = [r for r in read_log(run / "log.jsonl") if r.get("split") == "train" and "lr" in r and r["step"] <= step]
+    if not recs:
+        return "not logged"
+    segments = [[recs[0]]]
+    for prev, r in zip(recs, recs[1:], strict=False):
+        if abs(r["lr"] / prev["lr"] - 1) > 0.2:
+            segments.append([])
+        segments[-1].append(r)
+    return "; ".join(f"{g[0]['lr']:.1e} -> {g[-1]['lr']:.1e} over steps {g[0]['step']}-{g[-1]['step']}"
+                     for g in segments)
+
+
 # Settings that change how long or how fast a run goes, not what it computes.
 _NOT_DIFFERENCES = {"train.steps", "train.max_minutes", "train.num_threads", "train.channels_last", "data.root",
                     "model.data_shape"}
@@ -93,11 +107,12 @@ def _differences(name: str, cfg) -> str:  # noqa: ANN001 - Config
         return out
 
     ours, preset = flat(cfg.to_dict()), flat(get_preset(name).to_dict())
-    return ", ".join(f"`{k}={ours[k]}`" for k in sorted(ours) if ours[k] != preset.get(k) and k not in _NOT_DIFFERENCES
+    ignore = _NOT_DIFFERENCES - ({"train.steps"} if cfg.train.lr_schedule == "cosine" else set())  # its horizon
+    return ", ".join(f"`{k}={ours[k]}`" for k in sorted(ours) if ours[k] != preset.get(k) and k not in ignore
                      and k not in ("name", "description"))
 
 
-def card(name: str, folder: Path, metrics: dict, steps: int, seconds: float, how: str, seed: int) -> str:
+def card(name: str, folder: Path, metrics: dict, steps: int, seconds: float, how: str, seed: int, lr: str) -> str:
     cfg, model = load_run(folder)
     params = sum(p.numel() for p in model.parameters())
     terms = ", ".join(f"{k} {v:.2f}" for k, v in metrics.items() if k.startswith(("re_", "kl_")))
@@ -120,6 +135,7 @@ def card(name: str, folder: Path, metrics: dict, steps: int, seconds: float, how
                                f"test images (ELBO of those: {iw['bpd_elbo']:.4f}; S = {iw['s_within_0.005']} is "
                                "within 0.005 of it)"),
         ("terms (nats per image)", terms),
+        ("learning rate (from the log)", lr),
         ("settings beyond the preset", _differences(name, cfg) or "none"),
     ]
     table = "\n".join(f"| {k} | {v} |" for k, v in rows)
@@ -165,7 +181,8 @@ def write_card(name: str, run: Path, dest: Path, metrics: dict, seed: int) -> No
     steps, seconds, how = training_time(run, shipped["step"])
     metrics["training"] = {**shipped, "steps": steps, "seconds": round(seconds), "clock": how, "seed": seed}
     (dest / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    (dest / "card.md").write_text(card(name, dest, metrics, steps, seconds, how, seed))
+    lr = lr_history(run, shipped["step"])
+    (dest / "card.md").write_text(card(name, dest, metrics, steps, seconds, how, seed, lr))
     print((dest / "card.md").read_text())
 
 
