@@ -270,7 +270,7 @@ class _Coupling(nn.Module):
         if self.checkerboard:
             b = _checkerboard(h, w, self.reverse_mask != self.odd_first, like)
             return (b[0] == 0).expand(c, h, w)
-        kept, changed = self._split(torch.arange(c, device=like.device).view(1, c, 1, 1))
+        _, changed = self._split(torch.arange(c, device=like.device).view(1, c, 1, 1))
         mask = torch.zeros(c, dtype=torch.bool, device=like.device)
         mask[changed.flatten()] = True
         return mask.view(c, 1, 1).expand(c, h, w)

@@ -89,6 +89,9 @@ class BitsBackCoder:
             raise SelfVAEError(f"flow_noise {params.flow_noise}: the noise 2**-flow_noise must span at least 8 steps "
                                f"of the flow grid 2**-{params.flow_precision}")
         self.flow_grid = Grid(params.flow_precision, range_log2=7)  # holds every refined coarse value
+        self._fine_per_bin = 2 ** (params.flow_precision - params.precision)
+        sigma_steps = 2.0 ** (params.flow_precision - params.flow_noise)
+        self._pop_radius = float(self.flow_grid.radius(np.array([sigma_steps]))[0])  # a coupling's forward pop
         self.latent_shape = tuple(model.cfg.latent_shape)
         prior = model.p_u
         if isinstance(prior, StandardNormal):
@@ -223,88 +226,84 @@ class BitsBackCoder:
         s, t = self.run.map(chunk, x.masked_fill(changed, 0.0))
         return s[:, changed].numpy(), t[:, changed].numpy()
 
-    def flow_probe(self, u: Tensor) -> list[np.ndarray]:
-        """``s`` and ``t`` of every coupling along ``u``'s path through the flow (no noise): the arithmetic the
-        flow's coding depends on, for :func:`selfvae.codec.probe`."""
-        out, h = [], u
-        for step in self.m.p_u.coupling_steps():
+    def _through(self, h: Tensor, steps: list[CouplingStep],
+                 code: Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]) -> Tensor:
+        """Run ``h`` through the coupling ``steps`` in the order given; ``code(x_b, s, t)`` gets each coupling's
+        changed entries (``[n, m]`` float64) with their ``s`` and ``t`` and returns their new values."""
+        for step in steps:
             x = step.view(h)
             changed = step.coupling.changed(x)
             s, t = self._affine(step, x, changed)
-            out += [s, t]
             x = x.clone()
-            x[:, changed] = torch.from_numpy((x[:, changed].double().numpy() + t) * np.exp(s)).float()
+            x[:, changed] = torch.from_numpy(code(x[:, changed].double().numpy(), s, t)).float()
             h = step.put(h, x)
+        return h
+
+    def flow_probe(self, u: Tensor) -> list[np.ndarray]:
+        """``s`` and ``t`` of every coupling along ``u``'s path through the flow (no noise): the arithmetic the
+        flow's coding depends on, for :func:`selfvae.codec.probe`."""
+        out: list[np.ndarray] = []
+
+        def forward(x_b: np.ndarray, s: np.ndarray, t: np.ndarray) -> np.ndarray:
+            out.extend([s, t])
+            return (x_b + t) * np.exp(s)
+
+        self._through(u, self.m.p_u.coupling_steps(), forward)
         return out
 
     def _reach(self, s: np.ndarray) -> np.ndarray:
         """Window half-width (grid steps) that holds a coupling's input given its output: the input differs
-        from ``y exp(-s) - t`` by the forward pop's offset (at most its window radius ``R`` plus half a step from
+        from ``y exp(-s) - t`` by the forward pop's offset (at most its window radius plus half a step from
         the window's centre) times ``exp(-s)``, and the window's own centre is rounded by half a step."""
-        sigma_steps = 2.0 ** (self.p.flow_precision - self.p.flow_noise)
-        radius = float(self.flow_grid.radius(np.array([sigma_steps]))[0])
-        return (radius + 0.5) * np.exp(-s) + 1.0
+        return (self._pop_radius + 0.5) * np.exp(-s) + 1.0
 
-    def _fine(self, k: np.ndarray) -> Tensor:
-        return torch.from_numpy(self.flow_grid.value(k)).float()
+    def _refine(self, stack: Stack, k: np.ndarray) -> Tensor:
+        """Coarse grid indices ``k`` -> fine-grid values, popping each one's position inside its bin."""
+        r = self._fine_per_bin
+        kf = k * r + stack.pop_uniform(r, k.shape) - r // 2 if r > 1 else k
+        return torch.from_numpy(self.flow_grid.value(kf)).float()
 
-    def _push_fine(self, stack: Stack, h: Tensor, mean: np.ndarray, std: np.ndarray) -> None:
-        """Push fine-grid values ``h`` under a Gaussian wide against the coarse grid: the coarse bin under it and
-        the position inside the bin uniformly (the same bits as the fine grid to first order, and no 24-bit
-        coder over ``2**23`` values, whose minimum probabilities would take half its mass)."""
-        r = 2 ** (self.p.flow_precision - self.p.precision)
+    def _coarsen(self, stack: Stack, h: Tensor) -> np.ndarray:
+        """Fine-grid values ``h`` -> coarse grid indices, pushing each one's position inside its bin (the
+        inverse of :meth:`_refine`)."""
+        r = self._fine_per_bin
         kf = self.flow_grid.index(h.double().numpy())
         k = (kf + r // 2) // r
-        if np.any(np.abs(k) > self.grid.limit):
-            raise SelfVAEError(f"the flow maps a latent beyond +-{self.grid.limit * self.grid.delta:g}; cannot code it")
         if r > 1:
             stack.push_uniform(kf + r // 2 - k * r, r)
-        stack.push_gaussian(k, mean, std, self.grid)
-
-    def _pop_fine(self, stack: Stack, mean: np.ndarray, std: np.ndarray) -> Tensor:
-        r = 2 ** (self.p.flow_precision - self.p.precision)
-        k = stack.pop_gaussian(mean, std, self.grid)
-        return self._fine(k * r + stack.pop_uniform(r, k.shape) - r // 2) if r > 1 else self._fine(k)
+        return k
 
     def _push_flow(self, stack: Stack, u: Tensor) -> None:
         fine, sigma = self.flow_grid, 2.0**-self.p.flow_noise
-        r = 2 ** (self.p.flow_precision - self.p.precision)
-        k = self.grid.index(u.double().numpy())
-        h = self._fine(k * r + stack.pop_uniform(r, k.shape) - r // 2) if r > 1 else self._fine(k)
-        for step in self.m.p_u.coupling_steps():
-            x = step.view(h)
-            changed = step.coupling.changed(x)
-            s, t = self._affine(step, x, changed)
-            x_b = x[:, changed].double().numpy()
-            y_k = stack.pop_gaussian((x_b + t) * np.exp(s), np.full(x_b.shape, sigma), fine, tight=True)
-            stack.push_gaussian(fine.index(x_b), fine.value(y_k) * np.exp(-s) - t, sigma * np.exp(-s), fine,
-                                tight=True, reach=self._reach(s))
-            x = x.clone()
-            x[:, changed] = self._fine(y_k)
-            h = step.put(h, x)
-        self._push_fine(stack, h, np.zeros(h.shape), np.ones(h.shape))
+
+        def forward(x_b: np.ndarray, s: np.ndarray, t: np.ndarray) -> np.ndarray:
+            y = fine.value(stack.pop_gaussian((x_b + t) * np.exp(s), np.full(x_b.shape, sigma), fine, tight=True))
+            stack.push_gaussian(fine.index(x_b), y * np.exp(-s) - t, sigma * np.exp(-s), fine, tight=True,
+                                reach=self._reach(s))
+            return y
+
+        v = self._through(self._refine(stack, self.grid.index(u.double().numpy())), self.m.p_u.coupling_steps(),
+                          forward)
+        # v under N(0, 1): its coarse bin, and its place in the bin uniformly (the same bits as the fine grid to
+        # first order, and no 24-bit coder over 2**23 values, whose floor probabilities would take half its mass)
+        k = self._coarsen(stack, v)
+        if np.any(np.abs(k) > self.grid.limit):
+            raise SelfVAEError(f"the flow maps a latent beyond +-{self.grid.limit * self.grid.delta:g}; cannot code it")
+        stack.push_gaussian(k, np.zeros(k.shape), np.ones(k.shape), self.grid)
 
     def _pop_flow(self, stack: Stack, n: int) -> Tensor:
         fine, sigma = self.flow_grid, 2.0**-self.p.flow_noise
         shape = (n, *self.latent_shape)
-        h = self._pop_fine(stack, np.zeros(shape), np.ones(shape))
-        for step in reversed(self.m.p_u.coupling_steps()):
-            x = step.view(h)
-            changed = step.coupling.changed(x)
-            s, t = self._affine(step, x, changed)
-            y_b = x[:, changed].double().numpy()
-            x_k = stack.pop_gaussian(y_b * np.exp(-s) - t, sigma * np.exp(-s), fine, tight=True, reach=self._reach(s))
-            stack.push_gaussian(fine.index(y_b), (fine.value(x_k) + t) * np.exp(s), np.full(y_b.shape, sigma), fine,
-                                tight=True)
-            x = x.clone()
-            x[:, changed] = self._fine(x_k)
-            h = step.put(h, x)
-        r = 2 ** (self.p.flow_precision - self.p.precision)
-        kf = fine.index(h.double().numpy())
-        k = (kf + r // 2) // r
-        if r > 1:
-            stack.push_uniform(kf + r // 2 - k * r, r)
-        return self._value(k)
+
+        def inverse(y_b: np.ndarray, s: np.ndarray, t: np.ndarray) -> np.ndarray:
+            x = fine.value(stack.pop_gaussian(y_b * np.exp(-s) - t, sigma * np.exp(-s), fine, tight=True,
+                                              reach=self._reach(s)))
+            stack.push_gaussian(fine.index(y_b), (x + t) * np.exp(s), np.full(y_b.shape, sigma), fine, tight=True)
+            return x
+
+        v = self._refine(stack, stack.pop_gaussian(np.zeros(shape), np.ones(shape), self.grid))
+        h = self._through(v, self.m.p_u.coupling_steps()[::-1], inverse)
+        return self._value(self._coarsen(stack, h))
 
     # ------------------------------------------------------------------ whole groups
     def latent_name(self, j: int) -> str:
