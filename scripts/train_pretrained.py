@@ -36,13 +36,14 @@ from selfvae.viz import read_log, with_train_seconds
 FP16_TOLERANCE = 0.002  # bits/dim the float16 file may move the bound by
 
 
-def train(name: str, run: Path, minutes: float, seed: int, data_dir: str | None, sets: list[str]) -> None:
+def train(name: str, run: Path, minutes: float, seed: int, data_dir: str | None, sets: list[str],
+          steps: int) -> None:
     cmd = [sys.executable, "-m", "selfvae.cli", "train", "--out", str(run), "--no-progress", "--channels-last",
            "--set", f"train.max_minutes={minutes}"]
     if (run / "last.pt").exists():
         cmd += ["--resume"]
     else:
-        cmd += ["--preset", name, "--set", f"train.seed={seed}", "--steps", "1000000"]
+        cmd += ["--preset", name, "--set", f"train.seed={seed}", "--steps", str(steps)]
         if data_dir:
             cmd += ["--data-dir", data_dir]
         for item in sets:
@@ -193,6 +194,8 @@ def main() -> None:
     p.add_argument("--minutes", type=float, default=120.0, help="training time in this call")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data-dir", default="../shared/data")
+    p.add_argument("--steps", type=int, default=1_000_000,
+                   help="train.steps of a new run (where a cosine learning-rate schedule ends)")
     p.add_argument("--ship-only", action="store_true", help="do not train; measure and ship the run as it is")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="settings beyond the preset for a new run (passed to selfvae train)")
@@ -206,7 +209,7 @@ def main() -> None:
                    a.seed)
         return
     if not a.ship_only:
-        train(a.name, run, a.minutes, a.seed, a.data_dir, a.set)
+        train(a.name, run, a.minutes, a.seed, a.data_dir, a.set, a.steps)
     ship(a.name, run, a.data_dir, a.seed, a.iw_limit, a.max_s)
 
 

@@ -261,6 +261,78 @@ def test_bin_probs_are_the_likelihood_in_decoding_order(channels):
     assert torch.allclose(per_pixel[exact], dlm.log_prob_per_dim(x)[exact], atol=1e-3)
 
 
+@pytest.mark.parametrize("channels", [1, 3])
+def test_component_tables_and_posterior_make_up_the_mixture(channels):
+    """Bits back on a pixel's mixture component codes exactly ``-log p(x)``: the component tables weighted by the
+    components' weights given the earlier channels are the mixture's tables, and the posterior ``q(k | x)`` is
+    ``pi_k P_k(x) / p(x)``."""
+    from selfvae.distributions import DiscretizedLogisticMixture
+
+    g = torch.Generator().manual_seed(1)
+    n_mix = 4
+    params = torch.randn(2, DiscretizedLogisticMixture.n_params(channels, n_mix), 3, 5, generator=g)
+    dlm = DiscretizedLogisticMixture(params, channels, n_mix)
+    torch.manual_seed(0)
+    x = dlm.sample()
+    values = (x * 255).round().long()
+    weights = dlm.component_weights().double()  # [B, H, W, M]
+    assert torch.allclose(weights.sum(-1), torch.ones(2, 3, 5, dtype=torch.float64))
+    joint = weights.clone()  # pi_k prod_{c' < c} P_k(x_c'), then over all channels
+    p_x = torch.ones(2, 3, 5, dtype=torch.float64)
+    for c in range(channels):
+        tables = torch.stack([dlm.component_bin_probs(c, torch.full((2, 3, 5), k), x) for k in range(n_mix)], -2)
+        assert torch.allclose(tables.sum(-1), torch.ones(2, 3, 5, n_mix), atol=1e-5)
+        mixed = (joint / joint.sum(-1, keepdim=True)).unsqueeze(-1) * tables.double()
+        assert torch.allclose(mixed.sum(-2), dlm.bin_probs(c, x).double(), atol=1e-5)
+        chosen = tables.gather(-1, values[:, c, :, :, None, None].expand(-1, -1, -1, n_mix, 1))[..., 0]
+        joint = joint * chosen.double()
+        p_x = p_x * dlm.bin_probs(c, x).gather(-1, values[:, c].unsqueeze(-1))[..., 0].double()
+    posterior = dlm.component_posterior(x).double()
+    assert torch.allclose(posterior.sum(-1), torch.ones(2, 3, 5, dtype=torch.float64), atol=1e-6)
+    assert torch.allclose(posterior * p_x.unsqueeze(-1), joint, rtol=1e-3, atol=1e-7)
+
+
+def test_mixture_bits_back_costs_what_the_whole_mixture_costs():
+    """Pushing an image level with bits back on its pixels' components adds the same information as coding
+    under the whole mixture's tables (within 0.5%), and pops back to the same stack."""
+    _, model = tiny_model("", "standard")
+    x = torch.from_numpy(np.concatenate([to_tiles(im.pixels, model.shapes[-1], im.name) for im in digits(6)]))
+    params = CodingParams()
+    runner = ChunkRunner(params.chunk, 1)
+    with coding_mode(model):
+        coder = BitsBackCoder(model, params, runner)
+        u = coder._value(coder.grid.index(np.random.default_rng(0).normal(size=(6, *coder.latent_shape))))
+        cost = {}
+        for whole in (True, False):
+            stack = Stack(np.random.default_rng(0).integers(0, 2**32, 8000, dtype=np.uint32))
+            words = stack.words().copy()
+            coder.push_level(stack, 0, x, u, None, whole_mixture=whole)
+            cost[whole] = stack.ideal_bits
+            assert torch.equal(coder.pop_level(stack, 0, u, None, whole_mixture=whole), x)
+            assert np.array_equal(stack.words(), words)
+    runner.close()
+    assert abs(cost[False] - cost[True]) < 0.005 * cost[True], cost
+
+
+def test_version_2_files_still_decode():
+    """Files of format version 2 (no bits back on the pixels' components, a header without flags) decode."""
+    import struct
+    import zlib
+
+    from selfvae.codec import container
+
+    _, model = tiny_model("", "standard")
+    images = digits(3)
+    data, _ = compress(model, images, CodingParams(mixture_bits_back=False), group=2)
+    (n,) = struct.unpack_from("<I", data, 5)
+    head = data[9 : 9 + n]
+    old = head[: container._FIXED_V2.size] + head[container._FIXED.size :]  # drop the flags byte
+    v2 = b"".join([container.MAGIC, bytes([2]), struct.pack("<I", len(old)), old, struct.pack("<I", zlib.crc32(old)),
+                   data[9 + n + 4 :]])
+    for got, im in zip(decompress(model, v2).images, images, strict=True):
+        assert np.array_equal(got, im.pixels)
+
+
 def test_folder_images_with_equal_names_in_subfolders_stay_apart(tmp_path):
     from PIL import Image
 

@@ -203,6 +203,46 @@ class DiscretizedLogisticMixture:
                 out.addcmul_(c[k], weights[k, a : a + z])
         return torch.diff(mix, dim=1).clamp_(min=0.0).view(b, h, w, 256)
 
+    def component_weights(self) -> Tensor:
+        """The mixture weights ``pi_k`` per pixel, ``[B, H, W, M]``."""
+        return torch.softmax(self.logits, dim=1).permute(0, 2, 3, 1)
+
+    def component_posterior(self, x: Tensor) -> Tensor:
+        """``q(k | x)`` per pixel, ``[B, H, W, M]``: how much of each pixel's probability each mixture component
+        gives, ``pi_k prod_c P_k(x_c | x_<c) / p(x)``, from the same exact bin masses as :meth:`bin_probs`.
+
+        Bits-back coding pops the component from it, codes the pixel under that component alone
+        (:meth:`component_bin_probs`, a tenth of the work of the whole mixture's table) and pushes the component
+        with :meth:`component_weights`: net ``-log p(x)`` again.
+        """
+        self._check_x(x)
+        x_pm1 = x.to(self.params.dtype) * 2.0 - 1.0
+        locs = self._coupled_locs(x_pm1)
+        log_w = torch.log_softmax(self.logits, dim=1)
+        for c in range(self.channels):
+            log_w = log_w + self._log_bin_mass(locs[:, c], self.log_scales[:, c], x_pm1[:, c : c + 1])
+        return torch.softmax(log_w, dim=1).permute(0, 2, 3, 1)
+
+    def component_bin_probs(self, channel: int, k: Tensor, x: Tensor | None = None) -> Tensor:
+        """Probabilities ``[B, H, W, 256]`` of the 256 values of ``channel`` under the one mixture component
+        ``k`` (int ``[B, H, W]``) of each pixel, given the earlier channels of ``x`` (see :meth:`bin_probs`)."""
+        if not 0 <= channel < self.channels:
+            raise SelfVAEError(f"DiscretizedLogisticMixture.component_bin_probs: channel {channel} not in "
+                               f"0..{self.channels - 1}")
+        if channel > 0 and x is None:
+            raise SelfVAEError("DiscretizedLogisticMixture.component_bin_probs: channels after the first need x")
+        locs = self.locs if channel == 0 else self._coupled_locs(x.to(self.params.dtype) * 2.0 - 1.0)
+        index = k.long().unsqueeze(1)  # [B, 1, H, W]
+        loc = locs[:, channel].gather(1, index).reshape(-1, 1)  # [P, 1]
+        inv_s = torch.exp(-self.log_scales[:, channel].gather(1, index)).reshape(-1, 1)
+        cdf = inv_s.new_empty(len(loc), 257)
+        cdf[:, 0], cdf[:, 256] = 0.0, 1.0
+        edges = torch.arange(1, 256, dtype=self.params.dtype, device=self.params.device) * (2.0 / 255.0) - (
+            1.0 + _BIN_HALF_WIDTH)
+        torch.mul(inv_s, edges, out=cdf[:, 1:256]).sub_(loc * inv_s).sigmoid_()
+        b, _, h, w = self.params.shape
+        return torch.diff(cdf, dim=1).clamp_(min=0.0).view(b, h, w, 256)
+
     @staticmethod
     def _log_bin_mass(loc: Tensor, log_scale: Tensor, x_pm1: Tensor) -> Tensor:
         """``log P_k(bin of x)`` per component ``[B, M, H, W]``: the exact logistic mass of x's bin."""

@@ -152,7 +152,7 @@ def _encode_all(
     def first(words: int) -> tuple[Stack, float]:
         parts.clear()
         stack = Stack(rng.integers(0, 2**32, words, dtype=np.uint32))
-        return stack, _encode_group(coder, stack, last, parts, lossy)
+        return stack, _encode_group(coder, stack, last, parts, lossy, whole_mixture=True)
 
     n_seed = coder.initial_words(last)
     while True:  # the first group, with enough initial bits
@@ -201,9 +201,10 @@ def _keep(recon: dict[int, torch.Tensor] | None, start: int, coder: BitsBackCode
 
 
 def _encode_group(coder: BitsBackCoder, stack: Stack, x: torch.Tensor, parts: dict[str, float],
-                  lossy: QuantisedZ | None = None) -> float:
+                  lossy: QuantisedZ | None = None, whole_mixture: bool = False) -> float:
     """Encode one group, adding each part's bits to ``parts``; returns how deep (bits per image) its pops dug
-    into the stack below where the group started."""
+    into the stack below where the group started. The file's first group (the decoder's last) is coded with
+    ``whole_mixture``: its pops come out of the initial bits, so it pops no pixel's mixture component."""
     last = [stack.num_bits()]
     start = stack.low_water = stack.num_bits()
 
@@ -211,7 +212,7 @@ def _encode_group(coder: BitsBackCoder, stack: Stack, x: torch.Tensor, parts: di
         parts[part] += stack.num_bits() - last[0]
         last[0] = stack.num_bits()
 
-    coder.encode(stack, x, hook, lossy)
+    coder.encode(stack, x, hook, lossy, whole_mixture)
     return (start - stack.low_water) / len(x)
 
 
@@ -317,11 +318,12 @@ def decompress(
             for gi, g in enumerate(groups):
                 if prefix:
                     try:
-                        coder.decode(stack, len(g), seen, lossy)
+                        coder.decode(stack, len(g), seen, lossy, whole_mixture=len(groups) == 1)
                     except (_PrefixEnd, StackUnderflow, KeyError):  # past the prefix: no bits, or garbage
                         pass
                     break
-                out.append(coder.decode(stack, len(g), seen if gi == 0 else None, lossy))
+                out.append(coder.decode(stack, len(g), seen if gi == 0 else None, lossy,
+                                        whole_mixture=gi == len(groups) - 1))
                 bar.update(len(g))
             bar.close()
     finally:

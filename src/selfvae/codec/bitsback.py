@@ -55,7 +55,10 @@ class CodingParams:
     precision: int = 6  # latent grid 2**-precision
     flow_precision: int = 10  # RealNVP coupling grid 2**-flow_precision (at most 16: float32 holds it exactly)
     flow_noise: int = 6  # RealNVP coupling noise sigma = 2**-flow_noise
-    chunk: int = 16  # images per network call (results depend on it; see selfvae.codec.compute)
+    # images per network call (results depend on it; see selfvae.codec.compute). Small chunks keep a network's
+    # activations in cache: mnist-vae encoded 45 images/s a thread at 4, 39 at 8, 24 at 16, 41 at 1
+    chunk: int = 4
+    mixture_bits_back: bool = True  # pixels coded under a component popped from its posterior (files of version 3)
 
 
 Levels = list[Tensor]  # uint8 image levels [y_1, ..., y_K, x]
@@ -132,27 +135,59 @@ class BitsBackCoder:
         net = self.m.p_x[i - 1]
         return self.run.map(lambda y, z: net(self.m.inp(y), z).params, level_above, latent)
 
+    def _dlm(self, i: int, params: Tensor) -> DiscretizedLogisticMixture:
+        return DiscretizedLogisticMixture(params, self.m.shapes[i][0], self.m.cfg.n_mix)
+
     def _channel_probs(self, i: int, params: Tensor, level: Tensor, c: int) -> np.ndarray:
         """``[n, H, W, 256]`` probabilities of channel ``c`` of level ``l_i`` given its earlier channels."""
-        channels, n_mix = self.m.shapes[i][0], self.m.cfg.n_mix
+        return self.run.map(lambda prm, y: self._dlm(i, prm).bin_probs(c, self.m.target(y)), params, level).numpy()
 
-        def chunk(prm: Tensor, y: Tensor) -> Tensor:
-            return DiscretizedLogisticMixture(prm, channels, n_mix).bin_probs(c, self.m.target(y))
+    def _component_probs(self, i: int, params: Tensor, level: Tensor, k: Tensor, c: int) -> np.ndarray:
+        """As :meth:`_channel_probs`, under each pixel's mixture component ``k`` alone."""
+        return self.run.map(lambda prm, y, kk: self._dlm(i, prm).component_bin_probs(c, kk, self.m.target(y)),
+                            params, level, k).numpy()
 
-        return self.run.map(chunk, params, level).numpy()
+    def _components(self, i: int, params: Tensor, level: Tensor | None = None) -> np.ndarray:
+        """``[n, H, W, M]``: the mixture weights, or with ``level`` the components' posterior given the pixels."""
+        if level is None:
+            return self.run.map(lambda prm: self._dlm(i, prm).component_weights(), params).double().numpy()
+        return self.run.map(lambda prm, y: self._dlm(i, prm).component_posterior(self.m.target(y)),
+                            params, level).double().numpy()
 
     # ------------------------------------------------------------------ image levels
-    def push_level(self, stack: Stack, i: int, level: Tensor, latent: Tensor, level_above: Tensor | None) -> None:
+    def push_level(self, stack: Stack, i: int, level: Tensor, latent: Tensor, level_above: Tensor | None,
+                   whole_mixture: bool = False) -> None:
+        """Push image level ``l_i``. By default with bits back on each pixel's mixture component (pop it from
+        its posterior, push the pixel under it alone, push it with the mixture weights: ``-log p(x)`` net, at a
+        tenth of the table work); ``whole_mixture`` codes under the whole mixture's tables and pops nothing,
+        for the first image of a file, which has no bits to borrow."""
         params = self._dlm_params(i, latent, level_above)
-        probs = [self._channel_probs(i, params, level, c) for c in range(level.shape[1])]
-        for c in reversed(range(level.shape[1])):
+        channels = range(level.shape[1])
+        if whole_mixture or not self.p.mixture_bits_back:
+            probs = [self._channel_probs(i, params, level, c) for c in channels]
+            for c in reversed(channels):
+                stack.push_categorical(level[:, c].numpy(), probs[c])
+            return
+        k = stack.pop_categorical(self._components(i, params, level))
+        probs = [self._component_probs(i, params, level, torch.from_numpy(k), c) for c in channels]
+        for c in reversed(channels):
             stack.push_categorical(level[:, c].numpy(), probs[c])
+        stack.push_categorical(k, self._components(i, params))
 
-    def pop_level(self, stack: Stack, i: int, latent: Tensor, level_above: Tensor | None) -> Tensor:
+    def pop_level(self, stack: Stack, i: int, latent: Tensor, level_above: Tensor | None,
+                  whole_mixture: bool = False) -> Tensor:
+        """Pop image level ``l_i`` (``whole_mixture`` as given to :meth:`push_level`)."""
         params = self._dlm_params(i, latent, level_above)
         level = torch.zeros((latent.shape[0], *self.m.shapes[i]), dtype=torch.uint8)
+        if whole_mixture or not self.p.mixture_bits_back:
+            for c in range(level.shape[1]):
+                level[:, c] = torch.from_numpy(stack.pop_categorical(self._channel_probs(i, params, level, c)))
+            return level
+        k = stack.pop_categorical(self._components(i, params))
         for c in range(level.shape[1]):
-            level[:, c] = torch.from_numpy(stack.pop_categorical(self._channel_probs(i, params, level, c)))
+            probs = self._component_probs(i, params, level, torch.from_numpy(k), c)
+            level[:, c] = torch.from_numpy(stack.pop_categorical(probs))
+        stack.push_categorical(k, self._components(i, params, level))
         return level
 
     # ------------------------------------------------------------------ latents
@@ -312,9 +347,12 @@ class BitsBackCoder:
     def level_name(self, i: int) -> str:
         return "x" if i == self.m.K else f"y{i + 1}"
 
-    def encode(self, stack: Stack, x: Tensor, hook: Hook | None = None, lossy: LossyTop | None = None) -> None:
+    def encode(self, stack: Stack, x: Tensor, hook: Hook | None = None, lossy: LossyTop | None = None,
+               whole_mixture: bool = False) -> None:
         """Push the images ``x`` (uint8 ``[n, C, H, W]``). ``hook(part)`` runs after each step, with ``part`` the
         variable just coded (``u``, ``z1``.., ``y1``.., ``x``), so a caller can attribute the stack's growth.
+        ``whole_mixture`` codes the pixels without popping their mixture components (see :meth:`push_level`):
+        for the first group of a file, whose pops come out of the initial bits.
 
         With ``lossy``, ``x`` itself is not coded: the levels ``y_1..y_K`` are (losslessly, bits back), and
         ``lossy`` codes what it keeps of ``z_K`` (see :mod:`selfvae.codec.lossy`).
@@ -329,31 +367,32 @@ class BitsBackCoder:
             lossy.push(self, stack, levels, latents[top])
             hook(self.latent_name(self.m.K))
         for j in range(top, 0, -1):
-            self.push_level(stack, j, levels[j], latents[j], levels[j - 1])
+            self.push_level(stack, j, levels[j], latents[j], levels[j - 1], whole_mixture)
             hook(self.level_name(j))
             latents[j - 1] = self.pop_q(stack, j - 1, levels[j - 1])
             hook(self.latent_name(j - 1))
             self.push_gaussian(stack, latents[j], *self.p_latent(j, levels[j - 1], latents[j - 1]))
             hook(self.latent_name(j))
-        self.push_level(stack, 0, levels[0], latents[0], None)
+        self.push_level(stack, 0, levels[0], latents[0], None, whole_mixture)
         hook(self.level_name(0))
         self.push_prior(stack, latents[0])
         hook("u")
 
     def decode(self, stack: Stack, n: int, on_level: Callable[[int, Tensor], None] | None = None,
-               lossy: LossyTop | None = None) -> Tensor:
+               lossy: LossyTop | None = None, whole_mixture: bool = False) -> Tensor:
         """Pop ``n`` images; ``on_level(i, level)`` is called as each level ``y_1, ..., x`` becomes known. With
-        ``lossy`` (as given to :meth:`encode`) the result is ``lossy``'s reconstruction of ``x``."""
+        ``lossy`` and ``whole_mixture`` as given to :meth:`encode`; with ``lossy`` the result is its
+        reconstruction of ``x``."""
         top = self.m.K if lossy is None else self.m.K - 1
         latent = self.pop_prior(stack, n)
-        level = self.pop_level(stack, 0, latent, None)
+        level = self.pop_level(stack, 0, latent, None, whole_mixture)
         if on_level:
             on_level(0, level)
         for j in range(1, top + 1):
             nxt = self.pop_gaussian(stack, *self.p_latent(j, level, latent)).view(-1, *self.latent_shape)
             self.push_q(stack, j - 1, level, latent)
             level_above, latent = level, nxt
-            level = self.pop_level(stack, j, latent, level_above)
+            level = self.pop_level(stack, j, latent, level_above, whole_mixture)
             if on_level:
                 on_level(j, level)
         if lossy is None:

@@ -28,11 +28,15 @@ import numpy as np
 from selfvae.errors import SelfVAEError
 
 MAGIC = b"SVAE"
-VERSION = 2  # 2: RealNVP priors coded one coupling at a time (local bits-back)
+VERSION = 3  # 2: RealNVP priors coded one coupling at a time (local bits-back); 3: bits back on pixels' components
+READABLE = (2, 3)  # version 2 files are version 3 files without CodingParams.mixture_bits_back
 _HEAD = struct.Struct("<4sBI")  # magic, version, header length
 # model id (16 bytes), probe (8), pixel CRC, payload words, initial words, precision, flow precision, flow
-# noise, chunk, group, tile C, H, W, lossy (0 none, 1 y only, 2 y + z), lossy z precision, lossy decode (0 mean)
-_FIXED = struct.Struct("<16s8sIIIBBBBHBHHBBB")
+# noise, chunk, group, tile C, H, W, lossy (0 none, 1 y only, 2 y + z), lossy z precision, lossy decode (0 mean);
+# from version 3 on, flags (bit 0: CodingParams.mixture_bits_back)
+_FIXED_V2 = struct.Struct("<16s8sIIIBBBBHBHHBBB")
+_FIXED = struct.Struct(_FIXED_V2.format + "B")
+_MIXTURE_BITS_BACK = 0x01
 _ZLIB = 0x80  # flag in the variable part's first byte: zlib-compressed
 
 class CodecError(SelfVAEError):
@@ -60,8 +64,9 @@ class Container:
         magic, version, n = _HEAD.unpack_from(data)
         if magic != MAGIC:
             raise CodecError(f"{name}: not a selfvae compressed file (starts with {magic!r}, expected {MAGIC!r})")
-        if version != VERSION:
-            raise CodecError(f"{name}: file format version {version}; this selfvae reads version {VERSION}")
+        if version not in READABLE:
+            raise CodecError(f"{name}: file format version {version}; this selfvae reads versions "
+                             f"{', '.join(map(str, READABLE))}")
         end = _HEAD.size + n
         if len(data) < end + 4:
             raise CodecError(f"{name}: truncated inside the header ({len(data)} bytes)")
@@ -69,7 +74,7 @@ class Container:
         if zlib.crc32(head) != struct.unpack_from("<I", data, end)[0]:
             raise CodecError(f"{name}: the header is damaged (checksum mismatch)")
         try:
-            return unpack_header(head), end + 4
+            return unpack_header(head, version), end + 4
         except (struct.error, zlib.error, ValueError, KeyError, UnicodeDecodeError) as e:
             raise CodecError(f"{name}: the header cannot be read ({e})") from e
 
@@ -117,6 +122,7 @@ def pack_header(h: dict[str, Any]) -> bytes:
         bytes.fromhex(h["model"]), bytes.fromhex(h["probe"]), h["crc"], h["payload_words"], h["n_seed"],
         p["precision"], p["flow_precision"], p["flow_noise"], p["chunk"], h["group"], *h["tile"],
         kind, (lossy or {}).get("precision") or 0, 0 if not lossy or lossy["decode"] == "mean" else 1,
+        _MIXTURE_BITS_BACK if p["mixture_bits_back"] else 0,
     )
     var = json.dumps({"hint": h.get("hint", ""), "images": _runs([tuple(s) for s in h["images"]]),
                       "names": h["names"], "groups": _runs(h["groups"])}, separators=(",", ":")).encode()
@@ -125,14 +131,17 @@ def pack_header(h: dict[str, Any]) -> bytes:
     return fixed + body
 
 
-def unpack_header(b: bytes) -> dict[str, Any]:
-    (model, probe, crc, words, seed, prec, fprec, fnoise, chunk, group, c, hh, ww, kind, zprec,
-     decode) = _FIXED.unpack_from(b)
-    rest = b[_FIXED.size:]
+def unpack_header(b: bytes, version: int = VERSION) -> dict[str, Any]:
+    fixed = _FIXED if version >= 3 else _FIXED_V2
+    (model, probe, crc, words, seed, prec, fprec, fnoise, chunk, group, c, hh, ww, kind, zprec, decode,
+     *flags) = fixed.unpack_from(b)
+    flags = flags[0] if flags else 0
+    rest = b[fixed.size:]
     var = json.loads(zlib.decompress(rest[1:]) if rest[0] & _ZLIB else rest[1:])
     return {
         "model": model.hex(), "probe": probe.hex(), "crc": crc, "payload_words": words, "n_seed": seed,
-        "params": {"precision": prec, "flow_precision": fprec, "flow_noise": fnoise, "chunk": chunk},
+        "params": {"precision": prec, "flow_precision": fprec, "flow_noise": fnoise, "chunk": chunk,
+                   "mixture_bits_back": bool(flags & _MIXTURE_BITS_BACK)},
         "group": group, "tile": [c, hh, ww], "hint": var["hint"],
         "images": [list(s) for s in _unruns(var["images"])], "names": var["names"],
         "groups": _unruns(var["groups"]),
