@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from selfvae.nn.layers import DenseLayer, WNConv2d, data_dependent_init
+from selfvae.nn.layers import DenseLayer, WNConv2d, data_dependent_init, frozen_weights
 from selfvae.nn.nets import DenseDecoder, DenseEncoder, DenseNetwork, NetSpec
 
 
@@ -82,3 +82,21 @@ def test_transition_resamples_on_the_narrow_width():
     assert [(m.v.shape[0], m.v.shape[1]) for m in resampling] == [(16, 16), (8, 8)]
     n_params = [sum(p.numel() for p in DenseDecoder(4, 9, s, n_up=2).parameters()) for s in (plain, narrow)]
     assert n_params[1] < n_params[0]
+
+
+def test_frozen_weights_compute_the_same_function_once_and_thaw():
+    torch.manual_seed(0)
+    net = DenseNetwork(3, 5, NetSpec(width=8, growth=4, steps=2))
+    x = torch.randn(2, 3, 8, 8)
+    data_dependent_init(net, lambda: net(x))
+    with torch.no_grad():
+        expected = net(x)
+        with frozen_weights(net):
+            layer = next(m for m in net.modules() if isinstance(m, WNConv2d))
+            assert layer._frozen is not None
+            layer.v.mul_(2.0).add_(1.0)  # a changed direction is not seen while frozen
+            assert torch.equal(net(x), expected)
+            layer.v.sub_(1.0).div_(2.0)
+    assert layer._frozen is None
+    net(x).sum().backward()  # thawed: gradients reach the weight-norm parameters again
+    assert layer.v.grad is not None and layer.v.grad.abs().sum() > 0

@@ -27,6 +27,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from selfvae.nn.layers import frozen_weights
+
 Result = Tensor | tuple[Tensor, ...]
 
 
@@ -72,14 +74,15 @@ def _padded(t: Tensor, size: int) -> Tensor:
 @contextmanager
 def coding_mode(model: torch.nn.Module):
     """The process settings coding needs (restored afterwards): intra-op threads 1 in this thread, subnormals
-    flushed, the model in eval mode and channels-last."""
+    flushed, the model in eval mode and channels-last, its weight-normed kernels computed once."""
     threads = torch.get_num_threads()
     torch.set_flush_denormal(True)
     torch.set_num_threads(1)
     model.eval()
     model.to(memory_format=torch.channels_last)
     try:
-        yield
+        with frozen_weights(model):
+            yield
     finally:
         torch.set_num_threads(threads)
 

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
@@ -44,6 +45,7 @@ class WNConv2d(nn.Module):
         self.b = nn.Parameter(torch.zeros(out_channels))
         self.register_buffer("initialized", torch.tensor(False))
         self._ddi = False
+        self._frozen: Tensor | None = None  # the kernel, computed once inside frozen_weights()
 
     def weight(self) -> Tensor:
         """The effective kernel ``g * v / ||v||`` (norm over everything but the output channel)."""
@@ -61,6 +63,8 @@ class WNConv2d(nn.Module):
         return F.conv2d(x, weight, bias, stride=self.stride, padding=self.padding)
 
     def forward(self, x: Tensor) -> Tensor:
+        if self._frozen is not None:
+            return self._conv(x, self._frozen, self.b)
         if self._ddi and not bool(self.initialized):
             return self._init_from(x)
         return self._conv(x, self.weight(), self.b)
@@ -82,6 +86,22 @@ class WNConv2d(nn.Module):
 def weight_norm_layers(module: nn.Module) -> Iterator[WNConv2d]:
     """All :class:`WNConv2d` layers inside ``module``."""
     return (m for m in module.modules() if isinstance(m, WNConv2d))
+
+
+@contextmanager
+def frozen_weights(module: nn.Module):
+    """Compute every weight-normed kernel in ``module`` once, for many forward passes with fixed weights (the
+    codec's thousands of network calls); the same values as computing it per call. No gradients flow to
+    ``g`` and ``v`` inside."""
+    layers = list(weight_norm_layers(module))
+    with torch.no_grad():
+        for layer in layers:
+            layer._frozen = layer.weight()
+    try:
+        yield
+    finally:
+        for layer in layers:
+            layer._frozen = None
 
 
 @torch.no_grad()
