@@ -46,8 +46,8 @@ def model_id(model: SelfVAE) -> str:
 
 
 def probe(coder: BitsBackCoder) -> str:
-    """Hash of what this machine computes for the model on a fixed input (posterior, likelihood table, prior):
-    two machines that agree on it decode each other's files."""
+    """Hash of what this machine computes for the model on a fixed input (posterior, likelihood tables, the
+    pixels' component posterior, prior): two machines that agree on it decode each other's files."""
     shape = coder.m.shapes[-1]
     x = torch.from_numpy(np.random.default_rng(1234).integers(0, 256, (1, *shape), dtype=np.uint8))
     level = coder.m.levels(x)[0]
@@ -55,6 +55,9 @@ def probe(coder: BitsBackCoder) -> str:
     u = coder._value(coder.grid.index(mu))
     params = coder._dlm_params(0, u, None)
     parts = [mu, std, coder._channel_probs(0, params, level, 0)]
+    if coder.p.mixture_bits_back:  # the component posterior and one component's table
+        k = coder._components(0, params, level)
+        parts += [k, coder._component_probs(0, params, level, torch.from_numpy(k.argmax(-1)), 0)]
     if isinstance(coder.m.p_u, RealNVP):
         parts += coder.flow_probe(u)
     return digest(parts).hex()
