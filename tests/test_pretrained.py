@@ -103,3 +103,23 @@ def test_a_shipped_name_works_in_the_commands_and_writes_nothing_into_the_packag
     model = selfvae.from_pretrained("tiny-shipped")
     assert model.config.name == "tiny-downscale" and not model.training
     assert selfvae.load(str(pkg / "tiny-shipped")).cfg == model.cfg
+
+
+def test_shipped_metrics_take_every_iw_figure_from_the_iw_bound():
+    """The shipping script measures the ELBO over the whole test set at S = 1 (whose IW keys are ELBO copies) and
+    the IW bound on a subset: every IW key of the shipped metrics must come from the latter."""
+    import importlib.util
+    import math
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "train_pretrained.py"
+    spec = importlib.util.spec_from_file_location("train_pretrained", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    s1 = {"dims": 784, "padded_dims": 1024, "bpd_elbo": 1.2, "bpd_iw": 1.2, "bpd_joint_elbo": 0.9,
+          "bpd_joint_iw": 0.9, "nll_iw_nats": 1.2 * 784 * math.log(2), "bpd_iw_padded": 1.2 * 784 / 1024}
+    out = script.iw_figures(s1, 1.1)
+    assert out["bpd_iw"] == 1.1
+    assert out["nll_iw_nats"] == pytest.approx(1.1 * 784 * math.log(2))
+    assert out["bpd_iw_padded"] == pytest.approx(1.1 * 784 / 1024)
+    assert out["bpd_joint_iw"] == pytest.approx(0.9 * 1.1 / 1.2)

@@ -594,7 +594,8 @@ def finish(cfg: Config, run_dir: Path, device: str, progress: bool = True) -> di
         torch.manual_seed(t.seed)
         iw = evaluate(model, batches_of(ds, EVAL_BATCH, n_iw), t.final_iw_samples, device, total=n_iw,
                       progress=progress)
-        m.update({k: iw[k] for k in ("bpd_iw", "bpd_joint_iw", "nll_iw_nats", "iw_samples")})
+        m.update({k: iw[k] for k in ("bpd_iw", "bpd_joint_iw", "nll_iw_nats", "iw_samples", "bpd_iw_padded")
+                  if k in iw})
         m.update(iw_n_images=n_iw, bpd_elbo_iw_subset=iw["bpd_elbo"])
     out = run_dir / "final"
     out.mkdir(exist_ok=True)
