@@ -29,9 +29,11 @@ import torch
 
 from selfvae.checkpoint import load_checkpoint
 from selfvae.data import batches_of, load_split
+from selfvae.data.datasets import DATASETS
 from selfvae.evaluation.bounds import choose_iw_samples, evaluate
 from selfvae.models.loading import load_run
 from selfvae.models.pretrained import PACKAGED, export
+from selfvae.presets import get_preset
 from selfvae.viz import read_log, with_train_seconds
 
 FP16_TOLERANCE = 0.002  # bits/dim the float16 file may move the bound by
@@ -205,7 +207,7 @@ def main() -> None:
     p.add_argument("--run", help="run directory (default runs/pretrained/NAME)")
     p.add_argument("--minutes", type=float, default=120.0, help="training time in this call")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--data-dir", default="../shared/data")
+    p.add_argument("--data-dir", help="the data set's folder (default: its own location, ../shared/data for MNIST)")
     p.add_argument("--steps", type=int, default=1_000_000,
                    help="train.steps of a new run (where a cosine learning-rate schedule ends)")
     p.add_argument("--ship-only", action="store_true", help="do not train; measure and ship the run as it is")
@@ -215,6 +217,8 @@ def main() -> None:
     p.add_argument("--iw-limit", type=int, default=200, help="test images for the IW bound")
     p.add_argument("--max-s", type=int, default=128, help="largest S the doubling rule may pick")
     a = p.parse_args()
+    if a.data_dir is None and DATASETS[get_preset(a.name).data.name].default_root is None:
+        a.data_dir = "../shared/data"  # where this project keeps MNIST; Fashion-MNIST has a Debian location
     run = Path(a.run or f"runs/pretrained/{a.name}")
     if a.card_only:
         write_card(a.name, run, PACKAGED / a.name, json.loads((PACKAGED / a.name / "metrics.json").read_text()),
