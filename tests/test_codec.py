@@ -235,18 +235,23 @@ def test_classical_codecs_lossless_exact_and_lossy_within_size():
     assert np.array_equal(tiles[:h, :w], images[0]) and not tiles[-h:, -w:].any()  # the last cell padded black
 
 
+def random_dlm(channels: int, shape: tuple[int, int, int], seed: int, n_mix: int = 4):
+    """A logistic mixture with random parameters (``shape`` = batch, H, W) and a sample ``x`` from it."""
+    from selfvae.distributions import DiscretizedLogisticMixture
+
+    b, h, w = shape
+    g = torch.Generator().manual_seed(seed)
+    params = torch.randn(b, DiscretizedLogisticMixture.n_params(channels, n_mix), h, w, generator=g)
+    dlm = DiscretizedLogisticMixture(params, channels, n_mix)
+    torch.manual_seed(0)
+    return dlm, dlm.sample()
+
+
 @pytest.mark.parametrize("channels", [1, 3])
 def test_bin_probs_are_the_likelihood_in_decoding_order(channels):
     """The coding tables are distributions, and the product over channels of the coded values' probabilities
     is the likelihood (up to log_prob's density approximation for very unlikely bins)."""
-    from selfvae.distributions import DiscretizedLogisticMixture
-
-    g = torch.Generator().manual_seed(0)
-    n_mix = 4
-    params = torch.randn(3, DiscretizedLogisticMixture.n_params(channels, n_mix), 5, 6, generator=g)
-    dlm = DiscretizedLogisticMixture(params, channels, n_mix)
-    torch.manual_seed(0)
-    x = dlm.sample()
+    dlm, x = random_dlm(channels, (3, 5, 6), seed=0)
     per_pixel = torch.zeros(3, 5, 6)
     smallest = torch.ones(3, 5, 6)
     for c in range(channels):
@@ -266,14 +271,8 @@ def test_component_tables_and_posterior_make_up_the_mixture(channels):
     """Bits back on a pixel's mixture component codes exactly ``-log p(x)``: the component tables weighted by the
     components' weights given the earlier channels are the mixture's tables, and the posterior ``q(k | x)`` is
     ``pi_k P_k(x) / p(x)``."""
-    from selfvae.distributions import DiscretizedLogisticMixture
-
-    g = torch.Generator().manual_seed(1)
-    n_mix = 4
-    params = torch.randn(2, DiscretizedLogisticMixture.n_params(channels, n_mix), 3, 5, generator=g)
-    dlm = DiscretizedLogisticMixture(params, channels, n_mix)
-    torch.manual_seed(0)
-    x = dlm.sample()
+    dlm, x = random_dlm(channels, (2, 3, 5), seed=1)
+    n_mix = dlm.n_mix
     values = (x * 255).round().long()
     weights = dlm.component_weights().double()  # [B, H, W, M]
     assert torch.allclose(weights.sum(-1), torch.ones(2, 3, 5, dtype=torch.float64))

@@ -187,9 +187,7 @@ class DiscretizedLogisticMixture:
         inv_s = first(torch.exp(-self.log_scales[:, channel]))
         shift = -first(locs[:, channel]) * inv_s
         weights = first(torch.softmax(log_w, dim=1))
-        # the edge between values j - 1 and j (j = 1..255) lies half a bin below j's centre -1 + 2j/255
-        edges = torch.arange(1, 256, dtype=self.params.dtype, device=self.params.device) * (2.0 / 255.0) - (
-            1.0 + _BIN_HALF_WIDTH)
+        edges = self._bin_edges()
         mix = inv_s.new_empty(n, 257)
         mix[:, 0], mix[:, 256] = 0.0, 1.0
         block = min(n, _BLOCK_PIXELS)
@@ -237,11 +235,16 @@ class DiscretizedLogisticMixture:
         inv_s = torch.exp(-self.log_scales[:, channel].gather(1, index)).reshape(-1, 1)
         cdf = inv_s.new_empty(len(loc), 257)
         cdf[:, 0], cdf[:, 256] = 0.0, 1.0
-        edges = torch.arange(1, 256, dtype=self.params.dtype, device=self.params.device) * (2.0 / 255.0) - (
-            1.0 + _BIN_HALF_WIDTH)
+        edges = self._bin_edges()
         torch.mul(inv_s, edges, out=cdf[:, 1:256]).sub_(loc * inv_s).sigmoid_()
         b, _, h, w = self.params.shape
         return torch.diff(cdf, dim=1).clamp_(min=0.0).view(b, h, w, 256)
+
+    def _bin_edges(self) -> Tensor:
+        """The 255 edges between neighbouring values in [-1, 1] units: the edge between values ``j - 1`` and ``j``
+        lies half a bin below ``j``'s centre ``-1 + 2j/255``."""
+        return torch.arange(1, 256, dtype=self.params.dtype, device=self.params.device) * (2.0 / 255.0) - (
+            1.0 + _BIN_HALF_WIDTH)
 
     @staticmethod
     def _log_bin_mass(loc: Tensor, log_scale: Tensor, x_pm1: Tensor) -> Tensor:

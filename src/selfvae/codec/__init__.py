@@ -57,7 +57,7 @@ def probe(coder: BitsBackCoder) -> str:
     parts = [mu, std, coder._channel_probs(0, params, level, 0)]
     if coder.p.mixture_bits_back:  # the component posterior and one component's table
         k = coder._components(0, params, level)
-        parts += [k, coder._component_probs(0, params, level, torch.from_numpy(k.argmax(-1)), 0)]
+        parts += [k, coder._channel_probs(0, params, level, 0, k.argmax(-1))]
     if isinstance(coder.m.p_u, RealNVP):
         parts += coder.flow_probe(u)
     return digest(parts).hex()

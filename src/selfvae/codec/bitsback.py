@@ -138,14 +138,15 @@ class BitsBackCoder:
     def _dlm(self, i: int, params: Tensor) -> DiscretizedLogisticMixture:
         return DiscretizedLogisticMixture(params, self.m.shapes[i][0], self.m.cfg.n_mix)
 
-    def _channel_probs(self, i: int, params: Tensor, level: Tensor, c: int) -> np.ndarray:
-        """``[n, H, W, 256]`` probabilities of channel ``c`` of level ``l_i`` given its earlier channels."""
-        return self.run.map(lambda prm, y: self._dlm(i, prm).bin_probs(c, self.m.target(y)), params, level).numpy()
-
-    def _component_probs(self, i: int, params: Tensor, level: Tensor, k: Tensor, c: int) -> np.ndarray:
-        """As :meth:`_channel_probs`, under each pixel's mixture component ``k`` alone."""
+    def _channel_probs(self, i: int, params: Tensor, level: Tensor, c: int, k: np.ndarray | None = None,
+                       ) -> np.ndarray:
+        """``[n, H, W, 256]`` probabilities of channel ``c`` of level ``l_i`` given its earlier channels: under the
+        whole mixture, or with ``k`` (``[n, H, W]``) under each pixel's mixture component ``k`` alone."""
+        if k is None:
+            return self.run.map(lambda prm, y: self._dlm(i, prm).bin_probs(c, self.m.target(y)), params,
+                                level).numpy()
         return self.run.map(lambda prm, y, kk: self._dlm(i, prm).component_bin_probs(c, kk, self.m.target(y)),
-                            params, level, k).numpy()
+                            params, level, torch.from_numpy(k)).numpy()
 
     def _components(self, i: int, params: Tensor, level: Tensor | None = None) -> np.ndarray:
         """``[n, H, W, M]``: the mixture weights, or with ``level`` the components' posterior given the pixels."""
@@ -155,6 +156,9 @@ class BitsBackCoder:
                             params, level).double().numpy()
 
     # ------------------------------------------------------------------ image levels
+    def _by_component(self, whole_mixture: bool) -> bool:
+        return self.p.mixture_bits_back and not whole_mixture
+
     def push_level(self, stack: Stack, i: int, level: Tensor, latent: Tensor, level_above: Tensor | None,
                    whole_mixture: bool = False) -> None:
         """Push image level ``l_i``. By default with bits back on each pixel's mixture component (pop it from
@@ -163,31 +167,23 @@ class BitsBackCoder:
         for the first image of a file, which has no bits to borrow."""
         params = self._dlm_params(i, latent, level_above)
         channels = range(level.shape[1])
-        if whole_mixture or not self.p.mixture_bits_back:
-            probs = [self._channel_probs(i, params, level, c) for c in channels]
-            for c in reversed(channels):
-                stack.push_categorical(level[:, c].numpy(), probs[c])
-            return
-        k = stack.pop_categorical(self._components(i, params, level))
-        probs = [self._component_probs(i, params, level, torch.from_numpy(k), c) for c in channels]
+        k = stack.pop_categorical(self._components(i, params, level)) if self._by_component(whole_mixture) else None
+        probs = [self._channel_probs(i, params, level, c, k) for c in channels]
         for c in reversed(channels):
             stack.push_categorical(level[:, c].numpy(), probs[c])
-        stack.push_categorical(k, self._components(i, params))
+        if k is not None:
+            stack.push_categorical(k, self._components(i, params))
 
     def pop_level(self, stack: Stack, i: int, latent: Tensor, level_above: Tensor | None,
                   whole_mixture: bool = False) -> Tensor:
         """Pop image level ``l_i`` (``whole_mixture`` as given to :meth:`push_level`)."""
         params = self._dlm_params(i, latent, level_above)
         level = torch.zeros((latent.shape[0], *self.m.shapes[i]), dtype=torch.uint8)
-        if whole_mixture or not self.p.mixture_bits_back:
-            for c in range(level.shape[1]):
-                level[:, c] = torch.from_numpy(stack.pop_categorical(self._channel_probs(i, params, level, c)))
-            return level
-        k = stack.pop_categorical(self._components(i, params))
+        k = stack.pop_categorical(self._components(i, params)) if self._by_component(whole_mixture) else None
         for c in range(level.shape[1]):
-            probs = self._component_probs(i, params, level, torch.from_numpy(k), c)
-            level[:, c] = torch.from_numpy(stack.pop_categorical(probs))
-        stack.push_categorical(k, self._components(i, params, level))
+            level[:, c] = torch.from_numpy(stack.pop_categorical(self._channel_probs(i, params, level, c, k)))
+        if k is not None:
+            stack.push_categorical(k, self._components(i, params, level))
         return level
 
     # ------------------------------------------------------------------ latents

@@ -134,8 +134,8 @@ def pack_header(h: dict[str, Any]) -> bytes:
 def unpack_header(b: bytes, version: int = VERSION) -> dict[str, Any]:
     fixed = _FIXED if version >= 3 else _FIXED_V2
     (model, probe, crc, words, seed, prec, fprec, fnoise, chunk, group, c, hh, ww, kind, zprec, decode,
-     *flags) = fixed.unpack_from(b)
-    flags = flags[0] if flags else 0
+     *since_v3) = fixed.unpack_from(b)
+    flags = since_v3[0] if since_v3 else 0
     rest = b[fixed.size:]
     var = json.loads(zlib.decompress(rest[1:]) if rest[0] & _ZLIB else rest[1:])
     return {
