@@ -153,6 +153,19 @@ def test_cosine_schedule_runs_from_lr_to_lr_min_after_a_linear_warm_up():
         learning_rate(cfg, 0)
 
 
+def test_cosine_time_schedule_anneals_over_the_time_budget_not_the_steps():
+    cfg = tiny_config(None)
+    t = cfg.train
+    t.lr_schedule, t.steps, t.lr, t.lr_min = "cosine-time", 1000, 2e-3, 1e-4
+    with pytest.raises(SelfVAEError, match="max_minutes"):
+        learning_rate(cfg, 0, 0.0)
+    t.max_minutes = 60
+    assert learning_rate(cfg, 3, 0.0) == pytest.approx(2e-3)
+    assert learning_rate(cfg, 3, 0.5) == pytest.approx((2e-3 + 1e-4) / 2)  # half the clock, whatever the step
+    assert learning_rate(cfg, 900, 0.5) == learning_rate(cfg, 3, 0.5)
+    assert learning_rate(cfg, 3, 1.2) == pytest.approx(1e-4)
+
+
 def test_time_budget_stops_cleanly_and_validates_the_last_weights(blob_npz, tmp_path):
     cfg = tiny_config(blob_npz, steps=1000)
     cfg.train.max_minutes = 0.0  # stops before the first step

@@ -59,6 +59,10 @@ class ModelConfig:
     p_z_y: NetSpec | None = None
     p_x_z: NetSpec | None = None
     nets: str = "selfvae"  # "selfvae": selfvae.nn.nets; "paper": the srVAE authors' exact nets (selfvae.nn.paper)
+    # Renormalise each p(y_k+1 | y_k, z_k) (and p(x | y_K, z_K)) onto the images its transform maps to y_k, by
+    # Transform.log_mass_consistent: a proper likelihood on the images that can occur, so a tighter valid bound.
+    # Only the box-average `downscale` supports it; with RGB the constraint is applied to the first channel.
+    consistent: bool = False
 
 
 @dataclass

@@ -201,6 +201,22 @@ class DiscretizedLogisticMixture:
                 out.addcmul_(c[k], weights[k, a : a + z])
         return torch.diff(mix, dim=1).clamp_(min=0.0).view(b, h, w, 256)
 
+    def window_bin_probs(self, pixels: Tensor, lo: Tensor, length: int, dtype: torch.dtype = torch.float64) -> Tensor:
+        """Probabilities ``[P, length]`` of the first channel's values ``lo .. lo + length - 1`` (0 above 255) at the
+        flat pixels ``pixels`` (``[P]``, index into ``B * H * W``), exact logistic CDF differences in ``dtype`` and
+        differentiable (unlike the in-place tables of :meth:`bin_probs`, built for coding). The first channel's
+        marginal needs no other channel, also with the RGB coupling. Renormalised likelihoods
+        (:meth:`selfvae.transforms.Transform.log_mass_consistent`) are built from these windows."""
+        flat = lambda t: t.permute(0, 2, 3, 1).reshape(-1, self.n_mix)[pixels].to(dtype)  # noqa: E731  [P, M]
+        loc, inv_s = flat(self.locs[:, 0]), torch.exp(-flat(self.log_scales[:, 0]))
+        values = lo.unsqueeze(1) + torch.arange(length + 1, device=lo.device)  # the bin below each edge: [P, L+1]
+        edges = (values.to(dtype) - 0.5) * (2.0 / 255.0) - 1.0  # in [-1, 1] units, as _bin_edges
+        inv_s = inv_s.unsqueeze(2)
+        cdf = torch.addcmul(-loc.unsqueeze(2) * inv_s, edges.unsqueeze(1), inv_s).sigmoid_()  # [P, M, L+1]
+        mix = (torch.softmax(flat(self.logits), dim=1).unsqueeze(1) @ cdf).squeeze(1)  # [P, L+1]
+        mix = torch.where(values <= 0, 0.0, torch.where(values >= 256, 1.0, mix))  # the open-ended edge bins
+        return torch.diff(mix, dim=1).clamp(min=0.0)
+
     def component_weights(self) -> Tensor:
         """The mixture weights ``pi_k`` per pixel, ``[B, H, W, M]``."""
         return torch.softmax(self.logits, dim=1).permute(0, 2, 3, 1)

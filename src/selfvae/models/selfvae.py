@@ -226,6 +226,9 @@ class SelfVAE(nn.Module):
                 for k in range(self.K)
             )
         self.gaussian = gaussian_hardtanh if self.paper else gaussian_from
+        if cfg.consistent and not all(t.renormalisable for t in self.chain):
+            raise SelfVAEError(f"model.consistent=true needs transforms that can renormalise p(x|y,z) onto d(x) = y "
+                               f"(only 'downscale'); model.transforms is {cfg.transforms!r}")
         self.padded_dims = math.prod(cfg.image_shape)
         self.x_dims = math.prod(_data_shape(cfg))  # bits/dim are per dimension of the data's own images
         self.joint_dims = sum(math.prod(s) for s in self.shapes)
@@ -291,10 +294,21 @@ class SelfVAE(nn.Module):
             z = q_z[k].rsample()
             p_z = self.p_z[k](y_feats[k], z_prev)
             kl_z.append(q_z[k].kl(p_z) if analytic_kl else q_z[k].log_prob(z) - p_z.log_prob(z))
-            re.append(-self.p_x[k](inputs[k], z).log_prob(self.target(levels[k + 1])))
+            re.append(self.re_level(k, self.p_x[k](inputs[k], z), levels))
             z_prev = z
         kl_z_t = torch.stack(kl_z, 1) if kl_z else u.new_zeros(u.shape[0], 0)
         return Terms(re=torch.stack(re, 1), kl_u=kl_u, kl_z=kl_z_t)
+
+    def re_level(self, k: int, p: DiscretizedLogisticMixture, levels: list[Tensor]) -> Tensor:
+        """``-log p(level k+1 | level k, z)`` ``[B]`` (0-based ``k``; ``levels`` as :meth:`levels`), renormalised onto
+        ``d(level k+1) = level k`` when ``cfg.consistent``: ``+ log P(d(x) = y)`` under ``p``'s first channel (in
+        float32 while training, float64 in evaluation)."""
+        re = -p.log_prob(self.target(levels[k + 1]))
+        if self.cfg.consistent:
+            d = self.chain[self.K - 1 - k]  # the transform that made level k from level k+1
+            dtype = torch.float32 if self.training else torch.float64  # float64: the figures reported
+            re = re + d.log_mass_consistent(p, levels[k][:, 0], dtype).to(re.dtype)
+        return re
 
     def bpd(self, nats: Tensor) -> Tensor:
         """Nats per image -> bits per dimension of x (of the data's own image: 784 for padded MNIST)."""

@@ -141,18 +141,22 @@ def batch_stream(ds: ImageDataset, sampler: EpochSampler, start: int, stop: int,
         yield step, [(j, xb.to(device, non_blocking=cuda)) for j, xb in micro], state
 
 
-LR_SCHEDULES = ("exp", "cosine")
+LR_SCHEDULES = ("exp", "cosine", "cosine-time")
 
 
-def learning_rate(cfg: Config, step: int) -> float:
+def learning_rate(cfg: Config, step: int, elapsed: float = 0.0) -> float:
     """The learning rate of ``step``: ``lr_schedule`` "exp" decays per step and is floored at ``lr_min``
     (thesis ch. 6); "cosine" falls from ``lr`` to ``lr_min`` at ``steps`` (stepping ``steps`` up on resume
-    stretches the rest of the curve). Both start with ``lr_warmup_steps`` of linear warm-up."""
+    stretches the rest of the curve); "cosine-time" falls the same way over the ``max_minutes`` of this process,
+    ``elapsed`` (the fraction of them spent) taking the place of ``step / steps``, so runs compared at equal
+    wall clock all end annealed whatever their speed. All start with ``lr_warmup_steps`` of linear warm-up."""
     t = cfg.train
     if t.lr_schedule not in LR_SCHEDULES:
         raise SelfVAEError(f"train.lr_schedule={t.lr_schedule!r}: expected one of {', '.join(LR_SCHEDULES)}")
-    if t.lr_schedule == "cosine":
-        frac = min(step, t.steps) / max(t.steps, 1)
+    if t.lr_schedule == "cosine-time" and not t.max_minutes:
+        raise SelfVAEError("train.lr_schedule='cosine-time' anneals over train.max_minutes; set it")
+    if t.lr_schedule.startswith("cosine"):
+        frac = min(elapsed, 1.0) if t.lr_schedule == "cosine-time" else min(step, t.steps) / max(t.steps, 1)
         lr = t.lr_min + (t.lr - t.lr_min) * 0.5 * (1.0 + math.cos(math.pi * frac))
     else:
         lr = max(t.lr * t.lr_decay**step, t.lr_min)
@@ -481,8 +485,12 @@ def _train(cfg: Config, run_dir: Path, device: str, resume: bool, progress: bool
     stream = batch_stream(train_ds, sampler, step, t.steps, cfg, env, device)
     with _StopFlag() as flag:
         while step < t.steps:
-            time_up = t.max_minutes is not None and time.monotonic() - started > 60 * t.max_minutes
-            time_up = D.all_mean(float(time_up), env, device) > 0  # every rank stops at the same step
+            elapsed = 0.0  # the fraction of the time budget spent
+            if t.max_minutes is not None:
+                spent = time.monotonic() - started
+                elapsed = spent / (60 * t.max_minutes) if t.max_minutes > 0 else math.inf
+            elapsed = D.all_mean(elapsed, env, device)  # every rank has the same rate and stops at the same step
+            time_up = elapsed > 1.0
             if time_up:
                 bar.write(f"time budget of {t.max_minutes} minutes reached at step {step}")
                 if main and validated_at != step:  # the last steps must count for best.pt
@@ -490,7 +498,7 @@ def _train(cfg: Config, run_dir: Path, device: str, resume: bool, progress: bool
                 checkpoint(last)
                 break
             wall = time.perf_counter()
-            lr = learning_rate(cfg, step)
+            lr = learning_rate(cfg, step, elapsed)
             for group in opt.param_groups:
                 group["lr"] = lr
             key_step, micro, next_sampler_state = next(stream)
