@@ -416,3 +416,49 @@ def test_pool_threads_flush_subnormals_whenever_they_were_started():
     finally:
         runner.close()
         torch.set_flush_denormal(False)  # the process default
+
+
+def test_block_constraint_tables_chain_to_the_renormalised_likelihood():
+    """Coding a block's pixels one by one from BlockConstraint's conditionals costs exactly -log p(level) +
+    log P(d(level) = y), the renormalised likelihood of model.consistent; and every table is a distribution."""
+    from selfvae.codec.consistent import BlockConstraint
+    from selfvae.distributions import DiscretizedLogisticMixture
+    from selfvae.transforms import build_transform
+
+    g = torch.Generator().manual_seed(0)
+    params = torch.cat([torch.randn(2, 3, 4, 4, generator=g, dtype=torch.float64),
+                        0.8 * (2 * torch.rand(2, 3, 4, 4, generator=g, dtype=torch.float64) - 1),
+                        -1.5 + 0.3 * torch.randn(2, 3, 4, 4, generator=g, dtype=torch.float64)], 1)
+    dlm = DiscretizedLogisticMixture(params, 1, 3)
+    probs = dlm.bin_probs(0).numpy()  # [2, 4, 4, 256]
+    level = torch.randint(0, 256, (2, 1, 4, 4), generator=g, dtype=torch.uint8)
+    d = build_transform("downscale")
+    y = d(level)[:, 0]
+    bc = BlockConstraint(probs, y.numpy(), 2)
+    vals = level[:, 0].numpy().astype(np.int64).reshape(2, 2, 2, 2, 2).swapaxes(2, 3).reshape(2, 2, 2, 4)
+    prefix = np.concatenate([np.zeros((2, 2, 2, 1), np.int64), np.cumsum(vals, -1)], -1)
+    coded = np.zeros(2)
+    for j in range(4):
+        t = bc.table(j, prefix[..., j])
+        assert np.allclose(t.sum(-1), 1.0) and (t >= 0).all()
+        coded += np.log(np.take_along_axis(t, vals[..., j : j + 1], -1)[..., 0]).sum((1, 2))
+    want = np.log(np.take_along_axis(probs, level[:, 0, ..., None].numpy().astype(np.int64), -1)[..., 0]).sum((1, 2))
+    want = want - d.log_mass_consistent(dlm, y).numpy()
+    assert np.allclose(coded, want, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("transforms", ["downscale", "downscale,downscale"])
+def test_consistent_model_round_trips_and_codes_x_under_the_renormalised_likelihood(transforms):
+    cfg, model = tiny_model(transforms, "realnvp")
+    _, twin = tiny_model(transforms, "realnvp")  # the same seed: the same weights
+    twin.set_consistent(True)
+    images = digits(7)
+    data, rep = compress(twin, images, group=4, threads=2)
+    dec = decompress(twin, data, threads=1)
+    assert all(np.array_equal(a, b.pixels) for a, b in zip(dec.images, images, strict=True))
+    coded = 8 * sum(rep.parts_bytes.values())
+    assert abs(coded - rep.ideal_bits) <= 1e-3 * rep.ideal_bits + 64
+    _, plain = compress(model, images, group=4, threads=2)
+    assert rep.parts_bytes["x"] < plain.parts_bytes["x"]  # the renormalised x costs less
+    with pytest.raises(CodecError):
+        decompress(model, data)  # another model: the consistent flag is part of the model's identity

@@ -5,7 +5,6 @@ consistent images, and the model's bound with it is tighter, valid-shaped and tr
 from __future__ import annotations
 
 import itertools
-import math
 
 import numpy as np
 import pytest

@@ -60,6 +60,11 @@ def probe(coder: BitsBackCoder) -> str:
         parts += [k, coder._channel_probs(0, params, level, 0, k.argmax(-1))]
     if isinstance(coder.m.p_u, RealNVP):
         parts += coder.flow_probe(u)
+    if coder.m.cfg.consistent and coder.m.K:  # a renormalised level's first conditional table (numpy FFT)
+        levels = coder.m.levels(x)
+        z = coder._value(coder.grid.index(coder.q(1, levels[1])[0]))
+        constraint = coder._constraint(1, coder._dlm_params(1, z, levels[0]), levels[0])
+        parts.append(constraint.table(0, np.zeros(constraint.lo.shape, np.int64)))
     return digest(parts).hex()
 
 

@@ -42,6 +42,7 @@ from torch import Tensor
 
 from selfvae.codec.ans import Grid, Stack, StackUnderflow  # noqa: F401 - raised by Stack's pops
 from selfvae.codec.compute import ChunkRunner
+from selfvae.codec.consistent import BlockConstraint
 from selfvae.distributions import DiagonalGaussian, DiscretizedLogisticMixture
 from selfvae.errors import SelfVAEError
 from selfvae.models.selfvae import SelfVAE
@@ -159,18 +160,33 @@ class BitsBackCoder:
     def _by_component(self, whole_mixture: bool) -> bool:
         return self.p.mixture_bits_back and not whole_mixture
 
+    def _constraint(self, i: int, params: Tensor, level_above: Tensor | None) -> BlockConstraint | None:
+        """For a consistent model (``cfg.consistent``) and a level below the top: the first channel's tables
+        renormalised onto ``d(l_i) = l_{i-1}`` (:mod:`selfvae.codec.consistent`); else None."""
+        if i == 0 or not self.m.cfg.consistent:
+            return None
+        assert level_above is not None
+        probs = self.run.map(lambda prm: self._dlm(i, prm).bin_probs(0), params).numpy()
+        return BlockConstraint(probs, level_above[:, 0].numpy(), self.m.chain[self.m.K - i].factor)
+
     def push_level(self, stack: Stack, i: int, level: Tensor, latent: Tensor, level_above: Tensor | None,
                    whole_mixture: bool = False) -> None:
         """Push image level ``l_i``. By default with bits back on each pixel's mixture component (pop it from
         its posterior, push the pixel under it alone, push it with the mixture weights: ``-log p(x)`` net, at a
         tenth of the table work); ``whole_mixture`` codes under the whole mixture's tables and pops nothing,
-        for the first image of a file, which has no bits to borrow."""
+        for the first image of a file, which has no bits to borrow. A consistent model's levels below the top
+        are coded under the whole mixture, renormalised onto ``d(l_i) = l_{i-1}``."""
         params = self._dlm_params(i, latent, level_above)
         channels = range(level.shape[1])
-        k = stack.pop_categorical(self._components(i, params, level)) if self._by_component(whole_mixture) else None
-        probs = [self._channel_probs(i, params, level, c, k) for c in channels]
+        constraint = self._constraint(i, params, level_above)
+        by_component = self._by_component(whole_mixture) and constraint is None
+        k = stack.pop_categorical(self._components(i, params, level)) if by_component else None
+        probs = [self._channel_probs(i, params, level, c, k) for c in channels if c or constraint is None]
         for c in reversed(channels):
-            stack.push_categorical(level[:, c].numpy(), probs[c])
+            if c == 0 and constraint is not None:
+                constraint.push(stack, level[:, 0].numpy())
+            else:
+                stack.push_categorical(level[:, c].numpy(), probs[c if constraint is None else c - 1])
         if k is not None:
             stack.push_categorical(k, self._components(i, params))
 
@@ -179,9 +195,14 @@ class BitsBackCoder:
         """Pop image level ``l_i`` (``whole_mixture`` as given to :meth:`push_level`)."""
         params = self._dlm_params(i, latent, level_above)
         level = torch.zeros((latent.shape[0], *self.m.shapes[i]), dtype=torch.uint8)
-        k = stack.pop_categorical(self._components(i, params)) if self._by_component(whole_mixture) else None
+        constraint = self._constraint(i, params, level_above)
+        by_component = self._by_component(whole_mixture) and constraint is None
+        k = stack.pop_categorical(self._components(i, params)) if by_component else None
         for c in range(level.shape[1]):
-            level[:, c] = torch.from_numpy(stack.pop_categorical(self._channel_probs(i, params, level, c, k)))
+            if c == 0 and constraint is not None:
+                level[:, 0] = torch.from_numpy(constraint.pop(stack))
+            else:
+                level[:, c] = torch.from_numpy(stack.pop_categorical(self._channel_probs(i, params, level, c, k)))
         if k is not None:
             stack.push_categorical(k, self._components(i, params, level))
         return level

@@ -226,9 +226,7 @@ class SelfVAE(nn.Module):
                 for k in range(self.K)
             )
         self.gaussian = gaussian_hardtanh if self.paper else gaussian_from
-        if cfg.consistent and not all(t.renormalisable for t in self.chain):
-            raise SelfVAEError(f"model.consistent=true needs transforms that can renormalise p(x|y,z) onto d(x) = y "
-                               f"(only 'downscale'); model.transforms is {cfg.transforms!r}")
+        self.set_consistent(cfg.consistent)
         self.padded_dims = math.prod(cfg.image_shape)
         self.x_dims = math.prod(_data_shape(cfg))  # bits/dim are per dimension of the data's own images
         self.joint_dims = sum(math.prod(s) for s in self.shapes)
@@ -298,6 +296,14 @@ class SelfVAE(nn.Module):
             z_prev = z
         kl_z_t = torch.stack(kl_z, 1) if kl_z else u.new_zeros(u.shape[0], 0)
         return Terms(re=torch.stack(re, 1), kl_u=kl_u, kl_z=kl_z_t)
+
+    def set_consistent(self, on: bool) -> None:
+        """Renormalise each ``p(y_k+1 | y_k, z_k)`` onto ``d(y_k+1) = y_k`` (``cfg.consistent``), or stop. Any
+        trained downscaling model can be evaluated so: its bound is then valid and tighter."""
+        if on and not all(t.renormalisable for t in self.chain):
+            raise SelfVAEError(f"model.consistent=true needs transforms that can renormalise p(x|y,z) onto d(x) = y "
+                               f"(only 'downscale'); model.transforms is {self.cfg.transforms!r}")
+        self.cfg.consistent = bool(on)
 
     def re_level(self, k: int, p: DiscretizedLogisticMixture, levels: list[Tensor]) -> Tensor:
         """``-log p(level k+1 | level k, z)`` ``[B]`` (0-based ``k``; ``levels`` as :meth:`levels`), renormalised onto
