@@ -6,7 +6,8 @@ mass on every image; renormalised onto the consistent ones it is a proper distri
 higher by ``-log P(d(x) = y | y, z)``, and the ELBO with it is a valid (tighter) bound on ``log p(x)``. With
 one channel the pixels are independent given ``(y, z)``, so that probability is a product over blocks of
 ``P(block sum in the allowed range)``: the sum's distribution is the convolution of the four pixels' 256-way
-tables (by FFT). This script measures the gain per level on test images, for one posterior sample each.
+tables (``Downscale.log_mass_consistent``; ``model.consistent`` trains with it and ``selfvae eval --consistent``
+evaluates with it). This script measures the gain per level on test images, for one posterior sample each.
 
     python benchmarks/consistency_gain.py mnist-srvae --n 500 --data-dir ../shared/data
 """
@@ -21,18 +22,6 @@ import torch
 from selfvae.data import load_split
 from selfvae.errors import SelfVAEError
 from selfvae.models.loading import load_run
-
-
-def block_sum_log_mass(probs: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """``log P(each 2x2 block of x sums to 4y - 2 .. 4y + 1)`` summed per image, for independent pixels with
-    256-way tables ``probs`` ``[B, H, W, 256]`` and the downscaled image ``y`` (int ``[B, H/2, W/2]``)."""
-    b, h, w, _ = probs.shape
-    blocks = probs.double().reshape(b, h // 2, 2, w // 2, 2, 256).permute(0, 1, 3, 2, 4, 5).reshape(
-        b, h // 2, w // 2, 4, 256)
-    sums = torch.fft.irfft(torch.fft.rfft(blocks, n=1024, dim=-1).prod(dim=-2), n=1024, dim=-1).clamp_min(0.0)
-    allowed = 4 * y.long().unsqueeze(-1) + torch.arange(-2, 2).view(1, 1, 1, 4)
-    mass = (sums.gather(-1, allowed.clamp(0, 1020)) * ((allowed >= 0) & (allowed <= 1020))).sum(-1)
-    return torch.log(mass.clamp(min=1e-300)).sum(dim=(1, 2))
 
 
 def main() -> None:
@@ -51,16 +40,17 @@ def main() -> None:
     torch.manual_seed(a.seed)
     ln2 = math.log(2)
     with torch.no_grad():
-        terms = m.terms(x)
-        nelbo = terms.nelbo.double().mean().item()
+        nelbo = m.terms(x).nelbo.double().mean().item()
         levels = m.levels(x)
         inputs = [m.inp(v) for v in levels]
         total = 0.0
         for k in range(m.K):  # p(level k+1 | level k, z_k+1), with z_k+1 from its posterior
             z = m.gaussian(m.q_z[k](inputs[k + 1])).rsample()
             dlm = m.p_x[k](inputs[k], z)
-            gain = -block_sum_log_mass(dlm.bin_probs(0), levels[k][:, 0]).mean().item()
-            re = -dlm.log_prob(m.target(levels[k + 1])).mean().item()
+            m.set_consistent(False)
+            re = m.re_level(k, dlm, levels).double().mean().item()
+            m.set_consistent(True)
+            gain = re - m.re_level(k, dlm, levels).double().mean().item()
             name = "x" if k == m.K - 1 else f"y{k + 2}"
             print(f"{name} | {levels[k].shape[-1]}x{levels[k].shape[-1]} -> {levels[k + 1].shape[-1]}: RE {re:.1f} "
                   f"nats, renormalised {re - gain:.1f} (gain {gain:.1f} nats, {gain / (m.x_dims * ln2):.4f} bits/dim)")
