@@ -273,6 +273,15 @@ class DiscretizedLogisticMixture:
         return torch.log(mass.clamp(min=1e-30))
 
     # ------------------------------------------------------------------ sampling / summaries
+    def tempered(self, temperature: float) -> DiscretizedLogisticMixture:
+        """The same mixture with every logistic scale multiplied by ``temperature`` (as :meth:`sample` uses it)."""
+        if temperature == 1.0:
+            return self
+        m, c = self.n_mix, self.channels
+        params = self.params.clone()
+        params[:, m + c * m : m + 2 * c * m] += math.log(temperature)
+        return DiscretizedLogisticMixture(params, c, m)
+
     def _pick(self, t: Tensor, onehot: Tensor) -> Tensor:
         """Select the chosen component: ``t`` ``[B, M, H, W]`` (or ``[B, C, M, H, W]``) -> drop the M axis."""
         return (t * onehot).sum(dim=-3)

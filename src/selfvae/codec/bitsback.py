@@ -42,7 +42,7 @@ from torch import Tensor
 
 from selfvae.codec.ans import Grid, Stack, StackUnderflow  # noqa: F401 - raised by Stack's pops
 from selfvae.codec.compute import ChunkRunner
-from selfvae.codec.consistent import BlockConstraint
+from selfvae.constraint import BlockConstraint
 from selfvae.distributions import DiagonalGaussian, DiscretizedLogisticMixture
 from selfvae.errors import SelfVAEError
 from selfvae.models.selfvae import SelfVAE
@@ -162,7 +162,7 @@ class BitsBackCoder:
 
     def _constraint(self, i: int, params: Tensor, level_above: Tensor | None) -> BlockConstraint | None:
         """For a consistent model (``cfg.consistent``) and a level below the top: the first channel's tables
-        renormalised onto ``d(l_i) = l_{i-1}`` (:mod:`selfvae.codec.consistent`); else None."""
+        renormalised onto ``d(l_i) = l_{i-1}`` (:mod:`selfvae.constraint`); else None."""
         if i == 0 or not self.m.cfg.consistent:
             return None
         assert level_above is not None

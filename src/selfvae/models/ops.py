@@ -22,9 +22,12 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 from torch import Tensor
 
+from selfvae.constraint import BlockConstraint
+from selfvae.distributions import DiscretizedLogisticMixture
 from selfvae.errors import SelfVAEError
 from selfvae.models.selfvae import SelfVAE, to_uint8
 
@@ -75,10 +78,30 @@ def decode_from(
             z = _latent(p_z, False, decode, temperature)
         nxt = given_y[k + 1] if k + 1 < len(given_y) and given_y[k + 1] is not None else None
         if nxt is None:
-            nxt = to_uint8(_decode(model.p_x[k](y_in, z), decode, temperature))
+            p_x = model.p_x[k](y_in, z)
+            if model.cfg.consistent and decode == "sample":
+                nxt = sample_consistent(model, k, p_x.tempered(temperature), levels[k])
+            else:
+                nxt = to_uint8(_decode(p_x, decode, temperature))
         levels.append(nxt)
         z_prev = z
     return levels
+
+
+def sample_consistent(model: SelfVAE, k: int, p: DiscretizedLogisticMixture, y: Tensor) -> Tensor:
+    """Level ``k + 1`` (uint8) drawn from ``p`` renormalised onto ``d(level) = y``: the model's own distribution
+    when ``cfg.consistent`` (its blocks all average to ``y``). The first channel block by block
+    (:class:`selfvae.constraint.BlockConstraint`), later channels from their tables given the earlier ones."""
+    rng = np.random.default_rng(int(torch.randint(0, 2**62, ())))  # follows torch's seed
+    d = model.chain[model.K - 1 - k]
+    out = torch.zeros((y.shape[0], *model.shapes[k + 1]), dtype=torch.uint8)
+    first = BlockConstraint(p.bin_probs(0).double().cpu().numpy(), y[:, 0].cpu().numpy(), d.factor)
+    out[:, 0] = torch.from_numpy(first.sample(rng))
+    for c in range(1, out.shape[1]):
+        cdf = np.cumsum(p.bin_probs(c, model.target(out.to(p.params.device))).double().cpu().numpy(), axis=-1)
+        u = rng.random((*cdf.shape[:-1], 1)) * cdf[..., -1:]
+        out[:, c] = torch.from_numpy(np.minimum((cdf <= u).sum(-1), 255).astype(np.uint8))
+    return out.to(y.device)
 
 
 @torch.no_grad()

@@ -1,4 +1,5 @@
-"""Coding an image level under its likelihood renormalised onto ``d(level) = y`` (``ModelConfig.consistent``).
+"""A level's likelihood renormalised onto ``d(level) = y`` (``ModelConfig.consistent``), pixel by pixel: for
+coding it (:mod:`selfvae.codec.bitsback`) and for sampling from it (:mod:`selfvae.models.ops`).
 
 The renormalised ``p_c(l | y, z) = prod_pixels p(l_i) / P(every block's sum allowed)`` is not a product over
 pixels, but it is one over ``f x f`` blocks, and within a block the chain rule gives each pixel (in raster order)
@@ -9,15 +10,24 @@ a 256-way conditional given the block's earlier pixels:
 with ``lo .. hi`` the block's allowed sums. The probabilities of the later pixels' sum come from its
 distribution, the convolution of their tables (numpy FFT, float64), read off its cumulative sums. Coding the
 pixels from these tables costs ``-log p_c`` of the level exactly (up to the coder's quantisation), so a
-consistent model's file tracks its renormalised bound. Encoder and decoder build the tables from the same
-network outputs with the same float64 operations, so they agree bit for bit.
+consistent model's file tracks its renormalised bound; encoder and decoder build the tables from the same
+network outputs with the same float64 operations, so they agree bit for bit. Drawing the pixels from them in
+the same order samples ``p_c`` exactly.
 """
 
 from __future__ import annotations
 
+from typing import Protocol
+
 import numpy as np
 
-from selfvae.codec.ans import Stack
+
+class CategoricalStack(Protocol):
+    """What :class:`BlockConstraint` codes with (:class:`selfvae.codec.ans.Stack`)."""
+
+    def push_categorical(self, symbols: np.ndarray, probs: np.ndarray) -> None: ...
+
+    def pop_categorical(self, probs: np.ndarray) -> np.ndarray: ...
 
 
 def _to_blocks(a: np.ndarray, f: int) -> np.ndarray:
@@ -73,14 +83,25 @@ class BlockConstraint:
         # Rounding can leave no mass where the true one is tiny: fall back to the plain table (both sides alike).
         return np.where(total > 0, t / np.where(total > 0, total, 1.0), self.p[..., j, :])
 
-    def push(self, stack: Stack, level: np.ndarray) -> None:
+    def push(self, stack: CategoricalStack, level: np.ndarray) -> None:
         """Push ``level`` (uint8 ``[n, H, W]``) block pixel by block pixel, the last first (a stack)."""
         vals = _to_blocks(level.astype(np.int64), self.f)
         prefix = np.concatenate([np.zeros((*vals.shape[:3], 1), np.int64), np.cumsum(vals, axis=-1)], axis=-1)
         for j in reversed(range(self.m)):
             stack.push_categorical(vals[..., j], self.table(j, prefix[..., j]))
 
-    def pop(self, stack: Stack) -> np.ndarray:
+    def sample(self, rng: np.random.Generator) -> np.ndarray:
+        """Draw the level from the renormalised likelihood: uint8 ``[n, H, W]`` whose blocks all average to ``y``."""
+        vals = np.zeros((*self.lo.shape, self.m), np.int64)
+        prefix = np.zeros(self.lo.shape, np.int64)
+        for j in range(self.m):
+            cdf = np.cumsum(self.table(j, prefix), axis=-1)
+            u = rng.random((*prefix.shape, 1)) * cdf[..., -1:]
+            vals[..., j] = np.minimum((cdf <= u).sum(-1), 255)
+            prefix = prefix + vals[..., j]
+        return _from_blocks(vals, self.f).astype(np.uint8)
+
+    def pop(self, stack: CategoricalStack) -> np.ndarray:
         """Pop the level pushed by :meth:`push`: uint8 ``[n, H, W]``."""
         vals = np.zeros((*self.lo.shape, self.m), np.int64)
         prefix = np.zeros(self.lo.shape, np.int64)
