@@ -72,7 +72,9 @@ class TrainConfig:
     batch_size: int = 64
     steps: int = 2000
     lr: float = 2e-3
-    # "exp": lr * lr_decay**step floored at lr_min (the thesis); "cosine": from lr down to lr_min at ``steps``
+    # "exp": lr * lr_decay**step floored at lr_min (the thesis); "cosine": from lr down to lr_min at ``steps``;
+    # "cosine-time": the same over ``max_minutes`` of this process's clock (equal-clock comparisons; a resumed
+    # run anneals again over its new budget)
     lr_schedule: str = "exp"
     lr_decay: float = 0.999999
     lr_min: float = 1e-4
