@@ -17,9 +17,12 @@ the same order samples ``p_c`` exactly.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
 import numpy as np
+
+from selfvae.transforms import lowest_block_sum
 
 
 class CategoricalStack(Protocol):
@@ -55,7 +58,7 @@ class BlockConstraint:
         self.f = factor
         self.m = m = factor * factor
         self.p = _to_blocks(np.asarray(probs, dtype=np.float64), factor)  # [n, H', W', m, 256]
-        self.lo = m * y.astype(np.int64) - m // 2  # the allowed sums: lo .. lo + m - 1
+        self.lo = lowest_block_sum(y.astype(np.int64), factor)  # the allowed sums: lo .. lo + m - 1
         self.hi = self.lo + m - 1
         size = 1 << (255 * m).bit_length()
         spectra = np.fft.rfft(self.p, n=size, axis=-1)
@@ -92,20 +95,24 @@ class BlockConstraint:
 
     def sample(self, rng: np.random.Generator) -> np.ndarray:
         """Draw the level from the renormalised likelihood: uint8 ``[n, H, W]`` whose blocks all average to ``y``."""
-        vals = np.zeros((*self.lo.shape, self.m), np.int64)
-        prefix = np.zeros(self.lo.shape, np.int64)
-        for j in range(self.m):
-            cdf = np.cumsum(self.table(j, prefix), axis=-1)
-            u = rng.random((*prefix.shape, 1)) * cdf[..., -1:]
-            vals[..., j] = np.minimum((cdf <= u).sum(-1), 255)
-            prefix = prefix + vals[..., j]
-        return _from_blocks(vals, self.f).astype(np.uint8)
+        return self._in_order(lambda probs: sample_tables(probs, rng))
 
     def pop(self, stack: CategoricalStack) -> np.ndarray:
         """Pop the level pushed by :meth:`push`: uint8 ``[n, H, W]``."""
+        return self._in_order(stack.pop_categorical)
+
+    def _in_order(self, draw: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+        """Each block's pixels in raster order, each drawn by ``draw`` from its table given the earlier ones."""
         vals = np.zeros((*self.lo.shape, self.m), np.int64)
         prefix = np.zeros(self.lo.shape, np.int64)
         for j in range(self.m):
-            vals[..., j] = stack.pop_categorical(self.table(j, prefix))
+            vals[..., j] = draw(self.table(j, prefix))
             prefix = prefix + vals[..., j]
         return _from_blocks(vals, self.f).astype(np.uint8)
+
+
+def sample_tables(probs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """One value per table from probability tables ``[..., K]`` (by inverse CDF): int ``[...]``."""
+    cdf = np.cumsum(probs, axis=-1)
+    u = rng.random((*cdf.shape[:-1], 1)) * cdf[..., -1:]
+    return np.minimum((cdf <= u).sum(-1), probs.shape[-1] - 1)

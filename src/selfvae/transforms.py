@@ -73,6 +73,7 @@ __all__ = [
     "build_transform",
     "chain_shapes",
     "chain_spec",
+    "lowest_block_sum",
     "parse_chain",
     "register_transform",
 ]
@@ -334,7 +335,7 @@ class Downscale(_Downscaler):
         exact one. Blocks are grouped by window width, so the cost follows the widths, not 256 values a pixel."""
         b, h2, w2 = y.shape
         f, n = self.factor, self.factor**2
-        first = n * y.long() - n // 2  # the allowed sums: first .. first + n - 1
+        first = lowest_block_sum(y.long(), f)  # the allowed sums: first .. first + n - 1
         lo = (first - 255 * (n - 1)).clamp(min=0)
         width = (first + n - 1).clamp(max=255) - lo + 1
         # flat pixel index of each block's n pixels, [B, H', W', n]
@@ -360,6 +361,13 @@ class Downscale(_Downscaler):
             mass = mass + _FFT_ERROR[dtype]  # never below the exact mass: the bound stays valid
             log_mass = log_mass.index_put((group,), torch.log(mass.clamp(min=_FFT_ERROR[dtype])))
         return log_mass.view(b, -1).sum(1)
+
+
+def lowest_block_sum(y, factor: int):  # noqa: ANN001, ANN201 - an int64 tensor or numpy array, the same back
+    """The smallest sum of an ``f x f`` block that ``downscale:f`` maps to ``y``: ``(s + n // 2) // n = y`` for
+    ``n = f * f`` exactly when ``s`` is one of the ``n`` sums ``n y - n // 2 .. n y + n - 1 - n // 2``."""
+    n = factor * factor
+    return n * y - n // 2
 
 
 @register_transform("downscale-bicubic")

@@ -181,12 +181,12 @@ class BitsBackCoder:
         constraint = self._constraint(i, params, level_above)
         by_component = self._by_component(whole_mixture) and constraint is None
         k = stack.pop_categorical(self._components(i, params, level)) if by_component else None
-        probs = [self._channel_probs(i, params, level, c, k) for c in channels if c or constraint is None]
+        probs = {c: self._channel_probs(i, params, level, c, k) for c in channels if c or constraint is None}
         for c in reversed(channels):
-            if c == 0 and constraint is not None:
-                constraint.push(stack, level[:, 0].numpy())
+            if c in probs:
+                stack.push_categorical(level[:, c].numpy(), probs[c])
             else:
-                stack.push_categorical(level[:, c].numpy(), probs[c if constraint is None else c - 1])
+                constraint.push(stack, level[:, 0].numpy())
         if k is not None:
             stack.push_categorical(k, self._components(i, params))
 

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from selfvae.constraint import BlockConstraint
+from selfvae.constraint import BlockConstraint, sample_tables
 from selfvae.distributions import DiscretizedLogisticMixture
 from selfvae.errors import SelfVAEError
 from selfvae.models.selfvae import SelfVAE, to_uint8
@@ -98,9 +98,8 @@ def sample_consistent(model: SelfVAE, k: int, p: DiscretizedLogisticMixture, y: 
     first = BlockConstraint(p.bin_probs(0).double().cpu().numpy(), y[:, 0].cpu().numpy(), d.factor)
     out[:, 0] = torch.from_numpy(first.sample(rng))
     for c in range(1, out.shape[1]):
-        cdf = np.cumsum(p.bin_probs(c, model.target(out.to(p.params.device))).double().cpu().numpy(), axis=-1)
-        u = rng.random((*cdf.shape[:-1], 1)) * cdf[..., -1:]
-        out[:, c] = torch.from_numpy(np.minimum((cdf <= u).sum(-1), 255).astype(np.uint8))
+        probs = p.bin_probs(c, model.target(out.to(p.params.device))).double().cpu().numpy()
+        out[:, c] = torch.from_numpy(sample_tables(probs, rng).astype(np.uint8))
     return out.to(y.device)
 
 
