@@ -313,23 +313,38 @@ def test_mixture_bits_back_costs_what_the_whole_mixture_costs():
     assert abs(cost[False] - cost[True]) < 0.005 * cost[True], cost
 
 
-def test_version_2_files_still_decode():
-    """Files of format version 2 (no bits back on the pixels' components, a header without flags) decode."""
+def _as_version(data: bytes, version: int) -> bytes:
+    """A format-4 file rewritten as the given older version (its fixed header cut to that version's)."""
     import struct
     import zlib
 
     from selfvae.codec import container
 
-    _, model = tiny_model("", "standard")
-    images = digits(3)
-    data, _ = compress(model, images, CodingParams(mixture_bits_back=False), group=2)
     (n,) = struct.unpack_from("<I", data, 5)
     head = data[9 : 9 + n]
-    old = head[: container._FIXED_V2.size] + head[container._FIXED.size :]  # drop the flags byte
-    v2 = b"".join([container.MAGIC, bytes([2]), struct.pack("<I", len(old)), old, struct.pack("<I", zlib.crc32(old)),
-                   data[9 + n + 4 :]])
-    for got, im in zip(decompress(model, v2).images, images, strict=True):
+    old = head[: container._FIXED_BY_VERSION[version].size] + head[container._FIXED.size :]
+    return b"".join([container.MAGIC, bytes([version]), struct.pack("<I", len(old)), old,
+                     struct.pack("<I", zlib.crc32(old)), data[9 + n + 4 :]])
+
+
+@pytest.mark.parametrize(("version", "prior", "params"), [
+    (2, "standard", CodingParams(mixture_bits_back=False)),  # no flags, no component bits back
+    (3, "realnvp", CodingParams(flow_chunk=4)),  # no flow chunk (the chunk served), F.elu's ELU
+])
+def test_older_file_versions_still_decode(version, prior, params):
+    """Files of format versions 2 and 3 decode: their networks ran F.elu, their couplings at ``chunk``."""
+    from selfvae.nn.layers import exact_elu
+
+    _, model = tiny_model("", prior)
+    images = digits(3)
+    with exact_elu():  # what a version 2 or 3 writer computed
+        data, _ = compress(model, images, params, group=2)
+    old = _as_version(data, version)
+    for got, im in zip(decompress(model, old).images, images, strict=True):
         assert np.array_equal(got, im.pixels)
+    if version == 3:  # the same file read as format 4 runs the faster ELU: the probe tells them apart
+        with pytest.raises(CodecError, match="probe"):
+            decompress(model, data)
 
 
 def test_folder_images_with_equal_names_in_subfolders_stay_apart(tmp_path):
@@ -462,3 +477,19 @@ def test_consistent_model_round_trips_and_codes_x_under_the_renormalised_likelih
     assert rep.parts_bytes["x"] < plain.parts_bytes["x"]  # the renormalised x costs less
     with pytest.raises(CodecError):
         decompress(model, data)  # another model: the consistent flag is part of the model's identity
+
+
+def test_model_id_follows_the_weights():
+    """The id is remembered per model, but an in-place change of any weight (or loading others) changes it."""
+    from selfvae.codec import model_id
+
+    _, model = tiny_model("", "standard")
+    first = model_id(model)
+    assert model_id(model) == first
+    with torch.no_grad():
+        next(model.parameters()).add_(1e-3)
+    changed = model_id(model)
+    assert changed != first
+    _, twin = tiny_model("", "standard")
+    model.load_state_dict(twin.state_dict())
+    assert model_id(model) == model_id(twin) == first

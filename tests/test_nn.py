@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import copy
+
 import torch
 import torch.nn.functional as F
 
-from selfvae.nn.layers import DenseLayer, WNConv2d, data_dependent_init, frozen_weights
+from selfvae.nn.layers import DenseLayer, WNConv2d, data_dependent_init, elu, exact_elu, frozen_weights
 from selfvae.nn.nets import DenseDecoder, DenseEncoder, DenseNetwork, NetSpec
 
 
@@ -100,3 +102,35 @@ def test_frozen_weights_compute_the_same_function_once_and_thaw():
     assert layer._frozen is None
     net(x).sum().backward()  # thawed: gradients reach the weight-norm parameters again
     assert layer.v.grad is not None and layer.v.grad.abs().sum() > 0
+
+
+def test_elu_without_autograd_is_elu():
+    """The no-grad form max(x, exp(min(x, 0)) - 1) is ELU to float32 rounding, in place too; with autograd
+    and inside exact_elu() it is F.elu itself."""
+    x = torch.cat([torch.linspace(-30, 30, 100_001), torch.tensor([0.0, -0.0, 1e-30, -1e-30, -88.0, 88.0])])
+    ref = F.elu(x.double()).float()
+    with torch.no_grad():
+        fast = elu(x)
+        assert not torch.equal(fast, F.elu(x))  # really the other form (it differs in the last bits)
+        torch.testing.assert_close(fast, ref, atol=1.2e-7, rtol=0)
+        assert torch.all(fast >= x) and torch.all(fast >= -1)  # ELU(x) >= x, >= -1
+        y = x.clone()
+        assert elu(y, inplace=True).data_ptr() == y.data_ptr() and torch.equal(y, fast)
+        with exact_elu():
+            assert torch.equal(elu(x), F.elu(x))
+    w = x.clone().requires_grad_(True)
+    out = elu(w)
+    assert torch.equal(out.detach(), F.elu(x))
+    out.sum().backward()
+    torch.testing.assert_close(w.grad, torch.where(x > 0, 1.0, torch.exp(x)))
+
+
+def test_data_dependent_init_is_exact_elu():
+    """Initialisation runs under no_grad but keeps F.elu, so training is what it always was, bit for bit."""
+    torch.manual_seed(0)
+    a, x = DenseLayer(6, 4, 2), torch.randn(2, 6, 5, 5)
+    b = copy.deepcopy(a)
+    data_dependent_init(a, lambda: a(x))
+    with exact_elu():
+        data_dependent_init(b, lambda: b(x))
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters(), strict=True))

@@ -362,7 +362,7 @@ def cmd_compress(args: argparse.Namespace) -> None:
 
     _, model = _load(args)
     images = read_inputs(args.inputs, args.limit)
-    given = {"precision": args.precision, "chunk": args.chunk,
+    given = {"precision": args.precision, "chunk": args.chunk, "flow_chunk": args.flow_chunk,
              "mixture_bits_back": False if args.no_mixture_bits_back else None}
     params = CodingParams(**{k: v for k, v in given.items() if v is not None})
     if args.y_only and args.lossy_z is not None:
@@ -571,6 +571,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--limit", type=int, help="compress only the first N images")
     s.add_argument("--precision", type=int, help="latent grid 2^-P (default: CodingParams.precision); stored")
     s.add_argument("--chunk", type=int, help="images per network call (default: CodingParams.chunk); stored")
+    s.add_argument("--flow-chunk", type=int,
+                   help="images per call of a RealNVP prior's couplings (default: CodingParams.flow_chunk); stored")
     s.add_argument("--group", type=int, default=64, help="images coded together at most (speed; stored)")
     s.add_argument("--no-mixture-bits-back", action="store_true",
                    help="code every pixel under its whole mixture (slower, the same size; stored)")

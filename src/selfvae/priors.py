@@ -22,11 +22,10 @@ from dataclasses import dataclass
 from functools import partial
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from selfvae.errors import SelfVAEError
-from selfvae.nn.layers import WNConv2d
+from selfvae.nn.layers import WNConv2d, elu
 from selfvae.nn.paper import PaperDenseLayer
 
 __all__ = ["Prior", "StandardNormal", "MixtureOfGaussians", "RealNVP", "CouplingStep", "PRIORS", "build_prior",
@@ -174,7 +173,7 @@ class _ResBlock(nn.Module):
         self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)
 
     def forward(self, x: Tensor) -> Tensor:
-        return x + self.conv2(F.elu(self.conv1(F.elu(x))))
+        return x + self.conv2(elu(self.conv1(elu(x))))
 
 
 class _STNet(nn.Module):
@@ -190,7 +189,7 @@ class _STNet(nn.Module):
         nn.init.zeros_(self.out.bias)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        st = self.out(F.elu(self.blocks(self.inp(x))))
+        st = self.out(elu(self.blocks(self.inp(x))))
         s, t = st.chunk(2, dim=1)
         return s, t
 

@@ -59,6 +59,10 @@ class CodingParams:
     # images per network call (results depend on it; see selfvae.codec.compute). Small chunks keep a network's
     # activations in cache: mnist-vae encoded 45 images/s a thread at 4, 39 at 8, 24 at 16, 41 at 1
     chunk: int = 4
+    # images per call of the RealNVP prior's coupling nets at most (see BitsBackCoder._flow_chunk): they run on
+    # small latents (mnist-vae: 8x8), where a call's fixed cost dominates; its flow ran 1.7 ms an image at 16
+    # against 4.2 at 4
+    flow_chunk: int = 16
     mixture_bits_back: bool = True  # pixels coded under a component popped from its posterior (files of version 3)
 
 
@@ -86,6 +90,9 @@ class BitsBackCoder:
         self.p = params
         self.run = runner
         self.grid = Grid(params.precision)
+        for field in ("chunk", "flow_chunk"):
+            if not 1 <= getattr(params, field) <= 255:
+                raise SelfVAEError(f"{field} {getattr(params, field)}: must lie in [1, 255] (a byte of the file)")
         if not params.precision <= params.flow_precision <= 16:
             raise SelfVAEError(f"flow_precision {params.flow_precision}: must lie in [precision, 16] "
                                f"(precision is {params.precision})")
@@ -142,12 +149,15 @@ class BitsBackCoder:
     def _channel_probs(self, i: int, params: Tensor, level: Tensor, c: int, k: np.ndarray | None = None,
                        ) -> np.ndarray:
         """``[n, H, W, 256]`` probabilities of channel ``c`` of level ``l_i`` given its earlier channels: under the
-        whole mixture, or with ``k`` (``[n, H, W]``) under each pixel's mixture component ``k`` alone."""
+        whole mixture, or with ``k`` (``[n, H, W]``) under each pixel's mixture component ``k`` alone. Rows sum
+        to 1 (differences of a CDF from 0 to 1)."""
+        # float64 in the workers: the coder takes float64 tables, and converting them here would be serial
         if k is None:
-            return self.run.map(lambda prm, y: self._dlm(i, prm).bin_probs(c, self.m.target(y)), params,
+            return self.run.map(lambda prm, y: self._dlm(i, prm).bin_probs(c, self.m.target(y)).double(), params,
                                 level).numpy()
-        return self.run.map(lambda prm, y, kk: self._dlm(i, prm).component_bin_probs(c, kk, self.m.target(y)),
-                            params, level, torch.from_numpy(k)).numpy()
+        return self.run.map(
+            lambda prm, y, kk: self._dlm(i, prm).component_bin_probs(c, kk, self.m.target(y)).double(),
+            params, level, torch.from_numpy(k)).numpy()
 
     def _components(self, i: int, params: Tensor, level: Tensor | None = None) -> np.ndarray:
         """``[n, H, W, M]``: the mixture weights, or with ``level`` the components' posterior given the pixels."""
@@ -184,7 +194,7 @@ class BitsBackCoder:
         probs = {c: self._channel_probs(i, params, level, c, k) for c in channels if c or constraint is None}
         for c in reversed(channels):
             if c in probs:
-                stack.push_categorical(level[:, c].numpy(), probs[c])
+                stack.push_categorical(level[:, c].numpy(), probs[c], normalised=True)
             else:
                 constraint.push(stack, level[:, 0].numpy())
         if k is not None:
@@ -202,7 +212,8 @@ class BitsBackCoder:
             if c == 0 and constraint is not None:
                 level[:, 0] = torch.from_numpy(constraint.pop(stack))
             else:
-                level[:, c] = torch.from_numpy(stack.pop_categorical(self._channel_probs(i, params, level, c, k)))
+                probs = self._channel_probs(i, params, level, c, k)
+                level[:, c] = torch.from_numpy(stack.pop_categorical(probs, normalised=True))
         if k is not None:
             stack.push_categorical(k, self._components(i, params, level))
         return level
@@ -275,8 +286,17 @@ class BitsBackCoder:
             s, t = step.coupling.affine(v)
             return s.double(), t.double()
 
-        s, t = self.run.map(chunk, x.masked_fill(changed, 0.0))
+        s, t = self.run.map(chunk, x.masked_fill(changed, 0.0), chunk=self._flow_chunk(x.shape[0]))
         return s[:, changed].numpy(), t[:, changed].numpy()
+
+    def _flow_chunk(self, n: int) -> int:
+        """Images per coupling-net call for a group of ``n``: ``flow_chunk``, halved while that leaves the group
+        one call (two threads then share it), never below ``chunk``; a function of ``n`` alone, which the
+        decoder knows."""
+        size = self.p.flow_chunk
+        while size > self.p.chunk and 2 * size > n:
+            size //= 2
+        return max(size, self.p.chunk)
 
     def _through(self, h: Tensor, steps: list[CouplingStep],
                  code: Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]) -> Tensor:

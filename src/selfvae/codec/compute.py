@@ -19,15 +19,16 @@ outputs on a fixed input, a file records it, and decoding refuses when this mach
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from selfvae.nn.layers import frozen_weights
+from selfvae.nn.layers import exact_elu, frozen_weights
 
 Result = Tensor | tuple[Tensor, ...]
 
@@ -46,22 +47,42 @@ class ChunkRunner:
         if self._pool is not None:
             self._pool.shutdown()
 
-    def map(self, fn: Callable[..., Result], *inputs: Tensor | None) -> Result:
+    def map(self, fn: Callable[..., Result], *inputs: Tensor | None, chunk: int | None = None) -> Result:
         """``fn`` applied to chunks of ``inputs`` (tensors sharing their first dimension ``n``; ``None`` passes
-        through), results concatenated and cut back to ``n`` rows. ``fn`` returns a tensor or a tuple."""
+        through), results gathered into ``n`` rows. ``fn`` returns a tensor or a tuple. ``chunk`` overrides the
+        runner's chunk size (for a network that runs best at another one). Each worker copies its chunk's rows
+        into the output itself, so gathering large tables runs in parallel too."""
+        size = chunk or self.chunk
         n = next(t.shape[0] for t in inputs if t is not None)
-        starts = list(range(0, n, self.chunk))
+        starts = list(range(0, n, size))
+        outs: list[Tensor] = []
+        lock = threading.Lock()
 
-        def run(start: int) -> Result:
+        def run(start: int) -> bool:
             torch.set_num_threads(1)
             torch.set_flush_denormal(True)  # per thread: a pool thread made before coding_mode would keep subnormals
             with torch.inference_mode():
-                return fn(*(None if t is None else _padded(t[start : start + self.chunk], self.chunk) for t in inputs))
+                res = fn(*(None if t is None else _padded(t[start : start + size], size) for t in inputs))
+                parts = res if isinstance(res, tuple) else (res,)
+                with lock:
+                    if not outs:
+                        outs.extend(_empty_rows(p, n) for p in parts)
+                for out, p in zip(outs, parts, strict=True):
+                    out[start : start + size].copy_(p[: n - start])
+            return isinstance(res, tuple)
 
-        outs = list(self._pool.map(run, starts)) if self._pool else [run(s) for s in starts]
-        if isinstance(outs[0], tuple):
-            return tuple(torch.cat(parts)[:n] for parts in zip(*outs, strict=True))
-        return torch.cat(outs)[:n]
+        pool = self._pool if len(starts) > 1 else None  # one chunk: no thread hop
+        is_tuple = list(pool.map(run, starts)) if pool else [run(s) for s in starts]
+        return tuple(outs) if is_tuple[0] else outs[0]
+
+
+def _empty_rows(like: Tensor, n: int) -> Tensor:
+    """An uninitialised ``[n, *like.shape[1:]]`` tensor in ``like``'s dtype and memory format (channels-last
+    results stay channels-last, as ``torch.cat`` kept them)."""
+    channels_last = like.dim() == 4 and not like.is_contiguous() and like.is_contiguous(
+        memory_format=torch.channels_last)
+    return torch.empty((n, *like.shape[1:]), dtype=like.dtype,
+                       memory_format=torch.channels_last if channels_last else torch.contiguous_format)
 
 
 def _padded(t: Tensor, size: int) -> Tensor:
@@ -72,16 +93,17 @@ def _padded(t: Tensor, size: int) -> Tensor:
 
 
 @contextmanager
-def coding_mode(model: torch.nn.Module):
+def coding_mode(model: torch.nn.Module, exact: bool = False):
     """The process settings coding needs (restored afterwards): intra-op threads 1 in this thread, subnormals
-    flushed, the model in eval mode and channels-last, its weight-normed kernels computed once."""
+    flushed, the model in eval mode and channels-last, its weight-normed kernels computed once; with ``exact``
+    its ELUs computed by ``F.elu`` (:func:`selfvae.nn.layers.elu`: files of format 3 and older)."""
     threads = torch.get_num_threads()
     torch.set_flush_denormal(True)
     torch.set_num_threads(1)
     model.eval()
     model.to(memory_format=torch.channels_last)
     try:
-        with frozen_weights(model):
+        with frozen_weights(model), exact_elu() if exact else nullcontext():
             yield
     finally:
         torch.set_num_threads(threads)

@@ -28,14 +28,19 @@ import numpy as np
 from selfvae.errors import SelfVAEError
 
 MAGIC = b"SVAE"
-VERSION = 3  # 2: RealNVP priors coded one coupling at a time (local bits-back); 3: bits back on pixels' components
-READABLE = (2, 3)  # version 2 files are version 3 files without CodingParams.mixture_bits_back
+# 2: RealNVP priors coded one coupling at a time (local bits-back); 3: bits back on pixels' components;
+# 4: the flow's couplings run on chunks of their own size (CodingParams.flow_chunk), and the networks' ELUs
+# take the faster form of selfvae.nn.layers.elu (older files decode with F.elu, as they were written)
+VERSION = 4
+READABLE = (2, 3, 4)  # a version 2 file is a version 3 file without mixture_bits_back; 2 and 3 have flow_chunk = chunk
 _HEAD = struct.Struct("<4sBI")  # magic, version, header length
 # model id (16 bytes), probe (8), pixel CRC, payload words, initial words, precision, flow precision, flow
 # noise, chunk, group, tile C, H, W, lossy (0 none, 1 y only, 2 y + z), lossy z precision, lossy decode (0 mean);
-# from version 3 on, flags (bit 0: CodingParams.mixture_bits_back)
+# from version 3 on, flags (bit 0: CodingParams.mixture_bits_back); from version 4 on, flow chunk (u8)
 _FIXED_V2 = struct.Struct("<16s8sIIIBBBBHBHHBBB")
-_FIXED = struct.Struct(_FIXED_V2.format + "B")
+_FIXED_V3 = struct.Struct(_FIXED_V2.format + "B")
+_FIXED = struct.Struct(_FIXED_V3.format + "B")
+_FIXED_BY_VERSION = {2: _FIXED_V2, 3: _FIXED_V3, 4: _FIXED}
 _MIXTURE_BITS_BACK = 0x01
 _ZLIB = 0x80  # flag in the variable part's first byte: zlib-compressed
 
@@ -122,7 +127,7 @@ def pack_header(h: dict[str, Any]) -> bytes:
         bytes.fromhex(h["model"]), bytes.fromhex(h["probe"]), h["crc"], h["payload_words"], h["n_seed"],
         p["precision"], p["flow_precision"], p["flow_noise"], p["chunk"], h["group"], *h["tile"],
         kind, (lossy or {}).get("precision") or 0, 0 if not lossy or lossy["decode"] == "mean" else 1,
-        _MIXTURE_BITS_BACK if p["mixture_bits_back"] else 0,
+        _MIXTURE_BITS_BACK if p["mixture_bits_back"] else 0, p["flow_chunk"],
     )
     var = json.dumps({"hint": h.get("hint", ""), "images": _runs([tuple(s) for s in h["images"]]),
                       "names": h["names"], "groups": _runs(h["groups"])}, separators=(",", ":")).encode()
@@ -132,16 +137,18 @@ def pack_header(h: dict[str, Any]) -> bytes:
 
 
 def unpack_header(b: bytes, version: int = VERSION) -> dict[str, Any]:
-    fixed = _FIXED if version >= 3 else _FIXED_V2
+    fixed = _FIXED_BY_VERSION[version]
     (model, probe, crc, words, seed, prec, fprec, fnoise, chunk, group, c, hh, ww, kind, zprec, decode,
-     *since_v3) = fixed.unpack_from(b)
-    flags = since_v3[0] if since_v3 else 0
+     *later) = fixed.unpack_from(b)
+    flags = later[0] if later else 0
+    flow_chunk = later[1] if len(later) > 1 else chunk
     rest = b[fixed.size:]
     var = json.loads(zlib.decompress(rest[1:]) if rest[0] & _ZLIB else rest[1:])
     return {
-        "model": model.hex(), "probe": probe.hex(), "crc": crc, "payload_words": words, "n_seed": seed,
+        "version": version, "model": model.hex(), "probe": probe.hex(), "crc": crc, "payload_words": words,
+        "n_seed": seed,
         "params": {"precision": prec, "flow_precision": fprec, "flow_noise": fnoise, "chunk": chunk,
-                   "mixture_bits_back": bool(flags & _MIXTURE_BITS_BACK)},
+                   "mixture_bits_back": bool(flags & _MIXTURE_BITS_BACK), "flow_chunk": flow_chunk},
         "group": group, "tile": [c, hh, ww], "hint": var["hint"],
         "images": [list(s) for s in _unruns(var["images"])], "names": var["names"],
         "groups": _unruns(var["groups"]),

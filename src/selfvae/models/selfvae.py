@@ -30,6 +30,7 @@ from selfvae.config import ModelConfig
 from selfvae.distributions import DiagonalGaussian, DiscretizedLogisticMixture
 from selfvae.errors import SelfVAEError
 from selfvae.nn import paper
+from selfvae.nn.layers import elu
 from selfvae.nn.nets import DenseDecoder, DenseEncoder, DenseNetwork, NetSpec, resample_to
 from selfvae.priors import build_prior
 from selfvae.transforms import apply_chain, chain_shapes, parse_chain
@@ -89,7 +90,7 @@ class ConditionalPrior(nn.Module):
         return self.y_net(y_in)
 
     def forward(self, y_feat: Tensor, z_prev: Tensor) -> DiagonalGaussian:
-        h = torch.cat([nn.functional.elu(y_feat), nn.functional.elu(self.z_net(z_prev))], dim=1)
+        h = torch.cat([elu(y_feat), elu(self.z_net(z_prev))], dim=1)
         return gaussian_from(self.core(h))
 
 
@@ -114,7 +115,7 @@ class ConditionalDecoder(nn.Module):
         self.core = DenseNetwork(spec.width + y_shape[0], n_params, spec)
 
     def forward(self, y_in: Tensor, z: Tensor) -> DiscretizedLogisticMixture:
-        h = torch.cat([nn.functional.elu(self.z_net(z)), resample_to(y_in, self.out_size)], dim=1)
+        h = torch.cat([elu(self.z_net(z)), resample_to(y_in, self.out_size)], dim=1)
         return DiscretizedLogisticMixture(self.core(h), self.out_channels, self.n_mix)
 
 
@@ -133,7 +134,7 @@ class PaperConditionalPrior(nn.Module):
         self.core = paper.paper_network(2 * c, 2 * c, spec.growth, spec.steps, spec.blocks)
 
     def encode_y(self, y_in: Tensor) -> Tensor:
-        return F.elu(self.y_net(y_in))
+        return elu(self.y_net(y_in))
 
     def forward(self, y_feat: Tensor, z_prev: Tensor) -> DiagonalGaussian:
         return gaussian_hardtanh(self.core(torch.cat([y_feat, self.z_net(z_prev)], dim=1)))

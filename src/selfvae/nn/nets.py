@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from selfvae.nn.layers import DenseLayer, WNConv2d
+from selfvae.nn.layers import ELU, DenseLayer, WNConv2d
 
 
 @dataclass(frozen=True)
@@ -37,7 +37,7 @@ def _resample(c_in: int, c_out: int, transition: bool, transposed: bool) -> list
     after a 1x1 transition to ``c_out`` channels when ``transition`` is set."""
     if not transition:
         return [WNConv2d(c_in, c_out, 3, stride=2, transposed=transposed)]
-    return [WNConv2d(c_in, c_out, 1), nn.ELU(), WNConv2d(c_out, c_out, 3, stride=2, transposed=transposed)]
+    return [WNConv2d(c_in, c_out, 1), ELU(), WNConv2d(c_out, c_out, 3, stride=2, transposed=transposed)]
 
 
 class DenseEncoder(nn.Module):
@@ -54,10 +54,10 @@ class DenseEncoder(nn.Module):
             dense = DenseLayer(c, g, spec.steps)
             mult = min(2 ** (i + 1), spec.max_mult)
             nxt = spec.width * mult
-            layers += [dense, nn.ELU(), *_resample(dense.out_channels, nxt, spec.transition, transposed=False)]
+            layers += [dense, ELU(), *_resample(dense.out_channels, nxt, spec.transition, transposed=False)]
             c, g = nxt, spec.growth * mult
         dense = DenseLayer(c, g, spec.steps)
-        layers += [dense, nn.ELU(), WNConv2d(dense.out_channels, out_channels, 1, init_scale=0.1)]
+        layers += [dense, ELU(), WNConv2d(dense.out_channels, out_channels, 1, init_scale=0.1)]
         self.net = nn.Sequential(*layers)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -78,11 +78,11 @@ class DenseDecoder(nn.Module):
             dense = DenseLayer(c, g, spec.steps)
             div = min(2 ** (i + 1), spec.max_mult)
             nxt = max(spec.width // div, 8)
-            layers += [dense, nn.ELU(), *_resample(dense.out_channels, nxt, spec.transition, transposed=True)]
+            layers += [dense, ELU(), *_resample(dense.out_channels, nxt, spec.transition, transposed=True)]
             c, g = nxt, max(spec.growth // div, 4)
         if spec.top_dense or n_up == 0:
             dense = DenseLayer(c, g, spec.steps)
-            layers += [dense, nn.ELU()]
+            layers += [dense, ELU()]
             c = dense.out_channels
         layers.append(WNConv2d(c, out_channels, 3, init_scale=0.1))
         self.net = nn.Sequential(*layers)
@@ -100,7 +100,7 @@ class DenseNetwork(nn.Module):
         c = spec.width
         for _ in range(spec.blocks):
             dense = DenseLayer(c, spec.growth, spec.steps)
-            layers += [dense, nn.ELU()]
+            layers += [dense, ELU()]
             c = dense.out_channels
         layers.append(WNConv2d(c, out_channels, 1, init_scale=out_scale))
         self.net = nn.Sequential(*layers)

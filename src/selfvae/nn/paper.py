@@ -23,10 +23,9 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from selfvae.nn.layers import WNConv2d
+from selfvae.nn.layers import WNConv2d, elu
 
 INIT_SCALE = 0.01  # their init_parameters overrides the 0.05 default with 0.01
 
@@ -62,7 +61,7 @@ class PaperDenseLayer(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         for unit in self.units:  # in place, as theirs: the concatenation is used by nothing but the ELU
-            x = F.elu(torch.cat([x, unit(x)], dim=1), inplace=True)
+            x = elu(torch.cat([x, unit(x)], dim=1), inplace=True)
         return self.attention(x)
 
 
