@@ -499,20 +499,17 @@ def test_model_id_follows_the_weights():
 def test_flow_chunk_follows_the_group_size_and_round_trips_across_threads():
     """The couplings' chunk is a function of the group size alone (at most flow_chunk, two calls a group where
     it can, never below chunk), so a file written with one thread decodes exactly with two."""
+    from selfvae.codec.container import Container
+
     _, model = tiny_model("", "realnvp")
     coder = BitsBackCoder(model, CodingParams(chunk=2, flow_chunk=8), ChunkRunner(2, 1))
     assert [coder._flow_chunk(n) for n in (1, 2, 4, 8, 15, 16, 27, 64)] == [2, 2, 2, 4, 4, 8, 8, 8]
     images = digits(40)
     params = CodingParams(chunk=2, flow_chunk=8)
     data, _ = compress(model, images, params, group=16, threads=1)
-    assert max(_header(data)["groups"]) >= 8  # some group's couplings ran at a chunk other than 2
+    header, _ = Container.parse_header(data, "f")
+    assert max(header["groups"]) >= 8  # some group's couplings ran at a chunk other than 2
     for got, im in zip(decompress(model, data, threads=2).images, images, strict=True):
         assert np.array_equal(got, im.pixels)
     with pytest.raises(SelfVAEError, match="flow_chunk 0"):
         BitsBackCoder(model, CodingParams(flow_chunk=0), ChunkRunner(4, 1))
-
-
-def _header(data: bytes) -> dict:
-    from selfvae.codec.container import Container
-
-    return Container.parse_header(data, "f")[0]

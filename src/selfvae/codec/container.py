@@ -32,7 +32,6 @@ MAGIC = b"SVAE"
 # 4: the flow's couplings run on chunks of their own size (CodingParams.flow_chunk), and the networks' ELUs
 # take the faster form of selfvae.nn.layers.elu (older files decode with F.elu, as they were written)
 VERSION = 4
-READABLE = (2, 3, 4)  # a version 2 file is a version 3 file without mixture_bits_back; 2 and 3 have flow_chunk = chunk
 _HEAD = struct.Struct("<4sBI")  # magic, version, header length
 # model id (16 bytes), probe (8), pixel CRC, payload words, initial words, precision, flow precision, flow
 # noise, chunk, group, tile C, H, W, lossy (0 none, 1 y only, 2 y + z), lossy z precision, lossy decode (0 mean);
@@ -41,6 +40,8 @@ _FIXED_V2 = struct.Struct("<16s8sIIIBBBBHBHHBBB")
 _FIXED_V3 = struct.Struct(_FIXED_V2.format + "B")
 _FIXED = struct.Struct(_FIXED_V3.format + "B")
 _FIXED_BY_VERSION = {2: _FIXED_V2, 3: _FIXED_V3, 4: _FIXED}
+# a version 2 file is a version 3 file without mixture_bits_back; 2 and 3 have flow_chunk = chunk
+READABLE = tuple(_FIXED_BY_VERSION)
 _MIXTURE_BITS_BACK = 0x01
 _ZLIB = 0x80  # flag in the variable part's first byte: zlib-compressed
 

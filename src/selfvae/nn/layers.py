@@ -36,10 +36,10 @@ def elu(x: Tensor, inplace: bool = False) -> Tensor:
 
 
 @contextmanager
-def exact_elu(on: bool = True):
+def exact_elu():
     """Within: :func:`elu` is ``F.elu`` without autograd too (process-wide)."""
     before = _EXACT_ELU[0]
-    _EXACT_ELU[0] = on
+    _EXACT_ELU[0] = True
     try:
         yield
     finally:
