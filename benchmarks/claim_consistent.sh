@@ -2,17 +2,20 @@
 # The papers' claim at equal wall clock: the plain VAE against a selfVAE trained with its likelihood renormalised
 # onto d(x) = y (model.consistent), each for MINUTES of training clock, side by side on one thread each, the
 # learning rate annealed over the time budget (train.lr_schedule=cosine-time); then the full-test-set ELBO and an
-# IW subset. Usage: benchmarks/claim_consistent.sh [DATA_DIR] [OUT_DIR] [MINUTES] [SELFVAE_PRESET]
+# IW subset. Usage: benchmarks/claim_consistent.sh [DATA_DIR] [OUT_DIR] [MINUTES] [SELFVAE_PRESET] [VAE_PRESET]
+# (Fashion-MNIST: benchmarks/claim_consistent.sh /usr/share/datasets/fashion-mnist runs/claim-fashion 60 \
+#  fashion-mnist-srvae fashion-mnist-vae)
 set -euo pipefail
 DATA=${1:-../shared/data}
 OUT=${2:-runs/claim}
 MINUTES=${3:-60}
 SELF=${4:-mnist-srvae}
+VAE=${5:-mnist-vae}
 mkdir -p "$OUT"
 common=(--data-dir "$DATA" --steps 100000 --threads 1 --channels-last --no-progress
         --set train.lr_schedule=cosine-time --set train.max_minutes="$MINUTES" --set train.eval_every=500
         --set train.eval_limit=500 --set train.sample_every=100000 --set train.final_iw_limit=100)
-selfvae train --preset mnist-vae --out "$OUT/vae" "${common[@]}" > "$OUT/vae.log" 2>&1 &
+selfvae train --preset "$VAE" --out "$OUT/vae" "${common[@]}" > "$OUT/vae.log" 2>&1 &
 selfvae train --preset "$SELF" --out "$OUT/$SELF-cons" "${common[@]}" --set model.consistent=true \
   > "$OUT/$SELF-cons.log" 2>&1 &
 wait

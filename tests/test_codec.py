@@ -13,12 +13,13 @@ import numpy as np
 import pytest
 import torch
 
-from selfvae.codec import CodecError, CodingParams, compress, decompress, nelbo_bits
+from selfvae.codec import CodecError, CodingParams, QuantisedZ, compress, decompress, nelbo_bits
 from selfvae.codec.ans import Stack
 from selfvae.codec.bitsback import BitsBackCoder
 from selfvae.codec.compute import ChunkRunner, coding_mode
 from selfvae.codec.images import InputImage, from_tiles, to_tiles
 from selfvae.errors import SelfVAEError
+from selfvae.evaluation.bounds import iw_bound, log_weights
 from selfvae.models.loading import build_model
 from selfvae.nn.nets import NetSpec
 from selfvae.presets import get_preset
@@ -154,6 +155,47 @@ def test_trained_tiny_model_codes_at_its_nelbo(blob_npz, tmp_path):
     payload_bits = 8 * (rep.file_bytes - rep.header_bytes - rep.initial_bytes)
     assert payload_bits / nelbo == pytest.approx(1.0, abs=0.04)
     assert all(np.array_equal(a, b.pixels) for a, b in zip(decompress(model, data).images, images, strict=True))
+    # with 8 importance samples (BB-IS) the file costs the IW bound with S = 8, below the ELBO's
+    torch.manual_seed(0)
+    logw, _ = log_weights(model, torch.from_numpy(x).permute(0, 3, 1, 2).contiguous(), 8)
+    iw8 = float(-iw_bound(logw).sum()) / math.log(2)
+    data8, rep8 = compress(model, images, CodingParams(samples=8), group=32, threads=2)
+    payload8 = 8 * (rep8.file_bytes - rep8.header_bytes - rep8.initial_bytes)
+    assert iw8 < nelbo and payload8 < payload_bits
+    assert payload8 / iw8 == pytest.approx(1.0, abs=0.01)
+    assert all(np.array_equal(a, b.pixels) for a, b in zip(decompress(model, data8).images, images, strict=True))
+
+
+@pytest.mark.parametrize(("transforms", "prior", "consistent"), [
+    ("", "realnvp", False), ("", "mog", False), ("downscale", "standard", True), ("downscale,downscale", "mog", False),
+])
+def test_importance_samples_round_trip_and_length_is_information(transforms, prior, consistent):
+    """BB-IS files: exact across thread counts, the coded length is the information content, the index ``j``
+    has its part, the first group coded (the decoder's last) has one sample and later ones more, and a prefix
+    still decodes the first group's ``y_1``."""
+    from selfvae.codec.container import Container
+
+    _, model = tiny_model(transforms, prior)
+    model.set_consistent(consistent)
+    images = digits(24)
+    data, rep = compress(model, images, CodingParams(samples=4), group=8, threads=1)
+    dec = decompress(model, data, threads=2)
+    assert all(np.array_equal(a, b.pixels) for a, b in zip(dec.images, images, strict=True))
+    coded = 8 * sum(rep.parts_bytes.values())
+    assert abs(coded - rep.ideal_bits) <= 1e-3 * rep.ideal_bits + 64
+    assert "j" in rep.parts_bytes
+    header, _ = Container.parse_header(data, "f")
+    assert header["samples"][-1] == 1 and header["samples"][0] == 4 and header["params"]["samples"] == 4
+    if model.K:  # a prefix of the bytes the first stage needed decodes it
+        name, n_bytes, y1 = dec.stages[0]
+        part = decompress(model, data[:n_bytes], prefix=True)
+        assert part.stages[0][0] == name == "y1" and np.array_equal(part.stages[0][2], y1)
+
+
+def test_importance_samples_are_refused_for_lossy_files():
+    _, model = tiny_model("downscale", "standard")
+    with pytest.raises(SelfVAEError, match="lossless files only"):
+        compress(model, digits(2), CodingParams(samples=4), lossy=QuantisedZ(4))
 
 
 def test_file_decodes_in_a_fresh_process_with_other_threads(tmp_path):
@@ -315,7 +357,8 @@ def test_mixture_bits_back_costs_what_the_whole_mixture_costs():
 
 
 def _as_version(data: bytes, version: int) -> bytes:
-    """A format-4 file rewritten as the given older version (its fixed header cut to that version's)."""
+    """A file of the current format rewritten as the given older version (its fixed header cut to that
+    version's)."""
     import struct
     import zlib
 
@@ -331,14 +374,18 @@ def _as_version(data: bytes, version: int) -> bytes:
 @pytest.mark.parametrize(("version", "prior", "params"), [
     (2, "standard", CodingParams(mixture_bits_back=False)),  # no flags, no component bits back
     (3, "realnvp", CodingParams(flow_chunk=4)),  # no flow chunk (the chunk served), F.elu's ELU
+    (4, "realnvp", CodingParams()),  # no importance samples
 ])
 def test_older_file_versions_still_decode(version, prior, params):
-    """Files of format versions 2 and 3 decode: their networks ran F.elu, their couplings at ``chunk``."""
+    """Files of format versions 2 and 3 decode (their networks ran F.elu, their couplings at ``chunk``), and
+    version 4 (one sample an image throughout)."""
+    from contextlib import nullcontext
+
     from selfvae.nn.layers import exact_elu
 
     _, model = tiny_model("", prior)
     images = digits(3)
-    with exact_elu():  # what a version 2 or 3 writer computed
+    with exact_elu() if version < 4 else nullcontext():  # what a version 2 or 3 writer computed
         data, _ = compress(model, images, params, group=2)
     old = _as_version(data, version)
     for got, im in zip(decompress(model, old).images, images, strict=True):

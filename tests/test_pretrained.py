@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 from conftest import tiny_config
 from PIL import Image
 
 from selfvae.cli import main
+from selfvae.codec.container import Container
 from selfvae.errors import SelfVAEError
 from selfvae.models import pretrained
 from selfvae.models.loading import load_run
@@ -95,6 +97,13 @@ def test_a_shipped_name_works_in_the_commands_and_writes_nothing_into_the_packag
     main(["compress", "tiny-shipped", str(tmp_path / "grey.png"), "-o", str(tmp_path / "s.svae")])
     main(["decompress", str(tmp_path / "s.svae"), "-o", str(tmp_path / "dec")])  # finds the model by name
     assert (tmp_path / "dec" / "grey.png").is_file()
+    main(["compress", "tiny-shipped", str(blob_npz), "--limit", "24", "--samples", "4", "-o", str(tmp_path / "m.svae")])
+    header, _ = Container.parse_header((tmp_path / "m.svae").read_bytes(), "m.svae")
+    assert header["params"]["samples"] == 4
+    main(["decompress", str(tmp_path / "m.svae"), "-o", str(tmp_path / "dec4")])
+    first = np.asarray(Image.open(sorted((tmp_path / "dec4").glob("*.png"))[0]))
+    assert len(list((tmp_path / "dec4").glob("*.png"))) == 24
+    assert np.array_equal(first.reshape(16, 16), np.load(blob_npz)["x_test"][0, ..., 0])
     assert sorted(p.name for p in (pkg / "tiny-shipped").iterdir()) == before
     main(["pretrained"])
     assert "tiny-shipped" in capsys.readouterr().out

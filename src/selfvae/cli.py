@@ -363,7 +363,7 @@ def cmd_compress(args: argparse.Namespace) -> None:
     _, model = _load(args)
     images = read_inputs(args.inputs, args.limit)
     given = {"precision": args.precision, "chunk": args.chunk, "flow_chunk": args.flow_chunk,
-             "mixture_bits_back": False if args.no_mixture_bits_back else None}
+             "mixture_bits_back": False if args.no_mixture_bits_back else None, "samples": args.samples}
     params = CodingParams(**{k: v for k, v in given.items() if v is not None})
     if args.y_only and args.lossy_z is not None:
         raise SelfVAEError("give --lossy-z or --y-only, not both")
@@ -574,6 +574,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--flow-chunk", type=int,
                    help="images per call of a RealNVP prior's couplings (default: CodingParams.flow_chunk); stored")
     s.add_argument("--group", type=int, default=64, help="images coded together at most (speed; stored)")
+    s.add_argument("--samples", type=int, metavar="S",
+                   help="importance samples an image (BB-IS, Ruan et al. 2021): the file costs the IW bound with S "
+                        "samples instead of the negative ELBO, for S times the likelihood evaluations (default 1)")
     s.add_argument("--no-mixture-bits-back", action="store_true",
                    help="code every pixel under its whole mixture (slower, the same size; stored)")
     s.add_argument("--threads", type=int, default=max(1, torch.get_num_threads()),

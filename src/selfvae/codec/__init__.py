@@ -26,6 +26,7 @@ from selfvae.codec.bitsback import BitsBackCoder, CodingParams
 from selfvae.codec.compute import ChunkRunner, coding_mode, digest
 from selfvae.codec.container import CodecError, Container
 from selfvae.codec.images import InputImage, from_tiles, tile_grid, to_tiles
+from selfvae.codec.importance import ImportanceCoder
 from selfvae.codec.lossy import QuantisedZ
 from selfvae.errors import SelfVAEError
 from selfvae.models.selfvae import SelfVAE
@@ -117,6 +118,8 @@ def compress(
     """Code ``images`` into one file's bytes; the report splits the size into parts. With ``lossy`` only
     ``y = d(x)`` and what ``lossy`` keeps of ``z_K`` are coded (:mod:`selfvae.codec.lossy`)."""
     params = params or CodingParams()
+    if lossy is not None and params.samples > 1:
+        raise SelfVAEError("importance samples (BB-IS) code lossless files only: give samples = 1 with lossy coding")
     if lossy is not None and model.K < 1:
         raise SelfVAEError("lossy coding sends y = d(x) exactly: it needs a selfVAE (K >= 1), not a plain VAE")
     shape = model.shapes[-1]
@@ -129,7 +132,7 @@ def compress(
             coder = BitsBackCoder(model, params, runner)
             bar = tqdm(total=len(all_tiles), desc="compress", unit="img", disable=not progress)
             recon: dict[int, torch.Tensor] = {}
-            stack, n_seed, sizes = _encode_all(coder, all_tiles, group, parts, bar.update, lossy, recon)
+            stack, n_seed, sizes, samples = _encode_all(coder, all_tiles, group, parts, bar.update, lossy, recon)
             if lossy is not None:  # the decoder's output is what the checksum covers
                 all_tiles = torch.cat([recon[k] for k in sorted(recon)])
             bar.close()
@@ -137,6 +140,7 @@ def compress(
                 "model": model_id(model), "hint": model_hint, "probe": probe(coder), "params": asdict(params),
                 "group": group,
                 "tile": list(shape), "payload_words": stack.num_words(), "n_seed": n_seed, "groups": sizes,
+                "samples": samples,
                 "images": [[int(s) for s in im.pixels.shape] for im in images],
                 "names": _pack_names([im.name for im in images]),
                 "crc": zlib.crc32(np.ascontiguousarray(all_tiles.numpy()).tobytes()),
@@ -158,14 +162,15 @@ def compress(
 def _encode_all(
     coder: BitsBackCoder, tiles: torch.Tensor, group: int, parts: dict[str, float], done: Callable[[int], None],
     lossy: QuantisedZ | None = None, recon: dict[int, torch.Tensor] | None = None,
-) -> tuple[Stack, int, list[int]]:
-    """Encode every tile, last first, in groups; returns the stack, the initial words and the group sizes in
-    decoding order.
+) -> tuple[Stack, int, list[int], list[int]]:
+    """Encode every tile, last first, in groups; returns the stack, the initial words, and the group sizes and
+    importance samples per group in decoding order.
 
-    A group's first pop needs about its posteriors' discretised entropy in bits, several times what an image
-    adds to the stack, so the groups grow as the stack does: the first group the encoder codes is the last
-    tile alone (its initial bits are the file's only overhead), and each next group is as large as the stack
-    can fund (a power of two up to ``group``).
+    A group's first pop needs about its posteriors' discretised entropy in bits per image and sample, several
+    times what an image adds to the stack, so the groups grow as the stack does: the first group the encoder
+    codes is the last tile alone with one sample (its initial bits are the file's only overhead), and each next
+    group takes as many samples (up to ``CodingParams.samples``), then as many images (up to ``group``), as the
+    stack can fund, in powers of two.
     """
     n = len(tiles)
     last = tiles[n - 1 : n]
@@ -192,28 +197,36 @@ def _encode_all(
             stack, pop_bits = first(n_seed)
     _keep(recon, n - 1, coder, lossy)
     done(1)
-    sizes, end = [1], n - 1
+    sizes, samples, end = [1], [1], n - 1
     while end > 0:
-        size = min(group, end, max(1, 2 ** int(math.log2(max(stack.num_bits() / (1.25 * pop_bits), 1.0)))))
+        fundable = max(stack.num_bits() / (1.25 * pop_bits), 1.0)  # images x samples the stack can fund
+        s = min(coder.p.samples, _power_of_two(fundable))
+        size = min(group, end, _power_of_two(fundable / s))
         while True:
             snapshot, saved = stack.clone(), dict(parts)
             try:
-                took = _encode_group(coder, stack, tiles[end - size : end], parts, lossy)
+                took = _encode_group(coder, stack, tiles[end - size : end], parts, lossy, samples=s)
                 break
             except StackUnderflow:
-                if size == 1:
+                if size == 1 and s == 1:
                     raise CodecError("the stack ran out of bits for one image's posterior; "
                                      "compress with a coarser --precision") from None
                 stack = snapshot
                 parts.clear()
                 parts.update(saved)
-                size //= 2
-        pop_bits = max(pop_bits, took)  # the next group is sized by how deep one image's pops dig
+                size, s = (size // 2, s) if size > 1 else (size, s // 2)
+        pop_bits = max(pop_bits, took / s)  # the next group is sized by how deep one image's sample digs
         _keep(recon, end - size, coder, lossy)
         sizes.append(size)
+        samples.append(s)
         end -= size
         done(size)
-    return stack, n_seed, sizes[::-1]
+    return stack, n_seed, sizes[::-1], samples[::-1]
+
+
+def _power_of_two(x: float) -> int:
+    """The largest power of two at most ``x`` (1 below 2)."""
+    return max(1, 2 ** int(math.log2(max(x, 1.0))))
 
 
 def _keep(recon: dict[int, torch.Tensor] | None, start: int, coder: BitsBackCoder, lossy: QuantisedZ | None) -> None:
@@ -223,10 +236,11 @@ def _keep(recon: dict[int, torch.Tensor] | None, start: int, coder: BitsBackCode
 
 
 def _encode_group(coder: BitsBackCoder, stack: Stack, x: torch.Tensor, parts: dict[str, float],
-                  lossy: QuantisedZ | None = None, whole_mixture: bool = False) -> float:
-    """Encode one group, adding each part's bits to ``parts``; returns how deep (bits per image) its pops dug
-    into the stack below where the group started. The file's first group (the decoder's last) is coded with
-    ``whole_mixture``: its pops come out of the initial bits, so it pops no pixel's mixture component."""
+                  lossy: QuantisedZ | None = None, whole_mixture: bool = False, samples: int = 1) -> float:
+    """Encode one group with ``samples`` latent sets an image, adding each part's bits to ``parts``; returns how
+    deep (bits per image) its pops dug into the stack below where the group started. The file's first group
+    (the decoder's last) is coded with ``whole_mixture``: its pops come out of the initial bits, so it pops no
+    pixel's mixture component."""
     last = [stack.num_bits()]
     start = stack.low_water = stack.num_bits()
 
@@ -234,7 +248,10 @@ def _encode_group(coder: BitsBackCoder, stack: Stack, x: torch.Tensor, parts: di
         parts[part] += stack.num_bits() - last[0]
         last[0] = stack.num_bits()
 
-    coder.encode(stack, x, hook, lossy, whole_mixture)
+    if samples > 1:
+        ImportanceCoder(coder, samples).encode(stack, x, hook)
+    else:
+        coder.encode(stack, x, hook, lossy, whole_mixture)
     return (start - stack.low_water) / len(x)
 
 
@@ -304,7 +321,9 @@ def decompress(
     shapes = [tuple(s) for s in header["images"]]
     tile = tuple(header["tile"])
     n_tiles = [rows * cols for rows, cols, _, _ in (tile_grid(s[0], s[1], tile[1], tile[2]) for s in shapes)]
-    sizes = header["groups"]
+    sizes, samples = header["groups"], header["samples"]
+    if len(samples) != len(sizes):
+        raise CodecError(f"{name}: the header gives importance samples for {len(samples)} groups, not {len(sizes)}")
     if sum(sizes) != sum(n_tiles):
         raise CodecError(f"{name}: the header's groups hold {sum(sizes)} tiles, its images {sum(n_tiles)}")
     groups = [range(a, a + k) for a, k in zip(np.cumsum([0, *sizes[:-1]]).tolist(), sizes, strict=True)]
@@ -328,7 +347,7 @@ def decompress(
             def seen(i: int, level: torch.Tensor) -> None:
                 if prefix and stack.num_words() < 2:  # the prefix ran out while decoding this level
                     raise _PrefixEnd
-                low[0] = min(low[0], stack.num_words())
+                low[0] = min(low[0], stack.num_words(), stack.low_water // 32)  # the deepest pop so far
                 read = head + 4 * (n_words - low[0] + 2)  # +2: the ANS head's words
                 stages.append((coder.level_name(i), min(read, total_bytes), level.numpy().copy()))
                 if on_level:
@@ -337,15 +356,19 @@ def decompress(
             bar = tqdm(total=len(groups[0]) if prefix else sum(len(g) for g in groups), desc="decompress",
                        unit="img", disable=not progress)
             out = []
+            def decode(gi: int, on: Callable[[int, torch.Tensor], None] | None) -> torch.Tensor:
+                if samples[gi] > 1:
+                    return ImportanceCoder(coder, samples[gi]).decode(stack, len(groups[gi]), on)
+                return coder.decode(stack, len(groups[gi]), on, lossy, whole_mixture=gi == len(groups) - 1)
+
             for gi, g in enumerate(groups):
                 if prefix:
                     try:
-                        coder.decode(stack, len(g), seen, lossy, whole_mixture=len(groups) == 1)
+                        decode(gi, seen)
                     except (_PrefixEnd, StackUnderflow, KeyError):  # past the prefix: no bits, or garbage
                         pass
                     break
-                out.append(coder.decode(stack, len(g), seen if gi == 0 else None, lossy,
-                                        whole_mixture=gi == len(groups) - 1))
+                out.append(decode(gi, seen if gi == 0 else None))
                 bar.update(len(g))
             bar.close()
     finally:

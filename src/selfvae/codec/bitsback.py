@@ -64,6 +64,9 @@ class CodingParams:
     # against 4.2 at 4
     flow_chunk: int = 16
     mixture_bits_back: bool = True  # pixels coded under a component popped from its posterior (files of version 3)
+    # latent sets per image (BB-IS, selfvae.codec.importance: the rate of the IW bound with S samples instead of
+    # the ELBO's); the file's first images, with few bits on the stack to borrow, get fewer (files of version 5)
+    samples: int = 1
 
 
 Levels = list[Tensor]  # uint8 image levels [y_1, ..., y_K, x]
@@ -93,6 +96,8 @@ class BitsBackCoder:
         for field in ("chunk", "flow_chunk"):
             if not 1 <= getattr(params, field) <= 255:
                 raise SelfVAEError(f"{field} {getattr(params, field)}: must lie in [1, 255] (a byte of the file)")
+        if not 1 <= params.samples <= 256:
+            raise SelfVAEError(f"samples {params.samples}: must lie in [1, 256]")
         if not params.precision <= params.flow_precision <= 16:
             raise SelfVAEError(f"flow_precision {params.flow_precision}: must lie in [precision, 16] "
                                f"(precision is {params.precision})")
