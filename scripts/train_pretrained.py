@@ -144,10 +144,13 @@ def card(name: str, folder: Path, metrics: dict, steps: int, seconds: float, how
         ("settings beyond the preset", _differences(name, cfg) or "none"),
     ]
     table = "\n".join(f"| {k} | {v} |" for k, v in rows)
-    return (f"# {name}\n\n{cfg.description}.\n\n| | |\n| --- | --- |\n{table}\n\n"
-            f"Reproduce: `python scripts/train_pretrained.py {name}` (trains `--preset {name} --set "
-            f"train.seed={seed}` under a time budget, resumable; then measures and ships), with the settings "
-            "beyond the preset above given as `--set`.\n"
+    reproduce = (f"Reproduce: `python scripts/train_pretrained.py {name}` (trains `--preset {name} --set "
+                 f"train.seed={seed}` under a time budget, resumable; then measures and ships), with the settings "
+                 "beyond the preset above given as `--set`.")
+    if ";" in lr:  # the schedule changed on resume: one command does not give the same run
+        reproduce += (" This run was trained in stages, resumed with other learning-rate settings (the learning-rate "
+                      "row; the commands are in docs/RESULTS.md); the settings above are its last stage's.")
+    return (f"# {name}\n\n{cfg.description}.\n\n| | |\n| --- | --- |\n{table}\n\n{reproduce}\n"
             f"Check: `selfvae eval {name} --json`.\n")
 
 
