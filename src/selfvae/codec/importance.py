@@ -73,8 +73,8 @@ class ImportanceCoder:
         :meth:`_posteriors` gives)."""
         c, m, run = self.c, self.m, self.c.run
         rep = [torch.cat([level] * self.S) for level in levels]
-        log_w = run.map(lambda u: m.p_u.log_prob(u).double(), sets[0], chunk=c._flow_chunk(len(sets[0]))).numpy()
-        log_w = log_w + run.map(lambda u, y: m.p_y_given(u).log_prob(m.target(y)).double(), sets[0], rep[0]).numpy()
+        log_w = (run.map(lambda u: m.p_u.log_prob(u).double(), sets[0], chunk=c._flow_chunk(len(sets[0]))).numpy()
+                 + run.map(lambda u, y: m.p_y_given(u).log_prob(m.target(y)).double(), sets[0], rep[0]).numpy())
         for k in range(1, m.K + 1):
             log_w += _gaussian_log_density(sets[k], *c.p_latent(k, rep[k - 1], sets[k - 1]))
 
