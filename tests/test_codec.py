@@ -192,10 +192,16 @@ def test_importance_samples_round_trip_and_length_is_information(transforms, pri
         assert part.stages[0][0] == name == "y1" and np.array_equal(part.stages[0][2], y1)
 
 
-def test_importance_samples_are_refused_for_lossy_files():
+def test_importance_samples_are_refused_for_lossy_files_and_out_of_range_in_a_header():
+    from selfvae.codec.container import Container
+
     _, model = tiny_model("downscale", "standard")
     with pytest.raises(SelfVAEError, match="lossless files only"):
         compress(model, digits(2), CodingParams(samples=4), lossy=QuantisedZ(4))
+    c = Container.from_bytes(compress(model, digits(3))[0], "f")
+    c.header["samples"] = [300] * len(c.header["groups"])  # a well-formed file that asks for absurd work
+    with pytest.raises(CodecError, match="importance samples"):
+        decompress(model, c.to_bytes(), name="f.svae")
 
 
 def test_file_decodes_in_a_fresh_process_with_other_threads(tmp_path):

@@ -322,8 +322,9 @@ def decompress(
     tile = tuple(header["tile"])
     n_tiles = [rows * cols for rows, cols, _, _ in (tile_grid(s[0], s[1], tile[1], tile[2]) for s in shapes)]
     sizes, samples = header["groups"], header["samples"]
-    if len(samples) != len(sizes):
-        raise CodecError(f"{name}: the header gives importance samples for {len(samples)} groups, not {len(sizes)}")
+    if len(samples) != len(sizes) or not all(isinstance(k, int) and 1 <= k <= 256 for k in samples):
+        raise CodecError(f"{name}: the header's importance samples are not one count in [1, 256] for each of its "
+                         f"{len(sizes)} groups")
     if sum(sizes) != sum(n_tiles):
         raise CodecError(f"{name}: the header's groups hold {sum(sizes)} tiles, its images {sum(n_tiles)}")
     groups = [range(a, a + k) for a, k in zip(np.cumsum([0, *sizes[:-1]]).tolist(), sizes, strict=True)]
