@@ -22,7 +22,7 @@ import torch
 from tqdm import tqdm
 
 from selfvae.codec.ans import Stack, StackUnderflow
-from selfvae.codec.bitsback import BitsBackCoder, CodingParams
+from selfvae.codec.bitsback import MAX_SAMPLES, BitsBackCoder, CodingParams
 from selfvae.codec.compute import ChunkRunner, coding_mode, digest
 from selfvae.codec.container import CodecError, Container
 from selfvae.codec.images import InputImage, from_tiles, tile_grid, to_tiles
@@ -322,9 +322,9 @@ def decompress(
     tile = tuple(header["tile"])
     n_tiles = [rows * cols for rows, cols, _, _ in (tile_grid(s[0], s[1], tile[1], tile[2]) for s in shapes)]
     sizes, samples = header["groups"], header["samples"]
-    if len(samples) != len(sizes) or not all(isinstance(k, int) and 1 <= k <= 256 for k in samples):
-        raise CodecError(f"{name}: the header's importance samples are not one count in [1, 256] for each of its "
-                         f"{len(sizes)} groups")
+    if len(samples) != len(sizes) or not all(isinstance(k, int) and 1 <= k <= MAX_SAMPLES for k in samples):
+        raise CodecError(f"{name}: the header's importance samples are not one count in [1, {MAX_SAMPLES}] for each "
+                         f"of its {len(sizes)} groups")
     if sum(sizes) != sum(n_tiles):
         raise CodecError(f"{name}: the header's groups hold {sum(sizes)} tiles, its images {sum(n_tiles)}")
     groups = [range(a, a + k) for a, k in zip(np.cumsum([0, *sizes[:-1]]).tolist(), sizes, strict=True)]
@@ -342,14 +342,13 @@ def decompress(
                     f"on a machine like the writer's, with torch {torch.__version__} there or the writer's version")
             stack = Stack(words)
             n_words = len(words)
-            low = [n_words]
             head = total_bytes - 4 * n_words - (0 if prefix else 4)
 
             def seen(i: int, level: torch.Tensor) -> None:
                 if prefix and stack.num_words() < 2:  # the prefix ran out while decoding this level
                     raise _PrefixEnd
-                low[0] = min(low[0], stack.num_words(), stack.low_water // 32)  # the deepest pop so far
-                read = head + 4 * (n_words - low[0] + 2)  # +2: the ANS head's words
+                deepest = stack.low_water // 32  # words left at the deepest pop so far (the stack's low-water mark)
+                read = head + 4 * (n_words - deepest + 2)  # +2: the ANS head's words
                 stages.append((coder.level_name(i), min(read, total_bytes), level.numpy().copy()))
                 if on_level:
                     on_level(coder.level_name(i), min(read, total_bytes), level)

@@ -48,6 +48,8 @@ from selfvae.errors import SelfVAEError
 from selfvae.models.selfvae import SelfVAE
 from selfvae.priors import CouplingStep, MixtureOfGaussians, RealNVP, StandardNormal
 
+MAX_SAMPLES = 256  # importance samples an image at most (CodingParams.samples; a file's header is checked too)
+
 
 @dataclass(frozen=True)
 class CodingParams:
@@ -96,8 +98,8 @@ class BitsBackCoder:
         for field in ("chunk", "flow_chunk"):
             if not 1 <= getattr(params, field) <= 255:
                 raise SelfVAEError(f"{field} {getattr(params, field)}: must lie in [1, 255] (a byte of the file)")
-        if not 1 <= params.samples <= 256:
-            raise SelfVAEError(f"samples {params.samples}: must lie in [1, 256]")
+        if not 1 <= params.samples <= MAX_SAMPLES:
+            raise SelfVAEError(f"samples {params.samples}: must lie in [1, {MAX_SAMPLES}]")
         if not params.precision <= params.flow_precision <= 16:
             raise SelfVAEError(f"flow_precision {params.flow_precision}: must lie in [precision, 16] "
                                f"(precision is {params.precision})")

@@ -109,11 +109,11 @@ class ImportanceCoder:
         pick = stack.pop_categorical(_normalised(self.log_weights(levels, sets, tiled)))
         hook("j")
         rows, others = self._others(pick)
-        mask = torch.from_numpy(others)
+        mask, at = torch.from_numpy(others), torch.from_numpy(rows)
         for j in range(m.K + 1):
             c.push_gaussian(stack, sets[j][mask], tiled[j][0][others], tiled[j][1][others], tight=True)
             hook(c.latent_name(j))
-        chosen = [s[torch.from_numpy(rows)] for s in sets]
+        chosen = [s[at] for s in sets]
         for i in range(m.K, 0, -1):
             c.push_level(stack, i, levels[i], chosen[i], levels[i - 1])
             hook(c.level_name(i))
