@@ -5,11 +5,12 @@ Not a test: ``python benchmarks/codec.py RUN_DIR [--n 1000] [--single 10] [--iw 
 Prints, for the first N test images of the run's data set (as the data set stores them: 28x28 for MNIST,
 so bits/dim are per 784 pixels; every byte of every file counted):
 
-* our file for all N images: bits/dim, its parts, the initial bits and header, encode and decode images/s,
-  and that the round trip is bit-exact;
+* our file for all N images: bits/dim, its parts, the first images' cost (coded with chosen latents, no bits
+  back) and header, encode and decode images/s, and that the round trip is bit-exact; beside it the same file
+  with BB-ANS's seeded initial bits instead (``--initial-bits``);
 * the model's negative ELBO (one posterior sample) and IW bound (``--iw`` samples, first ``--iw-limit``
   images) on the same images;
-* the first ``--single`` images each compressed alone (what a one-image file costs);
+* the first ``--single`` images each compressed alone (what a one-image file costs), both ways;
 * PNG (optimised), WebP, JPEG-XL and AVIF lossless, one file per image and one mosaic file for the set.
 
 ``--json FILE`` writes every figure.
@@ -73,7 +74,10 @@ def main() -> None:
     res["decode_img_s"] = n / (time.perf_counter() - t)
     res["exact"] = all(np.array_equal(a, b.pixels) for a, b in zip(dec.images, images, strict=True))
     res.update(ours_bpd=rep.bits_per_dim, ours_bytes=rep.file_bytes, header_bytes=rep.header_bytes,
-               initial_bytes=rep.initial_bytes, parts_bytes=rep.parts_bytes)
+               initial_bytes=rep.initial_bytes, parts_bytes=rep.parts_bytes, chosen_images=rep.chosen_images,
+               chosen_bytes=rep.chosen_bytes)
+    seeded = compress(model, images, CodingParams(samples=args.samples, chosen_first=False), threads=args.threads)[1]
+    res.update(seeded_bpd=seeded.bits_per_dim, seeded_initial_bytes=seeded.initial_bytes)
     res["nelbo_bpd"] = nelbo_bits(model, images) / dims
     k = min(args.iw_limit, n)
     res["iw_samples"], res["iw_images"] = args.iw, k
@@ -83,6 +87,9 @@ def main() -> None:
     res["single_file_bytes"] = float(np.mean([r.file_bytes for r in singles]))
     res["single_initial_bytes"] = float(np.mean([r.initial_bytes for r in singles]))
     res["single_header_bytes"] = float(np.mean([r.header_bytes for r in singles]))
+    res["single_seeded_file_bytes"] = float(np.mean([
+        compress(model, [im], CodingParams(chosen_first=False), threads=args.threads)[1].file_bytes
+        for im in images[: args.single]]))
     if not args.no_classical:
         pix = [im.pixels for im in images]
         for name in LOSSLESS:
@@ -99,10 +106,12 @@ def main() -> None:
             print(f"| {name} | {res[f'{name}_mosaic_bpd']:.4f} | {res[f'{name}_per_image_bpd']:.4f} |")
     print(f"\nnELBO {res['nelbo_bpd']:.4f}; file / nELBO = {rep.bits_per_dim / res['nelbo_bpd']:.4f}; "
           f"IW bound (S={args.iw}, first {k}) {res['iw_bpd']:.4f} vs nELBO {res['nelbo_bpd_iw_subset']:.4f} there")
-    print(f"header {rep.header_bytes} B, initial bits {rep.initial_bytes:.0f} B; parts (B): "
-          + ", ".join(f"{p} {b:.0f}" for p, b in rep.parts_bytes.items()))
-    print(f"single-image file: {res['single_file_bytes']:.0f} B (initial bits {res['single_initial_bytes']:.0f} B, "
-          f"header {res['single_header_bytes']:.0f} B)")
+    print(f"header {rep.header_bytes} B; first {rep.chosen_images} images (chosen latents, no bits back) "
+          f"{rep.chosen_bytes:.0f} B; parts (B): " + ", ".join(f"{p} {b:.0f}" for p, b in rep.parts_bytes.items()))
+    print(f"with initial bits instead (--initial-bits): {seeded.bits_per_dim:.4f} bits/dim "
+          f"({seeded.initial_bytes:.0f} B of initial bits)")
+    print(f"single-image file: {res['single_file_bytes']:.0f} B (header {res['single_header_bytes']:.0f} B); "
+          f"with initial bits instead: {res['single_seeded_file_bytes']:.0f} B")
     print(f"encode {res['encode_img_s']:.1f} img/s, decode {res['decode_img_s']:.1f} img/s "
           f"({args.threads} threads); round trip exact: {res['exact']}")
     if args.json:

@@ -80,6 +80,33 @@ def test_round_trip_exact_and_length_is_information(transforms, prior):
     assert rep.file_bytes * 8 >= coded + 8 * rep.header_bytes
 
 
+@pytest.mark.parametrize("transforms,prior", [("", "standard"), ("", "mog"), ("", "realnvp"),
+                                              ("downscale,downscale", "realnvp")])
+def test_first_images_use_chosen_latents_and_need_no_initial_bits(transforms, prior):
+    """A lossless file's first images are coded with chosen latents and no pops: no initial words, a one-image
+    file smaller than one seeded with initial bits, the grids in the header, and exact round trips."""
+    from selfvae.codec.chosen import PRECISIONS
+    from selfvae.codec.container import Container
+
+    _, model = tiny_model(transforms, prior)
+    images = digits(6)
+    one, rep1 = compress(model, images[:1])
+    seeded, rep0 = compress(model, images[:1], CodingParams(chosen_first=False))
+    assert rep1.chosen_images == 1 and rep0.chosen_images == 0 and rep0.initial_bytes > 0
+    assert len(one) < len(seeded)
+    data, rep = compress(model, images, group=4)
+    header, _ = Container.parse_header(data, "f")
+    assert header["n_seed"] == 0 and header["chosen"][-1] in PRECISIONS
+    assert all(c == -1 or c in PRECISIONS for c in header["chosen"]) and rep.chosen_images >= 1
+    assert rep.chosen_bytes <= sum(rep.parts_bytes.values())
+    for file, ims in ((one, images[:1]), (seeded, images[:1]), (data, images)):
+        assert all(np.array_equal(a, b.pixels) for a, b in zip(decompress(model, file).images, ims, strict=True))
+    c = Container.from_bytes(data, "f")
+    c.header["chosen"] = [99] * len(c.header["groups"])  # a grid no encoder writes
+    with pytest.raises(CodecError, match="chosen-latent grids"):
+        decompress(model, c.to_bytes(), name="f.svae")
+
+
 def test_rgb_model_and_grey_input_round_trip():
     _, model = tiny_model("downscale", "mog", channels=3)
     rng = np.random.default_rng(1)
@@ -380,11 +407,12 @@ def _as_version(data: bytes, version: int) -> bytes:
 @pytest.mark.parametrize(("version", "prior", "params"), [
     (2, "standard", CodingParams(mixture_bits_back=False)),  # no flags, no component bits back
     (3, "realnvp", CodingParams(flow_chunk=4)),  # no flow chunk (the chunk served), F.elu's ELU
-    (4, "realnvp", CodingParams()),  # no importance samples
+    (4, "realnvp", CodingParams(chosen_first=False)),  # no importance samples
+    (5, "mog", CodingParams(chosen_first=False)),  # no chosen latents: the first image pops initial bits
 ])
 def test_older_file_versions_still_decode(version, prior, params):
-    """Files of format versions 2 and 3 decode (their networks ran F.elu, their couplings at ``chunk``), and
-    version 4 (one sample an image throughout)."""
+    """Files of format versions 2 and 3 decode (their networks ran F.elu, their couplings at ``chunk``),
+    version 4 (one sample an image throughout) and version 5 (initial bits under the first image)."""
     from contextlib import nullcontext
 
     from selfvae.nn.layers import exact_elu

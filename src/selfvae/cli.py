@@ -363,7 +363,8 @@ def cmd_compress(args: argparse.Namespace) -> None:
     _, model = _load(args)
     images = read_inputs(args.inputs, args.limit)
     given = {"precision": args.precision, "chunk": args.chunk, "flow_chunk": args.flow_chunk,
-             "mixture_bits_back": False if args.no_mixture_bits_back else None, "samples": args.samples}
+             "mixture_bits_back": False if args.no_mixture_bits_back else None, "samples": args.samples,
+             "chosen_first": False if args.initial_bits else None}
     params = CodingParams(**{k: v for k, v in given.items() if v is not None})
     if args.y_only and args.lossy_z is not None:
         raise SelfVAEError("give --lossy-z or --y-only, not both")
@@ -384,7 +385,11 @@ def cmd_compress(args: argparse.Namespace) -> None:
           f"(per {rep.dims // rep.n_images if rep.n_images else 0} dims an image on average, every byte counted)")
     for part, b in sorted(rep.parts_bytes.items(), key=_part_order):
         print(f"  {part:<8} {b:10.1f} bytes")
-    print(f"  {'initial':<8} {rep.initial_bytes:10.1f} bytes (bits the first image borrows with nothing to borrow)")
+    if rep.chosen_images:
+        print(f"  of which {rep.chosen_bytes:.1f} bytes for the first {rep.chosen_images} image(s), coded with chosen "
+              f"latents and no bits back (nothing to borrow yet)")
+    else:
+        print(f"  {'initial':<8} {rep.initial_bytes:10.1f} bytes (bits the first image borrows with nothing to borrow)")
     print(f"  {'header':<8} {rep.header_bytes:10d} bytes")
     if nelbo_bpd is not None:
         print(f"negative ELBO of the same images: {nelbo_bpd:.4f} bits/dim; "
@@ -579,6 +584,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "samples instead of the negative ELBO, for S times the likelihood evaluations (default 1)")
     s.add_argument("--no-mixture-bits-back", action="store_true",
                    help="code every pixel under its whole mixture (slower, the same size; stored)")
+    s.add_argument("--initial-bits", action="store_true",
+                   help="let the first image pop seeded random words (BB-ANS's initial bits) instead of coding the "
+                        "first images with chosen latents and no bits back (larger: for comparison; stored)")
     s.add_argument("--threads", type=int, default=max(1, torch.get_num_threads()),
                    help="worker threads (never changes the file)")
     s.add_argument("--json", action="store_true", help="print one JSON object instead of the table")

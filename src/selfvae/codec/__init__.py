@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from selfvae.codec.ans import Stack, StackUnderflow
 from selfvae.codec.bitsback import MAX_SAMPLES, BitsBackCoder, CodingParams
+from selfvae.codec.chosen import MAX_PRECISION, ChosenCoder, encode_cheapest
 from selfvae.codec.compute import ChunkRunner, coding_mode, digest
 from selfvae.codec.container import CodecError, Container
 from selfvae.codec.images import InputImage, from_tiles, tile_grid, to_tiles
@@ -93,6 +94,8 @@ class CompressReport:
     header_bytes: int
     initial_bytes: int  # initial bits left on the stack (the first image's cost of having nothing to borrow)
     parts_bytes: dict[str, float] = field(default_factory=dict)
+    chosen_images: int = 0  # the first images, coded with chosen latents and no bits back (selfvae.codec.chosen)
+    chosen_bytes: float = 0.0  # what they took (in parts_bytes too)
     ideal_bits: float = 0.0  # sum of -log2 of the coded probabilities (pushes minus pops)
 
     @property
@@ -132,15 +135,16 @@ def compress(
             coder = BitsBackCoder(model, params, runner)
             bar = tqdm(total=len(all_tiles), desc="compress", unit="img", disable=not progress)
             recon: dict[int, torch.Tensor] = {}
-            stack, n_seed, sizes, samples = _encode_all(coder, all_tiles, group, parts, bar.update, lossy, recon)
+            enc = _encode_all(coder, all_tiles, group, parts, bar.update, lossy, recon)
+            stack = enc.stack
             if lossy is not None:  # the decoder's output is what the checksum covers
                 all_tiles = torch.cat([recon[k] for k in sorted(recon)])
             bar.close()
             header = {
                 "model": model_id(model), "hint": model_hint, "probe": probe(coder), "params": asdict(params),
                 "group": group,
-                "tile": list(shape), "payload_words": stack.num_words(), "n_seed": n_seed, "groups": sizes,
-                "samples": samples,
+                "tile": list(shape), "payload_words": stack.num_words(), "n_seed": enc.n_seed, "groups": enc.sizes,
+                "samples": enc.samples, "chosen": enc.chosen,
                 "images": [[int(s) for s in im.pixels.shape] for im in images],
                 "names": _pack_names([im.name for im in images]),
                 "crc": zlib.crc32(np.ascontiguousarray(all_tiles.numpy()).tobytes()),
@@ -155,25 +159,95 @@ def compress(
         n_images=len(images), dims=sum(int(np.prod(im.pixels.shape)) for im in images), file_bytes=len(data),
         header_bytes=len(data) - payload_bytes, initial_bytes=initial,
         parts_bytes={k: v / 8 for k, v in parts.items()}, ideal_bits=stack.ideal_bits,
+        chosen_images=sum(size for size, p in zip(enc.sizes, enc.chosen, strict=True) if p >= 0),
+        chosen_bytes=enc.chosen_bits / 8,
     )
     return data, report
+
+
+@dataclass
+class _Encoded:
+    stack: Stack
+    n_seed: int  # initial words under the payload
+    sizes: list[int]  # images per group, in decoding order
+    samples: list[int]  # importance samples per group
+    chosen: list[int]  # per group: the grid of its chosen latents (selfvae.codec.chosen), or -1 for bits back
+    chosen_bits: float  # what the chosen groups took
 
 
 def _encode_all(
     coder: BitsBackCoder, tiles: torch.Tensor, group: int, parts: dict[str, float], done: Callable[[int], None],
     lossy: QuantisedZ | None = None, recon: dict[int, torch.Tensor] | None = None,
-) -> tuple[Stack, int, list[int], list[int]]:
-    """Encode every tile, last first, in groups; returns the stack, the initial words, and the group sizes and
-    importance samples per group in decoding order.
+) -> _Encoded:
+    """Encode every tile, last first, in groups.
 
     A group's first pop needs about its posteriors' discretised entropy in bits per image and sample, several
-    times what an image adds to the stack, so the groups grow as the stack does: the first group the encoder
-    codes is the last tile alone with one sample (its initial bits are the file's only overhead), and each next
-    group takes as many samples (up to ``CodingParams.samples``), then as many images (up to ``group``), as the
-    stack can fund, in powers of two.
+    times what an image adds to the stack, so the groups grow as the stack does. The first tile the encoder
+    codes (the last) has nothing to borrow: a lossless file codes it, and every next one the stack cannot yet
+    fund, with chosen latents and no pops (``CodingParams.chosen_first``, :mod:`selfvae.codec.chosen`); otherwise
+    it pops from seeded initial words, the file's only overhead. Each next group takes as many samples (up to
+    ``CodingParams.samples``), then as many images (up to ``group``), as the stack can fund, in powers of two.
     """
     n = len(tiles)
     last = tiles[n - 1 : n]
+    chosen_first = coder.p.chosen_first and lossy is None
+    chosen, chosen_bits = [], 0.0
+
+    def code_chosen(stack: Stack, x: torch.Tensor) -> Stack:
+        nonlocal chosen_bits
+        out, p, bits = encode_cheapest(coder, stack, x)
+        for k, v in bits.items():
+            parts[k] += v
+        chosen.append(p)
+        chosen_bits += sum(bits.values())
+        return out
+
+    if chosen_first:
+        n_seed, stack = 0, code_chosen(Stack(), last)
+        pop_bits = 32.0 * coder.initial_words(last)  # an estimate; the first group coded with bits back corrects it
+    else:
+        stack, n_seed, pop_bits = _seeded_first(coder, last, parts, lossy)
+        chosen.append(-1)
+    _keep(recon, n - 1, coder, lossy)
+    done(1)
+    sizes, samples, end = [1], [1], n - 1
+    while end > 0:
+        fundable = max(stack.num_bits() / (1.25 * pop_bits), 1.0)  # images x samples the stack can fund
+        s = min(coder.p.samples, _power_of_two(fundable))
+        size = min(group, end, _power_of_two(fundable / s))
+        took: float | None = None
+        while True:
+            snapshot, saved = stack.clone(), dict(parts)
+            try:
+                took = _encode_group(coder, stack, tiles[end - size : end], parts, lossy, samples=s)
+                break
+            except StackUnderflow:
+                stack = snapshot
+                parts.clear()
+                parts.update(saved)
+                if size == 1 and s == 1:
+                    if not chosen_first:
+                        raise CodecError("the stack ran out of bits for one image's posterior; "
+                                         "compress with a coarser --precision") from None
+                    break
+                size, s = (size // 2, s) if size > 1 else (size, s // 2)
+        if took is None:  # the stack cannot fund one image yet
+            stack = code_chosen(stack, tiles[end - 1 : end])
+        else:
+            pop_bits = max(pop_bits, took / s)  # the next group is sized by how deep one image's sample digs
+            chosen.append(-1)
+        _keep(recon, end - size, coder, lossy)
+        sizes.append(size)
+        samples.append(s)
+        end -= size
+        done(size)
+    return _Encoded(stack, n_seed, sizes[::-1], samples[::-1], chosen[::-1], chosen_bits)
+
+
+def _seeded_first(coder: BitsBackCoder, last: torch.Tensor, parts: dict[str, float], lossy: QuantisedZ | None,
+                  ) -> tuple[Stack, int, float]:
+    """Code the first tile on a stack of pseudo-random initial words, as few as its pops need: returns the
+    stack, the initial words and how deep (bits) its pops dug."""
     rng = np.random.default_rng(_SEED)
 
     def first(words: int) -> tuple[Stack, float]:
@@ -182,7 +256,7 @@ def _encode_all(
         return stack, _encode_group(coder, stack, last, parts, lossy, whole_mixture=True)
 
     n_seed = coder.initial_words(last)
-    while True:  # the first group, with enough initial bits
+    while True:  # with enough initial bits
         try:
             stack, pop_bits = first(n_seed)
             break
@@ -195,33 +269,7 @@ def _encode_all(
             n_seed = enough
         except StackUnderflow:
             stack, pop_bits = first(n_seed)
-    _keep(recon, n - 1, coder, lossy)
-    done(1)
-    sizes, samples, end = [1], [1], n - 1
-    while end > 0:
-        fundable = max(stack.num_bits() / (1.25 * pop_bits), 1.0)  # images x samples the stack can fund
-        s = min(coder.p.samples, _power_of_two(fundable))
-        size = min(group, end, _power_of_two(fundable / s))
-        while True:
-            snapshot, saved = stack.clone(), dict(parts)
-            try:
-                took = _encode_group(coder, stack, tiles[end - size : end], parts, lossy, samples=s)
-                break
-            except StackUnderflow:
-                if size == 1 and s == 1:
-                    raise CodecError("the stack ran out of bits for one image's posterior; "
-                                     "compress with a coarser --precision") from None
-                stack = snapshot
-                parts.clear()
-                parts.update(saved)
-                size, s = (size // 2, s) if size > 1 else (size, s // 2)
-        pop_bits = max(pop_bits, took / s)  # the next group is sized by how deep one image's sample digs
-        _keep(recon, end - size, coder, lossy)
-        sizes.append(size)
-        samples.append(s)
-        end -= size
-        done(size)
-    return stack, n_seed, sizes[::-1], samples[::-1]
+    return stack, n_seed, pop_bits
 
 
 def _power_of_two(x: float) -> int:
@@ -325,6 +373,11 @@ def decompress(
     if len(samples) != len(sizes) or not all(isinstance(k, int) and 1 <= k <= MAX_SAMPLES for k in samples):
         raise CodecError(f"{name}: the header's importance samples are not one count in [1, {MAX_SAMPLES}] for each "
                          f"of its {len(sizes)} groups")
+    chosen = header.get("chosen", [-1] * len(sizes))
+    if len(chosen) != len(sizes) or not all(isinstance(c, int) and -1 <= c <= MAX_PRECISION and (c < 0 or k == 1)
+                                            for c, k in zip(chosen, samples, strict=True)):
+        raise CodecError(f"{name}: the header's chosen-latent grids are not one value in [-1, {MAX_PRECISION}] for "
+                         f"each of its {len(sizes)} groups (with one sample)")
     if sum(sizes) != sum(n_tiles):
         raise CodecError(f"{name}: the header's groups hold {sum(sizes)} tiles, its images {sum(n_tiles)}")
     groups = [range(a, a + k) for a, k in zip(np.cumsum([0, *sizes[:-1]]).tolist(), sizes, strict=True)]
@@ -340,7 +393,7 @@ def decompress(
                     f"{name}: this machine computes the model differently from the one that wrote the file "
                     f"(probe {here} != {header['probe']}: another CPU type or PyTorch build); decode it "
                     f"on a machine like the writer's, with torch {torch.__version__} there or the writer's version")
-            stack = Stack(words)
+            stack = Stack(words, decoding=True)
             n_words = len(words)
             head = total_bytes - 4 * n_words - (0 if prefix else 4)
 
@@ -357,6 +410,8 @@ def decompress(
                        unit="img", disable=not progress)
             out = []
             def decode(gi: int, on: Callable[[int, torch.Tensor], None] | None) -> torch.Tensor:
+                if chosen[gi] >= 0:
+                    return ChosenCoder(coder, chosen[gi]).decode(stack, len(groups[gi]), on)
                 if samples[gi] > 1:
                     return ImportanceCoder(coder, samples[gi]).decode(stack, len(groups[gi]), on)
                 return coder.decode(stack, len(groups[gi]), on, lossy, whole_mixture=gi == len(groups) - 1)

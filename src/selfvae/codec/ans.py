@@ -40,15 +40,18 @@ def _probs(probs: np.ndarray) -> np.ndarray:
 class Stack:
     """An ANS stack of 32-bit words; ``words`` (bottom first) are what a file stores."""
 
-    def __init__(self, words: np.ndarray | None = None) -> None:
+    def __init__(self, words: np.ndarray | None = None, decoding: bool = False) -> None:
         self._ans = constriction.stream.stack.AnsCoder(
             np.ascontiguousarray(words, dtype=np.uint32)
         ) if words is not None and len(words) else constriction.stream.stack.AnsCoder()
+        # a decoder's pops that reach the stack's last two words take the file's first pushes, which an empty
+        # coder holds in fewer bits than their information (measured: 864 for 969): no underflow (see _popped)
+        self.decoding = decoding
         self.ideal_bits = 0.0
         self.low_water = self.num_bits()  # the fewest bits the stack held after a pop (see StackUnderflow)
 
     def clone(self) -> Stack:
-        other = Stack()
+        other = Stack(decoding=self.decoding)
         other._ans, other.ideal_bits, other.low_water = self._ans.clone(), self.ideal_bits, self.low_water
         return other
 
@@ -88,6 +91,8 @@ class Stack:
         than ideal, which a flat 64 mistook for an empty stack."""
         self.ideal_bits -= info
         self.low_water = min(self.low_water, self.num_bits())
+        if self.decoding and self.num_bits() <= 64:
+            return
         if before - self.num_bits() < info - 64 - 0.05 * n:
             raise StackUnderflow(f"a pop needed {info:.0f} bits and found {before - self.num_bits()} on the stack")
 

@@ -69,6 +69,9 @@ class CodingParams:
     # latent sets per image (BB-IS, selfvae.codec.importance: the rate of the IW bound with S samples instead of
     # the ELBO's); the file's first images, with few bits on the stack to borrow, get fewer (files of version 5)
     samples: int = 1
+    # a lossless file's first images (until the stack can fund bits back) are coded with chosen latents and no
+    # pops (selfvae.codec.chosen) instead of popping from seeded random words (files of version 6)
+    chosen_first: bool = True
 
 
 Levels = list[Tensor]  # uint8 image levels [y_1, ..., y_K, x]

@@ -31,8 +31,9 @@ MAGIC = b"SVAE"
 # 2: RealNVP priors coded one coupling at a time (local bits-back); 3: bits back on pixels' components;
 # 4: the flow's couplings run on chunks of their own size (CodingParams.flow_chunk), and the networks' ELUs
 # take the faster form of selfvae.nn.layers.elu (older files decode with F.elu, as they were written);
-# 5: importance samples per group (CodingParams.samples, BB-IS), in the variable part
-VERSION = 5
+# 5: importance samples per group (CodingParams.samples, BB-IS), in the variable part;
+# 6: groups coded with chosen latents (selfvae.codec.chosen): flag bit 1 and their grids in the variable part
+VERSION = 6
 _HEAD = struct.Struct("<4sBI")  # magic, version, header length
 # model id (16 bytes), probe (8), pixel CRC, payload words, initial words, precision, flow precision, flow
 # noise, chunk, group, tile C, H, W, lossy (0 none, 1 y only, 2 y + z), lossy z precision, lossy decode (0 mean);
@@ -40,10 +41,11 @@ _HEAD = struct.Struct("<4sBI")  # magic, version, header length
 _FIXED_V2 = struct.Struct("<16s8sIIIBBBBHBHHBBB")
 _FIXED_V3 = struct.Struct(_FIXED_V2.format + "B")
 _FIXED = struct.Struct(_FIXED_V3.format + "B")
-_FIXED_BY_VERSION = {2: _FIXED_V2, 3: _FIXED_V3, 4: _FIXED, 5: _FIXED}
+_FIXED_BY_VERSION = {2: _FIXED_V2, 3: _FIXED_V3, 4: _FIXED, 5: _FIXED, 6: _FIXED}
 # a version 2 file is a version 3 file without mixture_bits_back; 2 and 3 have flow_chunk = chunk
 READABLE = tuple(_FIXED_BY_VERSION)
 _MIXTURE_BITS_BACK = 0x01
+_CHOSEN_FIRST = 0x02
 _ZLIB = 0x80  # flag in the variable part's first byte: zlib-compressed
 
 class CodecError(SelfVAEError):
@@ -129,12 +131,15 @@ def pack_header(h: dict[str, Any]) -> bytes:
         bytes.fromhex(h["model"]), bytes.fromhex(h["probe"]), h["crc"], h["payload_words"], h["n_seed"],
         p["precision"], p["flow_precision"], p["flow_noise"], p["chunk"], h["group"], *h["tile"],
         kind, (lossy or {}).get("precision") or 0, 0 if not lossy or lossy["decode"] == "mean" else 1,
-        _MIXTURE_BITS_BACK if p["mixture_bits_back"] else 0, p["flow_chunk"],
+        (_MIXTURE_BITS_BACK if p["mixture_bits_back"] else 0) | (_CHOSEN_FIRST if p.get("chosen_first") else 0),
+        p["flow_chunk"],
     )
     fields = {"hint": h.get("hint", ""), "images": _runs([tuple(s) for s in h["images"]]), "names": h["names"],
               "groups": _runs(h["groups"])}
     if any(s > 1 for s in h.get("samples", [])):
         fields["samples"] = _runs(h["samples"])
+    if any(g >= 0 for g in h.get("chosen", [])):
+        fields["chosen"] = _runs(h["chosen"])
     var = json.dumps(fields, separators=(",", ":")).encode()
     packed = zlib.compress(var, 9)
     body = bytes([_ZLIB]) + packed if len(packed) < len(var) else bytes([0]) + var
@@ -151,15 +156,16 @@ def unpack_header(b: bytes, version: int = VERSION) -> dict[str, Any]:
     var = json.loads(zlib.decompress(rest[1:]) if rest[0] & _ZLIB else rest[1:])
     groups = _unruns(var["groups"])
     samples = _unruns(var["samples"]) if "samples" in var else [1] * len(groups)
+    chosen = _unruns(var["chosen"]) if "chosen" in var else [-1] * len(groups)
     return {
         "version": version, "model": model.hex(), "probe": probe.hex(), "crc": crc, "payload_words": words,
         "n_seed": seed,
         "params": {"precision": prec, "flow_precision": fprec, "flow_noise": fnoise, "chunk": chunk,
                    "mixture_bits_back": bool(flags & _MIXTURE_BITS_BACK), "flow_chunk": flow_chunk,
-                   "samples": max(samples, default=1)},
+                   "samples": max(samples, default=1), "chosen_first": bool(flags & _CHOSEN_FIRST)},
         "group": group, "tile": [c, hh, ww], "hint": var["hint"],
         "images": [list(s) for s in _unruns(var["images"])], "names": var["names"],
-        "groups": groups, "samples": samples,
+        "groups": groups, "samples": samples, "chosen": chosen,
         "lossy": None if kind == 0 else {"precision": None if kind == 1 else zprec,
                                          "decode": "mean" if decode == 0 else "mode"},
     }
