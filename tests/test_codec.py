@@ -391,7 +391,7 @@ def test_mixture_bits_back_costs_what_the_whole_mixture_costs():
 
 def _as_version(data: bytes, version: int) -> bytes:
     """A file of the current format rewritten as the given older version (its fixed header cut to that
-    version's)."""
+    version's, its variable part compressed without the preset dictionary of version 6)."""
     import struct
     import zlib
 
@@ -399,7 +399,10 @@ def _as_version(data: bytes, version: int) -> bytes:
 
     (n,) = struct.unpack_from("<I", data, 5)
     head = data[9 : 9 + n]
-    old = head[: container._FIXED_BY_VERSION[version].size] + head[container._FIXED.size :]
+    var = head[container._FIXED.size :]
+    if var[0] & container._ZLIB:
+        var = bytes([container._ZLIB]) + zlib.compress(container._inflate(var[1:], var[0]), 9)
+    old = head[: container._FIXED_BY_VERSION[version].size] + var
     return b"".join([container.MAGIC, bytes([version]), struct.pack("<I", len(old)), old,
                      struct.pack("<I", zlib.crc32(old)), data[9 + n + 4 :]])
 

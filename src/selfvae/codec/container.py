@@ -47,6 +47,12 @@ READABLE = tuple(_FIXED_BY_VERSION)
 _MIXTURE_BITS_BACK = 0x01
 _CHOSEN_FIRST = 0x02
 _ZLIB = 0x80  # flag in the variable part's first byte: zlib-compressed
+_ZDICT_FLAG = 0x40  # with _ZLIB, from version 6 on: compressed with the preset dictionary _ZDICT
+# zlib's preset dictionary for the variable part (part of format 6: never change it). Typical keys, shapes, names
+# and group runs, so a short header compresses: a one-digit file's variable part 96 -> 41 bytes, 1000 digits' 149 -> 63
+_ZDICT = (b'{"hint":"","images":[[[28,28,1],1]],[[32,32,3],1]],[[64,64,3],"names":{"stem":"_x_test","width":4},'
+          b'{"list":[""]},"groups":[[1,1],[2,1],[4,1],[8,1],[16,1],[32,1],[64,"chosen":[[-1,[[0,1]],[[1,1]],'
+          b'[[2,1]],"samples":[[mnist-vaefashion-mnist-cifar10-srvae-2lvl')
 
 class CodecError(SelfVAEError):
     """A compressed file that cannot be decoded: damaged, truncated, or for another model or machine."""
@@ -141,8 +147,9 @@ def pack_header(h: dict[str, Any]) -> bytes:
     if any(g >= 0 for g in h.get("chosen", [])):
         fields["chosen"] = _runs(h["chosen"])
     var = json.dumps(fields, separators=(",", ":")).encode()
-    packed = zlib.compress(var, 9)
-    body = bytes([_ZLIB]) + packed if len(packed) < len(var) else bytes([0]) + var
+    packer = zlib.compressobj(9, zdict=_ZDICT)
+    packed = packer.compress(var) + packer.flush()
+    body = bytes([_ZLIB | _ZDICT_FLAG]) + packed if len(packed) < len(var) else bytes([0]) + var
     return fixed + body
 
 
@@ -153,7 +160,7 @@ def unpack_header(b: bytes, version: int = VERSION) -> dict[str, Any]:
     flags = later[0] if later else 0
     flow_chunk = later[1] if len(later) > 1 else chunk
     rest = b[fixed.size:]
-    var = json.loads(zlib.decompress(rest[1:]) if rest[0] & _ZLIB else rest[1:])
+    var = json.loads(_inflate(rest[1:], rest[0]) if rest[0] & _ZLIB else rest[1:])
     groups = _unruns(var["groups"])
     samples = _unruns(var["samples"]) if "samples" in var else [1] * len(groups)
     chosen = _unruns(var["chosen"]) if "chosen" in var else [-1] * len(groups)
@@ -169,6 +176,13 @@ def unpack_header(b: bytes, version: int = VERSION) -> dict[str, Any]:
         "lossy": None if kind == 0 else {"precision": None if kind == 1 else zprec,
                                          "decode": "mean" if decode == 0 else "mode"},
     }
+
+
+def _inflate(packed: bytes, flags: int) -> bytes:
+    if not flags & _ZDICT_FLAG:
+        return zlib.decompress(packed)
+    unpacker = zlib.decompressobj(zdict=_ZDICT)
+    return unpacker.decompress(packed) + unpacker.flush()
 
 
 def read(path: str | Path) -> bytes:
