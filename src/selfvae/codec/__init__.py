@@ -204,7 +204,7 @@ def _encode_all(
 
     if chosen_first:
         n_seed, stack = 0, code_chosen(Stack(), last)
-        pop_bits = 32.0 * coder.initial_words(last)  # an estimate; the first group coded with bits back corrects it
+        pop_bits = 32.0 * coder.initial_words(last)  # from below; the first group coded with bits back corrects it
     else:
         stack, n_seed, pop_bits = _seeded_first(coder, last, parts, lossy)
         chosen.append(-1)
@@ -212,26 +212,15 @@ def _encode_all(
     done(1)
     sizes, samples, end = [1], [1], n - 1
     while end > 0:
-        fundable = max(stack.num_bits() / (1.25 * pop_bits), 1.0)  # images x samples the stack can fund
+        fundable = stack.num_bits() / (1.25 * pop_bits)  # images x samples the stack can fund
         s = min(coder.p.samples, _power_of_two(fundable))
         size = min(group, end, _power_of_two(fundable / s))
-        took: float | None = None
-        while True:
-            snapshot, saved = stack.clone(), dict(parts)
-            try:
-                took = _encode_group(coder, stack, tiles[end - size : end], parts, lossy, samples=s)
-                break
-            except StackUnderflow:
-                stack = snapshot
-                parts.clear()
-                parts.update(saved)
-                if size == 1 and s == 1:
-                    if not chosen_first:
-                        raise CodecError("the stack ran out of bits for one image's posterior; "
-                                         "compress with a coarser --precision") from None
-                    break
-                size, s = (size // 2, s) if size > 1 else (size, s // 2)
-        if took is None:  # the stack cannot fund one image yet
+        took = None
+        if not (chosen_first and 1.25 * fundable < 1):  # one that cannot fund an image even by the estimate from
+            # below does not try
+            stack, took, size, s = _encode_fundable(coder, stack, tiles, end, size, s, parts, lossy, chosen_first)
+        if took is None:  # not even one image: code it with chosen latents
+            size, s = 1, 1
             stack = code_chosen(stack, tiles[end - 1 : end])
         else:
             pop_bits = max(pop_bits, took / s)  # the next group is sized by how deep one image's sample digs
@@ -242,6 +231,30 @@ def _encode_all(
         end -= size
         done(size)
     return _Encoded(stack, n_seed, sizes[::-1], samples[::-1], chosen[::-1], chosen_bits)
+
+
+def _encode_fundable(coder: BitsBackCoder, stack: Stack, tiles: torch.Tensor, end: int, size: int, s: int,
+                     parts: dict[str, float], lossy: QuantisedZ | None, chosen_first: bool,
+                     ) -> tuple[Stack, float | None, int, int]:
+    """Code the ``size`` tiles before ``end`` with ``s`` samples each, halving the group (then the samples)
+    while the stack runs out of bits: returns the stack, how deep its pops dug (bits an image), and the size and
+    samples that worked; the depth is None, and the stack as it was, when not even one image with one sample
+    could be funded (``chosen_first``; otherwise that is an error)."""
+    while True:
+        snapshot, saved = stack.clone(), dict(parts)
+        try:
+            took = _encode_group(coder, stack, tiles[end - size : end], parts, lossy, samples=s)
+            return stack, took, size, s
+        except StackUnderflow:
+            stack = snapshot
+            parts.clear()
+            parts.update(saved)
+            if size == 1 and s == 1:
+                if chosen_first:
+                    return stack, None, size, s
+                raise CodecError("the stack ran out of bits for one image's posterior; "
+                                 "compress with a coarser --precision") from None
+            size, s = (size // 2, s) if size > 1 else (size, s // 2)
 
 
 def _seeded_first(coder: BitsBackCoder, last: torch.Tensor, parts: dict[str, float], lossy: QuantisedZ | None,
