@@ -216,8 +216,7 @@ def _encode_all(
         s = min(coder.p.samples, _power_of_two(fundable))
         size = min(group, end, _power_of_two(fundable / s))
         took = None
-        if not (chosen_first and 1.25 * fundable < 1):  # one that cannot fund an image even by the estimate from
-            # below does not try
+        if stack.num_bits() >= pop_bits or not chosen_first:  # short of the estimate from below: do not try
             stack, took, size, s = _encode_fundable(coder, stack, tiles, end, size, s, parts, lossy, chosen_first)
         if took is None:  # not even one image: code it with chosen latents
             size, s = 1, 1
