@@ -49,7 +49,7 @@ _CHOSEN_FIRST = 0x02
 _ZLIB = 0x80  # flag in the variable part's first byte: zlib-compressed
 _ZDICT_FLAG = 0x40  # with _ZLIB, from version 6 on: compressed with the preset dictionary _ZDICT
 # zlib's preset dictionary for the variable part (part of format 6: never change it). Typical keys, shapes, names
-# and group runs, so a short header compresses: a one-digit file's variable part 96 -> 41 bytes, 1000 digits' 149 -> 63
+# and group runs, so a short header compresses: a one-digit file's variable part 96 -> 41 bytes
 _ZDICT = (b'{"hint":"","images":[[[28,28,1],1]],[[32,32,3],1]],[[64,64,3],"names":{"stem":"_x_test","width":4},'
           b'{"list":[""]},"groups":[[1,1],[2,1],[4,1],[8,1],[16,1],[32,1],[64,"chosen":[[-1,[[0,1]],[[1,1]],'
           b'[[2,1]],"samples":[[mnist-vaefashion-mnist-cifar10-srvae-2lvl')
