@@ -94,7 +94,7 @@ class CompressReport:
     header_bytes: int
     initial_bytes: int  # initial bits left on the stack (the first image's cost of having nothing to borrow)
     parts_bytes: dict[str, float] = field(default_factory=dict)
-    chosen_images: int = 0  # the first images, coded with chosen latents and no bits back (selfvae.codec.chosen)
+    chosen_images: int = 0  # the first tiles (images), coded with chosen latents and no bits back (codec.chosen)
     chosen_bytes: float = 0.0  # what they took (in parts_bytes too)
     ideal_bits: float = 0.0  # sum of -log2 of the coded probabilities (pushes minus pops)
 
