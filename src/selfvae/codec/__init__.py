@@ -22,7 +22,7 @@ import torch
 from tqdm import tqdm
 
 from selfvae.codec.ans import Stack, StackUnderflow
-from selfvae.codec.bitsback import MAX_SAMPLES, BitsBackCoder, CodingParams
+from selfvae.codec.bitsback import MAX_SAMPLES, BitsBackCoder, CodingParams, growth_hook
 from selfvae.codec.chosen import MAX_PRECISION, ChosenCoder, encode_cheapest
 from selfvae.codec.compute import ChunkRunner, coding_mode, digest
 from selfvae.codec.container import CodecError, Container
@@ -301,13 +301,8 @@ def _encode_group(coder: BitsBackCoder, stack: Stack, x: torch.Tensor, parts: di
     deep (bits per image) its pops dug into the stack below where the group started. The file's first group
     (the decoder's last) is coded with ``whole_mixture``: its pops come out of the initial bits, so it pops no
     pixel's mixture component."""
-    last = [stack.num_bits()]
     start = stack.low_water = stack.num_bits()
-
-    def hook(part: str) -> None:
-        parts[part] += stack.num_bits() - last[0]
-        last[0] = stack.num_bits()
-
+    hook = growth_hook(stack, parts)
     if samples > 1:
         ImportanceCoder(coder, samples).encode(stack, x, hook)
     else:

@@ -80,6 +80,18 @@ Latents = list[Tensor]  # float32 latents [u, z_1, ..., z_K] on the grid
 Hook = Callable[[str], None]  # called with the part just coded: progress and accounting
 
 
+def growth_hook(stack: Stack, parts: dict[str, float]) -> Hook:
+    """A :data:`Hook` that adds to ``parts[part]`` (a ``defaultdict(float)``) the bits ``stack`` grew by since the
+    hook's previous call, or since it was made: what each part of a group cost."""
+    last = [stack.num_bits()]
+
+    def hook(part: str) -> None:
+        parts[part] += stack.num_bits() - last[0]
+        last[0] = stack.num_bits()
+
+    return hook
+
+
 class LossyTop(Protocol):
     """What a lossy file keeps of ``z_K`` and how it rebuilds ``x`` (:mod:`selfvae.codec.lossy`)."""
 

@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 
 from selfvae.codec.ans import Grid, Stack
-from selfvae.codec.bitsback import BitsBackCoder, Hook, Latents, Levels
+from selfvae.codec.bitsback import BitsBackCoder, Hook, Latents, Levels, growth_hook
 from selfvae.priors import MixtureOfGaussians, RealNVP, StandardNormal
 
 PRECISIONS = (0, 1, 2)  # the grids 2**-p the encoder tries for a chosen image (mnist-vae takes 0 or 1)
@@ -43,7 +43,7 @@ class ChosenCoder:
 
     # ------------------------------------------------------------------ u under its prior
     def _value(self, k: np.ndarray) -> Tensor:
-        return torch.from_numpy(self.grid.value(k)).float().view(-1, *self.c.latent_shape)
+        return self.c._value(k, self.grid).view(-1, *self.c.latent_shape)
 
     def _flow_inverse(self, v: Tensor) -> Tensor:
         """``u = f^-1(v)`` one coupling at a time on the coder's fixed chunks: both sides compute it identically."""
@@ -118,13 +118,8 @@ def encode_cheapest(coder: BitsBackCoder, stack: Stack, x: Tensor) -> tuple[Stac
     it leaves, its precision and the bits each part (``u``, ``y1``, ..., ``x``) took."""
     best: tuple[Stack, int, dict[str, float]] | None = None
     for p in PRECISIONS:
-        trial, parts, last = stack.clone(), defaultdict(float), [stack.num_bits()]
-
-        def hook(part: str, trial: Stack = trial, parts: dict = parts, last: list = last) -> None:
-            parts[part] += trial.num_bits() - last[0]
-            last[0] = trial.num_bits()
-
-        ChosenCoder(coder, p).encode(trial, x, hook)
+        trial, parts = stack.clone(), defaultdict(float)
+        ChosenCoder(coder, p).encode(trial, x, growth_hook(trial, parts))
         if best is None or trial.num_bits() < best[0].num_bits():
             best = (trial, p, dict(parts))
     assert best is not None
