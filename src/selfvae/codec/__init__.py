@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from selfvae.codec.ans import Stack, StackUnderflow
 from selfvae.codec.bitsback import MAX_SAMPLES, BitsBackCoder, CodingParams, growth_hook
-from selfvae.codec.chosen import MAX_PRECISION, ChosenCoder, encode_cheapest
+from selfvae.codec.chosen import MAX_PRECISION, SEARCH_STEPS, ChosenCoder, encode_cheapest
 from selfvae.codec.compute import ChunkRunner, coding_mode, digest
 from selfvae.codec.container import CodecError, Container
 from selfvae.codec.images import InputImage, from_tiles, tile_grid, to_tiles
@@ -117,10 +117,15 @@ def compress(
     progress: bool = False,
     model_hint: str = "",
     lossy: QuantisedZ | None = None,
+    search_steps: int = SEARCH_STEPS,
 ) -> tuple[bytes, CompressReport]:
     """Code ``images`` into one file's bytes; the report splits the size into parts. With ``lossy`` only
-    ``y = d(x)`` and what ``lossy`` keeps of ``z_K`` are coded (:mod:`selfvae.codec.lossy`)."""
+    ``y = d(x)`` and what ``lossy`` keeps of ``z_K`` are coded (:mod:`selfvae.codec.lossy`). ``search_steps``:
+    how long the encoder searches the latents of the images coded without bits back (:func:`chosen.search`;
+    0: the rounded posterior means only); the decoder does not need it."""
     params = params or CodingParams()
+    if search_steps < 0:
+        raise SelfVAEError(f"search_steps {search_steps}: must be >= 0")
     if lossy is not None and params.samples > 1:
         raise SelfVAEError("importance samples (BB-IS) code lossless files only: give samples = 1 with lossy coding")
     if lossy is not None and model.K < 1:
@@ -135,7 +140,7 @@ def compress(
             coder = BitsBackCoder(model, params, runner)
             bar = tqdm(total=len(all_tiles), desc="compress", unit="img", disable=not progress)
             recon: dict[int, torch.Tensor] = {}
-            enc = _encode_all(coder, all_tiles, group, parts, bar.update, lossy, recon)
+            enc = _encode_all(coder, all_tiles, group, parts, bar.update, lossy, recon, search_steps)
             stack = enc.stack
             if lossy is not None:  # the decoder's output is what the checksum covers
                 all_tiles = torch.cat([recon[k] for k in sorted(recon)])
@@ -177,7 +182,7 @@ class _Encoded:
 
 def _encode_all(
     coder: BitsBackCoder, tiles: torch.Tensor, group: int, parts: dict[str, float], done: Callable[[int], None],
-    lossy: QuantisedZ | None = None, recon: dict[int, torch.Tensor] | None = None,
+    lossy: QuantisedZ | None = None, recon: dict[int, torch.Tensor] | None = None, search_steps: int = SEARCH_STEPS,
 ) -> _Encoded:
     """Encode every tile, last first, in groups.
 
@@ -195,7 +200,7 @@ def _encode_all(
 
     def code_chosen(stack: Stack, x: torch.Tensor) -> Stack:
         nonlocal chosen_bits
-        out, p, bits = encode_cheapest(coder, stack, x)
+        out, p, bits = encode_cheapest(coder, stack, x, search_steps)
         for k, v in bits.items():
             parts[k] += v
         chosen.append(p)
