@@ -7,7 +7,8 @@ so bits/dim are per 784 pixels; every byte of every file counted):
 
 * our file for all N images: bits/dim, its parts, the first images' cost (coded with chosen latents, no bits
   back) and header, encode and decode images/s, and that the round trip is bit-exact; beside it the same file
-  with BB-ANS's seeded initial bits instead (``--initial-bits``);
+  with BB-ANS's seeded initial bits instead (``--initial-bits``; ``--no-seeded`` skips it); ``--search-steps``
+  as ``selfvae compress``'s;
 * the model's negative ELBO (one posterior sample) and IW bound (``--iw`` samples, first ``--iw-limit``
   images) on the same images;
 * the first ``--single`` images each compressed alone (what a one-image file costs), both ways;
@@ -27,6 +28,7 @@ import numpy as np
 import torch
 
 from selfvae.codec import CodingParams, compress, decompress, nelbo_bits
+from selfvae.codec.chosen import SEARCH_STEPS
 from selfvae.codec.classical import LOSSLESS, lossless_size, mosaic
 from selfvae.codec.images import split_images, to_tiles
 from selfvae.evaluation.bounds import iw_bound, log_weights
@@ -55,6 +57,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--samples", type=int, default=1,
                     help="importance samples an image (BB-IS) in the file of all images; compare with --iw S")
+    ap.add_argument("--search-steps", type=int, default=SEARCH_STEPS,
+                    help="the encoder's search for the first images' latents (0: rounded posterior means)")
+    ap.add_argument("--no-seeded", action="store_true", help="skip the same file with initial bits (for large S)")
     ap.add_argument("--no-classical", action="store_true")
     ap.add_argument("--json")
     args = ap.parse_args()
@@ -66,8 +71,9 @@ def main() -> None:
     res: dict = {"run": args.run_dir, "preset": cfg.name, "data": cfg.data.name, "n_images": n, "dims_per_image": per}
 
     t = time.perf_counter()
-    res["samples"] = args.samples
-    data, rep = compress(model, images, CodingParams(samples=args.samples), threads=args.threads, progress=True)
+    res["samples"], res["search_steps"] = args.samples, args.search_steps
+    data, rep = compress(model, images, CodingParams(samples=args.samples), threads=args.threads, progress=True,
+                         search_steps=args.search_steps)
     res["encode_img_s"] = n / (time.perf_counter() - t)
     t = time.perf_counter()
     dec = decompress(model, data, threads=args.threads, progress=True)
@@ -76,8 +82,10 @@ def main() -> None:
     res.update(ours_bpd=rep.bits_per_dim, ours_bytes=rep.file_bytes, header_bytes=rep.header_bytes,
                initial_bytes=rep.initial_bytes, parts_bytes=rep.parts_bytes, chosen_images=rep.chosen_images,
                chosen_bytes=rep.chosen_bytes)
-    seeded = compress(model, images, CodingParams(samples=args.samples, chosen_first=False), threads=args.threads)[1]
-    res.update(seeded_bpd=seeded.bits_per_dim, seeded_initial_bytes=seeded.initial_bytes)
+    seeded = None if args.no_seeded else compress(
+        model, images, CodingParams(samples=args.samples, chosen_first=False), threads=args.threads)[1]
+    if seeded is not None:
+        res.update(seeded_bpd=seeded.bits_per_dim, seeded_initial_bytes=seeded.initial_bytes)
     res["nelbo_bpd"] = nelbo_bits(model, images) / dims
     k = min(args.iw_limit, n)
     res["iw_samples"], res["iw_images"] = args.iw, k
@@ -108,8 +116,9 @@ def main() -> None:
           f"IW bound (S={args.iw}, first {k}) {res['iw_bpd']:.4f} vs nELBO {res['nelbo_bpd_iw_subset']:.4f} there")
     print(f"header {rep.header_bytes} B; first {rep.chosen_images} images (chosen latents, no bits back) "
           f"{rep.chosen_bytes:.0f} B; parts (B): " + ", ".join(f"{p} {b:.0f}" for p, b in rep.parts_bytes.items()))
-    print(f"with initial bits instead (--initial-bits): {seeded.bits_per_dim:.4f} bits/dim "
-          f"({seeded.initial_bytes:.0f} B of initial bits)")
+    if seeded is not None:
+        print(f"with initial bits instead (--initial-bits): {seeded.bits_per_dim:.4f} bits/dim "
+              f"({seeded.initial_bytes:.0f} B of initial bits)")
     print(f"single-image file: {res['single_file_bytes']:.0f} B (header {res['single_header_bytes']:.0f} B); "
           f"with initial bits instead: {res['single_seeded_file_bytes']:.0f} B")
     print(f"encode {res['encode_img_s']:.1f} img/s, decode {res['decode_img_s']:.1f} img/s "

@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from selfvae.codec.ans import Stack, StackUnderflow
 from selfvae.codec.bitsback import MAX_SAMPLES, BitsBackCoder, CodingParams, growth_hook
-from selfvae.codec.chosen import MAX_PRECISION, SEARCH_STEPS, ChosenCoder, encode_cheapest
+from selfvae.codec.chosen import MAX_PRECISION, SEARCH_BATCH, SEARCH_STEPS, ChosenCoder, encode_cheapest, search_keys
 from selfvae.codec.compute import ChunkRunner, coding_mode, digest
 from selfvae.codec.container import CodecError, Container
 from selfvae.codec.images import InputImage, from_tiles, tile_grid, to_tiles
@@ -198,9 +198,16 @@ def _encode_all(
     chosen_first = coder.p.chosen_first and lossy is None
     chosen, chosen_bits = [], 0.0
 
-    def code_chosen(stack: Stack, x: torch.Tensor) -> Stack:
+    searched: dict[int, list[np.ndarray]] = {}
+
+    def code_chosen(stack: Stack, i: int) -> Stack:
+        """Code tile ``i`` with chosen latents; the search runs on the next ``SEARCH_BATCH`` tiles at once (the
+        encoder goes last first), which all but always covers every tile coded so."""
         nonlocal chosen_bits
-        out, p, bits = encode_cheapest(coder, stack, x, search_steps)
+        if search_steps and i not in searched:
+            lo = max(0, i + 1 - SEARCH_BATCH)
+            searched.update(enumerate(search_keys(coder, tiles[lo : i + 1], search_steps), lo))
+        out, p, bits = encode_cheapest(coder, stack, tiles[i : i + 1], searched.get(i))
         for k, v in bits.items():
             parts[k] += v
         chosen.append(p)
@@ -208,7 +215,7 @@ def _encode_all(
         return out
 
     if chosen_first:
-        n_seed, stack = 0, code_chosen(Stack(), last)
+        n_seed, stack = 0, code_chosen(Stack(), n - 1)
         pop_bits = 32.0 * coder.initial_words(last)  # from below; the first group coded with bits back corrects it
     else:
         stack, n_seed, pop_bits = _seeded_first(coder, last, parts, lossy)
@@ -225,7 +232,7 @@ def _encode_all(
             stack, took, size, s = _encode_fundable(coder, stack, tiles, end, size, s, parts, lossy, chosen_first)
         if took is None:  # not even one image: code it with chosen latents
             size, s = 1, 1
-            stack = code_chosen(stack, tiles[end - 1 : end])
+            stack = code_chosen(stack, end - 1)
         else:
             pop_bits = max(pop_bits, took / s)  # the next group is sized by how deep one image's sample digs
             chosen.append(-1)

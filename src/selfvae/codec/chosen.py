@@ -40,6 +40,7 @@ MAX_PRECISION = 8  # a header asking for a finer grid is refused
 # won every time
 SEARCH_PRECISION = 0
 SEARCH_STEPS = 60
+SEARCH_BATCH = 8  # images searched together: a file's first chosen images (mnist-vae codes 4-5 so)
 
 
 class ChosenCoder:
@@ -129,21 +130,14 @@ class ChosenCoder:
         return level
 
 
-def encode_cheapest(coder: BitsBackCoder, stack: Stack, x: Tensor, search_steps: int = SEARCH_STEPS,
+def encode_cheapest(coder: BitsBackCoder, stack: Stack, x: Tensor, searched: list[np.ndarray] | None = None,
                     ) -> tuple[Stack, int, dict[str, float]]:
-    """Code ``x`` with the rounded posterior means on each grid of :data:`PRECISIONS` and, with ``search_steps``,
-    with the latents :func:`search` finds on the grid ``2**-SEARCH_PRECISION``; keep the smallest: returns the
-    stack it leaves, its precision and the bits each part (``u``, ``y1``, ..., ``x``) took."""
+    """Code ``x`` with the rounded posterior means on each grid of :data:`PRECISIONS` and, if given, with the
+    ``searched`` grid indices of :func:`search_keys` (on the grid ``2**-SEARCH_PRECISION``); keep the smallest:
+    returns the stack it leaves, its precision and the bits each part (``u``, ``y1``, ..., ``x``) took."""
     trials: list[tuple[int, list[np.ndarray] | None]] = [(p, None) for p in PRECISIONS]
-    if search_steps > 0:
-        levels = coder.m.levels(x)
-        threads = torch.get_num_threads()
-        torch.set_num_threads(coder.run.threads)  # the encoder's choice alone: no result depends on it
-        try:
-            start = ChosenCoder(coder, SEARCH_PRECISION).start(levels)
-            trials.append((SEARCH_PRECISION, search(coder.m, levels, start, SEARCH_PRECISION, search_steps)))
-        finally:
-            torch.set_num_threads(threads)
+    if searched is not None:
+        trials.append((SEARCH_PRECISION, searched))
     best: tuple[Stack, int, dict[str, float]] | None = None
     for p, keys in trials:
         trial, parts = stack.clone(), defaultdict(float)
@@ -152,6 +146,20 @@ def encode_cheapest(coder: BitsBackCoder, stack: Stack, x: Tensor, search_steps:
             best = (trial, p, dict(parts))
     assert best is not None
     return best
+
+
+def search_keys(coder: BitsBackCoder, x: Tensor, steps: int) -> list[list[np.ndarray]]:
+    """Per image of ``x``: the grid indices :func:`search` finds on the grid ``2**-SEARCH_PRECISION``, for
+    :func:`encode_cheapest`. The images are searched together (each on its own: the search is elementwise per
+    image), on the coder's threads; nothing the decoder computes depends on how."""
+    levels = coder.m.levels(x)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(coder.run.threads)
+    try:
+        keys = search(coder.m, levels, ChosenCoder(coder, SEARCH_PRECISION).start(levels), SEARCH_PRECISION, steps)
+    finally:
+        torch.set_num_threads(threads)
+    return [[k[i : i + 1] for k in keys] for i in range(len(x))]
 
 
 def _on_grid(t: Tensor, delta: float) -> Tensor:
