@@ -28,7 +28,6 @@ import numpy as np
 import torch
 
 from selfvae.codec import CodingParams, compress, decompress, nelbo_bits
-from selfvae.codec.chosen import SEARCH_STEPS
 from selfvae.codec.classical import LOSSLESS, lossless_size, mosaic
 from selfvae.codec.images import split_images, to_tiles
 from selfvae.evaluation.bounds import iw_bound, log_weights
@@ -57,8 +56,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--samples", type=int, default=1,
                     help="importance samples an image (BB-IS) in the file of all images; compare with --iw S")
-    ap.add_argument("--search-steps", type=int, default=SEARCH_STEPS,
-                    help="the encoder's search for the first images' latents (0: rounded posterior means)")
+    ap.add_argument("--search-steps", type=int,
+                    help="the encoder's search for the first images' latents (default: compress's, by file size)")
     ap.add_argument("--no-seeded", action="store_true", help="skip the same file with initial bits (for large S)")
     ap.add_argument("--no-classical", action="store_true")
     ap.add_argument("--json")

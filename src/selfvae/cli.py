@@ -358,7 +358,6 @@ def cmd_demo(args: argparse.Namespace) -> None:
 # ----- parser -------------------------------------------------------------------------------------
 def cmd_compress(args: argparse.Namespace) -> None:
     from selfvae.codec import CodingParams, QuantisedZ, compress, nelbo_bits
-    from selfvae.codec.chosen import SEARCH_STEPS
     from selfvae.codec.images import read_inputs
 
     _, model = _load(args)
@@ -371,8 +370,7 @@ def cmd_compress(args: argparse.Namespace) -> None:
         raise SelfVAEError("give --lossy-z or --y-only, not both")
     lossy = QuantisedZ(args.lossy_z) if args.lossy_z is not None or args.y_only else None
     data, rep = compress(model, images, params, group=args.group, threads=args.threads, progress=not args.json,
-                         model_hint=_model_hint(args.run_dir), lossy=lossy,
-                         search_steps=SEARCH_STEPS if args.search_steps is None else args.search_steps)
+                         model_hint=_model_hint(args.run_dir), lossy=lossy, search_steps=args.search_steps)
     out = Path(args.output)
     tmp = out.with_name(out.name + ".tmp")
     tmp.write_bytes(data)
@@ -591,8 +589,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "first images with chosen latents and no bits back (larger: for comparison; stored)")
     s.add_argument("--search-steps", type=int, metavar="N",
                    help="gradient steps the encoder spends choosing the latents of the first images, coded without "
-                        "bits back (default 60, about a second an image on MNIST; 0: the rounded posterior means; "
-                        "the decoder does not need it)")
+                        "bits back (0: the rounded posterior means; default: 60 for files of at most 64 images "
+                        "(tiles), where those images weigh, else 0; the decoder does not need it)")
     s.add_argument("--threads", type=int, default=max(1, torch.get_num_threads()),
                    help="worker threads (never changes the file)")
     s.add_argument("--json", action="store_true", help="print one JSON object instead of the table")

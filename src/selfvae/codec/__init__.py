@@ -23,7 +23,15 @@ from tqdm import tqdm
 
 from selfvae.codec.ans import Stack, StackUnderflow
 from selfvae.codec.bitsback import MAX_SAMPLES, BitsBackCoder, CodingParams, growth_hook
-from selfvae.codec.chosen import MAX_PRECISION, SEARCH_BATCH, SEARCH_STEPS, ChosenCoder, encode_cheapest, search_keys
+from selfvae.codec.chosen import (
+    MAX_PRECISION,
+    SEARCH_BATCH,
+    SEARCH_MAX_TILES,
+    SEARCH_STEPS,
+    ChosenCoder,
+    encode_cheapest,
+    search_keys,
+)
 from selfvae.codec.compute import ChunkRunner, coding_mode, digest
 from selfvae.codec.container import CodecError, Container
 from selfvae.codec.images import InputImage, from_tiles, tile_grid, to_tiles
@@ -117,14 +125,16 @@ def compress(
     progress: bool = False,
     model_hint: str = "",
     lossy: QuantisedZ | None = None,
-    search_steps: int = SEARCH_STEPS,
+    search_steps: int | None = None,
 ) -> tuple[bytes, CompressReport]:
     """Code ``images`` into one file's bytes; the report splits the size into parts. With ``lossy`` only
     ``y = d(x)`` and what ``lossy`` keeps of ``z_K`` are coded (:mod:`selfvae.codec.lossy`). ``search_steps``:
     how long the encoder searches the latents of the images coded without bits back (:func:`chosen.search`;
-    0: the rounded posterior means only); the decoder does not need it."""
+    0: the rounded posterior means only; None: :data:`~selfvae.codec.chosen.SEARCH_STEPS` for a file of at most
+    :data:`~selfvae.codec.chosen.SEARCH_MAX_TILES` tiles, where those images are a noticeable part of it, else
+    0); the decoder does not need it."""
     params = params or CodingParams()
-    if search_steps < 0:
+    if search_steps is not None and search_steps < 0:
         raise SelfVAEError(f"search_steps {search_steps}: must be >= 0")
     if lossy is not None and params.samples > 1:
         raise SelfVAEError("importance samples (BB-IS) code lossless files only: give samples = 1 with lossy coding")
@@ -133,6 +143,8 @@ def compress(
     shape = model.shapes[-1]
     tiles = [to_tiles(im.pixels, shape, im.name) for im in images]
     all_tiles = torch.from_numpy(np.concatenate(tiles))
+    if search_steps is None:
+        search_steps = SEARCH_STEPS if len(all_tiles) <= SEARCH_MAX_TILES else 0
     runner = ChunkRunner(params.chunk, threads)
     parts: dict[str, float] = defaultdict(float)
     try:
@@ -182,7 +194,7 @@ class _Encoded:
 
 def _encode_all(
     coder: BitsBackCoder, tiles: torch.Tensor, group: int, parts: dict[str, float], done: Callable[[int], None],
-    lossy: QuantisedZ | None = None, recon: dict[int, torch.Tensor] | None = None, search_steps: int = SEARCH_STEPS,
+    lossy: QuantisedZ | None = None, recon: dict[int, torch.Tensor] | None = None, search_steps: int = 0,
 ) -> _Encoded:
     """Encode every tile, last first, in groups.
 

@@ -36,11 +36,14 @@ from selfvae.priors import MixtureOfGaussians, RealNVP, StandardNormal
 PRECISIONS = (0, 1, 2)  # the grids 2**-p the encoder tries for a chosen image (mnist-vae takes 0 or 1)
 MAX_PRECISION = 8  # a header asking for a finer grid is refused
 # the encoder also searches latents on this grid by gradient descent (search): on the first five MNIST test digits
-# it cut their cheapest chosen code from 1180 to 984 bytes at 60 steps (about a second an image); the coarsest grid
-# won every time
+# it cut their cheapest chosen code from 1180 to 984 bytes at 60 steps; the coarsest grid won every time
 SEARCH_PRECISION = 0
 SEARCH_STEPS = 60
 SEARCH_BATCH = 8  # images searched together: a file's first chosen images (mnist-vae codes 4-5 so)
+# by default only files of at most this many tiles are searched: the search is a fixed cost (about 6 s for
+# mnist-vae's batch of 8 on two cores) for a fixed gain (about 20-70 bytes), a sixth of a one-digit file and
+# under 0.1% of a 1000-digit file, whose encoding it slowed from 90 to 57 images/s
+SEARCH_MAX_TILES = 64
 
 
 class ChosenCoder:
