@@ -51,6 +51,22 @@ def test_resume_continues_exactly_where_it_stopped(blob_npz, tmp_path):
     assert a["sampler"] == b["sampler"]
 
 
+def test_resume_can_start_ema_weights_on_a_run_saved_without(blob_npz, tmp_path):
+    """A run trained without EMA resumed with ``train.ema_decay``: the EMA starts from the resumed weights (as
+    a new run's does) and is saved; it moves away from them as training goes on."""
+    run = tmp_path / "r"
+    cfg = tiny_config(blob_npz, "downscale", steps=4)
+    cfg.train.ema_decay = None
+    train(cfg, run, progress=False, final_eval=False)
+    assert load_checkpoint(run / "last.pt").get("ema") is None
+    cfg = tiny_config(blob_npz, "downscale", steps=8)
+    cfg.train.ema_decay = 0.5
+    train(cfg, run, resume=True, progress=False, final_eval=False)
+    state = load_checkpoint(run / "last.pt")
+    assert state["step"] == 8 and state["ema"] is not None
+    assert any(not torch.equal(v, state["model"][k]) for k, v in state["ema"].items())
+
+
 def test_refuses_to_overwrite_and_to_resume_nothing(blob_npz, tmp_path):
     with pytest.raises(SelfVAEError, match="nothing to resume"):
         train(tiny_config(blob_npz), tmp_path / "none", resume=True, progress=False)

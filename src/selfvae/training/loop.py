@@ -387,9 +387,10 @@ def _train(cfg: Config, run_dir: Path, device: str, resume: bool, progress: bool
         train_seconds = state.get("train_seconds")
         eval_weights = state.get("eval_weights", eval_weights)
         skips_total = state.get("skips_total", 0)
-        if t.ema_decay:
+        if t.ema_decay:  # a run saved without EMA weights starts them from its weights, as a new run does
             ema = copy.deepcopy(model)
-            ema.load_state_dict(state["ema"])
+            if state.get("ema") is not None:
+                ema.load_state_dict(state["ema"])
         set_rng_state(state["rng"])
         if main:
             _truncate_log(run_dir / "log.jsonl", step)
