@@ -113,24 +113,24 @@ def test_searched_latents_cost_what_the_search_measures_and_round_trip(transform
     """chosen_nats is the chosen code's length up to a constant (-log2 of the grid step a latent dimension): it
     matches the coded bits for the rounded posterior means and for the latents the search finds, which it
     lowers; a file coded with searched latents is no larger than one without and decodes exactly."""
-    from selfvae.codec.chosen import ChosenCoder, chosen_nats, search
+    from selfvae.codec.chosen import ChosenCoder, chosen_nats, posterior_means, search
 
     _, model = tiny_model(transforms, prior)
     images = digits(3)
     x = torch.from_numpy(np.concatenate([to_tiles(im.pixels, model.shapes[-1], im.name) for im in images]))
     p = 3  # fine enough that a latent's bin mass is its density times the step
-    dims = sum(int(np.prod(model.cfg.latent_shape)) for _ in range(model.K + 1))
+    dims = (model.K + 1) * int(np.prod(model.cfg.latent_shape))
     runner = ChunkRunner(4, 1)
     with coding_mode(model):
         chosen = ChosenCoder(BitsBackCoder(model, CodingParams(), runner), p)
         levels = model.levels(x)
-        start = chosen.start(levels)
-        keys = {"rounded": [chosen.grid.index(t.double().numpy()) for t in start],
+        start = posterior_means(chosen.c, levels)
+        keys = {"rounded": chosen.rounded(start),
                 "searched": search(model, levels, start, p, steps=20)}
         predicted = {}
         for name, k in keys.items():
             stack = Stack()
-            chosen.encode(stack, x, keys=k)
+            chosen.encode(stack, x, k)
             with torch.no_grad():
                 nats = chosen_nats(model, levels, [torch.from_numpy(chosen.grid.value(t)).float() for t in k],
                                    2.0**-p)

@@ -106,12 +106,15 @@ class MixtureOfGaussians(Prior):
         self.logvars = nn.Parameter(torch.zeros(n_components, self.dim))
         self.logits = nn.Parameter(torch.zeros(n_components))
 
-    def log_prob(self, u: Tensor) -> Tensor:
+    def component_log_probs(self, u: Tensor) -> Tensor:
+        """``[B, K]``: ``log w_k + log N(u; mean_k, var_k)`` per component."""
         self._check_u(u)
         x = u.flatten(1).unsqueeze(1)  # [B, 1, D]
         comp = -0.5 * (_LOG_2PI + self.logvars + (x - self.means) ** 2 * torch.exp(-self.logvars))
-        comp = comp.sum(dim=2) + torch.log_softmax(self.logits, dim=0)  # [B, K]
-        return torch.logsumexp(comp, dim=1)
+        return comp.sum(dim=2) + torch.log_softmax(self.logits, dim=0)
+
+    def log_prob(self, u: Tensor) -> Tensor:
+        return torch.logsumexp(self.component_log_probs(u), dim=1)
 
     def sample(self, n: int, temperature: float = 1.0) -> Tensor:
         with torch.no_grad():

@@ -31,7 +31,7 @@ from torch import Tensor
 from selfvae.codec.ans import Grid, Stack
 from selfvae.codec.bitsback import BitsBackCoder, Hook, Latents, Levels, growth_hook
 from selfvae.models.selfvae import SelfVAE
-from selfvae.priors import MixtureOfGaussians, RealNVP, StandardNormal
+from selfvae.priors import MixtureOfGaussians, RealNVP, StandardNormal, _std_normal_log_prob
 
 PRECISIONS = (0, 1, 2)  # the grids 2**-p the encoder tries for a chosen image (mnist-vae takes 0 or 1)
 MAX_PRECISION = 8  # a header asking for a finer grid is refused
@@ -66,14 +66,9 @@ class ChosenCoder:
         """The ``u`` that the grid indices sent for it give (for a flow they index ``v = f(u)``)."""
         return self._flow_inverse(self._value(k)) if isinstance(self.prior, RealNVP) else self._value(k)
 
-    def start(self, levels: Levels) -> list[Tensor]:
-        """The continuous latents the plain choice rounds: the posterior means (``u``'s in the flow's base space)."""
-        c = self.c
-        mu_u = torch.from_numpy(c.q(0, levels[0])[0]).float()
-        if isinstance(self.prior, RealNVP):
-            with torch.inference_mode():
-                mu_u = self.prior(mu_u)[0]
-        return [mu_u, *(torch.from_numpy(c.q(j, levels[j])[0]).float() for j in range(1, c.m.K + 1))]
+    def rounded(self, start: list[Tensor]) -> list[np.ndarray]:
+        """Grid indices of the continuous latents ``start`` (:func:`posterior_means`) rounded to this grid."""
+        return [self.grid.index(t.double().numpy()) for t in start]
 
     def _push_u(self, stack: Stack, k: np.ndarray, u: Tensor) -> None:
         if isinstance(self.prior, MixtureOfGaussians):  # the component that explains u best, then u under it
@@ -95,15 +90,13 @@ class ChosenCoder:
         return self._flow_inverse(u) if isinstance(self.prior, RealNVP) else u
 
     # ------------------------------------------------------------------ whole groups
-    def encode(self, stack: Stack, x: Tensor, hook: Hook | None = None, keys: list[np.ndarray] | None = None) -> None:
+    def encode(self, stack: Stack, x: Tensor, keys: list[np.ndarray], hook: Hook | None = None) -> None:
         """Push the images ``x`` (uint8 ``[n, C, H, W]``), the reverse of :meth:`decode`; pops nothing. ``keys``:
-        the grid indices to send for ``[u, z_1, ..., z_K]`` (``u``'s of ``v = f(u)`` for a flow; e.g. from
-        :func:`search`); by default the posterior means rounded."""
+        the grid indices to send for ``[u, z_1, ..., z_K]`` (``u``'s of ``v = f(u)`` for a flow): the posterior
+        means :meth:`rounded`, or what :func:`search` found."""
         hook = hook or (lambda part: None)
         c, K = self.c, self.c.m.K
         levels: Levels = c.m.levels(x)
-        if keys is None:
-            keys = [self.grid.index(t.double().numpy()) for t in self.start(levels)]
         k_u, k_z = keys[0], keys[1:]
         u = self._u_of(k_u)
         latents: Latents = [u, *(self._value(k) for k in k_z)]
@@ -138,17 +131,29 @@ def encode_cheapest(coder: BitsBackCoder, stack: Stack, x: Tensor, searched: lis
     """Code ``x`` with the rounded posterior means on each grid of :data:`PRECISIONS` and, if given, with the
     ``searched`` grid indices of :func:`search_keys` (on the grid ``2**-SEARCH_PRECISION``); keep the smallest:
     returns the stack it leaves, its precision and the bits each part (``u``, ``y1``, ..., ``x``) took."""
-    trials: list[tuple[int, list[np.ndarray] | None]] = [(p, None) for p in PRECISIONS]
+    start = posterior_means(coder, coder.m.levels(x))  # the same on every grid
+    trials = [(p, ChosenCoder(coder, p).rounded(start)) for p in PRECISIONS]
     if searched is not None:
         trials.append((SEARCH_PRECISION, searched))
     best: tuple[Stack, int, dict[str, float]] | None = None
     for p, keys in trials:
         trial, parts = stack.clone(), defaultdict(float)
-        ChosenCoder(coder, p).encode(trial, x, growth_hook(trial, parts), keys)
+        ChosenCoder(coder, p).encode(trial, x, keys, growth_hook(trial, parts))
         if best is None or trial.num_bits() < best[0].num_bits():
             best = (trial, p, dict(parts))
     assert best is not None
     return best
+
+
+def posterior_means(coder: BitsBackCoder, levels: Levels) -> list[Tensor]:
+    """The continuous latents ``[u, z_1, ..., z_K]`` a chosen code rounds or :func:`search` starts from: the
+    posterior means, ``u``'s in a flow prior's base space (``v = f(mu)``)."""
+    prior = coder.m.p_u
+    mu_u = torch.from_numpy(coder.q(0, levels[0])[0]).float()
+    if isinstance(prior, RealNVP):
+        with torch.inference_mode():
+            mu_u = prior(mu_u)[0]
+    return [mu_u, *(torch.from_numpy(coder.q(j, levels[j])[0]).float() for j in range(1, coder.m.K + 1))]
 
 
 def search_keys(coder: BitsBackCoder, x: Tensor, steps: int) -> list[list[np.ndarray]]:
@@ -159,7 +164,7 @@ def search_keys(coder: BitsBackCoder, x: Tensor, steps: int) -> list[list[np.nda
     threads = torch.get_num_threads()
     torch.set_num_threads(coder.run.threads)
     try:
-        keys = search(coder.m, levels, ChosenCoder(coder, SEARCH_PRECISION).start(levels), SEARCH_PRECISION, steps)
+        keys = search(coder.m, levels, posterior_means(coder, levels), SEARCH_PRECISION, steps)
     finally:
         torch.set_num_threads(threads)
     return [[k[i : i + 1] for k in keys] for i in range(len(x))]
@@ -177,13 +182,11 @@ def chosen_nats(model: SelfVAE, levels: Levels, free: list[Tensor], delta: float
     prior = model.p_u
     top = _on_grid(free[0], delta)
     if isinstance(prior, RealNVP):
-        nats, latent = -_std_normal(top), prior.inverse(top)
+        nats, latent = -_std_normal_log_prob(top), prior.inverse(top)
     elif isinstance(prior, MixtureOfGaussians):  # the best component, as _push_u sends it
-        x = top.flatten(1).unsqueeze(1)
-        comp = -0.5 * (prior.logvars + (x - prior.means) ** 2 * torch.exp(-prior.logvars)) - 0.5 * math.log(2 * math.pi)
-        nats, latent = -(comp.sum(2) + torch.log_softmax(prior.logits, 0)).max(1).values, top
+        nats, latent = -prior.component_log_probs(top).max(1).values, top
     else:
-        nats, latent = -_std_normal(top), top
+        nats, latent = -_std_normal_log_prob(top), top
     nats = nats - model.p_y_given(latent).log_prob(model.target(levels[0]))
     for k in range(model.K):
         z = _on_grid(free[k + 1], delta)
@@ -191,10 +194,6 @@ def chosen_nats(model: SelfVAE, levels: Levels, free: list[Tensor], delta: float
         nats = nats - p_z.log_prob(z) + model.re_level(k, model.p_x[k](model.inp(levels[k]), z), levels)
         latent = z
     return nats
-
-
-def _std_normal(v: Tensor) -> Tensor:
-    return (-0.5 * v**2 - 0.5 * math.log(2 * math.pi)).flatten(1).sum(1)
 
 
 def search(model: SelfVAE, levels: Levels, start: list[Tensor], precision: int, steps: int, lr: float = 0.05,
