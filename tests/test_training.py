@@ -290,3 +290,34 @@ def test_ema_decay_warms_up_so_the_initial_weights_fade_fast():
     assert ema_decay(0.999, 0) == pytest.approx(0.1) and ema_decay(0.999, 10**6) == 0.999
     weight_of_init = math.prod(ema_decay(0.999, s) for s in range(2500))
     assert weight_of_init < 1e-9 < 0.999**2500  # with warm-up the random start is gone; without, 8% remains
+
+
+def test_init_starts_from_another_runs_weights_with_a_fresh_optimiser(blob_npz, tmp_path, capsys):
+    """``train.init``: the new run starts from the source's evaluation weights (at lr 0 it keeps them
+    exactly), records where they came from, and refuses a source of another architecture. From the command
+    line, ``--init`` takes the source's config as the base."""
+    from selfvae.cli import main
+
+    src = tmp_path / "src"
+    train(tiny_config(blob_npz, "downscale", steps=10), src, progress=False, final_eval=False)
+    _, source_model = load_run(src)
+    cfg = tiny_config(blob_npz, "downscale", steps=2)
+    cfg.train.init, cfg.train.lr, cfg.train.lr_min = str(src), 0.0, 0.0
+    train(cfg, tmp_path / "tuned", progress=False, final_eval=False)
+    tuned = load_checkpoint(tmp_path / "tuned" / "last.pt")["model"]
+    for k, v in source_model.state_dict().items():
+        assert torch.equal(v, tuned[k]), k
+    assert json.loads((tmp_path / "tuned" / "init.json").read_text())["steps"] == 10
+    other = tiny_config(blob_npz, "downscale", steps=2)
+    other.model.latent_shape = (2, 4, 4)
+    other.train.init = str(src)
+    with pytest.raises(SelfVAEError, match=r"model\.latent_shape"):
+        train(other, tmp_path / "other", progress=False, final_eval=False)
+    main(["train", "--init", str(src), "--out", str(tmp_path / "cli"), "--steps", "3", "--no-progress",
+          "--set", "train.final_iw_samples=1"])
+    saved = json.loads((tmp_path / "cli" / "config.json").read_text())
+    assert saved["model"]["transforms"] == "downscale" and saved["train"]["init"] == str(src)
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        main(["train", "--init", str(src), "--out", str(tmp_path / "cli"), "--resume"])
+    assert "--init starts a new run" in capsys.readouterr().err

@@ -15,6 +15,7 @@ import torch
 
 from selfvae.errors import SelfVAEError
 
+DEFAULT_PRESET = "fashion-mnist-vae"  # what `selfvae train` trains when told nothing
 MODES_HELP = (
     "as the thesis (ch. 5.2, 7) names them: rs1..rs{K+1}, reconstruction RSj: the first j latents (u, z_1, ...) "
     "inferred, the rest sampled, every y generated; cr, conditional reconstruction: y_K = d(x) and z_K given "
@@ -77,7 +78,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     from selfvae.presets import get_preset
     from selfvae.training.loop import train
 
-    out = Path(args.out or f"runs/{args.preset}")
+    out = Path(args.out or f"runs/{args.preset or (Path(args.init).name + '-tuned' if args.init else DEFAULT_PRESET)}")
     if args.resume:
         try:
             cfg = Config.load(out / "config.json")
@@ -85,8 +86,17 @@ def cmd_train(args: argparse.Namespace) -> None:
             raise SelfVAEError(f"{out}: cannot resume this run directory: {e}") from e
     elif args.config:
         cfg = Config.load(Path(args.config))
+    elif args.init and not args.preset:  # the starting model's own config (its data set, its training)
+        from selfvae.models.pretrained import resolve
+
+        cfg = Config.load(resolve(args.init) / "config.json")
+        cfg.train.init = None
     else:
-        cfg = get_preset(args.preset)
+        cfg = get_preset(args.preset or DEFAULT_PRESET)
+    if args.init:
+        if args.resume:
+            raise SelfVAEError("--init starts a new run; --resume continues one (its weights are in its checkpoint)")
+        cfg.train.init = args.init
     if args.data_dir:
         cfg.data.root = args.data_dir
         if not (args.resume or args.config or any(s.startswith("data.name=") for s in args.set or [])):
@@ -474,7 +484,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--params", action="store_true", help="also count each preset's parameters")
 
     s = run_cmd("train", "train a preset (or resume a run)", cmd_train)
-    s.add_argument("--preset", default="fashion-mnist-vae", help="see `selfvae presets`")
+    s.add_argument("--preset", help=f"see `selfvae presets` (default: {DEFAULT_PRESET}, or --init's config)")
+    s.add_argument("--init", metavar="MODEL",
+                   help="start from this model's weights (run directory, exported folder or pretrained name) with "
+                        "a fresh optimiser: fine-tune it on --data-dir, or restart its schedule; its config is the "
+                        "base unless --preset or --config is given")
     s.add_argument("--data-dir", help="where the data set lives (default: the data set's standard place); a folder "
                    "of your own images (or an .npz) that is not the preset's data set is read as data.name=folder")
     s.add_argument("--out", help="run directory (default: runs/PRESET)")

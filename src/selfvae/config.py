@@ -99,6 +99,9 @@ class TrainConfig:
     final_iw_limit: int | None = 100
     seed: int = 0
     init_batch: int = 256  # images for the data-dependent initialisation
+    # Start from these weights instead (a run directory, an exported folder or a pretrained name; the evaluation
+    # weights it would load with): fine-tuning, or a warm restart with a fresh optimiser and schedule
+    init: str | None = None
     max_minutes: float | None = None  # stop (as if done) after this much training time in this process
     accum_steps: int = 1  # micro-batches per process per step (gradient accumulation; same global batch)
     num_threads: int | None = None  # torch.set_num_threads for the run (None: torch's default)

@@ -296,6 +296,32 @@ def open_datasets(cfg: Config) -> tuple[ImageDataset, ImageDataset]:
     return load_split(cfg, "train", augment=None), load_split(cfg, "val")
 
 
+def start_from(model: SelfVAE, cfg: Config, source: str, device: str) -> dict[str, Any]:
+    """Load into ``model`` the evaluation weights of ``source`` (run directory, exported folder or pretrained
+    name), whose architecture must be ``cfg.model``'s; returns where they came from and the training they had
+    (steps, seconds), which ``init.json`` keeps so the new run's card can count the whole clock."""
+    from selfvae.models.pretrained import is_exported, resolve
+
+    folder = resolve(source)
+    src_cfg, src = load_run(folder, device)
+    ours, theirs = cfg.model.__dict__, src_cfg.model.__dict__
+    differ = [k for k in ours if json.dumps(ours[k], default=str) != json.dumps(theirs.get(k), default=str)]
+    if differ:
+        raise SelfVAEError(f"train.init={source}: its model differs from this run's in "
+                           + ", ".join(f"model.{k} ({theirs.get(k)!r} there, {ours[k]!r} here)" for k in differ))
+    model.load_state_dict(src.state_dict())
+    provenance: dict[str, Any] = {"init": str(source), "folder": str(folder)}
+    if is_exported(folder):
+        metrics = folder / "metrics.json"
+        training = json.loads(metrics.read_text()).get("training", {}) if metrics.is_file() else {}
+        provenance.update(steps=training.get("steps"), seconds=training.get("seconds"))
+    else:
+        path = folder / "best.pt" if (folder / "best.pt").exists() else folder / "last.pt"
+        state = load_latest(path)
+        provenance.update(steps=state["step"], seconds=state.get("train_seconds"))
+    return provenance
+
+
 def _truncate_log(path: Path, step: int) -> None:
     """Drop log records written after the checkpoint a run resumes from (a killed run logs ahead of it)."""
     if not path.is_file():
@@ -400,9 +426,14 @@ def _train(cfg: Config, run_dir: Path, device: str, resume: bool, progress: bool
     else:
         if main:
             cfg.save(run_dir / "config.json")
-        init_x = gather(train_ds, torch.randperm(len(train_ds))[: t.init_batch]).to(device)
-        data_dependent_init(model, lambda: model.terms(init_x))  # every rank: sets the "initialized" flags
-        D.broadcast_module(model, env)  # ... and rank 0's values win
+        if t.init:
+            provenance = start_from(model, cfg, t.init, device)
+            if main:
+                (run_dir / "init.json").write_text(json.dumps(provenance, indent=1) + "\n")
+        else:
+            init_x = gather(train_ds, torch.randperm(len(train_ds))[: t.init_batch]).to(device)
+            data_dependent_init(model, lambda: model.terms(init_x))  # every rank: sets the "initialized" flags
+            D.broadcast_module(model, env)  # ... and rank 0's values win
         if t.ema_decay:
             ema = copy.deepcopy(model)
     if t.channels_last:
