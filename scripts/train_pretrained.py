@@ -78,7 +78,14 @@ def training_time(run: Path, step: int) -> tuple[int, float, str]:
     if not recs:
         return 0, 0.0, "no log"
     how = "partly estimated from the logged step times" if any(r.get("clock_estimated") for r in recs) else "measured"
-    return recs[-1]["step"], recs[-1]["train_seconds"], how
+    steps, seconds = recs[-1]["step"], recs[-1]["train_seconds"]
+    init = run / "init.json"
+    if init.is_file():  # the run started from another model's weights (train.init): count its training too
+        src = json.loads(init.read_text())
+        steps, seconds = steps + (src.get("steps") or 0), seconds + (src.get("seconds") or 0.0)
+        how += (f"; with the {src.get('steps')} steps ({(src.get('seconds') or 0) / 3600:.2f} h) of the weights it "
+                f"started from, {src['init']}")
+    return steps, seconds, how
 
 
 def lr_history(run: Path, step: int) -> str:
@@ -147,6 +154,10 @@ def card(name: str, folder: Path, metrics: dict, steps: int, seconds: float, how
     reproduce = (f"Reproduce: `python scripts/train_pretrained.py {name}` (trains `--preset {name} --set "
                  f"train.seed={seed}` under a time budget, resumable; then measures and ships), with the settings "
                  "beyond the preset above given as `--set`.")
+    if cfg.train.init:
+        reproduce += (f" This run started from the weights of `{cfg.train.init}` as shipped before it (its card is in "
+                      "the repository's history) with a fresh optimiser (`selfvae train --init`); the commands are in "
+                      "docs/RESULTS.md.")
     if ";" in lr:  # the schedule changed on resume: one command does not give the same run
         reproduce += (" This run was trained in stages, resumed with other learning-rate settings (the learning-rate "
                       "row; the commands are in docs/RESULTS.md); the settings above are its last stage's.")
