@@ -447,14 +447,16 @@ def _as_version(data: bytes, version: int) -> bytes:
 
 
 @pytest.mark.parametrize(("version", "prior", "params"), [
-    (2, "standard", CodingParams(mixture_bits_back=False)),  # no flags, no component bits back
-    (3, "realnvp", CodingParams(flow_chunk=4)),  # no flow chunk (the chunk served), F.elu's ELU
-    (4, "realnvp", CodingParams(chosen_first=False)),  # no importance samples
-    (5, "mog", CodingParams(chosen_first=False)),  # no chosen latents: the first image pops initial bits
+    (2, "standard", CodingParams(mixture_bits_back=False, small_chunks=False)),  # no flags, no component bits back
+    (3, "realnvp", CodingParams(flow_chunk=4, small_chunks=False)),  # no flow chunk (the chunk served), F.elu's ELU
+    (4, "realnvp", CodingParams(chosen_first=False, small_chunks=False)),  # no importance samples
+    (5, "mog", CodingParams(chosen_first=False, small_chunks=False)),  # no chosen latents: initial bits instead
+    (6, "realnvp", CodingParams(small_chunks=False)),  # small groups padded to whole chunks
 ])
 def test_older_file_versions_still_decode(version, prior, params):
     """Files of format versions 2 and 3 decode (their networks ran F.elu, their couplings at ``chunk``),
-    version 4 (one sample an image throughout) and version 5 (initial bits under the first image)."""
+    version 4 (one sample an image throughout), version 5 (initial bits under the first image) and version 6
+    (every group at whole chunks)."""
     from contextlib import nullcontext
 
     from selfvae.nn.layers import exact_elu
@@ -636,3 +638,27 @@ def test_flow_chunk_follows_the_group_size_and_round_trips_across_threads():
         assert np.array_equal(got, im.pixels)
     with pytest.raises(SelfVAEError, match="flow_chunk 0"):
         BitsBackCoder(model, CodingParams(flow_chunk=0), ChunkRunner(4, 1))
+
+
+def test_small_groups_run_at_small_chunks_and_round_trip_across_threads():
+    """With ``small_chunks`` a batch of n < 2 chunks runs at chunks of n // 2 (at least 1), a function of n
+    alone: no zero-padded chunk for a group of one image, two calls for a group of two. The flag is in the
+    header (version 7), and a file written with one thread decodes exactly with two."""
+    from selfvae.codec.container import Container
+
+    seen: list[int] = []
+    runner = ChunkRunner(4, 2, small=True)
+    try:
+        for n in (1, 2, 3, 4, 8, 9):
+            seen.clear()
+            runner.map(lambda t: seen.append(len(t)) or t * 2.0, torch.ones(n, 3))
+            assert sorted(seen) == {1: [1], 2: [1, 1], 3: [1, 1, 1], 4: [2, 2], 8: [4, 4], 9: [4, 4, 4]}[n], n
+    finally:
+        runner.close()
+    _, model = tiny_model("", "realnvp")
+    images = digits(12)
+    data, _ = compress(model, images, CodingParams(), group=8, threads=1)
+    header, _ = Container.parse_header(data, "f")
+    assert header["version"] == 7 and header["params"]["small_chunks"] and min(header["groups"]) == 1
+    for got, im in zip(decompress(model, data, threads=2).images, images, strict=True):
+        assert np.array_equal(got, im.pixels)

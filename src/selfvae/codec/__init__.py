@@ -145,7 +145,7 @@ def compress(
     all_tiles = torch.from_numpy(np.concatenate(tiles))
     if search_steps is None:
         search_steps = SEARCH_STEPS if len(all_tiles) <= SEARCH_MAX_TILES else 0
-    runner = ChunkRunner(params.chunk, threads)
+    runner = ChunkRunner(params.chunk, threads, params.small_chunks)
     parts: dict[str, float] = defaultdict(float)
     try:
         with coding_mode(model):
@@ -412,7 +412,7 @@ def decompress(
     if sum(sizes) != sum(n_tiles):
         raise CodecError(f"{name}: the header's groups hold {sum(sizes)} tiles, its images {sum(n_tiles)}")
     groups = [range(a, a + k) for a, k in zip(np.cumsum([0, *sizes[:-1]]).tolist(), sizes, strict=True)]
-    runner = ChunkRunner(params.chunk, threads)
+    runner = ChunkRunner(params.chunk, threads, params.small_chunks)
     stages: list[tuple[str, int, np.ndarray]] = []
     total_bytes = len(data)
     try:

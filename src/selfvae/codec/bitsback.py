@@ -72,6 +72,10 @@ class CodingParams:
     # a lossless file's first images (until the stack can fund bits back) are coded with chosen latents and no
     # pops (selfvae.codec.chosen) instead of popping from seeded random words (files of version 6)
     chosen_first: bool = True
+    # a group smaller than two chunks runs at chunks of half its images (at least 1): a group of one image
+    # computes one image, not a chunk padded with zeros, and a group of two or four uses both threads; the
+    # first groups of a file are that small while the stack grows (files of version 7)
+    small_chunks: bool = True
 
 
 Levels = list[Tensor]  # uint8 image levels [y_1, ..., y_K, x]
@@ -173,20 +177,21 @@ class BitsBackCoder:
         """``[n, H, W, 256]`` probabilities of channel ``c`` of level ``l_i`` given its earlier channels: under the
         whole mixture, or with ``k`` (``[n, H, W]``) under each pixel's mixture component ``k`` alone. Rows sum
         to 1 (differences of a CDF from 0 to 1)."""
-        # float64 in the workers: the coder takes float64 tables, and converting them here would be serial
+        # float64 by the workers: the coder takes float64 tables, and converting them here would be serial
         if k is None:
-            return self.run.map(lambda prm, y: self._dlm(i, prm).bin_probs(c, self.m.target(y)).double(), params,
-                                level).numpy()
+            return self.run.map(lambda prm, y: self._dlm(i, prm).bin_probs(c, self.m.target(y)), params,
+                                level, dtype=torch.float64).numpy()
         return self.run.map(
-            lambda prm, y, kk: self._dlm(i, prm).component_bin_probs(c, kk, self.m.target(y)).double(),
-            params, level, torch.from_numpy(k)).numpy()
+            lambda prm, y, kk: self._dlm(i, prm).component_bin_probs(c, kk, self.m.target(y)),
+            params, level, torch.from_numpy(k), dtype=torch.float64).numpy()
 
     def _components(self, i: int, params: Tensor, level: Tensor | None = None) -> np.ndarray:
         """``[n, H, W, M]``: the mixture weights, or with ``level`` the components' posterior given the pixels."""
         if level is None:
-            return self.run.map(lambda prm: self._dlm(i, prm).component_weights(), params).double().numpy()
+            return self.run.map(lambda prm: self._dlm(i, prm).component_weights(), params,
+                                dtype=torch.float64).numpy()
         return self.run.map(lambda prm, y: self._dlm(i, prm).component_posterior(self.m.target(y)),
-                            params, level).double().numpy()
+                            params, level, dtype=torch.float64).numpy()
 
     # ------------------------------------------------------------------ image levels
     def _by_component(self, whole_mixture: bool) -> bool:
@@ -304,11 +309,8 @@ class BitsBackCoder:
         """``s`` and ``t`` of the coupling at its changed entries (``[n, m]`` float64), from the kept entries
         only: the changed ones are zeroed first, so encoder and decoder feed the nets identical bits."""
 
-        def chunk(v: Tensor) -> tuple[Tensor, Tensor]:
-            s, t = step.coupling.affine(v)
-            return s.double(), t.double()
-
-        s, t = self.run.map(chunk, x.masked_fill(changed, 0.0), chunk=self._flow_chunk(x.shape[0]))
+        s, t = self.run.map(step.coupling.affine, x.masked_fill(changed, 0.0), chunk=self._flow_chunk(x.shape[0]),
+                            dtype=torch.float64)
         return s[:, changed].numpy(), t[:, changed].numpy()
 
     def _flow_chunk(self, n: int) -> int:
