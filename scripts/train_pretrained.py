@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 
 from selfvae.checkpoint import load_checkpoint
+from selfvae.config import Config
 from selfvae.data import batches_of, load_split
 from selfvae.data.datasets import DATASETS
 from selfvae.evaluation.bounds import choose_iw_samples, evaluate
@@ -93,13 +94,18 @@ def lr_history(run: Path, step: int) -> str:
     recs = [r for r in read_log(run / "log.jsonl") if r.get("split") == "train" and "lr" in r and r["step"] <= step]
     if not recs:
         return "not logged"
+    warmup = Config.load(run / "config.json").train.lr_warmup_steps  # its linear rise is not a new stage
     segments = [[recs[0]]]
     for prev, r in zip(recs, recs[1:], strict=False):
-        if abs(r["lr"] / prev["lr"] - 1) > 0.2:
+        if abs(r["lr"] / prev["lr"] - 1) > 0.2 and r["step"] > warmup:
             segments.append([])
         segments[-1].append(r)
-    return "; ".join(f"{g[0]['lr']:.1e} -> {g[-1]['lr']:.1e} over steps {g[0]['step']}-{g[-1]['step']}"
-                     for g in segments)
+    def rates(g: list[dict]) -> str:
+        peak = max(r["lr"] for r in g)
+        via = f" -> {peak:.1e}" if peak > 1.2 * max(g[0]["lr"], g[-1]["lr"]) else ""  # a warm-up's top
+        return f"{g[0]['lr']:.1e}{via} -> {g[-1]['lr']:.1e} over steps {g[0]['step']}-{g[-1]['step']}"
+
+    return "; ".join(rates(g) for g in segments)
 
 
 # Settings that change how long or how fast a run goes, not what it computes.
