@@ -90,7 +90,6 @@ def cmd_train(args: argparse.Namespace) -> None:
         from selfvae.models.pretrained import resolve
 
         cfg = Config.load(resolve(args.init) / "config.json")
-        cfg.train.init = None
     else:
         cfg = get_preset(args.preset or DEFAULT_PRESET)
     if args.init:

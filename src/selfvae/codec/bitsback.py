@@ -316,7 +316,7 @@ class BitsBackCoder:
     def _flow_chunk(self, n: int) -> int:
         """Images per coupling-net call for a group of ``n``: ``flow_chunk``, halved while that leaves the group
         one call (two threads then share it), never below ``chunk``; a function of ``n`` alone, which the
-        decoder knows."""
+        decoder knows (with ``small_chunks`` the runner lowers it further for a group under two chunks)."""
         size = self.p.flow_chunk
         while size > self.p.chunk and 2 * size > n:
             size //= 2

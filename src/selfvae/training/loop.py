@@ -24,7 +24,7 @@ import math
 import signal
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -304,7 +304,7 @@ def start_from(model: SelfVAE, cfg: Config, source: str, device: str) -> dict[st
 
     folder = resolve(source)
     src_cfg, src = load_run(folder, device)
-    ours, theirs = cfg.model.__dict__, src_cfg.model.__dict__
+    ours, theirs = asdict(cfg.model), asdict(src_cfg.model)  # nested net specs as dicts, compared as JSON
     differ = [k for k in ours if json.dumps(ours[k], default=str) != json.dumps(theirs.get(k), default=str)]
     if differ:
         raise SelfVAEError(f"train.init={source}: its model differs from this run's in "
