@@ -8,7 +8,9 @@ S forwards, so S = 512 runs about 512 times slower per image.
 
 ``--authors-src DIR`` (a checkout of ioangatop/srVAE) times the authors' own models beside ours, loaded from
 ``DIR`` at run time by :mod:`authors` (``authors-vae-realnvp``, ``authors-srvae``); without it the ``*-paper``
-presets (the same function, ``authors_equivalence.py``) stand in for them. ``--reference`` adds the older
+presets (the same function, ``authors_equivalence.py``) computed with their arithmetic (``PRESET:unfused``: each
+dense unit as its two convs, :func:`selfvae.nn.paper.fuse_units`) stand in for them; ``--unfused`` adds those
+beside the paper presets in any case. ``--reference`` adds the older
 layer-for-layer rebuilds of :mod:`reference`. ``--interleave`` times every model in one process, one step of
 each in turn, so a busy machine slows them alike (the way to compare speeds); otherwise each preset runs in its
 own process (peak memory per preset, evaluation and sampling columns).
@@ -35,7 +37,10 @@ import torch
 DEFAULT_PRESETS = ["cifar10-srvae", "cifar10-vae-realnvp"]
 OURS_VS_AUTHORS = {"cifar10-vae-realnvp": "authors-vae-realnvp", "cifar10-srvae": "authors-srvae",
                    "cifar10-vae-realnvp-paper": "authors-vae-realnvp", "cifar10-srvae-paper": "authors-srvae"}
-STAND_IN = {"authors-vae-realnvp": "cifar10-vae-realnvp-paper", "authors-srvae": "cifar10-srvae-paper"}
+UNFUSED = "unfused"  # PRESET:unfused, a paper preset's dense units as their two convs (selfvae.nn.paper.fuse_units)
+# without their code, a paper preset computed with their arithmetic (units unfused) stands in for it
+STAND_IN = {"authors-vae-realnvp": f"cifar10-vae-realnvp-paper:{UNFUSED}",
+            "authors-srvae": f"cifar10-srvae-paper:{UNFUSED}"}
 
 
 def _sync(device: str) -> None:
@@ -149,14 +154,17 @@ def _step_fn(args: argparse.Namespace, name: str):  # noqa: ANN202
     else:
         from selfvae.models.selfvae import SelfVAE
         from selfvae.nn.layers import data_dependent_init
+        from selfvae.nn.paper import fuse_units
         from selfvae.presets import get_preset
         from selfvae.training.loop import train_step
 
-        cfg = get_preset(name)
+        preset, _, variant = name.partition(":")
+        cfg = get_preset(preset)
         cfg.train.batch_size, cfg.train.channels_last = args.batch_size, args.channels_last
         ours = SelfVAE(cfg.model).to(args.device)
         x = torch.randint(0, 256, (args.batch_size, 3, 32, 32), dtype=torch.uint8, device=args.device)
         data_dependent_init(ours, lambda: ours.terms(x))
+        fuse_units(ours, variant != UNFUSED)
         if args.channels_last:
             ours.to(memory_format=torch.channels_last)
         opt = torch.optim.Adamax(ours.parameters(), lr=cfg.train.lr)
@@ -211,18 +219,21 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--reference", action="store_true", help="also time the authors' rebuilt architectures")
     p.add_argument("--authors-src", metavar="DIR", help="a checkout of ioangatop/srVAE: time the authors' own models")
     p.add_argument("--interleave", action="store_true", help="all models in one process, steps taken in turn")
+    p.add_argument("--unfused", action="store_true",
+                   help="with --interleave: also each paper preset with its dense units as two convs (PRESET:unfused)")
     p.add_argument("--one", help=argparse.SUPPRESS)  # internal: run one preset, print JSON
     args = p.parse_args(argv)
     if args.interleave:
         names = list(args.presets)
+        names += [f"{n}:{UNFUSED}" for n in args.presets if args.unfused and n.endswith("-paper")]
         theirs = sorted({OURS_VS_AUTHORS[n] for n in names if n in OURS_VS_AUTHORS})
         if args.authors_src or args.reference:
             names += theirs
-        else:  # the paper presets compute the authors' function (authors_equivalence.py): they stand in
+        else:  # the paper presets compute the authors' function (authors_equivalence.py): unfused, they stand in
             names += [STAND_IN[t] for t in theirs if STAND_IN[t] not in names]
         speed = interleaved(args, names)
-        for ours in args.presets:
-            theirs_name = OURS_VS_AUTHORS.get(ours)
+        for ours in names:
+            theirs_name = OURS_VS_AUTHORS.get(ours.partition(":")[0])
             ref = theirs_name if theirs_name in speed else STAND_IN.get(theirs_name or "")
             if ref in speed and ref != ours:
                 print(f"{ours}: {speed[ours] / speed[ref]:.2f}x the training images/s of {ref}")

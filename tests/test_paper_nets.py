@@ -13,8 +13,15 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from selfvae.distributions import DiscretizedLogisticMixture
 from selfvae.models.loading import build_model
-from selfvae.nn.layers import exact_elu
-from selfvae.nn.paper import PaperDenseLayer, PaperDMoLParams, paper_decoder, paper_encoder
+from selfvae.nn.layers import data_dependent_init, exact_elu, frozen_weights
+from selfvae.nn.paper import (
+    PaperDenseLayer,
+    PaperDMoLParams,
+    PaperUnit,
+    fuse_units,
+    paper_decoder,
+    paper_encoder,
+)
 from selfvae.presets import get_preset
 from selfvae.priors import _squeeze, _squeeze_alt
 
@@ -37,12 +44,63 @@ def test_paper_presets_have_the_authors_layer_structure(preset, params, elus, co
     model = build_model(get_preset(preset))
     assert sum(p.numel() for p in model.parameters()) == params
     x = torch.randint(0, 256, (1, 3, 32, 32), dtype=torch.uint8)
+    fuse_units(model, False)  # their arithmetic: every unit as its two convs
     with torch.no_grad(), exact_elu(), _Ops() as ops:  # exact: one aten elu per activation
         model.terms(x)
     # theirs: an ELU after each dense unit, one in p_z; none elsewhere
     assert ops.count["elu"] + ops.count["elu_"] == elus
     assert ops.count["convolution"] == convs
     assert ops.count["hardtanh"] == hardtanhs  # one per Gaussian net: q_z (VAE); q_u, q_z, p_z (srVAE)
+
+
+def test_composed_dense_units_compute_the_same_function_and_gradients():
+    """A unit's 1x1 and 3x3 convs composed into one 3x3 conv (bias map at the borders included) give the two convs'
+    outputs and the same gradients for every parameter and the input, to float64 rounding; the data-dependent init
+    runs through the two convs (the same init either way); frozen kernels compose too."""
+    torch.manual_seed(0)
+    for c, growth, size, batch in [(3, 4, 5, 4), (8, 8, 1, 64), (16, 8, 4, 4), (40, 16, 7, 4)]:
+        layer = PaperDenseLayer(c, growth, 3).double()
+        x = torch.randn(batch, c, size, size, dtype=torch.float64)
+        inits = []
+        for on in (False, True):
+            fuse_units(layer, on)
+            for conv in layer.modules():
+                if hasattr(conv, "initialized"):
+                    conv.initialized.fill_(False)
+            data_dependent_init(layer, lambda: layer(x))  # noqa: B023
+            inits.append([p.detach().clone() for p in layer.parameters()])
+        assert all(torch.equal(a, b) for a, b in zip(*inits, strict=True))
+        assert layer.units[0].pays(x)  # at least the first unit composes
+        results = []
+        for on in (False, True):
+            fuse_units(layer, on)
+            layer.zero_grad()
+            xx = x.clone().requires_grad_()
+            out = layer(xx)
+            out.sin().sum().backward()
+            with torch.no_grad(), frozen_weights(layer):
+                frozen = layer(x)
+            results.append((out.detach(), frozen, xx.grad, [p.grad.clone() for p in layer.parameters()]))
+        (out0, frozen0, gx0, g0), (out1, frozen1, gx1, g1) = results
+        assert torch.allclose(out0, out1, rtol=1e-10, atol=1e-12)
+        assert torch.allclose(frozen0, frozen1, rtol=1e-10, atol=1e-12) and torch.allclose(out1, frozen1)
+        assert torch.allclose(gx0, gx1, rtol=1e-10, atol=1e-12)
+        assert all(torch.allclose(a, b, rtol=1e-9, atol=1e-11) for a, b in zip(g0, g1, strict=True))
+
+
+def test_a_unit_composes_only_where_that_saves_multiply_adds():
+    narrow, wide = PaperUnit(16, 64), PaperUnit(1024, 64)  # 9 c g against 4 c g + 36 g^2 an output pixel
+    assert narrow.pays(torch.empty(32, 16, 32, 32)) and not wide.pays(torch.empty(32, 1024, 32, 32))
+    # composing the kernel costs 36 c g^2 a pass: one 1x1 image does not repay it
+    assert not PaperUnit(300, 128).pays(torch.empty(1, 300, 1, 1)) and PaperUnit(300, 128).pays(
+        torch.empty(32, 300, 8, 8))
+    calls = []
+    narrow[0].register_forward_hook(lambda *_: calls.append(1))
+    narrow(torch.randn(2, 16, 8, 8))
+    assert not calls  # composed: the 1x1 conv never runs on the batch
+    narrow.fused = False
+    narrow(torch.randn(2, 16, 8, 8))
+    assert calls == [1]
 
 
 def test_dense_unit_reactivates_the_whole_concatenation_and_has_no_inner_activation():

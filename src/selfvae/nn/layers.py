@@ -98,12 +98,18 @@ class WNConv2d(nn.Module):
             )
         return F.conv2d(x, weight, bias, stride=self.stride, padding=self.padding)
 
+    def kernel(self) -> Tensor:
+        """The kernel this layer convolves with: :meth:`weight`, or the one computed inside :func:`frozen_weights`."""
+        return self._frozen if self._frozen is not None else self.weight()
+
+    def initialising(self) -> bool:
+        """Whether the next forward pass initialises this layer (inside :func:`data_dependent_init`)."""
+        return self._ddi and not bool(self.initialized)
+
     def forward(self, x: Tensor) -> Tensor:
-        if self._frozen is not None:
-            return self._conv(x, self._frozen, self.b)
-        if self._ddi and not bool(self.initialized):
+        if self._frozen is None and self.initialising():
             return self._init_from(x)
-        return self._conv(x, self.weight(), self.b)
+        return self._conv(x, self.kernel(), self.b)
 
     @torch.no_grad()
     def _init_from(self, x: Tensor) -> Tensor:
