@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The papers' claim at equal wall clock: the plain VAE against a selfVAE trained with its likelihood renormalised
 # onto d(x) = y (model.consistent), each for MINUTES of training clock, side by side on one thread each, the
-# learning rate annealed over the time budget (train.lr_schedule=cosine-time); then the full-test-set ELBO and an
-# IW subset. Usage: benchmarks/claim_consistent.sh [DATA_DIR] [OUT_DIR] [MINUTES] [SELFVAE_PRESET] [VAE_PRESET]
+# learning rate annealed over the time budget (train.lr_schedule=cosine-time); each run's final evaluation gives
+# the full-test-set ELBO and the IW bound on the first 100 test images (final/metrics.json); then FID, 1000 samples
+# against the first 1000 test images (final/fid.json). Usage: benchmarks/claim_consistent.sh [DATA_DIR] [OUT_DIR] [MINUTES] [SELFVAE_PRESET] [VAE_PRESET]
 # (Fashion-MNIST: benchmarks/claim_consistent.sh /usr/share/datasets/fashion-mnist runs/claim-fashion 60 \
 #  fashion-mnist-srvae fashion-mnist-vae)
 set -euo pipefail
@@ -20,6 +21,5 @@ selfvae train --preset "$SELF" --out "$OUT/$SELF-cons" "${common[@]}" --set mode
   > "$OUT/$SELF-cons.log" 2>&1 &
 wait
 for r in vae "$SELF-cons"; do
-  selfvae eval "$OUT/$r" --iw-samples 1 --json > "$OUT/$r/final/elbo_full_test.json"
-  selfvae eval "$OUT/$r" --iw-samples 16 --limit 1000 --json > "$OUT/$r/final/iw16_test1000.json"
+  selfvae fid "$OUT/$r" --n 1000 --n-ref 1000 --ref test --no-progress
 done
