@@ -45,6 +45,17 @@ def iw_bits(model, images, samples: int) -> float:
     return total / math.log(2)
 
 
+def single_files(model, images: list, threads: int) -> dict[str, float]:
+    """Mean bytes of a one-image file of each of ``images``, with chosen latents (the default) and with initial
+    bits instead, and the first kind's header and initial bytes."""
+    singles = [compress(model, [im], threads=threads)[1] for im in images]
+    seeded = [compress(model, [im], CodingParams(chosen_first=False), threads=threads)[1] for im in images]
+    return {"single_file_bytes": float(np.mean([r.file_bytes for r in singles])),
+            "single_initial_bytes": float(np.mean([r.initial_bytes for r in singles])),
+            "single_header_bytes": float(np.mean([r.header_bytes for r in singles])),
+            "single_seeded_file_bytes": float(np.mean([r.file_bytes for r in seeded]))}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("run_dir")
@@ -90,13 +101,8 @@ def main() -> None:
     res["iw_samples"], res["iw_images"] = args.iw, k
     res["iw_bpd"] = iw_bits(model, images[:k], args.iw) / (k * per)
     res["nelbo_bpd_iw_subset"] = nelbo_bits(model, images[:k]) / (k * per)
-    singles = [compress(model, [im], threads=args.threads)[1] for im in images[: args.single]]
-    res["single_file_bytes"] = float(np.mean([r.file_bytes for r in singles]))
-    res["single_initial_bytes"] = float(np.mean([r.initial_bytes for r in singles]))
-    res["single_header_bytes"] = float(np.mean([r.header_bytes for r in singles]))
-    res["single_seeded_file_bytes"] = float(np.mean([
-        compress(model, [im], CodingParams(chosen_first=False), threads=args.threads)[1].file_bytes
-        for im in images[: args.single]]))
+    if args.single > 0:
+        res.update(single_files(model, images[: args.single], args.threads))
     if not args.no_classical:
         pix = [im.pixels for im in images]
         for name in LOSSLESS:
@@ -106,8 +112,8 @@ def main() -> None:
     print(f"\n{cfg.name} on {n} {cfg.data.name} {args.split} images ({per:.0f} dims each); bits/dim, every byte:")
     print("| codec | one file for all | one file per image |\n| --- | --- | --- |")
     label = "bits back" if args.samples == 1 else f"bits back, S = {args.samples}"
-    print(f"| selfvae ({label}) | {rep.bits_per_dim:.4f} | {8 * res['single_file_bytes'] / per:.4f} "
-          f"(first {args.single}) |")
+    single = f"{8 * res['single_file_bytes'] / per:.4f} (first {args.single})" if args.single > 0 else "-"
+    print(f"| selfvae ({label}) | {rep.bits_per_dim:.4f} | {single} |")
     if not args.no_classical:
         for name in LOSSLESS:
             print(f"| {name} | {res[f'{name}_mosaic_bpd']:.4f} | {res[f'{name}_per_image_bpd']:.4f} |")
@@ -118,8 +124,9 @@ def main() -> None:
     if seeded is not None:
         print(f"with initial bits instead (--initial-bits): {seeded.bits_per_dim:.4f} bits/dim "
               f"({seeded.initial_bytes:.0f} B of initial bits)")
-    print(f"single-image file: {res['single_file_bytes']:.0f} B (header {res['single_header_bytes']:.0f} B); "
-          f"with initial bits instead: {res['single_seeded_file_bytes']:.0f} B")
+    if args.single > 0:
+        print(f"single-image file: {res['single_file_bytes']:.0f} B (header {res['single_header_bytes']:.0f} B); "
+              f"with initial bits instead: {res['single_seeded_file_bytes']:.0f} B")
     print(f"encode {res['encode_img_s']:.1f} img/s, decode {res['decode_img_s']:.1f} img/s "
           f"({args.threads} threads); round trip exact: {res['exact']}")
     if args.json:
