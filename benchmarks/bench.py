@@ -8,9 +8,10 @@ S forwards, so S = 512 runs about 512 times slower per image.
 
 ``--authors-src DIR`` (a checkout of ioangatop/srVAE) times the authors' own models beside ours, loaded from
 ``DIR`` at run time by :mod:`authors` (``authors-vae-realnvp``, ``authors-srvae``); without it the ``*-paper``
-presets (the same function, ``authors_equivalence.py``) computed with their arithmetic (``PRESET:unfused``: each
-dense unit as its two convs, :func:`selfvae.nn.paper.fuse_units`) stand in for them; ``--unfused`` adds those
-beside the paper presets in any case. ``--reference`` adds the older
+presets (the same function, ``authors_equivalence.py``) computed with their arithmetic (``PRESET:unfused,f-elu``:
+each dense unit as its two convs, :func:`selfvae.nn.paper.fuse_units`, and PyTorch's ``F.elu``) stand in for them;
+``--unfused`` adds ``PRESET:unfused`` beside the paper presets in any case, ``--f-elu`` ``PRESET:f-elu`` beside
+every preset (and with both, ``PRESET:unfused,f-elu``). ``--reference`` adds the older
 layer-for-layer rebuilds of :mod:`reference`. ``--interleave`` times every model in one process, one step of
 each in turn, so a busy machine slows them alike (the way to compare speeds); otherwise each preset runs in its
 own process (peak memory per preset, evaluation and sampling columns).
@@ -26,6 +27,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import resource
 import subprocess
@@ -37,10 +39,12 @@ import torch
 DEFAULT_PRESETS = ["cifar10-srvae", "cifar10-vae-realnvp"]
 OURS_VS_AUTHORS = {"cifar10-vae-realnvp": "authors-vae-realnvp", "cifar10-srvae": "authors-srvae",
                    "cifar10-vae-realnvp-paper": "authors-vae-realnvp", "cifar10-srvae-paper": "authors-srvae"}
-UNFUSED = "unfused"  # PRESET:unfused, a paper preset's dense units as their two convs (selfvae.nn.paper.fuse_units)
-# without their code, a paper preset computed with their arithmetic (units unfused) stands in for it
-STAND_IN = {"authors-vae-realnvp": f"cifar10-vae-realnvp-paper:{UNFUSED}",
-            "authors-srvae": f"cifar10-srvae-paper:{UNFUSED}"}
+# PRESET:VARIANT,..: UNFUSED, a paper preset's dense units as their two convs (selfvae.nn.paper.fuse_units);
+# F_ELU, every ELU computed by PyTorch's F.elu (selfvae.nn.layers.exact_elu) instead of the faster form
+UNFUSED, F_ELU = "unfused", "f-elu"
+# without their code, a paper preset computed with their arithmetic (units unfused, F.elu) stands in for it
+STAND_IN = {"authors-vae-realnvp": f"cifar10-vae-realnvp-paper:{UNFUSED},{F_ELU}",
+            "authors-srvae": f"cifar10-srvae-paper:{UNFUSED},{F_ELU}"}
 
 
 def _sync(device: str) -> None:
@@ -153,22 +157,30 @@ def _step_fn(args: argparse.Namespace, name: str):  # noqa: ANN202
         model = REFERENCES[name]().to(args.device)
     else:
         from selfvae.models.selfvae import SelfVAE
-        from selfvae.nn.layers import data_dependent_init
+        from selfvae.nn.layers import data_dependent_init, exact_elu
         from selfvae.nn.paper import fuse_units
         from selfvae.presets import get_preset
         from selfvae.training.loop import train_step
 
         preset, _, variant = name.partition(":")
+        variants = set(variant.split(",")) - {""}
+        if variants - {UNFUSED, F_ELU}:
+            raise SystemExit(f"{name}: unknown variant(s) {sorted(variants - {UNFUSED, F_ELU})}")
         cfg = get_preset(preset)
         cfg.train.batch_size, cfg.train.channels_last = args.batch_size, args.channels_last
         ours = SelfVAE(cfg.model).to(args.device)
-        x = torch.randint(0, 256, (args.batch_size, 3, 32, 32), dtype=torch.uint8, device=args.device)
+        x = torch.randint(0, 256, (args.batch_size, *cfg.model.image_shape), dtype=torch.uint8, device=args.device)
         data_dependent_init(ours, lambda: ours.terms(x))
-        fuse_units(ours, variant != UNFUSED)
+        fuse_units(ours, UNFUSED not in variants)
         if args.channels_last:
             ours.to(memory_format=torch.channels_last)
         opt = torch.optim.Adamax(ours.parameters(), lr=cfg.train.lr)
-        return sum(p.numel() for p in ours.parameters()), lambda: train_step(ours, opt, x, cfg, None)
+
+        def ours_step() -> None:
+            with exact_elu() if F_ELU in variants else contextlib.nullcontext():
+                train_step(ours, opt, x, cfg, None)
+
+        return sum(p.numel() for p in ours.parameters()), ours_step
     x = torch.randint(0, 256, (args.batch_size, 3, 32, 32), dtype=torch.uint8, device=args.device)
     opt = torch.optim.Adamax(model.parameters(), lr=2e-3)
 
@@ -221,11 +233,17 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--interleave", action="store_true", help="all models in one process, steps taken in turn")
     p.add_argument("--unfused", action="store_true",
                    help="with --interleave: also each paper preset with its dense units as two convs (PRESET:unfused)")
+    p.add_argument("--f-elu", action="store_true",
+                   help="with --interleave: also each preset with PyTorch's F.elu (PRESET:f-elu; with --unfused, "
+                        "also PRESET:unfused,f-elu)")
     p.add_argument("--one", help=argparse.SUPPRESS)  # internal: run one preset, print JSON
     args = p.parse_args(argv)
     if args.interleave:
         names = list(args.presets)
-        names += [f"{n}:{UNFUSED}" for n in args.presets if args.unfused and n.endswith("-paper")]
+        paper = [n for n in args.presets if n.endswith("-paper")]
+        names += [f"{n}:{UNFUSED}" for n in paper if args.unfused]
+        names += [f"{n}:{F_ELU}" for n in args.presets if args.f_elu]
+        names += [f"{n}:{UNFUSED},{F_ELU}" for n in paper if args.unfused and args.f_elu]
         theirs = sorted({OURS_VS_AUTHORS[n] for n in names if n in OURS_VS_AUTHORS})
         if args.authors_src or args.reference:
             names += theirs
@@ -237,6 +255,10 @@ def main(argv: list[str] | None = None) -> None:
             ref = theirs_name if theirs_name in speed else STAND_IN.get(theirs_name or "")
             if ref in speed and ref != ours:
                 print(f"{ours}: {speed[ours] / speed[ref]:.2f}x the training images/s of {ref}")
+        for variant in names:  # each preset against its variants (their arithmetic, in part or whole)
+            base = variant.partition(":")[0]
+            if variant != base and base in speed:
+                print(f"{base}: {speed[base] / speed[variant]:.2f}x the training images/s of {variant}")
         return
     if args.one:
         run = run_reference if args.one in OURS_VS_AUTHORS.values() else run_one
