@@ -184,3 +184,32 @@ def test_their_first_checkerboard_coupling_keeps_the_odd_sites():
     v_ours = ours.flow.in_couplings[0](u, torch.zeros(1))[0]
     assert torch.equal(v_theirs[..., odd], u[..., odd]) and not torch.equal(v_theirs[..., ~odd], u[..., ~odd])
     assert torch.equal(v_ours[..., ~odd], u[..., ~odd])  # ours keeps the even sites first
+
+
+def test_bf16_autocast_gives_the_paper_nets_likelihoods_float32_inputs(monkeypatch):
+    """Under ``--amp bf16`` the authors' nets (encoders, decoders, the flow's dense s/t nets) run in bfloat16,
+    but what they hand to the likelihood, the Gaussians and the couplings is float32."""
+    from selfvae import distributions as dist_mod
+    from selfvae.priors import _Coupling
+    from selfvae.training import distributed as D
+
+    seen: list[tuple[str, torch.dtype]] = []
+    for cls, name in ((dist_mod.DiscretizedLogisticMixture, "dmol"), (dist_mod.DiagonalGaussian, "gaussian")):
+        real = cls.__init__
+
+        def spy(self, first, *a, _real=real, _name=name, **k):  # noqa: ANN001
+            seen.append((_name, first.dtype))
+            return _real(self, first, *a, **k)
+
+        monkeypatch.setattr(cls, "__init__", spy)
+    torch.manual_seed(0)
+    model = build_model(get_preset("cifar10-srvae-paper"))
+    D.install_fp32_outputs(model)
+    for m in model.modules():
+        if isinstance(m, _Coupling):
+            m.net.register_forward_hook(lambda _m, _i, out: seen.extend(("s/t", o.dtype) for o in out))
+    x = torch.randint(0, 256, (1, 3, 32, 32), dtype=torch.uint8)
+    with torch.no_grad(), D.autocast("cpu", "bf16"):
+        model.terms(x)
+    assert {n for n, _ in seen} == {"dmol", "gaussian", "s/t"}
+    assert all(d == torch.float32 for _, d in seen), sorted({(n, d) for n, d in seen if d != torch.float32})

@@ -117,7 +117,13 @@ class PaperDenseLayer(nn.Module):
         return self.attention(x)
 
 
-def paper_encoder(in_channels: int, out_channels: int, growth: int, steps: int, n_down: int) -> nn.Sequential:
+class PaperNet(nn.Sequential):
+    """One of the authors' networks (encoder, decoder or same-resolution net): a sequence of their layers, kept
+    a type of its own so that mixed precision can find the nets whose outputs leave autocast as float32
+    (:func:`selfvae.training.distributed.amp_net_types`)."""
+
+
+def paper_encoder(in_channels: int, out_channels: int, growth: int, steps: int, n_down: int) -> PaperNet:
     """Their ``DenselyEncoder``: ``n_down`` times (dense layer, stride-2 conv to 2x width), dense layer, 1x1."""
     layers: list[nn.Module] = []
     c, g = in_channels, growth
@@ -128,10 +134,10 @@ def paper_encoder(in_channels: int, out_channels: int, growth: int, steps: int, 
         c, g = 2 * c, 2 * g
     dense = PaperDenseLayer(c, g, steps)
     layers += [dense, _conv(dense.out_channels, out_channels, 1)]
-    return nn.Sequential(*layers)
+    return PaperNet(*layers)
 
 
-def paper_decoder(in_channels: int, out_channels: int, growth: int, steps: int, n_up: int) -> nn.Sequential:
+def paper_decoder(in_channels: int, out_channels: int, growth: int, steps: int, n_up: int) -> PaperNet:
     """Their ``DenselyDecoder``: ``n_up`` times (dense layer, transposed conv to half width), 3x3 out."""
     layers: list[nn.Module] = []
     c, g = in_channels, growth
@@ -141,10 +147,10 @@ def paper_decoder(in_channels: int, out_channels: int, growth: int, steps: int, 
         layers += [dense, _conv(c, c // 2, 3, stride=2, transposed=True)]
         c, g = c // 2, g // 2
     layers.append(_conv(c, out_channels, 3))
-    return nn.Sequential(*layers)
+    return PaperNet(*layers)
 
 
-def paper_network(in_channels: int, out_channels: int, growth: int, steps: int, blocks: int) -> nn.Sequential:
+def paper_network(in_channels: int, out_channels: int, growth: int, steps: int, blocks: int) -> PaperNet:
     """Their ``DenselyNetwork``: ``blocks`` dense layers, 1x1 out."""
     layers: list[nn.Module] = []
     c = in_channels
@@ -153,7 +159,7 @@ def paper_network(in_channels: int, out_channels: int, growth: int, steps: int, 
         layers.append(dense)
         c = dense.out_channels
     layers.append(_conv(c, out_channels, 1))
-    return nn.Sequential(*layers)
+    return PaperNet(*layers)
 
 
 def paper_n_params(channels: int, n_mix: int) -> int:

@@ -144,9 +144,10 @@ def _to_float32(out):  # noqa: ANN001, ANN202 - any nesting of tensors
 def amp_net_types() -> tuple[type, ...]:
     """The network modules whose outputs leave autocast as float32 (the distributions' inputs)."""
     from selfvae.nn.nets import DenseDecoder, DenseEncoder, DenseNetwork
-    from selfvae.priors import _STNet
+    from selfvae.nn.paper import PaperNet
+    from selfvae.priors import _DenseSTNet, _STNet
 
-    return (DenseEncoder, DenseDecoder, DenseNetwork, _STNet)
+    return (DenseEncoder, DenseDecoder, DenseNetwork, _STNet, PaperNet, _DenseSTNet)
 
 
 def install_fp32_outputs(model: nn.Module) -> None:
