@@ -11,7 +11,9 @@ S forwards, so S = 512 runs about 512 times slower per image.
 presets (the same function, ``authors_equivalence.py``) computed with their arithmetic (``PRESET:unfused,f-elu``:
 each dense unit as its two convs, :func:`selfvae.nn.paper.fuse_units`, and PyTorch's ``F.elu``) stand in for them;
 ``--unfused`` adds ``PRESET:unfused`` beside the paper presets in any case, ``--f-elu`` ``PRESET:f-elu`` beside
-every preset (and with both, ``PRESET:unfused,f-elu``). ``--reference`` adds the older
+every preset (and with both, ``PRESET:unfused,f-elu``); ``--amp bf16`` adds ``NAME:bf16`` beside every model, the
+authors' included (their step under ``torch.autocast``; ours with ``train.amp``, likelihoods in float32).
+``--reference`` adds the older
 layer-for-layer rebuilds of :mod:`reference`. ``--interleave`` times every model in one process, one step of
 each in turn, so a busy machine slows them alike (the way to compare speeds); otherwise each preset runs in its
 own process (peak memory per preset, evaluation and sampling columns).
@@ -41,7 +43,8 @@ OURS_VS_AUTHORS = {"cifar10-vae-realnvp": "authors-vae-realnvp", "cifar10-srvae"
                    "cifar10-vae-realnvp-paper": "authors-vae-realnvp", "cifar10-srvae-paper": "authors-srvae"}
 # PRESET:VARIANT,..: UNFUSED, a paper preset's dense units as their two convs (selfvae.nn.paper.fuse_units);
 # F_ELU, every ELU computed by PyTorch's F.elu (selfvae.nn.layers.exact_elu) instead of the faster form
-UNFUSED, F_ELU = "unfused", "f-elu"
+# BF16, the step under bfloat16 autocast (any model, theirs too)
+UNFUSED, F_ELU, BF16 = "unfused", "f-elu", "bf16"
 # without their code, a paper preset computed with their arithmetic (units unfused, F.elu) stands in for it
 STAND_IN = {"authors-vae-realnvp": f"cifar10-vae-realnvp-paper:{UNFUSED},{F_ELU}",
             "authors-srvae": f"cifar10-srvae-paper:{UNFUSED},{F_ELU}"}
@@ -147,33 +150,38 @@ def run_one(args: argparse.Namespace, preset: str) -> dict:
 
 def _step_fn(args: argparse.Namespace, name: str):  # noqa: ANN202
     """``(parameters, one training step)`` of a preset, an authors' model or a rebuild, on a fixed batch."""
-    if name.startswith("authors-") and args.authors_src:
+    base, _, variant = name.partition(":")
+    variants = set(variant.split(",")) - {""}
+    known = {BF16} if base.startswith("authors-") else {UNFUSED, F_ELU, BF16}
+    if variants - known:
+        raise SystemExit(f"{name}: unknown variant(s) {sorted(variants - known)}")
+    if base.startswith("authors-") and args.authors_src:
         from authors import load
 
-        model = load(args.authors_src, name, args.device)
-    elif name.startswith("authors-"):
+        model = load(args.authors_src, base, args.device)
+    elif base.startswith("authors-"):
         from reference import REFERENCES
 
-        model = REFERENCES[name]().to(args.device)
+        model = REFERENCES[base]().to(args.device)
     else:
         from selfvae.models.selfvae import SelfVAE
         from selfvae.nn.layers import data_dependent_init, exact_elu
         from selfvae.nn.paper import fuse_units
         from selfvae.presets import get_preset
+        from selfvae.training import distributed as D
         from selfvae.training.loop import train_step
 
-        preset, _, variant = name.partition(":")
-        variants = set(variant.split(",")) - {""}
-        if variants - {UNFUSED, F_ELU}:
-            raise SystemExit(f"{name}: unknown variant(s) {sorted(variants - {UNFUSED, F_ELU})}")
-        cfg = get_preset(preset)
+        cfg = get_preset(base)
         cfg.train.batch_size, cfg.train.channels_last = args.batch_size, args.channels_last
+        cfg.train.amp = BF16 if BF16 in variants else None
         ours = SelfVAE(cfg.model).to(args.device)
         x = torch.randint(0, 256, (args.batch_size, *cfg.model.image_shape), dtype=torch.uint8, device=args.device)
         data_dependent_init(ours, lambda: ours.terms(x))
         fuse_units(ours, UNFUSED not in variants)
         if args.channels_last:
             ours.to(memory_format=torch.channels_last)
+        if cfg.train.amp:
+            D.install_fp32_outputs(ours)
         opt = torch.optim.Adamax(ours.parameters(), lr=cfg.train.lr)
 
         def ours_step() -> None:
@@ -184,9 +192,13 @@ def _step_fn(args: argparse.Namespace, name: str):  # noqa: ANN202
     x = torch.randint(0, 256, (args.batch_size, 3, 32, 32), dtype=torch.uint8, device=args.device)
     opt = torch.optim.Adamax(model.parameters(), lr=2e-3)
 
+    cast = torch.autocast(torch.device(args.device).type, torch.bfloat16, enabled=BF16 in variants)
+
     def step() -> None:
         opt.zero_grad(set_to_none=True)
-        model(x).backward()
+        with cast:
+            loss = model(x)
+        loss.backward()
         opt.step()
 
     return sum(p.numel() for p in model.parameters()), step
@@ -225,7 +237,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--steps", type=int, default=5, help="timed training steps (after --warmup)")
     p.add_argument("--warmup", type=int, default=4, help="untimed steps first (the allocator and oneDNN warm up)")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
-    p.add_argument("--amp", choices=["bf16"])
+    p.add_argument("--amp", choices=["bf16"], help="bfloat16 autocast (--interleave: NAME:bf16 beside each model)")
     p.add_argument("--compile", action="store_true")
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--reference", action="store_true", help="also time the authors' rebuilt architectures")
@@ -249,13 +261,19 @@ def main(argv: list[str] | None = None) -> None:
             names += theirs
         else:  # the paper presets compute the authors' function (authors_equivalence.py): unfused, they stand in
             names += [STAND_IN[t] for t in theirs if STAND_IN[t] not in names]
+        if args.amp:
+            names += [f"{n}{',' if ':' in n else ':'}{BF16}" for n in names]
         speed = interleaved(args, names)
         for ours in names:
             theirs_name = OURS_VS_AUTHORS.get(ours.partition(":")[0])
-            ref = theirs_name if theirs_name in speed else STAND_IN.get(theirs_name or "")
-            if ref in speed and ref != ours:
-                print(f"{ours}: {speed[ours] / speed[ref]:.2f}x the training images/s of {ref}")
-        for variant in names:  # each preset against its variants (their arithmetic, in part or whole)
+            if theirs_name is None:
+                continue
+            ref = theirs_name if theirs_name in speed else STAND_IN[theirs_name]
+            refs = [ref] + ([f"{ref}{',' if ':' in ref else ':'}{BF16}"] if BF16 in ours else [])
+            for r in refs:  # the authors' fp32 step, and at the same precision
+                if r in speed and r != ours:
+                    print(f"{ours}: {speed[ours] / speed[r]:.2f}x the training images/s of {r}")
+        for variant in names:  # each model against its variants (their arithmetic, in part or whole; bf16)
             base = variant.partition(":")[0]
             if variant != base and base in speed:
                 print(f"{base}: {speed[base] / speed[variant]:.2f}x the training images/s of {variant}")
