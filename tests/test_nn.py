@@ -104,10 +104,9 @@ def test_frozen_weights_compute_the_same_function_once_and_thaw():
     assert layer.v.grad is not None and layer.v.grad.abs().sum() > 0
 
 
-def test_fast_elu_is_elu_and_its_gradient():
-    """max(x, exp(min(x, 0)) - 1) is ELU to float32 rounding, in place too, with and without autograd; its
-    gradient is ELU's (gradcheck in float64, and 1 or exp(x) in float32, in place too); inside exact_elu() it
-    is F.elu itself."""
+def test_elu_without_autograd_is_elu():
+    """The no-grad form max(x, exp(min(x, 0)) - 1) is ELU to float32 rounding, in place too; with autograd
+    and inside exact_elu() it is F.elu itself."""
     x = torch.cat([torch.linspace(-30, 30, 100_001), torch.tensor([0.0, -0.0, 1e-30, -1e-30, -88.0, 88.0])])
     ref = F.elu(x.double()).float()
     with torch.no_grad():
@@ -119,19 +118,11 @@ def test_fast_elu_is_elu_and_its_gradient():
         assert elu(y, inplace=True).data_ptr() == y.data_ptr() and torch.equal(y, fast)
         with exact_elu():
             assert torch.equal(elu(x), F.elu(x))
-    dydx = torch.where(x > 0, 1.0, torch.exp(x))
-    for inplace in (False, True):
-        w = x.clone().requires_grad_(True)
-        h = w * 1.0  # a non-leaf, which an in-place call may overwrite
-        out = elu(h, inplace=inplace)
-        assert torch.equal(out.detach(), fast) and (out.data_ptr() == h.data_ptr()) == inplace
-        (out * 2.0).sum().backward()
-        torch.testing.assert_close(w.grad, 2.0 * dydx, atol=2.4e-7, rtol=1.2e-7)
-    d = torch.tensor([-3.0, -0.5, -1e-3, 1e-3, 0.5, 3.0], dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(elu, (d,))
     w = x.clone().requires_grad_(True)
-    with exact_elu():
-        assert torch.equal(elu(w).detach(), F.elu(x))
+    out = elu(w)
+    assert torch.equal(out.detach(), F.elu(x))
+    out.sum().backward()
+    torch.testing.assert_close(w.grad, torch.where(x > 0, 1.0, torch.exp(x)))
 
 
 def test_data_dependent_init_is_exact_elu():

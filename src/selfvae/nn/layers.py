@@ -23,41 +23,16 @@ _EXACT_ELU = [False]  # set inside exact_elu(): process-wide, so a coder's pool 
 def elu(x: Tensor, inplace: bool = False) -> Tensor:
     """ELU, ``x`` if ``x > 0`` else ``exp(x) - 1``.
 
-    On a CPU it is computed as ``max(x, exp(min(x, 0)) - 1)``, the same function since ``exp(x) - 1 >= x``:
-    within 6e-8 of ``F.elu``, whose vectorised ``expm1`` is the slow part (ELU was 28% of mnist-vae's inference
-    time, 15% of a training step). With autograd its gradient is ``1 + min(y, 0)`` from the output ``y``
-    (:class:`_FastELU`); forward and backward together run about 2.7x faster than ``F.elu``'s. Inside
-    :func:`exact_elu`, and on other devices, it is ``F.elu`` (the codec's files of format 3 and older were
-    made so, and the data-dependent init keeps it). ``inplace`` overwrites ``x`` (as ``F.elu``'s).
+    With autograd (training) it is ``F.elu``. Without it, on a CPU (evaluation, sampling, coding), it is
+    ``max(x, exp(min(x, 0)) - 1)``, the same function since ``exp(x) - 1 >= x``: within 6e-8 of ``F.elu``
+    (whose vectorised ``expm1`` is the slow part) and 2.2x faster; ELU was 28% of mnist-vae's inference time.
+    Inside :func:`exact_elu` it is always ``F.elu`` (the codec's files of format 3 and older were made so).
+    ``inplace`` overwrites ``x`` (as ``F.elu``'s).
     """
-    if _EXACT_ELU[0] or x.device.type != "cpu":
+    if _EXACT_ELU[0] or torch.is_grad_enabled() or x.device.type != "cpu":
         return F.elu(x, inplace=inplace)
-    if torch.is_grad_enabled() and x.requires_grad:
-        return _FastELU.apply(x, inplace)
-    return _fast_elu(x, inplace)
-
-
-def _fast_elu(x: Tensor, inplace: bool) -> Tensor:
     t = torch.clamp(x, max=0.0).exp_().sub_(1.0)
     return torch.maximum(x, t, out=x if inplace else t)
-
-
-class _FastELU(torch.autograd.Function):
-    """:func:`_fast_elu` with its gradient ``dy/dx = 1 + min(y, 0)`` (``1`` where ``x > 0``, ``exp(x)`` where not),
-    computed from the saved output, so an in-place call needs nothing of ``x``."""
-
-    @staticmethod
-    def forward(ctx, x: Tensor, inplace: bool) -> Tensor:  # noqa: ANN001 - autograd's context
-        if inplace:
-            ctx.mark_dirty(x)
-        y = _fast_elu(x, inplace)
-        ctx.save_for_backward(y)
-        return y
-
-    @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:  # noqa: ANN001
-        (y,) = ctx.saved_tensors
-        return torch.clamp(y, max=0.0).add_(1.0).mul_(grad), None
 
 
 @contextmanager
