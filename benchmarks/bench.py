@@ -8,12 +8,10 @@ S forwards, so S = 512 runs about 512 times slower per image.
 
 ``--authors-src DIR`` (a checkout of ioangatop/srVAE) times the authors' own models beside ours, loaded from
 ``DIR`` at run time by :mod:`authors` (``authors-vae-realnvp``, ``authors-srvae``); without it the ``*-paper``
-presets (the same function, ``authors_equivalence.py``) computed with their arithmetic (``PRESET:unfused,f-elu``:
-each dense unit as its two convs, :func:`selfvae.nn.paper.fuse_units`, and PyTorch's ``F.elu``) stand in for them;
-``--unfused`` adds ``PRESET:unfused`` beside the paper presets in any case, ``--f-elu`` ``PRESET:f-elu`` beside
-every preset (and with both, ``PRESET:unfused,f-elu``); ``--amp bf16`` adds ``NAME:bf16`` beside every model, the
-authors' included (their step under ``torch.autocast``; ours with ``train.amp``, likelihoods in float32).
-``--reference`` adds the older
+presets (the same function, ``authors_equivalence.py``) computed with their arithmetic (``PRESET:unfused``: each
+dense unit as its two convs, :func:`selfvae.nn.paper.fuse_units`) stand in for them; ``--unfused`` adds those
+beside the paper presets in any case; ``--amp bf16`` adds ``NAME:bf16`` beside every model, the authors' included
+(their step under ``torch.autocast``; ours with ``train.amp``, likelihoods in float32). ``--reference`` adds the older
 layer-for-layer rebuilds of :mod:`reference`. ``--interleave`` times every model in one process, one step of
 each in turn, so a busy machine slows them alike (the way to compare speeds); otherwise each preset runs in its
 own process (peak memory per preset, evaluation and sampling columns).
@@ -29,7 +27,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import resource
 import subprocess
@@ -41,13 +38,17 @@ import torch
 DEFAULT_PRESETS = ["cifar10-srvae", "cifar10-vae-realnvp"]
 OURS_VS_AUTHORS = {"cifar10-vae-realnvp": "authors-vae-realnvp", "cifar10-srvae": "authors-srvae",
                    "cifar10-vae-realnvp-paper": "authors-vae-realnvp", "cifar10-srvae-paper": "authors-srvae"}
-# PRESET:VARIANT,..: UNFUSED, a paper preset's dense units as their two convs (selfvae.nn.paper.fuse_units);
-# F_ELU, every ELU computed by PyTorch's F.elu (selfvae.nn.layers.exact_elu) instead of the faster form
+# NAME:VARIANT,..: UNFUSED, a paper preset's dense units as their two convs (selfvae.nn.paper.fuse_units);
 # BF16, the step under bfloat16 autocast (any model, theirs too)
-UNFUSED, F_ELU, BF16 = "unfused", "f-elu", "bf16"
-# without their code, a paper preset computed with their arithmetic (units unfused, F.elu) stands in for it
-STAND_IN = {"authors-vae-realnvp": f"cifar10-vae-realnvp-paper:{UNFUSED},{F_ELU}",
-            "authors-srvae": f"cifar10-srvae-paper:{UNFUSED},{F_ELU}"}
+UNFUSED, BF16 = "unfused", "bf16"
+# without their code, a paper preset computed with their arithmetic (units unfused) stands in for it
+STAND_IN = {"authors-vae-realnvp": f"cifar10-vae-realnvp-paper:{UNFUSED}",
+            "authors-srvae": f"cifar10-srvae-paper:{UNFUSED}"}
+
+
+def _with(name: str, variant: str) -> str:
+    """``name`` with one more variant: ``P`` -> ``P:v``, ``P:u`` -> ``P:u,v``."""
+    return f"{name}{',' if ':' in name else ':'}{variant}"
 
 
 def _sync(device: str) -> None:
@@ -152,7 +153,7 @@ def _step_fn(args: argparse.Namespace, name: str):  # noqa: ANN202
     """``(parameters, one training step)`` of a preset, an authors' model or a rebuild, on a fixed batch."""
     base, _, variant = name.partition(":")
     variants = set(variant.split(",")) - {""}
-    known = {BF16} if base.startswith("authors-") else {UNFUSED, F_ELU, BF16}
+    known = {BF16} if base.startswith("authors-") else {UNFUSED, BF16}
     if variants - known:
         raise SystemExit(f"{name}: unknown variant(s) {sorted(variants - known)}")
     if base.startswith("authors-") and args.authors_src:
@@ -165,7 +166,7 @@ def _step_fn(args: argparse.Namespace, name: str):  # noqa: ANN202
         model = REFERENCES[base]().to(args.device)
     else:
         from selfvae.models.selfvae import SelfVAE
-        from selfvae.nn.layers import data_dependent_init, exact_elu
+        from selfvae.nn.layers import data_dependent_init
         from selfvae.nn.paper import fuse_units
         from selfvae.presets import get_preset
         from selfvae.training import distributed as D
@@ -183,12 +184,7 @@ def _step_fn(args: argparse.Namespace, name: str):  # noqa: ANN202
         if cfg.train.amp:
             D.install_fp32_outputs(ours)
         opt = torch.optim.Adamax(ours.parameters(), lr=cfg.train.lr)
-
-        def ours_step() -> None:
-            with exact_elu() if F_ELU in variants else contextlib.nullcontext():
-                train_step(ours, opt, x, cfg, None)
-
-        return sum(p.numel() for p in ours.parameters()), ours_step
+        return sum(p.numel() for p in ours.parameters()), lambda: train_step(ours, opt, x, cfg, None)
     x = torch.randint(0, 256, (args.batch_size, 3, 32, 32), dtype=torch.uint8, device=args.device)
     opt = torch.optim.Adamax(model.parameters(), lr=2e-3)
 
@@ -245,38 +241,30 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--interleave", action="store_true", help="all models in one process, steps taken in turn")
     p.add_argument("--unfused", action="store_true",
                    help="with --interleave: also each paper preset with its dense units as two convs (PRESET:unfused)")
-    p.add_argument("--f-elu", action="store_true",
-                   help="with --interleave: also each preset with PyTorch's F.elu (PRESET:f-elu; with --unfused, "
-                        "also PRESET:unfused,f-elu)")
     p.add_argument("--one", help=argparse.SUPPRESS)  # internal: run one preset, print JSON
     args = p.parse_args(argv)
     if args.interleave:
         names = list(args.presets)
-        paper = [n for n in args.presets if n.endswith("-paper")]
-        names += [f"{n}:{UNFUSED}" for n in paper if args.unfused]
-        names += [f"{n}:{F_ELU}" for n in args.presets if args.f_elu]
-        names += [f"{n}:{UNFUSED},{F_ELU}" for n in paper if args.unfused and args.f_elu]
+        names += [f"{n}:{UNFUSED}" for n in args.presets if args.unfused and n.endswith("-paper")]
         theirs = sorted({OURS_VS_AUTHORS[n] for n in names if n in OURS_VS_AUTHORS})
         if args.authors_src or args.reference:
             names += theirs
         else:  # the paper presets compute the authors' function (authors_equivalence.py): unfused, they stand in
             names += [STAND_IN[t] for t in theirs if STAND_IN[t] not in names]
         if args.amp:
-            names += [f"{n}{',' if ':' in n else ':'}{BF16}" for n in names]
+            names += [_with(n, BF16) for n in names]
         speed = interleaved(args, names)
+        pairs = []  # (model, reference): each against the authors' fp32 step and at its own precision ...
         for ours in names:
             theirs_name = OURS_VS_AUTHORS.get(ours.partition(":")[0])
-            if theirs_name is None:
-                continue
-            ref = theirs_name if theirs_name in speed else STAND_IN[theirs_name]
-            refs = [ref] + ([f"{ref}{',' if ':' in ref else ':'}{BF16}"] if BF16 in ours else [])
-            for r in refs:  # the authors' fp32 step, and at the same precision
-                if r in speed and r != ours:
-                    print(f"{ours}: {speed[ours] / speed[r]:.2f}x the training images/s of {r}")
-        for variant in names:  # each model against its variants (their arithmetic, in part or whole; bf16)
-            base = variant.partition(":")[0]
-            if variant != base and base in speed:
-                print(f"{base}: {speed[base] / speed[variant]:.2f}x the training images/s of {variant}")
+            if theirs_name is not None:
+                ref = theirs_name if theirs_name in speed else STAND_IN[theirs_name]
+                pairs += [(ours, ref)] + ([(ours, _with(ref, BF16))] if BF16 in ours else [])
+        # ... then each preset against its variants (their arithmetic, in part or whole; bf16)
+        pairs += [(v.partition(":")[0], v) for v in names if v != v.partition(":")[0]]
+        for a, b in dict.fromkeys(pairs):  # in order, each pair once (a stand-in is also a variant)
+            if a != b and a in speed and b in speed:
+                print(f"{a}: {speed[a] / speed[b]:.2f}x the training images/s of {b}")
         return
     if args.one:
         run = run_reference if args.one in OURS_VS_AUTHORS.values() else run_one
