@@ -74,8 +74,7 @@ def shipped_checkpoint(run: Path) -> dict:
 
 def training_time(run: Path, step: int) -> tuple[int, float, str]:
     """Steps, training seconds up to ``step`` and how they were obtained (the log's clock, or its step times)."""
-    recs = [r for r in with_train_seconds(read_log(run / "log.jsonl"))
-            if r.get("split") == "train" and r["step"] <= step]
+    recs = [r for r in with_train_seconds(read_log(run / "log.jsonl")) if r["step"] <= step]  # up to its validation
     if not recs:
         return 0, 0.0, "no log"
     how = "partly estimated from the logged step times" if any(r.get("clock_estimated") for r in recs) else "measured"
@@ -124,7 +123,8 @@ def _differences(name: str, cfg) -> str:  # noqa: ANN001 - Config
         return out
 
     ours, preset = flat(cfg.to_dict()), flat(get_preset(name).to_dict())
-    ignore = _NOT_DIFFERENCES - ({"train.steps"} if cfg.train.lr_schedule == "cosine" else set())  # its horizon
+    horizon = {"cosine": "train.steps", "cosine-time": "train.max_minutes"}.get(cfg.train.lr_schedule)
+    ignore = _NOT_DIFFERENCES - {horizon}  # where the schedule anneals to is part of what it computes
     return ", ".join(f"`{k}={ours[k]}`" for k in sorted(ours) if ours[k] != preset.get(k) and k not in ignore
                      and k not in ("name", "description"))
 
