@@ -14,7 +14,9 @@ beside the paper presets in any case; ``--amp bf16`` adds ``NAME:bf16`` beside e
 (their step under ``torch.autocast``; ours with ``train.amp``, likelihoods in float32). ``--reference`` adds the older
 layer-for-layer rebuilds of :mod:`reference`. ``--interleave`` times every model in one process, one step of
 each in turn, so a busy machine slows them alike (the way to compare speeds); otherwise each preset runs in its
-own process (peak memory per preset, evaluation and sampling columns).
+own process (peak memory per preset, evaluation and sampling columns). ``--retain-memory`` makes glibc keep freed
+memory in the process (:func:`selfvae.allocator.retain_freed_memory`, what ``selfvae train`` does by default), for
+every model of the run alike, the authors' included.
 
 Usage::
 
@@ -236,6 +238,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--amp", choices=["bf16"], help="bfloat16 autocast (--interleave: NAME:bf16 beside each model)")
     p.add_argument("--compile", action="store_true")
     p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--retain-memory", action="store_true",
+                   help="glibc keeps freed memory in the process (selfvae.allocator, train.retain_memory's default); "
+                        "with --interleave it holds for every model, the authors' too")
     p.add_argument("--reference", action="store_true", help="also time the authors' rebuilt architectures")
     p.add_argument("--authors-src", metavar="DIR", help="a checkout of ioangatop/srVAE: time the authors' own models")
     p.add_argument("--interleave", action="store_true", help="all models in one process, steps taken in turn")
@@ -243,6 +248,10 @@ def main(argv: list[str] | None = None) -> None:
                    help="with --interleave: also each paper preset with its dense units as two convs (PRESET:unfused)")
     p.add_argument("--one", help=argparse.SUPPRESS)  # internal: run one preset, print JSON
     args = p.parse_args(argv)
+    if args.retain_memory:
+        from selfvae.allocator import retain_freed_memory
+
+        print(f"retain_freed_memory: {retain_freed_memory()}")
     if args.interleave:
         names = list(args.presets)
         names += [f"{n}:{UNFUSED}" for n in args.presets if args.unfused and n.endswith("-paper")]
@@ -275,6 +284,7 @@ def main(argv: list[str] | None = None) -> None:
     opts += ["--threads", str(args.threads)] if args.threads else []
     opts += ["--amp", args.amp] if args.amp else []
     opts += ["--compile"] * args.compile + ["--channels-last"] * args.channels_last
+    opts += ["--retain-memory"] * args.retain_memory
     print(f"device {args.device}, batch {args.batch_size}, {args.steps} timed steps, amp {args.amp or 'fp32'}, "
           f"compile {args.compile}, channels_last {args.channels_last}")
     head = (f"{'preset':<22} {'params':>8} {'train img/s':>11} {'s/step':>7} {'eval img/s (S=1)':>16} "

@@ -118,6 +118,23 @@ def test_dense_unit_reactivates_the_whole_concatenation_and_has_no_inner_activat
     assert tuple(dec[1].v.shape[:2]) == (784, 392) and tuple(dec[-1].v.shape[:2]) == (100, 388)
 
 
+def test_a_channels_last_dense_layer_keeps_every_unit_channels_last():
+    """A dense layer's raw input (an image, a latent) arrives contiguous; with channels-last weights the first
+    concatenation would mix the two formats, come out contiguous, and every unit would convert it back."""
+    torch.manual_seed(0)
+    layer = PaperDenseLayer(3, 4, 3)
+    x = torch.randn(2, 3, 6, 6)
+    want = layer(x)
+    layer.to(memory_format=torch.channels_last)
+    formats = []
+    hook = lambda _m, args: formats.append(args[0].is_contiguous(memory_format=torch.channels_last))  # noqa: E731
+    for unit in layer.units:
+        unit.register_forward_pre_hook(hook)
+    got = layer(x)
+    assert formats == [True, True, True]
+    assert got.is_contiguous(memory_format=torch.channels_last) and torch.allclose(got, want, atol=1e-6)
+
+
 def _their_squeeze_alt(x: torch.Tensor) -> torch.Tensor:
     """The alternate-order squeeze as their code builds it: a stride-2 convolution with a permutation kernel
     (per channel the sub-pixels (0,0), (1,1), (0,1), (1,0)), output channels then grouped by sub-pixel."""

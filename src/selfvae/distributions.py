@@ -79,13 +79,13 @@ class DiscretizedLogisticMixture:
         self.params = params
         b, _, h, w = params.shape
         m, c = n_mix, channels
-        self.logits = params[:, :m]  # [B, M, H, W]
-        self.locs = params[:, m : m + c * m].reshape(b, c, m, h, w)  # [B, C, M, H, W]
-        log_scales = params[:, m + c * m : m + 2 * c * m].reshape(b, c, m, h, w)
-        self.log_scales = log_scales.clamp(min=_LOG_SCALE_MIN)
-        self.coeffs = (
-            torch.tanh(params[:, m + 2 * c * m :].reshape(b, 3, m, h, w)) if self.coupled else None
-        )
+        # one split, not four slices: its gradient is one concatenation where each slice's would be a zero
+        # tensor of the whole params plus a copy (a tenth of a paper-size VAE's step on a CPU)
+        parts = params.split([m, c * m, c * m, params.shape[1] - m - 2 * c * m], dim=1)
+        self.logits = parts[0]  # [B, M, H, W]
+        self.locs = parts[1].reshape(b, c, m, h, w)  # [B, C, M, H, W]
+        self.log_scales = parts[2].reshape(b, c, m, h, w).clamp(min=_LOG_SCALE_MIN)
+        self.coeffs = torch.tanh(parts[3].reshape(b, 3, m, h, w)) if self.coupled else None
 
     @staticmethod
     def n_params(channels: int, n_mix: int = 10) -> int:

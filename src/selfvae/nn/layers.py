@@ -46,6 +46,14 @@ def exact_elu():
         _EXACT_ELU[0] = before
 
 
+def memory_format_of(kernel: Tensor) -> torch.memory_format:
+    """``torch.channels_last`` if the 4-D ``kernel`` is stored so (``model.to(memory_format=...)``), else
+    ``torch.contiguous_format``. Ambiguous for 1x1 kernels (both at once): pass a wider one."""
+    if kernel.dim() == 4 and not kernel.is_contiguous() and kernel.is_contiguous(memory_format=torch.channels_last):
+        return torch.channels_last
+    return torch.contiguous_format
+
+
 class ELU(nn.Module):
     """:func:`elu` as a module, for ``nn.Sequential``."""
 

@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from selfvae.nn.layers import WNConv2d, elu
+from selfvae.nn.layers import WNConv2d, elu, memory_format_of
 
 INIT_SCALE = 0.01  # their init_parameters overrides the 0.05 default with 0.01
 # A unit is computed composed when its two convs need this many times the composed conv's multiply-adds: the
@@ -112,6 +112,9 @@ class PaperDenseLayer(nn.Module):
         self.attention = PaperAttention(c)
 
     def forward(self, x: Tensor) -> Tensor:
+        # the layer's input in its convs' memory format: a concatenation of mixed formats comes out
+        # contiguous, and every later unit would then convert it back (channels-last weights: 3-8x slower convs)
+        x = x.contiguous(memory_format=memory_format_of(self.units[0][1].v))
         for unit in self.units:  # in place, as theirs: the concatenation is used by nothing but the ELU
             x = elu(torch.cat([x, unit(x)], dim=1), inplace=True)
         return self.attention(x)
@@ -186,14 +189,14 @@ class PaperDMoLParams(nn.Module):
     def forward(self, raw: Tensor) -> Tensor:
         m, c = self.n_mix, self.channels
         b, _, h, w = raw.shape
-        logits = raw[:, :m]
-        means = raw[:, m : m + m * c].reshape(b, m, c, h, w)
-        log_scales = raw[:, m + m * c : m + 2 * m * c].reshape(b, m, c, h, w).clamp(min=-7.0) + math.log(2.0)
+        logits, means, log_scales, raw_coeffs = raw.split([m, m * c, m * c, raw.shape[1] - m - 2 * m * c], dim=1)
+        means = means.reshape(b, m, c, h, w)
+        log_scales = log_scales.reshape(b, m, c, h, w).clamp(min=-7.0) + math.log(2.0)
         locs = 2.0 * means - 1.0
         parts = [logits]
         tail = []
         if c == 3:
-            raw_coeffs = raw[:, m + 2 * m * c : m + 3 * m * c].reshape(b, m, 3, h, w)
+            raw_coeffs = raw_coeffs.reshape(b, m, 3, h, w)
             coeffs = torch.tanh(raw_coeffs)
             a, bb, cc = coeffs[:, :, 0], coeffs[:, :, 1], coeffs[:, :, 2]
             locs = torch.stack([locs[:, :, 0], locs[:, :, 1] + a, locs[:, :, 2] + bb + cc], dim=2)

@@ -32,6 +32,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from selfvae.allocator import retain_freed_memory
 from selfvae.checkpoint import load_latest, rng_state, save_checkpoint, set_rng_state
 from selfvae.config import Config
 from selfvae.data import ImageDataset, batches_of, load_split
@@ -338,13 +339,16 @@ def _truncate_log(path: Path, step: int) -> None:
 
 @contextlib.contextmanager
 def _performance_setup(t):  # noqa: ANN001, ANN202
-    """Threads and deterministic algorithms for the run; the process's settings are restored after."""
+    """Threads and deterministic algorithms for the run; the process's settings are restored after (but for
+    ``retain_memory``, which stays: :func:`selfvae.allocator.retain_freed_memory`)."""
     if t.accum_steps < 1 or t.workers < 0:
         raise SelfVAEError(f"train.accum_steps={t.accum_steps} must be >= 1 and train.workers={t.workers} >= 0")
     threads, determ = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
     try:
         if t.flush_denormal:
             torch.set_flush_denormal(True)
+        if t.retain_memory:
+            retain_freed_memory()
         if t.num_threads:
             torch.set_num_threads(t.num_threads)
         if t.deterministic:
