@@ -7,7 +7,15 @@ import copy
 import torch
 import torch.nn.functional as F
 
-from selfvae.nn.layers import DenseLayer, WNConv2d, data_dependent_init, elu, exact_elu, frozen_weights
+from selfvae.nn.layers import (
+    DenseLayer,
+    WNConv2d,
+    data_dependent_init,
+    elu,
+    exact_elu,
+    frozen_weights,
+    spatial_mean,
+)
 from selfvae.nn.nets import DenseDecoder, DenseEncoder, DenseNetwork, NetSpec
 
 
@@ -134,3 +142,13 @@ def test_data_dependent_init_is_exact_elu():
     with exact_elu():
         data_dependent_init(b, lambda: b(x))
     assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters(), strict=True))
+
+
+def test_spatial_mean_is_the_mean_with_a_broadcast_gradient():
+    torch.manual_seed(0)
+    x = torch.randn(3, 5, 7, 6, dtype=torch.float64).contiguous(memory_format=torch.channels_last).requires_grad_()
+    g = torch.randn(3, 5, 1, 1, dtype=torch.float64)
+    assert torch.equal(spatial_mean(x), x.mean(dim=(2, 3), keepdim=True))
+    ours = torch.autograd.grad(spatial_mean(x), x, g)[0]
+    assert torch.equal(ours, torch.autograd.grad(x.mean(dim=(2, 3), keepdim=True), x, g)[0])
+    assert ours.stride()[2:] == (0, 0)  # a view of [B, C, 1, 1]: no dense tensor of the input's size is made

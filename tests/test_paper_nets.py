@@ -18,6 +18,7 @@ from selfvae.nn.paper import (
     PaperDenseLayer,
     PaperDMoLParams,
     PaperUnit,
+    _CatELU,
     fuse_units,
     paper_decoder,
     paper_encoder,
@@ -133,6 +134,23 @@ def test_a_channels_last_dense_layer_keeps_every_unit_channels_last():
     got = layer(x)
     assert formats == [True, True, True]
     assert got.is_contiguous(memory_format=torch.channels_last) and torch.allclose(got, want, atol=1e-6)
+
+
+@pytest.mark.parametrize("fmt", [torch.contiguous_format, torch.channels_last])
+def test_the_one_pass_elu_of_the_concatenation_is_theirs(fmt):
+    """Training's ELU(cat(x, new)) in one pass: their cat-then-ELU-in-place, bit for bit in contiguous memory (to
+    float rounding in channels-last, whose strided ELU kernel rounds differently), gradients included."""
+    torch.manual_seed(0)
+    a = torch.randn(2, 37, 8, 8, dtype=torch.float64).contiguous(memory_format=fmt).requires_grad_()
+    b = torch.randn(2, 16, 8, 8, dtype=torch.float64).contiguous(memory_format=fmt).requires_grad_()
+    g = torch.randn(2, 53, 8, 8, dtype=torch.float64)
+    ours, theirs = _CatELU.apply(a, b, fmt), F.elu(torch.cat([a, b], 1), inplace=True)
+    assert ours.is_contiguous(memory_format=fmt)
+    exact = fmt == torch.contiguous_format
+    for u, v in zip([ours, *torch.autograd.grad(ours, (a, b), g)], [theirs, *torch.autograd.grad(theirs, (a, b), g)],
+                    strict=True):
+        assert torch.equal(u, v) if exact else torch.allclose(u, v, rtol=0, atol=1e-14)
+    assert torch.autograd.gradcheck(lambda a, b: _CatELU.apply(a, b, fmt), (a, b))
 
 
 def _their_squeeze_alt(x: torch.Tensor) -> torch.Tensor:

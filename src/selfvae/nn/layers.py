@@ -54,6 +54,27 @@ def memory_format_of(kernel: Tensor) -> torch.memory_format:
     return torch.contiguous_format
 
 
+class _SpatialMean(torch.autograd.Function):
+    """``x.mean((2, 3), keepdim=True)`` whose gradient stays a broadcast view: autograd's own divides the expanded
+    gradient into a dense contiguous tensor, which then meets a channels-last one in an add ten times slower than
+    either (0.4 s of a paper srVAE step, one attention at 32x32)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor) -> Tensor:  # noqa: ANN001
+        ctx.shape = x.shape
+        return x.mean(dim=(2, 3), keepdim=True)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:  # noqa: ANN001
+        h, w = ctx.shape[2:]
+        return (grad / (h * w)).expand(ctx.shape)
+
+
+def spatial_mean(x: Tensor) -> Tensor:
+    """The mean over height and width, ``[B, C, 1, 1]`` (same values and gradient as ``x.mean((2, 3), True)``)."""
+    return _SpatialMean.apply(x)
+
+
 class ELU(nn.Module):
     """:func:`elu` as a module, for ``nn.Sequential``."""
 
@@ -184,8 +205,7 @@ class ChannelAttention(nn.Module):
         self.excite = WNConv2d(hidden, channels, 1)
 
     def forward(self, x: Tensor) -> Tensor:
-        s = x.mean(dim=(2, 3), keepdim=True)
-        return x * torch.sigmoid(self.excite(elu(self.squeeze(s))))
+        return x * torch.sigmoid(self.excite(elu(self.squeeze(spatial_mean(x)))))
 
 
 class DenseLayer(nn.Module):

@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from selfvae.nn.layers import WNConv2d, elu, memory_format_of
+from selfvae.nn.layers import WNConv2d, elu, memory_format_of, spatial_mean
 
 INIT_SCALE = 0.01  # their init_parameters overrides the 0.05 default with 0.01
 # A unit is computed composed when its two convs need this many times the composed conv's multiply-adds: the
@@ -56,7 +56,7 @@ class PaperAttention(nn.Module):
         self.excite = _conv(channels // reduction, channels, 1)
 
     def forward(self, x: Tensor) -> Tensor:
-        return x * torch.sigmoid(self.excite(self.squeeze(x.mean(dim=(2, 3), keepdim=True))))
+        return x * torch.sigmoid(self.excite(self.squeeze(spatial_mean(x))))
 
 
 class PaperUnit(nn.Sequential):
@@ -114,10 +114,37 @@ class PaperDenseLayer(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         # the layer's input in its convs' memory format: a concatenation of mixed formats comes out
         # contiguous, and every later unit would then convert it back (channels-last weights: 3-8x slower convs)
-        x = x.contiguous(memory_format=memory_format_of(self.units[0][1].v))
-        for unit in self.units:  # in place, as theirs: the concatenation is used by nothing but the ELU
-            x = elu(torch.cat([x, unit(x)], dim=1), inplace=True)
+        fmt = memory_format_of(self.units[0][1].v)
+        x = x.contiguous(memory_format=fmt)
+        for unit in self.units:
+            new = unit(x)
+            if torch.is_grad_enabled() and new.dtype == x.dtype:
+                x = _CatELU.apply(x, new, fmt)
+            else:  # in place, as theirs: the concatenation is used by nothing but the ELU
+                x = elu(torch.cat([x, new], dim=1), inplace=True)
         return self.attention(x)
+
+
+class _CatELU(torch.autograd.Function):
+    """``F.elu(torch.cat([a, b], 1))`` written in one pass into the concatenation (their code concatenates, then
+    runs the ELU over the result in place: two passes over the layer's widest tensor per unit); the same values
+    and gradients, the ELU's output saved for its backward as theirs."""
+
+    @staticmethod
+    def forward(ctx, a: Tensor, b: Tensor, fmt: torch.memory_format) -> Tensor:  # noqa: ANN001
+        out = torch.empty((a.shape[0], a.shape[1] + b.shape[1], *a.shape[2:]), dtype=a.dtype, device=a.device,
+                          memory_format=fmt)
+        torch.ops.aten.elu.out(a, 1.0, 1, 1, out=out[:, : a.shape[1]])
+        torch.ops.aten.elu.out(b, 1.0, 1, 1, out=out[:, a.shape[1] :])
+        ctx.save_for_backward(out)
+        ctx.split = a.shape[1]
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, Tensor, None]:  # noqa: ANN001
+        (out,) = ctx.saved_tensors
+        grad_in = torch.ops.aten.elu_backward(grad, 1.0, 1, 1, True, out)
+        return grad_in[:, : ctx.split], grad_in[:, ctx.split :], None
 
 
 class PaperNet(nn.Sequential):
