@@ -41,8 +41,8 @@ DEFAULT_PRESETS = ["cifar10-srvae", "cifar10-vae-realnvp"]
 OURS_VS_AUTHORS = {"cifar10-vae-realnvp": "authors-vae-realnvp", "cifar10-srvae": "authors-srvae",
                    "cifar10-vae-realnvp-paper": "authors-vae-realnvp", "cifar10-srvae-paper": "authors-srvae"}
 # NAME:VARIANT,..: UNFUSED, a paper preset's dense units as their two convs (selfvae.nn.paper.fuse_units);
-# BF16, the step under bfloat16 autocast (any model, theirs too)
-UNFUSED, BF16 = "unfused", "bf16"
+# BF16, the step under bfloat16 autocast (any model, theirs too); COMPILE, our nets under torch.compile
+UNFUSED, BF16, COMPILE = "unfused", "bf16", "compile"
 # without their code, a paper preset computed with their arithmetic (units unfused) stands in for it
 STAND_IN = {"authors-vae-realnvp": f"cifar10-vae-realnvp-paper:{UNFUSED}",
             "authors-srvae": f"cifar10-srvae-paper:{UNFUSED}"}
@@ -155,7 +155,7 @@ def _step_fn(args: argparse.Namespace, name: str):  # noqa: ANN202
     """``(parameters, one training step)`` of a preset, an authors' model or a rebuild, on a fixed batch."""
     base, _, variant = name.partition(":")
     variants = set(variant.split(",")) - {""}
-    known = {BF16} if base.startswith("authors-") else {UNFUSED, BF16}
+    known = {BF16} if base.startswith("authors-") else {UNFUSED, BF16, COMPILE}
     if variants - known:
         raise SystemExit(f"{name}: unknown variant(s) {sorted(variants - known)}")
     if base.startswith("authors-") and args.authors_src:
@@ -185,6 +185,8 @@ def _step_fn(args: argparse.Namespace, name: str):  # noqa: ANN202
             ours.to(memory_format=torch.channels_last)
         if cfg.train.amp:
             D.install_fp32_outputs(ours)
+        if COMPILE in variants:
+            D.compile_nets(ours)
         opt = torch.optim.Adamax(ours.parameters(), lr=cfg.train.lr)
         return sum(p.numel() for p in ours.parameters()), lambda: train_step(ours, opt, x, cfg, None)
     x = torch.randint(0, 256, (args.batch_size, 3, 32, 32), dtype=torch.uint8, device=args.device)
@@ -236,7 +238,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--warmup", type=int, default=4, help="untimed steps first (the allocator and oneDNN warm up)")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--amp", choices=["bf16"], help="bfloat16 autocast (--interleave: NAME:bf16 beside each model)")
-    p.add_argument("--compile", action="store_true")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile our nets (with --interleave: NAME:compile beside each of our models)")
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--retain-memory", action="store_true",
                    help="glibc keeps freed memory in the process (selfvae.allocator, train.retain_memory's default); "
@@ -255,6 +258,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.interleave:
         names = list(args.presets)
         names += [f"{n}:{UNFUSED}" for n in args.presets if args.unfused and n.endswith("-paper")]
+        names += [_with(n, COMPILE) for n in list(names) if args.compile]
         theirs = sorted({OURS_VS_AUTHORS[n] for n in names if n in OURS_VS_AUTHORS})
         if args.authors_src or args.reference:
             names += theirs
