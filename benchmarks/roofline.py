@@ -10,7 +10,7 @@ Measures, with ``--threads`` torch threads:
   ``torch.utils.flop_counter`` (multiply-adds x 2), hence the GFLOP/s it sustains and the fraction of the
   sgemm peak; ``peak / sustained`` is the largest speed-up any implementation of the same arithmetic could get.
 
-    python benchmarks/roofline.py --presets cifar10-vae-realnvp-paper --threads 1 --batch-size 16
+    python benchmarks/roofline.py --presets cifar10-vae-realnvp-paper --threads 1 --batch-size 16 [--retain-memory]
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
+from selfvae.allocator import retain_freed_memory
 from selfvae.models.loading import build_model
 from selfvae.nn.layers import data_dependent_init
 from selfvae.presets import get_preset
@@ -81,7 +82,11 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--retain-memory", action="store_true",
+                   help="glibc keeps freed memory in the process (selfvae.allocator), as selfvae train does")
     a = p.parse_args()
+    if a.retain_memory:
+        retain_freed_memory()
     torch.set_num_threads(a.threads)
     torch.set_flush_denormal(True)
     print(f"threads {a.threads}, batch {a.batch_size}, best of {a.repeats}")
