@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from selfvae.nn.conv import conv2d
+
 _EXACT_ELU = [False]  # set inside exact_elu(): process-wide, so a coder's pool threads see it too
 
 
@@ -125,6 +127,8 @@ class WNConv2d(nn.Module):
             return F.conv_transpose2d(
                 x, weight, bias, stride=self.stride, padding=self.padding, output_padding=self.stride - 1
             )
+        if self.stride == 1:
+            return conv2d(x, weight, bias, self.padding)
         return F.conv2d(x, weight, bias, stride=self.stride, padding=self.padding)
 
     def kernel(self) -> Tensor:

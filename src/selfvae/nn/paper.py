@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from selfvae.nn.conv import conv2d
 from selfvae.nn.layers import WNConv2d, elu, memory_format_of, spatial_mean
 
 INIT_SCALE = 0.01  # their init_parameters overrides the 0.05 default with 0.01
@@ -87,7 +88,7 @@ class PaperUnit(nn.Sequential):
         kernel = torch.einsum("omyx,mi->oiyx", w3, w1)
         bias_kernel = torch.einsum("omyx,m->oyx", w3, conv1.b).unsqueeze(1)
         bias = F.conv2d(x.new_ones(1, 1, *x.shape[2:]), bias_kernel, conv3.b, padding=1)
-        return F.conv2d(x, kernel, None, padding=1) + bias
+        return conv2d(x, kernel, None, 1) + bias
 
 
 def fuse_units(module: nn.Module, on: bool) -> None:
