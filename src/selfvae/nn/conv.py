@@ -1,20 +1,25 @@
-"""Stride-1 convolution whose weight gradient is one matrix product (CPU training, channels-last).
+"""Convolutions whose weight gradient is one matrix product (CPU training, channels-last).
 
-oneDNN's backward-weights kernel for fp32 3x3 convolutions runs at 50-65% of this CPU's matrix-product rate
-(forward and backward-data run near it): on one core of the 2-core AVX2 machine, 50-54 GFLOP/s against 80-89
-for the forward pass of the same convolution. The weight gradient of a ``k x k`` stride-1 convolution,
+oneDNN's fp32 backward-weights kernels run at 32-65% of this CPU's matrix-product rate where its forward and
+backward-data kernels run near it: on one core of the 2-core AVX2 machine, 50-54 GFLOP/s for a 3x3 convolution
+whose forward pass runs at 80-89, 32-45 for the stride-2 and transposed ones of the authors' encoders and decoders.
+The weight gradient of a ``k x k`` convolution with stride ``s`` and padding ``p``,
 
-    dW[o, i, dy, dx] = sum_{n, h, w} dY[n, o, h, w] X[n, i, h + dy - p, w + dx - p],
+    dW[o, i, dy, dx] = sum_{n, h, w} dY[n, o, h, w] X[n, i, s h + dy - p, s w + dx - p],
 
-is, with ``h' = h + dy - p``, one product ``S^T X`` of the output gradient shifted into ``k^2 O`` columns
-(``S[n h' w', (dy, dx, o)] = dY[n, o, h' - dy + p, w' - dx + p]``, zero outside; an im2col of the *output*
-gradient, the thinner tensor in a dense unit) with the input as it is stored (channels-last ``X`` is the matrix
-``[N H W, I]`` already): a matrix product with ``k^2 O`` rows, which runs near the matrix-product peak. The
-values are the same up to float summation order (``tests/test_conv.py``).
+is one matrix product of one tensor as it is stored (channels-last ``[N, C, H, W]`` is the matrix
+``[N H W, C]`` already) with the ``k^2``-column im2col of the other (:func:`_patches`):
 
-With fewer than :data:`MIN_ROWS` rows (``k^2 O``) the product is too thin to beat oneDNN (1x1 convolutions,
-or 3x3 ones to 8 channels: 0.73x), and :func:`conv2d` is ``F.conv2d``. Whole training steps of the authors'
-networks (``benchmarks/bench.py``): see docs/RESULTS.md.
+* stride 1: the patches of ``dY`` (thinner than ``X`` in a dense unit) around each input pixel,
+  ``dW[o, i, dy, dx] = sum_{n, h', w'} dY[n, o, h' - dy + p, w' - dx + p] X[n, i, h', w']``;
+* stride ``s > 1``: the patches of ``X`` under each output pixel (its ``s``-strided samples);
+* transposed (the adjoint, ``dW[i, o, dy, dx] = sum x[n, i, h, w] dY[n, o, s h + dy - p, s w + dx - p]``): the
+  patches of ``dY`` above each input pixel. Its input gradient is the forward convolution with the same
+  kernel, for which oneDNN's forward kernel is used (its backward-data of a transposed one ran at 54 GFLOP/s).
+
+A product with ``k^2 min(I, O)`` under :data:`MIN_ROWS` is too thin to beat oneDNN (1x1 convolutions, or 3x3 ones
+to 8 channels: 0.73x), and there :func:`conv2d` is ``F.conv2d``. The values are the same up to float summation
+order (``tests/test_conv.py``); whole training steps: docs/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -23,62 +28,94 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-MIN_ROWS = 576  # k^2 O: 3x3 convolutions to 64 channels or more (forward+backward 1.03-1.17x on one core here)
+MIN_ROWS = 576  # k^2 min(I, O): 3x3 convolutions with 64 channels or more on both sides
+
+CL = torch.channels_last
 
 
-class _Conv2dGemmGrad(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None, padding: int) -> Tensor:  # noqa: ANN001
-        ctx.save_for_backward(x, weight)
-        ctx.padding, ctx.has_bias = padding, bias is not None
-        return F.conv2d(x, weight, bias, padding=padding)
-
-    @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None, Tensor | None, None]:  # noqa: ANN001
-        x, weight = ctx.saved_tensors
-        p = ctx.padding
-        grad = grad.contiguous(memory_format=torch.channels_last)
-        grad_x = grad_w = grad_b = None
-        if ctx.needs_input_grad[0]:
-            grad_x = torch.ops.aten.convolution_backward(
-                grad, x, weight, None, [1, 1], [p, p], [1, 1], False, [0, 0], 1, [True, False, False]
-            )[0]
-        if ctx.needs_input_grad[1]:
-            grad_w = weight_grad(x, grad, weight.shape[-1], p).to(memory_format=_format(weight))
-        if ctx.has_bias and ctx.needs_input_grad[2]:
-            grad_b = grad.sum(dim=(0, 2, 3))
-        return grad_x, grad_w, grad_b, None
-
-
-def _format(t: Tensor) -> torch.memory_format:
-    return torch.channels_last if t.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
-
-
-def weight_grad(x: Tensor, grad: Tensor, k: int, padding: int) -> Tensor:
-    """``dW`` ``[O, I, k, k]`` of the stride-1 convolution of ``x`` ``[N, I, H, W]`` whose output gradient is
-    ``grad`` ``[N, O, H', W']`` (both channels-last), as one matrix product (module docstring)."""
-    n, c_in, h, w = x.shape
-    c_out, h_out, w_out = grad.shape[1:]
-    xm = x.permute(0, 2, 3, 1).reshape(-1, c_in)
-    g = grad.permute(0, 2, 3, 1)
-    if k == 1 and padding == 0:
-        return (g.reshape(-1, c_out).t() @ xm).view(c_out, c_in, 1, 1)
-    # S[n, h', w', dy, dx, o] = dY[n, o, h' - dy + p, w' - dx + p]; dY padded by k - 1 - p before, p after
-    lo = k - 1 - padding
-    gp = F.pad(g, (0, 0, lo, w - w_out - lo + k - 1, lo, h - h_out - lo + k - 1))
-    s = grad.new_empty(n, h, w, k, k, c_out)
+def _patches(t: Tensor, grid: tuple[int, int], k: int, stride: int, padding: int) -> Tensor:
+    """``P[n, h, w, dy, dx, c] = t[n, c, stride h + dy - padding, stride w + dx - padding]`` (zero outside ``t``)
+    for ``(h, w)`` on ``grid``, as the matrix ``[N h w, k^2 C]``."""
+    n, c, height, width = t.shape
+    gh, gw = grid
+    after_h = max(0, stride * (gh - 1) + k - padding - height)
+    after_w = max(0, stride * (gw - 1) + k - padding - width)
+    tp = F.pad(t.permute(0, 2, 3, 1), (0, 0, padding, after_w, padding, after_h))
+    out = t.new_empty(n, gh, gw, k, k, c)
+    span_h, span_w = stride * (gh - 1) + 1, stride * (gw - 1) + 1
     for dy in range(k):
         for dx in range(k):
-            s[:, :, :, dy, dx] = gp[:, k - 1 - dy : k - 1 - dy + h, k - 1 - dx : k - 1 - dx + w]
-    return (s.view(-1, k * k * c_out).t() @ xm).view(k, k, c_out, c_in).permute(2, 3, 0, 1)
+            out[:, :, :, dy, dx] = tp[:, dy : dy + span_h : stride, dx : dx + span_w : stride]
+    return out.view(-1, k * k * c)
 
 
-def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None, padding: int) -> Tensor:
-    """``F.conv2d(x, weight, bias, padding=padding)`` (stride 1), with the weight gradient as one matrix product
-    when training on a CPU with channels-last ``x`` and the product has :data:`MIN_ROWS` rows (elsewhere, exactly
-    ``F.conv2d``)."""
-    if (torch.is_grad_enabled() and x.device.type == "cpu" and weight.requires_grad
-            and weight.shape[0] * weight.shape[2] * weight.shape[3] >= MIN_ROWS
-            and x.is_contiguous(memory_format=torch.channels_last) and x.dtype == weight.dtype == torch.float32):
-        return _Conv2dGemmGrad.apply(x, weight, bias, padding)
-    return F.conv2d(x, weight, bias, padding=padding)
+def _matrix(t: Tensor) -> Tensor:
+    """A channels-last ``[N, C, H, W]`` as the matrix ``[N H W, C]`` (a view)."""
+    return t.permute(0, 2, 3, 1).reshape(-1, t.shape[1])
+
+
+def weight_grad(x: Tensor, grad: Tensor, k: int, stride: int, padding: int, transposed: bool = False) -> Tensor:
+    """The kernel gradient (``[O, I, k, k]``, or ``[I, O, k, k]`` ``transposed``) of the convolution of ``x``
+    whose output gradient is ``grad``, both channels-last, as one matrix product (module docstring)."""
+    c_in, c_out = x.shape[1], grad.shape[1]
+    if transposed:  # patches of dY above each input pixel
+        p = _patches(grad, x.shape[2:], k, stride, padding)
+        return (_matrix(x).t() @ p).view(c_in, k, k, c_out).permute(0, 3, 1, 2)
+    if stride == 1:  # patches of dY around each input pixel: offsets run backwards, so the kernel comes flipped
+        p = _patches(grad, x.shape[2:], k, 1, k - 1 - padding)
+        return (p.t() @ _matrix(x)).view(k, k, c_out, c_in).flip(0, 1).permute(2, 3, 0, 1)
+    p = _patches(x, grad.shape[2:], k, stride, padding)  # patches of X under each output pixel
+    return (_matrix(grad).t() @ p).view(c_out, k, k, c_in).permute(0, 3, 1, 2)
+
+
+class _ConvGemmGrad(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None, stride: int, padding: int,  # noqa: ANN001
+                transposed: bool) -> Tensor:
+        ctx.save_for_backward(x, weight)
+        ctx.conf, ctx.has_bias = (stride, padding, transposed), bias is not None
+        if transposed:
+            return F.conv_transpose2d(x, weight, bias, stride=stride, padding=padding, output_padding=stride - 1)
+        return F.conv2d(x, weight, bias, stride=stride, padding=padding)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:  # noqa: ANN001
+        x, weight = ctx.saved_tensors
+        stride, padding, transposed = ctx.conf
+        grad = grad.contiguous(memory_format=CL)
+        grad_x = grad_w = grad_b = None
+        if ctx.needs_input_grad[0] and transposed:  # the adjoint of a transposed convolution is the convolution
+            grad_x = F.conv2d(grad, weight, stride=stride, padding=padding)
+        elif ctx.needs_input_grad[0]:
+            grad_x = torch.ops.aten.convolution_backward(
+                grad, x, weight, None, [stride] * 2, [padding] * 2, [1, 1], False, [0, 0], 1, [True, False, False]
+            )[0]
+        if ctx.needs_input_grad[1]:
+            grad_w = weight_grad(x, grad, weight.shape[-1], stride, padding, transposed)
+            grad_w = grad_w.contiguous(memory_format=CL if weight.is_contiguous(memory_format=CL) else
+                                       torch.contiguous_format)
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            grad_b = grad.sum(dim=(0, 2, 3))
+        return grad_x, grad_w, grad_b, None, None, None
+
+
+def _gemm_pays(x: Tensor, weight: Tensor) -> bool:
+    return (torch.is_grad_enabled() and x.device.type == "cpu" and weight.requires_grad
+            and weight.shape[2] * weight.shape[3] * min(weight.shape[0], weight.shape[1]) >= MIN_ROWS
+            and x.is_contiguous(memory_format=CL) and x.dtype == weight.dtype == torch.float32)
+
+
+def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None, stride: int = 1, padding: int = 0) -> Tensor:
+    """``F.conv2d``, with the weight gradient as one matrix product when training on a CPU with channels-last
+    ``x`` and a product of :data:`MIN_ROWS` rows (elsewhere, exactly ``F.conv2d``)."""
+    if _gemm_pays(x, weight):
+        return _ConvGemmGrad.apply(x, weight, bias, stride, padding, False)
+    return F.conv2d(x, weight, bias, stride=stride, padding=padding)
+
+
+def conv_transpose2d(x: Tensor, weight: Tensor, bias: Tensor | None, stride: int = 1, padding: int = 0) -> Tensor:
+    """``F.conv_transpose2d`` with ``output_padding = stride - 1`` (the output exactly ``stride`` times the input),
+    with the gradients of :func:`conv2d`'s path under the same conditions."""
+    if _gemm_pays(x, weight):
+        return _ConvGemmGrad.apply(x, weight, bias, stride, padding, True)
+    return F.conv_transpose2d(x, weight, bias, stride=stride, padding=padding, output_padding=stride - 1)

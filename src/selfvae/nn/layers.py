@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from selfvae.nn.conv import conv2d
+from selfvae.nn.conv import conv2d, conv_transpose2d
 
 _EXACT_ELU = [False]  # set inside exact_elu(): process-wide, so a coder's pool threads see it too
 
@@ -123,13 +123,9 @@ class WNConv2d(nn.Module):
         return self.v * (self.g.view(-1, 1, 1, 1) / norm)
 
     def _conv(self, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
-        if self.transposed:
-            return F.conv_transpose2d(
-                x, weight, bias, stride=self.stride, padding=self.padding, output_padding=self.stride - 1
-            )
-        if self.stride == 1:
-            return conv2d(x, weight, bias, self.padding)
-        return F.conv2d(x, weight, bias, stride=self.stride, padding=self.padding)
+        if self.transposed:  # output_padding = stride - 1: the output is exactly stride times the input
+            return conv_transpose2d(x, weight, bias, stride=self.stride, padding=self.padding)
+        return conv2d(x, weight, bias, stride=self.stride, padding=self.padding)
 
     def kernel(self) -> Tensor:
         """The kernel this layer convolves with: :meth:`weight`, or the one computed inside :func:`frozen_weights`."""

@@ -88,7 +88,7 @@ class PaperUnit(nn.Sequential):
         kernel = torch.einsum("omyx,mi->oiyx", w3, w1)
         bias_kernel = torch.einsum("omyx,m->oyx", w3, conv1.b).unsqueeze(1)
         bias = F.conv2d(x.new_ones(1, 1, *x.shape[2:]), bias_kernel, conv3.b, padding=1)
-        return conv2d(x, kernel, None, 1) + bias
+        return conv2d(x, kernel, None, padding=1) + bias
 
 
 def fuse_units(module: nn.Module, on: bool) -> None:
