@@ -16,7 +16,8 @@ layer-for-layer rebuilds of :mod:`reference`. ``--interleave`` times every model
 each in turn, so a busy machine slows them alike (the way to compare speeds); otherwise each preset runs in its
 own process (peak memory per preset, evaluation and sampling columns). ``--retain-memory`` makes glibc keep freed
 memory in the process (:func:`selfvae.allocator.retain_freed_memory`, what ``selfvae train`` does by default), for
-every model of the run alike, the authors' included.
+every model of the run alike, the authors' included. With ``--channels-last`` and ``--interleave``, their models also
+run converted to channels-last (``authors-*:channels-last``), so ours is compared with the faster of their two.
 
 Usage::
 
@@ -41,8 +42,9 @@ DEFAULT_PRESETS = ["cifar10-srvae", "cifar10-vae-realnvp"]
 OURS_VS_AUTHORS = {"cifar10-vae-realnvp": "authors-vae-realnvp", "cifar10-srvae": "authors-srvae",
                    "cifar10-vae-realnvp-paper": "authors-vae-realnvp", "cifar10-srvae-paper": "authors-srvae"}
 # NAME:VARIANT,..: UNFUSED, a paper preset's dense units as their two convs (selfvae.nn.paper.fuse_units);
-# BF16, the step under bfloat16 autocast (any model, theirs too); COMPILE, our nets under torch.compile
-UNFUSED, BF16, COMPILE = "unfused", "bf16", "compile"
+# BF16, the step under bfloat16 autocast (any model, theirs too); COMPILE, our nets under torch.compile;
+# CHANNELS_LAST, the authors' model converted to channels-last (with --channels-last: their run in our memory format)
+UNFUSED, BF16, COMPILE, CHANNELS_LAST = "unfused", "bf16", "compile", "channels-last"
 # without their code, a paper preset computed with their arithmetic (units unfused) stands in for it
 STAND_IN = {"authors-vae-realnvp": f"cifar10-vae-realnvp-paper:{UNFUSED}",
             "authors-srvae": f"cifar10-srvae-paper:{UNFUSED}"}
@@ -155,13 +157,15 @@ def _step_fn(args: argparse.Namespace, name: str):  # noqa: ANN202
     """``(parameters, one training step)`` of a preset, an authors' model or a rebuild, on a fixed batch."""
     base, _, variant = name.partition(":")
     variants = set(variant.split(",")) - {""}
-    known = {BF16} if base.startswith("authors-") else {UNFUSED, BF16, COMPILE}
+    known = {BF16, CHANNELS_LAST} if base.startswith("authors-") else {UNFUSED, BF16, COMPILE}
     if variants - known:
         raise SystemExit(f"{name}: unknown variant(s) {sorted(variants - known)}")
     if base.startswith("authors-") and args.authors_src:
         from authors import load
 
         model = load(args.authors_src, base, args.device)
+        if CHANNELS_LAST in variants:
+            model.to(memory_format=torch.channels_last)
     elif base.startswith("authors-"):
         from reference import REFERENCES
 
@@ -261,7 +265,7 @@ def main(argv: list[str] | None = None) -> None:
         names += [_with(n, COMPILE) for n in list(names) if args.compile]
         theirs = sorted({OURS_VS_AUTHORS[n] for n in names if n in OURS_VS_AUTHORS})
         if args.authors_src or args.reference:
-            names += theirs
+            names += theirs + [_with(t, CHANNELS_LAST) for t in theirs if args.channels_last]
         else:  # the paper presets compute the authors' function (authors_equivalence.py): unfused, they stand in
             names += [STAND_IN[t] for t in theirs if STAND_IN[t] not in names]
         if args.amp:
@@ -273,6 +277,7 @@ def main(argv: list[str] | None = None) -> None:
             if theirs_name is not None:
                 ref = theirs_name if theirs_name in speed else STAND_IN[theirs_name]
                 pairs += [(ours, ref)] + ([(ours, _with(ref, BF16))] if BF16 in ours else [])
+                pairs += [(ours, _with(ref, CHANNELS_LAST))]  # where it ran: their code in our memory format
         # ... then each preset against its variants (their arithmetic, in part or whole; bf16)
         pairs += [(v.partition(":")[0], v) for v in names if v != v.partition(":")[0]]
         for a, b in dict.fromkeys(pairs):  # in order, each pair once (a stand-in is also a variant)
