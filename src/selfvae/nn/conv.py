@@ -68,15 +68,20 @@ def weight_grad(x: Tensor, grad: Tensor, k: int, stride: int, padding: int, tran
     return (_matrix(grad).t() @ p).view(c_out, k, k, c_in).permute(0, 3, 1, 2)
 
 
+def _torch_conv(x: Tensor, weight: Tensor, bias: Tensor | None, stride: int, padding: int, transposed: bool) -> Tensor:
+    """PyTorch's convolution (a transposed one with ``output_padding = stride - 1``)."""
+    if transposed:
+        return F.conv_transpose2d(x, weight, bias, stride=stride, padding=padding, output_padding=stride - 1)
+    return F.conv2d(x, weight, bias, stride=stride, padding=padding)
+
+
 class _ConvGemmGrad(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None, stride: int, padding: int,  # noqa: ANN001
                 transposed: bool) -> Tensor:
         ctx.save_for_backward(x, weight)
         ctx.conf, ctx.has_bias = (stride, padding, transposed), bias is not None
-        if transposed:
-            return F.conv_transpose2d(x, weight, bias, stride=stride, padding=padding, output_padding=stride - 1)
-        return F.conv2d(x, weight, bias, stride=stride, padding=padding)
+        return _torch_conv(x, weight, bias, stride, padding, transposed)
 
     @staticmethod
     def backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:  # noqa: ANN001
@@ -110,7 +115,7 @@ def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None, stride: int = 1, padd
     ``x`` and a product of :data:`MIN_ROWS` rows (elsewhere, exactly ``F.conv2d``)."""
     if _gemm_pays(x, weight):
         return _ConvGemmGrad.apply(x, weight, bias, stride, padding, False)
-    return F.conv2d(x, weight, bias, stride=stride, padding=padding)
+    return _torch_conv(x, weight, bias, stride, padding, False)
 
 
 def conv_transpose2d(x: Tensor, weight: Tensor, bias: Tensor | None, stride: int = 1, padding: int = 0) -> Tensor:
@@ -118,4 +123,4 @@ def conv_transpose2d(x: Tensor, weight: Tensor, bias: Tensor | None, stride: int
     with the gradients of :func:`conv2d`'s path under the same conditions."""
     if _gemm_pays(x, weight):
         return _ConvGemmGrad.apply(x, weight, bias, stride, padding, True)
-    return F.conv_transpose2d(x, weight, bias, stride=stride, padding=padding, output_padding=stride - 1)
+    return _torch_conv(x, weight, bias, stride, padding, True)
