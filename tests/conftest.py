@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -96,3 +97,15 @@ def real_samples(which: str, tmp_path: Path, n_per_class: int = 2) -> torch.Tens
                 im = Image.open(io.BytesIO(tar.extractfile(member).read())).convert("RGB")
                 images.append(torch.from_numpy(np.asarray(im).copy()).permute(2, 0, 1))
     return torch.stack(images)
+
+
+TEST_DEVICE = os.environ.get("SELFVAE_TEST_DEVICE", "cpu")
+
+
+@pytest.fixture(scope="session")
+def device() -> str:
+    """The device the device-relevant tests run on: ``SELFVAE_TEST_DEVICE`` (default ``cpu``; the GPU session
+    of ``tools/gpu_session.py`` sets ``cuda``). Asking for CUDA where there is none is an error, not a skip."""
+    if TEST_DEVICE.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"SELFVAE_TEST_DEVICE={TEST_DEVICE}: no CUDA device is available here")
+    return TEST_DEVICE

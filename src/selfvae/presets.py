@@ -42,6 +42,12 @@ _PAPER_TRAIN = TrainConfig(batch_size=32, steps=1_000_000, eval_every=5000, eval
                            final_iw_limit=500)
 
 
+_SMALL_RGB_FLOW = {"mid_channels": 32, "num_blocks": 2, "num_scales": 2}
+_SMALL_RGB_TRAIN = TrainConfig(batch_size=64, steps=1_000_000, eval_every=1000, eval_limit=2000,
+                               checkpoint_every=500, sample_every=2000, ema_decay=0.999, final_iw_samples=32,
+                               final_iw_limit=200)
+
+
 def _cifar_vae(prior: str, prior_kwargs: dict, name: str, what: str) -> Config:
     return Config(
         name=name,
@@ -93,6 +99,20 @@ def _build() -> dict[str, Config]:
     # low resolution, where they cost few FLOPs per image (0.23 GMAC; two scales at mid 96 had 27M for 0.56).
     p["cifar10-vae-realnvp"] = _cifar_vae("realnvp", {"mid_channels": 52, "num_blocks": 4, "num_scales": 3},
                                           "cifar10-vae-realnvp", "VAE with a RealNVP prior")
+    # Shippable CIFAR-10 models (issue 33): a float16 file of at most 8 MB (<= 4M parameters), the papers'
+    # structure (VAE + RealNVP prior; srVAE 32->16), the nets thinned and the flow's parameters kept.
+    p["cifar10-vae-small"] = _cifar_vae("realnvp", dict(_SMALL_RGB_FLOW), "cifar10-vae-small",
+                                        "")
+    p["cifar10-vae-small"].model.p_y = NetSpec(width=128, growth=64, steps=4, top_dense=False, transition=True)
+    p["cifar10-srvae-small"] = _paper_selfvae("cifar10-srvae-small", "cifar10", (3, 32, 32), "downscale",
+                                              "")
+    m = p["cifar10-srvae-small"].model
+    m.q_u, m.p_y, m.q_z = NetSpec(16, 16, 3), NetSpec(64, 48, 4), NetSpec(16, 8, 3)
+    m.p_z, m.p_x = NetSpec(32, 24, 3), NetSpec(32, 24, 4, blocks=2)
+    m.prior_kwargs = dict(_SMALL_RGB_FLOW)
+    for name, what in (("cifar10-vae-small", "VAE with a RealNVP prior"), ("cifar10-srvae-small", "srVAE (32->16)")):
+        p[name].description = f"{what} on CIFAR-10, small enough to ship (float16 file <= 8 MB)"
+        p[name].train = replace(_SMALL_RGB_TRAIN)
     p["cifar10-srvae"] = _paper_selfvae("cifar10-srvae", "cifar10", (3, 32, 32), "downscale",
                                         "selfVAE-downscale / srVAE (32->16)")
     # Sized for speed within the 32M-42M budget (39.8M): the 32x32 networks (q_z, p_x) are thin and the

@@ -1,0 +1,139 @@
+"""The paths a GPU run takes, on the device ``SELFVAE_TEST_DEVICE`` names (default ``cpu``; ``tools/gpu_session.py``
+runs this file with ``cuda`` on a lent GPU): the bound computed there equals the CPU's, bf16 autocast and
+channels-last train, ``torch.compile`` computes the eager function, training through the command line (and
+``torchrun``) writes a run that loads on the CPU, and sampling stays on the device."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from conftest import TINY, tiny_config
+
+from selfvae.config import Config, ModelConfig
+from selfvae.models.loading import load_run
+from selfvae.models.ops import generate
+from selfvae.models.selfvae import SelfVAE
+from selfvae.nn.layers import data_dependent_init
+from selfvae.training import distributed as D
+from selfvae.training.loop import train_step
+
+
+def _model(transforms: str = "downscale", channels: int = 1) -> SelfVAE:
+    cfg = ModelConfig(image_shape=(channels, 16, 16), transforms=transforms, latent_shape=(4, 4, 4),
+                      prior="realnvp", prior_kwargs={"mid_channels": 8, "num_blocks": 1, "num_scales": 1},
+                      n_mix=3, q_u=TINY, p_y=TINY, q_z=TINY, p_z=TINY, p_x=TINY)
+    torch.manual_seed(0)
+    model = SelfVAE(cfg)
+    x = torch.randint(0, 256, (32, channels, 16, 16), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    data_dependent_init(model, lambda: model.terms(x))
+    return model
+
+
+@pytest.fixture
+def cpu_noise(monkeypatch):
+    """``torch.randn_like`` drawn on the CPU from a fixed generator, then moved: the same posterior noise on
+    every device and memory format (``randn_like`` fills a channels-last tensor in memory order), so a bound
+    computed on two devices can be compared number for number."""
+    def fixed(t: torch.Tensor, **kw) -> torch.Tensor:  # noqa: ANN003 - in logical order, whatever t's layout
+        return torch.randn(t.shape, generator=fixed.generator).to(t.device, t.dtype)
+
+    def reset() -> None:
+        fixed.generator = torch.Generator().manual_seed(123)
+
+    fixed.reset = reset
+    reset()
+    monkeypatch.setattr(torch, "randn_like", fixed)
+    return fixed
+
+
+@pytest.mark.parametrize("transforms", ["", "downscale"])
+def test_the_bound_on_the_device_equals_the_cpu_bound(device, cpu_noise, transforms):
+    model = _model(transforms, channels=3).eval()
+    x = torch.randint(0, 256, (8, 3, 16, 16), dtype=torch.uint8, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        cpu_noise.reset()
+        ref = model.terms(x).nelbo
+        cpu_noise.reset()
+        on = model.to(device).to(memory_format=torch.channels_last).terms(x.to(device)).nelbo
+    assert on.device.type == torch.device(device).type
+    # float32 arithmetic in another order (cuDNN/TF32 off by default for convolutions in PyTorch's fp32 tests)
+    assert torch.allclose(on.cpu(), ref, rtol=2e-4, atol=1e-2), (on.cpu() - ref).abs().max()
+
+
+def test_bf16_channels_last_training_lowers_the_loss_with_float32_likelihoods(device):
+    model = _model().to(device).to(memory_format=torch.channels_last)
+    D.install_fp32_outputs(model)
+    cfg = tiny_config(None, "downscale")
+    cfg.train.amp, cfg.train.channels_last, cfg.train.lr = "bf16", True, 3e-3
+    opt = torch.optim.Adamax(model.parameters(), lr=cfg.train.lr)
+    x = torch.randint(0, 256, (32, 1, 16, 16), dtype=torch.uint8, generator=torch.Generator().manual_seed(3))
+    x = (x // 64 * 64).to(device)  # a few grey levels: learnable in a few dozen steps
+    losses = [train_step(model, opt, x, cfg, None, step=i).loss for i in range(40)]
+    assert all(torch.isfinite(torch.tensor(losses)))
+    assert sum(losses[-5:]) / 5 < sum(losses[:5]) / 5 - 0.5, losses
+    for p in model.parameters():
+        assert p.dtype == torch.float32 and torch.isfinite(p).all()
+    with torch.no_grad(), D.autocast(device, "bf16"):
+        p_y = model.p_y_given(torch.zeros(2, 4, 4, 4, device=device))
+    assert p_y.params.dtype == p_y.locs.dtype == torch.float32
+
+
+def test_compiled_nets_compute_the_eager_function(device, cpu_noise):
+    model = _model("").to(device).eval()  # the VAE: fewer nets to compile (50 s on a 2-core CPU with all five)
+    x = torch.randint(0, 256, (8, 1, 16, 16), dtype=torch.uint8, generator=torch.Generator().manual_seed(4))
+    x = x.to(device)
+    with torch.no_grad():
+        cpu_noise.reset()
+        eager = model.terms(x).nelbo
+        D.compile_nets(model)
+        cpu_noise.reset()
+        compiled = model.terms(x).nelbo
+    assert torch.allclose(compiled, eager, rtol=1e-4, atol=1e-2), (compiled - eager).abs().max()
+
+
+def test_sampling_stays_on_the_device(device):
+    model = _model().to(device).eval()
+    with torch.no_grad():
+        chain = generate(model, 4)
+    assert [tuple(y.shape) for y in chain] == [(4, 1, 8, 8), (4, 1, 16, 16)]
+    assert all(y.device.type == torch.device(device).type and y.dtype == torch.uint8 for y in chain)
+
+
+def _cli(*args: str, cwd=None) -> subprocess.CompletedProcess:  # noqa: ANN001
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=600)
+
+
+@pytest.mark.parametrize("launcher", ["python", "torchrun"])
+def test_command_line_training_on_the_device_writes_a_run_the_cpu_loads(device, blob_npz, tmp_path, launcher):
+    cfg = tiny_config(blob_npz, "downscale", steps=6)
+    cfg.train.final_eval_limit, cfg.train.final_iw_samples = 16, 2
+    cfg_file = tmp_path / "cfg.json"
+    cfg.save(cfg_file)
+    run = tmp_path / "run"
+    train_args = ["train", "--config", str(cfg_file), "--out", str(run), "--no-progress", "--device",
+                  device.split(":")[0], "--amp", "bf16", "--channels-last", "--threads", "1"]
+    if launcher == "python":
+        res = _cli("-m", "selfvae.cli", *train_args)
+    else:  # one process through torchrun's environment (NCCL on CUDA, gloo on the CPU)
+        script = tmp_path / "selfvae_main.py"
+        script.write_text("import sys\nfrom selfvae.cli import main\nmain(sys.argv[1:])\n")
+        res = _cli("-m", "torch.distributed.run", "--nproc_per_node", "1", "--master_port", "29517", str(script),
+                   *train_args)
+    assert res.returncode == 0, res.stderr[-3000:]
+    loaded_cfg, model = load_run(run, "cpu")
+    assert isinstance(loaded_cfg, Config) and next(model.parameters()).device.type == "cpu"
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    assert (run / "final" / "metrics.json").exists()
+
+
+def test_the_cli_device_flag_samples_on_cuda_or_says_there_is_none(tmp_path):
+    res = _cli("-m", "selfvae.cli", "sample", "mnist-vae", "--device", "cuda", "-n", "4", "-o", str(tmp_path / "s.png"))
+    if torch.cuda.is_available():
+        assert res.returncode == 0 and (tmp_path / "s.png").stat().st_size > 0, res.stderr[-2000:]
+    else:
+        assert res.returncode != 0 and "no CUDA device is available here" in res.stderr
