@@ -230,7 +230,21 @@ def interleaved(args: argparse.Namespace, names: list[str]) -> dict[str, float]:
         sec = sum(times[n]) / len(times[n])
         speed[n] = args.batch_size / sec
         print(f"{n:<28} {models[n][0] / 1e6:>9.2f}M {sec:>8.2f} {speed[n]:>7.2f}")
+    if args.json:
+        rows = [{"model": n, "params_M": models[n][0] / 1e6, "sec_per_step": args.batch_size / speed[n],
+                 "train_img_s": speed[n]} for n in names]
+        _write_json(args, {"mode": "interleaved", "rows": rows})
     return speed
+
+
+def _write_json(args: argparse.Namespace, result: dict) -> None:
+    """``--json FILE``: the run's settings and rows, for tools/gpu_session.py and docs/RESULTS.md tables."""
+    from pathlib import Path
+
+    meta = {"device": args.device, "device_name": torch.cuda.get_device_name() if args.device.startswith("cuda")
+            else "cpu", "batch_size": args.batch_size, "steps": args.steps, "warmup": args.warmup,
+            "channels_last": args.channels_last, "torch": torch.__version__}
+    Path(args.json).write_text(json.dumps({**meta, **result}, indent=1))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -253,6 +267,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--interleave", action="store_true", help="all models in one process, steps taken in turn")
     p.add_argument("--unfused", action="store_true",
                    help="with --interleave: also each paper preset with its dense units as two convs (PRESET:unfused)")
+    p.add_argument("--json", metavar="FILE", help="also write the rows as JSON")
     p.add_argument("--one", help=argparse.SUPPRESS)  # internal: run one preset, print JSON
     args = p.parse_args(argv)
     if args.retain_memory:
@@ -303,7 +318,7 @@ def main(argv: list[str] | None = None) -> None:
     names = list(args.presets)
     if args.reference:
         names += [OURS_VS_AUTHORS[n] for n in args.presets if n in OURS_VS_AUTHORS]
-    speed = {}
+    speed, rows = {}, []
     for name in names:
         res = subprocess.run([sys.executable, __file__, "--one", name, *opts], capture_output=True, text=True)
         if res.returncode:
@@ -311,6 +326,7 @@ def main(argv: list[str] | None = None) -> None:
             continue
         r = json.loads(res.stdout.strip().splitlines()[-1])
         speed[name] = r["train_img_s"]
+        rows.append(r)
         row = f"{r['preset']:<22} {r['params_M']:>7.1f}M {r['train_img_s']:>11.1f} {r['sec_per_step']:>7.2f} "
         if "eval_img_s_S1" in r:
             row += (f"{r['eval_img_s_S1']:>16.1f} {r['sample_1_s']:>12.3f} {r['sample_100_s']:>14.2f} "
@@ -320,6 +336,8 @@ def main(argv: list[str] | None = None) -> None:
     for ours, theirs in OURS_VS_AUTHORS.items():
         if ours in speed and theirs in speed:
             print(f"{ours}: {speed[ours] / speed[theirs]:.2f}x the training images/s of {theirs}")
+    if args.json:
+        _write_json(args, {"mode": "per-process", "amp": args.amp, "compile": args.compile, "rows": rows})
 
 
 if __name__ == "__main__":

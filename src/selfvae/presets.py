@@ -107,7 +107,7 @@ def _build() -> dict[str, Config]:
     p["cifar10-srvae-small"] = _paper_selfvae("cifar10-srvae-small", "cifar10", (3, 32, 32), "downscale",
                                               "")
     m = p["cifar10-srvae-small"].model
-    m.q_u, m.p_y, m.q_z = NetSpec(16, 16, 3), NetSpec(64, 48, 4), NetSpec(16, 8, 3)
+    m.q_u, m.p_y, m.q_z = NetSpec(16, 16, 3), NetSpec(64, 40, 4), NetSpec(16, 8, 3)
     m.p_z, m.p_x = NetSpec(32, 24, 3), NetSpec(32, 24, 4, blocks=2)
     m.prior_kwargs = dict(_SMALL_RGB_FLOW)
     for name, what in (("cifar10-vae-small", "VAE with a RealNVP prior"), ("cifar10-srvae-small", "srVAE (32->16)")):

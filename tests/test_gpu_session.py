@@ -1,0 +1,65 @@
+"""tools/gpu_session.py, the lent GPU's prepared script, runs end to end on the CPU with a tiny budget (so that
+it cannot rot between the sessions that get a GPU): tests, benchmark tables and CIFAR-10 training, each
+model coming back as a tar of its float16 export that loads and gives the bound it was measured with."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from selfvae.models.loading import load_run
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _cifar_like_tarball(path: Path) -> None:
+    """A few JPEGs in the layout of shared/data/cifar10-jpeg.tar.gz: cifar10-jpeg/{train,test}/<class>/NNNN.jpg."""
+    rng = np.random.default_rng(0)
+    with tarfile.open(path, "w:gz") as tar:
+        for part, n in (("train", 8), ("test", 4)):
+            for cls in ("airplane", "cat"):
+                for i in range(n):
+                    buf = io.BytesIO()
+                    Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(buf, format="JPEG")
+                    info = tarfile.TarInfo(f"cifar10-jpeg/{part}/{cls}/{i:04d}.jpg")
+                    info.size = len(buf.getvalue())
+                    tar.addfile(info, io.BytesIO(buf.getvalue()))
+
+
+def test_the_gpu_session_runs_every_phase_on_the_cpu(tmp_path):
+    gpu_dir, out = tmp_path / "gpu", tmp_path / "out"
+    gpu_dir.mkdir()
+    _cifar_like_tarball(gpu_dir / "cifar10-jpeg.tar.gz")
+    res = subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "gpu_session.py"), "test", "bench", "train", "--device", "cpu",
+         "--tiny", "--gpu-dir", str(gpu_dir), "--out", str(out), "--work", str(tmp_path / "work")],
+        capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=900)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    results = json.loads((out / "gpu_results.json").read_text())
+    assert results["tests"]["returncode"] == 0 and "1 passed" in results["tests"]["summary"]
+    bench = results["bench"]
+    assert bench["matmul_bf16_tflops"] > 0 and bench["gflop_per_train_image"]["mnist-vae"] > 0.1
+    rows = {r["model"]: r for r in bench["interleaved"][0]["rows"]}
+    assert set(rows) == {"mnist-vae", "mnist-vae:bf16"} and all(r["train_img_s"] > 0 for r in rows.values())
+    assert bench["per_process"]["rows"][0]["eval_img_s_S1"] > 0
+    md = (out / "gpu_results.md").read_text()
+    assert "| mnist-vae:bf16 |" in md and "| cifar10-srvae-small | 0 | 3 |" in md
+    for name in ("cifar10-vae-small", "cifar10-srvae-small"):
+        entry = results["train"][name]
+        assert entry["returncode"] == 0 and entry["steps"] == 3
+        with tarfile.open(out / f"{name}.tar") as tar:
+            tar.extractall(tmp_path / "back", filter="data")
+        export = tmp_path / "back" / name / "export"
+        assert (export / "model.safetensors").stat().st_size <= 8_000_000  # the shipping budget of issue 33
+        cfg, model = load_run(export)
+        assert cfg.name == name and all(p.isfinite().all() for p in model.parameters())
+        metrics = json.loads((tmp_path / "back" / name / "run" / "final" / "metrics.json").read_text())
+        assert metrics["bpd_elbo"] == entry["test_bpd_elbo"] and metrics["bpd_iw"] <= metrics["bpd_elbo"] + 0.05

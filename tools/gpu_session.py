@@ -1,0 +1,340 @@
+"""A lent GPU's 30 minutes, prepared: the CUDA tests, throughput against the authors' code, and CIFAR-10 training.
+
+Here (the CPU machine), once a session:
+
+    python tools/gpu_session.py prepare            # .gpu/: CIFAR-10 tarball, the authors' srVAE source, wheels
+
+then on the device machine (the `device` tool's `run`, carrying `.gpu`), in at most three calls:
+
+    python3 tools/gpu_session.py test bench --out $OUT                 # ~8 min
+    python3 tools/gpu_session.py train --minutes 8 --out $OUT          # ~10 min: both CIFAR-10 models at once
+    python3 tools/gpu_session.py bench --compile --out $OUT            # what is left: compiled variants
+
+Phases:
+
+* ``test``: ``tests/test_device.py`` with ``SELFVAE_TEST_DEVICE=cuda`` (bound equal to the CPU's, bf16 +
+  channels-last training, compile = eager, CLI and torchrun training, sampling); the log comes back.
+* ``bench``: the bf16 matrix-product rate of this GPU (the measured peak), FLOPs per training image of each
+  model (``torch.utils.flop_counter``: forward + backward), and ``benchmarks/bench.py --interleave`` training
+  images/s of the paper presets, the authors' own models (``.gpu/srVAE``) and the shippable CIFAR-10 presets in
+  fp32 and bf16 (``--compile``: and compiled); each row's fraction of the bf16 peak; then per-process rows
+  (evaluation images/s at S = 1, sampling latency, peak memory).
+* ``train``: both ``cifar10-*-small`` presets trained at once on the GPU for ``--minutes`` (bf16 autocast,
+  channels-last, EMA, cosine over the clock), each returned as one ``NAME.tar`` (float16 export, config,
+  metrics, log, samples).
+
+Everything measured goes into ``OUT/gpu_results.json`` and ``OUT/gpu_results.md`` (tables ``docs/RESULTS.md``
+takes as they are). ``--device cpu --tiny`` runs every phase in seconds (``tests/test_gpu_session.py``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+AUTHORS_REPO = "/work/.mirror/ioangatop+srVAE/repo/.git"  # `fetch github:ioangatop/srVAE` puts it here
+TARBALL = "cifar10-jpeg.tar.gz"
+WHEELS = ["constriction==0.5.0"]  # what the device image lacks of our dependencies
+PAPER = ["cifar10-vae-realnvp-paper", "cifar10-srvae-paper"]
+SMALL = ["cifar10-vae-small", "cifar10-srvae-small"]
+H100_BF16_SPEC_TFLOPS = 989.4  # dense, SXM5 data sheet; the measured matrix-product rate is reported beside it
+
+
+# ----- here: what the device call carries -----------------------------------------------------------
+def prepare(shared: Path, gpu_dir: Path) -> None:
+    """Fill ``.gpu/`` with the CIFAR-10 tarball, the authors' source and the wheels the device lacks."""
+    gpu_dir.mkdir(exist_ok=True)
+    shutil.copyfile(shared / "data" / TARBALL, gpu_dir / TARBALL)
+    authors = gpu_dir / "srVAE"
+    if not (authors / "src").is_dir():
+        authors.mkdir(exist_ok=True)
+        archive = subprocess.run(["git", f"--git-dir={AUTHORS_REPO}", "archive", "HEAD", "src"], check=True,
+                                 capture_output=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(authors)], input=archive, check=True)
+    whl = gpu_dir / "whl"
+    whl.mkdir(exist_ok=True)
+    subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:",
+                    "--python-version", "3.12", "--implementation", "cp", "--platform", "manylinux_2_17_x86_64",
+                    "--platform", "manylinux2014_x86_64", "-d", str(whl), *WHEELS], check=True)
+    size = sum(f.stat().st_size for f in gpu_dir.rglob("*") if f.is_file())
+    print(f"{gpu_dir}: {size / 2**20:.1f} MiB to carry (run(..., carry=['.gpu']))")
+
+
+# ----- there ----------------------------------------------------------------------------------------
+def _env() -> dict[str, str]:
+    """The environment of every child: our source and the carried wheels importable, output unbuffered."""
+    paths = [str(ROOT / "src"), str(ROOT / "benchmarks"), str(ROOT / "tests")]
+    if (Path("/tmp/site")).is_dir():
+        paths.append("/tmp/site")
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(paths + [os.environ.get("PYTHONPATH", "")]),
+            "PYTHONUNBUFFERED": "1"}
+
+
+def install_wheels(gpu_dir: Path) -> None:
+    whl = sorted((gpu_dir / "whl").glob("*.whl"))
+    missing = [w for w in whl if not _importable(w.name.split("-")[0])]
+    if missing:
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps", "--no-compile",
+                        "--target", "/tmp/site", *map(str, missing)], check=True)
+
+
+def _importable(module: str) -> bool:
+    return subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True).returncode == 0
+
+
+def _run(cmd: list[str], log: Path, timeout: float | None = None) -> int:
+    """Run ``cmd`` with its output teed into ``log``; returns the exit status."""
+    print("+", " ".join(cmd), flush=True)
+    with log.open("a") as f:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env(),
+                                cwd=ROOT)
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            sys.stdout.write(line)
+            f.write(line)
+        try:
+            return proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            return -9
+
+
+def phase_test(args: argparse.Namespace, results: dict) -> None:
+    log = args.out / "tests.log"
+    cmd = [sys.executable, "-m", "pytest", "tests/test_device.py", "-o", "addopts=", "-q", "-p", "no:cacheprovider", "--durations=5"]
+    if args.tiny:
+        cmd += ["-k", "sampling_stays"]
+    os.environ["SELFVAE_TEST_DEVICE"] = args.device
+    tic = time.perf_counter()
+    rc = _run(cmd, log)
+    tail = [ln for ln in log.read_text().splitlines() if " passed" in ln or " failed" in ln or " error" in ln]
+    results["tests"] = {"device": args.device, "returncode": rc, "summary": tail[-1] if tail else "",
+                        "seconds": round(time.perf_counter() - tic, 1)}
+
+
+def matmul_tflops(device: str, n: int = 8192, repeats: int = 10) -> float:
+    """The bf16 rate of one large matrix product on ``device``, TFLOP/s: the peak a network can approach."""
+    import torch
+
+    if not device.startswith("cuda"):
+        n, repeats = 512, 2
+    a = torch.randn(n, n, device=device, dtype=torch.bfloat16)
+    b = torch.randn(n, n, device=device, dtype=torch.bfloat16)
+    for _ in range(3):
+        a @ b
+    _sync(device)
+    tic = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    _sync(device)
+    return 2 * n**3 * repeats / (time.perf_counter() - tic) / 1e12
+
+
+def _sync(device: str) -> None:
+    import torch
+
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def flops_per_image(preset: str, device: str, batch: int) -> float:
+    """FLOPs of one training step (forward + backward of the negative ELBO) per image, by PyTorch's counter."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from selfvae.models.selfvae import SelfVAE
+    from selfvae.presets import get_preset
+
+    cfg = get_preset(preset)
+    model = SelfVAE(cfg.model).to(device)
+    x = torch.randint(0, 256, (batch, *cfg.model.image_shape), dtype=torch.uint8, device=device)
+    with FlopCounterMode(display=False) as counter:
+        model.bpd(model.terms(x).nelbo).mean().backward()
+    return counter.get_total_flops() / batch
+
+
+def phase_bench(args: argparse.Namespace, results: dict) -> None:
+    import torch
+
+    presets = args.presets or (["mnist-vae"] if args.tiny else PAPER + SMALL)
+    bench = results.setdefault("bench", {})
+    bench["device_name"] = torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu"
+    bench["matmul_bf16_tflops"] = round(matmul_tflops(args.device), 1)
+    flop_batch = 2 if args.tiny else 32
+    bench["gflop_per_train_image"] = {p: flops_per_image(p, args.device, flop_batch) / 1e9 for p in presets}
+    for batch in args.batch_sizes:
+        json_file = args.out / f"bench_interleaved_b{batch}{'_compile' if args.compile else ''}.json"
+        cmd = [sys.executable, "benchmarks/bench.py", "--interleave", "--device", args.device, "--amp", "bf16",
+               "--channels-last", "--batch-size", str(batch), "--steps", str(args.steps), "--warmup",
+               str(args.warmup), "--json", str(json_file), "--presets", *presets]
+        if args.compile:
+            cmd.append("--compile")
+        if not args.tiny and (args.gpu_dir / "srVAE" / "src").is_dir():
+            cmd += ["--authors-src", str(args.gpu_dir / "srVAE")]
+        if _run(cmd, args.out / "bench.log") == 0:
+            bench.setdefault("interleaved", []).append(json.loads(json_file.read_text()))
+    if not args.compile:  # evaluation, sampling and memory: one process per preset (bf16 as trained)
+        json_file = args.out / "bench_per_process.json"
+        cmd = [sys.executable, "benchmarks/bench.py", "--device", args.device, "--amp", "bf16", "--channels-last",
+               "--batch-size", str(args.batch_sizes[-1]), "--steps", str(args.steps), "--warmup", str(args.warmup),
+               "--json", str(json_file), "--presets", *presets]
+        if _run(cmd, args.out / "bench.log") == 0:
+            bench["per_process"] = json.loads(json_file.read_text())
+
+
+def _extract_cifar(tarball: Path, dest: Path) -> Path:
+    root = dest / "cifar10-jpeg"
+    if not root.is_dir():
+        with tarfile.open(tarball) as tar:
+            tar.extractall(dest, filter="data")
+    return root
+
+
+def phase_train(args: argparse.Namespace, results: dict) -> None:
+    """Both shippable CIFAR-10 models at once on the one GPU, each in its own process."""
+    data = _extract_cifar(args.gpu_dir / TARBALL, Path(args.work))
+    runs = Path(args.work) / "runs"
+    procs = {}
+    for preset in SMALL:
+        run = runs / preset
+        cmd = [sys.executable, "-m", "selfvae.cli", "train", "--out", str(run), "--data-dir", str(data),
+               "--device", args.device, "--channels-last", "--no-progress", "--workers", str(args.workers),
+               "--set", "train.lr_schedule=cosine-time", "--set", f"train.max_minutes={args.minutes}",
+               "--set", f"train.batch_size={args.train_batch}", "--set", "train.eval_every=500"]
+        if (run / "last.pt").exists():
+            cmd = [*cmd[:4], "--resume", *cmd[4:]]
+        else:
+            cmd = [*cmd[:4], "--preset", preset, *cmd[4:]]
+        if args.device.startswith("cuda"):
+            cmd += ["--amp", "bf16"]
+        if args.tiny:
+            cmd += ["--set", "train.eval_limit=32", "--set", "train.final_eval_limit=32", "--set",
+                    "train.final_iw_limit=4", "--set", "train.final_iw_samples=2", "--set", "train.init_batch=16",
+                    "--steps", "3", "--threads", "1"]
+        print("+", " ".join(cmd), flush=True)
+        log = (args.out / f"{preset}.train.log").open("w")
+        procs[preset] = (subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=_env(), cwd=ROOT), log)
+    trained = results.setdefault("train", {})
+    for preset, (proc, log) in procs.items():
+        rc = proc.wait()
+        log.close()
+        run = runs / preset
+        entry = {"returncode": rc}
+        if rc == 0:
+            entry.update(_pack(preset, run, args.out))
+        trained[preset] = entry
+        print(f"{preset}: exit {rc}, {entry}", flush=True)
+
+
+def _pack(preset: str, run: Path, out: Path) -> dict:
+    """Export the run (float16, its better of raw and EMA weights) and put what comes back into ``NAME.tar``."""
+    export = run.parent / f"{preset}-export"
+    subprocess.run([sys.executable, "-m", "selfvae.cli", "export", str(run), "-o", str(export), "--dtype",
+                    "float16"], check=True, env=_env(), cwd=ROOT)
+    metrics = json.loads((run / "final" / "metrics.json").read_text())
+    records = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines() if x.strip()]
+    train_recs = [r for r in records if r.get("split") == "train"]
+    with tarfile.open(out / f"{preset}.tar", "w") as tar:
+        for f in sorted(export.iterdir()):
+            tar.add(f, arcname=f"{preset}/export/{f.name}")
+        for name in ("config.json", "log.jsonl", "curves.png", "final/metrics.json", "final/samples.png"):
+            if (run / name).exists():
+                tar.add(run / name, arcname=f"{preset}/run/{name}")
+    return {"steps": train_recs[-1]["step"] if train_recs else 0, "test_bpd_elbo": metrics.get("bpd_elbo"),
+            "test_bpd_iw": metrics.get("bpd_iw"), "iw_samples": metrics.get("iw_samples"),
+            "n_images": metrics.get("n_images"), "seconds": train_recs[-1].get("train_seconds") if train_recs else None}
+
+
+# ----- the report -----------------------------------------------------------------------------------
+def markdown(results: dict) -> str:
+    """The tables of ``results`` in Markdown (RESULTS.md takes them as they are)."""
+    lines = []
+    if "tests" in results:
+        t = results["tests"]
+        lines += [f"**Tests on {t['device']}** (`tests/test_device.py`): {t['summary']} (exit {t['returncode']}, "
+                  f"{t['seconds']} s)", ""]
+    b = results.get("bench")
+    if b:
+        peak = b["matmul_bf16_tflops"]
+        lines += [f"**Throughput on {b['device_name']}**; bf16 matrix product measured at {peak} TFLOP/s "
+                  f"(data sheet {H100_BF16_SPEC_TFLOPS}); FLOPs per training image by `torch.utils.flop_counter` "
+                  "(forward + backward).", ""]
+        for run in b.get("interleaved", []):
+            lines += [f"Interleaved training steps, batch {run['batch_size']}, {run['steps']} timed steps, "
+                      f"channels-last {run['channels_last']}, torch {run['torch']}:", "",
+                      "| model | params | s/step | train img/s | GFLOP/img | TFLOP/s | of measured bf16 peak |",
+                      "| --- | --- | --- | --- | --- | --- | --- |"]
+            for r in run["rows"]:
+                base = r["model"].partition(":")[0]
+                gf = b["gflop_per_train_image"].get(base)
+                tf = gf * r["train_img_s"] / 1e3 if gf else None
+                lines.append(f"| {r['model']} | {r['params_M']:.2f}M | {r['sec_per_step']:.4f} | "
+                             f"{r['train_img_s']:.1f} | {gf:.2f} | {tf:.1f} | {100 * tf / peak:.1f}% |" if gf else
+                             f"| {r['model']} | {r['params_M']:.2f}M | {r['sec_per_step']:.4f} | "
+                             f"{r['train_img_s']:.1f} | | | |")
+            lines.append("")
+        pp = b.get("per_process")
+        if pp:
+            lines += [f"One process per preset, bf16, batch {pp['batch_size']}:", "",
+                      "| preset | train img/s | eval img/s (S=1) | sample 1 (s) | sample 100 (s) | peak GPU MiB |",
+                      "| --- | --- | --- | --- | --- | --- |"]
+            for r in pp["rows"]:
+                lines.append(f"| {r['preset']} | {r['train_img_s']:.1f} | {r['eval_img_s_S1']:.1f} | "
+                             f"{r['sample_1_s']:.4f} | {r['sample_100_s']:.3f} | {r['peak_mem_MiB']:.0f} |")
+            lines.append("")
+    if "train" in results:
+        lines += ["**CIFAR-10 training on the GPU** (our JPEG copy; bits per 3072 dimensions):", "",
+                  "| preset | exit | steps | train s | test ELBO | test IW (S, images) |", "| --- | --- | --- | --- | --- | --- |"]
+        for name, e in results["train"].items():
+            iw = f"{e['test_bpd_iw']:.4f} (S={e['iw_samples']})" if e.get("test_bpd_iw") else ""
+            elbo = f"{e['test_bpd_elbo']:.4f} ({e['n_images']} images)" if e.get("test_bpd_elbo") else ""
+            lines.append(f"| {name} | {e['returncode']} | {e.get('steps', '')} | {e.get('seconds') or ''} | {elbo} | {iw} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("phases", nargs="+", choices=["prepare", "test", "bench", "train"])
+    p.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "gpu_out")))
+    p.add_argument("--device", default="cuda")
+    p.add_argument("--gpu-dir", type=Path, default=ROOT / ".gpu", help="what the device call carries (ignored)")
+    p.add_argument("--shared", type=Path, default=ROOT.parent / "shared", help="prepare: where shared/data is")
+    p.add_argument("--tiny", action="store_true", help="a few steps of everything (the CPU test of this script)")
+    p.add_argument("--presets", nargs="+", help="bench: these presets (default: the paper and small CIFAR-10 ones)")
+    p.add_argument("--batch-sizes", type=int, nargs="+", default=[32, 128], help="bench: interleaved at each")
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--compile", action="store_true", help="bench: also torch.compile our models")
+    p.add_argument("--minutes", type=float, default=8.0, help="train: minutes of training each (both at once)")
+    p.add_argument("--train-batch", type=int, default=64)
+    p.add_argument("--workers", type=int, default=4, help="train: data-loading worker processes per run")
+    p.add_argument("--work", default="/tmp/gpu_session", help="train: data and run folders")
+    args = p.parse_args(argv)
+    if args.tiny:
+        args.batch_sizes, args.steps, args.warmup, args.workers, args.train_batch = [2], 1, 1, 0, 8
+    if "prepare" in args.phases:
+        prepare(args.shared, args.gpu_dir)
+        return
+    args.out.mkdir(parents=True, exist_ok=True)
+    install_wheels(args.gpu_dir)
+    sys.path[:0] = [str(ROOT / "src"), "/tmp/site"]
+    results_file = args.out / "gpu_results.json"
+    results = json.loads(results_file.read_text()) if results_file.exists() else {}
+    for phase in args.phases:
+        {"test": phase_test, "bench": phase_bench, "train": phase_train}[phase](args, results)
+        results_file.write_text(json.dumps(results, indent=1))
+        (args.out / "gpu_results.md").write_text(markdown(results))
+    print(markdown(results))
+
+
+if __name__ == "__main__":
+    main()
