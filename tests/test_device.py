@@ -5,6 +5,7 @@ channels-last train, ``torch.compile`` computes the eager function, training thr
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -129,6 +130,23 @@ def test_command_line_training_on_the_device_writes_a_run_the_cpu_loads(device, 
     assert isinstance(loaded_cfg, Config) and next(model.parameters()).device.type == "cpu"
     assert all(torch.isfinite(p).all() for p in model.parameters())
     assert (run / "final" / "metrics.json").exists()
+
+
+def test_a_run_on_the_device_resumes_there(device, blob_npz, tmp_path):
+    """A checkpoint is loaded onto the run's device; its RNG states must go back to the CPU generators (the first
+    GPU session's resume failed with 'RNG state must be a torch.ByteTensor')."""
+    cfg = tiny_config(blob_npz, "downscale", steps=4)
+    cfg.train.final_eval_limit, cfg.train.final_iw_samples = 16, 2
+    cfg_file = tmp_path / "cfg.json"
+    cfg.save(cfg_file)
+    run = tmp_path / "run"
+    common = ["--out", str(run), "--no-progress", "--device", device.split(":")[0], "--threads", "1"]
+    first = _cli("-m", "selfvae.cli", "train", "--config", str(cfg_file), *common)
+    assert first.returncode == 0, first.stderr[-3000:]
+    again = _cli("-m", "selfvae.cli", "train", "--resume", "--steps", "7", *common)
+    assert again.returncode == 0, again.stderr[-3000:]
+    steps = [json.loads(x)["step"] for x in (run / "log.jsonl").read_text().splitlines()]
+    assert max(steps) == 7
 
 
 def test_the_cli_device_flag_samples_on_cuda_or_says_there_is_none(tmp_path):
