@@ -65,8 +65,14 @@ def test_elbo(folder: Path, data_dir: str | None, limit: int | None = None, seed
 
 
 def shipped_checkpoint(run: Path) -> dict:
-    """Step and evaluation weights of the checkpoint a run's export takes (``best.pt``, else ``last.pt``)."""
+    """Step and evaluation weights of the checkpoint a run's export takes (``best.pt``, else ``last.pt``); for a
+    run that came back without checkpoints (a GPU session returns its export and log), the validation record
+    ``best.pt`` was written at: the lowest validation bits/dim."""
     path = run / "best.pt" if (run / "best.pt").exists() else run / "last.pt"
+    if not path.exists():
+        best = min((r for r in read_log(run / "log.jsonl") if r.get("split") == "val"), key=lambda r: r["bpd"])
+        return {"checkpoint": "best.pt (from the log: the checkpoint stayed on the GPU machine)",
+                "step": best["step"], "weights": best.get("weights", "model")}
     state = load_checkpoint(path)
     weights = state.get("eval_weights", "ema" if state.get("ema") else "model")
     return {"checkpoint": path.name, "step": state["step"], "weights": weights}
@@ -194,19 +200,27 @@ def _measured_later(name: str, metrics: dict) -> list[tuple[str, str]]:
     return rows
 
 
-def ship(name: str, run: Path, data_dir: str | None, seed: int, iw_limit: int, max_s: int) -> Path:
+def ship(name: str, run: Path, data_dir: str | None, seed: int, iw_limit: int, max_s: int,
+         exported: Path | None = None) -> Path:
+    """Measure and ship the run's export (float16 where it moves the test ELBO by < FP16_TOLERANCE); with
+    ``exported``, a float16 export made elsewhere (a GPU session: its float32 weights did not come back)."""
+    dest = PACKAGED / name
     with tempfile.TemporaryDirectory() as tmp:
-        f32, f16 = export(run, Path(tmp) / "f32"), export(run, Path(tmp) / "f16", dtype="float16")
-        tic = time.perf_counter()
-        m32, m16 = test_elbo(f32, data_dir), test_elbo(f16, data_dir)
-        delta = abs(m16["bpd_elbo"] - m32["bpd_elbo"])
-        chosen, metrics = (f16, m16) if delta < FP16_TOLERANCE else (f32, m32)
-        print(f"test ELBO float32 {m32['bpd_elbo']:.5f}, float16 {m16['bpd_elbo']:.5f} (|diff| {delta:.5f}); "
-              f"shipping {chosen.name} ({time.perf_counter() - tic:.0f} s)", flush=True)
-        dest = PACKAGED / name
+        if exported is not None:
+            chosen, delta = exported, None
+            metrics = test_elbo(chosen, data_dir)
+        else:
+            f32, f16 = export(run, Path(tmp) / "f32"), export(run, Path(tmp) / "f16", dtype="float16")
+            tic = time.perf_counter()
+            m32, m16 = test_elbo(f32, data_dir), test_elbo(f16, data_dir)
+            delta = abs(m16["bpd_elbo"] - m32["bpd_elbo"])
+            chosen, metrics = (f16, m16) if delta < FP16_TOLERANCE else (f32, m32)
+            print(f"test ELBO float32 {m32['bpd_elbo']:.5f}, float16 {m16['bpd_elbo']:.5f} (|diff| {delta:.5f}); "
+                  f"shipping {chosen.name} ({time.perf_counter() - tic:.0f} s)", flush=True)
         if dest.exists():
             shutil.rmtree(dest)
         shutil.copytree(chosen, dest)
+    float16 = exported is not None or chosen.name == "f16"
     cfg, model = load_run(dest, data_dir=data_dir)
     ds = load_split(cfg, "test")
     n = min(iw_limit, len(ds))
@@ -214,7 +228,7 @@ def ship(name: str, run: Path, data_dir: str | None, seed: int, iw_limit: int, m
     x = ds.images[:n]
     s_enough, curve = choose_iw_samples(model, x, max_s=max_s)
     iw = curve[max_s]
-    metrics.update(weights="float16 (likelihood output layers float32)" if chosen.name == "f16" else "float32",
+    metrics.update(weights="float16 (likelihood output layers float32)" if float16 else "float32",
                    fp16_elbo_delta=delta, params=sum(p.numel() for p in model.parameters()),
                    iw={"bpd_iw": iw["bpd_iw"], "bpd_elbo": iw["bpd_elbo"], "iw_samples": max_s, "n_images": n,
                        "s_within_0.005": s_enough, "curve": {str(k): v["bpd_iw"] for k, v in curve.items()}})
@@ -257,6 +271,7 @@ def main() -> None:
     p.add_argument("--ship-only", action="store_true", help="do not train; measure and ship the run as it is")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="settings beyond the preset for a new run (passed to selfvae train)")
+    p.add_argument("--export", help="with --ship-only: ship this float16 export of the run (made on a GPU machine)")
     p.add_argument("--card-only", action="store_true", help="only rewrite the shipped model's card and training facts")
     p.add_argument("--iw-limit", type=int, default=200, help="test images for the IW bound")
     p.add_argument("--max-s", type=int, default=128, help="largest S the doubling rule may pick")
@@ -270,7 +285,7 @@ def main() -> None:
         return
     if not a.ship_only:
         train(a.name, run, a.minutes, a.seed, a.data_dir, a.set, a.steps)
-    ship(a.name, run, a.data_dir, a.seed, a.iw_limit, a.max_s)
+    ship(a.name, run, a.data_dir, a.seed, a.iw_limit, a.max_s, Path(a.export) if a.export else None)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -152,3 +153,20 @@ def test_spatial_mean_is_the_mean_with_a_broadcast_gradient():
     ours = torch.autograd.grad(spatial_mean(x), x, g)[0]
     assert torch.equal(ours, torch.autograd.grad(x.mean(dim=(2, 3), keepdim=True), x, g)[0])
     assert ours.stride()[2:] == (0, 0)  # a view of [B, C, 1, 1]: no dense tensor of the input's size is made
+
+
+@pytest.mark.parametrize("transposed", [False, True])
+def test_the_gpu_s_fused_weight_norm_is_the_explicit_one_with_its_gradients(transposed):
+    from selfvae.nn.layers import WNConv2d, fused_weight_norm
+
+    conv = WNConv2d(6, 5, 3, transposed=transposed).double()
+    with torch.no_grad():
+        conv.g.uniform_(0.5, 2.0)
+    explicit = conv.weight()  # the CPU path
+    fused = fused_weight_norm(conv.v, conv.g, transposed)  # the CUDA path, computed here on the CPU
+    assert torch.allclose(fused, explicit, rtol=1e-12, atol=1e-14)
+    probe = torch.randn_like(explicit)
+    grads_e = torch.autograd.grad((explicit * probe).sum(), [conv.v, conv.g])
+    grads_f = torch.autograd.grad((fused * probe).sum(), [conv.v, conv.g])
+    for a, b in zip(grads_e, grads_f, strict=True):
+        assert torch.allclose(a, b, rtol=1e-10, atol=1e-12)
