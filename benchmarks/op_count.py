@@ -16,10 +16,9 @@ from __future__ import annotations
 import argparse
 from collections import Counter
 
+import bench
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
-
-import bench
 
 
 class _Count(TorchDispatchMode):

@@ -146,13 +146,13 @@ def card(name: str, folder: Path, metrics: dict, steps: int, seconds: float, how
            f"the {cfg.train.ema_decay} EMA of step {shipped['step']}" if cfg.train.ema_decay else
            f"step {shipped['step']} (no EMA)")
     rows = [
-        ("data", f"{cfg.data.name}, test split ({metrics['n_images']} images); bits/dim per {metrics['dims']} "
-                 "dimensions of the data's own images"),
+        ("data", f"{metrics.get('data_note') or cfg.data.name}, test split ({metrics['n_images']} images); bits/dim "
+                 f"per {metrics['dims']} dimensions of the data's own images"),
         ("architecture", f"preset `{name}`: transforms `{cfg.model.transforms or 'none'}`, prior "
                          f"{cfg.model.prior}, latents {tuple(cfg.model.latent_shape)}, {params / 1e6:.2f}M parameters"),
         ("weights", f"{metrics['weights']}; {ema}"),
-        ("training", f"{steps} steps of batch {cfg.train.batch_size}, seed {seed}, {seconds / 3600:.2f} h on a "
-                     f"2-core CPU ({how})"),
+        ("training", f"{steps} steps of batch {cfg.train.batch_size}, seed {seed}, {seconds / 3600:.2f} h on "
+                     f"{shipped.get('hardware', 'a 2-core CPU')} ({how})"),
         ("test bpd, ELBO", f"**{metrics['bpd_elbo']:.4f}** (all {metrics['n_images']} test images)"),
         ("test bpd, IW bound", f"**{iw['bpd_iw']:.4f}** with S = {iw['iw_samples']} on the first {iw['n_images']} "
                                f"test images (ELBO of those: {iw['bpd_elbo']:.4f}; S = {iw['s_within_0.005']} is "
@@ -201,7 +201,7 @@ def _measured_later(name: str, metrics: dict) -> list[tuple[str, str]]:
 
 
 def ship(name: str, run: Path, data_dir: str | None, seed: int, iw_limit: int, max_s: int,
-         exported: Path | None = None) -> Path:
+         exported: Path | None = None, hardware: str | None = None, data_note: str | None = None) -> Path:
     """Measure and ship the run's export (float16 where it moves the test ELBO by < FP16_TOLERANCE); with
     ``exported``, a float16 export made elsewhere (a GPU session: its float32 weights did not come back)."""
     dest = PACKAGED / name
@@ -233,7 +233,7 @@ def ship(name: str, run: Path, data_dir: str | None, seed: int, iw_limit: int, m
                    iw={"bpd_iw": iw["bpd_iw"], "bpd_elbo": iw["bpd_elbo"], "iw_samples": max_s, "n_images": n,
                        "s_within_0.005": s_enough, "curve": {str(k): v["bpd_iw"] for k, v in curve.items()}})
     metrics.update(iw_figures(metrics, iw["bpd_iw"]), iw_samples=max_s, iw_n_images=n)
-    write_card(name, run, dest, metrics, seed)
+    write_card(name, run, dest, metrics, seed, hardware, data_note)
     return dest
 
 
@@ -248,11 +248,17 @@ def iw_figures(metrics: dict, bpd_iw: float) -> dict:
     return out
 
 
-def write_card(name: str, run: Path, dest: Path, metrics: dict, seed: int) -> None:
-    """Training facts of the shipped checkpoint into ``metrics.json``, and the model card."""
+def write_card(name: str, run: Path, dest: Path, metrics: dict, seed: int, hardware: str | None = None,
+               data_note: str | None = None) -> None:
+    """Training facts of the shipped checkpoint into ``metrics.json``, and the model card. ``hardware`` (where it
+    was trained) and ``data_note`` (what the data set is) are kept from an earlier card when not given."""
     shipped = shipped_checkpoint(run)
     steps, seconds, how = training_time(run, shipped["step"])
-    metrics["training"] = {**shipped, "steps": steps, "seconds": round(seconds), "clock": how, "seed": seed}
+    hardware = hardware or metrics.get("training", {}).get("hardware", "a 2-core CPU")
+    metrics["training"] = {**shipped, "steps": steps, "seconds": round(seconds), "clock": how, "seed": seed,
+                           "hardware": hardware}
+    if data_note:
+        metrics["data_note"] = data_note
     (dest / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     lr = lr_history(run, shipped["step"])
     (dest / "card.md").write_text(card(name, dest, metrics, steps, seconds, how, seed, lr))
@@ -272,6 +278,8 @@ def main() -> None:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="settings beyond the preset for a new run (passed to selfvae train)")
     p.add_argument("--export", help="with --ship-only: ship this float16 export of the run (made on a GPU machine)")
+    p.add_argument("--hardware", help="where it was trained, for the card (default: a 2-core CPU)")
+    p.add_argument("--data-note", help="what the data set is, for the card (default: the data set's name)")
     p.add_argument("--card-only", action="store_true", help="only rewrite the shipped model's card and training facts")
     p.add_argument("--iw-limit", type=int, default=200, help="test images for the IW bound")
     p.add_argument("--max-s", type=int, default=128, help="largest S the doubling rule may pick")
@@ -281,11 +289,12 @@ def main() -> None:
     run = Path(a.run or f"runs/pretrained/{a.name}")
     if a.card_only:
         write_card(a.name, run, PACKAGED / a.name, json.loads((PACKAGED / a.name / "metrics.json").read_text()),
-                   a.seed)
+                   a.seed, a.hardware, a.data_note)
         return
     if not a.ship_only:
         train(a.name, run, a.minutes, a.seed, a.data_dir, a.set, a.steps)
-    ship(a.name, run, a.data_dir, a.seed, a.iw_limit, a.max_s, Path(a.export) if a.export else None)
+    ship(a.name, run, a.data_dir, a.seed, a.iw_limit, a.max_s, Path(a.export) if a.export else None, a.hardware,
+         a.data_note)
 
 
 if __name__ == "__main__":
