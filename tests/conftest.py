@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import io
 import os
+import tarfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from selfvae.config import Config, DataConfig, ModelConfig, TrainConfig
 from selfvae.nn.nets import NetSpec
@@ -109,3 +112,17 @@ def device() -> str:
     if TEST_DEVICE.startswith("cuda") and not torch.cuda.is_available():
         raise RuntimeError(f"SELFVAE_TEST_DEVICE={TEST_DEVICE}: no CUDA device is available here")
     return TEST_DEVICE
+
+
+def cifar_like_tarball(path: Path) -> None:
+    """A few JPEGs in the layout of shared/data/cifar10-jpeg.tar.gz: cifar10-jpeg/{train,test}/<class>/NNNN.jpg."""
+    rng = np.random.default_rng(0)
+    with tarfile.open(path, "w:gz") as tar:
+        for part, n in (("train", 8), ("test", 4)):
+            for cls in ("cat", "airplane"):  # not in sorted order, as a tar need not be
+                for i in range(n):
+                    buf = io.BytesIO()
+                    Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(buf, format="JPEG")
+                    info = tarfile.TarInfo(f"cifar10-jpeg/{part}/{cls}/{i:04d}.jpg")
+                    info.size = len(buf.getvalue())
+                    tar.addfile(info, io.BytesIO(buf.getvalue()))

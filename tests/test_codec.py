@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+import selfvae.codec as codec
 from selfvae.codec import CodecError, CodingParams, QuantisedZ, compress, decompress, nelbo_bits
 from selfvae.codec.ans import Stack
 from selfvae.codec.bitsback import BitsBackCoder
@@ -25,6 +26,13 @@ from selfvae.nn.nets import NetSpec
 from selfvae.presets import get_preset
 
 TINY = NetSpec(width=8, growth=8, steps=1)
+
+
+@pytest.fixture(autouse=True)
+def model_coded_tiles(monkeypatch):
+    """These tests' untrained models would send every tile raw (their negative ELBO is above 8 bits a value):
+    the tests of the model's coding take the model for every tile; the raw fallback's own tests restore it."""
+    monkeypatch.setattr(codec, "RAW_AT", math.inf)
 
 
 def tiny_model(transforms: str, prior: str, seed: int = 0, channels: int = 1):
@@ -643,7 +651,7 @@ def test_flow_chunk_follows_the_group_size_and_round_trips_across_threads():
 def test_small_groups_run_at_small_chunks_and_round_trip_across_threads():
     """With ``small_chunks`` a batch of n < 2 chunks runs at chunks of n // 2 (at least 1), a function of n
     alone: no zero-padded chunk for a group of one image, two calls for a group of two. The flag is in the
-    header (version 7), and a file written with one thread decodes exactly with two."""
+    header (from version 7 on), and a file written with one thread decodes exactly with two."""
     from selfvae.codec.container import Container
 
     seen: list[int] = []
@@ -659,6 +667,35 @@ def test_small_groups_run_at_small_chunks_and_round_trip_across_threads():
     images = digits(12)
     data, _ = compress(model, images, CodingParams(), group=8, threads=1)
     header, _ = Container.parse_header(data, "f")
-    assert header["version"] == 7 and header["params"]["small_chunks"] and min(header["groups"]) == 1
+    assert header["version"] >= 7 and header["params"]["small_chunks"] and min(header["groups"]) == 1
     for got, im in zip(decompress(model, data, threads=2).images, images, strict=True):
         assert np.array_equal(got, im.pixels)
+
+
+def test_tiles_the_model_codes_worse_than_raw_are_sent_raw_so_a_file_never_expands(monkeypatch):
+    monkeypatch.setattr(codec, "RAW_AT", 0.97)
+    _, model = tiny_model("downscale", "realnvp")
+    rng = np.random.default_rng(5)
+    noise = [InputImage(f"n{i}", rng.integers(0, 256, (16, 16, 1), dtype=np.uint8)) for i in range(3)]
+    assert codec.raw_tiles(model, torch.from_numpy(np.stack([im.pixels.transpose(2, 0, 1) for im in noise]))).all()
+    data, rep = compress(model, noise)
+    raw_bytes = 3 * 16 * 16
+    assert rep.parts_bytes == {"raw": raw_bytes} and len(data) <= raw_bytes + rep.header_bytes + 8
+    assert nelbo_bits(model, noise) / 8 > raw_bytes  # what the model alone would have cost
+    back = decompress(model, data)
+    assert all(np.array_equal(a.pixels, b) for a, b in zip(noise, back.images, strict=True))
+
+
+@pytest.mark.parametrize("samples", [1, 4])
+def test_raw_and_model_coded_tiles_mix_in_one_file(monkeypatch, samples):
+    _, model = tiny_model("downscale", "mog")
+    images = digits(7)
+    pattern = np.array([1, 0, 0, 1, 0, 1, 1], dtype=bool)  # raw first and last, runs of both
+    monkeypatch.setattr(codec, "raw_tiles", lambda m, tiles: pattern[: len(tiles)])
+    data, rep = compress(model, images, CodingParams(samples=samples))
+    assert rep.parts_bytes["raw"] == 4 * 16 * 16 and {"u", "x", "y1", "z1"} <= set(rep.parts_bytes)
+    back = decompress(model, data)
+    assert all(np.array_equal(a.pixels, b) for a, b in zip(images, back.images, strict=True))
+    monkeypatch.setattr(codec, "raw_tiles", lambda m, tiles: np.zeros(len(tiles), dtype=bool))
+    all_model, _ = compress(model, images, CodingParams(samples=samples))
+    assert decompress(model, all_model).images[3].shape == back.images[3].shape

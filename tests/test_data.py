@@ -444,3 +444,28 @@ def test_cifar10_batch_that_would_run_code_is_refused(tmp_path: Path) -> None:
     with pytest.raises(SelfVAEError, match="test_batch: not a CIFAR-10 python batch.*refused global"):
         load_dataset("cifar10", tmp_path, "test")
     assert not marker.exists()
+
+
+def test_cifar10_jpeg_reads_the_tarball_as_the_unpacked_folder_reads(tmp_path):
+    """The shipped CIFAR-10 models were trained on the unpacked folder (data.name=folder) and are evaluated from the
+    tarball: same images, same order, same labels, so the same bounds (and the same first-N subsets)."""
+
+    from conftest import cifar_like_tarball
+
+    from selfvae.data import load_dataset
+    from selfvae.data.datasets import infer_dataset
+
+    cifar_like_tarball(tmp_path / "cifar10-jpeg.tar.gz")
+    with tarfile.open(tmp_path / "cifar10-jpeg.tar.gz") as tar:
+        tar.extractall(tmp_path / "unpacked", filter="data")
+    for split in ("train", "val", "test"):
+        packed = load_dataset("cifar10-jpeg", tmp_path, split)
+        folder = load_dataset("folder", tmp_path / "unpacked" / "cifar10-jpeg", split)
+        assert packed.images.shape[1:] == (3, 32, 32)
+        assert torch.equal(packed.images, folder.images) and torch.equal(packed.labels, folder.labels)
+    test = load_dataset("cifar10-jpeg", tmp_path / "cifar10-jpeg.tar.gz", "test")  # the file itself, too
+    assert test.labels.tolist() == [0] * 4 + [1] * 4  # airplane before cat, though the tar lists cat first
+    assert torch.equal(load_dataset("cifar10-jpeg", tmp_path / "unpacked", "test").images, test.images)
+    assert infer_dataset("cifar10", tmp_path) == "cifar10-jpeg"
+    with pytest.raises(SelfVAEError, match="no cifar10-jpeg.tar.gz"):
+        load_dataset("cifar10-jpeg", tmp_path / "unpacked" / "cifar10-jpeg" / "test", "test")

@@ -4,7 +4,6 @@ model coming back as a tar of its float16 export that loads and gives the bound 
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import subprocess
@@ -12,32 +11,17 @@ import sys
 import tarfile
 from pathlib import Path
 
-import numpy as np
-from PIL import Image
+from conftest import cifar_like_tarball
 
 from selfvae.models.loading import load_run
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _cifar_like_tarball(path: Path) -> None:
-    """A few JPEGs in the layout of shared/data/cifar10-jpeg.tar.gz: cifar10-jpeg/{train,test}/<class>/NNNN.jpg."""
-    rng = np.random.default_rng(0)
-    with tarfile.open(path, "w:gz") as tar:
-        for part, n in (("train", 8), ("test", 4)):
-            for cls in ("airplane", "cat"):
-                for i in range(n):
-                    buf = io.BytesIO()
-                    Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(buf, format="JPEG")
-                    info = tarfile.TarInfo(f"cifar10-jpeg/{part}/{cls}/{i:04d}.jpg")
-                    info.size = len(buf.getvalue())
-                    tar.addfile(info, io.BytesIO(buf.getvalue()))
-
-
 def test_the_gpu_session_runs_every_phase_on_the_cpu(tmp_path):
     gpu_dir, out = tmp_path / "gpu", tmp_path / "out"
     gpu_dir.mkdir()
-    _cifar_like_tarball(gpu_dir / "cifar10-jpeg.tar.gz")
+    cifar_like_tarball(gpu_dir / "cifar10-jpeg.tar.gz")
     res = subprocess.run(
         [sys.executable, str(ROOT / "tools" / "gpu_session.py"), "test", "bench", "train", "--device", "cpu",
          "--tiny", "--gpu-dir", str(gpu_dir), "--out", str(out), "--work", str(tmp_path / "work")],

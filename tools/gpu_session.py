@@ -6,9 +6,11 @@ Here (the CPU machine), once a session:
 
 then on the device machine (the `device` tool's `run`, carrying `.gpu`), in at most three calls:
 
-    python3 tools/gpu_session.py test bench --out $OUT                 # ~8 min
-    python3 tools/gpu_session.py train --minutes 8 --out $OUT          # ~10 min: both CIFAR-10 models at once
-    python3 tools/gpu_session.py bench --compile --out $OUT            # what is left: compiled variants
+    python3 tools/gpu_session.py test bench --out $OUT                            # 552 s on 2026-11-25
+    python3 tools/gpu_session.py train --minutes 7.5 --train-batch 128 --out $OUT # ~9.5 min: both models at once
+    python3 tools/gpu_session.py bench --compile --out $OUT                       # what is left: compiled variants
+
+(a call that finds no warm machine spends 1-2 minutes starting one: call again within 30 s of the last reply).
 
 Phases:
 
@@ -20,8 +22,10 @@ Phases:
   fp32 and bf16 (``--compile``: and compiled); each row's fraction of the bf16 peak; then per-process rows
   (evaluation images/s at S = 1, sampling latency, peak memory).
 * ``train``: both ``cifar10-*-small`` presets trained at once on the GPU for ``--minutes`` (bf16 autocast,
-  channels-last, EMA, cosine over the clock), each returned as one ``NAME.tar`` (float16 export, config,
-  metrics, log, samples).
+  channels-last, EMA, cosine over the clock), going on from the shipped models of those names (``--init``, a fresh
+  optimiser at ``--lr``) unless ``--from-scratch``, or resuming the run this machine kept; each returned as one
+  ``NAME.tar`` (float16 export, config, metrics, log, samples) that ``scripts/train_pretrained.py NAME --ship-only
+  --run DIR/NAME/run --export DIR/NAME/export`` measures and ships.
 
 Everything measured goes into ``OUT/gpu_results.json`` and ``OUT/gpu_results.md`` (tables ``docs/RESULTS.md``
 takes as they are). ``--device cpu --tiny`` runs every phase in seconds (``tests/test_gpu_session.py``).
@@ -236,27 +240,23 @@ def phase_bench(args: argparse.Namespace, results: dict) -> None:
             bench["per_process"] = json.loads(json_file.read_text())
 
 
-def _extract_cifar(tarball: Path, dest: Path) -> Path:
-    root = dest / "cifar10-jpeg"
-    if not root.is_dir():
-        with tarfile.open(tarball) as tar:
-            tar.extractall(dest, filter="data")
-    return root
-
-
 def phase_train(args: argparse.Namespace, results: dict) -> None:
     """Both shippable CIFAR-10 models at once on the one GPU, each in its own process."""
-    data = _extract_cifar(args.gpu_dir / TARBALL, Path(args.work))
+    from selfvae.models.pretrained import pretrained_names
+
     runs = Path(args.work) / "runs"
     procs = {}
     for preset in SMALL:
         run = runs / preset
-        cmd = [sys.executable, "-m", "selfvae.cli", "train", "--out", str(run), "--data-dir", str(data),
+        # the tarball itself: read as data.name=cifar10-jpeg, the same images as the unpacked folder
+        cmd = [sys.executable, "-m", "selfvae.cli", "train", "--out", str(run), "--data-dir", str(args.gpu_dir),
                "--device", args.device, "--channels-last", "--no-progress", "--workers", str(args.workers),
                "--set", "train.lr_schedule=cosine-time", "--set", f"train.max_minutes={args.minutes}",
                "--set", f"train.batch_size={args.train_batch}", "--set", "train.eval_every=500"]
-        if (run / "last.pt").exists():
+        if (run / "last.pt").exists():  # this machine kept the run (a later call of the same session)
             cmd = [*cmd[:4], "--resume", *cmd[4:]]
+        elif args.from_shipped and preset in pretrained_names():  # a fresh machine: go on from what ships
+            cmd = [*cmd[:4], "--preset", preset, "--init", preset, "--set", f"train.lr={args.lr}", *cmd[4:]]
         else:
             cmd = [*cmd[:4], "--preset", preset, *cmd[4:]]
         if args.device.startswith("cuda"):
@@ -365,7 +365,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--minutes", type=float, default=8.0, help="train: minutes of training each (both at once)")
     p.add_argument("--train-batch", type=int, default=64)
     p.add_argument("--workers", type=int, default=4, help="train: data-loading worker processes per run")
-    p.add_argument("--work", default="/tmp/gpu_session", help="train: data and run folders")
+    p.add_argument("--work", default="/tmp/gpu_session", help="train: run folders")
+    p.add_argument("--from-scratch", dest="from_shipped", action="store_false",
+                   help="train: start from random weights, not from the shipped model of the same name (--init)")
+    p.add_argument("--lr", type=float, default=1e-3, help="train: peak learning rate from a shipped model")
     args = p.parse_args(argv)
     if args.tiny:
         args.batch_sizes, args.steps, args.warmup, args.workers, args.train_batch = [2], 1, 1, 0, 8

@@ -45,6 +45,9 @@ __all__ = ["CodingParams", "CodecError", "CompressReport", "InputImage", "Quanti
            "model_id", "nelbo_bits", "read_model_hint"]
 
 _SEED = 0x5E1F  # initial bits are pseudo-random words from this seed (files are reproducible)
+# A tile is coded raw when the model's negative ELBO of it is at least this fraction of 8 bits a value: bits-back
+# coding spends about the negative ELBO and a few per cent more (docs/CODEC.md), so near the line both cost alike
+RAW_AT = 0.97
 
 
 _IDS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> (its tensors' versions, id)
@@ -143,16 +146,23 @@ def compress(
     shape = model.shapes[-1]
     tiles = [to_tiles(im.pixels, shape, im.name) for im in images]
     all_tiles = torch.from_numpy(np.concatenate(tiles))
+    raw = raw_tiles(model, all_tiles) if lossy is None else np.zeros(len(all_tiles), dtype=bool)
+    coded = all_tiles[torch.from_numpy(~raw)]
     if search_steps is None:
-        search_steps = SEARCH_STEPS if len(all_tiles) <= SEARCH_MAX_TILES else 0
+        search_steps = SEARCH_STEPS if len(coded) <= SEARCH_MAX_TILES else 0
     runner = ChunkRunner(params.chunk, threads, params.small_chunks)
     parts: dict[str, float] = defaultdict(float)
     try:
         with coding_mode(model):
             coder = BitsBackCoder(model, params, runner)
             bar = tqdm(total=len(all_tiles), desc="compress", unit="img", disable=not progress)
+            base = Stack()
+            if raw.any():  # under everything: the decoder takes them last, and bits-back pops can draw on them
+                base.push_uniform(all_tiles[torch.from_numpy(raw)].numpy(), 256)
+                parts["raw"] += 8.0 * int(raw.sum()) * int(np.prod(shape))
+                bar.update(int(raw.sum()))
             recon: dict[int, torch.Tensor] = {}
-            enc = _encode_all(coder, all_tiles, group, parts, bar.update, lossy, recon, search_steps)
+            enc = _encode_all(coder, coded, group, parts, bar.update, lossy, recon, search_steps, base)
             stack = enc.stack
             if lossy is not None:  # the decoder's output is what the checksum covers
                 all_tiles = torch.cat([recon[k] for k in sorted(recon)])
@@ -161,7 +171,7 @@ def compress(
                 "model": model_id(model), "hint": model_hint, "probe": probe(coder), "params": asdict(params),
                 "group": group,
                 "tile": list(shape), "payload_words": stack.num_words(), "n_seed": enc.n_seed, "groups": enc.sizes,
-                "samples": enc.samples, "chosen": enc.chosen,
+                "samples": enc.samples, "chosen": enc.chosen, "raw": raw.astype(int).tolist(),
                 "images": [[int(s) for s in im.pixels.shape] for im in images],
                 "names": _pack_names([im.name for im in images]),
                 "crc": zlib.crc32(np.ascontiguousarray(all_tiles.numpy()).tobytes()),
@@ -195,8 +205,9 @@ class _Encoded:
 def _encode_all(
     coder: BitsBackCoder, tiles: torch.Tensor, group: int, parts: dict[str, float], done: Callable[[int], None],
     lossy: QuantisedZ | None = None, recon: dict[int, torch.Tensor] | None = None, search_steps: int = 0,
+    base: Stack | None = None,
 ) -> _Encoded:
-    """Encode every tile, last first, in groups.
+    """Encode every tile, last first, in groups, on top of ``base`` (the raw tiles, when a lossless file has any).
 
     A group's first pop needs about its posteriors' discretised entropy in bits per image and sample, several
     times what an image adds to the stack, so the groups grow as the stack does. The first tile the encoder
@@ -206,6 +217,8 @@ def _encode_all(
     ``CodingParams.samples``), then as many images (up to ``group``), as the stack can fund, in powers of two.
     """
     n = len(tiles)
+    if n == 0:  # every tile raw
+        return _Encoded(base or Stack(), 0, [], [], [], 0.0)
     last = tiles[n - 1 : n]
     chosen_first = coder.p.chosen_first and lossy is None
     chosen, chosen_bits = [], 0.0
@@ -227,7 +240,7 @@ def _encode_all(
         return out
 
     if chosen_first:
-        n_seed, stack = 0, code_chosen(Stack(), n - 1)
+        n_seed, stack = 0, code_chosen(base or Stack(), n - 1)
         pop_bits = 32.0 * coder.initial_words(last)  # from below; the first group coded with bits back corrects it
     else:
         stack, n_seed, pop_bits = _seeded_first(coder, last, parts, lossy)
@@ -409,9 +422,15 @@ def decompress(
                                             for c, k in zip(chosen, samples, strict=True)):
         raise CodecError(f"{name}: the header's chosen-latent grids are not one value in [-1, {MAX_PRECISION}] for "
                          f"each of its {len(sizes)} groups (with one sample)")
-    if sum(sizes) != sum(n_tiles):
-        raise CodecError(f"{name}: the header's groups hold {sum(sizes)} tiles, its images {sum(n_tiles)}")
-    groups = [range(a, a + k) for a, k in zip(np.cumsum([0, *sizes[:-1]]).tolist(), sizes, strict=True)]
+    raw_flags = header.get("raw") or [0] * sum(n_tiles)
+    if not all(f in (0, 1) and isinstance(f, int) for f in raw_flags):
+        raise CodecError(f"{name}: the header's raw-tile flags are not each 0 or 1")
+    raw = np.asarray(raw_flags, dtype=bool)
+    if len(raw) != sum(n_tiles) or sum(sizes) + int(raw.sum()) != sum(n_tiles):
+        raise CodecError(f"{name}: the header's groups hold {sum(sizes)} tiles and its raw tiles {int(raw.sum())} "
+                         f"(of {len(raw)} flags), its images {sum(n_tiles)}")
+    starts = np.cumsum([0, *sizes[:-1]]).tolist() if sizes else []
+    groups = [range(a, a + k) for a, k in zip(starts, sizes, strict=True)]
     runner = ChunkRunner(params.chunk, threads, params.small_chunks)
     stages: list[tuple[str, int, np.ndarray]] = []
     total_bytes = len(data)
@@ -437,7 +456,7 @@ def decompress(
                 if on_level:
                     on_level(coder.level_name(i), min(read, total_bytes), level)
 
-            bar = tqdm(total=len(groups[0]) if prefix else sum(len(g) for g in groups), desc="decompress",
+            bar = tqdm(total=len(groups[0]) if prefix and groups else len(raw), desc="decompress",
                        unit="img", disable=not progress)
             out = []
             def decode(gi: int, on: Callable[[int, torch.Tensor], None] | None) -> torch.Tensor:
@@ -456,12 +475,20 @@ def decompress(
                     break
                 out.append(decode(gi, seen if gi == 0 else None))
                 bar.update(len(g))
+            if raw.any() and not prefix:
+                raw_values = stack.pop_uniform(256, (int(raw.sum()), *tile)).astype(np.uint8)
+                bar.update(int(raw.sum()))
             bar.close()
     finally:
         runner.close()
     if prefix:
         return Decoded([], [], stages)
-    tiles = torch.cat(out).numpy()
+    coded = torch.cat(out).numpy() if out else np.zeros((0, *tile), dtype=np.uint8)
+    if raw.any():
+        tiles = np.empty((len(raw), *tile), dtype=np.uint8)
+        tiles[~raw], tiles[raw] = coded, raw_values
+    else:
+        tiles = coded
     if zlib.crc32(np.ascontiguousarray(tiles).tobytes()) != header["crc"]:
         raise CodecError(f"{name}: decoded images fail their checksum: the file is damaged or this machine "
                          f"computed a probability differently from the writer")
@@ -476,9 +503,22 @@ def nelbo_bits(model: SelfVAE, images: list[InputImage], batch: int = 64) -> flo
     """The model's negative ELBO (one posterior sample per tile, seeded) in bits, summed over ``images``."""
     shape = model.shapes[-1]
     tiles = torch.from_numpy(np.concatenate([to_tiles(im.pixels, shape, im.name) for im in images]))
-    total = 0.0
+    return float(tile_nelbo_bits(model, tiles, batch).sum())
+
+
+def tile_nelbo_bits(model: SelfVAE, tiles: torch.Tensor, batch: int = 64) -> np.ndarray:
+    """The model's negative ELBO of each tile in bits (one posterior sample a tile, seeded): about what bits-back
+    coding spends on it."""
+    out = []
     with torch.random.fork_rng(), torch.inference_mode():  # seeded without disturbing the caller's stream
         torch.manual_seed(0)
         for s in range(0, len(tiles), batch):
-            total += float(model.terms(tiles[s : s + batch]).nelbo.sum()) / math.log(2)
-    return total
+            out.append(model.terms(tiles[s : s + batch]).nelbo.double().numpy() / math.log(2))
+    return np.concatenate(out) if out else np.zeros(0)
+
+
+def raw_tiles(model: SelfVAE, tiles: torch.Tensor) -> np.ndarray:
+    """Which tiles to code raw, at 8 bits a value, instead of with the model: those whose negative ELBO is at
+    least :data:`RAW_AT` of that (out of distribution: a photograph through a digit model), so that no file is
+    more than its header and a few words above 8 bits a value."""
+    return tile_nelbo_bits(model, tiles) >= RAW_AT * 8 * np.prod(tiles.shape[1:])

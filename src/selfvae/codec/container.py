@@ -34,7 +34,9 @@ MAGIC = b"SVAE"
 # 5: importance samples per group (CodingParams.samples, BB-IS), in the variable part;
 # 6: groups coded with chosen latents (selfvae.codec.chosen): flag bit 1 and their grids in the variable part;
 # 7: small groups run at smaller chunks (CodingParams.small_chunks): flag bit 2
-VERSION = 7
+# 8: tiles coded raw, at 8 bits a value under the model-coded ones (the file never expands): their flags' runs in
+#    the variable part ("raw")
+VERSION = 8
 _HEAD = struct.Struct("<4sBI")  # magic, version, header length
 # model id (16 bytes), probe (8), pixel CRC, payload words, initial words, precision, flow precision, flow
 # noise, chunk, group, tile C, H, W, lossy (0 none, 1 y only, 2 y + z), lossy z precision, lossy decode (0 mean);
@@ -42,7 +44,7 @@ _HEAD = struct.Struct("<4sBI")  # magic, version, header length
 _FIXED_V2 = struct.Struct("<16s8sIIIBBBBHBHHBBB")
 _FIXED_V3 = struct.Struct(_FIXED_V2.format + "B")
 _FIXED = struct.Struct(_FIXED_V3.format + "B")
-_FIXED_BY_VERSION = {2: _FIXED_V2, 3: _FIXED_V3, 4: _FIXED, 5: _FIXED, 6: _FIXED, 7: _FIXED}
+_FIXED_BY_VERSION = {2: _FIXED_V2, 3: _FIXED_V3, 4: _FIXED, 5: _FIXED, 6: _FIXED, 7: _FIXED, 8: _FIXED}
 # a version 2 file is a version 3 file without mixture_bits_back; 2 and 3 have flow_chunk = chunk
 READABLE = tuple(_FIXED_BY_VERSION)
 _MIXTURE_BITS_BACK = 0x01
@@ -149,6 +151,8 @@ def pack_header(h: dict[str, Any]) -> bytes:
         fields["samples"] = _runs(h["samples"])
     if any(g >= 0 for g in h.get("chosen", [])):
         fields["chosen"] = _runs(h["chosen"])
+    if any(h.get("raw", [])):
+        fields["raw"] = _runs(h["raw"])
     var = json.dumps(fields, separators=(",", ":")).encode()
     packer = zlib.compressobj(9, zdict=_ZDICT)
     packed = packer.compress(var) + packer.flush()
@@ -177,6 +181,7 @@ def unpack_header(b: bytes, version: int = VERSION) -> dict[str, Any]:
         "group": group, "tile": [c, hh, ww], "hint": var["hint"],
         "images": [list(s) for s in _unruns(var["images"])], "names": var["names"],
         "groups": groups, "samples": samples, "chosen": chosen,
+        "raw": _unruns(var["raw"]) if "raw" in var else [],
         "lossy": None if kind == 0 else {"precision": None if kind == 1 else zprec,
                                          "decode": "mean" if decode == 0 else "mode"},
     }

@@ -70,6 +70,8 @@ DATASETS: dict[str, DatasetSpec] = dict(
               "Fashion-MNIST idx files (Debian package dataset-fashion-mnist); padded 28->32", pad=2),
         _spec("cifar10", formats.read_cifar10, (3, 32, 32), None, True,
               "CIFAR-10 python version (cifar-10-batches-py/ or cifar-10-python.tar.gz)"),
+        _spec("cifar10-jpeg", formats.read_cifar10_jpeg, (3, 32, 32), None, True,
+              "CIFAR-10 as JPEG files (cifar10-jpeg.tar.gz or its folder; a re-encode, not the official pixels)"),
         _spec("imagenet32", partial(formats.read_imagenet_npz, size=32), (3, 32, 32), None, False,
               "Chrabaszcz et al. (2017) box-resized ImageNet 32x32 npz batches (classification); val = test"),
         _spec("imagenet64", partial(formats.read_imagenet_npz, size=64), (3, 64, 64), None, False,
@@ -151,8 +153,9 @@ def own_shape(name: str, image_shape: tuple[int, int, int], image_size: int | No
 
 
 def infer_dataset(name: str, root: str | Path) -> str:
-    """The data set to read at ``root``: ``name`` when its files are there, else ``"npz"`` for an ``.npz``
-    file or ``"folder"`` for a directory with image files; otherwise ``name``'s own error is raised.
+    """The data set to read at ``root``: ``name`` when its files are there, else ``"cifar10-jpeg"`` for CIFAR-10
+    where only its JPEG tarball is, ``"npz"`` for an ``.npz`` file or ``"folder"`` for a directory with image
+    files; otherwise ``name``'s own error is raised.
 
     Lets ``selfvae train --preset mnist-vae --data-dir MY_PHOTOS`` train on the user's folder.
     """
@@ -163,6 +166,8 @@ def infer_dataset(name: str, root: str | Path) -> str:
         return name
     except SelfVAEError:
         path = Path(root).expanduser()
+        if name == "cifar10" and (path.name == formats.CIFAR_JPEG_TAR or (path / formats.CIFAR_JPEG_TAR).is_file()):
+            return "cifar10-jpeg"  # the same images, re-encoded (this project's shared copy)
         if path.is_file() and path.suffix.lower() == ".npz":
             return "npz"
         if path.is_dir() and formats.list_images(path)[0]:

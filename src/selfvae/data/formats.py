@@ -338,6 +338,38 @@ def read_cifar10(root: Path, part: str, opts: ReadOptions) -> Arrays:
     return _concat([_parse_cifar_batch((batch_dir / n).read_bytes(), str(batch_dir / n)) for n in names])
 
 
+CIFAR_JPEG_TAR = "cifar10-jpeg.tar.gz"
+CIFAR_JPEG_DIR = "cifar10-jpeg"
+
+
+def read_cifar10_jpeg(root: Path, part: str, opts: ReadOptions) -> Arrays:
+    """CIFAR-10 as JPEG files (``cifar10-jpeg/{train,test}/<class>/NNNN.jpg``: the re-encode in this project's
+    shared data, whose pixels differ slightly from the official set), read from ``cifar10-jpeg.tar.gz`` (``root``
+    itself or in ``root``) without unpacking it, or from the unpacked folder (``root`` or ``root/cifar10-jpeg``).
+    Images come in sorted path order, labels are the sorted class folders: as :func:`read_folder` reads the
+    unpacked folder, so a model trained on that folder gives the same bounds on this data set."""
+    for folder in (root / CIFAR_JPEG_DIR, root):
+        if (folder / part).is_dir() and not root.is_file():
+            return read_folder(folder, part, opts)
+    tar_path = root if root.is_file() else root / CIFAR_JPEG_TAR
+    if not tar_path.is_file():
+        raise SelfVAEError(f"{root}: no {CIFAR_JPEG_TAR} and no {CIFAR_JPEG_DIR}/{part}/ folder (CIFAR-10 as JPEG "
+                           "files; this project's copy is ../shared/data/cifar10-jpeg.tar.gz)")
+    prefix = f"{CIFAR_JPEG_DIR}/{part}/"
+    found: list[tuple[str, bytes]] = []
+    with tarfile.open(tar_path) as tar:
+        for m in tar:
+            if m.isfile() and m.name.startswith(prefix) and Path(m.name).suffix.lower() in IMAGE_EXTENSIONS:
+                found.append((m.name[len(prefix):], tar.extractfile(m).read()))
+    if not found:
+        raise SelfVAEError(f"{tar_path}: holds no {prefix}<class>/*.jpg files")
+    found.sort()
+    classes = sorted({name.split("/")[0] for name, _ in found})
+    index = {c: i for i, c in enumerate(classes)}
+    x = np.stack([np.asarray(Image.open(io.BytesIO(data)).convert("RGB")) for _, data in found])
+    return x, np.array([index[name.split("/")[0]] for name, _ in found], dtype=np.int64)
+
+
 def _concat(parts: list[Arrays]) -> Arrays:
     x = np.concatenate([p[0] for p in parts])
     labels = [p[1] for p in parts]

@@ -1,0 +1,81 @@
+"""Real photographs through the lossless codec: bits/dim of our file beside PNG, WebP, JPEG-XL and AVIF lossless,
+the share of tiles the model codes and the share sent raw, and megapixels/s encode and decode.
+
+Not a test: ``python benchmarks/photo_codec.py MODEL [MODEL ...] [--photos FILE ...] [--size N] [--threads 2]``.
+By default the photographs are the ones installed with our dependencies: matplotlib's ``grace_hopper.jpg`` and,
+with the ``[test]`` extra, gradio's ``cheetah.jpg`` and ``tower.jpg``; a grey model gets them converted to grey.
+``--size N`` centre-crops each to N x N first (the whole photograph by default).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from selfvae.codec import compress, decompress, raw_tiles
+from selfvae.codec.classical import LOSSLESS, lossless_size
+from selfvae.codec.images import InputImage, to_tiles
+from selfvae.models.loading import load_run
+
+
+def default_photos() -> list[Path]:
+    import matplotlib
+
+    found = [Path(matplotlib.__file__).parent / "mpl-data" / "sample_data" / "grace_hopper.jpg"]
+    try:
+        import gradio
+
+        found += [Path(gradio.__file__).parent / "media_assets" / "images" / n for n in ("cheetah.jpg", "tower.jpg")]
+    except ImportError:
+        pass
+    return [p for p in found if p.is_file()]
+
+
+def load_photo(path: Path, channels: int, size: int | None) -> np.ndarray:
+    im = Image.open(path).convert("L" if channels == 1 else "RGB")
+    if size:
+        w, h = im.size
+        s = min(size, w, h)
+        im = im.crop(((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s))
+    a = np.asarray(im)
+    return a[..., None] if a.ndim == 2 else a
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("models", nargs="+")
+    ap.add_argument("--photos", nargs="+", type=Path)
+    ap.add_argument("--size", type=int)
+    ap.add_argument("--threads", type=int, default=2)
+    a = ap.parse_args()
+    photos = a.photos or default_photos()
+    print(f"{'model':<20} {'photo':<18} {'pixels':>11} {'ours':>6} {'raw tiles':>9} {'enc MP/s':>8} {'dec MP/s':>8} "
+          + " ".join(f"{k:>7}" for k in LOSSLESS))
+    for name in a.models:
+        _, model = load_run(name)
+        c = model.shapes[-1][0]
+        for path in photos:
+            x = load_photo(path, c, a.size)
+            im = InputImage(path.name, x)
+            tiles = to_tiles(x, model.shapes[-1], path.name)
+            share = float(raw_tiles(model, torch.from_numpy(tiles)).mean())
+            tic = time.perf_counter()
+            data, _ = compress(model, [im], threads=a.threads)
+            enc = time.perf_counter() - tic
+            tic = time.perf_counter()
+            back = decompress(model, data, threads=a.threads)
+            dec = time.perf_counter() - tic
+            assert np.array_equal(back.images[0], x), f"{path}: the round trip is not exact"
+            mp, dims = x.shape[0] * x.shape[1] / 1e6, x.size
+            classical = " ".join(f"{8 * lossless_size(k, x) / dims:>7.3f}" for k in LOSSLESS)
+            print(f"{name:<20} {path.name:<18} {f'{x.shape[1]}x{x.shape[0]}x{c}':>11} {8 * len(data) / dims:>6.3f} "
+                  f"{share:>9.1%} {mp / enc:>8.3f} {mp / dec:>8.3f} {classical}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
