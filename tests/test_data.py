@@ -398,7 +398,7 @@ def test_registry_and_shapes() -> None:
     with pytest.raises(SelfVAEError, match="depends on the data"):
         dataset_shape("folder")
     for spec in DATASETS.values():
-        assert spec.description and spec.augment == (spec.name in ("cifar10", "imagenette64"))
+        assert spec.description and spec.augment == (spec.name in ("cifar10", "cifar10-jpeg", "imagenette64"))
 
 
 def test_augmentation_keeps_dtype_shape_and_changes_images(tmp_path: Path) -> None:
