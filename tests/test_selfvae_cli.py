@@ -141,11 +141,38 @@ def test_cli_errors_are_one_clear_line(argv, message, tmp_path, capsys):
     assert len(err) == 1 and err[0].startswith("selfvae: error:") and message in err[0], err
 
 
-def test_cli_superres_rejects_a_wrong_size(srvae_run, tmp_path, capsys):
-    path = _write_png(tmp_path / "big.png", np.zeros((12, 12), dtype=np.uint8))
+def test_cli_superres_of_another_size_doubles_each_whole_image(srvae_run, tmp_path, capsys):
+    """An image of any size other than y_K's is super-resolved whole, tile by tile, into a PNG of its own."""
+    rng = np.random.default_rng(0)
+    one = _write_png(tmp_path / "wide.png", rng.integers(0, 256, (12, 20), dtype=np.uint8))
+    main(["superres", str(srvae_run), one, "-o", str(tmp_path / "big.png"), "--decode", "mean"])
+    assert "tile by tile" in capsys.readouterr().out
+    assert np.asarray(Image.open(tmp_path / "big.png")).shape == (24, 40)
+    two = _write_png(tmp_path / "small.png", rng.integers(0, 256, (5, 3), dtype=np.uint8))  # below one tile
+    main(["superres", str(srvae_run), one, two, "-o", str(tmp_path / "sr.png"), "--overlap", "0"])
+    assert np.asarray(Image.open(tmp_path / "sr_0.png")).shape == (24, 40)
+    assert np.asarray(Image.open(tmp_path / "sr_1.png")).shape == (10, 6)
     with pytest.raises(SystemExit):
-        main(["superres", str(srvae_run), path])
-    assert "12x12" in capsys.readouterr().err
+        main(["superres", str(srvae_run), one, "--overlap", "8"])  # the tile is 8x8: nothing would be left
+    assert "overlap 8" in capsys.readouterr().err
+
+
+def test_tiled_superres_is_the_tiles_own_superres_where_one_tile_covers_the_image(srvae_run):
+    from selfvae.models.ops import super_resolve_tiled
+
+    _, model = load_run(srvae_run)
+    y = torch.from_numpy(np.random.default_rng(1).integers(0, 256, (1, 8, 14), dtype=np.uint8))
+    whole = super_resolve_tiled(model, y, overlap=2, decode="mean")  # tiles at columns 0 and 6
+    assert whole.shape == (1, 16, 28) and whole.dtype == torch.uint8
+    left = super_resolve(model, y[None, :, :, :8].contiguous(), decode="mean")[-1][0]
+    right = super_resolve(model, y[None, :, :, 6:].contiguous(), decode="mean")[-1][0]
+    assert torch.equal(whole[:, :, :12], left[:, :, :12])  # columns only the left tile covers: its own pixels
+    assert torch.equal(whole[:, :, 16:], right[:, :, 4:])
+    blend = whole[:, :, 12:16].float()  # the overlap: between the two tiles' values, pixel by pixel
+    lo, hi = torch.minimum(left[:, :, 12:], right[:, :, :4]).float(), torch.maximum(left[:, :, 12:], right[:, :, :4])
+    assert bool(((blend >= lo - 0.5) & (blend <= hi.float() + 0.5)).all())
+    one = super_resolve_tiled(model, y[:, :, :8].contiguous(), overlap=3, decode="mean")
+    assert torch.equal(one, left)  # one tile: exactly the untiled super-resolution
 
 
 def test_cli_eval_consistent_renormalises_a_trained_srvae(srvae_run, capsys):

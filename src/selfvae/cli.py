@@ -208,7 +208,7 @@ def cmd_sample(args: argparse.Namespace) -> None:
 
 
 def cmd_superres(args: argparse.Namespace) -> None:
-    from selfvae.data.files import read_image_files
+    from selfvae.data.files import read_image_file, read_image_files
     from selfvae.models.ops import super_resolve
     from selfvae.viz import save_rows
 
@@ -216,6 +216,12 @@ def cmd_superres(args: argparse.Namespace) -> None:
     _, model = _load(args, device)
     if model.K == 0:
         raise SelfVAEError(f"{args.run_dir}: a plain VAE run cannot super-resolve (it has no y)")
+    c, h, w = model.shapes[-2]
+    if not args.resize:  # images of another size than y_K: each super-resolved whole, tile by tile
+        photos = [read_image_file(p, (c, None, None)) for p in args.images]
+        if any(tuple(y.shape[1:]) != (h, w) for y in photos):
+            _superres_whole(args, model, photos, device)
+            return
     y = read_image_files(args.images, model.shapes[-2], resize=args.resize).to(device)
     torch.manual_seed(args.seed)
     rows = [y]
@@ -224,6 +230,25 @@ def cmd_superres(args: argparse.Namespace) -> None:
     out = Path(args.output)
     save_rows(rows, out, scale=args.scale)
     print(f"wrote {out} (first row: inputs; then {args.samples} sample(s) per input)")
+
+
+def _superres_whole(args: argparse.Namespace, model: Any, photos: list[torch.Tensor], device: torch.device) -> None:
+    """``superres`` of images of any size: each doubled whole (:func:`selfvae.models.ops.super_resolve_tiled`) and
+    written as its own PNG: ``--output`` for one image, ``STEM_N.png`` beside it for several."""
+    from PIL import Image
+
+    from selfvae.models.ops import super_resolve_tiled
+
+    out = Path(args.output)
+    targets = [out] if len(photos) == 1 else [out.with_name(f"{out.stem}_{i}{out.suffix}") for i in range(len(photos))]
+    for path, y, target in zip(args.images, photos, targets, strict=True):
+        torch.manual_seed(args.seed)
+        x = super_resolve_tiled(model, y.to(device), overlap=args.overlap, temperature=args.temperature,
+                                decode=args.decode, progress=True).cpu()
+        pixels = x.permute(1, 2, 0).numpy()
+        Image.fromarray(pixels[..., 0] if pixels.shape[2] == 1 else pixels).save(target)
+        print(f"wrote {target} ({x.shape[2]}x{x.shape[1]}: {Path(path).name} super-resolved tile by tile, "
+              f"{args.overlap}-pixel overlaps blended; decode {args.decode})")
 
 
 def _pick_images(cfg, args, n: int) -> torch.Tensor:
@@ -535,9 +560,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = run_cmd("superres", "super-resolve (conditionally generate from) real low-resolution images",
                 cmd_superres)
-    s.add_argument("images", nargs="+", metavar="IMAGE", help="image files of the model's y_K size")
-    s.add_argument("--samples", type=int, default=3, help="samples per input")
+    s.add_argument("images", nargs="+", metavar="IMAGE",
+                   help="image files: of the model's y_K size (a grid of inputs and samples), or of any other size "
+                        "(each super-resolved whole, tile by tile, into its own PNG)")
+    s.add_argument("--samples", type=int, default=3, help="samples per input (inputs of the y_K size)")
     s.add_argument("--resize", action="store_true", help="resize inputs to the model's y_K size")
+    s.add_argument("--overlap", type=int, default=4,
+                   help="low-resolution pixels by which neighbouring tiles overlap and are blended (whole images)")
     picture(s, "superres.png")
 
     s = run_cmd("reconstruct", "reconstruct images in one mode or all modes", cmd_reconstruct)

@@ -16,9 +16,10 @@ MAX_PIXELS = 50_000_000  # larger uploads are refused before decoding (PIL's own
 
 
 def read_image_file(
-    path: str | Path, shape: tuple[int, int, int], resize: bool = False, policy: str = "crop"
+    path: str | Path, shape: tuple[int, int | None, int | None], resize: bool = False, policy: str = "crop"
 ) -> torch.Tensor:
-    """One image file as uint8 ``[C, H, W]`` with the channel count and size of ``shape``.
+    """One image file as uint8 ``[C, H, W]`` with the channel count and size of ``shape`` (``shape``'s ``H`` and
+    ``W`` None: the file's own size).
 
     Colour follows the model (RGB -> grey by ITU-R 601 luma, grey -> RGB by repetition). A file of another
     size raises :class:`SelfVAEError` naming it, unless ``resize`` is asked for: then it is made square
@@ -37,7 +38,7 @@ def read_image_file(
                     raise SelfVAEError(f"{p.name}: image is {im.size[0]}x{im.size[1]} pixels, more than the "
                                        f"{MAX_PIXELS // 1_000_000} million this reads; make it smaller first")
                 im = im.convert("L" if im.mode in GRAY_MODES else "RGB")
-                if im.size != (w, h):
+                if h is not None and im.size != (w, h):
                     if not resize:
                         raise SelfVAEError(
                             f"{p}: image is {im.size[0]}x{im.size[1]}, the model needs {w}x{h} "

@@ -24,7 +24,9 @@ import math
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor
+from tqdm import tqdm
 
 from selfvae.constraint import BlockConstraint, sample_tables
 from selfvae.distributions import DiscretizedLogisticMixture
@@ -214,6 +216,61 @@ def super_resolve(
 
 
 @torch.no_grad()
+def _tile_starts(n: int, t: int, stride: int) -> list[int]:
+    """Starts of windows of ``t`` covering ``0..n`` at ``stride``, the last flush with the end."""
+    starts = list(range(0, max(n - t, 0) + 1, stride))
+    if starts[-1] != max(n - t, 0):
+        starts.append(n - t)
+    return starts
+
+
+def _feather(size: int, ramp: int) -> Tensor:
+    """Blending weights along one side of a tile: rising linearly over ``ramp`` pixels at each end, never 0."""
+    i = torch.arange(size, dtype=torch.float32) + 0.5
+    if ramp <= 0:
+        return torch.ones(size)
+    return torch.minimum(torch.ones(size), torch.minimum(i, size - i) / ramp)
+
+
+@torch.no_grad()
+def super_resolve_tiled(model: SelfVAE, y: Tensor, overlap: int = 4, batch: int = 64, temperature: float = 1.0,
+                        decode: str = "mean", progress: bool = False) -> Tensor:
+    """Super-resolve a whole low-resolution image ``y`` (uint8 ``[C, H, W]``, any size) tile by tile.
+
+    The image is cut into tiles of the model's ``y_K`` size that overlap by ``overlap`` pixels (edges replicated
+    where it is smaller than one tile); each tile is super-resolved on its own (:func:`super_resolve`) and the
+    results are blended with weights that fall linearly across the overlap, so no tile edge shows as a seam.
+    Returns uint8 ``[C, f H, f W]`` (``f``: the model's last upscaling factor). Tiles run ``batch`` at a time;
+    the float accumulators are the output's size."""
+    c, th, tw = model.shapes[-2]
+    _, xh, xw = model.shapes[-1]
+    f = xh // th
+    if y.dtype != torch.uint8 or y.dim() != 3 or y.shape[0] != c:
+        raise SelfVAEError(f"low-resolution image has shape {tuple(y.shape)} and dtype {y.dtype}; this model "
+                           f"super-resolves uint8 images with {c} channel(s)")
+    if not 0 <= overlap < min(th, tw):
+        raise SelfVAEError(f"overlap {overlap}: must be at least 0 and below the tile size {th}x{tw}")
+    h, w = y.shape[1:]
+    padded = F.pad(y[None].float(), (0, max(tw - w, 0), 0, max(th - h, 0)), mode="replicate")[0].to(torch.uint8)
+    hp, wp = padded.shape[1:]
+    boxes = [(r, q) for r in _tile_starts(hp, th, th - overlap) for q in _tile_starts(wp, tw, tw - overlap)]
+    weight = _feather(xh, f * overlap)[:, None] * _feather(xw, f * overlap)[None, :]
+    acc = torch.zeros(c, f * hp, f * wp)
+    wsum = torch.zeros(f * hp, f * wp)
+    device = next(model.parameters()).device
+    bar = tqdm(total=len(boxes), desc="superres", unit="tile", disable=not progress)
+    for i in range(0, len(boxes), batch):
+        part = boxes[i : i + batch]
+        tiles = torch.stack([padded[:, r : r + th, q : q + tw] for r, q in part]).to(device)
+        x = super_resolve(model, tiles, temperature, decode=decode)[-1].float().cpu()
+        for (r, q), xt in zip(part, x, strict=True):
+            acc[:, f * r : f * r + xh, f * q : f * q + xw] += xt * weight
+            wsum[f * r : f * r + xh, f * q : f * q + xw] += weight
+        bar.update(len(part))
+    bar.close()
+    return (acc / wsum).round().clamp(0, 255).to(torch.uint8)[:, : f * h, : f * w]
+
+
 def interpolate(
     model: SelfVAE, a: Tensor, b: Tensor, steps: int = 8, decode: str = "mean", spherical: bool = False
 ) -> Tensor:
