@@ -699,3 +699,26 @@ def test_raw_and_model_coded_tiles_mix_in_one_file(monkeypatch, samples):
     monkeypatch.setattr(codec, "raw_tiles", lambda m, tiles: np.zeros(len(tiles), dtype=bool))
     all_model, _ = compress(model, images, CodingParams(samples=samples))
     assert decompress(model, all_model).images[3].shape == back.images[3].shape
+
+
+def test_images_named_alike_all_come_back_and_outputs_are_checked_first(tmp_path, capsys):
+    from PIL import Image
+
+    from selfvae.cli import main
+
+    rng = np.random.default_rng(3)
+    pics = {}
+    for folder, ext in (("a", "png"), ("b", "png"), ("b", "bmp")):
+        (tmp_path / folder).mkdir(exist_ok=True)
+        pics[f"{folder}/x.{ext}"] = rng.integers(0, 256, (28, 28), dtype=np.uint8)
+        Image.fromarray(pics[f"{folder}/x.{ext}"]).save(tmp_path / folder / f"x.{ext}")
+    files = [str(tmp_path / k) for k in pics]
+    main(["compress", "mnist-vae", *files, "-o", str(tmp_path / "f.svae")])
+    (tmp_path / "taken").write_text("a user's file")
+    with pytest.raises(SystemExit):
+        main(["decompress", str(tmp_path / "f.svae"), "-o", str(tmp_path / "taken")])
+    assert "is a file" in capsys.readouterr().err and (tmp_path / "taken").read_text() == "a user's file"
+    main(["decompress", str(tmp_path / "f.svae"), "-o", str(tmp_path / "out")])
+    assert "3 images (2 renamed" in capsys.readouterr().out
+    back = [np.asarray(Image.open(tmp_path / "out" / f"{n}.png")) for n in ("x", "x_2", "x_3")]
+    assert all(np.array_equal(b, p) for b, p in zip(back, pics.values(), strict=True))

@@ -458,19 +458,38 @@ def cmd_decompress(args: argparse.Namespace) -> None:
     except SelfVAEError:
         raise SelfVAEError(f"{args.file}: was written with the model {run_dir}, which is not here; "
                            f"give it with --model RUN_DIR") from None
-    _, model = load_run(run_dir)
     out = Path(args.output)
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        raise SelfVAEError(f"-o {out}: is a file; decompress writes PNG files into a folder")
+    _, model = load_run(run_dir)
     dec = decompress(model, data, name=str(args.file), threads=args.threads, progress=True)
-    for name, pixels in zip(dec.names, dec.images, strict=True):
+    out.mkdir(parents=True, exist_ok=True)
+    names = unique_names(dec.names)
+    for name, pixels in zip(names, dec.images, strict=True):
         save_png(pixels, out / f"{name}.png")
-    print(f"{out}: {len(dec.images)} images")
+    renamed = sum(a != b for a, b in zip(names, dec.names, strict=True))
+    print(f"{out}: {len(dec.images)} images" + (f" ({renamed} renamed: their names were taken, e.g. a/x.png and "
+                                                 "b/x.png given as files)" if renamed else ""))
     if args.levels:
         total = len(data)
         for level, n_bytes, tiles in dec.stages:
             path = out / f"stage_{level}.png"
             save_png(_mosaic(tiles), path)
             print(f"  {level:<4} known after {n_bytes} of {total} bytes ({100 * n_bytes / total:.1f}%): {path}")
+
+
+def unique_names(names: list[str]) -> list[str]:
+    """``names`` with each repeat made unique by ``_2``, ``_3``, ... (never a name already in the list): two images
+    named alike (``a/x.png`` and ``b/x.png``, or ``y.png`` and ``y.bmp``) must not overwrite each other's PNG."""
+    taken, out = set(names), []
+    seen: set[str] = set()
+    for name in names:
+        new, k = name, 2
+        while new in seen or (new != name and new in taken):
+            new, k = f"{name}_{k}", k + 1
+        seen.add(new)
+        out.append(new)
+    return out
 
 
 def _mosaic(tiles) -> Any:
