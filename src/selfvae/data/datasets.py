@@ -31,7 +31,7 @@ from torch.utils.data import Dataset
 
 from selfvae.data import formats
 from selfvae.data.formats import RESIZE_POLICIES, ReadOptions
-from selfvae.errors import SelfVAEError
+from selfvae.errors import NoSplitError, SelfVAEError
 
 Reader = Callable[[Path, str, ReadOptions], "tuple[np.ndarray, np.ndarray | None]"]
 SPLITS = ("train", "val", "test")
@@ -335,11 +335,16 @@ def load_split(cfg, split: str, *, augment: bool | None = False) -> ImageDataset
     raise :class:`SelfVAEError` saying which setting fixes it.
     """
     d, want = cfg.data, tuple(cfg.model.image_shape)
-    ds = load_dataset(
-        d.name, d.root, split, augment=d.augment if augment is None else augment, val_fraction=d.val_fraction,
-        seed=d.split_seed, image_size=d.image_size, resize=d.resize,
-        channels=d.channels if d.channels is not None else want[0], on_bad_file=d.on_bad_file,
-    )
+    try:
+        ds = load_dataset(
+            d.name, d.root, split, augment=d.augment if augment is None else augment, val_fraction=d.val_fraction,
+            seed=d.split_seed, image_size=d.image_size, resize=d.resize,
+            channels=d.channels if d.channels is not None else want[0], on_bad_file=d.on_bad_file,
+        )
+    except NoSplitError:
+        raise
+    except SelfVAEError as e:  # the config's path is another machine's or folder's: say how to point elsewhere
+        raise SelfVAEError(f"{e} (this model reads data set {d.name!r}; give where it is with --data-dir DIR)") from e
     if ds.shape != want:
         raise SelfVAEError(
             f"data set {d.name!r} ({d.root or 'default location'}) yields images of shape {ds.shape}, but the "
