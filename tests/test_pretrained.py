@@ -132,3 +132,20 @@ def test_shipped_metrics_take_every_iw_figure_from_the_iw_bound():
     assert out["nll_iw_nats"] == pytest.approx(1.1 * 784 * math.log(2))
     assert out["bpd_iw_padded"] == pytest.approx(1.1 * 784 / 1024)
     assert out["bpd_joint_iw"] == pytest.approx(0.9 * 1.1 / 1.2)
+
+
+def test_weights_with_nan_or_inf_are_refused_naming_the_tensor(tiny_run, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    out = export(tiny_run, tmp_path / "exp")
+    state = load_file(str(out / "model.safetensors"))
+    name = sorted(k for k, v in state.items() if v.is_floating_point())[3]
+    state[name] = state[name].clone()
+    state[name].view(-1)[0] = float("inf")
+    from safetensors import safe_open
+
+    with safe_open(str(out / "model.safetensors"), framework="pt") as f:
+        meta = f.metadata()
+    save_file(state, str(out / "model.safetensors"), metadata=meta)
+    with pytest.raises(SelfVAEError, match=f"NaN or infinite.*{name}"):
+        load_run(out)

@@ -60,6 +60,10 @@ def load_run(
         state = load_latest(path, map_location=device)
         use_ema = state.get("ema") and state.get("eval_weights", "ema") == "ema"  # the better on validation
         weights = state["ema"] if use_ema else state["model"]
+    bad = [k for k, v in weights.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:  # a damaged file would otherwise give nan or astronomic bits/dim without a word
+        raise SelfVAEError(f"{run_dir}: the weights hold NaN or infinite values ({len(bad)} tensor(s), e.g. "
+                           f"{bad[0]}): the file is damaged or the run diverged; use another checkpoint or export")
     try:
         model.load_state_dict(weights)
     except RuntimeError as e:
