@@ -186,3 +186,12 @@ def test_cli_eval_consistent_renormalises_a_trained_srvae(srvae_run, capsys):
     assert consistent["bpd_iw"] <= consistent["bpd_elbo"]
     assert consistent["re_y1"] == pytest.approx(plain["re_y1"]) and consistent["kl_u"] == pytest.approx(plain["kl_u"])
     assert consistent["re_x"] < plain["re_x"]
+
+
+def test_eval_defaults_to_a_stated_s_and_shows_progress_with_json(srvae_run, capsys):
+    """Issue 36: `eval --json` ran S = 512 over the whole test set with no output; now S is stated on stderr (a
+    shipped model's measured S, else 64), the bar runs on stderr, and stdout holds only the JSON."""
+    main(["eval", str(srvae_run), "--limit", "4", "--json"])
+    out, err = capsys.readouterr()
+    assert json.loads(out)["iw_samples"] == 64
+    assert "S = 64 importance samples (the default" in err and "eval S=64" in err
