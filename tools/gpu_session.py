@@ -2,7 +2,8 @@
 
 Here (the CPU machine), once a session:
 
-    python tools/gpu_session.py prepare            # .gpu/: CIFAR-10 tarball, the authors' srVAE source, wheels
+    python tools/gpu_session.py prepare   # .gpu/: the authors' srVAE source, wheels, and as much of the CIFAR-10
+                                          # tarball as a device call can carry beside the tree (64 MiB in all)
 
 then on the device machine (the `device` tool's `run`, carrying `.gpu`), in at most three calls:
 
