@@ -363,3 +363,30 @@ def test_configs_saved_before_the_transition_option_still_load():
     assert loaded == cfg
     shapes = {k: v.shape for k, v in SelfVAE(cfg.model).state_dict().items()}
     assert {k: v.shape for k, v in SelfVAE(loaded.model).state_dict().items()} == shapes
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["sample", "mnist-vae", "-n", "-5"], "-n -5: must be at least 1"),
+    (["sample", "mnist-vae", "-n", "0"], "-n 0: must be at least 1"),
+    (["sample", "mnist-vae", "-n", "100000"], "-n 100000: at most 4096"),
+    (["sample", "mnist-vae", "--temperature", "-1"], "--temperature -1.0: must be above 0"),
+    (["sample", "mnist-vae", "--temperature", "nan"], "--temperature nan: must be above 0"),
+    (["sample", "mnist-vae", "-o", "OUT/noext"], "give the picture a file extension"),
+    (["sample", "mnist-vae", "-o", "OUT/folder.png"], "is a folder"),
+    (["eval", "mnist-vae", "--limit", "0"], "--limit 0: must be at least 1"),
+    (["eval", "mnist-vae", "--limit", "-1"], "--limit -1: must be at least 1"),
+    (["compress", "mnist-vae", "x.png", "-o", "OUT/f.svae", "--threads", "0"], "--threads 0: must be at least 1"),
+    (["compress", "mnist-vae", "x.png", "-o", "OUT/f.svae", "--limit", "0"], "--limit 0: must be at least 1"),
+    (["compress", "mnist-vae", "x.png", "-o", "OUT/f.svae", "--group", "0"], "--group 0: must be at least 1"),
+    (["interpolate", "mnist-vae", "a.png", "b.png", "--steps", "0"], "--steps 0: must be at least 1"),
+    (["train", "--steps", "0"], "--steps 0: must be at least 1"),
+    (["train", "--batch-size", "-4"], "--batch-size -4: must be at least 1"),
+])
+def test_out_of_range_numbers_and_outputs_are_refused_before_any_work(argv, message, tmp_path, capsys):
+    """Issue 37: these gave tracebacks (or a blank picture, or trained with a negative batch) after loading."""
+    (tmp_path / "folder.png").mkdir()
+    argv = [a.replace("OUT", str(tmp_path)) for a in argv]
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2 and message in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["folder.png"]  # nothing written

@@ -715,9 +715,43 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+# The smallest value each numeric option takes (by its dest); larger limits where a value would exhaust memory.
+_AT_LEAST = {"scale": 1, "image_size": 1, "steps": 1, "epochs": 1, "batch_size": 1, "workers": 0, "accum_steps": 1,
+             "threads": 1, "auto_images": 1, "max_samples": 1, "limit": 1, "n": 1, "samples": 1, "overlap": 0,
+             "n_ref": 1, "n_eval": 1, "iw_samples": 1, "n_tradeoff": 1, "precision": 1, "chunk": 1, "flow_chunk": 1,
+             "group": 1, "search_steps": 0, "lossy_z": 0, "port": 1}
+_AT_MOST = {("sample", "n"): 4096, ("reconstruct", "n"): 4096, ("interpolate", "steps"): 1024, ("demo", "port"): 65535}
+
+
+def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Refuse out-of-range numbers and picture outputs PIL cannot write before any work, naming the option."""
+    from PIL import Image
+
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[args.command]
+    flag = {a.dest: a.option_strings[0] for a in sub._actions if a.option_strings}
+    for dest, low in _AT_LEAST.items():
+        value = getattr(args, dest, None)
+        if isinstance(value, int | float) and not isinstance(value, bool) and value < low:
+            raise SelfVAEError(f"{flag.get(dest, dest)} {value}: must be at least {low}")
+        high = _AT_MOST.get((args.command, dest))
+        if high is not None and isinstance(value, int) and value > high:
+            raise SelfVAEError(f"{flag.get(dest, dest)} {value}: at most {high} here")
+    temperature = getattr(args, "temperature", None)
+    if temperature is not None and not temperature > 0:  # also NaN
+        raise SelfVAEError(f"--temperature {temperature}: must be above 0")
+    if hasattr(args, "decode") and isinstance(getattr(args, "output", None), str):
+        suffix = Path(args.output).suffix.lower()
+        if suffix not in Image.registered_extensions():
+            raise SelfVAEError(f"-o {args.output}: give the picture a file extension such as .png")
+        if Path(args.output).is_dir():
+            raise SelfVAEError(f"-o {args.output}: is a folder; give a file name such as {args.output}/out.png")
+
+
 def main(argv: list[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     try:
+        check_args(parser, args)
         args.fn(args)
     except SelfVAEError as e:
         print(f"selfvae: error: {e}", file=sys.stderr)
