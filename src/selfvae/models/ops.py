@@ -240,8 +240,9 @@ def super_resolve_tiled(model: SelfVAE, y: Tensor, overlap: int = 4, batch: int 
     The image is cut into tiles of the model's ``y_K`` size that overlap by ``overlap`` pixels (edges replicated
     where it is smaller than one tile); each tile is super-resolved on its own (:func:`super_resolve`) and the
     results are blended with weights that fall linearly across the overlap, so no tile edge shows as a seam.
-    Returns uint8 ``[C, f H, f W]`` (``f``: the model's last upscaling factor). Tiles run ``batch`` at a time;
-    the float accumulators are the output's size."""
+    Returns uint8 ``[C, f H, f W]`` (``f``: the model's last upscaling factor). Tiles run ``batch`` at a time, a
+    row of tiles after another; the float accumulators hold one row of tiles' output rows, so beyond the uint8
+    output the memory does not grow with the image's height."""
     c, th, tw = model.shapes[-2]
     _, xh, xw = model.shapes[-1]
     f = xh // th
@@ -253,22 +254,28 @@ def super_resolve_tiled(model: SelfVAE, y: Tensor, overlap: int = 4, batch: int 
     h, w = y.shape[1:]
     padded = F.pad(y[None].float(), (0, max(tw - w, 0), 0, max(th - h, 0)), mode="replicate")[0].to(torch.uint8)
     hp, wp = padded.shape[1:]
-    boxes = [(r, q) for r in _tile_starts(hp, th, th - overlap) for q in _tile_starts(wp, tw, tw - overlap)]
+    rows, cols = _tile_starts(hp, th, th - overlap), _tile_starts(wp, tw, tw - overlap)
     weight = _feather(xh, f * overlap)[:, None] * _feather(xw, f * overlap)[None, :]
-    acc = torch.zeros(c, f * hp, f * wp)
-    wsum = torch.zeros(f * hp, f * wp)
+    out = torch.empty(c, f * hp, f * wp, dtype=torch.uint8)
+    # float accumulators for one band of output rows: [base, base + xh), the rows the current tile row covers
+    acc, wsum = torch.zeros(c, xh, f * wp), torch.zeros(xh, f * wp)
     device = next(model.parameters()).device
-    bar = tqdm(total=len(boxes), desc="superres", unit="tile", disable=not progress)
-    for i in range(0, len(boxes), batch):
-        part = boxes[i : i + batch]
-        tiles = torch.stack([padded[:, r : r + th, q : q + tw] for r, q in part]).to(device)
-        x = super_resolve(model, tiles, temperature, decode=decode)[-1].float().cpu()
-        for (r, q), xt in zip(part, x, strict=True):
-            acc[:, f * r : f * r + xh, f * q : f * q + xw] += xt * weight
-            wsum[f * r : f * r + xh, f * q : f * q + xw] += weight
-        bar.update(len(part))
+    bar = tqdm(total=len(rows) * len(cols), desc="superres", unit="tile", disable=not progress)
+    for i, r in enumerate(rows):
+        for j in range(0, len(cols), batch):
+            part = cols[j : j + batch]
+            tiles = torch.stack([padded[:, r : r + th, q : q + tw] for q in part]).to(device)
+            x = super_resolve(model, tiles, temperature, decode=decode)[-1].float().cpu()
+            for q, xt in zip(part, x, strict=True):
+                acc[:, :, f * q : f * q + xw] += xt * weight
+                wsum[:, f * q : f * q + xw] += weight
+            bar.update(len(part))
+        done = f * (rows[i + 1] - r) if i + 1 < len(rows) else xh  # rows no later tile touches
+        out[:, f * r : f * r + done] = (acc[:, :done] / wsum[:done]).round().clamp(0, 255).to(torch.uint8)
+        acc, wsum = acc.roll(-done, 1), wsum.roll(-done, 0)  # the rows the next tile row shares move up
+        acc[:, xh - done :], wsum[xh - done :] = 0, 0
     bar.close()
-    return (acc / wsum).round().clamp(0, 255).to(torch.uint8)[:, : f * h, : f * w]
+    return out[:, : f * h, : f * w]
 
 
 def interpolate(
