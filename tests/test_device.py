@@ -83,6 +83,29 @@ def test_bf16_channels_last_training_lowers_the_loss_with_float32_likelihoods(de
     assert p_y.params.dtype == p_y.locs.dtype == torch.float32
 
 
+def test_fp16_training_with_a_loss_scale_lowers_the_loss_and_resumes_its_scale(device, blob_npz, tmp_path):
+    """``--amp fp16`` (GPUs without bfloat16): float16 autocast, a dynamic loss scale that the checkpoint keeps,
+    overflowing steps skipped; the weights stay float32 and finite."""
+    from selfvae.checkpoint import load_checkpoint
+    from selfvae.training.loop import train
+
+    cfg = tiny_config(blob_npz, "downscale", steps=30)
+    cfg.train.amp, cfg.train.lr, cfg.train.eval_every, cfg.train.checkpoint_every = "fp16", 3e-3, 1000, 10
+    train(cfg, tmp_path / "run", device=device, progress=False, final_eval=False)
+    state = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert state["scaler"] and state["scaler"]["scale"] > 0
+    assert all(v.dtype == torch.float32 and torch.isfinite(v).all() for v in state["model"].values()
+               if v.is_floating_point())
+    recs = [json.loads(x) for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    losses = [r["bpd"] for r in recs if r["split"] == "train" and not r["skipped"]]
+    assert len(losses) >= 4 and losses[-1] < losses[0] - 0.5, losses
+    cfg.train.steps = 35
+    cfg.save(tmp_path / "run" / "config.json")
+    train(cfg, tmp_path / "run", device=device, resume=True, progress=False, final_eval=False)
+    again = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert again["step"] == 35 and again["scaler"]["scale"] > 0
+
+
 def test_compiled_nets_compute_the_eager_function(device, cpu_noise):
     model = _model("").to(device).eval()  # the VAE: fewer nets to compile (50 s on a 2-core CPU with all five)
     x = torch.randint(0, 256, (8, 1, 16, 16), dtype=torch.uint8, generator=torch.Generator().manual_seed(4))

@@ -563,7 +563,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--config", metavar="FILE", help="train the config in this JSON file (as in a run's config.json)")
     s.add_argument("--on-bad-file", choices=["skip", "error"],
                    help="unreadable files in an image folder: warn and skip them, or stop (default)")
-    s.add_argument("--amp", choices=["bf16"], help="run the networks in bfloat16 autocast (likelihoods in fp32)")
+    s.add_argument("--amp", choices=["bf16", "fp16"],
+                   help="run the networks in bfloat16 (or float16, with a dynamic loss scale: GPUs without bfloat16) "
+                        "autocast; likelihoods in fp32")
     s.add_argument("--compile", action="store_true", help="torch.compile the networks")
     s.add_argument("--channels-last", action="store_true", help="channels-last memory format (fast on GPU)")
     s.add_argument("--workers", type=int, help="data-loading worker processes (default 0: main process)")

@@ -106,7 +106,7 @@ class TrainConfig:
     accum_steps: int = 1  # micro-batches per process per step (gradient accumulation; same global batch)
     num_threads: int | None = None  # torch.set_num_threads for the run (None: torch's default)
     deterministic: bool = False  # torch.use_deterministic_algorithms (bit-exact resume on CPU)
-    amp: str | None = None  # "bf16": the networks run under autocast in bfloat16; likelihoods stay float32
+    amp: str | None = None  # "bf16" / "fp16": the networks run under autocast (fp16: loss-scaled); likelihoods fp32
     channels_last: bool = False  # convolutions in channels-last memory format
     compile: bool = False  # torch.compile every network
     workers: int = 0  # data-loading worker processes (0: load batches in the main process)

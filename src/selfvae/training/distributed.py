@@ -160,13 +160,22 @@ def install_fp32_outputs(model: nn.Module) -> None:
             m._fp32_hook = True
 
 
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
 def autocast(device: str | torch.device, amp: str | None):
-    """The autocast context of ``--amp`` (``None`` or ``"bf16"``)."""
+    """The autocast context of ``--amp`` (``None``, ``"bf16"`` or ``"fp16"``; fp16 needs :func:`grad_scaler`)."""
     if not amp:
         return contextlib.nullcontext()
-    if amp != "bf16":
-        raise SelfVAEError(f"--amp {amp}: only bf16 is supported")
-    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16)
+    if amp not in AMP_DTYPES:
+        raise SelfVAEError(f"--amp {amp}: expected one of {', '.join(AMP_DTYPES)}")
+    return torch.autocast(torch.device(device).type, dtype=AMP_DTYPES[amp])
+
+
+def grad_scaler(device: str | torch.device, amp: str | None) -> torch.amp.GradScaler | None:
+    """A dynamic loss scale for ``--amp fp16`` (float16 gradients underflow without one: GPUs without bfloat16,
+    such as the V100 and T4, train this way); None otherwise."""
+    return torch.amp.GradScaler(torch.device(device).type) if amp == "fp16" else None
 
 
 def compile_nets(model: nn.Module) -> None:

@@ -188,8 +188,13 @@ def train_step(
     ema: SelfVAE | None,
     step: int = 0,
     env: D.DistEnv | None = None,
+    scaler: torch.amp.GradScaler | None = None,
 ) -> StepResult:
     """One optimisation step on the negative ELBO in bits/dim; skips non-finite or too-large updates.
+
+    With ``scaler`` (``--amp fp16``) the loss is scaled before the backward pass and the gradients unscaled
+    before averaging and clipping; a step whose gradient overflowed is skipped like any non-finite one, and the
+    scale is updated after every step (halved after an overflow).
 
     ``x`` is a uint8 batch, or this rank's ``(micro-batch number, batch)`` pairs of the global batch
     (:func:`selfvae.training.distributed.micro_batches`). Each micro-batch's gradient is accumulated,
@@ -208,7 +213,8 @@ def train_step(
             terms = model.terms(xb)
             loss = model.bpd(terms.nelbo).mean()
             target = model.bpd(objective(terms, t, step)).mean() if _shaped(t) else loss
-        (target / len(micro)).backward()
+        scaled = target / len(micro)
+        (scaler.scale(scaled) if scaler is not None else scaled).backward()
         loss_sum += float(loss.detach()) / len(micro)
         info = {"kl_u": float(terms.kl_u.detach().float().mean())}
         for i, v in enumerate(terms.re.detach().float().mean(0).tolist()):
@@ -218,6 +224,8 @@ def train_step(
         for k, v in info.items():
             info_sum[k] = info_sum.get(k, 0.0) + v / len(micro)
     params = [p for p in model.parameters() if p.grad is not None]
+    if scaler is not None:
+        scaler.unscale_(opt)
     D.average_gradients(params, env)
     loss_f = D.all_mean(loss_sum, env, device)
     gnorm = torch.nn.utils.clip_grad_norm_(params, t.grad_clip if t.grad_clip else float("inf"))
@@ -228,9 +236,14 @@ def train_step(
         or (t.grad_skip is not None and gnorm_f > t.grad_skip)
     )
     if not skipped:
-        opt.step()
+        if scaler is not None:
+            scaler.step(opt)  # its gradients are finite (checked above): this is opt.step()
+        else:
+            opt.step()
         if ema is not None:
             _ema_update(ema, model, ema_decay(t.ema_decay, step))
+    if scaler is not None:
+        scaler.update()
     return StepResult(loss_f, gnorm_f, skipped, info_sum)
 
 
@@ -401,6 +414,7 @@ def _train(cfg: Config, run_dir: Path, device: str, resume: bool, progress: bool
     if main:  # only now: a run that cannot start leaves no directory behind
         run_dir.mkdir(parents=True, exist_ok=True)
     opt = torch.optim.Adamax(model.parameters(), lr=t.lr)
+    scaler = D.grad_scaler(device, t.amp)
     sampler = EpochSampler(len(train_ds), t.batch_size, t.seed)
     step, best, skips_in_row, skips_total = 0, math.inf, 0, 0
     train_seconds = 0.0  # training wall clock over all sessions of the run (time-to-quality curves)
@@ -410,6 +424,8 @@ def _train(cfg: Config, run_dir: Path, device: str, resume: bool, progress: bool
         state = load_latest(last, map_location=device)
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
+        if scaler is not None and state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
         sampler.load_state_dict(state["sampler"])
         step, best = state["step"], state.get("best", math.inf)
         if "best_dims" not in state:  # saved when bits/dim were per dimension of the padded frame
@@ -461,6 +477,7 @@ def _train(cfg: Config, run_dir: Path, device: str, resume: bool, progress: bool
                 "model": model.state_dict(),
                 "ema": ema.state_dict() if ema is not None else None,
                 "optimizer": opt.state_dict(),
+                "scaler": scaler.state_dict() if scaler is not None else None,
                 "step": step,
                 "sampler": sampler_state,
                 "rng": rng_state(),
@@ -540,7 +557,7 @@ def _train(cfg: Config, run_dir: Path, device: str, resume: bool, progress: bool
             key_step, micro, next_sampler_state = next(stream)
             assert key_step == step, (key_step, step)
             tic = time.perf_counter()
-            res = train_step(model, opt, micro, cfg, ema, step=step, env=env)
+            res = train_step(model, opt, micro, cfg, ema, step=step, env=env, scaler=scaler)
             train_seconds += time.perf_counter() - wall
             step += 1
             sampler_state = next_sampler_state
