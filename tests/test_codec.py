@@ -686,14 +686,20 @@ def test_tiles_the_model_codes_worse_than_raw_are_sent_raw_so_a_file_never_expan
     assert all(np.array_equal(a.pixels, b) for a, b in zip(noise, back.images, strict=True))
 
 
-@pytest.mark.parametrize("samples", [1, 4])
-def test_raw_and_model_coded_tiles_mix_in_one_file(monkeypatch, samples):
-    _, model = tiny_model("downscale", "mog")
-    images = digits(7)
+@pytest.mark.parametrize("samples, channels", [(1, 1), (4, 3)])
+def test_raw_and_model_coded_tiles_mix_in_one_file(monkeypatch, samples, channels):
+    """Tiles sent without the model travel as one PNG of their mosaic where it is smaller than their raw values
+    (these smooth blobs: yes), under the model-coded ones, in any pattern."""
+    from selfvae.codec.container import Container
+
+    _, model = tiny_model("downscale", "mog", channels=channels)
+    images = digits(7, channels=channels)
     pattern = np.array([1, 0, 0, 1, 0, 1, 1], dtype=bool)  # raw first and last, runs of both
     monkeypatch.setattr(codec, "raw_tiles", lambda m, tiles: pattern[: len(tiles)])
     data, rep = compress(model, images, CodingParams(samples=samples))
-    assert rep.parts_bytes["raw"] == 4 * 16 * 16 and {"u", "x", "y1", "z1"} <= set(rep.parts_bytes)
+    header, _ = Container.parse_header(data, "f")
+    assert header["fallback"]["codec"] == "png" and rep.parts_bytes["raw"] == header["fallback"]["bytes"]
+    assert rep.parts_bytes["raw"] < 4 * channels * 16 * 16 and {"u", "x", "y1", "z1"} <= set(rep.parts_bytes)
     back = decompress(model, data)
     assert all(np.array_equal(a.pixels, b) for a, b in zip(images, back.images, strict=True))
     monkeypatch.setattr(codec, "raw_tiles", lambda m, tiles: np.zeros(len(tiles), dtype=bool))

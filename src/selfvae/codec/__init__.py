@@ -9,6 +9,7 @@ decodes the coarse levels first). The coding itself is in :mod:`selfvae.codec.bi
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import math
 import weakref
@@ -19,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
+from PIL import Image
 from tqdm import tqdm
 
 from selfvae.codec.ans import Stack, StackUnderflow
@@ -32,9 +34,10 @@ from selfvae.codec.chosen import (
     encode_cheapest,
     search_keys,
 )
+from selfvae.codec.classical import png as classical_png
 from selfvae.codec.compute import ChunkRunner, coding_mode, digest
 from selfvae.codec.container import CodecError, Container
-from selfvae.codec.images import InputImage, from_tiles, tile_grid, to_tiles
+from selfvae.codec.images import InputImage, from_mosaic, from_tiles, tile_grid, to_mosaic, to_tiles
 from selfvae.codec.importance import ImportanceCoder
 from selfvae.codec.lossy import QuantisedZ
 from selfvae.errors import SelfVAEError
@@ -156,10 +159,11 @@ def compress(
         with coding_mode(model):
             coder = BitsBackCoder(model, params, runner)
             bar = tqdm(total=len(all_tiles), desc="compress", unit="img", disable=not progress)
-            base = Stack()
+            base, fallback = Stack(), None
             if raw.any():  # under everything: the decoder takes them last, and bits-back pops can draw on them
-                base.push_uniform(all_tiles[torch.from_numpy(raw)].numpy(), 256)
-                parts["raw"] += 8.0 * int(raw.sum()) * int(np.prod(shape))
+                fallback = _push_fallback(base, all_tiles[torch.from_numpy(raw)].numpy(), _mosaic_cols(images, raw,
+                                                                                                         shape))
+                parts["raw"] += 8.0 * (fallback["bytes"] if fallback else int(raw.sum()) * int(np.prod(shape)))
                 bar.update(int(raw.sum()))
             recon: dict[int, torch.Tensor] = {}
             enc = _encode_all(coder, coded, group, parts, bar.update, lossy, recon, search_steps, base)
@@ -171,7 +175,7 @@ def compress(
                 "model": model_id(model), "hint": model_hint, "probe": probe(coder), "params": asdict(params),
                 "group": group,
                 "tile": list(shape), "payload_words": stack.num_words(), "n_seed": enc.n_seed, "groups": enc.sizes,
-                "samples": enc.samples, "chosen": enc.chosen, "raw": raw.astype(int).tolist(),
+                "samples": enc.samples, "chosen": enc.chosen, "raw": raw.astype(int).tolist(), "fallback": fallback,
                 "images": [[int(s) for s in im.pixels.shape] for im in images],
                 "names": _pack_names([im.name for im in images]),
                 "crc": zlib.crc32(np.ascontiguousarray(all_tiles.numpy()).tobytes()),
@@ -190,6 +194,48 @@ def compress(
         chosen_bytes=enc.chosen_bits / 8,
     )
     return data, report
+
+
+def _mosaic_cols(images: list[InputImage], raw: np.ndarray, shape: tuple[int, int, int]) -> int:
+    """Tiles a row of the fallback mosaic: the tile columns of the image that sends the most tiles that way, so
+    that its tiles keep their neighbours (a PNG row filter sees the row above)."""
+    best, at, cols = -1, 0, 1
+    for im in images:
+        rows_i, cols_i, _, _ = tile_grid(im.pixels.shape[0], im.pixels.shape[1], shape[1], shape[2])
+        k = int(raw[at : at + rows_i * cols_i].sum())
+        if k > best:
+            best, cols = k, cols_i
+        at += rows_i * cols_i
+    return max(1, min(cols, int(raw.sum())))
+
+
+def _push_fallback(stack: Stack, tiles: np.ndarray, cols: int) -> dict | None:
+    """Push the tiles sent without the model: as one PNG of their mosaic (its bytes as 8-bit symbols) where that
+    is smaller than their raw values, else raw. Returns the header's ``fallback`` entry (None: raw)."""
+    png = classical_png(to_mosaic(tiles, cols))
+    if len(png) >= tiles.size:
+        stack.push_uniform(tiles, 256)
+        return None
+    stack.push_uniform(np.frombuffer(png, dtype=np.uint8), 256)
+    return {"codec": "png", "bytes": len(png), "cols": cols}
+
+
+def _pop_fallback(stack: Stack, fallback: dict | None, n: int, tile: tuple[int, int, int], name: str) -> np.ndarray:
+    """The ``n`` tiles :func:`_push_fallback` pushed."""
+    if fallback is None:
+        return stack.pop_uniform(256, (n, *tile)).astype(np.uint8)
+    data = stack.pop_uniform(256, (int(fallback["bytes"]),)).astype(np.uint8).tobytes()
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            mosaic = np.asarray(im)
+    except (OSError, ValueError) as e:
+        raise CodecError(f"{name}: its fallback tiles are not a readable PNG: the file is damaged") from e
+    mosaic = mosaic[..., None] if mosaic.ndim == 2 else mosaic
+    c, th, tw = tile
+    cols = int(fallback["cols"])
+    if mosaic.shape != (math.ceil(n / cols) * th, cols * tw, c):
+        raise CodecError(f"{name}: its fallback mosaic is {mosaic.shape}, not the {n} tiles its header names")
+    return from_mosaic(mosaic, n, tile)
 
 
 @dataclass
@@ -426,6 +472,11 @@ def decompress(
     if not all(f in (0, 1) and isinstance(f, int) for f in raw_flags):
         raise CodecError(f"{name}: the header's raw-tile flags are not each 0 or 1")
     raw = np.asarray(raw_flags, dtype=bool)
+    fb = header.get("fallback")
+    if fb is not None and not (isinstance(fb, dict) and fb.get("codec") == "png"
+                               and isinstance(fb.get("bytes"), int) and 0 < fb["bytes"] <= 4 * len(words)
+                               and isinstance(fb.get("cols"), int) and 1 <= fb["cols"] <= max(1, int(raw.sum()))):
+        raise CodecError(f"{name}: the header's fallback entry is not a PNG of a size the payload can hold")
     if len(raw) != sum(n_tiles) or sum(sizes) + int(raw.sum()) != sum(n_tiles):
         raise CodecError(f"{name}: the header's groups hold {sum(sizes)} tiles and its raw tiles {int(raw.sum())} "
                          f"(of {len(raw)} flags), its images {sum(n_tiles)}")
@@ -476,7 +527,7 @@ def decompress(
                 out.append(decode(gi, seen if gi == 0 else None))
                 bar.update(len(g))
             if raw.any() and not prefix:
-                raw_values = stack.pop_uniform(256, (int(raw.sum()), *tile)).astype(np.uint8)
+                raw_values = _pop_fallback(stack, header.get("fallback"), int(raw.sum()), tile, name)
                 bar.update(int(raw.sum()))
             bar.close()
     finally:

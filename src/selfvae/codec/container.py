@@ -34,8 +34,8 @@ MAGIC = b"SVAE"
 # 5: importance samples per group (CodingParams.samples, BB-IS), in the variable part;
 # 6: groups coded with chosen latents (selfvae.codec.chosen): flag bit 1 and their grids in the variable part;
 # 7: small groups run at smaller chunks (CodingParams.small_chunks): flag bit 2
-# 8: tiles coded raw, at 8 bits a value under the model-coded ones (the file never expands): their flags' runs in
-#    the variable part ("raw")
+# 8: tiles sent without the model, under the model-coded ones (the file never expands): their flags' runs in the
+#    variable part ("raw"), and "fallback" when they travel as one PNG of their mosaic instead of raw values
 VERSION = 8
 _HEAD = struct.Struct("<4sBI")  # magic, version, header length
 # model id (16 bytes), probe (8), pixel CRC, payload words, initial words, precision, flow precision, flow
@@ -153,6 +153,8 @@ def pack_header(h: dict[str, Any]) -> bytes:
         fields["chosen"] = _runs(h["chosen"])
     if any(h.get("raw", [])):
         fields["raw"] = _runs(h["raw"])
+        if h.get("fallback"):
+            fields["fallback"] = h["fallback"]
     var = json.dumps(fields, separators=(",", ":")).encode()
     packer = zlib.compressobj(9, zdict=_ZDICT)
     packed = packer.compress(var) + packer.flush()
@@ -181,7 +183,7 @@ def unpack_header(b: bytes, version: int = VERSION) -> dict[str, Any]:
         "group": group, "tile": [c, hh, ww], "hint": var["hint"],
         "images": [list(s) for s in _unruns(var["images"])], "names": var["names"],
         "groups": groups, "samples": samples, "chosen": chosen,
-        "raw": _unruns(var["raw"]) if "raw" in var else [],
+        "raw": _unruns(var["raw"]) if "raw" in var else [], "fallback": var.get("fallback"),
         "lossy": None if kind == 0 else {"precision": None if kind == 1 else zprec,
                                          "decode": "mean" if decode == 0 else "mode"},
     }

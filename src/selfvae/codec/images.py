@@ -153,3 +153,22 @@ def split_images(cfg, split: str, limit: int | None = None) -> list[InputImage]:
         x = x[:, pad:-pad, pad:-pad]
     width = len(str(max(n - 1, 0)))
     return [InputImage(f"{cfg.data.name}_{split}_{i:0{width}d}", np.ascontiguousarray(x[i])) for i in range(n)]
+
+
+def to_mosaic(tiles: np.ndarray, cols: int) -> np.ndarray:
+    """Tiles ``[n, C, th, tw]`` laid ``cols`` to a row as one ``[rows th, cols tw, C]`` picture (cells after the
+    last tile black): how tiles sent with a classical codec travel, as one image with its neighbours beside it."""
+    n, c, th, tw = tiles.shape
+    rows = math.ceil(n / cols)
+    cells = np.zeros((rows * cols, c, th, tw), dtype=np.uint8)
+    cells[:n] = tiles
+    return np.ascontiguousarray(cells.reshape(rows, cols, c, th, tw).transpose(0, 3, 1, 4, 2)
+                                .reshape(rows * th, cols * tw, c))
+
+
+def from_mosaic(mosaic: np.ndarray, n: int, shape: tuple[int, int, int]) -> np.ndarray:
+    """Inverse of :func:`to_mosaic`: the first ``n`` tiles of ``shape`` ``(C, th, tw)``."""
+    c, th, tw = shape
+    rows, cols = mosaic.shape[0] // th, mosaic.shape[1] // tw
+    cells = mosaic.reshape(rows, th, cols, tw, c).transpose(0, 2, 4, 1, 3).reshape(rows * cols, c, th, tw)
+    return np.ascontiguousarray(cells[:n])
