@@ -195,3 +195,19 @@ def test_eval_defaults_to_a_stated_s_and_shows_progress_with_json(srvae_run, cap
     out, err = capsys.readouterr()
     assert json.loads(out)["iw_samples"] == 64
     assert "S = 64 importance samples (the default" in err and "eval S=64" in err
+
+
+def test_pictures_go_to_the_models_folder_and_never_over_a_file(srvae_run, tmp_path, capsys):
+    """Issue 36: `sample` without -o wrote ./samples.png over an earlier grid; now a picture goes to its default
+    name in the run's folder (./NAME for a shipped model), numbered past the ones there, and an existing -o file is
+    written over only with --force."""
+    for _ in range(2):
+        main(["sample", str(srvae_run), "-n", "2"])
+    assert (srvae_run / "samples.png").is_file() and (srvae_run / "samples_2.png").is_file()
+    target = tmp_path / "mine.png"
+    target.write_bytes(b"a user's picture")
+    with pytest.raises(SystemExit):
+        main(["sample", str(srvae_run), "-n", "2", "-o", str(target)])
+    assert "exists; pass --force" in capsys.readouterr().err and target.read_bytes() == b"a user's picture"
+    main(["sample", str(srvae_run), "-n", "2", "-o", str(target), "--force"])
+    assert Image.open(target).size[0] > 0

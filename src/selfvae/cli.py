@@ -220,7 +220,8 @@ def cmd_sample(args: argparse.Namespace) -> None:
     if model.K and args.levels:
         chain = out.with_name(out.stem + "_levels" + out.suffix)
         save_rows([lv[: min(args.n, 10)] for lv in levels], chain, scale=args.scale)
-        print(f"wrote {chain} (rows: y_1 ... y_K, x)")
+        shown = f"; the first 10 of the {args.n} samples" if args.n > 10 else ""
+        print(f"wrote {chain} (rows: y_1 ... y_K, x{shown})")
 
 
 def cmd_superres(args: argparse.Namespace) -> None:
@@ -533,7 +534,10 @@ def build_parser() -> argparse.ArgumentParser:
         return s
 
     def picture(s: argparse.ArgumentParser, default: str) -> None:
-        s.add_argument("-o", "--output", default=default, help="PNG file to write")
+        s.add_argument("-o", "--output", help=f"PNG file to write (default: {default} in the run's folder, or in "
+                                               "./NAME for a shipped model; never over an existing file)")
+        s.add_argument("--force", action="store_true", help="write over an existing -o file")
+        s.set_defaults(picture_name=default)
         s.add_argument("--scale", type=int, default=2, help="integer zoom of the written grid")
         s.add_argument("--temperature", type=float, default=1.0)
         s.add_argument("--decode", default="sample", choices=["sample", "mean", "mode"],
@@ -741,12 +745,30 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
     temperature = getattr(args, "temperature", None)
     if temperature is not None and not temperature > 0:  # also NaN
         raise SelfVAEError(f"--temperature {temperature}: must be above 0")
+    if hasattr(args, "picture_name"):
+        args.output = str(_picture_path(args))
     if hasattr(args, "decode") and isinstance(getattr(args, "output", None), str):
         suffix = Path(args.output).suffix.lower()
         if suffix not in Image.registered_extensions():
             raise SelfVAEError(f"-o {args.output}: give the picture a file extension such as .png")
         if Path(args.output).is_dir():
             raise SelfVAEError(f"-o {args.output}: is a folder; give a file name such as {args.output}/out.png")
+
+
+def _picture_path(args: argparse.Namespace) -> Path:
+    """Where a picture command writes: ``-o`` (an existing file only with ``--force``), else its default name in
+    the model's output folder (:func:`_out_dir`), numbered ``_2``, ``_3``, ... past pictures already there."""
+    if args.output is not None:
+        out = Path(args.output)
+        if out.is_file() and not args.force:
+            raise SelfVAEError(f"-o {out}: exists; pass --force to write over it, or choose another name")
+        return out
+    folder = _out_dir(args)
+    out, k = folder / args.picture_name, 2
+    while out.exists():
+        out, k = folder / f"{Path(args.picture_name).stem}_{k}{Path(args.picture_name).suffix}", k + 1
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return out
 
 
 def main(argv: list[str] | None = None) -> None:
