@@ -170,6 +170,8 @@ def plot_curves(log_path: str | Path, out: str | Path, frame_ratio: float = 1.0)
     ax.grid(alpha=0.3)
     ax_lr.set_xlabel("step")
     ax_lr.set_ylabel("learning rate")
+    ax_lr.set_ylim(0, 1.05 * max([r["lr"] for r in train if "lr" in r], default=1.0))  # from 0: a 0.06% decay
+    ax_lr.ticklabel_format(axis="y", style="sci", scilimits=(-3, 3))  # is not a cliff (0.0019988 - 0.0020000)
     ax_lr.grid(alpha=0.3)
     fig.tight_layout()
     out = Path(out)
