@@ -119,3 +119,14 @@ def test_size_mismatch_names_the_setting_that_fixes_it(tmp_path, capsys):
               "--steps", "1", "--out", str(tmp_path / "r"), "--no-progress"])
     err = capsys.readouterr().err
     assert "(1, 28, 28)" in err and "data.image_size=32" in err and "--image-size 32" in err
+
+
+def test_a_run_on_ones_own_images_is_named_after_them_too(tmp_path, capsys, monkeypatch):
+    """Issue 36: a run on a photo folder was written to runs/PRESET, as if it were the preset's data set."""
+    root = _faces(tmp_path / "faces")
+    monkeypatch.chdir(tmp_path)
+    out = _train(["--preset", "mnist-vae", "--data-dir", str(root), "--set", "data.image_size=32", "--steps", "1",
+                  "--set", "model.q_u.width=8", "--set", "model.p_y.width=8"], capsys)
+    assert "into runs/mnist-vae-faces" in out.err
+    assert (tmp_path / "runs" / "mnist-vae-faces" / "config.json").is_file()
+    assert not (tmp_path / "runs" / "mnist-vae").exists()

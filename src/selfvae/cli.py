@@ -103,8 +103,10 @@ def cmd_train(args: argparse.Namespace) -> None:
 
             name = infer_dataset(cfg.data.name, args.data_dir)
             if name != cfg.data.name:
-                print(f"selfvae: {args.data_dir} holds no {cfg.data.name} files; training on it as data.name={name}",
-                      file=sys.stderr)
+                if not args.out:  # a run on the user's images is not named after the preset's data set alone
+                    out = out.with_name(f"{out.name}-{Path(args.data_dir).expanduser().resolve().stem}")
+                print(f"selfvae: {args.data_dir} holds no {cfg.data.name} files; training on it as data.name={name} "
+                      f"into {out}", file=sys.stderr)
                 cfg.data.name, cfg.data.augment = name, None
     if args.image_size is not None:
         cfg.data.image_size = args.image_size
