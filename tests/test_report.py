@@ -135,3 +135,12 @@ def test_compare_bad_inputs(tmp_path, srvae_tiny):
     (tmp_path / "r" / "config.json").write_text("{}")
     with pytest.raises(SelfVAEError, match="no checkpoint"):
         build_report(tmp_path / "r")
+
+
+def test_the_report_command_says_what_it_is_doing(srvae_tiny, tmp_path, capsys):
+    """Issue 36: `report` ran for minutes without a word; each part now announces itself on stderr."""
+    main(["report", str(srvae_tiny), "-o", str(tmp_path / "rep")])
+    err = capsys.readouterr().err
+    for stage in ("bounds", "samples", "super-resolution", "memory/quality trade-off"):
+        assert f"report: {stage}" in err
+    assert (tmp_path / "rep" / "index.html").is_file()

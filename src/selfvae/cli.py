@@ -364,7 +364,7 @@ def cmd_report(args: argparse.Namespace) -> None:
 
     page = build_report(args.run_dir, args.out or _out_dir(args) / "report", n_eval=args.n_eval,
                         iw_samples=args.iw_samples, device=_device(args.device), seed=args.seed,
-                        n_tradeoff=args.n_tradeoff, data_dir=args.data_dir)
+                        n_tradeoff=args.n_tradeoff, data_dir=args.data_dir, progress=True)
     print(f"wrote {page}")
 
 

@@ -16,6 +16,7 @@ import csv
 import html
 import io
 import json
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -160,6 +161,15 @@ def _test_images(cfg, n: int) -> tuple[Tensor | None, str]:
     return ds.images[: min(n, len(ds))], ""
 
 
+def _stage_printer(on: bool, tic: float):  # noqa: ANN202 - a callable
+    """``say(stage)``: one line on stderr as each part of the report starts (a report takes minutes)."""
+    def say(stage: str) -> None:
+        if on:
+            print(f"report: {stage} ({time.perf_counter() - tic:.0f} s)", file=sys.stderr, flush=True)
+
+    return say
+
+
 def build_report(
     run_dir: str | Path,
     out_dir: str | Path | None = None,
@@ -177,6 +187,7 @@ def build_report(
     from selfvae.models.ops import generate, interpolate, mode_label, modes, reconstruct, super_resolve
 
     tic = time.perf_counter()
+    say = _stage_printer(progress, tic)
     run_dir = check_run_dir(run_dir)
     from selfvae.models.pretrained import output_dir
 
@@ -191,6 +202,7 @@ def build_report(
 
     body["config"] = f"<pre>{html.escape(json.dumps(cfg.to_dict(), indent=2), quote=False)}</pre>"
 
+    say("bounds (ELBO and IW) on test images")
     row = run_row(run_dir, device, n_eval=n_eval if x_all is not None else None, iw_samples=iw_samples,
                   model=model, progress=progress, seed=seed, data_dir=data_dir)
     body["table"] = (format_html([row]) + f"<pre>{html.escape(format_markdown([row]))}</pre>"
@@ -198,6 +210,7 @@ def build_report(
 
     body["curves"] = _curves(run_dir, model.padded_dims / model.x_dims)
 
+    say("samples and the generation chain")
     torch.manual_seed(seed)
     samples = generate(model, 64)[-1]
     arr = grid_array(samples, nrow=8, scale=_scale_for(samples.shape[-2]))
@@ -212,6 +225,7 @@ def build_report(
         body["chain"] = labelled_rows(list(zip([*names, "x"], levels, strict=True))) + _note(
             "Ancestral sampling u -> y_1 -> z_1 -> ... -> x, one column per sample (thesis Fig. 7.8).")
 
+    say("super-resolution and reconstructions")
     if model.K == 0:
         body["superres"] = _note("Super-resolution needs a selfVAE (K >= 1); this run is a plain VAE.")
     elif x is None:
@@ -238,6 +252,7 @@ def build_report(
             "generation (super-resolution) from the finest y alone.")
 
     torch.manual_seed(seed)
+    say("memory/quality trade-off and interpolations")
     body["tradeoff"] = _tradeoff(run_dir, model, x_all.to(device) if x_all is not None else None, device)
 
     if x is None:
