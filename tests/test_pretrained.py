@@ -149,3 +149,26 @@ def test_weights_with_nan_or_inf_are_refused_naming_the_tensor(tiny_run, tmp_pat
     save_file(state, str(out / "model.safetensors"), metadata=meta)
     with pytest.raises(SelfVAEError, match=f"NaN or infinite.*{name}"):
         load_run(out)
+
+
+def test_the_listing_shows_the_whole_test_set_bound_and_stops_quietly_in_a_pipe():
+    """Issue 36/37: `selfvae pretrained` showed first-200-image bounds where README quotes the whole test set's, and
+    `selfvae pretrained | head -1` ended in a BrokenPipeError traceback."""
+    import subprocess
+    import sys
+
+    full = subprocess.run([sys.executable, "-m", "selfvae.cli", "pretrained"], capture_output=True, text=True)
+    line = next(x for x in full.stdout.splitlines() if x.startswith("mnist-vae "))
+    assert "S=32, all 10000 images" in line
+    srvae = next(x for x in full.stdout.splitlines() if x.startswith("cifar10-srvae-small "))
+    assert "renormalised onto d(x) = y" in srvae
+    import os
+
+    r, w = os.pipe()
+    os.close(r)  # the reader has left before the first line: every write meets a broken pipe
+    try:
+        piped = subprocess.run([sys.executable, "-m", "selfvae.cli", "pretrained"], stdout=w, stderr=subprocess.PIPE,
+                               text=True)
+    finally:
+        os.close(w)
+    assert piped.returncode == 1 and "Traceback" not in piped.stderr, piped.stderr

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -395,10 +396,14 @@ def cmd_pretrained(args: argparse.Namespace) -> None:
         print(f"no pretrained models in this installation ({PACKAGED})")
     for name in names:
         m = stored_metrics(PACKAGED / name) or {}
-        where = f", first {m['iw_n_images']} images" if m.get("iw_n_images") else ""
-        bounds = (f"test {m['bpd_elbo']:.4f} bits/dim (ELBO, {m.get('n_images')} images), {m['bpd_iw']:.4f} "
-                  f"(IW, S={m.get('iw_samples')}{where}); card: {PACKAGED / name / 'card.md'}"
-                  if "bpd_iw" in m else "not evaluated")
+        full = m.get("iw_full_test")  # the IW bound over the whole test set, where measured: the strongest figure
+        iw = (f"{full['bpd_iw']:.4f} (IW, S={full['iw_samples']}, all {full['n_images']} images)" if full else
+              f"{m['bpd_iw']:.4f} (IW, S={m.get('iw_samples')}"
+              + (f", first {m['iw_n_images']} images)" if m.get("iw_n_images") else ")") if "bpd_iw" in m else "")
+        if "bpd_elbo_consistent" in m:  # the same weights' tighter valid bound (renormalised onto d(x) = y)
+            iw += f", {m['bpd_elbo_consistent']:.4f} (ELBO renormalised onto d(x) = y, all {m.get('n_images')})"
+        bounds = (f"test {m['bpd_elbo']:.4f} bits/dim (ELBO, {m.get('n_images')} images), {iw}; card: "
+                  f"{PACKAGED / name / 'card.md'}" if "bpd_iw" in m else "not evaluated")
         print(f"{name:<24} {bounds}")
 
 
@@ -785,6 +790,9 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         print("selfvae: interrupted", file=sys.stderr)
         sys.exit(130)
+    except BrokenPipeError:  # `selfvae pretrained | head -1`: the reader left; stop quietly (Python's docs' recipe)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(1)
 
 
 if __name__ == "__main__":
