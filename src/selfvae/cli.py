@@ -255,8 +255,7 @@ def cmd_superres(args: argparse.Namespace) -> None:
 def _superres_whole(args: argparse.Namespace, model: Any, photos: list[torch.Tensor], device: torch.device) -> None:
     """``superres`` of images of any size: each doubled whole (:func:`selfvae.models.ops.super_resolve_tiled`) and
     written as its own PNG: ``--output`` for one image, ``STEM_N.png`` beside it for several."""
-    from PIL import Image
-
+    from selfvae.codec.images import save_png
     from selfvae.models.ops import super_resolve_tiled
 
     out = Path(args.output)
@@ -265,8 +264,7 @@ def _superres_whole(args: argparse.Namespace, model: Any, photos: list[torch.Ten
         torch.manual_seed(args.seed)
         x = super_resolve_tiled(model, y.to(device), overlap=args.overlap, temperature=args.temperature,
                                 decode=args.decode, progress=True).cpu()
-        pixels = x.permute(1, 2, 0).numpy()
-        Image.fromarray(pixels[..., 0] if pixels.shape[2] == 1 else pixels).save(target)
+        save_png(x.permute(1, 2, 0).numpy(), target)
         print(f"wrote {target} ({x.shape[2]}x{x.shape[1]}: {Path(path).name} super-resolved tile by tile, "
               f"{args.overlap}-pixel overlaps blended; decode {args.decode})")
 
@@ -396,15 +394,23 @@ def cmd_pretrained(args: argparse.Namespace) -> None:
         print(f"no pretrained models in this installation ({PACKAGED})")
     for name in names:
         m = stored_metrics(PACKAGED / name) or {}
-        full = m.get("iw_full_test")  # the IW bound over the whole test set, where measured: the strongest figure
-        iw = (f"{full['bpd_iw']:.4f} (IW, S={full['iw_samples']}, all {full['n_images']} images)" if full else
-              f"{m['bpd_iw']:.4f} (IW, S={m.get('iw_samples')}"
-              + (f", first {m['iw_n_images']} images)" if m.get("iw_n_images") else ")") if "bpd_iw" in m else "")
-        if "bpd_elbo_consistent" in m:  # the same weights' tighter valid bound (renormalised onto d(x) = y)
-            iw += f", {m['bpd_elbo_consistent']:.4f} (ELBO renormalised onto d(x) = y, all {m.get('n_images')})"
-        bounds = (f"test {m['bpd_elbo']:.4f} bits/dim (ELBO, {m.get('n_images')} images), {iw}; card: "
-                  f"{PACKAGED / name / 'card.md'}" if "bpd_iw" in m else "not evaluated")
+        bounds = f"{_listed_bounds(m)}; card: {PACKAGED / name / 'card.md'}" if "bpd_iw" in m else "not evaluated"
         print(f"{name:<24} {bounds}")
+
+
+def _listed_bounds(m: dict[str, Any]) -> str:
+    """A shipped model's test bounds for ``selfvae pretrained``: the ELBO, the IW bound over the whole test set
+    where it was measured (else over its subset, named), and an srVAE's bound renormalised onto d(x) = y."""
+    full = m.get("iw_full_test")
+    if full:
+        iw = f"{full['bpd_iw']:.4f} (IW, S={full['iw_samples']}, all {full['n_images']} images)"
+    else:
+        where = f", first {m['iw_n_images']} images" if m.get("iw_n_images") else ""
+        iw = f"{m['bpd_iw']:.4f} (IW, S={m.get('iw_samples')}{where})"
+    out = f"test {m['bpd_elbo']:.4f} bits/dim (ELBO, {m.get('n_images')} images), {iw}"
+    if "bpd_elbo_consistent" in m:
+        out += f", {m['bpd_elbo_consistent']:.4f} (ELBO renormalised onto d(x) = y, all {m.get('n_images')})"
+    return out
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
@@ -770,11 +776,10 @@ def _picture_path(args: argparse.Namespace) -> Path:
         if out.is_file() and not args.force:
             raise SelfVAEError(f"-o {out}: exists; pass --force to write over it, or choose another name")
         return out
-    folder = _out_dir(args)
+    folder = _out_dir(args)  # created by the writer (selfvae.viz), once there is a picture to write
     out, k = folder / args.picture_name, 2
     while out.exists():
         out, k = folder / f"{Path(args.picture_name).stem}_{k}{Path(args.picture_name).suffix}", k + 1
-    out.parent.mkdir(parents=True, exist_ok=True)
     return out
 
 

@@ -9,7 +9,6 @@ decodes the coarse levels first). The coding itself is in :mod:`selfvae.codec.bi
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import math
 import weakref
@@ -20,7 +19,6 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
-from PIL import Image
 from tqdm import tqdm
 
 from selfvae.codec.ans import Stack, StackUnderflow
@@ -35,6 +33,7 @@ from selfvae.codec.chosen import (
     search_keys,
 )
 from selfvae.codec.classical import png as classical_png
+from selfvae.codec.classical import read_pil
 from selfvae.codec.compute import ChunkRunner, coding_mode, digest
 from selfvae.codec.container import CodecError, Container
 from selfvae.codec.images import InputImage, from_mosaic, from_tiles, tile_grid, to_mosaic, to_tiles
@@ -48,8 +47,9 @@ __all__ = ["CodingParams", "CodecError", "CompressReport", "InputImage", "Quanti
            "model_id", "nelbo_bits", "read_model_hint"]
 
 _SEED = 0x5E1F  # initial bits are pseudo-random words from this seed (files are reproducible)
-# A tile is coded raw when the model's negative ELBO of it is at least this fraction of 8 bits a value: bits-back
-# coding spends about the negative ELBO and a few per cent more (docs/CODEC.md), so near the line both cost alike
+# A tile is sent without the model (PNG or raw, never above 8 bits a value) when the model's negative ELBO of it is
+# at least this fraction of 8 bits a value: bits-back coding spends about the negative ELBO and a few per cent more
+# (docs/CODEC.md), so near the line both cost alike
 RAW_AT = 0.97
 
 
@@ -225,13 +225,11 @@ def _pop_fallback(stack: Stack, fallback: dict | None, n: int, tile: tuple[int, 
     if fallback is None:
         return stack.pop_uniform(256, (n, *tile)).astype(np.uint8)
     data = stack.pop_uniform(256, (int(fallback["bytes"]),)).astype(np.uint8).tobytes()
+    c, th, tw = tile
     try:
-        with Image.open(io.BytesIO(data)) as im:
-            mosaic = np.asarray(im)
+        mosaic = read_pil(data, c)
     except (OSError, ValueError) as e:
         raise CodecError(f"{name}: its fallback tiles are not a readable PNG: the file is damaged") from e
-    mosaic = mosaic[..., None] if mosaic.ndim == 2 else mosaic
-    c, th, tw = tile
     cols = int(fallback["cols"])
     if mosaic.shape != (math.ceil(n / cols) * th, cols * tw, c):
         raise CodecError(f"{name}: its fallback mosaic is {mosaic.shape}, not the {n} tiles its header names")
@@ -569,7 +567,7 @@ def tile_nelbo_bits(model: SelfVAE, tiles: torch.Tensor, batch: int = 64) -> np.
 
 
 def raw_tiles(model: SelfVAE, tiles: torch.Tensor) -> np.ndarray:
-    """Which tiles to code raw, at 8 bits a value, instead of with the model: those whose negative ELBO is at
-    least :data:`RAW_AT` of that (out of distribution: a photograph through a digit model), so that no file is
-    more than its header and a few words above 8 bits a value."""
+    """Which tiles to send without the model (:func:`_push_fallback`: one PNG of them, or their raw values): those
+    whose negative ELBO is at least :data:`RAW_AT` of 8 bits a value (out of distribution: a photograph through a
+    digit model), so that no file is more than its header and a few words above 8 bits a value."""
     return tile_nelbo_bits(model, tiles) >= RAW_AT * 8 * np.prod(tiles.shape[1:])

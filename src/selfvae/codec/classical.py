@@ -29,7 +29,8 @@ def _pil(x: np.ndarray) -> Image.Image:
     return Image.fromarray(x[..., 0] if x.shape[2] == 1 else x)
 
 
-def _from_pil(data: bytes, channels: int) -> np.ndarray:
+def read_pil(data: bytes, channels: int) -> np.ndarray:
+    """A PNG or JPEG file's bytes decoded by Pillow as uint8 ``[H, W, channels]``."""
     a = np.asarray(Image.open(io.BytesIO(data)).convert("L" if channels == 1 else "RGB"))
     return a[..., None] if a.ndim == 2 else a
 
@@ -69,7 +70,7 @@ def avif_lossless(x: np.ndarray) -> bytes:
 def _decode(name: str, data: bytes, channels: int) -> np.ndarray:
     ic = _imagecodecs()
     if name == "png":
-        return _from_pil(data, channels)
+        return read_pil(data, channels)
     decoders = {"webp": ic.webp_decode, "jpegxl": ic.jpegxl_decode, "avif": ic.avif_decode, "jpeg": ic.jpeg8_decode}
     return _grey(np.asarray(decoders[name](data)), channels)
 
@@ -133,7 +134,7 @@ def lossy_at_size(name: str, x: np.ndarray, target: int) -> tuple[int, np.ndarra
         else:
             hi = q - 1
     data = best if best is not None else enc(x, 1)
-    dec = _from_pil(data, x.shape[2]) if name == "jpeg" else _decode(name, data, x.shape[2])
+    dec = read_pil(data, x.shape[2]) if name == "jpeg" else _decode(name, data, x.shape[2])
     return len(data), dec
 
 
