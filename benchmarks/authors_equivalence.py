@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from authors import load  # noqa: E402
 
-from selfvae.models.loading import build_model  # noqa: E402
+from selfvae.models.build import build_model  # noqa: E402
 from selfvae.nn.layers import WNConv2d  # noqa: E402
 from selfvae.nn.paper import fuse_units  # noqa: E402
 from selfvae.presets import get_preset  # noqa: E402

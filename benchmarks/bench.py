@@ -15,7 +15,7 @@ beside the paper presets in any case; ``--amp bf16`` adds ``NAME:bf16`` beside e
 layer-for-layer rebuilds of :mod:`reference`. ``--interleave`` times every model in one process, one step of
 each in turn, so a busy machine slows them alike (the way to compare speeds); otherwise each preset runs in its
 own process (peak memory per preset, evaluation and sampling columns). ``--retain-memory`` makes glibc keep freed
-memory in the process (:func:`selfvae.allocator.retain_freed_memory`, what ``selfvae train`` does by default), for
+memory in the process (:func:`selfvae.runtime.retain_freed_memory`, what ``selfvae train`` does by default), for
 every model of the run alike, the authors' included. With ``--channels-last`` and ``--interleave``, their models also
 run converted to channels-last (``authors-*:channels-last``), so ours is compared with the faster of their two.
 
@@ -84,12 +84,12 @@ def run_reference(args: argparse.Namespace, name: str) -> dict:
 
 
 def run_one(args: argparse.Namespace, preset: str) -> dict:
+    from selfvae import runtime
     from selfvae.models.ops import generate
     from selfvae.models.selfvae import SelfVAE
     from selfvae.nn.layers import data_dependent_init
     from selfvae.presets import get_preset
-    from selfvae.training import distributed as D
-    from selfvae.training.loop import train_step
+    from selfvae.training.step import train_step
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -106,9 +106,9 @@ def run_one(args: argparse.Namespace, preset: str) -> dict:
     if args.channels_last:
         model.to(memory_format=torch.channels_last)
     if args.amp:
-        D.install_fp32_outputs(model)
+        runtime.install_fp32_outputs(model)
     if args.compile:
-        D.compile_nets(model)
+        runtime.compile_nets(model)
     opt = torch.optim.Adamax(model.parameters(), lr=t.lr)
     step = {"i": 0}
 
@@ -125,7 +125,7 @@ def run_one(args: argparse.Namespace, preset: str) -> dict:
     @torch.no_grad()
     def iw_eval() -> None:
         model.eval()
-        with D.autocast(dev, args.amp):
+        with runtime.autocast(dev, args.amp):
             model.terms(x, n_samples=1, analytic_kl=False)
 
     iw_eval()
@@ -134,7 +134,7 @@ def run_one(args: argparse.Namespace, preset: str) -> dict:
     @torch.no_grad()
     def sample(n: int):  # noqa: ANN202
         model.eval()
-        with D.autocast(dev, args.amp):
+        with runtime.autocast(dev, args.amp):
             return generate(model, n)
 
     sample(1)
@@ -171,12 +171,12 @@ def _step_fn(args: argparse.Namespace, name: str):  # noqa: ANN202
 
         model = REFERENCES[base]().to(args.device)
     else:
+        from selfvae import runtime
         from selfvae.models.selfvae import SelfVAE
         from selfvae.nn.layers import data_dependent_init
         from selfvae.nn.paper import fuse_units
         from selfvae.presets import get_preset
-        from selfvae.training import distributed as D
-        from selfvae.training.loop import train_step
+        from selfvae.training.step import train_step
 
         cfg = get_preset(base)
         cfg.train.batch_size, cfg.train.channels_last = args.batch_size, args.channels_last
@@ -188,9 +188,9 @@ def _step_fn(args: argparse.Namespace, name: str):  # noqa: ANN202
         if args.channels_last:
             ours.to(memory_format=torch.channels_last)
         if cfg.train.amp:
-            D.install_fp32_outputs(ours)
+            runtime.install_fp32_outputs(ours)
         if COMPILE in variants:
-            D.compile_nets(ours)
+            runtime.compile_nets(ours)
         opt = torch.optim.Adamax(ours.parameters(), lr=cfg.train.lr)
         return sum(p.numel() for p in ours.parameters()), lambda: train_step(ours, opt, x, cfg, None)
     x = torch.randint(0, 256, (args.batch_size, 3, 32, 32), dtype=torch.uint8, device=args.device)
@@ -260,7 +260,7 @@ def main(argv: list[str] | None = None) -> None:
                    help="torch.compile our nets (with --interleave: NAME:compile beside each of our models)")
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--retain-memory", action="store_true",
-                   help="glibc keeps freed memory in the process (selfvae.allocator, train.retain_memory's default); "
+                   help="glibc keeps freed memory in the process (selfvae.runtime, train.retain_memory's default); "
                         "with --interleave it holds for every model, the authors' too")
     p.add_argument("--reference", action="store_true", help="also time the authors' rebuilt architectures")
     p.add_argument("--authors-src", metavar="DIR", help="a checkout of ioangatop/srVAE: time the authors' own models")
@@ -271,7 +271,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--one", help=argparse.SUPPRESS)  # internal: run one preset, print JSON
     args = p.parse_args(argv)
     if args.retain_memory:
-        from selfvae.allocator import retain_freed_memory
+        from selfvae.runtime import retain_freed_memory
 
         print(f"retain_freed_memory: {retain_freed_memory()}")
     if args.interleave:

@@ -31,7 +31,7 @@ from selfvae.codec import CodingParams, compress, decompress, nelbo_bits
 from selfvae.codec.classical import LOSSLESS, lossless_size, mosaic
 from selfvae.codec.images import split_images, to_tiles
 from selfvae.evaluation.bounds import iw_bound, log_weights
-from selfvae.models.loading import load_run
+from selfvae.runs.loading import load_run
 
 
 def iw_bits(model, images, samples: int) -> float:

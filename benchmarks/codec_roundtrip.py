@@ -16,8 +16,9 @@ import torch
 from selfvae.codec import compress, decompress
 from selfvae.codec.images import read_inputs
 from selfvae.config import apply_overrides
-from selfvae.models.loading import build_model, load_run
+from selfvae.models.build import build_model
 from selfvae.presets import get_preset
+from selfvae.runs.loading import load_run
 
 
 def main() -> None:

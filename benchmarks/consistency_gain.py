@@ -21,7 +21,7 @@ import torch
 
 from selfvae.data import load_split
 from selfvae.errors import SelfVAEError
-from selfvae.models.loading import load_run
+from selfvae.runs.loading import load_run
 
 
 def main() -> None:

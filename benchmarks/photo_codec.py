@@ -20,7 +20,7 @@ from PIL import Image
 from selfvae.codec import compress, decompress, raw_tiles
 from selfvae.codec.classical import LOSSLESS, lossless_size
 from selfvae.codec.images import InputImage, to_tiles
-from selfvae.models.loading import load_run
+from selfvae.runs.loading import load_run
 
 
 def default_photos() -> list[Path]:

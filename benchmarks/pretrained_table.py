@@ -13,7 +13,8 @@ from __future__ import annotations
 import json
 
 from selfvae import load
-from selfvae.models.pretrained import PACKAGED, pretrained_names
+from selfvae.runs import layout
+from selfvae.runs.layout import PACKAGED, pretrained_names
 
 LITERATURE = [  # (model, MNIST test bits/dim per 784 dims, source)
     ("RealNVP (Dinh et al., 2017)", 1.06, "Chen et al. 2019, Table 1"),
@@ -37,8 +38,8 @@ def main() -> None:
     print("| model | data | params | training | test bpd ELBO (all) | test bpd IW (S, images) | terms (nats/image) |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for name in pretrained_names():
-        m = json.loads((PACKAGED / name / "metrics.json").read_text())
-        cfg = json.loads((PACKAGED / name / "config.json").read_text())
+        m = json.loads((PACKAGED / name / layout.METRICS).read_text())
+        cfg = json.loads((PACKAGED / name / layout.CONFIG).read_text())
         params = sum(p.numel() for p in load(name).parameters())
         tr = m.get("training", {})
         clock = "~" if "estimated" in tr.get("clock", "") else ""

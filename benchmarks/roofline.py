@@ -22,11 +22,11 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-from selfvae.allocator import retain_freed_memory
-from selfvae.models.loading import build_model
+from selfvae.models.build import build_model
 from selfvae.nn.conv import conv2d
 from selfvae.nn.layers import data_dependent_init
 from selfvae.presets import get_preset
+from selfvae.runtime import retain_freed_memory
 
 
 def best_of(fn, repeats: int) -> float:  # noqa: ANN001
@@ -85,7 +85,7 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--retain-memory", action="store_true",
-                   help="glibc keeps freed memory in the process (selfvae.allocator), as selfvae train does")
+                   help="glibc keeps freed memory in the process (selfvae.runtime), as selfvae train does")
     a = p.parse_args()
     if a.retain_memory:
         retain_freed_memory()

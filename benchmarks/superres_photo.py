@@ -19,8 +19,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from selfvae.models.loading import load_run
 from selfvae.models.ops import super_resolve_tiled
+from selfvae.runs.loading import load_run
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:

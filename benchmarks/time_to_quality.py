@@ -19,15 +19,16 @@ import sys
 from pathlib import Path
 
 from selfvae.config import Config
-from selfvae.models.loading import frame_ratio
+from selfvae.models.build import frame_ratio
+from selfvae.runs import layout
 from selfvae.viz import read_log, with_train_seconds
 
 
 def curve(run: Path) -> tuple[list[tuple[float, float, int]], bool, list[bool]]:
     """``[(hours, val bpd, step)]`` of a run, whether its clock was estimated, and per point whether only the
     EMA was validated (logs from before raw and EMA weights were both scored carry no ``weights``)."""
-    cfg = Config.load(run / "config.json")
-    recs = with_train_seconds(read_log(run / "log.jsonl", frame_ratio(cfg)))
+    cfg = Config.load(run / layout.CONFIG)
+    recs = with_train_seconds(read_log(run / layout.LOG, frame_ratio(cfg)))
     val = [r for r in recs if r.get("split") == "val"]
     ema_only = [bool(cfg.train.ema_decay) and "weights" not in r for r in val]
     points = [(r["train_seconds"] / 3600, r["bpd"], r["step"]) for r in val]
@@ -57,7 +58,7 @@ def main() -> None:
         run = a.out_run or Path(f"runs/ttq-{a.train}")
         cmd = [sys.executable, "-m", "selfvae.cli", "train", "--out", str(run), "--no-progress",
                "--channels-last", "--set", f"train.max_minutes={a.minutes}"]
-        if (run / "last.pt").exists():
+        if layout.checkpoint(run).exists():
             cmd.append("--resume")
         else:
             cmd += ["--preset", a.train, "--data-dir", a.data_dir, "--steps", "1000000"]

@@ -27,14 +27,17 @@ from pathlib import Path
 
 import torch
 
-from selfvae.checkpoint import load_checkpoint
 from selfvae.config import Config
 from selfvae.data import batches_of, load_split
 from selfvae.data.datasets import DATASETS
 from selfvae.evaluation.bounds import choose_iw_samples, evaluate
-from selfvae.models.loading import load_run
-from selfvae.models.pretrained import PACKAGED, export
 from selfvae.presets import get_preset
+from selfvae.runs import layout
+from selfvae.runs.checkpoint import load_checkpoint
+from selfvae.runs.export import export
+from selfvae.runs.layout import PACKAGED
+from selfvae.runs.loading import load_run
+from selfvae.runs.stored import write_json
 from selfvae.viz import read_log, with_train_seconds
 
 FP16_TOLERANCE = 0.002  # bits/dim the float16 file may move the bound by
@@ -44,7 +47,7 @@ def train(name: str, run: Path, minutes: float, seed: int, data_dir: str | None,
           steps: int) -> None:
     cmd = [sys.executable, "-m", "selfvae.cli", "train", "--out", str(run), "--no-progress", "--channels-last",
            "--set", f"train.max_minutes={minutes}"]
-    if (run / "last.pt").exists():
+    if layout.checkpoint(run).exists():
         cmd += ["--resume"]
     else:
         cmd += ["--preset", name, "--set", f"train.seed={seed}", "--steps", str(steps)]
@@ -68,10 +71,11 @@ def shipped_checkpoint(run: Path) -> dict:
     """Step and evaluation weights of the checkpoint a run's export takes (``best.pt``, else ``last.pt``); for a
     run that came back without checkpoints (a GPU session returns its export and log), the validation record
     ``best.pt`` was written at: the lowest validation bits/dim."""
-    path = run / "best.pt" if (run / "best.pt").exists() else run / "last.pt"
+    path = layout.checkpoint_to_load(run)
     if not path.exists():
-        best = min((r for r in read_log(run / "log.jsonl") if r.get("split") == "val"), key=lambda r: r["bpd"])
-        return {"checkpoint": "best.pt (from the log: the checkpoint stayed on the GPU machine)",
+        best = min((r for r in read_log(run / layout.LOG) if r.get("split") == "val"), key=lambda r: r["bpd"])
+        return {"checkpoint": f"{layout.checkpoint(run, layout.BEST).name} (from the log: the checkpoint stayed on the "
+                              "GPU machine)",
                 "step": best["step"], "weights": best.get("weights", "model")}
     state = load_checkpoint(path)
     weights = state.get("eval_weights", "ema" if state.get("ema") else "model")
@@ -80,12 +84,12 @@ def shipped_checkpoint(run: Path) -> dict:
 
 def training_time(run: Path, step: int) -> tuple[int, float, str]:
     """Steps, training seconds up to ``step`` and how they were obtained (the log's clock, or its step times)."""
-    recs = [r for r in with_train_seconds(read_log(run / "log.jsonl")) if r["step"] <= step]  # up to its validation
+    recs = [r for r in with_train_seconds(read_log(run / layout.LOG)) if r["step"] <= step]  # up to its validation
     if not recs:
         return 0, 0.0, "no log"
     how = "partly estimated from the logged step times" if any(r.get("clock_estimated") for r in recs) else "measured"
     steps, seconds = recs[-1]["step"], recs[-1]["train_seconds"]
-    init = run / "init.json"
+    init = run / layout.INIT
     if init.is_file():  # the run started from another model's weights (train.init): count its training too
         src = json.loads(init.read_text())
         steps, seconds = steps + (src.get("steps") or 0), seconds + (src.get("seconds") or 0.0)
@@ -96,10 +100,10 @@ def training_time(run: Path, step: int) -> tuple[int, float, str]:
 
 def lr_history(run: Path, step: int) -> str:
     """The logged learning rate up to ``step`` as segments split where it jumps (a schedule changed on resume)."""
-    recs = [r for r in read_log(run / "log.jsonl") if r.get("split") == "train" and "lr" in r and r["step"] <= step]
+    recs = [r for r in read_log(run / layout.LOG) if r.get("split") == "train" and "lr" in r and r["step"] <= step]
     if not recs:
         return "not logged"
-    warmup = Config.load(run / "config.json").train.lr_warmup_steps  # its linear rise is not a new stage
+    warmup = Config.load(run / layout.CONFIG).train.lr_warmup_steps  # its linear rise is not a new stage
     segments = [[recs[0]]]
     for prev, r in zip(recs, recs[1:], strict=False):
         if abs(r["lr"] / prev["lr"] - 1) > 0.2 and r["step"] > warmup:
@@ -259,10 +263,10 @@ def write_card(name: str, run: Path, dest: Path, metrics: dict, seed: int, hardw
                            "hardware": hardware}
     if data_note:
         metrics["data_note"] = data_note
-    (dest / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    write_json(metrics, dest / layout.METRICS)
     lr = lr_history(run, shipped["step"])
-    (dest / "card.md").write_text(card(name, dest, metrics, steps, seconds, how, seed, lr))
-    print((dest / "card.md").read_text())
+    (dest / layout.CARD).write_text(card(name, dest, metrics, steps, seconds, how, seed, lr))
+    print((dest / layout.CARD).read_text())
 
 
 def main() -> None:
@@ -288,7 +292,7 @@ def main() -> None:
         a.data_dir = "../shared/data"  # where this project keeps MNIST; Fashion-MNIST has a Debian location
     run = Path(a.run or f"runs/pretrained/{a.name}")
     if a.card_only:
-        write_card(a.name, run, PACKAGED / a.name, json.loads((PACKAGED / a.name / "metrics.json").read_text()),
+        write_card(a.name, run, PACKAGED / a.name, json.loads((PACKAGED / a.name / layout.METRICS).read_text()),
                    a.seed, a.hardware, a.data_note)
         return
     if not a.ship_only:

@@ -12,14 +12,15 @@ import pytest
 import torch
 from conftest import tiny_config
 
-from selfvae.checkpoint import load_checkpoint, save_checkpoint
 from selfvae.cli import main
 from selfvae.data import batches_of, load_split
 from selfvae.distributions import DiscretizedLogisticMixture
 from selfvae.evaluation.bounds import evaluate
-from selfvae.evaluation.table import format_markdown, run_row
-from selfvae.models.loading import load_run
+from selfvae.evaluation.rows import run_row
+from selfvae.evaluation.table import format_markdown
 from selfvae.nn.layers import WNConv2d
+from selfvae.runs.checkpoint import load_checkpoint, save_checkpoint
+from selfvae.runs.loading import load_run
 from selfvae.training.loop import train
 
 

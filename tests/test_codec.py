@@ -21,7 +21,7 @@ from selfvae.codec.compute import ChunkRunner, coding_mode
 from selfvae.codec.images import InputImage, from_tiles, to_tiles
 from selfvae.errors import SelfVAEError
 from selfvae.evaluation.bounds import iw_bound, log_weights
-from selfvae.models.loading import build_model
+from selfvae.models.build import build_model
 from selfvae.nn.nets import NetSpec
 from selfvae.presets import get_preset
 
@@ -215,7 +215,7 @@ def test_trained_tiny_model_codes_at_its_nelbo(blob_npz, tmp_path):
     images is within a few percent of the model's negative ELBO on them."""
     from conftest import blob_images, tiny_config
 
-    from selfvae.models.loading import load_run
+    from selfvae.runs.loading import load_run
     from selfvae.training.loop import train
 
     cfg = tiny_config(blob_npz, "downscale", prior="standard", steps=150)
@@ -281,11 +281,11 @@ def test_importance_samples_are_refused_for_lossy_files_and_out_of_range_in_a_he
 def test_file_decodes_in_a_fresh_process_with_other_threads(tmp_path):
     cfg, model = tiny_model("downscale", "realnvp")
     cfg.save(tmp_path / "config.json")
-    from selfvae.checkpoint import REQUIRED, save_checkpoint
+    from selfvae.runs.checkpoint import REQUIRED, save_checkpoint
 
     state = {k: None for k in REQUIRED if k not in ("format", "version")}
     save_checkpoint(state | {"model": model.state_dict(), "ema": None}, tmp_path / "best.pt")
-    from selfvae.models.loading import load_run
+    from selfvae.runs.loading import load_run
 
     _, loaded = load_run(tmp_path)
     images = digits(20)

@@ -11,8 +11,8 @@ import pytest
 import torch
 from conftest import tiny_config
 
-from selfvae.checkpoint import load_checkpoint
 from selfvae.errors import SelfVAEError
+from selfvae.runs.checkpoint import load_checkpoint
 from selfvae.training import distributed as D
 from selfvae.training.loop import train
 
@@ -91,7 +91,7 @@ def test_accumulation_changes_nothing_but_the_noise_split(blob_npz, tmp_path):
 
 def test_workers_give_the_same_batches_as_the_main_process(blob_npz, tmp_path):
     """A DataLoader with worker processes (augmentation on) feeds exactly the main-process batches."""
-    from selfvae.training.loop import EpochSampler, batch_stream, open_datasets
+    from selfvae.training.batches import EpochSampler, batch_stream, open_datasets
 
     cfg = ddp_config(blob_npz, accum=2)
     ds, _ = open_datasets(cfg)

@@ -21,7 +21,7 @@ from PIL import Image
 
 from selfvae.demo import DemoModel, find_default_run
 from selfvae.errors import SelfVAEError
-from selfvae.models.loading import load_run
+from selfvae.runs.loading import load_run
 from selfvae.training.loop import train
 
 gr = pytest.importorskip("gradio", reason='the demo extra is not installed: pip install -e ".[demo]"')
@@ -85,11 +85,11 @@ def test_bad_uploads_are_messages(demo_run, tmp_path):
 
 
 def test_default_model_is_the_newest_run_else_the_shipped_one(demo_run, tmp_path, monkeypatch):
-    from selfvae.models import pretrained
+    from selfvae.runs import layout
 
     assert find_default_run(demo_run.parent) == str(demo_run)
     assert find_default_run(tmp_path) == "mnist-srvae"  # nothing trained yet: the shipped selfVAE
-    monkeypatch.setattr(pretrained, "PACKAGED", tmp_path / "none")
+    monkeypatch.setattr(layout, "PACKAGED", tmp_path / "none")
     with pytest.raises(SelfVAEError, match="no trained run"):
         find_default_run(tmp_path)
 

@@ -14,13 +14,13 @@ import pytest
 import torch
 from conftest import TINY, tiny_config
 
+from selfvae import runtime
 from selfvae.config import Config, ModelConfig
-from selfvae.models.loading import load_run
 from selfvae.models.ops import generate
 from selfvae.models.selfvae import SelfVAE
 from selfvae.nn.layers import data_dependent_init
-from selfvae.training import distributed as D
-from selfvae.training.loop import train_step
+from selfvae.runs.loading import load_run
+from selfvae.training.step import train_step
 
 
 def _model(transforms: str = "downscale", channels: int = 1) -> SelfVAE:
@@ -67,7 +67,7 @@ def test_the_bound_on_the_device_equals_the_cpu_bound(device, cpu_noise, transfo
 
 def test_bf16_channels_last_training_lowers_the_loss_with_float32_likelihoods(device):
     model = _model().to(device).to(memory_format=torch.channels_last)
-    D.install_fp32_outputs(model)
+    runtime.install_fp32_outputs(model)
     cfg = tiny_config(None, "downscale")
     cfg.train.amp, cfg.train.channels_last, cfg.train.lr = "bf16", True, 3e-3
     opt = torch.optim.Adamax(model.parameters(), lr=cfg.train.lr)
@@ -78,7 +78,7 @@ def test_bf16_channels_last_training_lowers_the_loss_with_float32_likelihoods(de
     assert sum(losses[-5:]) / 5 < sum(losses[:5]) / 5 - 0.5, losses
     for p in model.parameters():
         assert p.dtype == torch.float32 and torch.isfinite(p).all()
-    with torch.no_grad(), D.autocast(device, "bf16"):
+    with torch.no_grad(), runtime.autocast(device, "bf16"):
         p_y = model.p_y_given(torch.zeros(2, 4, 4, 4, device=device))
     assert p_y.params.dtype == p_y.locs.dtype == torch.float32
 
@@ -86,7 +86,7 @@ def test_bf16_channels_last_training_lowers_the_loss_with_float32_likelihoods(de
 def test_fp16_training_with_a_loss_scale_lowers_the_loss_and_resumes_its_scale(device, blob_npz, tmp_path):
     """``--amp fp16`` (GPUs without bfloat16): float16 autocast, a dynamic loss scale that the checkpoint keeps,
     overflowing steps skipped; the weights stay float32 and finite."""
-    from selfvae.checkpoint import load_checkpoint
+    from selfvae.runs.checkpoint import load_checkpoint
     from selfvae.training.loop import train
 
     cfg = tiny_config(blob_npz, "downscale", steps=30)
@@ -113,7 +113,7 @@ def test_compiled_nets_compute_the_eager_function(device, cpu_noise):
     with torch.no_grad():
         cpu_noise.reset()
         eager = model.terms(x).nelbo
-        D.compile_nets(model)
+        runtime.compile_nets(model)
         cpu_noise.reset()
         compiled = model.terms(x).nelbo
     assert torch.allclose(compiled, eager, rtol=1e-4, atol=1e-2), (compiled - eager).abs().max()

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from conftest import cifar_like_tarball
 
-from selfvae.models.loading import load_run
+from selfvae.runs.loading import load_run
 
 ROOT = Path(__file__).resolve().parents[1]
 

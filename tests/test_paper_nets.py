@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from selfvae.distributions import DiscretizedLogisticMixture
-from selfvae.models.loading import build_model
+from selfvae.models.build import build_model
 from selfvae.nn.layers import data_dependent_init, exact_elu, frozen_weights
 from selfvae.nn.paper import (
     PaperDenseLayer,
@@ -225,8 +225,8 @@ def test_bf16_autocast_gives_the_paper_nets_likelihoods_float32_inputs(monkeypat
     """Under ``--amp bf16`` the authors' nets (encoders, decoders, the flow's dense s/t nets) run in bfloat16,
     but what they hand to the likelihood, the Gaussians and the couplings is float32."""
     from selfvae import distributions as dist_mod
+    from selfvae import runtime
     from selfvae.priors import _Coupling
-    from selfvae.training import distributed as D
 
     seen: list[tuple[str, torch.dtype]] = []
     for cls, name in ((dist_mod.DiscretizedLogisticMixture, "dmol"), (dist_mod.DiagonalGaussian, "gaussian")):
@@ -239,12 +239,12 @@ def test_bf16_autocast_gives_the_paper_nets_likelihoods_float32_inputs(monkeypat
         monkeypatch.setattr(cls, "__init__", spy)
     torch.manual_seed(0)
     model = build_model(get_preset("cifar10-srvae-paper"))
-    D.install_fp32_outputs(model)
+    runtime.install_fp32_outputs(model)
     for m in model.modules():
         if isinstance(m, _Coupling):
             m.net.register_forward_hook(lambda _m, _i, out: seen.extend(("s/t", o.dtype) for o in out))
     x = torch.randint(0, 256, (1, 3, 32, 32), dtype=torch.uint8)
-    with torch.no_grad(), D.autocast("cpu", "bf16"):
+    with torch.no_grad(), runtime.autocast("cpu", "bf16"):
         model.terms(x)
     assert {n for n, _ in seen} == {"dmol", "gaussian", "s/t"}
     assert all(d == torch.float32 for _, d in seen), sorted({(n, d) for n, d in seen if d != torch.float32})

@@ -13,9 +13,10 @@ from PIL import Image
 from selfvae.cli import main
 from selfvae.codec.container import Container
 from selfvae.errors import SelfVAEError
-from selfvae.models import pretrained
-from selfvae.models.loading import load_run
-from selfvae.models.pretrained import export, pretrained_names, resolve
+from selfvae.runs import layout
+from selfvae.runs.export import export
+from selfvae.runs.layout import pretrained_names, resolve
+from selfvae.runs.loading import load_run
 from selfvae.training.loop import train
 
 
@@ -79,7 +80,7 @@ def test_a_shipped_name_works_in_the_commands_and_writes_nothing_into_the_packag
 ):
     """A model exported into the package folder is found by name; commands write to ./NAME instead."""
     pkg = tmp_path / "pkg"
-    monkeypatch.setattr(pretrained, "PACKAGED", pkg)
+    monkeypatch.setattr(layout, "PACKAGED", pkg)
     export(tiny_run, pkg / "tiny-shipped", dtype="float16")
     assert pretrained_names() == ["tiny-shipped"]
     before = sorted(p.name for p in (pkg / "tiny-shipped").iterdir())

@@ -16,11 +16,12 @@ import torch
 from conftest import tiny_config
 from PIL import Image
 
-from selfvae.checkpoint import load_checkpoint, save_checkpoint
 from selfvae.cli import main
 from selfvae.config import Config
 from selfvae.errors import SelfVAEError
-from selfvae.training.loop import train, train_step
+from selfvae.runs.checkpoint import load_checkpoint, save_checkpoint
+from selfvae.training.loop import train
+from selfvae.training.step import train_step
 
 STEPS = 12
 CLI = [sys.executable, "-c", "import sys; from selfvae.cli import main; main(sys.argv[1:])"]
@@ -154,7 +155,7 @@ def test_tampered_checkpoint_is_refused_and_runs_nothing(tmp_path):
 def test_rng_state_round_trips_through_a_weights_only_checkpoint(tmp_path):
     import random
 
-    from selfvae.checkpoint import rng_state, set_rng_state
+    from selfvae.runs.checkpoint import rng_state, set_rng_state
 
     torch.manual_seed(3)
     np.random.seed(4)
@@ -169,9 +170,9 @@ def test_rng_state_round_trips_through_a_weights_only_checkpoint(tmp_path):
 
 # ----- non-finite and huge gradients -------------------------------------------------------------------
 def _model_and_opt(blob_npz, **train_kw):
-    from selfvae.models.loading import build_model
+    from selfvae.models.build import build_model
     from selfvae.nn.layers import data_dependent_init
-    from selfvae.training.loop import gather, open_datasets
+    from selfvae.training.batches import gather, open_datasets
 
     cfg = tiny_config(blob_npz, steps=5)
     for k, v in train_kw.items():

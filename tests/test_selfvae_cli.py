@@ -11,8 +11,8 @@ from conftest import tiny_config
 from PIL import Image
 
 from selfvae.cli import main
-from selfvae.models.loading import load_run
 from selfvae.models.ops import super_resolve
+from selfvae.runs.loading import load_run
 from selfvae.training.loop import train
 
 

@@ -12,16 +12,10 @@ import pytest
 from selfvae.cli import main
 from selfvae.errors import SelfVAEError
 from selfvae.evaluation import fid as fidlib
-from selfvae.evaluation.table import (
-    MISSING,
-    cache_dir,
-    columns,
-    format_markdown,
-    paper_row,
-    run_fid,
-    write_csv,
-)
-from selfvae.models.loading import load_run
+from selfvae.evaluation.rows import paper_row
+from selfvae.evaluation.run_fid import cache_dir, run_fid
+from selfvae.evaluation.table import MISSING, columns, format_markdown, write_csv
+from selfvae.runs.loading import load_run
 
 pytest_plugins = ["conftest_report"]  # fixtures: srvae_tiny, vae_tiny, fake_inception, copy_run
 

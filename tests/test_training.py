@@ -9,10 +9,12 @@ import pytest
 import torch
 from conftest import tiny_config
 
-from selfvae.checkpoint import load_checkpoint, load_latest, save_checkpoint
 from selfvae.errors import SelfVAEError
-from selfvae.models.loading import load_run
-from selfvae.training.loop import EpochSampler, learning_rate, train
+from selfvae.runs.checkpoint import load_checkpoint, load_latest, save_checkpoint
+from selfvae.runs.loading import load_run
+from selfvae.training.batches import EpochSampler
+from selfvae.training.loop import train
+from selfvae.training.step import learning_rate
 
 
 def val_curve(run_dir) -> list[float]:
@@ -237,7 +239,7 @@ def test_validation_scores_raw_and_ema_weights_and_the_better_one_is_loaded(blob
 def test_objective_warms_up_the_kl_and_floors_each_z_level_at_free_bits():
     from selfvae.config import TrainConfig
     from selfvae.models.selfvae import Terms
-    from selfvae.training.loop import objective
+    from selfvae.training.step import objective
 
     re = torch.tensor([[10.0, 20.0], [12.0, 22.0]])
     kl_u = torch.tensor([3.0, 5.0])
@@ -260,9 +262,10 @@ def test_objective_warms_up_the_kl_and_floors_each_z_level_at_free_bits():
 def test_shaped_objective_changes_the_update_but_reports_the_plain_bound(blob_npz):
     import copy
 
-    from selfvae.models.loading import build_model
+    from selfvae.models.build import build_model
     from selfvae.nn.layers import data_dependent_init
-    from selfvae.training.loop import gather, open_datasets, train_step
+    from selfvae.training.batches import gather, open_datasets
+    from selfvae.training.step import train_step
 
     cfg = tiny_config(blob_npz, "downscale", steps=4)
     cfg.train.grad_clip = None  # clipping rescales every gradient together; here only the KL's may differ
@@ -287,7 +290,7 @@ def test_shaped_objective_changes_the_update_but_reports_the_plain_bound(blob_np
 
 
 def test_ema_decay_warms_up_so_the_initial_weights_fade_fast():
-    from selfvae.training.loop import ema_decay
+    from selfvae.training.step import ema_decay
 
     assert ema_decay(0.999, 0) == pytest.approx(0.1) and ema_decay(0.999, 10**6) == 0.999
     weight_of_init = math.prod(ema_decay(0.999, s) for s in range(2500))

@@ -243,7 +243,7 @@ def phase_bench(args: argparse.Namespace, results: dict) -> None:
 
 def phase_train(args: argparse.Namespace, results: dict) -> None:
     """Both shippable CIFAR-10 models at once on the one GPU, each in its own process."""
-    from selfvae.models.pretrained import pretrained_names
+    from selfvae.runs import layout
 
     runs = Path(args.work) / "runs"
     procs = {}
@@ -254,9 +254,9 @@ def phase_train(args: argparse.Namespace, results: dict) -> None:
                "--device", args.device, "--channels-last", "--no-progress", "--workers", str(args.workers),
                "--set", "train.lr_schedule=cosine-time", "--set", f"train.max_minutes={args.minutes}",
                "--set", f"train.batch_size={args.train_batch}", "--set", "train.eval_every=500"]
-        if (run / "last.pt").exists():  # this machine kept the run (a later call of the same session)
+        if layout.checkpoint(run).exists():  # this machine kept the run (a later call of the same session)
             cmd = [*cmd[:4], "--resume", *cmd[4:]]
-        elif args.from_shipped and preset in pretrained_names():  # a fresh machine: go on from what ships
+        elif args.from_shipped and preset in layout.pretrained_names():  # a fresh machine: go on from what ships
             cmd = [*cmd[:4], "--preset", preset, "--init", preset, "--set", f"train.lr={args.lr}", *cmd[4:]]
         else:
             cmd = [*cmd[:4], "--preset", preset, *cmd[4:]]
@@ -283,16 +283,18 @@ def phase_train(args: argparse.Namespace, results: dict) -> None:
 
 def _pack(preset: str, run: Path, out: Path) -> dict:
     """Export the run (float16, its better of raw and EMA weights) and put what comes back into ``NAME.tar``."""
+    from selfvae.runs import layout
+
     export = run.parent / f"{preset}-export"
     subprocess.run([sys.executable, "-m", "selfvae.cli", "export", str(run), "-o", str(export), "--dtype",
                     "float16"], check=True, env=_env(), cwd=ROOT)
-    metrics = json.loads((run / "final" / "metrics.json").read_text())
-    records = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines() if x.strip()]
+    metrics = json.loads((run / layout.FINAL_METRICS).read_text())
+    records = [json.loads(x) for x in (run / layout.LOG).read_text().splitlines() if x.strip()]
     train_recs = [r for r in records if r.get("split") == "train"]
     with tarfile.open(out / f"{preset}.tar", "w") as tar:
         for f in sorted(export.iterdir()):
             tar.add(f, arcname=f"{preset}/export/{f.name}")
-        for name in ("config.json", "log.jsonl", "curves.png", "final/metrics.json", "final/samples.png"):
+        for name in (layout.CONFIG, layout.LOG, layout.CURVES, layout.FINAL_METRICS, layout.FINAL_SAMPLES):
             if (run / name).exists():
                 tar.add(run / name, arcname=f"{preset}/run/{name}")
     return {"steps": train_recs[-1]["step"] if train_recs else 0, "test_bpd_elbo": metrics.get("bpd_elbo"),

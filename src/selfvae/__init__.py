@@ -19,7 +19,7 @@ __version__ = "0.1.0"
 def load(name_or_path: str, device: str | torch.device = "cpu") -> SelfVAE:
     """A trained model in eval mode (EMA weights where the run kept them); ``model.config`` is its whole
     :class:`~selfvae.config.Config` (data set, training), ``model.cfg`` the architecture."""
-    from selfvae.models.loading import load_run
+    from selfvae.runs.loading import load_run
 
     return load_run(name_or_path, device)[1]
 

@@ -15,8 +15,9 @@ from typing import Any
 import torch
 
 from selfvae.errors import SelfVAEError
+from selfvae.run_config import DEFAULT_PRESET, TrainRequest
+from selfvae.runs import layout
 
-DEFAULT_PRESET = "fashion-mnist-vae"  # what `selfvae train` trains when told nothing
 MODES_HELP = (
     "as the thesis (ch. 5.2, 7) names them: rs1..rs{K+1}, reconstruction RSj: the first j latents (u, z_1, ...) "
     "inferred, the rest sampled, every y generated; cr, conditional reconstruction: y_K = d(x) and z_K given "
@@ -74,65 +75,32 @@ def cmd_presets(args: argparse.Namespace) -> None:
         print(f"{name:<{width}}  {cfg.description}{extra}")
 
 
+TRAIN_FLAGS = {"image_size": "data.image_size", "batch_size": "train.batch_size", "on_bad_file": "data.on_bad_file",
+               "amp": "train.amp", "workers": "train.workers", "accum_steps": "train.accum_steps",
+               "threads": "train.num_threads"}
+TRAIN_SWITCHES = ("compile", "channels_last", "deterministic")  # train.FIELD = True when given
+
+
+def train_request(args: argparse.Namespace) -> TrainRequest:
+    """The parsed ``selfvae train`` options as a :class:`~selfvae.run_config.TrainRequest`."""
+    settings = {field: getattr(args, flag) for flag, field in TRAIN_FLAGS.items() if getattr(args, flag) is not None}
+    settings.update({f"train.{flag}": True for flag in TRAIN_SWITCHES if getattr(args, flag)})
+    return TrainRequest(preset=args.preset, config_file=args.config, init=args.init, resume=args.resume,
+                        out=args.out, data_dir=args.data_dir, settings=settings, sets=tuple(args.set or ()),
+                        steps=args.steps, epochs=args.epochs)
+
+
 def cmd_train(args: argparse.Namespace) -> None:
-    from selfvae.config import Config, apply_overrides
-    from selfvae.presets import get_preset
+    from selfvae.data import infer_dataset, load_split
+    from selfvae.run_config import base_config, train_config
     from selfvae.training.loop import train
 
-    out = Path(args.out or f"runs/{args.preset or (Path(args.init).name + '-tuned' if args.init else DEFAULT_PRESET)}")
-    if args.resume:
-        try:
-            cfg = Config.load(out / "config.json")
-        except SelfVAEError as e:
-            raise SelfVAEError(f"{out}: cannot resume this run directory: {e}") from e
-    elif args.config:
-        cfg = Config.load(Path(args.config))
-    elif args.init and not args.preset:  # the starting model's own config (its data set, its training)
-        from selfvae.models.pretrained import resolve
-
-        cfg = Config.load(resolve(args.init) / "config.json")
-    else:
-        cfg = get_preset(args.preset or DEFAULT_PRESET)
-    if args.init:
-        if args.resume:
-            raise SelfVAEError("--init starts a new run; --resume continues one (its weights are in its checkpoint)")
-        cfg.train.init = args.init
-    if args.data_dir:
-        cfg.data.root = args.data_dir
-        if not (args.resume or args.config or any(s.startswith("data.name=") for s in args.set or [])):
-            from selfvae.data import infer_dataset
-
-            name = infer_dataset(cfg.data.name, args.data_dir)
-            if name != cfg.data.name:
-                if not args.out:  # a run on the user's images is not named after the preset's data set alone
-                    out = out.with_name(f"{out.name}-{Path(args.data_dir).expanduser().resolve().stem}")
-                print(f"selfvae: {args.data_dir} holds no {cfg.data.name} files; training on it as data.name={name} "
-                      f"into {out}", file=sys.stderr)
-                cfg.data.name, cfg.data.augment = name, None
-    if args.image_size is not None:
-        cfg.data.image_size = args.image_size
-    if args.batch_size:
-        cfg.train.batch_size = args.batch_size
-    for flag, field in (("on_bad_file", "data.on_bad_file"), ("amp", "train.amp"), ("workers", "train.workers"),
-                        ("accum_steps", "train.accum_steps"), ("threads", "train.num_threads")):
-        if getattr(args, flag) is not None:
-            section, name = field.split(".")
-            setattr(getattr(cfg, section), name, getattr(args, flag))
-    for flag in ("compile", "channels_last", "deterministic"):
-        if getattr(args, flag):
-            setattr(cfg.train, flag, True)
-    apply_overrides(cfg, args.set or [])
-    if args.steps is not None and args.epochs is not None:
-        raise SelfVAEError("give --steps or --epochs, not both")
-    if args.epochs is not None:
-        from selfvae.data import load_split
-
-        n = len(load_split(cfg, "train"))
-        cfg.train.steps = args.epochs * max(1, n // cfg.train.batch_size)
-    elif args.steps is not None:
-        cfg.train.steps = args.steps
+    req = train_request(args)
+    cfg, out, notes = train_config(req, base_config(req), infer_dataset, lambda c: len(load_split(c, "train")))
+    for note in notes:
+        print(f"selfvae: {note}", file=sys.stderr)
     if args.resume:  # step-count changes must outlive this call
-        cfg.save(out / "config.json")
+        cfg.save(out / layout.CONFIG)
     result = train(cfg, out, device=_device(args.device), resume=args.resume, progress=not args.no_progress)
     if "stopped" in result:
         print(result["stopped"], file=sys.stderr)
@@ -143,22 +111,20 @@ def cmd_train(args: argparse.Namespace) -> None:
     print(f"{result['split']} bits/dim: {result['bpd_elbo']:.4f} (ELBO over {result['n_images']} images), "
           f"{result['bpd_iw']:.4f} (IW bound, S={result['iw_samples']}, over the first {result['iw_n_images']}; "
           f"`selfvae eval {out}` for more)")
-    print(f"samples: {out / 'final' / 'samples.png'}; metrics: {out / 'final' / 'metrics.json'}")
+    print(f"samples: {out / layout.FINAL_SAMPLES}; metrics: {out / layout.FINAL_METRICS}")
 
 
 def _load(args: argparse.Namespace, device: str | torch.device = "cpu") -> tuple[Any, Any]:
     """Config and model of ``args.run_dir`` (a run, an exported model or a pretrained name), with the data
     set read from ``--data-dir`` where the command has it."""
-    from selfvae.models.loading import load_run
+    from selfvae.runs.loading import load_run
 
     return load_run(args.run_dir, device, data_dir=getattr(args, "data_dir", None))
 
 
 def _out_dir(args: argparse.Namespace) -> Path:
     """Default folder for a command's outputs: the run's own, ``./NAME`` for a shipped model."""
-    from selfvae.models.pretrained import output_dir, resolve
-
-    return output_dir(resolve(args.run_dir))
+    return layout.output_dir(layout.resolve(args.run_dir))
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
@@ -188,7 +154,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
     m = evaluate(model, batches, args.iw_samples, device, total=n, progress=True)  # on stderr: --json keeps stdout
     m = {"split": args.split, **m, **(auto or {})}
     if args.table:
-        from selfvae.evaluation.table import paper_row
+        from selfvae.evaluation.rows import paper_row
 
         m.update(paper_row(model, args.run_dir, device))
     if args.json:
@@ -199,13 +165,11 @@ def cmd_eval(args: argparse.Namespace) -> None:
 
 def _default_iw_samples(run: str) -> tuple[int, str]:
     """The S ``eval`` takes when not told: a shipped model's measured one (its card's rule), else 64."""
-    from selfvae.models.pretrained import resolve
+    from selfvae.runs.stored import shipped_iw_samples
 
-    path = resolve(run) / "metrics.json"
-    if path.is_file():
-        s = json.loads(path.read_text()).get("iw", {}).get("s_within_0.005")
-        if isinstance(s, int) and s >= 1:
-            return s, "this model's measured S: doubling it moved the bound by < 0.005 bits/dim"
+    s = shipped_iw_samples(layout.resolve(run))
+    if s is not None:
+        return s, "this model's measured S: doubling it moved the bound by < 0.005 bits/dim"
     return 64, "the default"
 
 
@@ -349,7 +313,7 @@ def _tradeoff_bits(args: argparse.Namespace) -> None:
 
 
 def cmd_fid(args: argparse.Namespace) -> None:
-    from selfvae.evaluation.table import run_fid
+    from selfvae.evaluation.run_fid import run_fid
 
     r = run_fid(args.run_dir, n=args.n, ref=args.ref, batch_size=args.batch_size, device=_device(args.device),
                 weights=args.weights, seed=args.seed, progress=not args.no_progress, n_ref=args.n_ref,
@@ -377,24 +341,24 @@ def cmd_compare(args: argparse.Namespace) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> None:
-    from selfvae.models.pretrained import export
+    from selfvae.runs.export import export
 
     out = export(args.run_dir, args.output, dtype=args.dtype, which=args.which)
-    size = (out / "model.safetensors").stat().st_size
-    print(f"wrote {out} (model.safetensors {size / 1e6:.2f} MB, {args.dtype}; config.json; metrics.json if the "
-          f"run had them); check it with: selfvae eval {out}")
+    size = (out / layout.WEIGHTS).stat().st_size
+    print(f"wrote {out} ({layout.WEIGHTS} {size / 1e6:.2f} MB, {args.dtype}; {layout.CONFIG}; {layout.METRICS} if "
+          f"the run had them); check it with: selfvae eval {out}")
 
 
 def cmd_pretrained(args: argparse.Namespace) -> None:
-    from selfvae.evaluation.table import stored_metrics
-    from selfvae.models.pretrained import PACKAGED, pretrained_names
+    from selfvae.runs.stored import stored_metrics
 
-    names = pretrained_names()
+    names = layout.pretrained_names()
     if not names:
-        print(f"no pretrained models in this installation ({PACKAGED})")
+        print(f"no pretrained models in this installation ({layout.PACKAGED})")
     for name in names:
-        m = stored_metrics(PACKAGED / name) or {}
-        bounds = f"{_listed_bounds(m)}; card: {PACKAGED / name / 'card.md'}" if "bpd_iw" in m else "not evaluated"
+        folder = layout.pretrained_folder(name)
+        m = stored_metrics(folder) or {}
+        bounds = f"{_listed_bounds(m)}; card: {folder / layout.CARD}" if "bpd_iw" in m else "not evaluated"
         print(f"{name:<24} {bounds}")
 
 
@@ -462,10 +426,8 @@ def cmd_compress(args: argparse.Namespace) -> None:
 
 def _model_hint(run: str) -> str:
     """What a compressed file names its model by: a shipped model's name, else the folder's absolute path."""
-    from selfvae.models.pretrained import is_packaged, resolve
-
-    folder = resolve(run)
-    return folder.name if is_packaged(folder) else str(folder.resolve())
+    folder = layout.resolve(run)
+    return folder.name if layout.is_packaged(folder) else str(folder.resolve())
 
 
 def _part_order(item: tuple[str, float]) -> tuple[int, str]:
@@ -477,14 +439,12 @@ def cmd_decompress(args: argparse.Namespace) -> None:
     from selfvae.codec import decompress, read_model_hint
     from selfvae.codec.container import read
     from selfvae.codec.images import save_png
-    from selfvae.models.loading import load_run
+    from selfvae.runs.loading import load_run
 
     data = read(args.file)
-    from selfvae.models.pretrained import resolve
-
     run_dir = args.model or read_model_hint(data, args.file)
     try:
-        resolve(run_dir)
+        layout.resolve(run_dir)
     except SelfVAEError:
         raise SelfVAEError(f"{args.file}: was written with the model {run_dir}, which is not here; "
                            f"give it with --model RUN_DIR") from None
@@ -577,7 +537,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--set", action="append", metavar="SECTION.FIELD=VALUE",
                    help="override a config field, e.g. train.lr=1e-3 (repeatable)")
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
-    s.add_argument("--config", metavar="FILE", help="train the config in this JSON file (as in a run's config.json)")
+    s.add_argument("--config", metavar="FILE",
+                   help=f"train the config in this JSON file (as in a run's {layout.CONFIG})")
     s.add_argument("--on-bad-file", choices=["skip", "error"],
                    help="unreadable files in an image folder: warn and skip them, or stop (default)")
     s.add_argument("--amp", choices=["bf16", "fp16"],
@@ -650,7 +611,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--decode", default="mean", choices=["mean", "mode"], help="with --bits: x from p(x|y,z)'s")
     s.add_argument("--batch-size", type=int, default=100)
     s.add_argument("--out", help="output folder (default RUN_DIR/tradeoff)")
-    s = run_cmd("fid", "FID of generated samples against the data set (writes RUN_DIR/final/fid.json)", cmd_fid)
+    s = run_cmd("fid", f"FID of generated samples against the data set (writes RUN_DIR/{layout.FID})", cmd_fid)
     s.add_argument("--n", type=int, default=10000, help="number of samples (papers: 10000 vs test, 50000 vs train)")
     s.add_argument("--ref", default="test", choices=["test", "train"],
                    help="reference statistics: the whole test split, or the first N training images")
@@ -662,7 +623,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = run_cmd("report", "one self-contained HTML page: config, table row, curves, samples, modes, ...",
                 cmd_report)
     s.add_argument("-o", "--out", help="output folder (default RUN_DIR/report); writes index.html")
-    s.add_argument("--n-eval", type=int, default=256, help="test images to evaluate when final/metrics.json is missing")
+    s.add_argument("--n-eval", type=int, default=256,
+                   help=f"test images to evaluate when {layout.FINAL_METRICS} is missing")
     s.add_argument("--iw-samples", type=int, default=16, help="importance samples for that evaluation")
     s.add_argument("--n-tradeoff", type=int, default=256, help="test images for the memory/quality plot")
 
@@ -703,7 +665,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also write what each stage of the first group gives (y_1, ..., x) and the bytes it needed")
     s.add_argument("--threads", type=int, default=max(1, torch.get_num_threads()),
                    help="worker threads (any number decodes the same)")
-    s = run_cmd("export", "write a run's model as safetensors + config.json + metrics.json (what ships)",
+    s = run_cmd("export", f"write a run's model as {layout.WEIGHTS} + {layout.CONFIG} + {layout.METRICS} (what ships)",
                 cmd_export)
     s.add_argument("-o", "--output", required=True, help="folder to write")
     s.add_argument("--dtype", default="float32", choices=["float32", "float16"],
@@ -718,9 +680,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("-o", "--out", default="compare", help="output folder (default ./compare)")
     s.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--n-eval", type=int, default=256, help="test images to evaluate runs without final/metrics.json")
+    s.add_argument("--n-eval", type=int, default=256,
+                   help=f"test images to evaluate runs without {layout.FINAL_METRICS}")
     s.add_argument("--iw-samples", type=int, default=16, help="importance samples for that evaluation")
-    s.add_argument("--no-eval", action="store_true", help="show '-' for runs without final/metrics.json")
+    s.add_argument("--no-eval", action="store_true", help=f"show '-' for runs without {layout.FINAL_METRICS}")
     s.add_argument("--no-timing", action="store_true", help="skip the generation-time columns")
     s = sub.add_parser("demo", help="a local web page to try a model (needs: pip install -e \".[demo]\")",
                        description="Serve a web page (Gradio) to try a model: your images, their y, "

@@ -1,7 +1,7 @@
 """Several runs side by side (``selfvae compare``): the papers' table and one plot.
 
-This is how the papers argue VAE vs srVAE vs the 3-level model: one row per run (bounds from
-``final/metrics.json``, FID from ``final/fid.json``, parameters and generation time), written as Markdown,
+This is how the papers argue VAE vs srVAE vs the 3-level model: one row per run (bounds and FID
+stored with it, parameters and generation time), written as Markdown,
 CSV and an HTML page, plus a figure with the ELBO and IW bound per run (bars) and the validation bits/dim
 against training step for all runs on one axis.
 """
@@ -14,8 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from selfvae.errors import SelfVAEError
-from selfvae.evaluation.table import TABLE_NOTE, check_run_dir, format_html, format_markdown, run_row, write_csv
+from selfvae.evaluation.rows import run_row
+from selfvae.evaluation.table import TABLE_NOTE, format_html, format_markdown, write_csv
 from selfvae.report import CSS, png_b64
+from selfvae.runs.layout import check_run_dir
 
 
 def _finite(v: Any) -> bool:
@@ -29,8 +31,9 @@ def plot_compare(rows: list[dict], run_dirs: list[Path], path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from selfvae.config import Config
-    from selfvae.models.loading import frame_ratio
+    from selfvae.models.build import frame_ratio
+    from selfvae.runs import layout
+    from selfvae.runs.loading import load_config
     from selfvae.viz import read_log
 
     fig, (ax, ax_c) = plt.subplots(1, 2, figsize=(11, 4))
@@ -52,8 +55,8 @@ def plot_compare(rows: list[dict], run_dirs: list[Path], path: Path) -> Path:
     ax.grid(axis="y", alpha=0.3)
     any_curve = False
     for name, run in zip(names, run_dirs, strict=True):
-        ratio = frame_ratio(Config.load(run / "config.json"))
-        val = [r for r in read_log(run / "log.jsonl", ratio) if r.get("split") == "val" and _finite(r.get("bpd"))]
+        ratio = frame_ratio(load_config(run))
+        val = [r for r in read_log(run / layout.LOG, ratio) if r.get("split") == "val" and _finite(r.get("bpd"))]
         if val:
             ax_c.plot([r["step"] for r in val], [r["bpd"] for r in val], "o-", ms=3, label=name)
             any_curve = True
@@ -81,7 +84,7 @@ def compare(
 ) -> dict[str, Any]:
     """Write ``table.md``, ``table.csv``, ``compare.png`` and ``index.html`` into ``out_dir``.
 
-    Runs without ``final/metrics.json`` are evaluated on ``n_eval`` test images (``n_eval=None``: shown as
+    Runs without stored test bounds are evaluated on ``n_eval`` test images (``n_eval=None``: shown as
     "-"). Returns the rows and the written paths.
     """
     if not run_dirs:

@@ -112,7 +112,7 @@ class TrainConfig:
     workers: int = 0  # data-loading worker processes (0: load batches in the main process)
     flush_denormal: bool = True  # CPU: treat subnormal floats as 0 (avoids slow steps; no effect on the bound)
     # CPU with glibc: freed memory stays in the process for the next step's tensors instead of being page-faulted
-    # in anew (selfvae.allocator; a paper-size srVAE step 1.6x faster); the process keeps its peak memory
+    # in anew (selfvae.runtime; a paper-size srVAE step 1.6x faster); the process keeps its peak memory
     retain_memory: bool = True
 
 
@@ -159,6 +159,10 @@ class Config:
             )
         except (KeyError, TypeError) as e:
             raise SelfVAEError(f"config is malformed or from an incompatible version: {e}") from e
+
+    def with_data_root(self, root: str | None) -> Config:
+        """A copy reading its data set from ``root`` (``--data-dir``)."""
+        return dataclasses.replace(self, data=dataclasses.replace(self.data, root=root))
 
     def save(self, path: Path) -> None:
         tmp = path.with_suffix(".tmp")

@@ -30,14 +30,13 @@ MAX_UPLOAD_MB = 30
 
 
 def find_default_run(root: str | Path = "runs") -> str:
-    """The most recently trained run directory under ``root`` (one with ``config.json`` and a checkpoint),
-    else the shipped pretrained selfVAE (``DEFAULT_PRETRAINED``), so the page works before any training."""
-    from selfvae.models.pretrained import pretrained_names
+    """The most recently trained run directory under ``root``, else the shipped pretrained selfVAE
+    (``DEFAULT_PRETRAINED``), so the page works before any training."""
+    from selfvae.runs.layout import latest_run, pretrained_names
 
-    runs = [p.parent for p in Path(root).glob("*/config.json")
-            if (p.parent / "best.pt").exists() or (p.parent / "last.pt").exists()]
-    if runs:
-        return str(max(runs, key=lambda p: max(f.stat().st_mtime for f in p.glob("*.pt"))))
+    run = latest_run(root)
+    if run is not None:
+        return str(run)
     if DEFAULT_PRETRAINED in pretrained_names():
         return DEFAULT_PRETRAINED
     raise SelfVAEError(
@@ -97,13 +96,11 @@ class DemoModel:
         kind = "a plain VAE (K = 0)" if m.K == 0 else f"a {m.K}-level selfVAE, d = {cfg.model.transforms}"
         text = (f"**{self.name}**: {kind}, images {tuple(cfg.model.image_shape)}, prior {cfg.model.prior}, "
                 f"{n / 1e6:.2f}M parameters, trained on {cfg.data.name}.")
-        from selfvae.evaluation.table import stored_metrics
-        from selfvae.models.pretrained import resolve
+        from selfvae.runs.layout import resolve
+        from selfvae.runs.stored import per_data_dims, stored_metrics
 
         stored = stored_metrics(resolve(self.name))
         if stored is not None:
-            from selfvae.evaluation.bounds import per_data_dims
-
             r = per_data_dims(stored, m.x_dims, m.padded_dims)
             text += (f" Test bound: {r['bpd_elbo']:.3f} bits/dim (ELBO), {r['bpd_iw']:.3f} "
                      f"(IW, S={r['iw_samples']}).")
@@ -203,7 +200,7 @@ def launch(model: str | None, host: str = "127.0.0.1", port: int = 7860, device:
         import gradio
     except ImportError:
         raise SelfVAEError('the demo needs Gradio: pip install -e ".[demo]" (or pip install gradio)') from None
-    from selfvae.models.loading import load_run
+    from selfvae.runs.loading import load_run
 
     run = model or find_default_run()
     cfg, m = load_run(run, device)

@@ -25,7 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from selfvae.errors import SelfVAEError
-from selfvae.nn.layers import WNConv2d, elu
+from selfvae.nn.layers import Network, WNConv2d, elu
 from selfvae.nn.paper import PaperDenseLayer
 
 __all__ = ["Prior", "StandardNormal", "MixtureOfGaussians", "RealNVP", "CouplingStep", "PRIORS", "build_prior",
@@ -179,7 +179,7 @@ class _ResBlock(nn.Module):
         return x + self.conv2(elu(self.conv1(elu(x))))
 
 
-class _STNet(nn.Module):
+class _STNet(nn.Module, Network):
     """Small ResNet producing (s, t); no batch norm or dropout (deterministic density); last conv zeroed so
     every coupling starts at the identity."""
 
@@ -197,7 +197,7 @@ class _STNet(nn.Module):
         return s, t
 
 
-class _DenseSTNet(nn.Module):
+class _DenseSTNet(nn.Module, Network):
     """The srVAE authors' s/t net: their dense layer (growth 64, 5 units, attention) and a weight-normed
     3x3 conv to ``2 * out_channels`` (no zero init: their data-dependent init, output std 0.01)."""
 

@@ -27,7 +27,9 @@ from PIL import Image
 from torch import Tensor
 
 from selfvae.errors import SelfVAEError
-from selfvae.evaluation.table import TABLE_NOTE, check_run_dir, format_html, format_markdown, run_row
+from selfvae.evaluation.rows import run_row
+from selfvae.evaluation.table import TABLE_NOTE, format_html, format_markdown
+from selfvae.runs import layout
 from selfvae.viz import grid_array
 
 SECTIONS = (
@@ -117,9 +119,9 @@ def _curves(run_dir: Path, ratio: float) -> str:
     from selfvae.viz import plot_curves
 
     with tempfile.TemporaryDirectory() as tmp:
-        uri = _file_uri(plot_curves(run_dir / "log.jsonl", Path(tmp) / "curves.png", ratio))
+        uri = _file_uri(plot_curves(run_dir / layout.LOG, Path(tmp) / layout.CURVES, ratio))
     if uri is None:
-        return _note("log.jsonl has no train/validation records.")
+        return _note(f"{layout.LOG} has no train/validation records.")
     return _img(uri, "training curves") + _note(
         "Left: bits/dim (-ELBO) of training batches and of the validation split; right: learning rate.")
 
@@ -183,15 +185,13 @@ def build_report(
 ) -> Path:
     """Write ``index.html`` into ``out_dir`` (default ``RUN_DIR/report``, ``./NAME/report`` for a shipped
     model) and return its path; ``data_dir`` overrides where the model's data set is read from."""
-    from selfvae.models.loading import load_run
     from selfvae.models.ops import generate, interpolate, mode_label, modes, reconstruct, super_resolve
+    from selfvae.runs.loading import load_run
 
     tic = time.perf_counter()
     say = _stage_printer(progress, tic)
-    run_dir = check_run_dir(run_dir)
-    from selfvae.models.pretrained import output_dir
-
-    out = Path(out_dir) if out_dir is not None else output_dir(run_dir) / "report"
+    run_dir = layout.check_run_dir(run_dir)
+    out = Path(out_dir) if out_dir is not None else layout.output_dir(run_dir) / layout.REPORT
     import matplotlib
 
     matplotlib.use("Agg")

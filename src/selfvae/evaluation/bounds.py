@@ -114,24 +114,6 @@ def evaluate(
     return result
 
 
-def per_data_dims(metrics: dict, x_dims: int, padded_dims: int) -> dict:
-    """Stored metrics with bits/dim per dimension of the data's own images.
-
-    Metrics written before bits/dim counted the data's own dimensions have no ``dims`` key: their ``bpd_*``
-    (all but the joint ones) are per dimension of the model's frame (1024 for zero-padded MNIST); they are
-    rescaled, and the frame figures kept as ``bpd_*_padded``. Newer metrics are returned unchanged.
-    """
-    if "dims" in metrics or x_dims == padded_dims:
-        return {**metrics, "dims": metrics.get("dims", x_dims)}
-    out = dict(metrics, dims=x_dims, padded_dims=padded_dims)
-    for key, value in metrics.items():
-        if key.startswith("bpd_") and not key.startswith("bpd_joint") and isinstance(value, (int, float)):
-            out[key] = value * padded_dims / x_dims
-            if key in ("bpd_elbo", "bpd_iw"):
-                out[f"{key}_padded"] = value
-    return out
-
-
 @torch.no_grad()
 def choose_iw_samples(
     model: SelfVAE, x: Tensor, max_s: int = 128, tol: float = 0.005, batch: int = EVAL_BATCH

@@ -56,6 +56,11 @@ def memory_format_of(kernel: Tensor) -> torch.memory_format:
     return torch.contiguous_format
 
 
+class Network:
+    """Marks a network whose outputs parametrise a distribution (a mixin of no state): under ``--amp`` its
+    outputs leave autocast as float32, and ``--compile`` compiles it (:mod:`selfvae.runtime`)."""
+
+
 class _SpatialMean(torch.autograd.Function):
     """``x.mean((2, 3), keepdim=True)`` whose gradient stays a broadcast view: autograd's own divides the expanded
     gradient into a dense contiguous tensor, which then meets a channels-last one in an add ten times slower than

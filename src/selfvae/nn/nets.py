@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from selfvae.nn.layers import ELU, DenseLayer, WNConv2d
+from selfvae.nn.layers import ELU, DenseLayer, Network, WNConv2d
 
 
 @dataclass(frozen=True)
@@ -40,7 +40,7 @@ def _resample(c_in: int, c_out: int, transition: bool, transposed: bool) -> list
     return [WNConv2d(c_in, c_out, 1), ELU(), WNConv2d(c_out, c_out, 3, stride=2, transposed=transposed)]
 
 
-class DenseEncoder(nn.Module):
+class DenseEncoder(nn.Module, Network):
     """Image-shaped input -> ``out_channels`` maps at ``1 / 2**n_down`` of the resolution.
 
     ``spec`` sizes the first (full-resolution) stage; width and growth double after each downsampling.
@@ -64,7 +64,7 @@ class DenseEncoder(nn.Module):
         return self.net(x)
 
 
-class DenseDecoder(nn.Module):
+class DenseDecoder(nn.Module, Network):
     """Latent-shaped input -> ``out_channels`` maps at ``2**n_up`` times the resolution.
 
     ``spec`` sizes the first (lowest-resolution) stage; width and growth halve after each upsampling.
@@ -91,7 +91,7 @@ class DenseDecoder(nn.Module):
         return self.net(x)
 
 
-class DenseNetwork(nn.Module):
+class DenseNetwork(nn.Module, Network):
     """Same-resolution network: stem, ``blocks`` dense layers, 1x1 output."""
 
     def __init__(self, in_channels: int, out_channels: int, spec: NetSpec, out_scale: float = 0.1) -> None:

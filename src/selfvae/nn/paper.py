@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from selfvae.nn.conv import conv2d
-from selfvae.nn.layers import WNConv2d, elu, memory_format_of, spatial_mean
+from selfvae.nn.layers import Network, WNConv2d, elu, memory_format_of, spatial_mean
 
 INIT_SCALE = 0.01  # their init_parameters overrides the 0.05 default with 0.01
 # A unit is computed composed when its two convs need this many times the composed conv's multiply-adds: the
@@ -148,10 +148,8 @@ class _CatELU(torch.autograd.Function):
         return grad_in[:, : ctx.split], grad_in[:, ctx.split :], None
 
 
-class PaperNet(nn.Sequential):
-    """One of the authors' networks (encoder, decoder or same-resolution net): a sequence of their layers, kept
-    a type of its own so that mixed precision can find the nets whose outputs leave autocast as float32
-    (:func:`selfvae.training.distributed.amp_net_types`)."""
+class PaperNet(nn.Sequential, Network):
+    """One of the authors' networks (encoder, decoder or same-resolution net): a sequence of their layers."""
 
 
 def paper_encoder(in_channels: int, out_channels: int, growth: int, steps: int, n_down: int) -> PaperNet:

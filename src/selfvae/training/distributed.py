@@ -1,4 +1,4 @@
-"""Data-parallel training across processes (``torchrun``) and the per-step performance options.
+"""Data-parallel training across processes (``torchrun``).
 
 Data parallelism (launched by ``torchrun --nproc_per_node N selfvae train ...``):
 
@@ -128,60 +128,3 @@ def seeded(seed: int, device: str | torch.device) -> Iterator[None]:
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
         yield
-
-
-# ----- performance options -------------------------------------------------------------------------
-def _to_float32(out):  # noqa: ANN001, ANN202 - any nesting of tensors
-    if isinstance(out, Tensor):
-        return out.float() if out.is_floating_point() and out.dtype != torch.float32 else out
-    if isinstance(out, tuple):
-        return tuple(_to_float32(o) for o in out)
-    if isinstance(out, list):
-        return [_to_float32(o) for o in out]
-    return out
-
-
-def amp_net_types() -> tuple[type, ...]:
-    """The network modules whose outputs leave autocast as float32 (the distributions' inputs)."""
-    from selfvae.nn.nets import DenseDecoder, DenseEncoder, DenseNetwork
-    from selfvae.nn.paper import PaperNet
-    from selfvae.priors import _DenseSTNet, _STNet
-
-    return (DenseEncoder, DenseDecoder, DenseNetwork, _STNet, PaperNet, _DenseSTNet)
-
-
-def install_fp32_outputs(model: nn.Module) -> None:
-    """Make every network return float32 so that likelihoods, KLs and the flow's log-determinant are
-    computed in float32 under ``--amp bf16`` (only the convolutions inside the nets run in bfloat16)."""
-    types = amp_net_types()
-    for m in model.modules():
-        if isinstance(m, types) and not getattr(m, "_fp32_hook", False):
-            m.register_forward_hook(lambda _m, _i, out: _to_float32(out))
-            m._fp32_hook = True
-
-
-AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-def autocast(device: str | torch.device, amp: str | None):
-    """The autocast context of ``--amp`` (``None``, ``"bf16"`` or ``"fp16"``; fp16 needs :func:`grad_scaler`)."""
-    if not amp:
-        return contextlib.nullcontext()
-    if amp not in AMP_DTYPES:
-        raise SelfVAEError(f"--amp {amp}: expected one of {', '.join(AMP_DTYPES)}")
-    return torch.autocast(torch.device(device).type, dtype=AMP_DTYPES[amp])
-
-
-def grad_scaler(device: str | torch.device, amp: str | None) -> torch.amp.GradScaler | None:
-    """A dynamic loss scale for ``--amp fp16`` (float16 gradients underflow without one: GPUs without bfloat16,
-    such as the V100 and T4, train this way); None otherwise."""
-    return torch.amp.GradScaler(torch.device(device).type) if amp == "fp16" else None
-
-
-def compile_nets(model: nn.Module) -> None:
-    """``torch.compile`` each network in place (state-dict keys unchanged); call after the data-dependent
-    initialisation, whose first pass branches in Python."""
-    types = amp_net_types()
-    for m in model.modules():
-        if isinstance(m, types):
-            m.compile()

@@ -1,4 +1,4 @@
-"""selfvae.allocator: after retain_freed_memory, a training step's large tensors, freed and made again the next
+"""selfvae.runtime: after retain_freed_memory, a training step's large tensors, freed and made again the next
 step, reuse the process's pages instead of faulting them in anew (glibc on Linux, where CI and this project's
 machines run), and the process's memory settles instead of growing step after step."""
 
@@ -10,7 +10,7 @@ import sys
 import pytest
 import torch
 
-from selfvae.allocator import retain_freed_memory
+from selfvae.runtime import retain_freed_memory
 
 SIZES_MIB = (40, 130, 80, 33, 130, 64)  # all above glibc's largest mmap threshold (32 MiB), as a paper srVAE's
 

@@ -1,0 +1,64 @@
+"""Loading a trained model: from a run directory's config and checkpoint, an exported folder or a shipped name.
+
+Evaluation, the operations, the codec, the report and the demo load models from here, without importing
+training.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from selfvae.config import Config
+from selfvae.errors import SelfVAEError
+from selfvae.models.build import build_model
+from selfvae.models.selfvae import SelfVAE
+from selfvae.runs import layout
+from selfvae.runs.checkpoint import load_latest
+from selfvae.runs.weights import read_weights
+
+
+def load_config(run: str, data_dir: str | None = None) -> Config:
+    """The config of a run, exported folder or shipped name; ``data_dir`` (given) in place of its data root."""
+    cfg = Config.load(layout.resolve(run) / layout.CONFIG)
+    return cfg.with_data_root(data_dir) if data_dir else cfg
+
+
+def eval_weights(folder, device: str | torch.device = "cpu", which: str = layout.BEST) -> dict[str, torch.Tensor]:  # noqa: ANN001
+    """The evaluation weights of a model's folder: an exported model's, else a checkpoint's (its EMA weights
+    when the run kept them and they validated better than the raw ones). Non-finite weights are refused."""
+    if layout.is_exported(folder):
+        weights = read_weights(folder, device)
+    else:
+        state = load_latest(layout.checkpoint_to_load(folder, which), map_location=device)
+        use_ema = state.get("ema") and state.get("eval_weights", "ema") == "ema"  # the better on validation
+        weights = state["ema"] if use_ema else state["model"]
+    bad = [k for k, v in weights.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:  # a damaged file would otherwise give nan or astronomic bits/dim without a word
+        raise SelfVAEError(f"{folder}: the weights hold NaN or infinite values ({len(bad)} tensor(s), e.g. "
+                           f"{bad[0]}): the file is damaged or the run diverged; use another checkpoint or export")
+    return weights
+
+
+def load_run(
+    run, device: str | torch.device = "cpu", which: str = layout.BEST, data_dir: str | None = None  # noqa: ANN001
+) -> tuple[Config, SelfVAE]:
+    """Config and trained model in eval mode, from a run directory, an exported model folder or the name of a
+    shipped pretrained model (:func:`selfvae.runs.layout.resolve`).
+
+    ``which`` is a run's checkpoint stem (``best`` or ``last``); a run without it falls back to ``last``.
+    ``data_dir`` (given) replaces the folder the config reads its data set from, in the returned config.
+    On the CPU the model is put in channels-last memory format, which oneDNN runs faster.
+    """
+    folder = layout.resolve(run)
+    cfg = load_config(folder, data_dir)
+    model = build_model(cfg, device)
+    try:
+        model.load_state_dict(eval_weights(folder, device, which))
+    except RuntimeError as e:
+        raise SelfVAEError(f"{folder}: the weights do not fit the model its {layout.CONFIG} describes "
+                           f"({str(e).splitlines()[0]})") from e
+    model.eval()
+    if torch.device(device).type == "cpu":  # faster convolutions on CPU (oneDNN's NHWC kernels)
+        model.to(memory_format=torch.channels_last)
+    model.config = cfg  # the whole run config (data set, training), beside model.cfg (the architecture)
+    return cfg, model

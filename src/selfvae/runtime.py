@@ -1,0 +1,139 @@
+"""How the process and the networks run: threads, the allocator, deterministic algorithms, memory format,
+mixed precision and compilation. Commands apply these here, in one place; nothing else sets them for the
+process.
+
+The allocator: keep freed memory inside the process, so that CPU training does not page-fault its activations
+in anew each step.
+
+PyTorch's CPU tensors come from ``malloc``. glibc serves every block of 32 MiB or more (and, by its dynamic
+threshold, many smaller ones) with a fresh ``mmap`` and gives it back to the kernel on ``free``; the next step's
+tensor of the same size then faults in every page again, each one zeroed by the kernel. A paper-size srVAE step
+at batch 32 (activations of 130 MB at 32x32) took 1.56 million page faults and 6.6 s of kernel time out of 16 s
+this way (``benchmarks/bench.py``, docs/RESULTS.md). :func:`retain_freed_memory` tells glibc to take every block
+from its heap and to keep freed memory there for reuse: the process keeps its peak, as a caching allocator does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import sys
+from collections.abc import Iterator
+
+import torch
+from torch import Tensor, nn
+
+from selfvae.config import TrainConfig
+from selfvae.errors import SelfVAEError
+from selfvae.nn.layers import Network
+
+# glibc's mallopt parameters (malloc.h)
+_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4
+_KEEP = 2**31 - 1  # the largest trim threshold mallopt takes (an int): never give the heap's top back
+
+
+def retain_freed_memory() -> bool:
+    """Serve all allocations from glibc's heap and never trim it (``mallopt``; for the whole process, and not
+    undone: memory freed stays reserved for the process's later tensors). Returns whether it took effect: False
+    on other platforms or C libraries (nothing changes there)."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):  # musl and others have no mallopt
+        return False
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    return bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, _KEEP))
+
+
+@contextlib.contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """Run the block with ``n`` intra-op threads (None: as they are); the old number is restored after."""
+    old = torch.get_num_threads()
+    try:
+        if n:
+            torch.set_num_threads(n)
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+@contextlib.contextmanager
+def process_settings(t: TrainConfig) -> Iterator[None]:
+    """Threads, deterministic algorithms, subnormal flushing and the allocator for a training run; the process's
+    settings are restored after (but for ``retain_memory``, which stays: :func:`retain_freed_memory`)."""
+    threads, determ = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    try:
+        if t.flush_denormal:
+            torch.set_flush_denormal(True)
+        if t.retain_memory:
+            retain_freed_memory()
+        if t.num_threads:
+            torch.set_num_threads(t.num_threads)
+        if t.deterministic:
+            torch.use_deterministic_algorithms(True)
+        yield
+    finally:
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(determ)
+        if t.flush_denormal:
+            torch.set_flush_denormal(False)
+
+
+def prepare(model: nn.Module, t: TrainConfig) -> None:
+    """Put a model in the form a training run asks for: channels-last memory, float32 network outputs under
+    ``--amp``, compiled networks (after the data-dependent initialisation, whose first pass branches in
+    Python)."""
+    if t.channels_last:
+        model.to(memory_format=torch.channels_last)
+    if t.amp:
+        install_fp32_outputs(model)
+    if t.compile:
+        compile_nets(model)
+
+
+def _to_float32(out):  # noqa: ANN001, ANN202 - any nesting of tensors
+    if isinstance(out, Tensor):
+        return out.float() if out.is_floating_point() and out.dtype != torch.float32 else out
+    if isinstance(out, tuple):
+        return tuple(_to_float32(o) for o in out)
+    if isinstance(out, list):
+        return [_to_float32(o) for o in out]
+    return out
+
+
+def install_fp32_outputs(model: nn.Module) -> None:
+    """Make every network return float32 so that likelihoods, KLs and the flow's log-determinant are
+    computed in float32 under ``--amp bf16`` (only the convolutions inside the nets run in bfloat16)."""
+    for m in model.modules():
+        if isinstance(m, Network) and not getattr(m, "_fp32_hook", False):
+            m.register_forward_hook(lambda _m, _i, out: _to_float32(out))
+            m._fp32_hook = True
+
+
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def autocast(device: str | torch.device, amp: str | None):
+    """The autocast context of ``--amp`` (``None``, ``"bf16"`` or ``"fp16"``; fp16 needs :func:`grad_scaler`)."""
+    if not amp:
+        return contextlib.nullcontext()
+    if amp not in AMP_DTYPES:
+        raise SelfVAEError(f"--amp {amp}: expected one of {', '.join(AMP_DTYPES)}")
+    return torch.autocast(torch.device(device).type, dtype=AMP_DTYPES[amp])
+
+
+def grad_scaler(device: str | torch.device, amp: str | None) -> torch.amp.GradScaler | None:
+    """A dynamic loss scale for ``--amp fp16`` (float16 gradients underflow without one: GPUs without bfloat16,
+    such as the V100 and T4, train this way); None otherwise."""
+    return torch.amp.GradScaler(torch.device(device).type) if amp == "fp16" else None
+
+
+def compile_nets(model: nn.Module) -> None:
+    """``torch.compile`` each network in place (state-dict keys unchanged); call after the data-dependent
+    initialisation, whose first pass branches in Python."""
+    for m in model.modules():
+        if isinstance(m, Network):
+            m.compile()

@@ -1,0 +1,161 @@
+"""What a training run carries from step to step (:class:`TrainState`), and how a run starts or resumes.
+
+A checkpoint is ``TrainState.state_dict()``: model, EMA, optimiser, loss scale, the sampler's place, the
+counters and clock, and every RNG state, so a resumed run continues exactly where it stopped (bit-exact on the
+CPU with ``train.deterministic`` and a fixed ``train.num_threads``).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from selfvae import runtime
+from selfvae.config import Config
+from selfvae.data import ImageDataset
+from selfvae.errors import SelfVAEError
+from selfvae.models.build import build_model
+from selfvae.models.selfvae import SelfVAE
+from selfvae.nn.layers import data_dependent_init
+from selfvae.runs import layout
+from selfvae.runs.checkpoint import load_latest, rng_state, set_rng_state
+from selfvae.runs.loading import load_run
+from selfvae.runs.stored import training_done
+from selfvae.training import distributed as D
+from selfvae.training.batches import EpochSampler, gather
+from selfvae.viz import read_log, with_train_seconds
+
+
+@dataclass
+class TrainState:
+    """The model, its EMA, the optimiser and loss scale, the sampler and the run's counters."""
+
+    cfg: Config
+    model: SelfVAE
+    ema: SelfVAE | None
+    opt: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler | None
+    sampler: EpochSampler
+    step: int = 0
+    best: float = math.inf  # the best validation bits/dim so far
+    eval_weights: str = "model"  # which weights ("model" or "ema") the last validation found better
+    skips_in_row: int = 0
+    skips_total: int = 0
+    train_seconds: float = 0.0  # training wall clock over all sessions of the run (time-to-quality curves)
+    sampler_state: dict[str, int] = field(default_factory=dict)  # the sampler after the last consumed batch
+
+    @classmethod
+    def fresh(cls, cfg: Config, n_train: int, device: str) -> TrainState:
+        """A new run's state: a freshly built model (not yet initialised), Adamax, the sampler at its start."""
+        t = cfg.train
+        model = build_model(cfg, device)
+        sampler = EpochSampler(n_train, t.batch_size, t.seed)
+        return cls(cfg, model, None, torch.optim.Adamax(model.parameters(), lr=t.lr),
+                   runtime.grad_scaler(device, t.amp), sampler, eval_weights="ema" if t.ema_decay else "model",
+                   sampler_state=sampler.state_dict())
+
+    def start_ema(self) -> None:
+        """The EMA weights start as a copy of the weights (runs that keep an EMA)."""
+        if self.cfg.train.ema_decay:
+            self.ema = copy.deepcopy(self.model)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "config": self.cfg.to_dict(),
+            "model": self.model.state_dict(),
+            "ema": self.ema.state_dict() if self.ema is not None else None,
+            "optimizer": self.opt.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            "step": self.step,
+            "sampler": self.sampler_state,
+            "rng": rng_state(),
+            "best": self.best,
+            "best_dims": self.model.x_dims,
+            "eval_weights": self.eval_weights,
+            "skips_total": self.skips_total,
+            "train_seconds": self.train_seconds,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a checkpoint's state (and the RNGs); checkpoints of older versions are read as well."""
+        self.model.load_state_dict(state["model"])
+        self.opt.load_state_dict(state["optimizer"])
+        if self.scaler is not None and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        self.sampler.load_state_dict(state["sampler"])
+        self.sampler_state = self.sampler.state_dict()
+        self.step, self.best = state["step"], state.get("best", math.inf)
+        if "best_dims" not in state:  # saved when bits/dim were per dimension of the padded frame
+            self.best *= self.model.padded_dims / self.model.x_dims
+        self.train_seconds = state.get("train_seconds")
+        self.eval_weights = state.get("eval_weights", self.eval_weights)
+        self.skips_total = state.get("skips_total", 0)
+        self.start_ema()  # a run saved without EMA weights starts them from its weights, as a new run does
+        if self.ema is not None and state.get("ema") is not None:
+            self.ema.load_state_dict(state["ema"])
+        set_rng_state(state["rng"])
+
+
+def init_from(model: SelfVAE, cfg: Config, source: str, device: str) -> dict[str, Any]:
+    """Load into ``model`` the evaluation weights of ``source`` (run directory, exported folder or pretrained
+    name), whose architecture must be ``cfg.model``'s; returns where they came from and the training they had
+    (steps, seconds), which the new run keeps (:data:`~selfvae.runs.layout.INIT`) so that its card can count
+    the whole clock."""
+    folder = layout.resolve(source)
+    src_cfg, src = load_run(folder, device)
+    ours, theirs = asdict(cfg.model), asdict(src_cfg.model)  # nested net specs as dicts, compared as JSON
+    differ = [k for k in ours if json.dumps(ours[k], default=str) != json.dumps(theirs.get(k), default=str)]
+    if differ:
+        raise SelfVAEError(f"train.init={source}: its model differs from this run's in "
+                           + ", ".join(f"model.{k} ({theirs.get(k)!r} there, {ours[k]!r} here)" for k in differ))
+    model.load_state_dict(src.state_dict())
+    return {"init": str(source), "folder": str(folder), **training_done(folder)}
+
+
+def start(state: TrainState, run_dir: Path, train_ds: ImageDataset, device: str, env: D.DistEnv) -> None:
+    """Begin a new run: its config saved, its weights from ``train.init`` or the data-dependent
+    initialisation on a batch of training images (rank 0's values on every rank), the EMA started."""
+    cfg, t = state.cfg, state.cfg.train
+    if env.is_main:
+        cfg.save(run_dir / layout.CONFIG)
+    if t.init:
+        provenance = init_from(state.model, cfg, t.init, device)
+        if env.is_main:
+            (run_dir / layout.INIT).write_text(json.dumps(provenance, indent=1) + "\n")
+    else:
+        init_x = gather(train_ds, torch.randperm(len(train_ds))[: t.init_batch]).to(device)
+        data_dependent_init(state.model, lambda: state.model.terms(init_x))  # every rank sets its flags ...
+        D.broadcast_module(state.model, env)  # ... and rank 0's values win
+    state.start_ema()
+
+
+def resume(state: TrainState, run_dir: Path, device: str, env: D.DistEnv) -> None:
+    """Continue a run from its last checkpoint (the previous one if that is damaged); the log loses the
+    records written after it (a killed run logs ahead of its checkpoint)."""
+    state.load_state_dict(load_latest(layout.checkpoint(run_dir, layout.LAST), map_location=device))
+    log = run_dir / layout.LOG
+    if env.is_main:
+        truncate_log(log, state.step)
+    if state.train_seconds is None:  # a checkpoint from before the clock was kept: sum the logged step times
+        recs = with_train_seconds(read_log(log))
+        state.train_seconds = recs[-1]["train_seconds"] if recs else 0.0
+
+
+def truncate_log(path: Path, step: int) -> None:
+    """Drop log records written after ``step``."""
+    if not path.is_file():
+        return
+    keep = []
+    for line in path.read_text().splitlines():
+        try:
+            if json.loads(line).get("step", 0) <= step:
+                keep.append(line)
+        except (json.JSONDecodeError, AttributeError):  # a line cut by the kill
+            continue
+    path.write_text("".join(line + "\n" for line in keep))
