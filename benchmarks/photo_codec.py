@@ -17,8 +17,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from selfvae.codec import compress, decompress, raw_tiles
 from selfvae.codec.classical import LOSSLESS, lossless_size
+from selfvae.codec.files import compress, decompress, raw_tiles
 from selfvae.codec.images import InputImage, to_tiles
 from selfvae.runs.loading import load_run
 

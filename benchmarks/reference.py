@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from selfvae.distributions import DiagonalGaussian, DiscretizedLogisticMixture
 from selfvae.models.selfvae import to_input, to_target
-from selfvae.priors import _checkerboard, _std_normal_log_prob
+from selfvae.priors import _checkerboard, std_normal_log_prob
 
 warnings.filterwarnings("ignore", message=".*weight_norm.*deprecated", category=FutureWarning)
 
@@ -139,7 +139,7 @@ class _RealNVP(nn.Module):
 
     def log_prob(self, u: Tensor) -> Tensor:
         v, sldj = self(u, u.new_zeros(u.shape[0]))
-        return _std_normal_log_prob(v) + sldj
+        return std_normal_log_prob(v) + sldj
 
 
 def _gaussian(t: Tensor) -> DiagonalGaussian:

@@ -4,6 +4,7 @@ written in one process decoded in another with another thread count."""
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import subprocess
@@ -12,8 +13,10 @@ import sys
 import numpy as np
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-import selfvae.codec as codec
+import selfvae.codec.files as codec
 from selfvae.codec import CodecError, CodingParams, QuantisedZ, compress, decompress, nelbo_bits
 from selfvae.codec.ans import Stack
 from selfvae.codec.bitsback import BitsBackCoder
@@ -423,7 +426,7 @@ def test_mixture_bits_back_costs_what_the_whole_mixture_costs():
     runner = ChunkRunner(params.chunk, 1)
     with coding_mode(model):
         coder = BitsBackCoder(model, params, runner)
-        u = coder._value(coder.grid.index(np.random.default_rng(0).normal(size=(6, *coder.latent_shape))))
+        u = coder.latent_values(coder.grid.index(np.random.default_rng(0).normal(size=(6, *coder.latent_shape))))
         cost = {}
         for whole in (True, False):
             stack = Stack(np.random.default_rng(0).integers(0, 2**32, 8000, dtype=np.uint32))
@@ -538,7 +541,7 @@ def test_flow_prior_codes_u_at_its_density_and_gives_the_bits_back():
         coder = BitsBackCoder(model, params, runner)
         torch.manual_seed(0)
         with torch.inference_mode():
-            u = coder._value(coder.grid.index(model.p_u.sample(64).double().numpy()))
+            u = coder.latent_values(coder.grid.index(model.p_u.sample(64).double().numpy()))
         stack = Stack(np.random.default_rng(0).integers(0, 2**32, 4000, dtype=np.uint32))
         words, ideal = stack.words().copy(), stack.ideal_bits
         coder.push_prior(stack, u)
@@ -636,7 +639,7 @@ def test_flow_chunk_follows_the_group_size_and_round_trips_across_threads():
 
     _, model = tiny_model("", "realnvp")
     coder = BitsBackCoder(model, CodingParams(chunk=2, flow_chunk=8), ChunkRunner(2, 1))
-    assert [coder._flow_chunk(n) for n in (1, 2, 4, 8, 15, 16, 27, 64)] == [2, 2, 2, 4, 4, 8, 8, 8]
+    assert [coder.flow_chunk(n) for n in (1, 2, 4, 8, 15, 16, 27, 64)] == [2, 2, 2, 4, 4, 8, 8, 8]
     images = digits(40)
     params = CodingParams(chunk=2, flow_chunk=8)
     data, _ = compress(model, images, params, group=16, threads=1)
@@ -728,3 +731,56 @@ def test_images_named_alike_all_come_back_and_outputs_are_checked_first(tmp_path
     assert "3 images (2 renamed" in capsys.readouterr().out
     back = [np.asarray(Image.open(tmp_path / "out" / f"{n}.png")) for n in ("x", "x_2", "x_3")]
     assert all(np.array_equal(b, p) for b, p in zip(back, pics.values(), strict=True))
+
+
+_CRAFTED = st.one_of(st.integers(-3, 3), st.integers(-(2**40), 2**40), st.just(10**8), st.none(), st.text(max_size=3),
+                     st.lists(st.integers(-2, 300), max_size=4), st.just(1.5), st.just(float("nan")))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_crafted_headers_with_valid_checksums_are_refused_or_decoded(data):
+    """Issue 37: a file whose header fields were rewritten (and its checksums made valid again) decodes, or is
+    refused with a SelfVAEError naming the file: never a traceback, never gigabytes allocated first."""
+    import copy
+    import struct
+    import zlib
+
+    from selfvae.codec.container import Container
+
+    model, raw = _crafting_base()
+    c = Container.from_bytes(raw, "base")
+    header = copy.deepcopy(c.header)
+    field = data.draw(st.sampled_from(["groups", "samples", "chosen", "raw", "images", "tile", "fallback", "names",
+                                       "payload_words", "crc", "group"]))
+    if field in ("groups", "samples", "chosen", "raw"):
+        header[field] = data.draw(st.lists(_CRAFTED, max_size=5))
+    elif field == "images":
+        header[field] = [data.draw(st.lists(_CRAFTED, min_size=3, max_size=3))]
+    elif field == "names":
+        header[field] = data.draw(st.one_of(st.just({"list": ["../x"]}), st.just({"stem": "", "width": -1}),
+                                            st.just({"list": []})))
+    elif field == "fallback":
+        header[field] = data.draw(st.one_of(st.none(), st.just({"codec": "png", "bytes": 10**9, "cols": 10**8}),
+                                            st.just({"codec": "raw"})))
+    else:
+        header[field] = data.draw(_CRAFTED)
+    try:
+        crafted = Container(header, c.words).to_bytes()
+    except (struct.error, TypeError, ValueError, OverflowError, KeyError, AttributeError):
+        return  # the writer cannot even pack it: no such file can exist
+    if field == "payload_words":  # keep the payload checksum valid whatever the header claims
+        crafted = crafted[:-4] + struct.pack("<I", zlib.crc32(crafted[len(crafted) - 4 - 4 * len(c.words):-4]))
+    try:
+        out = decompress(model, crafted, name="crafted.svae")
+    except SelfVAEError as e:
+        assert "crafted.svae" in str(e)
+        return
+    assert sum(im.size for im in out.images) < 10**7
+
+
+@functools.lru_cache(maxsize=1)
+def _crafting_base():
+    _, model = tiny_model("downscale", "mog")
+    data, _ = compress(model, digits(3), CodingParams(), group=2)
+    return model, data

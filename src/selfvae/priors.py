@@ -41,7 +41,7 @@ def _check_shape(shape: tuple[int, int, int]) -> tuple[int, int, int]:
     return shape  # type: ignore[return-value]
 
 
-def _std_normal_log_prob(v: Tensor) -> Tensor:
+def std_normal_log_prob(v: Tensor) -> Tensor:
     return (-0.5 * (v**2 + _LOG_2PI)).flatten(1).sum(dim=1)
 
 
@@ -84,7 +84,7 @@ class StandardNormal(Prior):
 
     def log_prob(self, u: Tensor) -> Tensor:
         self._check_u(u)
-        return _std_normal_log_prob(u)
+        return std_normal_log_prob(u)
 
     def sample(self, n: int, temperature: float = 1.0) -> Tensor:
         return temperature * self._randn(n)
@@ -115,6 +115,20 @@ class MixtureOfGaussians(Prior):
 
     def log_prob(self, u: Tensor) -> Tensor:
         return torch.logsumexp(self.component_log_probs(u), dim=1)
+
+    def components(self, dtype: torch.dtype = torch.float64) -> tuple[Tensor, Tensor, Tensor]:
+        """Means ``[K, D]``, standard deviations ``[K, D]`` and weights ``[K]`` in ``dtype``."""
+        with torch.no_grad():
+            weights = torch.exp(torch.log_softmax(self.logits.to(dtype), 0))
+            return self.means.to(dtype), torch.exp(0.5 * self.logvars.to(dtype)), weights
+
+    def responsibilities(self, u: Tensor, dtype: torch.dtype = torch.float64) -> Tensor:
+        """``[B, K]``: the posterior ``p(k | u)`` of the component that drew ``u``, computed in ``dtype`` (the
+        codec's tables are float64)."""
+        x = u.to(dtype).flatten(1).unsqueeze(1)
+        logvars, means = self.logvars.to(dtype), self.means.to(dtype)
+        comp = (-0.5 * (logvars + (x - means) ** 2 * torch.exp(-logvars))).sum(2)
+        return torch.softmax(comp + torch.log_softmax(self.logits.to(dtype), 0), dim=1)
 
     def sample(self, n: int, temperature: float = 1.0) -> Tensor:
         with torch.no_grad():
@@ -441,7 +455,7 @@ class RealNVP(Prior):
 
     def log_prob(self, u: Tensor) -> Tensor:
         v, logdet = self.forward(u)
-        return _std_normal_log_prob(v) + logdet
+        return std_normal_log_prob(v) + logdet
 
     def sample(self, n: int, temperature: float = 1.0) -> Tensor:
         return self.inverse(temperature * self._randn(n))

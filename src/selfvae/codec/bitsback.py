@@ -42,13 +42,12 @@ from torch import Tensor
 
 from selfvae.codec.ans import Grid, Stack, StackUnderflow  # noqa: F401 - raised by Stack's pops
 from selfvae.codec.compute import ChunkRunner
+from selfvae.codec.container import MAX_SAMPLES
 from selfvae.constraint import BlockConstraint
-from selfvae.distributions import DiagonalGaussian, DiscretizedLogisticMixture
+from selfvae.distributions import DiagonalGaussian
 from selfvae.errors import SelfVAEError
 from selfvae.models.selfvae import SelfVAE
 from selfvae.priors import CouplingStep, MixtureOfGaussians, RealNVP, StandardNormal
-
-MAX_SAMPLES = 256  # importance samples an image at most (CodingParams.samples; a file's header is checked too)
 
 
 @dataclass(frozen=True)
@@ -159,51 +158,46 @@ class BitsBackCoder:
 
     def p_latent(self, j: int, level_above: Tensor, latent_above: Tensor) -> tuple[np.ndarray, np.ndarray]:
         """Conditional prior of ``L_j`` (``j >= 1``) given ``l_{j-1}`` and ``L_{j-1}``."""
-        p_z = self.m.p_z[j - 1]
-        return self._gaussian(lambda y, z: p_z(p_z.encode_y(self.m.inp(y)), z), level_above, latent_above)
+        return self._gaussian(lambda y, z: self.m.p_z_given(j - 1, y, z), level_above, latent_above)
 
-    def _dlm_params(self, i: int, latent: Tensor, level_above: Tensor | None) -> Tensor:
+    def likelihood_params(self, i: int, latent: Tensor, level_above: Tensor | None) -> Tensor:
         """Raw likelihood parameters of image level ``l_i``."""
         if i == 0:
-            return self.run.map(lambda z: self.m.p_y(z), latent)
-        net = self.m.p_x[i - 1]
-        return self.run.map(lambda y, z: net(self.m.inp(y), z).params, level_above, latent)
+            return self.run.map(lambda z: self.m.p_y_given(z).params, latent)
+        return self.run.map(lambda y, z: self.m.p_x_given(i - 1, y, z).params, level_above, latent)
 
-    def _dlm(self, i: int, params: Tensor) -> DiscretizedLogisticMixture:
-        return DiscretizedLogisticMixture(params, self.m.shapes[i][0], self.m.cfg.n_mix)
-
-    def _channel_probs(self, i: int, params: Tensor, level: Tensor, c: int, k: np.ndarray | None = None,
+    def channel_probs(self, i: int, params: Tensor, level: Tensor, c: int, k: np.ndarray | None = None,
                        ) -> np.ndarray:
         """``[n, H, W, 256]`` probabilities of channel ``c`` of level ``l_i`` given its earlier channels: under the
         whole mixture, or with ``k`` (``[n, H, W]``) under each pixel's mixture component ``k`` alone. Rows sum
         to 1 (differences of a CDF from 0 to 1)."""
         # float64 by the workers: the coder takes float64 tables, and converting them here would be serial
         if k is None:
-            return self.run.map(lambda prm, y: self._dlm(i, prm).bin_probs(c, self.m.target(y)), params,
+            return self.run.map(lambda prm, y: self.m.likelihood(i, prm).bin_probs(c, self.m.target(y)), params,
                                 level, dtype=torch.float64).numpy()
         return self.run.map(
-            lambda prm, y, kk: self._dlm(i, prm).component_bin_probs(c, kk, self.m.target(y)),
+            lambda prm, y, kk: self.m.likelihood(i, prm).component_bin_probs(c, kk, self.m.target(y)),
             params, level, torch.from_numpy(k), dtype=torch.float64).numpy()
 
-    def _components(self, i: int, params: Tensor, level: Tensor | None = None) -> np.ndarray:
+    def component_probs(self, i: int, params: Tensor, level: Tensor | None = None) -> np.ndarray:
         """``[n, H, W, M]``: the mixture weights, or with ``level`` the components' posterior given the pixels."""
         if level is None:
-            return self.run.map(lambda prm: self._dlm(i, prm).component_weights(), params,
+            return self.run.map(lambda prm: self.m.likelihood(i, prm).component_weights(), params,
                                 dtype=torch.float64).numpy()
-        return self.run.map(lambda prm, y: self._dlm(i, prm).component_posterior(self.m.target(y)),
+        return self.run.map(lambda prm, y: self.m.likelihood(i, prm).component_posterior(self.m.target(y)),
                             params, level, dtype=torch.float64).numpy()
 
     # ------------------------------------------------------------------ image levels
     def _by_component(self, whole_mixture: bool) -> bool:
         return self.p.mixture_bits_back and not whole_mixture
 
-    def _constraint(self, i: int, params: Tensor, level_above: Tensor | None) -> BlockConstraint | None:
+    def constraint_of(self, i: int, params: Tensor, level_above: Tensor | None) -> BlockConstraint | None:
         """For a consistent model (``cfg.consistent``) and a level below the top: the first channel's tables
         renormalised onto ``d(l_i) = l_{i-1}`` (:mod:`selfvae.constraint`); else None."""
         if i == 0 or not self.m.cfg.consistent:
             return None
         assert level_above is not None
-        probs = self.run.map(lambda prm: self._dlm(i, prm).bin_probs(0), params).numpy()
+        probs = self.run.map(lambda prm: self.m.likelihood(i, prm).bin_probs(0), params).numpy()
         return BlockConstraint(probs, level_above[:, 0].numpy(), self.m.chain[self.m.K - i].factor)
 
     def push_level(self, stack: Stack, i: int, level: Tensor, latent: Tensor, level_above: Tensor | None,
@@ -213,44 +207,44 @@ class BitsBackCoder:
         tenth of the table work); ``whole_mixture`` codes under the whole mixture's tables and pops nothing,
         for the first image of a file, which has no bits to borrow. A consistent model's levels below the top
         are coded under the whole mixture, renormalised onto ``d(l_i) = l_{i-1}``."""
-        params = self._dlm_params(i, latent, level_above)
+        params = self.likelihood_params(i, latent, level_above)
         channels = range(level.shape[1])
-        constraint = self._constraint(i, params, level_above)
+        constraint = self.constraint_of(i, params, level_above)
         by_component = self._by_component(whole_mixture) and constraint is None
-        k = stack.pop_categorical(self._components(i, params, level)) if by_component else None
-        probs = {c: self._channel_probs(i, params, level, c, k) for c in channels if c or constraint is None}
+        k = stack.pop_categorical(self.component_probs(i, params, level)) if by_component else None
+        probs = {c: self.channel_probs(i, params, level, c, k) for c in channels if c or constraint is None}
         for c in reversed(channels):
             if c in probs:
                 stack.push_categorical(level[:, c].numpy(), probs[c], normalised=True)
             else:
                 constraint.push(stack, level[:, 0].numpy())
         if k is not None:
-            stack.push_categorical(k, self._components(i, params))
+            stack.push_categorical(k, self.component_probs(i, params))
 
     def pop_level(self, stack: Stack, i: int, latent: Tensor, level_above: Tensor | None,
                   whole_mixture: bool = False) -> Tensor:
         """Pop image level ``l_i`` (``whole_mixture`` as given to :meth:`push_level`)."""
-        params = self._dlm_params(i, latent, level_above)
+        params = self.likelihood_params(i, latent, level_above)
         level = torch.zeros((latent.shape[0], *self.m.shapes[i]), dtype=torch.uint8)
-        constraint = self._constraint(i, params, level_above)
+        constraint = self.constraint_of(i, params, level_above)
         by_component = self._by_component(whole_mixture) and constraint is None
-        k = stack.pop_categorical(self._components(i, params)) if by_component else None
+        k = stack.pop_categorical(self.component_probs(i, params)) if by_component else None
         for c in range(level.shape[1]):
             if c == 0 and constraint is not None:
                 level[:, 0] = torch.from_numpy(constraint.pop(stack))
             else:
-                probs = self._channel_probs(i, params, level, c, k)
+                probs = self.channel_probs(i, params, level, c, k)
                 level[:, c] = torch.from_numpy(stack.pop_categorical(probs, normalised=True))
         if k is not None:
-            stack.push_categorical(k, self._components(i, params, level))
+            stack.push_categorical(k, self.component_probs(i, params, level))
         return level
 
     # ------------------------------------------------------------------ latents
-    def _value(self, k: np.ndarray, grid: Grid | None = None) -> Tensor:
+    def latent_values(self, k: np.ndarray, grid: Grid | None = None) -> Tensor:
         return torch.from_numpy((grid or self.grid).value(k)).float()
 
     def pop_gaussian(self, stack: Stack, mu: np.ndarray, std: np.ndarray, tight: bool = False) -> Tensor:
-        return self._value(stack.pop_gaussian(mu, std, self.grid, tight))
+        return self.latent_values(stack.pop_gaussian(mu, std, self.grid, tight))
 
     def push_gaussian(self, stack: Stack, latent: Tensor, mu: np.ndarray, std: np.ndarray, tight: bool = False) -> None:
         stack.push_gaussian(self.grid.index(latent.double().numpy()), mu, std, self.grid, tight)
@@ -272,36 +266,26 @@ class BitsBackCoder:
         return self.pop_gaussian(stack, zero, zero + 1.0)
 
     # mixture of Gaussians: bits back on the component
-    def _mog_parts(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        prior = self.m.p_u
-        with torch.inference_mode():
-            log_w = torch.log_softmax(prior.logits.double(), 0)
-            std = torch.exp(0.5 * prior.logvars.double())
-            return prior.means.double().numpy(), std.numpy(), torch.exp(log_w).numpy()
+    def mixture_parts(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The mixture prior's means, standard deviations and weights (float64)."""
+        return tuple(t.numpy() for t in self.m.p_u.components(torch.float64))
 
-    def _responsibilities(self, u: Tensor) -> np.ndarray:
-        prior = self.m.p_u
-
-        def chunk(v: Tensor) -> Tensor:
-            x = v.double().flatten(1).unsqueeze(1)
-            logvars, means = prior.logvars.double(), prior.means.double()
-            comp = (-0.5 * (logvars + (x - means) ** 2 * torch.exp(-logvars))).sum(2)
-            return torch.softmax(comp + torch.log_softmax(prior.logits.double(), 0), dim=1)
-
-        return self.run.map(chunk, u).numpy()
+    def responsibilities(self, u: Tensor) -> np.ndarray:
+        """``[n, K]`` float64: which of the mixture prior's components drew each ``u``."""
+        return self.run.map(self.m.p_u.responsibilities, u).numpy()
 
     def _push_mog(self, stack: Stack, u: Tensor) -> None:
-        means, std, w = self._mog_parts()
-        c = stack.pop_categorical(self._responsibilities(u))
+        means, std, w = self.mixture_parts()
+        c = stack.pop_categorical(self.responsibilities(u))
         flat = u.flatten(1)
         stack.push_gaussian(self.grid.index(flat.double().numpy()), means[c], std[c], self.grid)
         stack.push_categorical(c, np.broadcast_to(w, (len(c), len(w))))
 
     def _pop_mog(self, stack: Stack, n: int) -> Tensor:
-        means, std, w = self._mog_parts()
+        means, std, w = self.mixture_parts()
         c = stack.pop_categorical(np.broadcast_to(w, (n, len(w))))
-        u = self._value(stack.pop_gaussian(means[c], std[c], self.grid)).view(n, *self.latent_shape)
-        stack.push_categorical(c, self._responsibilities(u))
+        u = self.latent_values(stack.pop_gaussian(means[c], std[c], self.grid)).view(n, *self.latent_shape)
+        stack.push_categorical(c, self.responsibilities(u))
         return u
 
     # RealNVP: local bits-back, one coupling at a time
@@ -309,11 +293,11 @@ class BitsBackCoder:
         """``s`` and ``t`` of the coupling at its changed entries (``[n, m]`` float64), from the kept entries
         only: the changed ones are zeroed first, so encoder and decoder feed the nets identical bits."""
 
-        s, t = self.run.map(step.coupling.affine, x.masked_fill(changed, 0.0), chunk=self._flow_chunk(x.shape[0]),
+        s, t = self.run.map(step.coupling.affine, x.masked_fill(changed, 0.0), chunk=self.flow_chunk(x.shape[0]),
                             dtype=torch.float64)
         return s[:, changed].numpy(), t[:, changed].numpy()
 
-    def _flow_chunk(self, n: int) -> int:
+    def flow_chunk(self, n: int) -> int:
         """Images per coupling-net call for a group of ``n``: ``flow_chunk``, halved while that leaves the group
         one call (two threads then share it), never below ``chunk``; a function of ``n`` alone, which the
         decoder knows (with ``small_chunks`` the runner lowers it further for a group under two chunks)."""
@@ -322,7 +306,7 @@ class BitsBackCoder:
             size //= 2
         return max(size, self.p.chunk)
 
-    def _through(self, h: Tensor, steps: list[CouplingStep],
+    def through_flow(self, h: Tensor, steps: list[CouplingStep],
                  code: Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]) -> Tensor:
         """Run ``h`` through the coupling ``steps`` in the order given; ``code(x_b, s, t)`` gets each coupling's
         changed entries (``[n, m]`` float64) with their ``s`` and ``t`` and returns their new values."""
@@ -337,14 +321,14 @@ class BitsBackCoder:
 
     def flow_probe(self, u: Tensor) -> list[np.ndarray]:
         """``s`` and ``t`` of every coupling along ``u``'s path through the flow (no noise): the arithmetic the
-        flow's coding depends on, for :func:`selfvae.codec.probe`."""
+        flow's coding depends on, for :func:`selfvae.codec.files.probe`."""
         out: list[np.ndarray] = []
 
         def forward(x_b: np.ndarray, s: np.ndarray, t: np.ndarray) -> np.ndarray:
             out.extend([s, t])
             return (x_b + t) * np.exp(s)
 
-        self._through(u, self.m.p_u.coupling_steps(), forward)
+        self.through_flow(u, self.m.p_u.coupling_steps(), forward)
         return out
 
     def _reach(self, s: np.ndarray) -> np.ndarray:
@@ -378,7 +362,7 @@ class BitsBackCoder:
                                 reach=self._reach(s))
             return y
 
-        v = self._through(self._refine(stack, self.grid.index(u.double().numpy())), self.m.p_u.coupling_steps(),
+        v = self.through_flow(self._refine(stack, self.grid.index(u.double().numpy())), self.m.p_u.coupling_steps(),
                           forward)
         # v under N(0, 1): its coarse bin, and its place in the bin uniformly (the same bits as the fine grid to
         # first order, and no 24-bit coder over 2**23 values, whose floor probabilities would take half its mass)
@@ -398,8 +382,8 @@ class BitsBackCoder:
             return x
 
         v = self._refine(stack, stack.pop_gaussian(np.zeros(shape), np.ones(shape), self.grid))
-        h = self._through(v, self.m.p_u.coupling_steps()[::-1], inverse)
-        return self._value(self._coarsen(stack, h))
+        h = self.through_flow(v, self.m.p_u.coupling_steps()[::-1], inverse)
+        return self.latent_values(self._coarsen(stack, h))
 
     # ------------------------------------------------------------------ whole groups
     def latent_name(self, j: int) -> str:

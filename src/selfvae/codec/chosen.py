@@ -15,7 +15,7 @@ as the decoder pops whatever indices were sent, the encoder may also send better
 :func:`search` descends the chosen code's length itself (straight-through rounding) on the coarsest grid.
 Such an image costs more than its negative ELBO (a coarse ``u`` costs few bits but fits ``x`` worse) but much
 less than the initial bits, and its bytes fund the next image's pops: a file codes its first images so until
-the stack holds enough bits for bits back (``selfvae.codec._encode_all``).
+the stack holds enough bits for bits back (``selfvae.codec.files._encode_all``).
 """
 
 from __future__ import annotations
@@ -31,10 +31,10 @@ from torch import Tensor
 from selfvae.codec.ans import Grid, Stack
 from selfvae.codec.bitsback import BitsBackCoder, Hook, Latents, Levels, growth_hook
 from selfvae.models.selfvae import SelfVAE
-from selfvae.priors import MixtureOfGaussians, RealNVP, StandardNormal, _std_normal_log_prob
+from selfvae.priors import MixtureOfGaussians, RealNVP, StandardNormal, std_normal_log_prob
+from selfvae.runtime import torch_threads
 
 PRECISIONS = (0, 1, 2)  # the grids 2**-p the encoder tries for a chosen image (mnist-vae takes 0 or 1)
-MAX_PRECISION = 8  # a header asking for a finer grid is refused
 # the encoder also searches latents on this grid by gradient descent (search): on the first five MNIST test digits
 # it cut their cheapest chosen code from 1180 to 984 bytes at 60 steps; the coarsest grid won every time
 SEARCH_PRECISION = 0
@@ -55,16 +55,16 @@ class ChosenCoder:
         self.prior = coder.m.p_u
 
     # ------------------------------------------------------------------ u under its prior
-    def _value(self, k: np.ndarray) -> Tensor:
-        return self.c._value(k, self.grid).view(-1, *self.c.latent_shape)
+    def latent_values(self, k: np.ndarray) -> Tensor:
+        return self.c.latent_values(k, self.grid).view(-1, *self.c.latent_shape)
 
     def _flow_inverse(self, v: Tensor) -> Tensor:
         """``u = f^-1(v)`` one coupling at a time on the coder's fixed chunks: both sides compute it identically."""
-        return self.c._through(v, self.prior.coupling_steps()[::-1], lambda y, s, t: y * np.exp(-s) - t)
+        return self.c.through_flow(v, self.prior.coupling_steps()[::-1], lambda y, s, t: y * np.exp(-s) - t)
 
     def _u_of(self, k: np.ndarray) -> Tensor:
         """The ``u`` that the grid indices sent for it give (for a flow they index ``v = f(u)``)."""
-        return self._flow_inverse(self._value(k)) if isinstance(self.prior, RealNVP) else self._value(k)
+        return self._flow_inverse(self.latent_values(k)) if isinstance(self.prior, RealNVP) else self.latent_values(k)
 
     def rounded(self, start: list[Tensor]) -> list[np.ndarray]:
         """Grid indices of the continuous latents ``start`` (:func:`posterior_means`) rounded to this grid."""
@@ -72,8 +72,8 @@ class ChosenCoder:
 
     def _push_u(self, stack: Stack, k: np.ndarray, u: Tensor) -> None:
         if isinstance(self.prior, MixtureOfGaussians):  # the component that explains u best, then u under it
-            means, std, w = self.c._mog_parts()
-            comp = self.c._responsibilities(u).argmax(1)
+            means, std, w = self.c.mixture_parts()
+            comp = self.c.responsibilities(u).argmax(1)
             stack.push_gaussian(k.reshape(len(comp), -1), means[comp], std[comp], self.grid)
             stack.push_categorical(comp, np.broadcast_to(w, (len(comp), len(w))))
             return
@@ -83,10 +83,10 @@ class ChosenCoder:
     def _pop_u(self, stack: Stack, n: int) -> Tensor:
         shape = (n, *self.c.latent_shape)
         if isinstance(self.prior, MixtureOfGaussians):
-            means, std, w = self.c._mog_parts()
+            means, std, w = self.c.mixture_parts()
             comp = stack.pop_categorical(np.broadcast_to(w, (n, len(w))))
-            return self._value(stack.pop_gaussian(means[comp], std[comp], self.grid))
-        u = self._value(stack.pop_gaussian(np.zeros(shape), np.ones(shape), self.grid))
+            return self.latent_values(stack.pop_gaussian(means[comp], std[comp], self.grid))
+        u = self.latent_values(stack.pop_gaussian(np.zeros(shape), np.ones(shape), self.grid))
         return self._flow_inverse(u) if isinstance(self.prior, RealNVP) else u
 
     # ------------------------------------------------------------------ whole groups
@@ -99,7 +99,7 @@ class ChosenCoder:
         levels: Levels = c.m.levels(x)
         k_u, k_z = keys[0], keys[1:]
         u = self._u_of(k_u)
-        latents: Latents = [u, *(self._value(k) for k in k_z)]
+        latents: Latents = [u, *(self.latent_values(k) for k in k_z)]
         for j in range(K, 0, -1):
             c.push_level(stack, j, levels[j], latents[j], levels[j - 1], whole_mixture=True)
             hook(c.level_name(j))
@@ -119,7 +119,7 @@ class ChosenCoder:
             on_level(0, level)
         for j in range(1, c.m.K + 1):
             mu, std = c.p_latent(j, level, latent)
-            latent = self._value(stack.pop_gaussian(mu, std, self.grid))
+            latent = self.latent_values(stack.pop_gaussian(mu, std, self.grid))
             level = c.pop_level(stack, j, latent, level, whole_mixture=True)
             if on_level:
                 on_level(j, level)
@@ -161,12 +161,8 @@ def search_keys(coder: BitsBackCoder, x: Tensor, steps: int) -> list[list[np.nda
     :func:`encode_cheapest`. The images are searched together (each on its own: the search is elementwise per
     image), on the coder's threads; nothing the decoder computes depends on how."""
     levels = coder.m.levels(x)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(coder.run.threads)
-    try:
+    with torch_threads(coder.run.threads):
         keys = search(coder.m, levels, posterior_means(coder, levels), SEARCH_PRECISION, steps)
-    finally:
-        torch.set_num_threads(threads)
     return [[k[i : i + 1] for k in keys] for i in range(len(x))]
 
 
@@ -182,16 +178,16 @@ def chosen_nats(model: SelfVAE, levels: Levels, free: list[Tensor], delta: float
     prior = model.p_u
     top = _on_grid(free[0], delta)
     if isinstance(prior, RealNVP):
-        nats, latent = -_std_normal_log_prob(top), prior.inverse(top)
+        nats, latent = -std_normal_log_prob(top), prior.inverse(top)
     elif isinstance(prior, MixtureOfGaussians):  # the best component, as _push_u sends it
         nats, latent = -prior.component_log_probs(top).max(1).values, top
     else:
-        nats, latent = -_std_normal_log_prob(top), top
+        nats, latent = -std_normal_log_prob(top), top
     nats = nats - model.p_y_given(latent).log_prob(model.target(levels[0]))
     for k in range(model.K):
         z = _on_grid(free[k + 1], delta)
-        p_z = model.p_z[k](model.p_z[k].encode_y(model.inp(levels[k])), latent)
-        nats = nats - p_z.log_prob(z) + model.re_level(k, model.p_x[k](model.inp(levels[k]), z), levels)
+        nats = (nats - model.p_z_given(k, levels[k], latent).log_prob(z)
+                + model.re_level(k, model.p_x_given(k, levels[k], z), levels))
         latent = z
     return nats
 

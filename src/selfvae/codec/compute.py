@@ -29,6 +29,7 @@ import torch
 from torch import Tensor
 
 from selfvae.nn.layers import exact_elu, frozen_weights
+from selfvae.runtime import torch_threads
 
 Result = Tensor | tuple[Tensor, ...]
 
@@ -99,19 +100,18 @@ def _padded(t: Tensor, size: int) -> Tensor:
 
 @contextmanager
 def coding_mode(model: torch.nn.Module, exact: bool = False):
-    """The process settings coding needs (restored afterwards): intra-op threads 1 in this thread, subnormals
-    flushed, the model in eval mode and channels-last, its weight-normed kernels computed once; with ``exact``
-    its ELUs computed by ``F.elu`` (:func:`selfvae.nn.layers.elu`: files of format 3 and older)."""
-    threads = torch.get_num_threads()
-    torch.set_flush_denormal(True)
-    torch.set_num_threads(1)
+    """The process settings coding needs (restored afterwards: subnormals to torch's default, kept): intra-op
+    threads 1 in this thread, subnormals flushed, the model in eval mode and channels-last, its weight-normed
+    kernels computed once; with ``exact`` its ELUs computed by ``F.elu`` (:func:`selfvae.nn.layers.elu`: files
+    of format 3 and older)."""
     model.eval()
     model.to(memory_format=torch.channels_last)
+    torch.set_flush_denormal(True)
     try:
-        with frozen_weights(model), exact_elu() if exact else nullcontext():
+        with torch_threads(1), frozen_weights(model), exact_elu() if exact else nullcontext():
             yield
     finally:
-        torch.set_num_threads(threads)
+        torch.set_flush_denormal(False)
 
 
 def digest(arrays: Sequence[np.ndarray | Tensor], n_bytes: int = 8) -> bytes:

@@ -25,7 +25,12 @@ from typing import Any
 
 import numpy as np
 
+from selfvae.codec.images import tile_grid
+from selfvae.data.files import MAX_PIXELS
 from selfvae.errors import SelfVAEError
+
+MAX_SAMPLES = 256  # importance samples an image at most (CodingParams.samples)
+MAX_PRECISION = 8  # the finest chosen-latent grid, 2^-8
 
 MAGIC = b"SVAE"
 # 2: RealNVP priors coded one coupling at a time (local bits-back); 3: bits back on pixels' components;
@@ -93,9 +98,11 @@ class Container:
         if zlib.crc32(head) != struct.unpack_from("<I", data, end)[0]:
             raise CodecError(f"{name}: the header is damaged (checksum mismatch)")
         try:
-            return unpack_header(head, version), end + 4
-        except (struct.error, zlib.error, ValueError, KeyError, UnicodeDecodeError) as e:
+            header = unpack_header(head, version)
+        except (struct.error, zlib.error, ValueError, KeyError, TypeError, UnicodeDecodeError) as e:
             raise CodecError(f"{name}: the header cannot be read ({e})") from e
+        header["tiles_per_image"] = check_header(header, header["payload_words"], name)
+        return header, end + 4
 
     @classmethod
     def from_bytes(cls, data: bytes, name: str) -> Container:
@@ -117,6 +124,50 @@ class Container:
         body = data[start:start + 4 * header["payload_words"]]
         n = len(body) // 4
         return header, np.frombuffer(body[: 4 * n], dtype="<u4")[::-1].astype(np.uint32)
+
+
+def check_header(h: dict[str, Any], payload_words: int, name: str) -> list[int]:
+    """Check that a parsed header's fields fit each other and the payload, before any decoding (a crafted
+    file with valid checksums is refused here, naming ``name``); returns each image's tile count (the parsed
+    header's ``tiles_per_image``)."""
+    tile = h["tile"]
+    if not all(isinstance(v, int) and v >= 1 for v in tile):
+        raise CodecError(f"{name}: the header's tile shape {tile} is not three positive sizes")
+    shapes = h["images"]
+    if not all(len(s) == 3 and all(isinstance(v, int) and v >= 1 for v in s) and s[2] in (1, tile[0])
+               and s[0] * s[1] <= MAX_PIXELS for s in shapes):
+        raise CodecError(f"{name}: the header's image sizes are not each height, width and 1 or {tile[0]} "
+                         f"channel(s), of at most {MAX_PIXELS} pixels (what compress reads)")
+    n_tiles = [rows * cols for rows, cols, _, _ in (tile_grid(s[0], s[1], tile[1], tile[2]) for s in shapes)]
+    sizes, samples, chosen = h["groups"], h["samples"], h["chosen"]
+    if not all(isinstance(k, int) and k >= 1 for k in sizes):
+        raise CodecError(f"{name}: the header's group sizes are not positive counts")
+    if len(samples) != len(sizes) or not all(isinstance(k, int) and 1 <= k <= MAX_SAMPLES for k in samples):
+        raise CodecError(f"{name}: the header's importance samples are not one count in [1, {MAX_SAMPLES}] for each "
+                         f"of its {len(sizes)} groups")
+    if len(chosen) != len(sizes) or not all(isinstance(c, int) and -1 <= c <= MAX_PRECISION and (c < 0 or k == 1)
+                                            for c, k in zip(chosen, samples, strict=True)):
+        raise CodecError(f"{name}: the header's chosen-latent grids are not one value in [-1, {MAX_PRECISION}] for "
+                         f"each of its {len(sizes)} groups (with one sample)")
+    raw = h["raw"] or [0] * sum(n_tiles)
+    if not all(isinstance(f, int) and f in (0, 1) for f in raw):
+        raise CodecError(f"{name}: the header's raw-tile flags are not each 0 or 1")
+    if len(raw) != sum(n_tiles) or sum(sizes) + sum(raw) != sum(n_tiles):
+        raise CodecError(f"{name}: the header's groups hold {sum(sizes)} tiles and its raw tiles {sum(raw)} "
+                         f"(of {len(raw)} flags), its images {sum(n_tiles)}")
+    names = h["names"]
+    if not (isinstance(names, dict) and (
+            (isinstance(names.get("list"), list) and len(names["list"]) == len(shapes)
+             and all(isinstance(n, str) for n in names["list"]))
+            or (isinstance(names.get("stem"), str) and isinstance(names.get("width"), int)
+                and 0 <= names["width"] <= 12))):
+        raise CodecError(f"{name}: the header's image names are not one name for each of its {len(shapes)} images")
+    fb = h["fallback"]
+    if fb is not None and not (isinstance(fb, dict) and fb.get("codec") == "png"
+                               and isinstance(fb.get("bytes"), int) and 0 < fb["bytes"] <= 4 * payload_words
+                               and isinstance(fb.get("cols"), int) and 1 <= fb["cols"] <= max(1, sum(raw))):
+        raise CodecError(f"{name}: the header's fallback entry is not a PNG of a size the payload can hold")
+    return n_tiles
 
 
 def _runs(values: list) -> list:

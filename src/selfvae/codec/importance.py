@@ -18,7 +18,7 @@ interleaving) and ``j`` uniformly. The decoder pops ``j``, the levels coarse fir
 The weights are ``log p(x | L) + log p(L) - log q(L | x)`` with the model's densities (the coded masses up to
 the shared grid volume), computed on chunks of a fixed size from values both sides hold exactly, so they agree
 bit for bit. The cost: the encoder's first pops take ``S`` times the bits of one sample (the file's first
-images are coded with fewer samples, see :func:`selfvae.codec._encode_all`), and the likelihood and prior are
+images are coded with fewer samples, see :func:`selfvae.codec.files._encode_all`), and the likelihood and prior are
 evaluated for every sample (only set ``j``'s probability tables are built).
 """
 
@@ -73,7 +73,7 @@ class ImportanceCoder:
         :meth:`_posteriors` gives)."""
         c, m, run = self.c, self.m, self.c.run
         rep = [torch.cat([level] * self.S) for level in levels]
-        log_w = (run.map(lambda u: m.p_u.log_prob(u).double(), sets[0], chunk=c._flow_chunk(len(sets[0]))).numpy()
+        log_w = (run.map(lambda u: m.p_u.log_prob(u).double(), sets[0], chunk=c.flow_chunk(len(sets[0]))).numpy()
                  + run.map(lambda u, y: m.p_y_given(u).log_prob(m.target(y)).double(), sets[0], rep[0]).numpy())
         for k in range(1, m.K + 1):
             log_w += _gaussian_log_density(sets[k], *c.p_latent(k, rep[k - 1], sets[k - 1]))
@@ -81,7 +81,7 @@ class ImportanceCoder:
             def likelihood(y_above: Tensor, z: Tensor, y: Tensor, k: int = k) -> Tensor:
                 both: list = [None] * (k + 1)  # re_level reads levels k-1 and k (renormalised if consistent)
                 both[k - 1], both[k] = y_above, y
-                return -m.re_level(k - 1, m.p_x[k - 1](m.inp(y_above), z), both).double()
+                return -m.re_level(k - 1, m.p_x_given(k - 1, y_above, z), both).double()
 
             log_w += run.map(likelihood, rep[k - 1], sets[k], rep[k]).numpy()
         for j in range(m.K + 1):

@@ -18,7 +18,6 @@ from torch import Tensor
 
 from selfvae.codec.ans import Grid, Stack
 from selfvae.codec.bitsback import BitsBackCoder, Levels
-from selfvae.distributions import DiscretizedLogisticMixture
 from selfvae.errors import SelfVAEError
 from selfvae.models.selfvae import to_uint8
 
@@ -58,10 +57,8 @@ class QuantisedZ:
 
     def reconstruct(self, coder: BitsBackCoder, y_k: Tensor, z_k: Tensor) -> Tensor:
         m = coder.m
-        net, shape = m.p_x[m.K - 1], m.shapes[-1]
-
         def chunk(y: Tensor, z: Tensor) -> Tensor:
-            dlm = DiscretizedLogisticMixture(net(m.inp(y), z).params, shape[0], m.cfg.n_mix)
+            dlm = m.p_x_given(m.K - 1, y, z)
             return to_uint8(dlm.mean() if self.decode == "mean" else dlm.mode())
 
         return coder.run.map(chunk, y_k, z_k)

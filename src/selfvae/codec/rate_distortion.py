@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from selfvae.codec import compress, decompress
 from selfvae.codec.classical import LOSSY, lossy_at_size, psnr
+from selfvae.codec.files import compress, decompress
 from selfvae.codec.images import InputImage
 from selfvae.codec.lossy import QuantisedZ
 from selfvae.models.selfvae import SelfVAE

@@ -72,15 +72,13 @@ def decode_from(
     levels.append(y)
     z_prev = u
     for k in range(model.K):
-        y_in = model.inp(levels[k])
         if k < len(inferred_z) and inferred_z[k] is not None:
             z = inferred_z[k]
         else:
-            p_z = model.p_z[k](model.p_z[k].encode_y(y_in), z_prev)
-            z = _latent(p_z, False, decode, temperature)
+            z = _latent(model.p_z_given(k, levels[k], z_prev), False, decode, temperature)
         nxt = given_y[k + 1] if k + 1 < len(given_y) and given_y[k + 1] is not None else None
         if nxt is None:
-            p_x = model.p_x[k](y_in, z)
+            p_x = model.p_x_given(k, levels[k], z)
             if model.cfg.consistent and decode == "sample":
                 nxt = sample_consistent(model, k, p_x.tempered(temperature), levels[k])
             else:

@@ -19,6 +19,7 @@ the per-dimension figure of the joint ``(x, y_1..y_K)``.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -185,7 +186,7 @@ class SelfVAE(nn.Module):
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
-        self.cfg = cfg
+        self.cfg = cfg = dataclasses.replace(cfg)  # its own copy: set_consistent changes it, not the caller's
         self.chain = parse_chain(cfg.transforms)
         self.K = len(self.chain)
         self.shapes: list[tuple[int, int, int]] = [
@@ -263,7 +264,23 @@ class SelfVAE(nn.Module):
         return self.gaussian(self.q_z[k](self.inp(y_next)))
 
     def p_y_given(self, u: Tensor) -> DiscretizedLogisticMixture:
+        """p(y_1 | u): the likelihood of the coarsest level (of x itself for a plain VAE)."""
         return DiscretizedLogisticMixture(self.p_y(u), self.shapes[0][0], self.cfg.n_mix)
+
+    def p_z_given(self, k: int, y: Tensor, z_above: Tensor) -> DiagonalGaussian:
+        """p(z_{k+1} | y_{k+1}, z_k) in 0-based ``k`` (``z_0 = u``): the conditional prior of level ``k+1``'s
+        latent given the level ``y`` (uint8) and the latent above it."""
+        return self.p_z[k](self.p_z[k].encode_y(self.inp(y)), z_above)
+
+    def p_x_given(self, k: int, y: Tensor, z: Tensor) -> DiscretizedLogisticMixture:
+        """p(y_{k+2} | y_{k+1}, z_{k+1}) in 0-based ``k``: the likelihood of the level below ``y`` (uint8), x
+        itself for the last ``k``; not renormalised (:meth:`re_level` is)."""
+        return self.p_x[k](self.inp(y), z)
+
+    def likelihood(self, i: int, params: Tensor) -> DiscretizedLogisticMixture:
+        """The likelihood of level ``i`` (0: ``y_1``, ``K``: x) from its raw parameters (``.params`` of
+        :meth:`p_y_given` / :meth:`p_x_given`)."""
+        return DiscretizedLogisticMixture(params, self.shapes[i][0], self.cfg.n_mix)
 
     # ----- the bound ---------------------------------------------------------------------------
     def terms(self, x: Tensor, n_samples: int = 1, analytic_kl: bool = True) -> Terms:

@@ -1,0 +1,567 @@
+"""Compressed files: images in, one file out, and back (:func:`compress`, :func:`decompress`).
+
+``compress(model, images)`` codes any number of images into one file; ``decompress(model, data)`` gives
+them back bit-exactly, and ``on_level`` sees ``y_1, ..., x`` as each becomes known (a prefix of the file
+decodes the coarse levels first). The coding itself is in :mod:`selfvae.codec.bitsback`, the format in
+:mod:`selfvae.codec.container` (and ``docs/CODEC.md``), determinism in :mod:`selfvae.codec.compute`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import weakref
+import zlib
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from selfvae.codec.ans import Stack, StackUnderflow
+from selfvae.codec.bitsback import BitsBackCoder, CodingParams, growth_hook
+from selfvae.codec.chosen import (
+    SEARCH_BATCH,
+    SEARCH_MAX_TILES,
+    SEARCH_STEPS,
+    ChosenCoder,
+    encode_cheapest,
+    search_keys,
+)
+from selfvae.codec.classical import png as classical_png
+from selfvae.codec.classical import read_pil
+from selfvae.codec.compute import ChunkRunner, coding_mode, digest
+from selfvae.codec.container import CodecError, Container
+from selfvae.codec.images import InputImage, from_mosaic, from_tiles, tile_grid, to_mosaic, to_tiles
+from selfvae.codec.importance import ImportanceCoder
+from selfvae.codec.lossy import QuantisedZ
+from selfvae.errors import SelfVAEError
+from selfvae.models.selfvae import SelfVAE
+from selfvae.priors import RealNVP
+
+__all__ = ["CodingParams", "CodecError", "CompressReport", "InputImage", "QuantisedZ", "compress", "decompress",
+           "model_id", "nelbo_bits", "read_model_hint"]
+
+_SEED = 0x5E1F  # initial bits are pseudo-random words from this seed (files are reproducible)
+# A tile is sent without the model (PNG or raw, never above 8 bits a value) when the model's negative ELBO of it is
+# at least this fraction of 8 bits a value: bits-back coding spends about the negative ELBO and a few per cent more
+# (docs/CODEC.md), so near the line both cost alike
+RAW_AT = 0.97
+
+
+_IDS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> (its tensors' versions, id)
+
+
+def model_id(model: SelfVAE) -> str:
+    """Hex SHA-256 (first 16 bytes) of the model's config and every weight: which model a file needs.
+
+    Remembered per model while no tensor of it changes (PyTorch counts in-place changes in ``_version``):
+    hashing the weights took 0.15 s a call, most of a one-image file's time."""
+    state = sorted(model.state_dict().items())
+    key = (json.dumps(asdict(model.cfg), sort_keys=True, default=str),
+           tuple((name, t.data_ptr(), t._version) for name, t in state))
+    cached = _IDS.get(model)
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    h = hashlib.sha256(key[0].encode())
+    for name, t in state:
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    _IDS[model] = (key, h.hexdigest()[:32])
+    return _IDS[model][1]
+
+
+def probe(coder: BitsBackCoder) -> str:
+    """Hash of what this machine computes for the model on a fixed input (posterior, likelihood tables, the
+    pixels' component posterior, prior): two machines that agree on it decode each other's files."""
+    shape = coder.m.shapes[-1]
+    x = torch.from_numpy(np.random.default_rng(1234).integers(0, 256, (1, *shape), dtype=np.uint8))
+    level = coder.m.levels(x)[0]
+    mu, std = coder.q(0, level)
+    u = coder.latent_values(coder.grid.index(mu))
+    params = coder.likelihood_params(0, u, None)
+    parts = [mu, std, coder.channel_probs(0, params, level, 0)]
+    if coder.p.mixture_bits_back:  # the component posterior and one component's table
+        k = coder.component_probs(0, params, level)
+        parts += [k, coder.channel_probs(0, params, level, 0, k.argmax(-1))]
+    if isinstance(coder.m.p_u, RealNVP):
+        parts += coder.flow_probe(u)
+    if coder.m.cfg.consistent and coder.m.K:  # a renormalised level's first conditional table (numpy FFT)
+        levels = coder.m.levels(x)
+        z = coder.latent_values(coder.grid.index(coder.q(1, levels[1])[0]))
+        constraint = coder.constraint_of(1, coder.likelihood_params(1, z, levels[0]), levels[0])
+        parts.append(constraint.table(0, np.zeros(constraint.lo.shape, np.int64)))
+    return digest(parts).hex()
+
+
+@dataclass
+class CompressReport:
+    """What a file spends, in bytes per part and in bits per dimension of the images given."""
+
+    n_images: int
+    dims: int  # sum over images of H * W * C as given (784 per MNIST digit)
+    file_bytes: int
+    header_bytes: int
+    initial_bytes: int  # initial bits left on the stack (the first image's cost of having nothing to borrow)
+    parts_bytes: dict[str, float] = field(default_factory=dict)
+    chosen_images: int = 0  # the first tiles (images), coded with chosen latents and no bits back (codec.chosen)
+    chosen_bytes: float = 0.0  # what they took (in parts_bytes too)
+    ideal_bits: float = 0.0  # sum of -log2 of the coded probabilities (pushes minus pops)
+
+    @property
+    def bits_per_dim(self) -> float:
+        return 8 * self.file_bytes / self.dims
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["bits_per_dim"] = self.bits_per_dim
+        return d
+
+
+def compress(
+    model: SelfVAE,
+    images: list[InputImage],
+    params: CodingParams | None = None,
+    group: int = 64,
+    threads: int = 1,
+    progress: bool = False,
+    model_hint: str = "",
+    lossy: QuantisedZ | None = None,
+    search_steps: int | None = None,
+) -> tuple[bytes, CompressReport]:
+    """Code ``images`` into one file's bytes; the report splits the size into parts. With ``lossy`` only
+    ``y = d(x)`` and what ``lossy`` keeps of ``z_K`` are coded (:mod:`selfvae.codec.lossy`). ``search_steps``:
+    how long the encoder searches the latents of the images coded without bits back (:func:`chosen.search`;
+    0: the rounded posterior means only; None: :data:`~selfvae.codec.chosen.SEARCH_STEPS` for a file of at most
+    :data:`~selfvae.codec.chosen.SEARCH_MAX_TILES` tiles, where those images are a noticeable part of it, else
+    0); the decoder does not need it."""
+    params = params or CodingParams()
+    if search_steps is not None and search_steps < 0:
+        raise SelfVAEError(f"search_steps {search_steps}: must be >= 0")
+    if lossy is not None and params.samples > 1:
+        raise SelfVAEError("importance samples (BB-IS) code lossless files only: give samples = 1 with lossy coding")
+    if lossy is not None and model.K < 1:
+        raise SelfVAEError("lossy coding sends y = d(x) exactly: it needs a selfVAE (K >= 1), not a plain VAE")
+    shape = model.shapes[-1]
+    tiles = [to_tiles(im.pixels, shape, im.name) for im in images]
+    all_tiles = torch.from_numpy(np.concatenate(tiles))
+    raw = raw_tiles(model, all_tiles) if lossy is None else np.zeros(len(all_tiles), dtype=bool)
+    coded = all_tiles[torch.from_numpy(~raw)]
+    if search_steps is None:
+        search_steps = SEARCH_STEPS if len(coded) <= SEARCH_MAX_TILES else 0
+    runner = ChunkRunner(params.chunk, threads, params.small_chunks)
+    parts: dict[str, float] = defaultdict(float)
+    try:
+        with coding_mode(model):
+            coder = BitsBackCoder(model, params, runner)
+            bar = tqdm(total=len(all_tiles), desc="compress", unit="img", disable=not progress)
+            base, fallback = Stack(), None
+            if raw.any():  # under everything: the decoder takes them last, and bits-back pops can draw on them
+                fallback = _push_fallback(base, all_tiles[torch.from_numpy(raw)].numpy(), _mosaic_cols(images, raw,
+                                                                                                         shape))
+                parts["raw"] += 8.0 * (fallback["bytes"] if fallback else int(raw.sum()) * int(np.prod(shape)))
+                bar.update(int(raw.sum()))
+            recon: dict[int, torch.Tensor] = {}
+            enc = _encode_all(coder, coded, group, parts, bar.update, lossy, recon, search_steps, base)
+            stack = enc.stack
+            if lossy is not None:  # the decoder's output is what the checksum covers
+                all_tiles = torch.cat([recon[k] for k in sorted(recon)])
+            bar.close()
+            header = {
+                "model": model_id(model), "hint": model_hint, "probe": probe(coder), "params": asdict(params),
+                "group": group,
+                "tile": list(shape), "payload_words": stack.num_words(), "n_seed": enc.n_seed, "groups": enc.sizes,
+                "samples": enc.samples, "chosen": enc.chosen, "raw": raw.astype(int).tolist(), "fallback": fallback,
+                "images": [[int(s) for s in im.pixels.shape] for im in images],
+                "names": _pack_names([im.name for im in images]),
+                "crc": zlib.crc32(np.ascontiguousarray(all_tiles.numpy()).tobytes()),
+                "lossy": None if lossy is None else {"precision": lossy.precision, "decode": lossy.decode},
+            }
+    finally:
+        runner.close()
+    data = Container(header, stack.words()).to_bytes()
+    payload_bytes = 4 * stack.num_words()
+    initial = max(payload_bytes - sum(parts.values()) / 8, 0.0)
+    report = CompressReport(
+        n_images=len(images), dims=sum(int(np.prod(im.pixels.shape)) for im in images), file_bytes=len(data),
+        header_bytes=len(data) - payload_bytes, initial_bytes=initial,
+        parts_bytes={k: v / 8 for k, v in parts.items()}, ideal_bits=stack.ideal_bits,
+        chosen_images=sum(size for size, p in zip(enc.sizes, enc.chosen, strict=True) if p >= 0),
+        chosen_bytes=enc.chosen_bits / 8,
+    )
+    return data, report
+
+
+def _mosaic_cols(images: list[InputImage], raw: np.ndarray, shape: tuple[int, int, int]) -> int:
+    """Tiles a row of the fallback mosaic: the tile columns of the image that sends the most tiles that way, so
+    that its tiles keep their neighbours (a PNG row filter sees the row above)."""
+    best, at, cols = -1, 0, 1
+    for im in images:
+        rows_i, cols_i, _, _ = tile_grid(im.pixels.shape[0], im.pixels.shape[1], shape[1], shape[2])
+        k = int(raw[at : at + rows_i * cols_i].sum())
+        if k > best:
+            best, cols = k, cols_i
+        at += rows_i * cols_i
+    return max(1, min(cols, int(raw.sum())))
+
+
+def _push_fallback(stack: Stack, tiles: np.ndarray, cols: int) -> dict | None:
+    """Push the tiles sent without the model: as one PNG of their mosaic (its bytes as 8-bit symbols) where that
+    is smaller than their raw values, else raw. Returns the header's ``fallback`` entry (None: raw)."""
+    png = classical_png(to_mosaic(tiles, cols))
+    if len(png) >= tiles.size:
+        stack.push_uniform(tiles, 256)
+        return None
+    stack.push_uniform(np.frombuffer(png, dtype=np.uint8), 256)
+    return {"codec": "png", "bytes": len(png), "cols": cols}
+
+
+def _pop_fallback(stack: Stack, fallback: dict | None, n: int, tile: tuple[int, int, int], name: str) -> np.ndarray:
+    """The ``n`` tiles :func:`_push_fallback` pushed."""
+    if fallback is None:
+        return stack.pop_uniform(256, (n, *tile)).astype(np.uint8)
+    data = stack.pop_uniform(256, (int(fallback["bytes"]),)).astype(np.uint8).tobytes()
+    c, th, tw = tile
+    try:
+        mosaic = read_pil(data, c)
+    except (OSError, ValueError) as e:
+        raise CodecError(f"{name}: its fallback tiles are not a readable PNG: the file is damaged") from e
+    cols = int(fallback["cols"])
+    if mosaic.shape != (math.ceil(n / cols) * th, cols * tw, c):
+        raise CodecError(f"{name}: its fallback mosaic is {mosaic.shape}, not the {n} tiles its header names")
+    return from_mosaic(mosaic, n, tile)
+
+
+@dataclass
+class _Encoded:
+    stack: Stack
+    n_seed: int  # initial words under the payload
+    sizes: list[int]  # images per group, in decoding order
+    samples: list[int]  # importance samples per group
+    chosen: list[int]  # per group: the grid of its chosen latents (selfvae.codec.chosen), or -1 for bits back
+    chosen_bits: float  # what the chosen groups took
+
+
+def _encode_all(
+    coder: BitsBackCoder, tiles: torch.Tensor, group: int, parts: dict[str, float], done: Callable[[int], None],
+    lossy: QuantisedZ | None = None, recon: dict[int, torch.Tensor] | None = None, search_steps: int = 0,
+    base: Stack | None = None,
+) -> _Encoded:
+    """Encode every tile, last first, in groups, on top of ``base`` (the raw tiles, when a lossless file has any).
+
+    A group's first pop needs about its posteriors' discretised entropy in bits per image and sample, several
+    times what an image adds to the stack, so the groups grow as the stack does. The first tile the encoder
+    codes (the last) has nothing to borrow: a lossless file codes it, and every next one the stack cannot yet
+    fund, with chosen latents and no pops (``CodingParams.chosen_first``, :mod:`selfvae.codec.chosen`); otherwise
+    it pops from seeded initial words, the file's only overhead. Each next group takes as many samples (up to
+    ``CodingParams.samples``), then as many images (up to ``group``), as the stack can fund, in powers of two.
+    """
+    n = len(tiles)
+    if n == 0:  # every tile raw
+        return _Encoded(base or Stack(), 0, [], [], [], 0.0)
+    last = tiles[n - 1 : n]
+    chosen_first = coder.p.chosen_first and lossy is None
+    chosen, chosen_bits = [], 0.0
+
+    searched: dict[int, list[np.ndarray]] = {}
+
+    def code_chosen(stack: Stack, i: int) -> Stack:
+        """Code tile ``i`` with chosen latents; the search runs on the next ``SEARCH_BATCH`` tiles at once (the
+        encoder goes last first), which all but always covers every tile coded so."""
+        nonlocal chosen_bits
+        if search_steps and i not in searched:
+            lo = max(0, i + 1 - SEARCH_BATCH)
+            searched.update(enumerate(search_keys(coder, tiles[lo : i + 1], search_steps), lo))
+        out, p, bits = encode_cheapest(coder, stack, tiles[i : i + 1], searched.get(i))
+        for k, v in bits.items():
+            parts[k] += v
+        chosen.append(p)
+        chosen_bits += sum(bits.values())
+        return out
+
+    if chosen_first:
+        n_seed, stack = 0, code_chosen(base or Stack(), n - 1)
+        pop_bits = 32.0 * coder.initial_words(last)  # from below; the first group coded with bits back corrects it
+    else:
+        stack, n_seed, pop_bits = _seeded_first(coder, last, parts, lossy)
+        chosen.append(-1)
+    _keep(recon, n - 1, coder, lossy)
+    done(1)
+    sizes, samples, end = [1], [1], n - 1
+    while end > 0:
+        fundable = stack.num_bits() / (1.25 * pop_bits)  # images x samples the stack can fund
+        s = min(coder.p.samples, _power_of_two(fundable))
+        size = min(group, end, _power_of_two(fundable / s))
+        took = None
+        if stack.num_bits() >= pop_bits or not chosen_first:  # short of the estimate from below: do not try
+            stack, took, size, s = _encode_fundable(coder, stack, tiles, end, size, s, parts, lossy, chosen_first)
+        if took is None:  # not even one image: code it with chosen latents
+            size, s = 1, 1
+            stack = code_chosen(stack, end - 1)
+        else:
+            pop_bits = max(pop_bits, took / s)  # the next group is sized by how deep one image's sample digs
+            chosen.append(-1)
+        _keep(recon, end - size, coder, lossy)
+        sizes.append(size)
+        samples.append(s)
+        end -= size
+        done(size)
+    return _Encoded(stack, n_seed, sizes[::-1], samples[::-1], chosen[::-1], chosen_bits)
+
+
+def _encode_fundable(coder: BitsBackCoder, stack: Stack, tiles: torch.Tensor, end: int, size: int, s: int,
+                     parts: dict[str, float], lossy: QuantisedZ | None, chosen_first: bool,
+                     ) -> tuple[Stack, float | None, int, int]:
+    """Code the ``size`` tiles before ``end`` with ``s`` samples each, halving the group (then the samples)
+    while the stack runs out of bits: returns the stack, how deep its pops dug (bits an image), and the size and
+    samples that worked; the depth is None, and the stack as it was, when not even one image with one sample
+    could be funded (``chosen_first``; otherwise that is an error)."""
+    while True:
+        snapshot, saved = stack.clone(), dict(parts)
+        try:
+            took = _encode_group(coder, stack, tiles[end - size : end], parts, lossy, samples=s)
+            return stack, took, size, s
+        except StackUnderflow:
+            stack = snapshot
+            parts.clear()
+            parts.update(saved)
+            if size == 1 and s == 1:
+                if chosen_first:
+                    return stack, None, size, s
+                raise CodecError("the stack ran out of bits for one image's posterior; "
+                                 "compress with a coarser --precision") from None
+            size, s = (size // 2, s) if size > 1 else (size, s // 2)
+
+
+def _seeded_first(coder: BitsBackCoder, last: torch.Tensor, parts: dict[str, float], lossy: QuantisedZ | None,
+                  ) -> tuple[Stack, int, float]:
+    """Code the first tile on a stack of pseudo-random initial words, as few as its pops need: returns the
+    stack, the initial words and how deep (bits) its pops dug."""
+    rng = np.random.default_rng(_SEED)
+
+    def first(words: int) -> tuple[Stack, float]:
+        parts.clear()
+        stack = Stack(rng.integers(0, 2**32, words, dtype=np.uint32))
+        return stack, _encode_group(coder, stack, last, parts, lossy, whole_mixture=True)
+
+    n_seed = coder.initial_words(last)
+    while True:  # with enough initial bits
+        try:
+            stack, pop_bits = first(n_seed)
+            break
+        except StackUnderflow:
+            n_seed = int(n_seed * 1.25) + 4
+    enough = int(math.ceil(1.02 * pop_bits / 32)) + 2  # what it dug, and a margin for other samples
+    if enough < n_seed:  # the estimate or the retries overshot: try again with what it needed
+        try:
+            stack, pop_bits = first(enough)
+            n_seed = enough
+        except StackUnderflow:
+            stack, pop_bits = first(n_seed)
+    return stack, n_seed, pop_bits
+
+
+def _power_of_two(x: float) -> int:
+    """The largest power of two at most ``x`` (1 below 2)."""
+    return max(1, 2 ** int(math.log2(max(x, 1.0))))
+
+
+def _keep(recon: dict[int, torch.Tensor] | None, start: int, coder: BitsBackCoder, lossy: QuantisedZ | None) -> None:
+    """Record what the decoder will rebuild for the group just coded (lossy files checksum that)."""
+    if lossy is not None and recon is not None:
+        recon[start] = lossy.reconstruct(coder, lossy.y_k, lossy.last)
+
+
+def _encode_group(coder: BitsBackCoder, stack: Stack, x: torch.Tensor, parts: dict[str, float],
+                  lossy: QuantisedZ | None = None, whole_mixture: bool = False, samples: int = 1) -> float:
+    """Encode one group with ``samples`` latent sets an image, adding each part's bits to ``parts``; returns how
+    deep (bits per image) its pops dug into the stack below where the group started. The file's first group
+    (the decoder's last) is coded with ``whole_mixture``: its pops come out of the initial bits, so it pops no
+    pixel's mixture component."""
+    start = stack.low_water = stack.num_bits()
+    hook = growth_hook(stack, parts)
+    if samples > 1:
+        ImportanceCoder(coder, samples).encode(stack, x, hook)
+    else:
+        coder.encode(stack, x, hook, lossy, whole_mixture)
+    return (start - stack.low_water) / len(x)
+
+
+def read_model_hint(data: bytes, name: str) -> str:
+    """Where the model that wrote a file was (its run directory as given to compress)."""
+    header, _ = Container.parse_header(data, name)
+    if not header.get("hint"):
+        raise CodecError(f"{name}: does not say which model wrote it; give it with --model")
+    return header["hint"]
+
+
+def _pack_names(names: list[str]) -> dict:
+    """Names as a pattern when they are ``prefix0..prefixN`` (npz inputs), else as a list."""
+    if len(names) > 1 and "_" in names[0]:
+        stem = names[0].rsplit("_", 1)[0]
+        width = len(names[0]) - len(stem) - 1
+        if all(n == f"{stem}_{i:0{width}d}" for i, n in enumerate(names)):
+            return {"stem": stem, "width": width}
+    return {"list": names}
+
+
+def _unpack_names(packed: dict, n: int, name: str) -> list[str]:
+    if "list" in packed:
+        names = list(packed["list"])
+    else:
+        names = [f"{packed['stem']}_{i:0{packed['width']}d}" for i in range(n)]
+    for stem in names:  # names become paths below the output folder: never above it
+        if not stem or stem.startswith("/") or ".." in stem.split("/"):
+            raise CodecError(f"{name}: holds the image name {stem!r}, which is not a path below a folder")
+    return names
+
+
+class _PrefixEnd(Exception):
+    """A prefix of a file holds no more words: the levels decoded so far are all it determines."""
+
+
+@dataclass
+class Decoded:
+    names: list[str]
+    images: list[np.ndarray]  # uint8 [H, W, C] as given to compress
+    stages: list[tuple[str, int, np.ndarray]]  # (level name, bytes of the file read so far, uint8 tiles)
+
+
+def decompress(
+    model: SelfVAE,
+    data: bytes,
+    name: str = "input",
+    threads: int = 1,
+    progress: bool = False,
+    on_level: Callable[[str, int, torch.Tensor], None] | None = None,
+    prefix: bool = False,
+) -> Decoded:
+    """Decode a file's images. ``on_level(level, bytes_read, tiles)`` sees each level of the first group as it
+    becomes known. With ``prefix=True`` ``data`` may be a truncated file: what its words determine is decoded
+    (use ``on_level``; later levels are garbage and no checksum can be checked)."""
+    if prefix:
+        header, words = Container.prefix_words(data, name)
+    else:
+        c = Container.from_bytes(data, name)
+        header, words = c.header, c.words
+    this_model = model_id(model)
+    if header["model"] != this_model:
+        raise CodecError(f"{name}: was written with another model (id {header['model']}, this one is "
+                         f"{this_model}); decompress it with the model that compressed it")
+    params = CodingParams(**header["params"])
+    runner = ChunkRunner(params.chunk, threads, params.small_chunks)
+    try:
+        with coding_mode(model, exact=header["version"] < 4):
+            coder = BitsBackCoder(model, params, runner)
+            here = probe(coder)
+            if here != header["probe"]:
+                raise CodecError(
+                    f"{name}: this machine computes the model differently from the one that wrote the file "
+                    f"(probe {here} != {header['probe']}: another CPU type or PyTorch build); decode it "
+                    f"on a machine like the writer's, with torch {torch.__version__} there or the writer's version")
+            reader = _Reader(coder, header, words, len(data), prefix, on_level)
+            if prefix:
+                reader.first_levels()
+                return Decoded([], [], reader.stages)
+            tiles = reader.all_tiles(name, progress)
+    finally:
+        runner.close()
+    if zlib.crc32(np.ascontiguousarray(tiles).tobytes()) != header["crc"]:
+        raise CodecError(f"{name}: decoded images fail their checksum: the file is damaged or this machine "
+                         f"computed a probability differently from the writer")
+    shapes = [tuple(s) for s in header["images"]]
+    images, at = [], 0
+    for s, k in zip(shapes, header["tiles_per_image"], strict=True):
+        images.append(from_tiles(tiles[at : at + k], s[0], s[1], s[2]))
+        at += k
+    return Decoded(_unpack_names(header["names"], len(shapes), name), images, reader.stages)
+
+
+class _Reader:
+    """Decodes a checked header's groups from the stack, recording the first group's levels as they come."""
+
+    def __init__(self, coder: BitsBackCoder, header: dict, words: np.ndarray, total_bytes: int, prefix: bool,
+                 on_level: Callable[[str, int, torch.Tensor], None] | None) -> None:
+        self.coder, self.header, self.prefix, self.on_level = coder, header, prefix, on_level
+        self.stack = Stack(words, decoding=True)
+        self.n_words, self.total_bytes = len(words), total_bytes
+        self.head = total_bytes - 4 * len(words) - (0 if prefix else 4)
+        lossy = header["lossy"]
+        self.lossy = None if not lossy else QuantisedZ(lossy["precision"], lossy["decode"])
+        sizes = header["groups"]
+        starts = np.cumsum([0, *sizes[:-1]]).tolist() if sizes else []
+        self.groups = [range(a, a + k) for a, k in zip(starts, sizes, strict=True)]
+        self.raw = np.asarray(header["raw"] or [0] * (sum(sizes)), dtype=bool)
+        self.stages: list[tuple[str, int, np.ndarray]] = []
+
+    def seen(self, i: int, level: torch.Tensor) -> None:
+        """Level ``i`` of the first group is known: record it with the bytes read so far."""
+        if self.prefix and self.stack.num_words() < 2:  # the prefix ran out while decoding this level
+            raise _PrefixEnd
+        deepest = self.stack.low_water // 32  # words left at the deepest pop so far (the stack's low-water mark)
+        read = min(self.head + 4 * (self.n_words - deepest + 2), self.total_bytes)  # +2: the ANS head's words
+        self.stages.append((self.coder.level_name(i), read, level.numpy().copy()))
+        if self.on_level:
+            self.on_level(self.coder.level_name(i), read, level)
+
+    def group(self, gi: int) -> torch.Tensor:
+        h, n = self.header, len(self.groups[gi])
+        on = self.seen if gi == 0 else None
+        if h["chosen"][gi] >= 0:
+            return ChosenCoder(self.coder, h["chosen"][gi]).decode(self.stack, n, on)
+        if h["samples"][gi] > 1:
+            return ImportanceCoder(self.coder, h["samples"][gi]).decode(self.stack, n, on)
+        return self.coder.decode(self.stack, n, on, self.lossy, whole_mixture=gi == len(self.groups) - 1)
+
+    def first_levels(self) -> None:
+        """What a prefix of the file determines of the first group (its later levels: garbage or nothing)."""
+        if self.groups:
+            try:
+                self.group(0)
+            except (_PrefixEnd, StackUnderflow, KeyError):  # past the prefix: no bits, or garbage
+                pass
+
+    def all_tiles(self, name: str, progress: bool) -> np.ndarray:
+        """Every tile of the file, model-coded and fallback ones in their places."""
+        tile = tuple(self.header["tile"])
+        with tqdm(total=len(self.raw), desc="decompress", unit="img", disable=not progress) as bar:
+            out = []
+            for gi, g in enumerate(self.groups):
+                out.append(self.group(gi))
+                bar.update(len(g))
+            coded = torch.cat(out).numpy() if out else np.zeros((0, *tile), dtype=np.uint8)
+            if not self.raw.any():
+                return coded
+            raw_values = _pop_fallback(self.stack, self.header["fallback"], int(self.raw.sum()), tile, name)
+            bar.update(int(self.raw.sum()))
+        tiles = np.empty((len(self.raw), *tile), dtype=np.uint8)
+        tiles[~self.raw], tiles[self.raw] = coded, raw_values
+        return tiles
+
+
+def nelbo_bits(model: SelfVAE, images: list[InputImage], batch: int = 64) -> float:
+    """The model's negative ELBO (one posterior sample per tile, seeded) in bits, summed over ``images``."""
+    shape = model.shapes[-1]
+    tiles = torch.from_numpy(np.concatenate([to_tiles(im.pixels, shape, im.name) for im in images]))
+    return float(tile_nelbo_bits(model, tiles, batch).sum())
+
+
+def tile_nelbo_bits(model: SelfVAE, tiles: torch.Tensor, batch: int = 64) -> np.ndarray:
+    """The model's negative ELBO of each tile in bits (one posterior sample a tile, seeded): about what bits-back
+    coding spends on it."""
+    out = []
+    with torch.random.fork_rng(), torch.inference_mode():  # seeded without disturbing the caller's stream
+        torch.manual_seed(0)
+        for s in range(0, len(tiles), batch):
+            out.append(model.terms(tiles[s : s + batch]).nelbo.double().numpy() / math.log(2))
+    return np.concatenate(out) if out else np.zeros(0)
+
+
+def raw_tiles(model: SelfVAE, tiles: torch.Tensor) -> np.ndarray:
+    """Which tiles to send without the model (:func:`_push_fallback`: one PNG of them, or their raw values): those
+    whose negative ELBO is at least :data:`RAW_AT` of 8 bits a value (out of distribution: a photograph through a
+    digit model), so that no file is more than its header and a few words above 8 bits a value."""
+    return tile_nelbo_bits(model, tiles) >= RAW_AT * 8 * np.prod(tiles.shape[1:])
