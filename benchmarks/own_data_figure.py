@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from selfvae.data.files import read_image_file
+from selfvae.data.images import read_image_file
 from selfvae.viz import labelled_columns
 
 

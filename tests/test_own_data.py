@@ -14,7 +14,7 @@ from PIL import Image
 
 from selfvae.cli import main
 from selfvae.data import infer_dataset, load_dataset
-from selfvae.data.formats import convert_channels, resize_image
+from selfvae.data.images import convert_channels, resize_image
 from selfvae.errors import SelfVAEError
 from selfvae.transforms import build_transform
 

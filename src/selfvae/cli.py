@@ -192,7 +192,7 @@ def cmd_sample(args: argparse.Namespace) -> None:
 
 
 def cmd_superres(args: argparse.Namespace) -> None:
-    from selfvae.data.files import read_image_file, read_image_files
+    from selfvae.data.images import read_image_file, read_image_files
     from selfvae.models.ops import super_resolve
     from selfvae.viz import save_rows
 
@@ -234,7 +234,7 @@ def _superres_whole(args: argparse.Namespace, model: Any, photos: list[torch.Ten
 
 
 def _pick_images(cfg, args, n: int) -> torch.Tensor:
-    from selfvae.data.files import read_image_files
+    from selfvae.data.images import read_image_files
 
     if getattr(args, "images", None):
         return read_image_files(args.images, tuple(cfg.model.image_shape), resize=args.resize)
@@ -261,7 +261,7 @@ def cmd_reconstruct(args: argparse.Namespace) -> None:
 
 
 def cmd_interpolate(args: argparse.Namespace) -> None:
-    from selfvae.data.files import read_image_files
+    from selfvae.data.images import read_image_files
     from selfvae.models.ops import interpolate
     from selfvae.viz import save_grid
 

@@ -76,7 +76,7 @@ class DemoModel:
         self.cfg, self.model, self.name, self.device = cfg, model, name, device
 
     def _read(self, path: str | None, what: str = "image") -> torch.Tensor:
-        from selfvae.data.files import read_image_file
+        from selfvae.data.images import read_image_file
 
         if not path:
             raise SelfVAEError(f"upload an {what} first")

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from selfvae.codec.images import tile_grid
-from selfvae.data.files import MAX_PIXELS
+from selfvae.data.images import MAX_PIXELS
 from selfvae.errors import SelfVAEError
 
 MAX_SAMPLES = 256  # importance samples an image at most (CodingParams.samples)

@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
-from selfvae.data.files import MAX_PIXELS
 from selfvae.data.formats import list_images
+from selfvae.data.images import read_pixels
 from selfvae.errors import SelfVAEError
 
 
@@ -27,31 +27,9 @@ class InputImage:
     pixels: np.ndarray  # uint8 [H, W, C] with C = 1 (grey) or 3 (RGB)
 
 
-def _from_pil(im: Image.Image, where: str) -> np.ndarray:
-    if im.size[0] * im.size[1] > MAX_PIXELS:
-        raise SelfVAEError(f"{where}: {im.size[0]}x{im.size[1]} pixels, more than the {MAX_PIXELS:,} this codes")
-    if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        raise SelfVAEError(f"{where}: {im.mode} image with more than 8 bits per sample; the codec codes 8-bit images")
-    if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
-        rgba = np.asarray(im.convert("RGBA"))
-        if (rgba[..., 3] != 255).any():
-            raise SelfVAEError(f"{where}: has transparent pixels; the codec codes grey or RGB images only")
-    grey = im.mode in ("1", "L", "LA") or (im.mode == "P" and _palette_is_grey(im))
-    a = np.asarray(im.convert("L" if grey else "RGB"))
-    return a[..., None] if a.ndim == 2 else a
-
-
-def _palette_is_grey(im: Image.Image) -> bool:
-    rgb = np.asarray(im.convert("RGB"))
-    return bool((rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all())
-
-
 def read_file(path: Path) -> InputImage:
-    try:
-        with Image.open(path) as im:
-            return InputImage(path.stem, _from_pil(im, str(path)))
-    except (UnidentifiedImageError, OSError) as e:
-        raise SelfVAEError(f"{path}: not an image file PIL can read ({e})") from e
+    """An image file's pixels exactly as stored (:func:`selfvae.data.images.read_pixels` with ``exact``)."""
+    return InputImage(path.stem, read_pixels(path, exact=True))
 
 
 def read_npz(spec: str) -> list[InputImage]:

@@ -12,7 +12,7 @@ Split protocol (all data sets except ``celeba64``):
 
 MNIST and Fashion-MNIST are zero-padded from 28x28 to 32x32 (2 px per side) so that the image side is a
 power of two (``image_size=28`` keeps the original size). Any other ``image_size`` resizes with
-:func:`selfvae.data.formats.resize_image` (made square by a centre crop or black padding, then an area
+:func:`selfvae.data.images.resize_image` (made square by a centre crop or black padding, then an area
 resize); ``channels`` converts grey <-> RGB. :func:`load_split` reads all of it from a run's config.
 """
 
@@ -30,7 +30,8 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from selfvae.data import formats
-from selfvae.data.formats import RESIZE_POLICIES, ReadOptions
+from selfvae.data.formats import ReadOptions
+from selfvae.data.images import RESIZE_POLICIES, convert_channels, resize_array
 from selfvae.errors import NoSplitError, SelfVAEError
 
 Reader = Callable[[Path, str, ReadOptions], "tuple[np.ndarray, np.ndarray | None]"]
@@ -310,9 +311,9 @@ def load_dataset(
     if spec.pad and image_size != x.shape[1]:
         x = formats.pad_images(x, spec.pad)
     if image_size is not None:
-        x = formats.resize_array(x, image_size, resize)
+        x = resize_array(x, image_size, resize)
     if channels is not None:
-        x = formats.convert_channels(x, channels)
+        x = convert_channels(x, channels)
     if part == "train" and split in ("train", "val"):
         train_idx, val_idx = split_indices(len(x), val_fraction, seed)
         idx = train_idx if split == "train" else val_idx

@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from selfvae.data.images import image_size, read_pixels, resize_image
 from selfvae.errors import NoSplitError, SelfVAEError
 
 Arrays = tuple[np.ndarray, "np.ndarray | None"]
@@ -38,9 +39,6 @@ Arrays = tuple[np.ndarray, "np.ndarray | None"]
 IMAGE_EXTENSIONS = frozenset(
     {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff", ".ppm", ".pgm", ".pbm"}
 )
-# PIL modes that carry a single grey channel (alpha, if any, is dropped).
-GRAY_MODES = frozenset({"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F", "La"})
-RESIZE_POLICIES = ("crop", "pad")
 
 
 @dataclass(frozen=True)
@@ -128,56 +126,6 @@ def labels_from_array(arr: np.ndarray | None, n: int, what: str) -> np.ndarray |
 def pad_images(x: np.ndarray, pad: int) -> np.ndarray:
     """Zero-pad ``[N, H, W, C]`` images by ``pad`` pixels on each side of H and W."""
     return np.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
-
-
-def resize_image(im: Image.Image, size: int, policy: str = "crop") -> Image.Image:
-    """``size x size`` version of ``im``: made square (``policy`` "crop": centre crop of the longer side;
-    "pad": black bars on the shorter side, centred), then resized by area average (BOX) when shrinking or
-    BICUBIC when growing."""
-    if policy not in RESIZE_POLICIES:
-        raise SelfVAEError(f"resize={policy!r}: expected one of {', '.join(RESIZE_POLICIES)}")
-    w, h = im.size
-    if (w, h) == (size, size):
-        return im
-    side = min(w, h) if policy == "crop" else max(w, h)
-    if (w, h) != (side, side):
-        left, top = (w - side) // 2, (h - side) // 2
-        if policy == "crop":
-            im = im.crop((left, top, left + side, top + side))
-        else:
-            square = Image.new(im.mode, (side, side))
-            square.paste(im, (-left, -top))
-            im = square
-    if side == size:
-        return im
-    return im.resize((size, size), Image.Resampling.BOX if side > size else Image.Resampling.BICUBIC)
-
-
-def resize_array(x: np.ndarray, size: int, policy: str = "crop") -> np.ndarray:
-    """Apply :func:`resize_image` to every image of a uint8 ``[N, H, W, C]`` array."""
-    n, h, w, c = x.shape
-    if (h, w) == (size, size):
-        return x
-    out = np.empty((n, size, size, c), dtype=np.uint8)
-    for i in range(n):
-        im = Image.fromarray(x[i, :, :, 0] if c == 1 else x[i])
-        r = np.asarray(resize_image(im, size, policy))
-        out[i] = r[..., None] if c == 1 else r
-    return out
-
-
-def convert_channels(x: np.ndarray, channels: int) -> np.ndarray:
-    """``[N, H, W, C]`` uint8 images with ``channels`` channels: RGB -> grey by ITU-R 601 luma (integer,
-    as the ``grayscale`` transform), grey -> RGB by repeating the channel."""
-    c = x.shape[-1]
-    if channels not in (1, 3):
-        raise SelfVAEError(f"channels={channels!r}: expected 1 (grey) or 3 (RGB)")
-    if c == channels:
-        return x
-    if channels == 3:
-        return np.repeat(x, 3, axis=-1)
-    w = np.array([299, 587, 114], dtype=np.int64)
-    return ((x.astype(np.int64) @ w + 500) // 1000).astype(np.uint8)[..., None]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -601,22 +549,18 @@ def decode_images(
     first: tuple[Path, tuple[int, int]] | None = None
     for i, path in enumerate(files):
         try:
-            with Image.open(path) as im:
-                im.load()
-                gray = im.mode in GRAY_MODES
-                if im.mode not in ("L", "RGB"):
-                    im = im.convert("L" if gray else "RGB")  # noqa: PLW2901
-                if crop is not None:
-                    im = im.crop(crop)  # noqa: PLW2901
-                if size is not None:
-                    im = resize_image(im, size, opts.resize)  # noqa: PLW2901
-                a = np.asarray(im, dtype=np.uint8)
-        except FileNotFoundError:
-            _bad_file(path, "file not found", opts)
+            a = read_pixels(path)
+        except SelfVAEError as e:
+            _bad_file(path, str(e).removeprefix(f"{path}: "), opts)
             continue
-        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-            _bad_file(path, f"{type(e).__name__}: {e}", opts)
-            continue
+        if crop is not None or size is not None:
+            im = Image.fromarray(a[..., 0] if a.shape[2] == 1 else a)
+            if crop is not None:
+                im = im.crop(crop)
+            if size is not None:
+                im = resize_image(im, size, opts.resize)
+            a = np.asarray(im, dtype=np.uint8)
+        a = a[..., 0] if a.ndim == 3 and a.shape[2] == 1 else a
         hw = a.shape[:2]
         if first is None:
             first = (path, hw)
@@ -662,15 +606,15 @@ def list_images(root: Path, *, exclude_top: Sequence[str] = ()) -> tuple[list[Pa
 
 
 def image_folder_modes(files: Sequence[Path]) -> tuple[int, tuple[int, int]]:
-    """(channels, (H, W)) of a list of image files from their headers only (for ``dataset_shape``)."""
+    """(channels, (H, W)) of a list of image files from their headers (for ``dataset_shape``): grey if every
+    file reads grey (:func:`selfvae.data.images.image_size`), the first readable file's size."""
     gray, hw = True, None
     for f in files:
         try:
-            with Image.open(f) as im:
-                gray = gray and im.mode in GRAY_MODES
-                hw = hw or (im.size[1], im.size[0])
+            c, size = image_size(f)
         except (OSError, ValueError, SyntaxError):
             continue
+        gray, hw = gray and c == 1, hw or size
     if hw is None:
         raise SelfVAEError(f"{files[0].parent if files else '?'}: no readable images")
     return (1 if gray else 3), hw

@@ -1,0 +1,95 @@
+"""One image reader, one rule (selfvae.data.images): the same file gives the same pixels through every entry
+point — training folders, superres/interpolate/reconstruct inputs, the demo's uploads and compress (which
+refuses, naming the file, what it could not give back exactly)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from selfvae.codec.images import read_inputs
+from selfvae.data import load_dataset
+from selfvae.data.images import convert_channels, read_image_file, read_pixels
+from selfvae.errors import SelfVAEError
+
+H, W = 6, 10
+
+
+def _gradient() -> np.ndarray:
+    yy, xx = np.mgrid[:H, :W]
+    return np.stack([xx * 25, yy * 40, (xx + yy) * 15], -1).astype(np.uint8)  # [H, W, 3]
+
+
+def _write(kind: str, path: Path) -> np.ndarray:
+    """Write a file of ``kind``; returns the pixels a reader must give (uint8 [H, W, 1|3], as displayed)."""
+    rgb = _gradient()
+    grey = rgb[..., :1]
+    if kind == "grey":
+        Image.fromarray(grey[..., 0]).save(path)
+        return grey
+    if kind == "grey-palette":
+        Image.fromarray(grey[..., 0]).convert("P").save(path)
+        return grey
+    if kind == "colour-palette":
+        im = Image.fromarray(rgb).quantize(8)
+        im.save(path)
+        return np.asarray(im.convert("RGB"))
+    if kind == "rgba":
+        Image.fromarray(np.concatenate([rgb, np.full((H, W, 1), 100, np.uint8)], -1)).save(path)
+        return rgb  # alpha dropped
+    if kind == "16-bit":
+        v = (grey[..., 0].astype(np.int32) * 257 + 100).astype(np.uint16)
+        Image.fromarray(v).save(path)
+        return np.rint(v / 257).astype(np.uint8)[..., None]
+    if kind == "cmyk-jpeg":
+        Image.fromarray(rgb).convert("CMYK").save(path, quality=95)
+        return np.asarray(Image.open(path).convert("RGB"))
+    if kind == "exif-rotated-jpeg":
+        im = Image.fromarray(rgb)
+        exif = im.getexif()
+        exif[0x0112] = 6  # shown turned 90 degrees clockwise
+        im.save(path, quality=95, exif=exif)
+        return np.rot90(np.asarray(Image.open(path).convert("RGB")), k=-1)
+    raise AssertionError(kind)
+
+
+KINDS = {"grey": ".png", "grey-palette": ".png", "colour-palette": ".png", "rgba": ".png", "16-bit": ".png",
+         "cmyk-jpeg": ".jpg", "exif-rotated-jpeg": ".jpg"}
+EXACT_REFUSES = {"rgba": "transparent", "16-bit": "more than 8 bits"}
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_every_entry_point_reads_a_file_the_same_way(kind, tmp_path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    path = folder / f"a{KINDS[kind]}"
+    expected = _write(kind, path)
+    got = read_pixels(path)
+    assert got.dtype == np.uint8 and got.shape == expected.shape
+    assert np.array_equal(got, expected)
+    # commands that hand a user's image to a model: the file's own size, the model's channels
+    for c in (1, 3):
+        t = read_image_file(path, (c, None, None))
+        assert np.array_equal(t.permute(1, 2, 0).numpy(), convert_channels(expected[None], c)[0])
+    # a training folder of such files
+    ds = load_dataset("folder", folder, "train", val_fraction=0.0)
+    assert np.array_equal(ds.images[0].permute(1, 2, 0).numpy(), expected)
+    # compress: the same pixels, or a refusal naming the file where it could not give them back exactly
+    if kind in EXACT_REFUSES:
+        with pytest.raises(SelfVAEError, match=EXACT_REFUSES[kind]) as e:
+            read_inputs([str(path)])
+        assert str(path) in str(e.value)
+    else:
+        assert np.array_equal(read_inputs([str(path)])[0].pixels, expected)
+
+
+def test_oversized_and_unreadable_files_are_refused_by_name(tmp_path):
+    bad = tmp_path / "notes.png"
+    bad.write_text("not an image")
+    with pytest.raises(SelfVAEError, match="notes.png: not an image file"):
+        read_pixels(bad)
+    with pytest.raises(SelfVAEError, match="no such image file"):
+        read_pixels(tmp_path / "missing.png")
