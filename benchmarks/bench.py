@@ -167,9 +167,9 @@ def _step_fn(args: argparse.Namespace, name: str):  # noqa: ANN202
         if CHANNELS_LAST in variants:
             model.to(memory_format=torch.channels_last)
     elif base.startswith("authors-"):
-        from reference import REFERENCES
+        from reference import build
 
-        model = REFERENCES[base]().to(args.device)
+        model = build(base).to(args.device)
     else:
         from selfvae import runtime
         from selfvae.models.selfvae import SelfVAE
@@ -247,6 +247,33 @@ def _write_json(args: argparse.Namespace, result: dict) -> None:
     Path(args.json).write_text(json.dumps({**meta, **result}, indent=1))
 
 
+def run_interleaved(args: argparse.Namespace) -> None:
+    """``--interleave``: every model in one process, each against the authors' step and its own variants."""
+    names = list(args.presets)
+    names += [f"{n}:{UNFUSED}" for n in args.presets if args.unfused and n.endswith("-paper")]
+    names += [_with(n, COMPILE) for n in list(names) if args.compile]
+    theirs = sorted({OURS_VS_AUTHORS[n] for n in names if n in OURS_VS_AUTHORS})
+    if args.authors_src or args.reference:
+        names += theirs + [_with(t, CHANNELS_LAST) for t in theirs if args.channels_last]
+    else:  # the paper presets compute the authors' function (authors_equivalence.py): unfused, they stand in
+        names += [STAND_IN[t] for t in theirs if STAND_IN[t] not in names]
+    if args.amp:
+        names += [_with(n, BF16) for n in names]
+    speed = interleaved(args, names)
+    pairs = []  # (model, reference): each against the authors' fp32 step and at its own precision ...
+    for ours in names:
+        theirs_name = OURS_VS_AUTHORS.get(ours.partition(":")[0])
+        if theirs_name is not None:
+            ref = theirs_name if theirs_name in speed else STAND_IN[theirs_name]
+            pairs += [(ours, ref)] + ([(ours, _with(ref, BF16))] if BF16 in ours else [])
+            pairs += [(ours, _with(ref, CHANNELS_LAST))]  # where it ran: their code in our memory format
+    # ... then each preset against its variants (their arithmetic, in part or whole; bf16)
+    pairs += [(v.partition(":")[0], v) for v in names if v != v.partition(":")[0]]
+    for a, b in dict.fromkeys(pairs):  # in order, each pair once (a stand-in is also a variant)
+        if a != b and a in speed and b in speed:
+            print(f"{a}: {speed[a] / speed[b]:.2f}x the training images/s of {b}")
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--presets", nargs="+", default=DEFAULT_PRESETS)
@@ -275,29 +302,7 @@ def main(argv: list[str] | None = None) -> None:
 
         print(f"retain_freed_memory: {retain_freed_memory()}")
     if args.interleave:
-        names = list(args.presets)
-        names += [f"{n}:{UNFUSED}" for n in args.presets if args.unfused and n.endswith("-paper")]
-        names += [_with(n, COMPILE) for n in list(names) if args.compile]
-        theirs = sorted({OURS_VS_AUTHORS[n] for n in names if n in OURS_VS_AUTHORS})
-        if args.authors_src or args.reference:
-            names += theirs + [_with(t, CHANNELS_LAST) for t in theirs if args.channels_last]
-        else:  # the paper presets compute the authors' function (authors_equivalence.py): unfused, they stand in
-            names += [STAND_IN[t] for t in theirs if STAND_IN[t] not in names]
-        if args.amp:
-            names += [_with(n, BF16) for n in names]
-        speed = interleaved(args, names)
-        pairs = []  # (model, reference): each against the authors' fp32 step and at its own precision ...
-        for ours in names:
-            theirs_name = OURS_VS_AUTHORS.get(ours.partition(":")[0])
-            if theirs_name is not None:
-                ref = theirs_name if theirs_name in speed else STAND_IN[theirs_name]
-                pairs += [(ours, ref)] + ([(ours, _with(ref, BF16))] if BF16 in ours else [])
-                pairs += [(ours, _with(ref, CHANNELS_LAST))]  # where it ran: their code in our memory format
-        # ... then each preset against its variants (their arithmetic, in part or whole; bf16)
-        pairs += [(v.partition(":")[0], v) for v in names if v != v.partition(":")[0]]
-        for a, b in dict.fromkeys(pairs):  # in order, each pair once (a stand-in is also a variant)
-            if a != b and a in speed and b in speed:
-                print(f"{a}: {speed[a] / speed[b]:.2f}x the training images/s of {b}")
+        run_interleaved(args)
         return
     if args.one:
         run = run_reference if args.one in OURS_VS_AUTHORS.values() else run_one

@@ -195,3 +195,15 @@ class AuthorsSrVAE(nn.Module):
 
 
 REFERENCES: dict[str, type[nn.Module]] = {"authors-vae-realnvp": AuthorsVAE, "authors-srvae": AuthorsSrVAE}
+PUBLISHED_MILLIONS = {"authors-vae-realnvp": 34.3, "authors-srvae": 39.3}  # parameters of the authors' models
+
+
+def build(name: str) -> nn.Module:
+    """A rebuilt model, checked to have the authors' published size (so the speed-up printed compares like with
+    like) before anything is timed."""
+    model = REFERENCES[name]()
+    millions = round(sum(p.numel() for p in model.parameters()) / 1e6, 1)
+    if millions != PUBLISHED_MILLIONS[name]:
+        raise SystemExit(f"{name}: the rebuild has {millions}M parameters, the authors' model "
+                         f"{PUBLISHED_MILLIONS[name]}M: it is not theirs")
+    return model

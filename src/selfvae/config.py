@@ -112,7 +112,7 @@ class TrainConfig:
     workers: int = 0  # data-loading worker processes (0: load batches in the main process)
     flush_denormal: bool = True  # CPU: treat subnormal floats as 0 (avoids slow steps; no effect on the bound)
     # CPU with glibc: freed memory stays in the process for the next step's tensors instead of being page-faulted
-    # in anew (selfvae.runtime; a paper-size srVAE step 1.6x faster); the process keeps its peak memory
+    # in anew (selfvae.runtime; benchmarks/bench.py --retain-memory measures it); the process keeps its peak memory
     retain_memory: bool = True
 
 

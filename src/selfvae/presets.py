@@ -117,7 +117,7 @@ def _build() -> dict[str, Config]:
                                         "selfVAE-downscale / srVAE (32->16)")
     # Sized for speed within the 32M-42M budget (39.8M): the 32x32 networks (q_z, p_x) are thin and the
     # parameters sit at 8x8 and in the flow prior, where they cost few FLOPs per image (4.0 instead of
-    # 13.4 GFLOP per forward; ~12 instead of 1.4 training images/s on a 2-core CPU, benchmarks/bench.py).
+    # 13.4 GFLOP per forward; benchmarks/bench.py gives its training speed).
     m = p["cifar10-srvae"].model
     m.q_u, m.p_y, m.q_z = NetSpec(32, 32, 3), NetSpec(128, 96, 4), NetSpec(16, 16, 3)
     m.p_x = NetSpec(48, 24, 4, blocks=2)

@@ -7,9 +7,9 @@ in anew each step.
 
 PyTorch's CPU tensors come from ``malloc``. glibc serves every block of 32 MiB or more (and, by its dynamic
 threshold, many smaller ones) with a fresh ``mmap`` and gives it back to the kernel on ``free``; the next step's
-tensor of the same size then faults in every page again, each one zeroed by the kernel. A paper-size srVAE step
-at batch 32 (activations of 130 MB at 32x32) took 1.56 million page faults and 6.6 s of kernel time out of 16 s
-this way (``benchmarks/bench.py``, docs/RESULTS.md). :func:`retain_freed_memory` tells glibc to take every block
+tensor of the same size then faults in every page again, each one zeroed by the kernel: a large share of a
+paper-size step's time goes to the kernel this way (``benchmarks/bench.py --retain-memory``, docs/RESULTS.md).
+:func:`retain_freed_memory` tells glibc to take every block
 from its heap and to keep freed memory there for reuse: the process keeps its peak, as a caching allocator does.
 """
 

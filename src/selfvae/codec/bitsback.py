@@ -58,11 +58,10 @@ class CodingParams:
     flow_precision: int = 10  # RealNVP coupling grid 2**-flow_precision (at most 16: float32 holds it exactly)
     flow_noise: int = 6  # RealNVP coupling noise sigma = 2**-flow_noise
     # images per network call (results depend on it; see selfvae.codec.compute). Small chunks keep a network's
-    # activations in cache: mnist-vae encoded 45 images/s a thread at 4, 39 at 8, 24 at 16, 41 at 1
+    # activations in cache (benchmarks/codec.py --chunk N measures the rate)
     chunk: int = 4
-    # images per call of the RealNVP prior's coupling nets at most (see BitsBackCoder._flow_chunk): they run on
-    # small latents (mnist-vae: 8x8), where a call's fixed cost dominates; its flow ran 1.7 ms an image at 16
-    # against 4.2 at 4
+    # images per call of the RealNVP prior's coupling nets at most (see BitsBackCoder.flow_chunk): they run on
+    # small latents (mnist-vae: 8x8), where a call's fixed cost dominates, so they take larger chunks
     flow_chunk: int = 16
     mixture_bits_back: bool = True  # pixels coded under a component popped from its posterior (files of version 3)
     # latent sets per image (BB-IS, selfvae.codec.importance: the rate of the IW bound with S samples instead of

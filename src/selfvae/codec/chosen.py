@@ -40,9 +40,8 @@ PRECISIONS = (0, 1, 2)  # the grids 2**-p the encoder tries for a chosen image (
 SEARCH_PRECISION = 0
 SEARCH_STEPS = 60
 SEARCH_BATCH = 8  # images searched together: a file's first chosen images (mnist-vae codes 4-5 so)
-# by default only files of at most this many tiles are searched: the search is a fixed cost (about 6 s for
-# mnist-vae's batch of 8 on two cores) for a fixed gain (about 20-70 bytes), a sixth of a one-digit file and
-# under 0.1% of a 1000-digit file, whose encoding it slowed from 90 to 57 images/s
+# by default only files of at most this many tiles are searched: the search is a fixed cost for a fixed gain
+# (tens of bytes), which pays for a file of a few images and not for a large one (docs/CODEC.md)
 SEARCH_MAX_TILES = 64
 
 

@@ -55,7 +55,7 @@ class ChunkRunner:
         through), results gathered into ``n`` rows. ``fn`` returns a tensor or a tuple. ``chunk`` overrides the
         runner's chunk size (for a network that runs best at another one). Each worker copies its chunk's rows
         into the output itself, so gathering large tables runs in parallel too; ``dtype`` (given) is the
-        output's, converted in that copy (float32 -> float64 there is exact, and 7x faster than ``.double()``)."""
+        output's, converted in that copy (float32 -> float64 there is exact, and faster than ``.double()``)."""
         size = chunk or self.chunk
         n = next(t.shape[0] for t in inputs if t is not None)
         if self.small:  # a function of n alone, which the decoder knows

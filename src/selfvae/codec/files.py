@@ -59,7 +59,7 @@ def model_id(model: SelfVAE) -> str:
     """Hex SHA-256 (first 16 bytes) of the model's config and every weight: which model a file needs.
 
     Remembered per model while no tensor of it changes (PyTorch counts in-place changes in ``_version``):
-    hashing the weights took 0.15 s a call, most of a one-image file's time."""
+    hashing the weights is most of a one-image file's time."""
     state = sorted(model.state_dict().items())
     key = (json.dumps(asdict(model.cfg), sort_keys=True, default=str),
            tuple((name, t.data_ptr(), t._version) for name, t in state))

@@ -18,8 +18,8 @@ from tqdm.auto import tqdm
 
 from selfvae.models.selfvae import SelfVAE
 
-# Images per forward pass in evaluation: on a 2-core CPU, batches of 64 run 1.3x faster per image than 256
-# (small-preset VAE, channels-last: 290 vs 194 img/s), so IW samples are chunked to about this many too.
+# Images per forward pass in evaluation: on a 2-core CPU, batches of 64 run faster per image than 256 (docs/
+# RESULTS.md, "A user's first hour"), so IW samples are chunked to about this many too.
 EVAL_BATCH = 64
 
 

@@ -242,8 +242,8 @@ def frechet_distance(
 
     ``method="eigh"`` computes the same trace as ``Tr((S1^{1/2} S2 S1^{1/2})^{1/2})`` with two symmetric
     eigendecompositions (negative round-off eigenvalues clipped to 0). It agrees with ``"sqrtm"`` to round-off
-    but is ~10-20x faster for 2048-d features on CPU (scipy's ``sqrtm`` of a 2048x2048 matrix takes tens of
-    seconds); ``"sqrtm"`` stays the default because it is the reference (pytorch-fid) computation.
+    but is an order of magnitude faster for 2048-d features on CPU; ``"sqrtm"`` stays the default because it is
+    the reference (pytorch-fid) computation.
     """
     mu1, mu2 = np.atleast_1d(np.asarray(mu1, np.float64)), np.atleast_1d(np.asarray(mu2, np.float64))
     sigma1, sigma2 = (

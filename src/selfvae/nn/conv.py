@@ -1,8 +1,8 @@
 """Convolutions whose weight gradient is one matrix product (CPU training, channels-last).
 
-oneDNN's fp32 backward-weights kernels run at 32-65% of this CPU's matrix-product rate where its forward and
-backward-data kernels run near it: on one core of the 2-core AVX2 machine, 50-54 GFLOP/s for a 3x3 convolution
-whose forward pass runs at 80-89, 32-45 for the stride-2 and transposed ones of the authors' encoders and decoders.
+oneDNN's fp32 backward-weights kernels run well below the CPU's matrix-product rate where its forward and
+backward-data kernels run near it (measured in docs/RESULTS.md, ``benchmarks/roofline.py``), most of all for the
+stride-2 and transposed convolutions of the authors' encoders and decoders.
 The weight gradient of a ``k x k`` convolution with stride ``s`` and padding ``p``,
 
     dW[o, i, dy, dx] = sum_{n, h, w} dY[n, o, h, w] X[n, i, s h + dy - p, s w + dx - p],
@@ -15,7 +15,7 @@ is one matrix product of one tensor as it is stored (channels-last ``[N, C, H, W
 * stride ``s > 1``: the patches of ``X`` under each output pixel (its ``s``-strided samples);
 * transposed (the adjoint, ``dW[i, o, dy, dx] = sum x[n, i, h, w] dY[n, o, s h + dy - p, s w + dx - p]``): the
   patches of ``dY`` above each input pixel. Its input gradient is the forward convolution with the same
-  kernel, for which oneDNN's forward kernel is used (its backward-data of a transposed one ran at 54 GFLOP/s).
+  kernel, for which oneDNN's forward kernel is used (its backward-data of a transposed one is slower).
 
 A product with ``k^2 min(I, O)`` under :data:`MIN_ROWS` is too thin to beat oneDNN (1x1 convolutions, or 3x3 ones
 to 8 channels: 0.73x), and there :func:`conv2d` is ``F.conv2d``. The values are the same up to float summation

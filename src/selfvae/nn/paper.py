@@ -114,7 +114,7 @@ class PaperDenseLayer(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         # the layer's input in its convs' memory format: a concatenation of mixed formats comes out
-        # contiguous, and every later unit would then convert it back (channels-last weights: 3-8x slower convs)
+        # contiguous, and every later unit would then convert it back (channels-last weights: much slower convs)
         fmt = memory_format_of(self.units[0][1].v)
         x = x.contiguous(memory_format=fmt)
         for unit in self.units:

@@ -1,8 +1,8 @@
 """Time to quality: validation bits/dim against training wall clock, and when each run crossed thresholds.
 
-    python benchmarks/time_to_quality.py runs/mnist-vae runs/mnist-srvae --thresholds 1.6 1.4 1.2 1.1 \
+    python tools/time_to_quality.py runs/mnist-vae runs/mnist-srvae --thresholds 1.6 1.4 1.2 1.1 \
         --out docs/figures/time_to_quality_mnist.png
-    python benchmarks/time_to_quality.py --train mnist-vae --minutes 120 --out-run runs/ttq-vae ...
+    python tools/time_to_quality.py --train mnist-vae --minutes 120 --out-run runs/ttq-vae ...
 
 With ``--train PRESET`` it first trains (or resumes) ``--out-run`` for ``--minutes`` of this machine's time
 (`selfvae train ... --set train.max_minutes=M`), then reads the logs. Every run's ``log.jsonl`` gives the

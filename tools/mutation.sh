@@ -2,7 +2,7 @@
 # Mutation score of the maths modules (distributions, priors, bounds, the model, transforms) against the unit
 # tests named in pyproject.toml [tool.mutmut]; prints mutmut's counts and the score. Not part of CI's run:
 # about 15 minutes on 2 CPU cores. Re-running continues where the last run stopped (mutants/ is a cache).
-#   bash benchmarks/mutation.sh [--max-children N]
+#   bash tools/mutation.sh [--max-children N]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 pip install --quiet "mutmut==3.8.1"

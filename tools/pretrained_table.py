@@ -1,7 +1,7 @@
 """The shipped models as a papers-style table (Markdown), from their ``metrics.json``, with the literature's
 MNIST figures beside them.
 
-    python benchmarks/pretrained_table.py            # prints the table docs/RESULTS.md shows
+    python tools/pretrained_table.py            # prints the table docs/RESULTS.md shows
 
 Every figure of ours comes from the shipped files' ``metrics.json`` (written by ``scripts/train_pretrained.py``,
 which measures the shipped weights); the literature rows are the published test bits/dim of 8-bit MNIST (28x28,

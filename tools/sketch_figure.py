@@ -1,7 +1,7 @@
 """docs/figures/sketch.png: real test images (rows x) above their `sketch` (rows d(x)) for MNIST,
 Fashion-MNIST and CIFAR-10 (our JPEG copy).
 
-    python benchmarks/sketch_figure.py [--shared ../shared/data] [--fashion /usr/share/datasets/fashion-mnist]
+    python tools/sketch_figure.py [--shared ../shared/data] [--fashion /usr/share/datasets/fashion-mnist]
 """
 
 from __future__ import annotations

@@ -1,4 +1,9 @@
-"""How many nats a downscaling selfVAE wastes on images its ``p(x | y, z)`` could never have produced.
+"""Question: how many nats does a downscaling selfVAE waste on images its ``p(x | y, z)`` could never have
+produced?
+
+Answer (2026-11-24, first 500 MNIST test images): a third of ``p(x | y, z)``'s cost. mnist-srvae 163 nats at x
+(1.5438 -> 1.2437 bits/dim renormalised), mnist-2lvl 56 nats at y2 and 163 at x (1.6133 -> 1.2111); hence
+``model.consistent`` and ``selfvae eval --consistent``.
 
 ``y = d(x)`` is a deterministic 2x2 box average (round half up), so the true ``p(x | y)`` lives on the images
 whose every 2x2 block sums to ``4y - 2 .. 4y + 1``. The model's per-pixel discretised-logistic likelihood puts
@@ -9,7 +14,7 @@ one channel the pixels are independent given ``(y, z)``, so that probability is 
 tables (``Downscale.log_mass_consistent``; ``model.consistent`` trains with it and ``selfvae eval --consistent``
 evaluates with it). This script measures the gain per level on test images, for one posterior sample each.
 
-    python benchmarks/consistency_gain.py mnist-srvae --n 500 --data-dir ../shared/data
+    python experiments/consistency_gain.py mnist-srvae --n 500 --data-dir ../shared/data
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """docs/figures/demo.png: `selfvae demo RUN` in headless Chromium after uploading IMAGE (Debian's chromium and
 chromium-driver, selenium).
 
-    python benchmarks/demo_screenshot.py RUN IMAGE [-o docs/figures/demo.png] [--tab samples]
+    python tools/demo_screenshot.py RUN IMAGE [-o docs/figures/demo.png] [--tab samples]
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """docs/figures/own_images.png: image files of any size and colour as stored (left), and what a model with
 ``image_size=32`` sees of them: grey (a 1-channel model) with ``resize=crop``, and RGB with ``resize=pad``.
 
-    python benchmarks/own_data_figure.py FILE... [-o docs/figures/own_images.png]
+    python tools/own_data_figure.py FILE... [-o docs/figures/own_images.png]
 """
 
 from __future__ import annotations

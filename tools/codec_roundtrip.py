@@ -1,6 +1,6 @@
 """Bit-exactness of the codec at scale: compress images with a model, decompress, compare every pixel.
 
-Not a test: ``python benchmarks/codec_roundtrip.py (RUN_DIR | --preset NAME [--set k=v ...]) INPUT... [--limit N]``.
+Not a test: ``python tools/codec_roundtrip.py (RUN_DIR | --preset NAME [--set k=v ...]) INPUT... [--limit N]``.
 Exactness does not need training, so ``--preset`` builds a freshly initialised model (seeded): e.g. an RGB
 model for CIFAR-10 images. Prints images/s both ways and the file's bits/dim.
 """
