@@ -140,14 +140,16 @@ def test_evaluate_takes_the_bound_per_image_before_averaging():
 
 def test_bits_per_dim_count_the_digits_784_dimensions_not_the_padded_frame():
     """MNIST sits zero-padded in a 32x32 frame; bits/dim divide the same bound by 28*28."""
-    from selfvae.models.build import build_model, frame_ratio
+    from selfvae.models.build import build_model, frame_ratio, resolved
     from selfvae.presets import get_preset
     from selfvae.runs.stored import per_data_dims
 
     for name in ("mnist-vae", "fashion-mnist-srvae"):
         cfg = get_preset(name)
         model = build_model(cfg)
-        assert cfg.model.data_shape == (1, 28, 28) and (model.x_dims, model.padded_dims) == (784, 1024)
+        assert cfg.model.data_shape is None  # building leaves the config it was given as it was ...
+        assert resolved(cfg).model.data_shape == (1, 28, 28)  # ... what a run saves records the digit's shape
+        assert (model.x_dims, model.padded_dims) == (784, 1024)
         assert frame_ratio(cfg) == 1024 / 784
     cfg = get_preset("mnist-vae")
     cfg.data.image_size, cfg.model.image_shape, cfg.model.latent_shape = 28, (1, 28, 28), (8, 7, 7)

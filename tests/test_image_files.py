@@ -93,3 +93,34 @@ def test_oversized_and_unreadable_files_are_refused_by_name(tmp_path):
         read_pixels(bad)
     with pytest.raises(SelfVAEError, match="no such image file"):
         read_pixels(tmp_path / "missing.png")
+
+
+def test_images_given_to_a_model_follow_its_loaders_rule(tmp_path, capsys):
+    """Issue 36: interpolate refused the 28x28 MNIST PNGs compress accepts, and its --resize stretched where
+    training pads or crops. Every command now places an image as the model's data loader did."""
+    from selfvae.cli import main
+    from selfvae.data.images import read_model_inputs, resize_image
+
+    rng = np.random.default_rng(0)
+    digit = rng.integers(0, 256, (28, 28), dtype=np.uint8)
+    Image.fromarray(digit).save(tmp_path / "digit.png")
+    x = read_model_inputs([tmp_path / "digit.png"], (1, 32, 32), (1, 28, 28))
+    assert torch_equal(x[0, 0], np.pad(digit, 2))  # as the MNIST loader pads its digits
+    framed = np.asarray(x[0, 0])
+    Image.fromarray(framed).save(tmp_path / "framed.png")
+    assert torch_equal(read_model_inputs([tmp_path / "framed.png"], (1, 32, 32), (1, 28, 28))[0, 0], framed)
+    wide = rng.integers(0, 256, (20, 30), dtype=np.uint8)
+    Image.fromarray(wide).save(tmp_path / "wide.png")
+    with pytest.raises(SelfVAEError, match=r"wide.png: image is 30x20; this model takes 28x28 .*--resize"):
+        read_model_inputs([tmp_path / "wide.png"], (1, 32, 32), (1, 28, 28))
+    for policy in ("crop", "pad"):  # square first, as the loaders do (never stretched), then the digit's size
+        got = read_model_inputs([tmp_path / "wide.png"], (1, 32, 32), (1, 28, 28), policy)[0, 0]
+        assert torch_equal(got, np.pad(np.asarray(resize_image(Image.fromarray(wide), 28, policy)), 2))
+    out = tmp_path / "path.png"
+    main(["interpolate", "mnist-vae", str(tmp_path / "digit.png"), str(tmp_path / "framed.png"), "--steps", "2",
+          "-o", str(out)])
+    assert out.is_file()
+
+
+def torch_equal(t, a) -> bool:
+    return np.array_equal(np.asarray(t), np.asarray(a))

@@ -14,6 +14,7 @@ from selfvae.cli import main
 from selfvae.codec.container import Container
 from selfvae.errors import SelfVAEError
 from selfvae.runs import layout
+from selfvae.runs.checkpoint import load_checkpoint
 from selfvae.runs.export import export
 from selfvae.runs.layout import pretrained_names, resolve
 from selfvae.runs.loading import load_run
@@ -147,9 +148,62 @@ def test_weights_with_nan_or_inf_are_refused_naming_the_tensor(tiny_run, tmp_pat
 
     with safe_open(str(out / "model.safetensors"), framework="pt") as f:
         meta = f.metadata()
+    meta.pop("sha256")  # a file without a recorded hash (a run's diverged weights, exported as they were)
     save_file(state, str(out / "model.safetensors"), metadata=meta)
     with pytest.raises(SelfVAEError, match=f"NaN or infinite.*{name}"):
         load_run(out)
+
+
+def test_flipped_bits_and_zeroed_tensors_are_refused_by_the_weights_hash(tiny_run, tmp_path):
+    """Issue 37: a flipped bit or a zeroed tensor in a weights file or a checkpoint loaded silently (eval gave
+    3.7e15 or nan bits/dim); now the hash recorded with the weights refuses it."""
+    import shutil
+
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    out = export(tiny_run, tmp_path / "exp")
+    path = out / "model.safetensors"
+    data = bytearray(path.read_bytes())
+    data[-5] ^= 0x10  # one bit of the last tensor's data
+    path.write_bytes(bytes(data))
+    with pytest.raises(SelfVAEError, match="do not match the hash"):
+        load_run(out)
+    # a shipped model's file (hash in its metrics, not in the file) with one tensor zeroed
+    shipped = tmp_path / "mnist-vae"
+    shutil.copytree(resolve("mnist-vae"), shipped)
+    state = load_file(str(shipped / "model.safetensors"))
+    with safe_open(str(shipped / "model.safetensors"), framework="pt") as f:
+        meta = f.metadata()
+    assert "sha256" not in meta and "weights_sha256" in json.loads((shipped / "metrics.json").read_text())
+    load_run(shipped)  # as shipped: the hash matches
+    name = sorted(state)[5]
+    state[name] = torch.zeros_like(state[name])
+    save_file(state, str(shipped / "model.safetensors"), metadata=meta)
+    with pytest.raises(SelfVAEError, match="do not match the hash"):
+        load_run(shipped)
+    # a checkpoint whose weights changed after it was saved
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    ckpt = torch.load(run / "last.pt", weights_only=True)
+    key = next(iter(ckpt["model"]))
+    ckpt["model"][key] = torch.zeros_like(ckpt["model"][key])
+    torch.save(ckpt, run / "last.pt")
+    with pytest.raises(SelfVAEError, match="do not match the hash"):
+        load_checkpoint(run / "last.pt")
+
+
+def test_a_damaged_best_checkpoint_falls_back_to_last_with_a_warning(tiny_run, tmp_path):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    assert not (run / "best.pt.prev").exists()  # a run keeps last.pt, last.pt.prev and best.pt: three files
+    data = (run / "best.pt").read_bytes()
+    (run / "best.pt").write_bytes(data[: len(data) // 3])
+    with pytest.warns(UserWarning, match="reading the model from .*last.pt"):
+        _, model = load_run(run)
+    assert model.training is False
 
 
 def test_the_listing_shows_the_whole_test_set_bound_and_stops_quietly_in_a_pipe():

@@ -197,7 +197,7 @@ def cmd_superres(args: argparse.Namespace) -> None:
     from selfvae.viz import save_rows
 
     device = _device(args.device)
-    _, model = _load(args, device)
+    cfg, model = _load(args, device)
     if model.K == 0:
         raise SelfVAEError(f"{args.run_dir}: a plain VAE run cannot super-resolve (it has no y)")
     c, h, w = model.shapes[-2]
@@ -206,7 +206,7 @@ def cmd_superres(args: argparse.Namespace) -> None:
         if any(tuple(y.shape[1:]) != (h, w) for y in photos):
             _superres_whole(args, model, photos, device)
             return
-    y = read_image_files(args.images, model.shapes[-2], resize=args.resize).to(device)
+    y = read_image_files(args.images, model.shapes[-2], resize=args.resize, policy=cfg.data.resize).to(device)
     torch.manual_seed(args.seed)
     rows = [y]
     for _ in range(args.samples):
@@ -233,11 +233,18 @@ def _superres_whole(args: argparse.Namespace, model: Any, photos: list[torch.Ten
               f"{args.overlap}-pixel overlaps blended; decode {args.decode})")
 
 
-def _pick_images(cfg, args, n: int) -> torch.Tensor:
-    from selfvae.data.images import read_image_files
+def _model_inputs(cfg, paths: list[str], resize: bool) -> torch.Tensor:  # noqa: ANN001 - Config
+    """Image files as the model's ``x``, by its data loader's rule (:func:`selfvae.data.images.read_model_inputs`)."""
+    from selfvae.data.images import read_model_inputs
+    from selfvae.models.build import model_config
 
+    return read_model_inputs(paths, tuple(cfg.model.image_shape), tuple(model_config(cfg).data_shape),
+                             cfg.data.resize if resize else None)
+
+
+def _pick_images(cfg, args, n: int) -> torch.Tensor:
     if getattr(args, "images", None):
-        return read_image_files(args.images, tuple(cfg.model.image_shape), resize=args.resize)
+        return _model_inputs(cfg, args.images, args.resize)
     _, _, ds = _split_batches(cfg, args.split, None, 1)
     g = torch.Generator().manual_seed(args.seed)
     idx = torch.randperm(len(ds), generator=g)[:n]
@@ -261,15 +268,13 @@ def cmd_reconstruct(args: argparse.Namespace) -> None:
 
 
 def cmd_interpolate(args: argparse.Namespace) -> None:
-    from selfvae.data.images import read_image_files
     from selfvae.models.ops import interpolate
     from selfvae.viz import save_grid
 
     device = _device(args.device)
     cfg, model = _load(args, device)
-    shape = tuple(cfg.model.image_shape)
-    a = read_image_files([args.a], shape, resize=args.resize).to(device)
-    b = read_image_files([args.b], shape, resize=args.resize).to(device)
+    a, b = _model_inputs(cfg, [args.a, args.b], args.resize).to(device)
+    a, b = a[None], b[None]
     torch.manual_seed(args.seed)
     path = interpolate(model, a, b, args.steps, decode=args.decode, spherical=args.slerp)[0]
     out = Path(args.output)
@@ -585,20 +590,23 @@ def build_parser() -> argparse.ArgumentParser:
                    help="low-resolution pixels by which neighbouring tiles overlap and are blended (whole images)")
     picture(s, "superres.png")
 
+    input_rule = ("the size the model was trained on: its frame (32x32 for the MNIST models) or its data's own "
+                  "(28x28 digits, placed in the frame as training did); other sizes need --resize")
+    resize_help = "crop or pad other sizes square (the run's data.resize) and resize them as its training data were"
     s = run_cmd("reconstruct", "reconstruct images in one mode or all modes", cmd_reconstruct)
     s.add_argument("--mode", default="all", help=MODES_HELP)
     s.add_argument("-n", type=int, default=8, help="number of test images")
     s.add_argument("--split", default="test", choices=["test", "val", "train"])
-    s.add_argument("--images", nargs="+", help="image files instead of test images")
-    s.add_argument("--resize", action="store_true")
+    s.add_argument("--images", nargs="+", help=f"image files instead of test images, of {input_rule}")
+    s.add_argument("--resize", action="store_true", help=resize_help)
     picture(s, "reconstruct.png")
 
     s = run_cmd("interpolate", "interpolate between two images in u", cmd_interpolate)
-    s.add_argument("a", metavar="A", help="image file")
-    s.add_argument("b", metavar="B", help="image file")
+    s.add_argument("a", metavar="A", help=f"image file of {input_rule}")
+    s.add_argument("b", metavar="B", help="image file, as A")
     s.add_argument("--steps", type=int, default=8)
     s.add_argument("--slerp", action="store_true", help="spherical instead of linear interpolation")
-    s.add_argument("--resize", action="store_true")
+    s.add_argument("--resize", action="store_true", help=resize_help)
     picture(s, "interpolation.png")
     s.set_defaults(decode="mean")
 

@@ -1,7 +1,7 @@
 """Explicit configuration: dataclasses for data, model and training, grouped in :class:`Config`.
 
 Presets (:mod:`selfvae.presets`) are named ``Config`` instances; a run directory stores its config as
-JSON (``config.json``) so evaluation and sampling rebuild exactly the trained model.
+JSON (a run's config file, :mod:`selfvae.runs.layout`) so evaluation and sampling rebuild exactly the trained model.
 """
 
 from __future__ import annotations

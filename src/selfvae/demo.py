@@ -76,14 +76,16 @@ class DemoModel:
         self.cfg, self.model, self.name, self.device = cfg, model, name, device
 
     def _read(self, path: str | None, what: str = "image") -> torch.Tensor:
-        from selfvae.data.images import read_image_file
+        from selfvae.data.images import read_model_inputs
+        from selfvae.models.build import model_config
 
         if not path:
             raise SelfVAEError(f"upload an {what} first")
         if Path(path).stat().st_size > MAX_UPLOAD_MB * 1_000_000:
             raise SelfVAEError(f"{Path(path).name}: larger than {MAX_UPLOAD_MB} MB; upload a smaller image")
-        x = read_image_file(path, tuple(self.cfg.model.image_shape), resize=True)
-        return x[None].to(self.device)
+        x = read_model_inputs([path], tuple(self.cfg.model.image_shape), tuple(model_config(self.cfg).data_shape),
+                              self.cfg.data.resize)
+        return x.to(self.device)
 
     def _columns(self, cols: list[tuple[str, torch.Tensor]]) -> np.ndarray:
         from selfvae.viz import labelled_columns

@@ -141,7 +141,7 @@ def with_train_seconds(recs: list[dict]) -> list[dict]:
 
 
 def plot_curves(log_path: str | Path, out: str | Path, frame_ratio: float = 1.0) -> Path | None:
-    """Train/validation bits/dim and learning rate against step, from ``log.jsonl``; None if no records.
+    """Train/validation bits/dim and learning rate against step, from a run's JSON-lines log; None if no records.
 
     ``frame_ratio``: see :func:`read_log`."""
     import matplotlib

@@ -165,6 +165,40 @@ def read_image_file(
     return torch.from_numpy(arr.copy()).permute(2, 0, 1)
 
 
+def read_model_inputs(
+    paths: list[str | Path], frame: tuple[int, int, int], own: tuple[int, int, int], resize: str | None = None
+) -> torch.Tensor:
+    """Image files as a model's ``x`` (uint8 ``[N, C, H, W]`` of the model's ``frame``), by the rule its data
+    loader followed: an image of the frame's size as it is; an image of the data's ``own`` size (MNIST's 28x28
+    digits) centred in the frame with black borders, as the loader padded them; any other size only with
+    ``resize`` (``"crop"`` or ``"pad"``, the run's ``data.resize``): made square so and area-resized to the
+    own size, then centred. Colour follows the model (luma or repeated grey)."""
+    if not paths:
+        raise SelfVAEError("no image files given")
+    return torch.stack([_model_input(p, frame, own, resize) for p in paths])
+
+
+def _model_input(path: str | Path, frame: tuple[int, int, int], own: tuple[int, int, int],
+                 resize: str | None) -> torch.Tensor:
+    c, fh, fw = frame
+    _, oh, ow = own
+    arr = read_pixels(path)
+    if arr.shape[:2] not in ((fh, fw), (oh, ow)):
+        if resize is None:
+            sizes = f"{ow}x{oh}" + (f" (placed in its {fw}x{fh} frame) or {fw}x{fh}" if (oh, ow) != (fh, fw) else "")
+            raise SelfVAEError(f"{path}: image is {arr.shape[1]}x{arr.shape[0]}; this model takes {sizes}; pass "
+                               f"--resize to crop or pad it square and resize it as its training data were")
+        im = Image.fromarray(arr[..., 0] if arr.shape[2] == 1 else arr)
+        im = resize_image(im, oh, resize) if oh == ow else im.resize((ow, oh), Image.Resampling.BOX)
+        arr = np.asarray(im, dtype=np.uint8)
+        arr = arr[..., None] if arr.ndim == 2 else arr
+    if arr.shape[:2] == (oh, ow) and (oh, ow) != (fh, fw):
+        top, left = (fh - oh) // 2, (fw - ow) // 2
+        arr = np.pad(arr, ((top, fh - oh - top), (left, fw - ow - left), (0, 0)))
+    arr = convert_channels(arr[None], c)[0]
+    return torch.from_numpy(arr.copy()).permute(2, 0, 1)
+
+
 def read_image_files(
     paths: list[str | Path], shape: tuple[int, int, int], resize: bool = False, policy: str = "crop"
 ) -> torch.Tensor:

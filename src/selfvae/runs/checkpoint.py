@@ -1,8 +1,11 @@
-"""Checkpoints: written atomically, validated on load, the previous good one kept.
+"""Checkpoints: written atomically, validated on load (their weights against the hash saved with them), the
+previous good one kept where asked.
 
 A save writes ``NAME.tmp``, flushes it to disk, hard-links (or copies) the existing ``NAME`` to ``NAME.prev``
-and renames the temporary file over ``NAME``; each rename is atomic, so a run killed at any moment (even
-SIGKILL) leaves a complete ``NAME`` and, after the second save, the previous good one in ``NAME.prev``.
+(with ``keep_previous``) and renames the temporary file over ``NAME``; each rename is atomic, so a run killed
+at any moment (even SIGKILL) leaves a complete ``NAME`` and, after the second save, the previous good one in
+``NAME.prev``. The training loop keeps a previous copy of ``last`` (what a run resumes from), not of ``best``
+(whose damage falls back to ``last``): three files a run, not four.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import numpy as np
 import torch
 
 from selfvae.errors import SelfVAEError
+from selfvae.runs.weights import digest
 
 # Globals a pre-2026-11 checkpoint's numpy RNG state needs under the weights-only unpickler: array
 # reconstruction only (numpy's own recommended allow-list for torch.load), nothing that runs code.
@@ -54,17 +58,25 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
 
 
-def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
-    """Atomically write ``state`` (plus format tags) to ``path``; the old file becomes ``path.prev``."""
+def weights_digest(state: dict[str, Any]) -> str:
+    """The SHA-256 of a checkpoint's weights (the model's and the EMA's)."""
+    tensors = {f"model.{k}": v for k, v in state["model"].items()}
+    tensors.update({f"ema.{k}": v for k, v in (state.get("ema") or {}).items()})
+    return digest(tensors)
+
+
+def save_checkpoint(state: dict[str, Any], path: str | Path, keep_previous: bool = True) -> Path:
+    """Atomically write ``state`` (plus format tags and its weights' hash) to ``path``; with ``keep_previous``
+    the old file becomes ``path.prev``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    payload = {"format": FORMAT, "version": FORMAT_VERSION, **state}
+    payload = {"format": FORMAT, "version": FORMAT_VERSION, **state, "weights_sha256": weights_digest(state)}
     with open(tmp, "wb") as f:
         torch.save(payload, f)
         f.flush()
         os.fsync(f.fileno())
-    if path.exists():  # keep ``path`` in place until the new file replaces it: never a moment without it
+    if keep_previous and path.exists():  # ``path`` stays in place until the new file replaces it
         prev = path.with_name(path.name + ".prev")
         prev_tmp = path.with_name(path.name + ".prev.tmp")
         prev_tmp.unlink(missing_ok=True)
@@ -118,6 +130,8 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     missing = [k for k in REQUIRED if k not in state]
     if missing:
         raise SelfVAEError(f"{path}: checkpoint is missing {', '.join(missing)}")
+    if "weights_sha256" in state and weights_digest(state) != state["weights_sha256"]:
+        raise SelfVAEError(f"{path}: the weights do not match the hash saved with them: the file is damaged")
     return state
 
 

@@ -6,6 +6,9 @@ training.
 
 from __future__ import annotations
 
+import warnings
+from pathlib import Path
+
 import torch
 
 from selfvae.config import Config
@@ -14,6 +17,7 @@ from selfvae.models.build import build_model
 from selfvae.models.selfvae import SelfVAE
 from selfvae.runs import layout
 from selfvae.runs.checkpoint import load_latest
+from selfvae.runs.stored import shipped_digest
 from selfvae.runs.weights import read_weights
 
 
@@ -27,9 +31,9 @@ def eval_weights(folder, device: str | torch.device = "cpu", which: str = layout
     """The evaluation weights of a model's folder: an exported model's, else a checkpoint's (its EMA weights
     when the run kept them and they validated better than the raw ones). Non-finite weights are refused."""
     if layout.is_exported(folder):
-        weights = read_weights(folder, device)
+        weights = read_weights(folder, device, expected=shipped_digest(folder))
     else:
-        state = load_latest(layout.checkpoint_to_load(folder, which), map_location=device)
+        state = _checkpoint(folder, which, device)
         use_ema = state.get("ema") and state.get("eval_weights", "ema") == "ema"  # the better on validation
         weights = state["ema"] if use_ema else state["model"]
     bad = [k for k, v in weights.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
@@ -37,6 +41,20 @@ def eval_weights(folder, device: str | torch.device = "cpu", which: str = layout
         raise SelfVAEError(f"{folder}: the weights hold NaN or infinite values ({len(bad)} tensor(s), e.g. "
                            f"{bad[0]}): the file is damaged or the run diverged; use another checkpoint or export")
     return weights
+
+
+def _checkpoint(folder: Path, which: str, device: str | torch.device) -> dict:
+    """The checkpoint a run's model is read from; a damaged ``best`` (and its previous copy) falls back to the
+    ``last`` one, with a warning."""
+    path = layout.checkpoint_to_load(folder, which)
+    try:
+        return load_latest(path, map_location=device)
+    except SelfVAEError as e:
+        last = layout.checkpoint(folder, layout.LAST)
+        if path == last or not last.exists():
+            raise
+        warnings.warn(f"{e}; reading the model from {last} instead", stacklevel=3)
+        return load_latest(last, map_location=device)
 
 
 def load_run(

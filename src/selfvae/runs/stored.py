@@ -69,6 +69,13 @@ def training_done(folder: Path) -> dict[str, Any]:
     return {"steps": state["step"], "seconds": state.get("train_seconds")}
 
 
+def shipped_digest(folder: Path) -> str | None:
+    """The weights' SHA-256 an exported model's metrics record (models exported before the weights file kept its
+    own), if any."""
+    value = (read_json(Path(folder) / layout.METRICS) or {}).get("weights_sha256")
+    return value if isinstance(value, str) else None
+
+
 def per_data_dims(metrics: dict, x_dims: int, padded_dims: int) -> dict:
     """Stored metrics with bits/dim per dimension of the data's own images.
 

@@ -1,10 +1,15 @@
-"""The weights file of an exported model: safetensors with a format tag, float32 or float16.
+"""The weights file of an exported model: safetensors with a format tag, float32 or float16, and the hash of
+its tensors.
 
-safetensors holds tensors and a string table only, so loading one never runs code.
+safetensors holds tensors and a string table only, so loading one never runs code. The SHA-256 of the tensors as
+stored (:func:`digest`) is kept in the file's metadata (or, for files shipped before it was, in the model's
+metrics) and checked on loading: a flipped bit or a zeroed tensor is refused, not evaluated.
 """
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
@@ -29,8 +34,27 @@ def likelihood_outputs(model: torch.nn.Module) -> set[str]:
     return names
 
 
-def read_weights(folder: Path, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
-    """The state dict in ``folder/model.safetensors`` (float32), checked for its format tag."""
+def digest(state: Mapping[str, torch.Tensor]) -> str:
+    """Hex SHA-256 of a state dict's tensors as they are (names, dtypes, shapes and bytes, in name order)."""
+    h = hashlib.sha256()
+    for name in sorted(state):
+        t = state[name].detach().cpu().contiguous()
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def check_digest(state: Mapping[str, torch.Tensor], expected: str | None, where: object) -> None:
+    """Refuse weights whose :func:`digest` is not the one recorded with them (None: nothing was recorded)."""
+    if expected is not None and digest(state) != expected:
+        raise SelfVAEError(f"{where}: the weights do not match the hash recorded with them: the file is damaged "
+                           f"(a flipped bit or a changed tensor); use another copy, checkpoint or export")
+
+
+def read_weights(folder: Path, device: str | torch.device = "cpu", expected: str | None = None,
+                 ) -> dict[str, torch.Tensor]:
+    """The state dict in ``folder/model.safetensors`` (float32), checked for its format tag and against the hash
+    in its metadata, else ``expected`` (a shipped model's recorded one)."""
     from safetensors import SafetensorError, safe_open
 
     path = folder / layout.WEIGHTS
@@ -42,9 +66,11 @@ def read_weights(folder: Path, device: str | torch.device = "cpu") -> dict[str, 
             if meta.get("version") != FORMAT_VERSION:
                 raise SelfVAEError(f"{path}: model format version {meta.get('version')!r} is not supported "
                                    f"(this selfvae reads {FORMAT_VERSION})")
-            return {k: f.get_tensor(k).float() for k in f.keys()}  # noqa: SIM118 - safe_open has no items()
+            stored = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open has no items()
     except (SafetensorError, OSError) as e:
         raise SelfVAEError(f"{path}: corrupt or truncated model file ({e})") from e
+    check_digest(stored, meta.get("sha256", expected), path)
+    return {k: v.float() for k, v in stored.items()}
 
 
 def write_weights(model: torch.nn.Module, folder: Path, dtype: str, name: str) -> Path:
@@ -60,5 +86,6 @@ def write_weights(model: torch.nn.Module, folder: Path, dtype: str, name: str) -
     state = {k: v.detach().to(torch.float32 if k.rsplit(".", 1)[0] in keep else DTYPES[dtype]).contiguous()
              for k, v in model.state_dict().items()}
     tmp = folder / (layout.WEIGHTS + ".tmp")
-    save_file(state, str(tmp), metadata={"format": FORMAT, "version": FORMAT_VERSION, "dtype": dtype, "name": name})
+    save_file(state, str(tmp), metadata={"format": FORMAT, "version": FORMAT_VERSION, "dtype": dtype, "name": name,
+                                         "sha256": digest(state)})
     return tmp.replace(folder / layout.WEIGHTS)

@@ -232,8 +232,10 @@ class Session:
 
     # ----- what the loop does now and then -------------------------------------------------------------
     def checkpoint(self, stem: str) -> None:
+        """Save the state as the run's ``last`` (its previous copy kept: what a run resumes from) or ``best``."""
         if self.main:
-            save_checkpoint(self.state.state_dict(), layout.checkpoint(self.run_dir, stem))
+            save_checkpoint(self.state.state_dict(), layout.checkpoint(self.run_dir, stem),
+                            keep_previous=stem == layout.LAST)
 
     def validate(self) -> None:
         """Validation bound of the current weights, raw and EMA; keeps the ``best`` checkpoint up to date.
