@@ -342,6 +342,28 @@ def test_lossy_files_code_y_exactly_and_cost_more_with_finer_z():
         compress(tiny_model("", "standard")[1], images, lossy=QuantisedZ(2))
 
 
+def test_lossy_files_need_no_initial_bits_and_are_never_larger_than_the_lossless_one():
+    """Issue 36: a one-digit lossy file wrote 1089 bytes (728 of them initial bits) against 414 lossless, and its
+    y was known only at the end of the file. Lossy files now code their first images with chosen latents, and a
+    lossy file that would be larger than the lossless one is written lossless."""
+    from selfvae.codec import QuantisedZ
+
+    _, model = tiny_model("downscale", "mog")
+    images = digits(3)
+    lossless, _ = compress(model, images)
+    for precision in (None, 0, 8):
+        data, rep = compress(model, images, lossy=QuantisedZ(precision))
+        assert len(data) <= len(lossless)
+        if rep.lossless_instead:
+            assert data == lossless
+            continue
+        assert rep.initial_bytes < 4 and rep.chosen_images >= 1  # no seeded words under the first image
+        dec = decompress(model, data)
+        assert dec.stages[0][0] == "y1" and dec.stages[0][1] < len(data)  # y first: before the file's end
+    data, rep = compress(model, images, lossy=QuantisedZ(None))
+    assert not rep.lossless_instead and len(data) < len(lossless)  # y alone is smaller than the exact images
+
+
 def test_classical_codecs_lossless_exact_and_lossy_within_size():
     from selfvae.codec import classical
 

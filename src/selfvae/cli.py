@@ -408,12 +408,16 @@ def cmd_compress(args: argparse.Namespace) -> None:
     tmp = out.with_name(out.name + ".tmp")
     tmp.write_bytes(data)
     tmp.replace(out)
-    nelbo_bpd = nelbo_bits(model, images) / rep.dims if lossy is None else None  # a lossy file has no nELBO
+    exact = lossy is None or rep.lossless_instead
+    nelbo_bpd = nelbo_bits(model, images) / rep.dims if exact else None  # a lossy file has no nELBO
     result = {**rep.to_dict(), "nelbo_bits_per_dim": nelbo_bpd, "output": str(out),
               "ratio_to_nelbo": None if nelbo_bpd is None else rep.bits_per_dim / nelbo_bpd}
     if args.json:
         print(json.dumps(result))
         return
+    if rep.lossless_instead:
+        print("selfvae compress: the lossless file is no larger than the lossy one would be; wrote it (exact)",
+              file=sys.stderr)
     print(f"{out}: {rep.n_images} images, {rep.file_bytes} bytes, {rep.bits_per_dim:.4f} bits/dim "
           f"(per {rep.dims // rep.n_images if rep.n_images else 0} dims an image on average, every byte counted)")
     for part, b in sorted(rep.parts_bytes.items(), key=_part_order):
@@ -656,7 +660,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "first images with chosen latents and no bits back (larger: for comparison; stored)")
     s.add_argument("--search-steps", type=int, metavar="N",
                    help="gradient steps the encoder spends choosing the latents of the first images, coded without "
-                        "bits back (0: the rounded posterior means; default: 60 for files of at most 64 images "
+                        "bits back (0: the rounded posterior means; default: 60 for files of at most 4 images "
                         "(tiles), where those images weigh, else 0; the decoder does not need it)")
     s.add_argument("--threads", type=int, default=max(1, torch.get_num_threads()),
                    help="worker threads (never changes the file)")

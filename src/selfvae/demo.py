@@ -160,7 +160,8 @@ def build_demo(dm: DemoModel):  # noqa: ANN201 - a gradio Blocks
     with gr.Blocks(title=f"selfvae demo: {Path(dm.name).name}", analytics_enabled=False) as demo:
         gr.Markdown("# selfvae demo\n" + dm.describe())
         with gr.Tab("Your image"):
-            gr.Markdown("Upload an image of any size: it is centre-cropped and resized to the model's size.")
+            gr.Markdown("Upload an image of any size: it is placed as the model's training images were (made "
+                        "square by the run's crop or pad, then resized to the model's size).")
             with gr.Row():
                 upload = gr.File(label="Image", file_types=image_types, elem_id="upload")
                 seed = gr.Number(value=0, precision=0, label="Seed", elem_id="image-seed")

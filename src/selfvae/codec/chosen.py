@@ -29,7 +29,7 @@ import torch
 from torch import Tensor
 
 from selfvae.codec.ans import Grid, Stack
-from selfvae.codec.bitsback import BitsBackCoder, Hook, Latents, Levels, growth_hook
+from selfvae.codec.bitsback import BitsBackCoder, Hook, Latents, Levels, LossyTop, growth_hook
 from selfvae.models.selfvae import SelfVAE
 from selfvae.priors import MixtureOfGaussians, RealNVP, StandardNormal, std_normal_log_prob
 from selfvae.runtime import torch_threads
@@ -40,9 +40,9 @@ PRECISIONS = (0, 1, 2)  # the grids 2**-p the encoder tries for a chosen image (
 SEARCH_PRECISION = 0
 SEARCH_STEPS = 60
 SEARCH_BATCH = 8  # images searched together: a file's first chosen images (mnist-vae codes 4-5 so)
-# by default only files of at most this many tiles are searched: the search is a fixed cost for a fixed gain
-# (tens of bytes), which pays for a file of a few images and not for a large one (docs/CODEC.md)
-SEARCH_MAX_TILES = 64
+# by default only files of at most this many tiles are searched: the search is a fixed cost (seconds) for a fixed
+# gain (tens of bytes), which pays for a file of one to a few images and not for a larger one (docs/CODEC.md)
+SEARCH_MAX_TILES = 4
 
 
 class ChosenCoder:
@@ -89,17 +89,24 @@ class ChosenCoder:
         return self._flow_inverse(u) if isinstance(self.prior, RealNVP) else u
 
     # ------------------------------------------------------------------ whole groups
-    def encode(self, stack: Stack, x: Tensor, keys: list[np.ndarray], hook: Hook | None = None) -> None:
+    def encode(self, stack: Stack, x: Tensor, keys: list[np.ndarray], hook: Hook | None = None,
+               lossy: LossyTop | None = None) -> None:
         """Push the images ``x`` (uint8 ``[n, C, H, W]``), the reverse of :meth:`decode`; pops nothing. ``keys``:
         the grid indices to send for ``[u, z_1, ..., z_K]`` (``u``'s of ``v = f(u)`` for a flow): the posterior
-        means :meth:`rounded`, or what :func:`search` found."""
+        means :meth:`rounded`, or what :func:`search` found. With ``lossy`` x is not coded, and ``lossy`` codes
+        what it keeps of ``z_K`` in place of ``keys``' last."""
         hook = hook or (lambda part: None)
         c, K = self.c, self.c.m.K
         levels: Levels = c.m.levels(x)
         k_u, k_z = keys[0], keys[1:]
         u = self._u_of(k_u)
         latents: Latents = [u, *(self.latent_values(k) for k in k_z)]
-        for j in range(K, 0, -1):
+        top = K
+        if lossy is not None:
+            lossy.push(c, stack, levels, latents[K - 1])
+            hook(c.latent_name(K))
+            top = K - 1
+        for j in range(top, 0, -1):
             c.push_level(stack, j, levels[j], latents[j], levels[j - 1], whole_mixture=True)
             hook(c.level_name(j))
             stack.push_gaussian(k_z[j - 1], *c.p_latent(j, levels[j - 1], latents[j - 1]), self.grid)
@@ -109,24 +116,29 @@ class ChosenCoder:
         self._push_u(stack, k_u, u)
         hook("u")
 
-    def decode(self, stack: Stack, n: int, on_level: Callable[[int, Tensor], None] | None = None) -> Tensor:
-        """Pop ``n`` images in the generative order; ``on_level(i, level)`` as :meth:`BitsBackCoder.decode`."""
+    def decode(self, stack: Stack, n: int, on_level: Callable[[int, Tensor], None] | None = None,
+               lossy: LossyTop | None = None) -> Tensor:
+        """Pop ``n`` images in the generative order; ``on_level(i, level)`` and ``lossy`` as
+        :meth:`BitsBackCoder.decode` (with ``lossy`` the result is its reconstruction of ``x``)."""
         c = self.c
+        top = c.m.K if lossy is None else c.m.K - 1
         latent = self._pop_u(stack, n)
         level = c.pop_level(stack, 0, latent, None, whole_mixture=True)
         if on_level:
             on_level(0, level)
-        for j in range(1, c.m.K + 1):
+        for j in range(1, top + 1):
             mu, std = c.p_latent(j, level, latent)
             latent = self.latent_values(stack.pop_gaussian(mu, std, self.grid))
             level = c.pop_level(stack, j, latent, level, whole_mixture=True)
             if on_level:
                 on_level(j, level)
-        return level
+        if lossy is None:
+            return level
+        return lossy.reconstruct(c, level, lossy.pop(c, stack, level, latent))
 
 
 def encode_cheapest(coder: BitsBackCoder, stack: Stack, x: Tensor, searched: list[np.ndarray] | None = None,
-                    ) -> tuple[Stack, int, dict[str, float]]:
+                    lossy: LossyTop | None = None) -> tuple[Stack, int, dict[str, float]]:
     """Code ``x`` with the rounded posterior means on each grid of :data:`PRECISIONS` and, if given, with the
     ``searched`` grid indices of :func:`search_keys` (on the grid ``2**-SEARCH_PRECISION``); keep the smallest:
     returns the stack it leaves, its precision and the bits each part (``u``, ``y1``, ..., ``x``) took."""
@@ -135,12 +147,16 @@ def encode_cheapest(coder: BitsBackCoder, stack: Stack, x: Tensor, searched: lis
     if searched is not None:
         trials.append((SEARCH_PRECISION, searched))
     best: tuple[Stack, int, dict[str, float]] | None = None
+    kept = None  # what the lossy coder remembers of the best trial (the z_K its decoder will use)
     for p, keys in trials:
         trial, parts = stack.clone(), defaultdict(float)
-        ChosenCoder(coder, p).encode(trial, x, keys, growth_hook(trial, parts))
+        ChosenCoder(coder, p).encode(trial, x, keys, growth_hook(trial, parts), lossy)
         if best is None or trial.num_bits() < best[0].num_bits():
             best = (trial, p, dict(parts))
+            kept = dict(vars(lossy)) if lossy is not None else None
     assert best is not None
+    if kept is not None:
+        vars(lossy).update(kept)
     return best
 
 
@@ -155,13 +171,14 @@ def posterior_means(coder: BitsBackCoder, levels: Levels) -> list[Tensor]:
     return [mu_u, *(torch.from_numpy(coder.q(j, levels[j])[0]).float() for j in range(1, coder.m.K + 1))]
 
 
-def search_keys(coder: BitsBackCoder, x: Tensor, steps: int) -> list[list[np.ndarray]]:
+def search_keys(coder: BitsBackCoder, x: Tensor, steps: int, on_step: Callable[[], None] | None = None,
+                ) -> list[list[np.ndarray]]:
     """Per image of ``x``: the grid indices :func:`search` finds on the grid ``2**-SEARCH_PRECISION``, for
     :func:`encode_cheapest`. The images are searched together (each on its own: the search is elementwise per
     image), on the coder's threads; nothing the decoder computes depends on how."""
     levels = coder.m.levels(x)
     with torch_threads(coder.run.threads):
-        keys = search(coder.m, levels, posterior_means(coder, levels), SEARCH_PRECISION, steps)
+        keys = search(coder.m, levels, posterior_means(coder, levels), SEARCH_PRECISION, steps, on_step=on_step)
     return [[k[i : i + 1] for k in keys] for i in range(len(x))]
 
 
@@ -192,10 +209,11 @@ def chosen_nats(model: SelfVAE, levels: Levels, free: list[Tensor], delta: float
 
 
 def search(model: SelfVAE, levels: Levels, start: list[Tensor], precision: int, steps: int, lr: float = 0.05,
-           ) -> list[np.ndarray]:
+           on_step: Callable[[], None] | None = None) -> list[np.ndarray]:
     """Grid indices of latents that code ``levels`` with fewer bits than ``start`` rounded: ``steps`` of Adam on
     :func:`chosen_nats` from ``start`` (straight-through rounding); the indices of the cheapest point seen, each
-    image's own. Only the encoder runs this: the decoder pops whatever indices were sent."""
+    image's own. Only the encoder runs this: the decoder pops whatever indices were sent. ``on_step`` is called
+    after each of the ``steps + 1`` evaluations (a progress bar)."""
     delta = 2.0**-precision
     free = [t.detach().clone().requires_grad_(True) for t in start]
     opt = torch.optim.Adam(free, lr=lr)
@@ -212,4 +230,6 @@ def search(model: SelfVAE, levels: Levels, start: list[Tensor], precision: int, 
                 for t, g in zip(free, torch.autograd.grad(nats.sum(), free), strict=True):
                     t.grad = g
                 opt.step()
+            if on_step is not None:
+                on_step()
     return [b.double().numpy().astype(np.int64) for b in best]

@@ -41,7 +41,9 @@ MAGIC = b"SVAE"
 # 7: small groups run at smaller chunks (CodingParams.small_chunks): flag bit 2
 # 8: tiles sent without the model, under the model-coded ones (the file never expands): their flags' runs in the
 #    variable part ("raw"), and "fallback" when they travel as one PNG of their mosaic instead of raw values
-VERSION = 8
+# 9: lossy files code their first images with chosen latents too (no initial bits): a version-8 reader would
+#    decode those groups as lossless ones
+VERSION = 9
 _HEAD = struct.Struct("<4sBI")  # magic, version, header length
 # model id (16 bytes), probe (8), pixel CRC, payload words, initial words, precision, flow precision, flow
 # noise, chunk, group, tile C, H, W, lossy (0 none, 1 y only, 2 y + z), lossy z precision, lossy decode (0 mean);
@@ -49,7 +51,7 @@ _HEAD = struct.Struct("<4sBI")  # magic, version, header length
 _FIXED_V2 = struct.Struct("<16s8sIIIBBBBHBHHBBB")
 _FIXED_V3 = struct.Struct(_FIXED_V2.format + "B")
 _FIXED = struct.Struct(_FIXED_V3.format + "B")
-_FIXED_BY_VERSION = {2: _FIXED_V2, 3: _FIXED_V3, 4: _FIXED, 5: _FIXED, 6: _FIXED, 7: _FIXED, 8: _FIXED}
+_FIXED_BY_VERSION = {2: _FIXED_V2, 3: _FIXED_V3, 4: _FIXED, 5: _FIXED, 6: _FIXED, 7: _FIXED, 8: _FIXED, 9: _FIXED}
 # a version 2 file is a version 3 file without mixture_bits_back; 2 and 3 have flow_chunk = chunk
 READABLE = tuple(_FIXED_BY_VERSION)
 _MIXTURE_BITS_BACK = 0x01

@@ -110,6 +110,7 @@ class CompressReport:
     chosen_images: int = 0  # the first tiles (images), coded with chosen latents and no bits back (codec.chosen)
     chosen_bytes: float = 0.0  # what they took (in parts_bytes too)
     ideal_bits: float = 0.0  # sum of -log2 of the coded probabilities (pushes minus pops)
+    lossless_instead: bool = False  # a lossy file was asked for, and the lossless one was not larger
 
     @property
     def bits_per_dim(self) -> float:
@@ -121,7 +122,38 @@ class CompressReport:
         return d
 
 
+LOSSLESS_CHECK = 0.9  # a lossy file above this share of the images' negative ELBO is compared with the lossless one
+
+
 def compress(
+    model: SelfVAE,
+    images: list[InputImage],
+    params: CodingParams | None = None,
+    group: int = 64,
+    threads: int = 1,
+    progress: bool = False,
+    model_hint: str = "",
+    lossy: QuantisedZ | None = None,
+    search_steps: int | None = None,
+) -> tuple[bytes, CompressReport]:
+    """Code ``images`` into one file's bytes; the report splits the size into parts (see :func:`_compress`).
+
+    A lossy file is never larger than the lossless one: where it comes out above :data:`LOSSLESS_CHECK` of the
+    images' negative ELBO (a file of few images, whose first ones carry chosen latents on a grid), the lossless
+    file is coded too, and written instead when it is not larger (``report.lossless_instead``).
+    """
+    args = (model, images, params, group, threads, progress, model_hint)
+    data, report = _compress(*args, lossy=lossy, search_steps=search_steps)
+    if lossy is None or len(data) <= LOSSLESS_CHECK * nelbo_bits(model, images) / 8:
+        return data, report
+    exact, exact_report = _compress(*args, lossy=None, search_steps=search_steps)
+    if len(exact) > len(data):
+        return data, report
+    exact_report.lossless_instead = True
+    return exact, exact_report
+
+
+def _compress(
     model: SelfVAE,
     images: list[InputImage],
     params: CodingParams | None = None,
@@ -165,7 +197,11 @@ def compress(
                 parts["raw"] += 8.0 * (fallback["bytes"] if fallback else int(raw.sum()) * int(np.prod(shape)))
                 bar.update(int(raw.sum()))
             recon: dict[int, torch.Tensor] = {}
-            enc = _encode_all(coder, coded, group, parts, bar.update, lossy, recon, search_steps, base)
+            searching = tqdm(desc="search first latents", unit="step", leave=False,
+                             disable=not (progress and search_steps))
+            enc = _encode_all(coder, coded, group, parts, bar.update, lossy, recon, search_steps, base,
+                              lambda: searching.update(1))
+            searching.close()
             stack = enc.stack
             if lossy is not None:  # the decoder's output is what the checksum covers
                 all_tiles = torch.cat([recon[k] for k in sorted(recon)])
@@ -248,7 +284,7 @@ class _Encoded:
 def _encode_all(
     coder: BitsBackCoder, tiles: torch.Tensor, group: int, parts: dict[str, float], done: Callable[[int], None],
     lossy: QuantisedZ | None = None, recon: dict[int, torch.Tensor] | None = None, search_steps: int = 0,
-    base: Stack | None = None,
+    base: Stack | None = None, on_search_step: Callable[[], None] | None = None,
 ) -> _Encoded:
     """Encode every tile, last first, in groups, on top of ``base`` (the raw tiles, when a lossless file has any).
 
@@ -263,7 +299,7 @@ def _encode_all(
     if n == 0:  # every tile raw
         return _Encoded(base or Stack(), 0, [], [], [], 0.0)
     last = tiles[n - 1 : n]
-    chosen_first = coder.p.chosen_first and lossy is None
+    chosen_first = coder.p.chosen_first
     chosen, chosen_bits = [], 0.0
 
     searched: dict[int, list[np.ndarray]] = {}
@@ -274,8 +310,8 @@ def _encode_all(
         nonlocal chosen_bits
         if search_steps and i not in searched:
             lo = max(0, i + 1 - SEARCH_BATCH)
-            searched.update(enumerate(search_keys(coder, tiles[lo : i + 1], search_steps), lo))
-        out, p, bits = encode_cheapest(coder, stack, tiles[i : i + 1], searched.get(i))
+            searched.update(enumerate(search_keys(coder, tiles[lo : i + 1], search_steps, on_search_step), lo))
+        out, p, bits = encode_cheapest(coder, stack, tiles[i : i + 1], searched.get(i), lossy)
         for k, v in bits.items():
             parts[k] += v
         chosen.append(p)
@@ -511,7 +547,7 @@ class _Reader:
         h, n = self.header, len(self.groups[gi])
         on = self.seen if gi == 0 else None
         if h["chosen"][gi] >= 0:
-            return ChosenCoder(self.coder, h["chosen"][gi]).decode(self.stack, n, on)
+            return ChosenCoder(self.coder, h["chosen"][gi]).decode(self.stack, n, on, self.lossy)
         if h["samples"][gi] > 1:
             return ImportanceCoder(self.coder, h["samples"][gi]).decode(self.stack, n, on)
         return self.coder.decode(self.stack, n, on, self.lossy, whole_mixture=gi == len(self.groups) - 1)

@@ -57,6 +57,7 @@ class QuantisedZ:
 
     def reconstruct(self, coder: BitsBackCoder, y_k: Tensor, z_k: Tensor) -> Tensor:
         m = coder.m
+
         def chunk(y: Tensor, z: Tensor) -> Tensor:
             dlm = m.p_x_given(m.K - 1, y, z)
             return to_uint8(dlm.mean() if self.decode == "mean" else dlm.mode())
