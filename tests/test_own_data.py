@@ -81,7 +81,7 @@ def _train(args, capsys) -> dict:
     main(["train", "--no-progress", "--set", "train.batch_size=8", "--set", "train.init_batch=16",
           "--set", "train.final_iw_samples=2", *args])
     out = capsys.readouterr()
-    assert "data.name=folder" in out.err and "final evaluation on the validation split" in out.err
+    assert "data.name=folder" in out.err and "evaluating on the validation split" in out.err
     return out
 
 
@@ -95,6 +95,10 @@ def test_pgm_faces_train_at_32(tmp_path, capsys):
     assert cfg["model"]["q_u"]["width"] == 8
     metrics = json.loads((run / "final" / "metrics.json").read_text())
     assert metrics["split"] == "val" and metrics["n_images"] == round(0.15 * 43)
+    # eval (and every command that reads the test split) falls back as training did (issue 37: it refused)
+    main(["eval", str(run), "--iw-samples", "1", "--json"])
+    out = capsys.readouterr()
+    assert json.loads(out.out)["split"] == "val" and "validation split instead" in out.err
 
 
 def test_pgm_faces_train_a_3_level_model_at_64(tmp_path, capsys):

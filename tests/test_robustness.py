@@ -382,6 +382,14 @@ def test_configs_saved_before_the_transition_option_still_load():
     (["interpolate", "mnist-vae", "a.png", "b.png", "--steps", "0"], "--steps 0: must be at least 1"),
     (["train", "--steps", "0"], "--steps 0: must be at least 1"),
     (["train", "--batch-size", "-4"], "--batch-size -4: must be at least 1"),
+    (["train", "--set", "train.lr=-1", "--out", "OUT/r"], "train.lr=-1.0: must be above 0"),
+    (["train", "--set", "train.lr=nan", "--out", "OUT/r"], "train.lr=nan: must be above 0"),
+    (["train", "--set", "train.grad_clip=-5", "--out", "OUT/r"], "train.grad_clip=-5.0: must be above 0"),
+    (["train", "--set", "model.latent_shape=8", "--out", "OUT/r"], "model.latent_shape=(8,): must be three"),
+    (["train", "--image-size", "100000", "--out", "OUT/r"], "data.image_size=100000: must be a side from 1"),
+    (["train", "--data-dir", "OUT/folder.png", "--out", "OUT/r"], "holds no image files"),
+    (["compress", "mnist-vae", "x.png", "-o", "OUT/missing/f.svae"], "no such folder"),
+    (["compress", "mnist-vae", "x.png", "-o", "OUT/folder.png"], "is a folder"),
 ])
 def test_out_of_range_numbers_and_outputs_are_refused_before_any_work(argv, message, tmp_path, capsys):
     """Issue 37: these gave tracebacks (or a blank picture, or trained with a negative batch) after loading."""
@@ -391,3 +399,32 @@ def test_out_of_range_numbers_and_outputs_are_refused_before_any_work(argv, mess
         main(argv)
     assert e.value.code == 2 and message in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["folder.png"]  # nothing written
+
+
+def test_a_folder_smaller_than_a_batch_names_batch_size_and_leaves_no_run_behind(tmp_path, capsys):
+    """Issue 37: README's own-images command on a 34-image folder failed without naming --batch-size."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(34):
+        Image.fromarray(rng.integers(0, 256, (28, 28), dtype=np.uint8)).save(photos / f"{i}.png")
+    with pytest.raises(SystemExit) as e:
+        main(["train", "--preset", "mnist-vae", "--data-dir", str(photos), "--image-size", "32", "--out",
+              str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "fewer than the batch size 64: pass --batch-size 14" in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_config_file_with_a_field_of_the_wrong_kind_is_refused_naming_it(tmp_path):
+    from selfvae.presets import get_preset
+
+    d = get_preset("mnist-vae").to_dict()
+    d["train"]["lr"] = "fast"
+    (tmp_path / "c.json").write_text(json.dumps(d))
+    with pytest.raises(SelfVAEError, match="train.lr='fast': must be above 0"):
+        Config.load(tmp_path / "c.json")
+    d["train"]["lr"], d["model"]["image_shape"] = 1e-3, [1, 32]
+    (tmp_path / "c.json").write_text(json.dumps(d))
+    with pytest.raises(SelfVAEError, match="model.image_shape"):
+        Config.load(tmp_path / "c.json")

@@ -33,12 +33,14 @@ def _device(name: str) -> str:
     return name
 
 
-def _split_batches(cfg, split: str, limit: int | None, batch_size: int):
-    from selfvae.data import batches_of, load_split
+def _split_batches(cfg, split: str, limit: int | None, batch_size: int):  # noqa: ANN001, ANN202
+    """Batches of ``split`` (``test``: the validation split where the data set has no test split, as training's
+    final evaluation used), their count, the data set and the split's name."""
+    from selfvae.data import batches_of, load_split, load_test_split
 
-    ds = load_split(cfg, split)
+    ds, split = load_test_split(cfg) if split == "test" else (load_split(cfg, split), split)
     n = len(ds) if limit is None else min(limit, len(ds))
-    return batches_of(ds, batch_size, limit), n, ds
+    return batches_of(ds, batch_size, limit), n, ds, split
 
 
 def _samples(text: str) -> int | str:
@@ -134,7 +136,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
     cfg, model = _load(args, device)
     if args.consistent:
         model.set_consistent(True)
-    batches, n, ds = _split_batches(cfg, args.split, args.limit, args.batch_size)
+    batches, n, ds, split = _split_batches(cfg, args.split, args.limit, args.batch_size)
     auto = None
     if args.iw_samples is None:
         args.iw_samples, why = _default_iw_samples(args.run_dir)
@@ -152,7 +154,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
         args.iw_samples = s
     torch.manual_seed(args.seed)
     m = evaluate(model, batches, args.iw_samples, device, total=n, progress=True)  # on stderr: --json keeps stdout
-    m = {"split": args.split, **m, **(auto or {})}
+    m = {"split": split, **m, **(auto or {})}
     if args.table:
         from selfvae.evaluation.rows import paper_row
 
@@ -245,7 +247,7 @@ def _model_inputs(cfg, paths: list[str], resize: bool) -> torch.Tensor:  # noqa:
 def _pick_images(cfg, args, n: int) -> torch.Tensor:
     if getattr(args, "images", None):
         return _model_inputs(cfg, args.images, args.resize)
-    _, _, ds = _split_batches(cfg, args.split, None, 1)
+    ds = _split_batches(cfg, args.split, None, 1)[2]
     g = torch.Generator().manual_seed(args.seed)
     idx = torch.randperm(len(ds), generator=g)[:n]
     return ds.images[idx]
@@ -289,7 +291,7 @@ def cmd_tradeoff(args: argparse.Namespace) -> None:
         return _tradeoff_bits(args)
     device = _device(args.device)
     cfg, model = _load(args, device)
-    batches, _, _ = _split_batches(cfg, args.split, args.limit or 1000, args.batch_size)
+    batches = _split_batches(cfg, args.split, args.limit or 1000, args.batch_size)[0]
     torch.manual_seed(args.seed)
     rows = tradeoff(model, batches, device)
     out = Path(args.out or _out_dir(args) / "tradeoff")
@@ -733,6 +735,8 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
     temperature = getattr(args, "temperature", None)
     if temperature is not None and not temperature > 0:  # also NaN
         raise SelfVAEError(f"--temperature {temperature}: must be above 0")
+    if args.command == "compress":
+        _check_file_output(Path(args.output))
     if hasattr(args, "picture_name"):
         args.output = str(_picture_path(args))
     if hasattr(args, "decode") and isinstance(getattr(args, "output", None), str):
@@ -741,6 +745,14 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
             raise SelfVAEError(f"-o {args.output}: give the picture a file extension such as .png")
         if Path(args.output).is_dir():
             raise SelfVAEError(f"-o {args.output}: is a folder; give a file name such as {args.output}/out.png")
+
+
+def _check_file_output(out: Path) -> None:
+    """A file a command will write: not a folder, and in a folder that exists (checked before any work)."""
+    if out.is_dir():
+        raise SelfVAEError(f"-o {out}: is a folder; give a file name such as {out / 'images.svae'}")
+    if not out.parent.is_dir():
+        raise SelfVAEError(f"-o {out}: no such folder {out.parent}; create it first or choose another path")
 
 
 def _picture_path(args: argparse.Namespace) -> Path:

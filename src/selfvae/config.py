@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -150,15 +152,16 @@ class Config:
             m["latent_shape"] = tuple(m["latent_shape"])
             if m.get("data_shape") is not None:
                 m["data_shape"] = tuple(m["data_shape"])
-            return cls(
+            cfg = cls(
                 name=d["name"],
                 description=d.get("description", ""),
                 data=DataConfig(**d["data"]),
                 model=ModelConfig(**m),
                 train=TrainConfig(**d["train"]),
             )
-        except (KeyError, TypeError) as e:
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise SelfVAEError(f"config is malformed or from an incompatible version: {e}") from e
+        return check_config(cfg)
 
     def with_data_root(self, root: str | None) -> Config:
         """A copy reading its data set from ``root`` (``--data-dir``)."""
@@ -177,6 +180,73 @@ class Config:
             return cls.from_dict(json.loads(path.read_text()))
         except json.JSONDecodeError as e:
             raise SelfVAEError(f"{path}: not valid JSON ({e})") from e
+
+
+# ----- checks: every number in its range, before any work -------------------------------------------------
+MAX_IMAGE_SIZE = 4096  # data.image_size above this is refused (a 100000 side would ask for terabytes)
+
+
+def _positive(v: Any) -> bool:
+    return v > 0
+
+
+def _at_least(low: float) -> Callable[[Any], bool]:
+    return lambda v: v >= low
+
+
+_CHECKS: dict[str, tuple[Callable[[Any], bool], str, bool]] = {
+    # key: (test, what it must be, None allowed)
+    "data.image_size": (lambda v: 1 <= v <= MAX_IMAGE_SIZE, f"a side from 1 to {MAX_IMAGE_SIZE}", True),
+    "data.channels": (lambda v: v in (1, 3), "1 (grey) or 3 (RGB)", True),
+    "data.val_fraction": (lambda v: 0 <= v < 1, "in [0, 1)", False),
+    "model.n_mix": (_at_least(1), "at least 1", False),
+    "train.batch_size": (_at_least(1), "at least 1", False),
+    "train.steps": (_at_least(1), "at least 1", False),
+    "train.lr": (_positive, "above 0", False),
+    "train.lr_decay": (lambda v: 0 < v <= 1, "in (0, 1]", False),
+    "train.lr_min": (_at_least(0), "at least 0", False),
+    "train.lr_warmup_steps": (_at_least(0), "at least 0", False),
+    "train.grad_clip": (_positive, "above 0 (or null: no clipping)", True),
+    "train.grad_skip": (_positive, "above 0 (or null: no skipping)", True),
+    "train.max_consecutive_skips": (_at_least(1), "at least 1", False),
+    "train.ema_decay": (lambda v: 0 <= v < 1, "in [0, 1) (or null: no EMA)", True),
+    "train.kl_warmup_steps": (_at_least(0), "at least 0", False),
+    "train.free_bits": (_at_least(0), "at least 0", False),
+    "train.eval_every": (_at_least(1), "at least 1", False),
+    "train.eval_limit": (_at_least(1), "at least 1 (or null: all)", True),
+    "train.log_every": (_at_least(1), "at least 1", False),
+    "train.checkpoint_every": (_at_least(1), "at least 1", False),
+    "train.sample_every": (_at_least(1), "at least 1", False),
+    "train.final_iw_samples": (_at_least(1), "at least 1", False),
+    "train.final_eval_limit": (_at_least(1), "at least 1 (or null: all)", True),
+    "train.final_iw_limit": (_at_least(0), "at least 0 (or null: all)", True),
+    "train.init_batch": (_at_least(1), "at least 1", False),
+    "train.max_minutes": (_positive, "above 0 (or null: no budget)", True),
+    "train.accum_steps": (_at_least(1), "at least 1", False),
+    "train.num_threads": (_at_least(1), "at least 1 (or null: torch's default)", True),
+    "train.workers": (_at_least(0), "at least 0", False),
+}
+
+
+def check_config(cfg: Config) -> Config:
+    """Refuse a config whose numbers are out of range, not numbers, or whose shapes are not three positive sizes,
+    naming the key (``--set`` and config files reach every field); returns ``cfg``."""
+    for key, (test, what, nullable) in _CHECKS.items():
+        section, name = key.split(".")
+        value = getattr(getattr(cfg, section), name)
+        if value is None and nullable:
+            continue
+        number = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+        if not number or not test(value):
+            raise SelfVAEError(f"{key}={value!r}: must be {what}")
+    m = cfg.model
+    for key, shape in (("image_shape", m.image_shape), ("latent_shape", m.latent_shape), ("data_shape", m.data_shape)):
+        if shape is None and key == "data_shape":
+            continue
+        if not (isinstance(shape, tuple | list) and len(shape) == 3
+                and all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in shape)):
+            raise SelfVAEError(f"model.{key}={shape!r}: must be three positive sizes, e.g. [16, 8, 8]")
+    return cfg
 
 
 # ----- overrides: ``--set section.field=value`` ----------------------------------------------------------

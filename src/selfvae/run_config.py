@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from selfvae.config import Config, apply_overrides
+from selfvae.config import Config, apply_overrides, check_config
 from selfvae.errors import SelfVAEError
 from selfvae.runs import layout
 
@@ -99,8 +99,9 @@ def train_config(
         section, name = key.split(".")
         setattr(getattr(cfg, section), name, value)
     apply_overrides(cfg, list(req.sets))
+    check_config(cfg)  # before --epochs counts the training images with these settings
     if req.epochs is not None:
         cfg.train.steps = req.epochs * max(1, count_train(cfg) // cfg.train.batch_size)
     elif req.steps is not None:
         cfg.train.steps = req.steps
-    return cfg, out, notes
+    return check_config(cfg), out, notes

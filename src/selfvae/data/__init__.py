@@ -15,6 +15,7 @@ from selfvae.data.datasets import (
     infer_dataset,
     load_dataset,
     load_split,
+    load_test_split,
     own_shape,
     split_indices,
 )
@@ -32,6 +33,7 @@ __all__ = [
     "fetch_url",
     "load_dataset",
     "load_split",
+    "load_test_split",
     "own_shape",
     "split_indices",
 ]

@@ -19,6 +19,7 @@ resize); ``channels`` converts grey <-> RGB. :func:`load_split` reads all of it 
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
@@ -165,7 +166,7 @@ def infer_dataset(name: str, root: str | Path) -> str:
     try:
         load_dataset(name, root, "test")
         return name
-    except SelfVAEError:
+    except SelfVAEError as e:
         path = Path(root).expanduser()
         if name == "cifar10" and (path.name == formats.CIFAR_JPEG_TAR or (path / formats.CIFAR_JPEG_TAR).is_file()):
             return "cifar10-jpeg"  # the same images, re-encoded (this project's shared copy)
@@ -173,7 +174,10 @@ def infer_dataset(name: str, root: str | Path) -> str:
             return "npz"
         if path.is_dir() and formats.list_images(path)[0]:
             return "folder"
-        raise
+        if not path.exists():
+            raise SelfVAEError(f"{root}: no such folder or file") from None
+        raise SelfVAEError(f"{root}: holds no image files (PNG, JPEG, ...), no .npz and no {name} files ({e}); "
+                           f"give --data-dir a folder of your images or the data set's folder") from None
 
 
 def split_indices(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -360,3 +364,13 @@ def batches_of(ds: ImageDataset, batch_size: int, limit: int | None = None) -> I
     n = len(ds) if limit is None else min(limit, len(ds))
     for i in range(0, n, batch_size):
         yield ds.images[i : min(i + batch_size, n)]
+
+
+def load_test_split(cfg) -> tuple[ImageDataset, str]:  # noqa: ANN001 - Config
+    """The split a model is evaluated on and its name: ``test``, else, for a data set without one (an image folder
+    without ``test/``), ``val``, as training's final evaluation does; the fallback is said on stderr."""
+    try:
+        return load_split(cfg, "test"), "test"
+    except NoSplitError as e:
+        print(f"{e}: evaluating on the validation split instead", file=sys.stderr)
+        return load_split(cfg, "val"), "val"

@@ -24,7 +24,8 @@ class EpochSampler:
 
     def __init__(self, n: int, batch_size: int, seed: int) -> None:
         if n < batch_size:
-            raise SelfVAEError(f"training set has {n} images, fewer than the batch size {batch_size}")
+            raise SelfVAEError(f"the training split has {n} images, fewer than the batch size {batch_size}: pass "
+                               f"--batch-size {max(1, n // 2)} (or fewer), or give more images")
         self.n, self.batch_size, self.seed = n, batch_size, seed
         self.epoch, self.pos = 0, 0
         self._perm: Tensor | None = None

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import math
 import signal
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -23,8 +22,8 @@ from torch import Tensor
 
 from selfvae import runtime
 from selfvae.config import Config
-from selfvae.data import ImageDataset, batches_of, load_split
-from selfvae.errors import NoSplitError, SelfVAEError
+from selfvae.data import ImageDataset, batches_of, load_test_split
+from selfvae.errors import SelfVAEError
 from selfvae.evaluation.bounds import EVAL_BATCH, evaluate
 from selfvae.models.build import resolved
 from selfvae.models.selfvae import SelfVAE
@@ -298,13 +297,7 @@ def finish(cfg: Config, run_dir: Path, device: str, progress: bool = True) -> di
     """
     t = cfg.train
     _, model = load_run(run_dir, device)
-    split = "test"
-    try:
-        ds = load_split(cfg, split)
-    except NoSplitError as e:
-        split = "val"
-        ds = load_split(cfg, split)
-        print(f"{e}: final evaluation on the validation split instead", file=sys.stderr)
+    ds, split = load_test_split(cfg)
     n = min(len(ds), t.final_eval_limit or len(ds))
     torch.manual_seed(t.seed)
     m = evaluate(model, batches_of(ds, EVAL_BATCH, n), 1, device, total=n, progress=progress)
