@@ -87,6 +87,19 @@ def test_every_entry_point_reads_a_file_the_same_way(kind, tmp_path):
 
 
 def test_oversized_and_unreadable_files_are_refused_by_name(tmp_path):
+    """Issue 37: a 20000x20000 PNG gave compress a DecompressionBombError traceback. Its header alone is read."""
+    import struct
+    import zlib
+
+    Image.new("L", (1, 1)).save(tmp_path / "small.png")
+    data = bytearray((tmp_path / "small.png").read_bytes())
+    ihdr = bytes(data[12:16]) + struct.pack(">II", 20000, 20000) + bytes(data[24:29])  # type, size, bit depth...
+    data[16:24] = struct.pack(">II", 20000, 20000)
+    data[29:33] = struct.pack(">I", zlib.crc32(ihdr))
+    (tmp_path / "huge.png").write_bytes(bytes(data))
+    for read in (read_pixels, lambda p: read_inputs([str(p)])):
+        with pytest.raises(SelfVAEError, match=r"huge.png: image is .*pixels.* make it smaller"):
+            read(tmp_path / "huge.png")
     bad = tmp_path / "notes.png"
     bad.write_text("not an image")
     with pytest.raises(SelfVAEError, match="notes.png: not an image file"):

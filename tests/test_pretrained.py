@@ -219,11 +219,12 @@ def test_the_listing_shows_the_whole_test_set_bound_and_stops_quietly_in_a_pipe(
     assert "renormalised onto d(x) = y" in srvae
     import os
 
-    r, w = os.pipe()
-    os.close(r)  # the reader has left before the first line: every write meets a broken pipe
-    try:
-        piped = subprocess.run([sys.executable, "-m", "selfvae.cli", "pretrained"], stdout=w, stderr=subprocess.PIPE,
-                               text=True)
-    finally:
-        os.close(w)
-    assert piped.returncode == 1 and "Traceback" not in piped.stderr, piped.stderr
+    for command in ("pretrained", "presets"):
+        r, w = os.pipe()
+        os.close(r)  # the reader has left before the first line: every write meets a broken pipe
+        try:
+            piped = subprocess.run([sys.executable, "-m", "selfvae.cli", command], stdout=w, stderr=subprocess.PIPE,
+                                   text=True)
+        finally:
+            os.close(w)
+        assert piped.returncode == 1 and "Traceback" not in piped.stderr, (command, piped.stderr)

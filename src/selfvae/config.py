@@ -221,7 +221,7 @@ _CHECKS: dict[str, tuple[Callable[[Any], bool], str, bool]] = {
     "train.final_eval_limit": (_at_least(1), "at least 1 (or null: all)", True),
     "train.final_iw_limit": (_at_least(0), "at least 0 (or null: all)", True),
     "train.init_batch": (_at_least(1), "at least 1", False),
-    "train.max_minutes": (_positive, "above 0 (or null: no budget)", True),
+    "train.max_minutes": (_at_least(0), "at least 0 (0: stop at once; null: no budget)", True),
     "train.accum_steps": (_at_least(1), "at least 1", False),
     "train.num_threads": (_at_least(1), "at least 1 (or null: torch's default)", True),
     "train.workers": (_at_least(0), "at least 0", False),

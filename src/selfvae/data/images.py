@@ -49,7 +49,10 @@ def read_pixels(source: str | Path | bytes, exact: bool = False, where: str | No
                 return pixels_of(ImageOps.exif_transpose(im), exact, where)
     except UnidentifiedImageError:
         raise SelfVAEError(f"{where}: not an image file (PNG, JPEG, PGM, BMP, WebP, TIFF, ... expected)") from None
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise SelfVAEError(f"{where}: image is more pixels than the {MAX_PIXELS:,} this reads; make it smaller "
+                           f"first") from None
+    except (OSError, ValueError, SyntaxError) as e:
         raise SelfVAEError(f"{where}: not a readable image ({type(e).__name__}: {e})") from e
 
 
