@@ -143,27 +143,19 @@ def compress(
     file is coded too, and written instead when it is not larger (``report.lossless_instead``).
     """
     args = (model, images, params, group, threads, progress, model_hint)
-    data, report = _compress(*args, lossy=lossy, search_steps=search_steps)
+    data, report = _compress(*args, lossy, search_steps)
     if lossy is None or len(data) <= LOSSLESS_CHECK * nelbo_bits(model, images) / 8:
         return data, report
-    exact, exact_report = _compress(*args, lossy=None, search_steps=search_steps)
+    exact, exact_report = _compress(*args, None, search_steps)
     if len(exact) > len(data):
         return data, report
     exact_report.lossless_instead = True
     return exact, exact_report
 
 
-def _compress(
-    model: SelfVAE,
-    images: list[InputImage],
-    params: CodingParams | None = None,
-    group: int = 64,
-    threads: int = 1,
-    progress: bool = False,
-    model_hint: str = "",
-    lossy: QuantisedZ | None = None,
-    search_steps: int | None = None,
-) -> tuple[bytes, CompressReport]:
+def _compress(model: SelfVAE, images: list[InputImage], params: CodingParams | None, group: int, threads: int,
+              progress: bool, model_hint: str, lossy: QuantisedZ | None, search_steps: int | None,
+              ) -> tuple[bytes, CompressReport]:
     """Code ``images`` into one file's bytes; the report splits the size into parts. With ``lossy`` only
     ``y = d(x)`` and what ``lossy`` keeps of ``z_K`` are coded (:mod:`selfvae.codec.lossy`). ``search_steps``:
     how long the encoder searches the latents of the images coded without bits back (:func:`chosen.search`;

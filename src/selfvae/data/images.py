@@ -160,12 +160,18 @@ def read_image_file(
         if not resize:
             raise SelfVAEError(f"{path}: image is {arr.shape[1]}x{arr.shape[0]}, the model needs {w}x{h} "
                                f"(pass --resize to resize it)")
-        im = Image.fromarray(arr[..., 0] if arr.shape[2] == 1 else arr)
-        im = resize_image(im, h, policy) if h == w else im.resize((w, h), Image.Resampling.BOX)
-        arr = np.asarray(im, dtype=np.uint8)
-        arr = arr[..., None] if arr.ndim == 2 else arr
+        arr = _resized(arr, h, w, policy)
     arr = convert_channels(arr[None], c)[0]
     return torch.from_numpy(arr.copy()).permute(2, 0, 1)
+
+
+def _resized(arr: np.ndarray, h: int, w: int, policy: str) -> np.ndarray:
+    """``[H, W, C]`` pixels at ``h x w``: made square by ``policy`` and area-resized (:func:`resize_image`) for a
+    square target, else box-resized."""
+    im = Image.fromarray(arr[..., 0] if arr.shape[2] == 1 else arr)
+    im = resize_image(im, h, policy) if h == w else im.resize((w, h), Image.Resampling.BOX)
+    out = np.asarray(im, dtype=np.uint8)
+    return out[..., None] if out.ndim == 2 else out
 
 
 def read_model_inputs(
@@ -191,10 +197,7 @@ def _model_input(path: str | Path, frame: tuple[int, int, int], own: tuple[int, 
             sizes = f"{ow}x{oh}" + (f" (placed in its {fw}x{fh} frame) or {fw}x{fh}" if (oh, ow) != (fh, fw) else "")
             raise SelfVAEError(f"{path}: image is {arr.shape[1]}x{arr.shape[0]}; this model takes {sizes}; pass "
                                f"--resize to crop or pad it square and resize it as its training data were")
-        im = Image.fromarray(arr[..., 0] if arr.shape[2] == 1 else arr)
-        im = resize_image(im, oh, resize) if oh == ow else im.resize((ow, oh), Image.Resampling.BOX)
-        arr = np.asarray(im, dtype=np.uint8)
-        arr = arr[..., None] if arr.ndim == 2 else arr
+        arr = _resized(arr, oh, ow, resize)
     if arr.shape[:2] == (oh, ow) and (oh, ow) != (fh, fw):
         top, left = (fh - oh) // 2, (fw - ow) // 2
         arr = np.pad(arr, ((top, fh - oh - top), (left, fw - ow - left), (0, 0)))
