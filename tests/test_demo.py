@@ -103,9 +103,19 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def server(demo_run):
     """``selfvae demo RUN`` in its own process on a free loopback port; stopped after the module."""
+    yield from _serve(str(demo_run))
+
+
+@pytest.fixture(scope="module")
+def rgb_server():
+    """``selfvae demo cifar10-srvae-small``: the shipped natural-image selfVAE."""
+    yield from _serve("cifar10-srvae-small")
+
+
+def _serve(model: str):
     port = _free_port()
     env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"}
-    proc = subprocess.Popen([sys.executable, "-m", "selfvae.cli", "demo", str(demo_run), "--port", str(port)],
+    proc = subprocess.Popen([sys.executable, "-m", "selfvae.cli", "demo", model, "--port", str(port)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
     url = f"http://127.0.0.1:{port}/"
     deadline = time.monotonic() + 90
@@ -183,6 +193,40 @@ def test_upload_in_a_real_browser(server, browser, photo, tmp_path):
     if os.environ.get("SELFVAE_DEMO_SCREENSHOT"):  # docs/figures/demo.png is made this way
         browser.save_screenshot(os.environ["SELFVAE_DEMO_SCREENSHOT"])
     assert Image.open(tmp_path / "demo.png").size[0] > 600
+
+
+def test_a_colour_photo_through_the_natural_image_model_in_a_real_browser(rgb_server, browser, photo):
+    """Issue 33: the page offers the shipped CIFAR-10 models; a colour photo uploaded to the srVAE comes back in
+    colour: what it sees, its super-resolutions and its reconstructions."""
+    from selenium.webdriver.common.by import By
+
+    browser.get(rgb_server)
+    body = lambda: browser.find_element(By.TAG_NAME, "body").text  # noqa: E731
+    _wait(browser, lambda: "cifar10-srvae-small" in body() and "trained on cifar10-jpeg" in body(), "the model")
+    upload = _wait(browser, lambda: browser.find_elements(By.CSS_SELECTOR, "#upload input[type=file]"),
+                   "the upload field")
+    upload[0].send_keys(str(photo))
+
+    def pictures():
+        imgs = [browser.find_elements(By.CSS_SELECTOR, f"#{eid} img") for eid in ("seen", "superres", "modes")]
+        return [i[0].get_attribute("src") for i in imgs] if all(imgs) else None
+
+    for src in _wait(browser, pictures, "the three output pictures"):
+        pic = np.asarray(_picture(src)).astype(int)
+        assert pic.std() > 10 and np.abs(pic[..., 0] - pic[..., 2]).mean() > 5  # not blank, not grey
+
+
+def test_the_page_offers_the_shipped_models_and_switches_between_them(demo_run, photo):
+    from selfvae.demo import DemoModels
+
+    models = DemoModels(_demo(demo_run))
+    assert models.names[0] == str(demo_run) and {"cifar10-srvae-small", "cifar10-vae-small"} <= set(models.names)
+    rgb = models.get("cifar10-vae-small")
+    assert "trained on cifar10-jpeg" in rgb.describe()
+    seen, superres, modes = rgb.image(str(photo), 0)
+    assert superres is None and seen.shape[2] == 3 and np.abs(seen[..., 0].astype(int) - seen[..., 2]).mean() > 5
+    with pytest.raises(SelfVAEError, match="not one of the models"):
+        models.get("no-such-model")
 
 
 def test_bad_upload_in_a_real_browser_shows_a_message(server, browser, tmp_path):

@@ -152,13 +152,44 @@ class DemoModel:
         return self._columns(cols)
 
 
-def build_demo(dm: DemoModel):  # noqa: ANN201 - a gradio Blocks
-    """The page: three tabs over :class:`DemoModel`."""
+class DemoModels:
+    """The models the page offers (the one it was started with, then every shipped one: grey digits and garments,
+    and the natural-image CIFAR-10 models), each loaded when first chosen and kept."""
+
+    def __init__(self, first: DemoModel, device: str = "cpu") -> None:
+        from selfvae.runs.layout import pretrained_names
+
+        self.device = device
+        self.loaded = {first.name: first}
+        self.names = list(dict.fromkeys([first.name, *pretrained_names()]))
+
+    def get(self, name: str) -> DemoModel:
+        if name not in self.names:
+            raise SelfVAEError(f"{name}: not one of the models this page offers")
+        if name not in self.loaded:
+            from selfvae.runs.loading import load_run
+
+            cfg, model = load_run(name, self.device)
+            self.loaded[name] = DemoModel(cfg, model, name, self.device)
+        return self.loaded[name]
+
+    def on(self, method: str) -> Callable:
+        """A page handler calling ``method`` of the chosen model (the dropdown's value comes first)."""
+        return _user_errors(lambda name, *args: getattr(self.get(name), method)(*args))
+
+
+def build_demo(dm: DemoModel | DemoModels):  # noqa: ANN201 - a gradio Blocks
+    """The page: a model chooser over three tabs (:class:`DemoModels`)."""
     import gradio as gr
 
+    models = dm if isinstance(dm, DemoModels) else DemoModels(dm, dm.device)
+    first = models.get(models.names[0])
     image_types = sorted(IMAGE_EXTENSIONS)  # what the data loaders read
-    with gr.Blocks(title=f"selfvae demo: {Path(dm.name).name}", analytics_enabled=False) as demo:
-        gr.Markdown("# selfvae demo\n" + dm.describe())
+    with gr.Blocks(title=f"selfvae demo: {Path(first.name).name}", analytics_enabled=False) as demo:
+        gr.Markdown("# selfvae demo")
+        choice = gr.Dropdown(models.names, value=first.name, label="Model", elem_id="model")
+        about = gr.Markdown(first.describe(), elem_id="about")
+        choice.change(models.on("describe"), choice, about)
         with gr.Tab("Your image"):
             gr.Markdown("Upload an image of any size: it is placed as the model's training images were (made "
                         "square by the run's crop or pad, then resized to the model's size).")
@@ -167,12 +198,11 @@ def build_demo(dm: DemoModel):  # noqa: ANN201 - a gradio Blocks
                 seed = gr.Number(value=0, precision=0, label="Seed", elem_id="image-seed")
             gr.Markdown("### What the model sees: x and each y = d(x)")
             seen = gr.Image(show_label=False, type="numpy", elem_id="seen")
-            if dm.model.K:
-                gr.Markdown("### Super-resolution: x sampled from y alone (conditional generation)")
-            superres = gr.Image(show_label=False, type="numpy", elem_id="superres", visible=dm.model.K > 0)
+            gr.Markdown("### Super-resolution: x sampled from y alone (conditional generation; selfVAEs only)")
+            superres = gr.Image(show_label=False, type="numpy", elem_id="superres")
             gr.Markdown("### Reconstruction modes (RSj: from the first j latents; CR: from y and z; CG: from y)")
             recs = gr.Image(show_label=False, type="numpy", elem_id="modes")
-            upload.upload(_user_errors(dm.image), [upload, seed], [seen, superres, recs])
+            upload.upload(models.on("image"), [choice, upload, seed], [seen, superres, recs])
         with gr.Tab("Samples"):
             with gr.Row():
                 s_seed = gr.Slider(0, 999, value=0, step=1, label="Seed", elem_id="sample-seed")
@@ -180,8 +210,8 @@ def build_demo(dm: DemoModel):  # noqa: ANN201 - a gradio Blocks
             s_btn = gr.Button("Sample", elem_id="sample-button")
             gr.Markdown("### Samples (for a selfVAE: the chain y1 -> ... -> x, top to bottom)")
             s_out = gr.Image(show_label=False, type="numpy", elem_id="samples")
-            s_btn.click(_user_errors(dm.samples), [s_seed, temp], s_out)
-            s_seed.release(_user_errors(dm.samples), [s_seed, temp], s_out)
+            s_btn.click(models.on("samples"), [choice, s_seed, temp], s_out)
+            s_seed.release(models.on("samples"), [choice, s_seed, temp], s_out)
         with gr.Tab("Interpolation"):
             with gr.Row():
                 a = gr.File(label="Image A", file_types=image_types, elem_id="upload-a")
@@ -190,7 +220,7 @@ def build_demo(dm: DemoModel):  # noqa: ANN201 - a gradio Blocks
             i_btn = gr.Button("Interpolate", elem_id="interpolate-button")
             gr.Markdown("### Interpolation between the posterior means of u")
             i_out = gr.Image(show_label=False, type="numpy", elem_id="interpolation")
-            i_btn.click(_user_errors(dm.interpolation), [a, b, steps], i_out)
+            i_btn.click(models.on("interpolation"), [choice, a, b, steps], i_out)
     return demo
 
 
