@@ -720,14 +720,14 @@ def test_raw_and_model_coded_tiles_mix_in_one_file(monkeypatch, samples, channel
     _, model = tiny_model("downscale", "mog", channels=channels)
     images = digits(7, channels=channels)
     pattern = np.array([1, 0, 0, 1, 0, 1, 1], dtype=bool)  # raw first and last, runs of both
-    monkeypatch.setattr(codec, "raw_tiles", lambda m, tiles: pattern[: len(tiles)])
+    monkeypatch.setattr(codec, "raw_tiles", lambda m, tiles, progress=False: pattern[: len(tiles)])
     data, rep = compress(model, images, CodingParams(samples=samples))
     header, _ = Container.parse_header(data, "f")
     assert header["fallback"]["codec"] == "png" and rep.parts_bytes["raw"] == header["fallback"]["bytes"]
     assert rep.parts_bytes["raw"] < 4 * channels * 16 * 16 and {"u", "x", "y1", "z1"} <= set(rep.parts_bytes)
     back = decompress(model, data)
     assert all(np.array_equal(a.pixels, b) for a, b in zip(images, back.images, strict=True))
-    monkeypatch.setattr(codec, "raw_tiles", lambda m, tiles: np.zeros(len(tiles), dtype=bool))
+    monkeypatch.setattr(codec, "raw_tiles", lambda m, tiles, progress=False: np.zeros(len(tiles), dtype=bool))
     all_model, _ = compress(model, images, CodingParams(samples=samples))
     assert decompress(model, all_model).images[3].shape == back.images[3].shape
 

@@ -172,7 +172,7 @@ def _compress(model: SelfVAE, images: list[InputImage], params: CodingParams | N
     shape = model.shapes[-1]
     tiles = [to_tiles(im.pixels, shape, im.name) for im in images]
     all_tiles = torch.from_numpy(np.concatenate(tiles))
-    raw = raw_tiles(model, all_tiles) if lossy is None else np.zeros(len(all_tiles), dtype=bool)
+    raw = raw_tiles(model, all_tiles, progress) if lossy is None else np.zeros(len(all_tiles), dtype=bool)
     coded = all_tiles[torch.from_numpy(~raw)]
     if search_steps is None:
         search_steps = SEARCH_STEPS if len(coded) <= SEARCH_MAX_TILES else 0
@@ -577,19 +577,23 @@ def nelbo_bits(model: SelfVAE, images: list[InputImage], batch: int = 64) -> flo
     return float(tile_nelbo_bits(model, tiles, batch).sum())
 
 
-def tile_nelbo_bits(model: SelfVAE, tiles: torch.Tensor, batch: int = 64) -> np.ndarray:
+def tile_nelbo_bits(model: SelfVAE, tiles: torch.Tensor, batch: int = 64, progress: bool = False) -> np.ndarray:
     """The model's negative ELBO of each tile in bits (one posterior sample a tile, seeded): about what bits-back
-    coding spends on it."""
+    coding spends on it. ``progress``: a bar (files of many tiles: a photograph)."""
     out = []
+    bar = tqdm(total=len(tiles), desc="model or fallback", unit="tile", leave=False,
+               disable=not progress or len(tiles) <= batch)
     with torch.random.fork_rng(), torch.inference_mode():  # seeded without disturbing the caller's stream
         torch.manual_seed(0)
         for s in range(0, len(tiles), batch):
             out.append(model.terms(tiles[s : s + batch]).nelbo.double().numpy() / math.log(2))
+            bar.update(len(out[-1]))
+    bar.close()
     return np.concatenate(out) if out else np.zeros(0)
 
 
-def raw_tiles(model: SelfVAE, tiles: torch.Tensor) -> np.ndarray:
+def raw_tiles(model: SelfVAE, tiles: torch.Tensor, progress: bool = False) -> np.ndarray:
     """Which tiles to send without the model (:func:`_push_fallback`: one PNG of them, or their raw values): those
     whose negative ELBO is at least :data:`RAW_AT` of 8 bits a value (out of distribution: a photograph through a
     digit model), so that no file is more than its header and a few words above 8 bits a value."""
-    return tile_nelbo_bits(model, tiles) >= RAW_AT * 8 * np.prod(tiles.shape[1:])
+    return tile_nelbo_bits(model, tiles, progress=progress) >= RAW_AT * 8 * np.prod(tiles.shape[1:])
