@@ -175,6 +175,26 @@ def test_tiled_superres_is_the_tiles_own_superres_where_one_tile_covers_the_imag
     assert torch.equal(one, left)  # one tile: exactly the untiled super-resolution
 
 
+def test_superres_by_4_from_the_coarsest_level_of_a_2_level_model(tmp_path, capsys):
+    """Issue 33: --factor 4 where the model has two levels: y_1 given, y_2 and x generated."""
+    from selfvae.models.ops import super_resolve_tiled
+
+    _, model = load_run("mnist-2lvl")
+    y1 = torch.from_numpy(np.random.default_rng(2).integers(0, 256, (3, 1, 8, 8), dtype=np.uint8))
+    torch.manual_seed(0)
+    levels = super_resolve(model, y1, decode="mean", level=1)
+    assert [tuple(lv.shape[1:]) for lv in levels] == [(1, 8, 8), (1, 16, 16), (1, 32, 32)]
+    assert torch.equal(levels[0], y1)  # the given level is kept as it is
+    whole = super_resolve_tiled(model, y1[0, :, :, :6].contiguous(), decode="mean", level=1)
+    assert whole.shape == (1, 32, 24)
+    one = _write_png(tmp_path / "y1.png", np.random.default_rng(3).integers(0, 256, (12, 20), dtype=np.uint8))
+    main(["superres", "mnist-2lvl", one, "--factor", "4", "-o", str(tmp_path / "big.png"), "--decode", "mean"])
+    assert np.asarray(Image.open(tmp_path / "big.png")).shape == (48, 80)
+    with pytest.raises(SystemExit):
+        main(["superres", "mnist-srvae", one, "--factor", "4", "-o", str(tmp_path / "no.png")])
+    assert "--factor 4: this model enlarges by 2 (from y_1)" in capsys.readouterr().err
+
+
 def test_cli_eval_consistent_renormalises_a_trained_srvae(srvae_run, capsys):
     """`selfvae eval --consistent`: the same weights, the same posterior samples, a tighter bound in x alone."""
     runs = {}

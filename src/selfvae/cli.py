@@ -202,20 +202,32 @@ def cmd_superres(args: argparse.Namespace) -> None:
     cfg, model = _load(args, device)
     if model.K == 0:
         raise SelfVAEError(f"{args.run_dir}: a plain VAE run cannot super-resolve (it has no y)")
-    c, h, w = model.shapes[-2]
-    if not args.resize:  # images of another size than y_K: each super-resolved whole, tile by tile
+    args.level = _superres_level(model, args.factor)
+    c, h, w = model.shapes[args.level - 1]
+    if not args.resize:  # images of another size than the level's: each super-resolved whole, tile by tile
         photos = [read_image_file(p, (c, None, None)) for p in args.images]
         if any(tuple(y.shape[1:]) != (h, w) for y in photos):
             _superres_whole(args, model, photos, device)
             return
-    y = read_image_files(args.images, model.shapes[-2], resize=args.resize, policy=cfg.data.resize).to(device)
+    y = read_image_files(args.images, (c, h, w), resize=args.resize, policy=cfg.data.resize).to(device)
     torch.manual_seed(args.seed)
     rows = [y]
     for _ in range(args.samples):
-        rows.append(super_resolve(model, y, args.temperature, decode=args.decode)[-1])
+        rows.append(super_resolve(model, y, args.temperature, decode=args.decode, level=args.level)[-1])
     out = Path(args.output)
     save_rows(rows, out, scale=args.scale)
     print(f"wrote {out} (first row: inputs; then {args.samples} sample(s) per input)")
+
+
+def _superres_level(model: Any, factor: int) -> int:
+    """The level whose images ``--factor`` enlarges to x: ``y_K`` for the model's last factor, coarser ones for
+    products of its factors (a 2-level downscaling model: 2 from y_2, 4 from y_1)."""
+    x_side = model.shapes[-1][-1]
+    factors = {x_side // model.shapes[k - 1][-1]: k for k in range(1, model.K + 1)}
+    if factor not in factors:
+        raise SelfVAEError(f"--factor {factor}: this model enlarges by "
+                           + " or ".join(f"{f} (from y_{k})" for f, k in sorted(factors.items())))
+    return factors[factor]
 
 
 def _superres_whole(args: argparse.Namespace, model: Any, photos: list[torch.Tensor], device: torch.device) -> None:
@@ -229,7 +241,7 @@ def _superres_whole(args: argparse.Namespace, model: Any, photos: list[torch.Ten
     for path, y, target in zip(args.images, photos, targets, strict=True):
         torch.manual_seed(args.seed)
         x = super_resolve_tiled(model, y.to(device), overlap=args.overlap, temperature=args.temperature,
-                                decode=args.decode, progress=True).cpu()
+                                decode=args.decode, progress=True, level=args.level).cpu()
         save_png(x.permute(1, 2, 0).numpy(), target)
         print(f"wrote {target} ({x.shape[2]}x{x.shape[1]}: {Path(path).name} super-resolved tile by tile, "
               f"{args.overlap}-pixel overlaps blended; decode {args.decode})")
@@ -591,7 +603,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="image files: of the model's y_K size (a grid of inputs and samples), or of any other size "
                         "(each super-resolved whole, tile by tile, into its own PNG)")
     s.add_argument("--samples", type=int, default=3, help="samples per input (inputs of the y_K size)")
-    s.add_argument("--resize", action="store_true", help="resize inputs to the model's y_K size")
+    s.add_argument("--factor", type=int, default=2,
+                   help="enlarge by this factor: 2 (from y_K) or, for a 2-level downscaling model, 4 (from y_1, y_2 "
+                        "generated too)")
+    s.add_argument("--resize", action="store_true", help="resize inputs to the size of the level --factor starts from")
     s.add_argument("--overlap", type=int, default=4,
                    help="low-resolution pixels by which neighbouring tiles overlap and are blended (whole images)")
     picture(s, "superres.png")

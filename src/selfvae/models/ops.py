@@ -190,27 +190,32 @@ def mode_columns(
 
 @torch.no_grad()
 def super_resolve(
-    model: SelfVAE, y: Tensor, temperature: float = 1.0, decode: str = "sample"
+    model: SelfVAE, y: Tensor, temperature: float = 1.0, decode: str = "sample", level: int | None = None
 ) -> list[Tensor]:
-    """Generate x from a given finest level ``y_K`` (uint8, e.g. a real low-resolution image).
+    """Generate x from a given level ``y_level`` (uint8, e.g. a real low-resolution image; default ``y_K``, the
+    finest: a factor of 2 for downscaling; ``level=1`` of a 2-level model: a factor of 4, ``y_2`` generated too).
 
     The coarser levels are computed from ``y`` with the rest of the transform chain, so any image of the
-    shape of ``y_K`` works, not only test images.
+    shape of ``y_level`` works, not only test images.
     """
     model.eval()
+    level = model.K if level is None else level
     if model.K == 0:
         raise SelfVAEError("super-resolution needs a selfVAE (K >= 1); this run is a plain VAE")
-    want = model.shapes[-2]
+    if not 1 <= level <= model.K:
+        raise SelfVAEError(f"level {level}: this model's levels are y_1 .. y_{model.K}")
+    want = model.shapes[level - 1]
     if y.dtype != torch.uint8 or tuple(y.shape[1:]) != tuple(want):
         raise SelfVAEError(
             f"low-resolution images have shape {tuple(y.shape[1:])} and dtype {y.dtype}; this model "
             f"expects uint8 images of shape {want}"
         )
     given: list[Tensor] = [y]
-    for t in model.chain[1:]:
+    for t in model.chain[model.K - level + 1 :]:
         given.insert(0, t(given[0]))
     u = _latent(model.q_u_given(given[0]), True, decode, temperature)
-    return decode_from(model, u, given_y=[*given, None], temperature=temperature, decode=decode)
+    return decode_from(model, u, given_y=[*given, *[None] * (model.K - level + 1)], temperature=temperature,
+                       decode=decode)
 
 
 @torch.no_grad()
@@ -232,16 +237,19 @@ def _feather(size: int, ramp: int) -> Tensor:
 
 @torch.no_grad()
 def super_resolve_tiled(model: SelfVAE, y: Tensor, overlap: int = 4, batch: int = 64, temperature: float = 1.0,
-                        decode: str = "mean", progress: bool = False) -> Tensor:
+                        decode: str = "mean", progress: bool = False, level: int | None = None) -> Tensor:
     """Super-resolve a whole low-resolution image ``y`` (uint8 ``[C, H, W]``, any size) tile by tile.
 
     The image is cut into tiles of the model's ``y_K`` size that overlap by ``overlap`` pixels (edges replicated
     where it is smaller than one tile); each tile is super-resolved on its own (:func:`super_resolve`) and the
     results are blended with weights that fall linearly across the overlap, so no tile edge shows as a seam.
-    Returns uint8 ``[C, f H, f W]`` (``f``: the model's last upscaling factor). Tiles run ``batch`` at a time, a
-    row of tiles after another; the float accumulators hold one row of tiles' output rows, so beyond the uint8
-    output the memory does not grow with the image's height."""
-    c, th, tw = model.shapes[-2]
+    Returns uint8 ``[C, f H, f W]`` (``f``: the factor from level ``level``, default ``y_K``, to x; see
+    :func:`super_resolve`). Tiles run ``batch`` at a time, a row of tiles after another; the float accumulators hold
+    one row of tiles' output rows, so beyond the uint8 output the memory does not grow with the image's height."""
+    level = model.K if level is None else level
+    if not 1 <= level <= model.K:
+        raise SelfVAEError(f"level {level}: this model's levels are y_1 .. y_{model.K}")
+    c, th, tw = model.shapes[level - 1]
     _, xh, xw = model.shapes[-1]
     f = xh // th
     if y.dtype != torch.uint8 or y.dim() != 3 or y.shape[0] != c:
@@ -263,7 +271,7 @@ def super_resolve_tiled(model: SelfVAE, y: Tensor, overlap: int = 4, batch: int 
         for j in range(0, len(cols), batch):
             part = cols[j : j + batch]
             tiles = torch.stack([padded[:, r : r + th, q : q + tw] for q in part]).to(device)
-            x = super_resolve(model, tiles, temperature, decode=decode)[-1].float().cpu()
+            x = super_resolve(model, tiles, temperature, decode=decode, level=level)[-1].float().cpu()
             for q, xt in zip(part, x, strict=True):
                 acc[:, :, f * q : f * q + xw] += xt * weight
                 wsum[:, f * q : f * q + xw] += weight
