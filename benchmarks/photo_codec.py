@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 
 from selfvae.codec.classical import LOSSLESS, lossless_size
-from selfvae.codec.files import compress, decompress, raw_tiles
+from selfvae.codec.files import compress, decompress, raw_tiles, tile_nelbo_bits
 from selfvae.codec.images import InputImage, to_tiles
 from selfvae.runs.loading import load_run
 
@@ -63,7 +63,7 @@ def main() -> None:
             x = load_photo(path, c, a.size)
             im = InputImage(path.name, x)
             tiles = to_tiles(x, model.shapes[-1], path.name)
-            share = float(raw_tiles(model, torch.from_numpy(tiles)).mean())
+            share = float(raw_tiles(tile_nelbo_bits(model, torch.from_numpy(tiles)), model.shapes[-1]).mean())
             tic = time.perf_counter()
             data, _ = compress(model, [im], threads=a.threads)
             enc = time.perf_counter() - tic

@@ -702,7 +702,8 @@ def test_tiles_the_model_codes_worse_than_raw_are_sent_raw_so_a_file_never_expan
     _, model = tiny_model("downscale", "realnvp")
     rng = np.random.default_rng(5)
     noise = [InputImage(f"n{i}", rng.integers(0, 256, (16, 16, 1), dtype=np.uint8)) for i in range(3)]
-    assert codec.raw_tiles(model, torch.from_numpy(np.stack([im.pixels.transpose(2, 0, 1) for im in noise]))).all()
+    tiles = torch.from_numpy(np.stack([im.pixels.transpose(2, 0, 1) for im in noise]))
+    assert codec.raw_tiles(codec.tile_nelbo_bits(model, tiles), tiles.shape[1:]).all()
     data, rep = compress(model, noise)
     raw_bytes = 3 * 16 * 16
     assert rep.parts_bytes == {"raw": raw_bytes} and len(data) <= raw_bytes + rep.header_bytes + 8
@@ -720,14 +721,14 @@ def test_raw_and_model_coded_tiles_mix_in_one_file(monkeypatch, samples, channel
     _, model = tiny_model("downscale", "mog", channels=channels)
     images = digits(7, channels=channels)
     pattern = np.array([1, 0, 0, 1, 0, 1, 1], dtype=bool)  # raw first and last, runs of both
-    monkeypatch.setattr(codec, "raw_tiles", lambda m, tiles, progress=False: pattern[: len(tiles)])
+    monkeypatch.setattr(codec, "raw_tiles", lambda bits, shape: pattern[: len(bits)])
     data, rep = compress(model, images, CodingParams(samples=samples))
     header, _ = Container.parse_header(data, "f")
     assert header["fallback"]["codec"] == "png" and rep.parts_bytes["raw"] == header["fallback"]["bytes"]
     assert rep.parts_bytes["raw"] < 4 * channels * 16 * 16 and {"u", "x", "y1", "z1"} <= set(rep.parts_bytes)
     back = decompress(model, data)
     assert all(np.array_equal(a.pixels, b) for a, b in zip(images, back.images, strict=True))
-    monkeypatch.setattr(codec, "raw_tiles", lambda m, tiles, progress=False: np.zeros(len(tiles), dtype=bool))
+    monkeypatch.setattr(codec, "raw_tiles", lambda bits, shape: np.zeros(len(bits), dtype=bool))
     all_model, _ = compress(model, images, CodingParams(samples=samples))
     assert decompress(model, all_model).images[3].shape == back.images[3].shape
 

@@ -404,7 +404,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
 # ----- parser -------------------------------------------------------------------------------------
 def cmd_compress(args: argparse.Namespace) -> None:
-    from selfvae.codec import CodingParams, QuantisedZ, compress, nelbo_bits
+    from selfvae.codec import CodingParams, QuantisedZ, compress
     from selfvae.codec.images import read_inputs
 
     _, model = _load(args)
@@ -423,7 +423,7 @@ def cmd_compress(args: argparse.Namespace) -> None:
     tmp.write_bytes(data)
     tmp.replace(out)
     exact = lossy is None or rep.lossless_instead
-    nelbo_bpd = nelbo_bits(model, images) / rep.dims if exact else None  # a lossy file has no nELBO
+    nelbo_bpd = rep.nelbo_bits / rep.dims if exact else None  # a lossy file has no nELBO
     result = {**rep.to_dict(), "nelbo_bits_per_dim": nelbo_bpd, "output": str(out),
               "ratio_to_nelbo": None if nelbo_bpd is None else rep.bits_per_dim / nelbo_bpd}
     if args.json:

@@ -111,6 +111,7 @@ class CompressReport:
     chosen_bytes: float = 0.0  # what they took (in parts_bytes too)
     ideal_bits: float = 0.0  # sum of -log2 of the coded probabilities (pushes minus pops)
     lossless_instead: bool = False  # a lossy file was asked for, and the lossless one was not larger
+    nelbo_bits: float = 0.0  # the model's negative ELBO of the tiles (:func:`tile_nelbo_bits`), summed
 
     @property
     def bits_per_dim(self) -> float:
@@ -142,9 +143,18 @@ def compress(
     images' negative ELBO (a file of few images, whose first ones carry chosen latents on a grid), the lossless
     file is coded too, and written instead when it is not larger (``report.lossless_instead``).
     """
-    args = (model, images, params, group, threads, progress, model_hint)
+    params = params or CodingParams()
+    if search_steps is not None and search_steps < 0:
+        raise SelfVAEError(f"search_steps {search_steps}: must be >= 0")
+    if lossy is not None and params.samples > 1:
+        raise SelfVAEError("importance samples (BB-IS) code lossless files only: give samples = 1 with lossy coding")
+    if lossy is not None and model.K < 1:
+        raise SelfVAEError("lossy coding sends y = d(x) exactly: it needs a selfVAE (K >= 1), not a plain VAE")
+    tiles = torch.from_numpy(np.concatenate([to_tiles(im.pixels, model.shapes[-1], im.name) for im in images]))
+    tile_bits = tile_nelbo_bits(model, tiles, progress=progress)  # which tiles go raw; the report's nELBO
+    args = (model, images, tiles, tile_bits, params, group, threads, progress, model_hint)
     data, report = _compress(*args, lossy, search_steps)
-    if lossy is None or len(data) <= LOSSLESS_CHECK * nelbo_bits(model, images) / 8:
+    if lossy is None or len(data) <= LOSSLESS_CHECK * report.nelbo_bits / 8:
         return data, report
     exact, exact_report = _compress(*args, None, search_steps)
     if len(exact) > len(data):
@@ -153,26 +163,18 @@ def compress(
     return exact, exact_report
 
 
-def _compress(model: SelfVAE, images: list[InputImage], params: CodingParams | None, group: int, threads: int,
-              progress: bool, model_hint: str, lossy: QuantisedZ | None, search_steps: int | None,
-              ) -> tuple[bytes, CompressReport]:
-    """Code ``images`` into one file's bytes; the report splits the size into parts. With ``lossy`` only
+def _compress(model: SelfVAE, images: list[InputImage], all_tiles: torch.Tensor, tile_bits: np.ndarray,
+              params: CodingParams, group: int, threads: int, progress: bool, model_hint: str,
+              lossy: QuantisedZ | None, search_steps: int | None) -> tuple[bytes, CompressReport]:
+    """Code ``images`` (cut into ``all_tiles``, whose negative ELBO is ``tile_bits``) into one file's bytes; the
+    report splits the size into parts. With ``lossy`` only
     ``y = d(x)`` and what ``lossy`` keeps of ``z_K`` are coded (:mod:`selfvae.codec.lossy`). ``search_steps``:
     how long the encoder searches the latents of the images coded without bits back (:func:`chosen.search`;
     0: the rounded posterior means only; None: :data:`~selfvae.codec.chosen.SEARCH_STEPS` for a file of at most
     :data:`~selfvae.codec.chosen.SEARCH_MAX_TILES` tiles, where those images are a noticeable part of it, else
     0); the decoder does not need it."""
-    params = params or CodingParams()
-    if search_steps is not None and search_steps < 0:
-        raise SelfVAEError(f"search_steps {search_steps}: must be >= 0")
-    if lossy is not None and params.samples > 1:
-        raise SelfVAEError("importance samples (BB-IS) code lossless files only: give samples = 1 with lossy coding")
-    if lossy is not None and model.K < 1:
-        raise SelfVAEError("lossy coding sends y = d(x) exactly: it needs a selfVAE (K >= 1), not a plain VAE")
     shape = model.shapes[-1]
-    tiles = [to_tiles(im.pixels, shape, im.name) for im in images]
-    all_tiles = torch.from_numpy(np.concatenate(tiles))
-    raw = raw_tiles(model, all_tiles, progress) if lossy is None else np.zeros(len(all_tiles), dtype=bool)
+    raw = raw_tiles(tile_bits, shape) if lossy is None else np.zeros(len(all_tiles), dtype=bool)
     coded = all_tiles[torch.from_numpy(~raw)]
     if search_steps is None:
         search_steps = SEARCH_STEPS if len(coded) <= SEARCH_MAX_TILES else 0
@@ -218,7 +220,7 @@ def _compress(model: SelfVAE, images: list[InputImage], params: CodingParams | N
         header_bytes=len(data) - payload_bytes, initial_bytes=initial,
         parts_bytes={k: v / 8 for k, v in parts.items()}, ideal_bits=stack.ideal_bits,
         chosen_images=sum(size for size, p in zip(enc.sizes, enc.chosen, strict=True) if p >= 0),
-        chosen_bytes=enc.chosen_bits / 8,
+        chosen_bytes=enc.chosen_bits / 8, nelbo_bits=float(tile_bits.sum()),
     )
     return data, report
 
@@ -592,8 +594,9 @@ def tile_nelbo_bits(model: SelfVAE, tiles: torch.Tensor, batch: int = 64, progre
     return np.concatenate(out) if out else np.zeros(0)
 
 
-def raw_tiles(model: SelfVAE, tiles: torch.Tensor, progress: bool = False) -> np.ndarray:
+def raw_tiles(tile_bits: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
     """Which tiles to send without the model (:func:`_push_fallback`: one PNG of them, or their raw values): those
-    whose negative ELBO is at least :data:`RAW_AT` of 8 bits a value (out of distribution: a photograph through a
-    digit model), so that no file is more than its header and a few words above 8 bits a value."""
-    return tile_nelbo_bits(model, tiles, progress=progress) >= RAW_AT * 8 * np.prod(tiles.shape[1:])
+    whose negative ELBO ``tile_bits`` (:func:`tile_nelbo_bits`) is at least :data:`RAW_AT` of 8 bits a value of
+    a tile of ``shape`` (out of distribution: a photograph through a digit model), so that no file is more than
+    its header and a few words above 8 bits a value."""
+    return tile_bits >= RAW_AT * 8 * np.prod(shape)
