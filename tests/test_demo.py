@@ -172,19 +172,24 @@ def _picture(src: str) -> Image.Image:
         return Image.open(io.BytesIO(r.read())).convert("RGB")
 
 
-def test_upload_in_a_real_browser(server, browser, photo, tmp_path):
+def _upload(browser, image: Path) -> list[str]:  # noqa: ANN001 - a selenium driver
+    """Upload ``image`` on the page open in ``browser``; the sources of the three pictures it answers with."""
     from selenium.webdriver.common.by import By
 
-    browser.get(server)
     upload = _wait(browser, lambda: browser.find_elements(By.CSS_SELECTOR, "#upload input[type=file]"),
                    "the upload field")
-    upload[0].send_keys(str(photo))
+    upload[0].send_keys(str(image))
 
     def pictures():
         imgs = [browser.find_elements(By.CSS_SELECTOR, f"#{eid} img") for eid in ("seen", "superres", "modes")]
         return [i[0].get_attribute("src") for i in imgs] if all(imgs) else None
 
-    srcs = _wait(browser, pictures, "the three output pictures")
+    return _wait(browser, pictures, "the three output pictures")
+
+
+def test_upload_in_a_real_browser(server, browser, photo, tmp_path):
+    browser.get(server)
+    srcs = _upload(browser, photo)
     for src, min_cols in zip(srcs, (3, 6, 6), strict=True):
         pic = np.asarray(_picture(src))
         assert pic.shape[1] >= min_cols * 128 and pic.shape[0] >= 128
@@ -203,15 +208,7 @@ def test_a_colour_photo_through_the_natural_image_model_in_a_real_browser(rgb_se
     browser.get(rgb_server)
     body = lambda: browser.find_element(By.TAG_NAME, "body").text  # noqa: E731
     _wait(browser, lambda: "cifar10-srvae-small" in body() and "trained on cifar10-jpeg" in body(), "the model")
-    upload = _wait(browser, lambda: browser.find_elements(By.CSS_SELECTOR, "#upload input[type=file]"),
-                   "the upload field")
-    upload[0].send_keys(str(photo))
-
-    def pictures():
-        imgs = [browser.find_elements(By.CSS_SELECTOR, f"#{eid} img") for eid in ("seen", "superres", "modes")]
-        return [i[0].get_attribute("src") for i in imgs] if all(imgs) else None
-
-    for src in _wait(browser, pictures, "the three output pictures"):
+    for src in _upload(browser, photo):
         pic = np.asarray(_picture(src)).astype(int)
         assert pic.std() > 10 and np.abs(pic[..., 0] - pic[..., 2]).mean() > 5  # not blank, not grey
 

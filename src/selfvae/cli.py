@@ -344,7 +344,7 @@ def cmd_fid(args: argparse.Namespace) -> None:
 def cmd_report(args: argparse.Namespace) -> None:
     from selfvae.report import build_report
 
-    page = build_report(args.run_dir, args.out or _out_dir(args) / "report", n_eval=args.n_eval,
+    page = build_report(args.run_dir, args.out, n_eval=args.n_eval,
                         iw_samples=args.iw_samples, device=_device(args.device), seed=args.seed,
                         n_tradeoff=args.n_tradeoff, data_dir=args.data_dir, progress=True)
     print(f"wrote {page}")

@@ -61,25 +61,33 @@ def torch_threads(n: int | None) -> Iterator[None]:
 
 
 @contextlib.contextmanager
+def flushed_subnormals(on: bool = True) -> Iterator[None]:
+    """Run the block with subnormal floats flushed to zero (``on``); torch's default (off) after, as torch has
+    no way to read the setting back."""
+    if not on:
+        yield
+        return
+    torch.set_flush_denormal(True)
+    try:
+        yield
+    finally:
+        torch.set_flush_denormal(False)
+
+
+@contextlib.contextmanager
 def process_settings(t: TrainConfig) -> Iterator[None]:
     """Threads, deterministic algorithms, subnormal flushing and the allocator for a training run; the process's
     settings are restored after (but for ``retain_memory``, which stays: :func:`retain_freed_memory`)."""
-    threads, determ = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    determ = torch.are_deterministic_algorithms_enabled()
+    if t.retain_memory:
+        retain_freed_memory()
     try:
-        if t.flush_denormal:
-            torch.set_flush_denormal(True)
-        if t.retain_memory:
-            retain_freed_memory()
-        if t.num_threads:
-            torch.set_num_threads(t.num_threads)
         if t.deterministic:
             torch.use_deterministic_algorithms(True)
-        yield
+        with flushed_subnormals(t.flush_denormal), torch_threads(t.num_threads):
+            yield
     finally:
-        torch.set_num_threads(threads)
         torch.use_deterministic_algorithms(determ)
-        if t.flush_denormal:
-            torch.set_flush_denormal(False)
 
 
 def prepare(model: nn.Module, t: TrainConfig) -> None:

@@ -29,7 +29,7 @@ import torch
 from torch import Tensor
 
 from selfvae.nn.layers import exact_elu, frozen_weights
-from selfvae.runtime import torch_threads
+from selfvae.runtime import flushed_subnormals, torch_threads
 
 Result = Tensor | tuple[Tensor, ...]
 
@@ -106,12 +106,8 @@ def coding_mode(model: torch.nn.Module, exact: bool = False):
     of format 3 and older)."""
     model.eval()
     model.to(memory_format=torch.channels_last)
-    torch.set_flush_denormal(True)
-    try:
-        with torch_threads(1), frozen_weights(model), exact_elu() if exact else nullcontext():
-            yield
-    finally:
-        torch.set_flush_denormal(False)
+    with flushed_subnormals(), torch_threads(1), frozen_weights(model), exact_elu() if exact else nullcontext():
+        yield
 
 
 def digest(arrays: Sequence[np.ndarray | Tensor], n_bytes: int = 8) -> bytes:

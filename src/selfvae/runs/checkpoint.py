@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from selfvae.errors import SelfVAEError
+from selfvae.runs.layout import previous
 from selfvae.runs.weights import digest
 
 # Globals a pre-2026-11 checkpoint's numpy RNG state needs under the weights-only unpickler: array
@@ -77,8 +78,8 @@ def save_checkpoint(state: dict[str, Any], path: str | Path, keep_previous: bool
         f.flush()
         os.fsync(f.fileno())
     if keep_previous and path.exists():  # ``path`` stays in place until the new file replaces it
-        prev = path.with_name(path.name + ".prev")
-        prev_tmp = path.with_name(path.name + ".prev.tmp")
+        prev = previous(path)
+        prev_tmp = prev.with_name(prev.name + ".tmp")
         prev_tmp.unlink(missing_ok=True)
         try:
             os.link(path, prev_tmp)
@@ -146,7 +147,7 @@ def load_latest(path: str | Path, map_location: str | torch.device = "cpu") -> d
     try:
         return load_checkpoint(path, map_location)
     except SelfVAEError as first:
-        prev = path.with_name(path.name + ".prev")
+        prev = previous(path)
         if not prev.is_file():
             raise
         warnings.warn(f"{first}; resuming from the previous checkpoint {prev}", stacklevel=2)

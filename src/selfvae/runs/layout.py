@@ -51,6 +51,11 @@ def checkpoint(folder: Path, stem: str = LAST) -> Path:
     return Path(folder) / f"{stem}.pt"
 
 
+def previous(path: Path) -> Path:
+    """Where a checkpoint's previous copy is kept: ``NAME.prev``."""
+    return path.with_name(path.name + ".prev")
+
+
 def checkpoint_to_load(folder: Path, stem: str = BEST) -> Path:
     """The checkpoint a run's model is read from: ``STEM.pt``, else ``last.pt`` (a run stopped before it
     validated has no ``best.pt``)."""
@@ -61,7 +66,7 @@ def checkpoint_to_load(folder: Path, stem: str = BEST) -> Path:
 def has_run(folder: Path) -> bool:
     """True where a run has saved a training state (``last.pt`` or its previous copy)."""
     last = checkpoint(folder, LAST)
-    return last.exists() or last.with_name(last.name + ".prev").exists()
+    return last.exists() or previous(last).exists()
 
 
 def has_model(folder: Path) -> bool:
