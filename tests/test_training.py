@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -192,6 +194,45 @@ def test_time_budget_stops_cleanly_and_validates_the_last_weights(blob_npz, tmp_
     m = train(cfg, out, progress=False)
     assert val_curve(out) and (out / "best.pt").is_file() and m["n_images"] == 32
     assert load_checkpoint(out / "last.pt")["step"] == 0
+
+
+def test_cpu_clock_is_kept_exported_and_carried_by_a_run_started_from_the_export(blob_npz, tmp_path):
+    """``train.clock="cpu"``: the CPU time of the steps is logged, checkpointed, written by export as the
+    training the weights had, and a run started from them (``train.init``) records it (equal-CPU-budget runs
+    continued across machines count their whole clock)."""
+    from selfvae.config import check_config
+    from selfvae.runs.export import export
+
+    cfg = tiny_config(blob_npz, steps=10)
+    cfg.train.clock = "gpu"
+    with pytest.raises(SelfVAEError, match="train.clock='gpu'"):
+        check_config(cfg)
+    cfg.train.clock = "cpu"
+    train(cfg, tmp_path / "a", progress=False, final_eval=False)
+    recs = [json.loads(line) for line in (tmp_path / "a" / "log.jsonl").read_text().splitlines()]
+    cpu = [r["cpu_seconds"] for r in recs if r["split"] == "train"]
+    assert len(cpu) == 2 and 0 < cpu[0] <= cpu[1]
+    state = load_checkpoint(tmp_path / "a" / "last.pt")
+    assert state["cpu_seconds"] == pytest.approx(cpu[1], abs=0.05)  # the log rounds to 0.1 s
+    exported = export(tmp_path / "a", tmp_path / "e", which="last")
+    training = json.loads((exported / "metrics.json").read_text())["training"]
+    assert training == {"steps": 10, "seconds": state["train_seconds"], "cpu_seconds": state["cpu_seconds"]}
+    cfg.train.init, cfg.train.steps = str(tmp_path / "e"), 1
+    train(cfg, tmp_path / "b", progress=False, final_eval=False)
+    init = json.loads((tmp_path / "b" / "init.json").read_text())
+    assert (init["steps"], init["cpu_seconds"]) == (10, state["cpu_seconds"])
+    (tmp_path / "e" / "log.jsonl").write_bytes((tmp_path / "a" / "log.jsonl").read_bytes())  # shipped with its log
+    spec = importlib.util.spec_from_file_location("ttq", Path(__file__).parents[1] / "tools" / "time_to_quality.py")
+    ttq = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ttq)
+    points, _, _ = ttq.curve(tmp_path / "b", "cpu")  # the source's curve, then this run's after its clock
+    b_val = [json.loads(line) for line in (tmp_path / "b" / "log.jsonl").read_text().splitlines()]
+    b_val = [r for r in b_val if r["split"] == "val"]
+    assert [s for _, _, s in points] == [10] + [10 + r["step"] for r in b_val]
+    assert points[-1][0] == pytest.approx((state["cpu_seconds"] + b_val[-1]["cpu_seconds"]) / 3600)
+    cfg.train.init, cfg.train.max_minutes = None, 0.0  # a CPU budget of nothing stops before the first step
+    train(cfg, tmp_path / "c", progress=False, final_eval=False)
+    assert load_checkpoint(tmp_path / "c" / "last.pt")["step"] == 0
 
 
 def test_final_evaluation_is_the_full_elbo_plus_an_iw_subset(blob_npz, tmp_path):

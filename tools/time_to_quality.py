@@ -1,4 +1,4 @@
-"""Time to quality: validation bits/dim against training wall clock, and when each run crossed thresholds.
+"""Time to quality: validation bits/dim against the training clock, and when each run crossed thresholds.
 
     python tools/time_to_quality.py runs/mnist-vae runs/mnist-srvae --thresholds 1.6 1.4 1.2 1.1 \
         --out docs/figures/time_to_quality_mnist.png
@@ -8,12 +8,16 @@ With ``--train PRESET`` it first trains (or resumes) ``--out-run`` for ``--minut
 (`selfvae train ... --set train.max_minutes=M`), then reads the logs. Every run's ``log.jsonl`` gives the
 validation bound (ELBO, the run's EMA weights where it keeps them, on ``train.eval_limit`` validation images)
 per dimension of the data's own images, and the training clock (``train_seconds``; older logs: summed step
-times, marked "~"). Evaluation time is not counted. Prints a table; writes the curves as a PNG.
+times, marked "~"; ``--clock cpu``: ``cpu_seconds``, the CPU time of the steps, fair where other work shared the
+cores). Evaluation time is not counted. A run started from other weights (``train.init``, its ``init.json``)
+counts their clock first, and where their folder holds a log its curve comes first. Prints a table; writes the
+curves as a PNG.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -23,16 +27,34 @@ from selfvae.models.build import frame_ratio
 from selfvae.runs import layout
 from selfvae.viz import read_log, with_train_seconds
 
+CLOCK_KEYS = {"wall": ("train_seconds", "seconds"), "cpu": ("cpu_seconds", "cpu_seconds")}
 
-def curve(run: Path) -> tuple[list[tuple[float, float, int]], bool, list[bool]]:
+
+def curve(run: Path, clock: str = "wall") -> tuple[list[tuple[float, float, int]], bool, list[bool]]:
     """``[(hours, val bpd, step)]`` of a run, whether its clock was estimated, and per point whether only the
-    EMA was validated (logs from before raw and EMA weights were both scored carry no ``weights``)."""
+    EMA was validated (logs from before raw and EMA weights were both scored carry no ``weights``).
+
+    A run started from other weights begins at their clock and step (its ``init.json``), after their curve
+    where their folder still holds a log (an exported folder copied with its run's log)."""
+    log_key, init_key = CLOCK_KEYS[clock]
     cfg = Config.load(run / layout.CONFIG)
-    recs = with_train_seconds(read_log(run / layout.LOG, frame_ratio(cfg)))
+    recs = read_log(run / layout.LOG, frame_ratio(cfg))
+    recs = with_train_seconds(recs) if clock == "wall" else recs
     val = [r for r in recs if r.get("split") == "val"]
+    if any(log_key not in r for r in val):
+        raise SystemExit(f"{run}: its log has no {log_key} (runs log the CPU clock since it was kept)")
+    before: tuple[list, bool, list] = ([], False, [])
+    offset, step0 = 0.0, 0
+    init = run / layout.INIT
+    if init.is_file():
+        source = json.loads(init.read_text())
+        offset, step0 = source.get(init_key) or 0.0, source.get("steps") or 0
+        folder = Path(source.get("folder", ""))
+        if (folder / layout.LOG).is_file() and (folder / layout.CONFIG).is_file():
+            before = curve(folder, clock)
     ema_only = [bool(cfg.train.ema_decay) and "weights" not in r for r in val]
-    points = [(r["train_seconds"] / 3600, r["bpd"], r["step"]) for r in val]
-    return points, any(r.get("clock_estimated") for r in val), ema_only
+    points = [((offset + r[log_key]) / 3600, r["bpd"], step0 + r["step"]) for r in val]
+    return (before[0] + points, before[1] or any(r.get("clock_estimated") for r in val), before[2] + ema_only)
 
 
 def crossing(points: list[tuple[float, float, int]], threshold: float) -> tuple[float, int] | None:
@@ -52,6 +74,8 @@ def main() -> None:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="passed to selfvae train")
     p.add_argument("--thresholds", nargs="+", type=float, default=[1.6, 1.4, 1.2, 1.1, 1.0])
     p.add_argument("--out", type=Path, default=Path("time_to_quality.png"))
+    p.add_argument("--clock", choices=sorted(CLOCK_KEYS), default="wall",
+                   help="the training clock: wall (seconds passed) or cpu (CPU time of the steps)")
     a = p.parse_args()
     runs = list(a.runs)
     if a.train:
@@ -80,7 +104,7 @@ def main() -> None:
     print(header)
     print("|" + " --- |" * (4 + len(a.thresholds)))
     for run in runs:
-        points, estimated, ema_only = curve(run)
+        points, estimated, ema_only = curve(run, a.clock)
         if not points:
             print(f"| {run.name} | no validation records |")
             continue
@@ -98,7 +122,7 @@ def main() -> None:
     ax.plot([], [], "o", color="grey", mfc="white", label="only the EMA validated (it lagged the weights)")
     for t in a.thresholds:
         ax.axhline(t, color="grey", lw=0.6, ls=":")
-    ax.set_xlabel("training wall clock (hours, this machine)")
+    ax.set_xlabel(f"training {'CPU time' if a.clock == 'cpu' else 'wall clock'} (hours, this machine)")
     ax.set_ylabel("validation bits/dim (-ELBO, per data dim)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)

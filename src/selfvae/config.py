@@ -75,7 +75,7 @@ class TrainConfig:
     steps: int = 2000
     lr: float = 2e-3
     # "exp": lr * lr_decay**step floored at lr_min (the thesis); "cosine": from lr down to lr_min at ``steps``;
-    # "cosine-time": the same over ``max_minutes`` of this process's clock (equal-clock comparisons; a resumed
+    # "cosine-time": the same over ``max_minutes`` of this process's ``clock`` (equal-clock comparisons; a resumed
     # run anneals again over its new budget)
     lr_schedule: str = "exp"
     lr_decay: float = 0.999999
@@ -105,6 +105,9 @@ class TrainConfig:
     # weights it would load with): fine-tuning, or a warm restart with a fresh optimiser and schedule
     init: str | None = None
     max_minutes: float | None = None  # stop (as if done) after this much training time in this process
+    # The clock of ``max_minutes`` and "cosine-time": "wall" (seconds passed) or "cpu" (this process's CPU
+    # seconds: equal-budget comparisons that stay fair when other work shares the machine's cores)
+    clock: str = "wall"
     accum_steps: int = 1  # micro-batches per process per step (gradient accumulation; same global batch)
     num_threads: int | None = None  # torch.set_num_threads for the run (None: torch's default)
     deterministic: bool = False  # torch.use_deterministic_algorithms (bit-exact resume on CPU)
@@ -228,6 +231,9 @@ _CHECKS: dict[str, tuple[Callable[[Any], bool], str, bool]] = {
 }
 
 
+CLOCKS = ("wall", "cpu")
+
+
 def check_config(cfg: Config) -> Config:
     """Refuse a config whose numbers are out of range, not numbers, or whose shapes are not three positive sizes,
     naming the key (``--set`` and config files reach every field); returns ``cfg``."""
@@ -239,6 +245,8 @@ def check_config(cfg: Config) -> Config:
         number = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
         if not number or not test(value):
             raise SelfVAEError(f"{key}={value!r}: must be {what}")
+    if cfg.train.clock not in CLOCKS:
+        raise SelfVAEError(f"train.clock={cfg.train.clock!r}: must be one of {', '.join(CLOCKS)}")
     m = cfg.model
     for key, shape in (("image_shape", m.image_shape), ("latent_shape", m.latent_shape), ("data_shape", m.data_shape)):
         if shape is None and key == "data_shape":

@@ -6,7 +6,7 @@ An exported model is a folder holding (file names: :mod:`selfvae.runs.layout`)
 - ``model.safetensors``: the evaluation weights (EMA where the run kept them), float32 or float16
   (:mod:`selfvae.runs.weights`);
 - ``metrics.json``: the test bounds measured on these very weights (bits/dim per dimension of the data's
-  own images), FID where measured;
+  own images), FID where measured, and the training they had (steps, wall clock and CPU seconds);
 - ``card.md``: the model card (data, steps, wall clock, numbers).
 
 The models shipped with the package live in ``selfvae/pretrained/NAME/`` and are found by name after
@@ -22,7 +22,7 @@ from selfvae.errors import SelfVAEError
 from selfvae.models.build import resolved
 from selfvae.runs import layout
 from selfvae.runs.loading import load_run
-from selfvae.runs.stored import per_data_dims, stored_fid, stored_metrics, write_json
+from selfvae.runs.stored import per_data_dims, stored_fid, stored_metrics, training_done, write_json
 from selfvae.runs.weights import DTYPES, write_weights
 
 
@@ -54,6 +54,7 @@ def export(run: str | Path, out: str | Path, dtype: str = "float32", which: str 
     fid = stored_fid(src)
     if fid is not None:
         metrics["fid"] = fid
-    if metrics:
-        write_json(metrics, out / layout.METRICS)
+    if not layout.is_exported(src):  # the training these weights had, so a run started from them counts it
+        metrics["training"] = training_done(src, which)
+    write_json(metrics, out / layout.METRICS)
     return out

@@ -57,16 +57,17 @@ def shipped_iw_samples(folder: Path) -> int | None:
     return s if isinstance(s, int) and s >= 1 else None
 
 
-def training_done(folder: Path) -> dict[str, Any]:
-    """The training a model's weights had, ``{"steps": ..., "seconds": ...}`` (None where not recorded): an
-    exported model's card facts, or the step and clock of the checkpoint a run's model is read from."""
+def training_done(folder: Path, stem: str = layout.BEST) -> dict[str, Any]:
+    """The training a model's weights had, ``{"steps": ..., "seconds": ..., "cpu_seconds": ...}`` (wall clock
+    and CPU time; None where not recorded): an exported model's card facts, or the step and clocks of the
+    checkpoint ``stem`` a run's model is read from."""
     if layout.is_exported(folder):
         training = (read_json(Path(folder) / layout.METRICS) or {}).get("training", {})
-        return {"steps": training.get("steps"), "seconds": training.get("seconds")}
+        return {k: training.get(k) for k in ("steps", "seconds", "cpu_seconds")}
     from selfvae.runs.checkpoint import load_latest
 
-    state = load_latest(layout.checkpoint_to_load(folder))
-    return {"steps": state["step"], "seconds": state.get("train_seconds")}
+    state = load_latest(layout.checkpoint_to_load(folder, stem))
+    return {"steps": state["step"], "seconds": state.get("train_seconds"), "cpu_seconds": state.get("cpu_seconds")}
 
 
 def shipped_digest(folder: Path) -> str | None:

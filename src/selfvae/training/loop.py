@@ -139,7 +139,7 @@ class Session:
         """Train until ``train.steps``, the time budget, a signal or too many skipped steps; returns why it
         stopped early (None: it ran to its end or its time budget)."""
         t, st = self.cfg.train, self.state
-        started = time.monotonic()
+        started = self.clock()
         stream = batch_stream(self.train_ds, st.sampler, st.step, t.steps, self.cfg, self.env, self.device)
         try:
             with _StopFlag() as flag:
@@ -157,12 +157,16 @@ class Session:
             stream.close()
             self.journal.close()
 
+    def clock(self) -> float:
+        """Seconds on the clock ``train.clock`` names: passed (monotonic) or this process's CPU time."""
+        return time.process_time() if self.cfg.train.clock == "cpu" else time.monotonic()
+
     def budget_spent(self, started: float) -> float:
         """The fraction of ``train.max_minutes`` spent (0 without a budget), the same on every rank."""
         minutes = self.cfg.train.max_minutes
         spent = 0.0
         if minutes is not None:
-            spent = (time.monotonic() - started) / (60 * minutes) if minutes > 0 else math.inf
+            spent = (self.clock() - started) / (60 * minutes) if minutes > 0 else math.inf
         return D.all_mean(spent, self.env, self.device)
 
     def out_of_time(self) -> None:
@@ -174,7 +178,7 @@ class Session:
     def step(self, stream, spent: float) -> tuple[StepResult, float, float]:  # noqa: ANN001 - batch_stream
         """One optimisation step on the stream's next batch; returns its result, learning rate and seconds."""
         st = self.state
-        wall = time.perf_counter()
+        wall, cpu = time.perf_counter(), time.process_time()
         lr = learning_rate(self.cfg, st.step, spent)
         for group in st.opt.param_groups:
             group["lr"] = lr
@@ -183,6 +187,7 @@ class Session:
         tic = time.perf_counter()
         res = train_step(st.model, st.opt, micro, self.cfg, st.ema, step=st.step, env=self.env, scaler=st.scaler)
         st.train_seconds += time.perf_counter() - wall
+        st.cpu_seconds += time.process_time() - cpu
         st.step += 1
         st.sampler_state = next_sampler_state
         return res, lr, time.perf_counter() - tic
@@ -195,7 +200,8 @@ class Session:
         if st.step % t.log_every == 0 or st.step == t.steps or res.skipped:
             self.journal.record({
                 "step": st.step, "split": "train", "bpd": res.loss, "dims": st.model.x_dims,
-                "train_seconds": round(st.train_seconds, 1), "lr": lr, "grad_norm": res.grad_norm,
+                "train_seconds": round(st.train_seconds, 1),
+                "cpu_seconds": round(st.cpu_seconds, 1), "lr": lr, "grad_norm": res.grad_norm,
                 "skipped": res.skipped, "skipped_total": st.skips_total, "sec_per_step": seconds, **res.terms})
         if stopped is not None:
             self.checkpoint(layout.LAST)  # skipped steps changed nothing: this is the last good state
@@ -249,7 +255,8 @@ class Session:
         st.eval_weights = min(scores, key=lambda k: scores[k]["bpd_elbo"])
         m = scores[st.eval_weights]
         rec = {"step": st.step, "split": "val", "bpd": m["bpd_elbo"], "dims": m["dims"], "weights": st.eval_weights,
-               "train_seconds": round(st.train_seconds, 1), **{k: m[k] for k in m if k[:3] in ("re_", "kl_")}}
+               "train_seconds": round(st.train_seconds, 1), "cpu_seconds": round(st.cpu_seconds, 1),
+               **{k: m[k] for k in m if k[:3] in ("re_", "kl_")}}
         extra = ""
         if st.ema is not None:
             rec.update(bpd_raw=scores["model"]["bpd_elbo"], bpd_ema=scores["ema"]["bpd_elbo"])

@@ -48,6 +48,7 @@ class TrainState:
     skips_in_row: int = 0
     skips_total: int = 0
     train_seconds: float = 0.0  # training wall clock over all sessions of the run (time-to-quality curves)
+    cpu_seconds: float = 0.0  # the CPU time of those steps (all threads; 0 in checkpoints from before it was kept)
     sampler_state: dict[str, int] = field(default_factory=dict)  # the sampler after the last consumed batch
 
     @classmethod
@@ -80,6 +81,7 @@ class TrainState:
             "eval_weights": self.eval_weights,
             "skips_total": self.skips_total,
             "train_seconds": self.train_seconds,
+            "cpu_seconds": self.cpu_seconds,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -94,6 +96,7 @@ class TrainState:
         if "best_dims" not in state:  # saved when bits/dim were per dimension of the padded frame
             self.best *= self.model.padded_dims / self.model.x_dims
         self.train_seconds = state.get("train_seconds")
+        self.cpu_seconds = state.get("cpu_seconds", 0.0)
         self.eval_weights = state.get("eval_weights", self.eval_weights)
         self.skips_total = state.get("skips_total", 0)
         self.start_ema()  # a run saved without EMA weights starts them from its weights, as a new run does
