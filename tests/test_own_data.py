@@ -5,6 +5,7 @@ evaluation that falls back to the validation split of a folder without test/."""
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -99,6 +100,13 @@ def test_pgm_faces_train_at_32(tmp_path, capsys):
     main(["eval", str(run), "--iw-samples", "1", "--json"])
     out = capsys.readouterr()
     assert json.loads(out.out)["split"] == "val" and "validation split instead" in out.err
+    from selfvae.evaluation.rows import run_row
+    from selfvae.evaluation.run_fid import run_fid
+
+    (run / "final" / "metrics.json").unlink()  # the comparison table evaluates it now, on the same split
+    assert run_row(run, n_eval=4, iw_samples=1, timing=False)["source"].startswith("evaluated now (val, 4 images")
+    fid = run_fid(run, n=4, n_ref=4, progress=False, cache=tmp_path / "cache")
+    assert fid["ref"] == "val" and fid["n_ref"] == 4 and math.isfinite(fid["fid"])
 
 
 def test_pgm_faces_train_a_3_level_model_at_64(tmp_path, capsys):

@@ -77,6 +77,11 @@ def test_refuses_to_overwrite_and_to_resume_nothing(blob_npz, tmp_path):
     train(tiny_config(blob_npz, steps=2), tmp_path / "r", progress=False, final_eval=False)
     with pytest.raises(SelfVAEError, match="already holds a run"):
         train(tiny_config(blob_npz, steps=2), tmp_path / "r", progress=False)
+    cfg = tiny_config(blob_npz, steps=2)
+    cfg.train.lr = 0.0  # the library refuses what the CLI refuses, before any work
+    with pytest.raises(SelfVAEError, match=r"train\.lr=0\.0: must be above 0"):
+        train(cfg, tmp_path / "zero", progress=False)
+    assert not (tmp_path / "zero").exists()
 
 
 def test_corrupt_checkpoint_is_rejected_and_the_previous_kept(tmp_path):
@@ -339,8 +344,8 @@ def test_ema_decay_warms_up_so_the_initial_weights_fade_fast():
 
 
 def test_init_starts_from_another_runs_weights_with_a_fresh_optimiser(blob_npz, tmp_path, capsys):
-    """``train.init``: the new run starts from the source's evaluation weights (at lr 0 it keeps them
-    exactly), records where they came from, and refuses a source of another architecture. From the command
+    """``train.init``: the new run starts from the source's evaluation weights (stopped before its first step
+    it holds them exactly), records where they came from, and refuses a source of another architecture. From the command
     line, ``--init`` takes the source's config as the base."""
     from selfvae.cli import main
 
@@ -348,7 +353,7 @@ def test_init_starts_from_another_runs_weights_with_a_fresh_optimiser(blob_npz, 
     train(tiny_config(blob_npz, "downscale", steps=10), src, progress=False, final_eval=False)
     _, source_model = load_run(src)
     cfg = tiny_config(blob_npz, "downscale", steps=2)
-    cfg.train.init, cfg.train.lr, cfg.train.lr_min = str(src), 0.0, 0.0
+    cfg.train.init, cfg.train.max_minutes = str(src), 0.0
     train(cfg, tmp_path / "tuned", progress=False, final_eval=False)
     tuned = load_checkpoint(tmp_path / "tuned" / "last.pt")["model"]
     for k, v in source_model.state_dict().items():

@@ -154,10 +154,10 @@ def _tradeoff(run_dir: Path, model, x: Tensor | None, device: str) -> str:
 
 
 def _test_images(cfg, n: int) -> tuple[Tensor | None, str]:
-    from selfvae.data import load_split
+    from selfvae.data import load_test_split
 
     try:
-        ds = load_split(cfg, "test")
+        ds, _ = load_test_split(cfg)
     except SelfVAEError as e:
         return None, f"test images not available: {e}"
     return ds.images[: min(n, len(ds))], ""

@@ -98,14 +98,14 @@ def run_row(
         metrics = per_data_dims(metrics, model.x_dims, model.padded_dims)
         row["source"] = f"{metrics['source']} ({metrics.get('split', 'test')}, S={metrics.get('iw_samples')})"
     elif n_eval:
-        from selfvae.data import batches_of, load_split
+        from selfvae.data import batches_of, load_test_split
         from selfvae.evaluation.bounds import evaluate
 
-        ds = load_split(cfg, "test")
+        ds, split = load_test_split(cfg)
         torch.manual_seed(seed)
         n = min(n_eval, len(ds))
         metrics = evaluate(model, batches_of(ds, 64, n), iw_samples, device, total=n, progress=progress)
-        row["source"] = f"evaluated now (test, {n} images, S={iw_samples})"
+        row["source"] = f"evaluated now ({split}, {n} images, S={iw_samples})"
     else:
         metrics = {}
         row["source"] = "not evaluated"

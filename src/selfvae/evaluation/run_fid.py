@@ -68,13 +68,14 @@ def run_fid(
     """FID of ``n`` samples of the run's best model against its data set; writes it to the run's
     :data:`~selfvae.runs.layout.FID` (under ``./NAME`` for a shipped model).
 
-    ``ref="test"``: statistics of the whole test split (papers: 10k samples vs test); ``ref="train"``: of the
+    ``ref="test"``: statistics of the whole test split (papers: 10k samples vs test; a data set without one:
+    its validation split, as training's final evaluation, and ``ref`` says so); ``ref="train"``: of the
     first ``n`` training images (papers: 50k samples vs train). ``n_ref`` caps the reference images (the first
     ``n_ref`` of the split) when time is short; FID grows as sample counts shrink, so compare like with like.
     Reference statistics are cached in
     :func:`cache_dir` (or ``cache``), keyed by data set, split, count and Inception weights.
     """
-    from selfvae.data import batches_of, load_split
+    from selfvae.data import batches_of, load_split, load_test_split
     from selfvae.evaluation import fid as fidlib
 
     run_dir = layout.check_run_dir(run_dir)
@@ -87,7 +88,7 @@ def run_fid(
     cfg, model = load_run(run_dir, device, data_dir=data_dir)
     extractor = fidlib.InceptionFeatures(weights, device=device)
     d = cfg.data
-    ds = load_split(cfg, ref)
+    ds, ref = load_test_split(cfg) if ref == "test" else (load_split(cfg, ref), ref)  # a folder without test/: val
     if n_ref is None:
         n_ref = len(ds) if ref == "test" else n
     n_ref = min(n_ref, len(ds))

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from selfvae import runtime
-from selfvae.config import Config
+from selfvae.config import Config, check_config
 from selfvae.data import ImageDataset, batches_of, load_test_split
 from selfvae.errors import SelfVAEError
 from selfvae.evaluation.bounds import EVAL_BATCH, evaluate
@@ -97,15 +97,13 @@ def train(
 
 def check_start(cfg: Config, run_dir: Path, resume: bool, env: D.DistEnv) -> None:
     """Refuse a run that cannot start, before any work: nothing to resume, a run already there, settings
-    that do not fit."""
-    t = cfg.train
+    out of range (:func:`~selfvae.config.check_config`, the rule the CLI applies) or that do not fit."""
+    t = check_config(cfg).train
     has_run = layout.has_run(run_dir)
     if resume and not has_run:
         raise SelfVAEError(f"{run_dir}: nothing to resume (no {layout.checkpoint(run_dir).name})")
     if not resume and has_run:
         raise SelfVAEError(f"{run_dir}: already holds a run; pass --resume to continue it or choose another --out")
-    if t.accum_steps < 1 or t.workers < 0:
-        raise SelfVAEError(f"train.accum_steps={t.accum_steps} must be >= 1 and train.workers={t.workers} >= 0")
     learning_rate(cfg, 0)  # refuses an unknown schedule
     if t.batch_size % (env.world_size * t.accum_steps):
         raise SelfVAEError(f"train.batch_size={t.batch_size} is not divisible by {env.world_size} process(es) "
