@@ -5,6 +5,11 @@ Not a test: ``python benchmarks/photo_codec.py MODEL [MODEL ...] [--photos FILE 
 By default the photographs are the ones installed with our dependencies: matplotlib's ``grace_hopper.jpg`` and,
 with the ``[test]`` extra, gradio's ``cheetah.jpg`` and ``tower.jpg``; a grey model gets them converted to grey.
 ``--size N`` centre-crops each to N x N first (the whole photograph by default).
+
+Last, per model, the ceiling that the model's arithmetic sets: the FLOPs of one forward pass over a tile (the
+negative ELBO: encoder, prior and decoder, by ``torch.utils.flop_counter``), the CPU time it takes at this
+thread count, and the megapixels/s that one such pass per tile would allow (coding needs at least one; the
+encoder runs two: one to choose model or fallback per tile, one to code).
 """
 
 from __future__ import annotations
@@ -75,6 +80,26 @@ def main() -> None:
             classical = " ".join(f"{8 * lossless_size(k, x) / dims:>7.3f}" for k in LOSSLESS)
             print(f"{name:<20} {path.name:<18} {f'{x.shape[1]}x{x.shape[0]}x{c}':>11} {8 * len(data) / dims:>6.3f} "
                   f"{share:>9.1%} {mp / enc:>8.3f} {mp / dec:>8.3f} {classical}", flush=True)
+        gflop, seconds = forward_cost(model, a.threads)
+        pixels = model.shapes[-1][1] * model.shapes[-1][2]
+        print(f"{name}: one forward pass {gflop:.3f} GFLOP a tile, {1e3 * seconds:.1f} ms a tile on {a.threads} "
+              f"thread(s) ({gflop / seconds:.1f} GFLOP/s): at most {pixels / seconds / 1e6:.3f} MP/s at a pass a tile")
+
+
+def forward_cost(model: torch.nn.Module, threads: int, n: int = 16, repeats: int = 3) -> tuple[float, float]:
+    """GFLOP of one forward pass (the negative ELBO) per tile, and its seconds per tile on ``threads`` threads."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    x = torch.randint(0, 256, (n, *model.shapes[-1]), dtype=torch.uint8)
+    torch.set_num_threads(threads)
+    with torch.no_grad():
+        counter = FlopCounterMode(display=False)
+        with counter:
+            model.terms(x)
+        tic = time.perf_counter()
+        for _ in range(repeats):
+            model.terms(x)
+    return counter.get_total_flops() / n / 1e9, (time.perf_counter() - tic) / (n * repeats)
 
 
 if __name__ == "__main__":
