@@ -275,6 +275,34 @@ class _Encoded:
     chosen_bits: float  # what the chosen groups took
 
 
+class _ChosenTiles:
+    """Tiles coded one at a time with chosen latents and no pops (:mod:`selfvae.codec.chosen`): the first ones a
+    lossless file codes, which the stack cannot fund yet. Keeps what each cost (into ``parts``), their grids and
+    the keys the search found."""
+
+    def __init__(self, coder: BitsBackCoder, tiles: torch.Tensor, parts: dict[str, float], lossy: QuantisedZ | None,
+                 search_steps: int, on_search_step: Callable[[], None] | None) -> None:
+        self.coder, self.tiles, self.parts, self.lossy = coder, tiles, parts, lossy
+        self.search_steps, self.on_search_step = search_steps, on_search_step
+        self.searched: dict[int, list[np.ndarray]] = {}
+        self.grids: list[int] = []
+        self.bits = 0.0
+
+    def code(self, stack: Stack, i: int) -> Stack:
+        """Code tile ``i`` with chosen latents; the search runs on the next ``SEARCH_BATCH`` tiles at once (the
+        encoder goes last first), which all but always covers every tile coded so."""
+        if self.search_steps and i not in self.searched:
+            lo = max(0, i + 1 - SEARCH_BATCH)
+            keys = search_keys(self.coder, self.tiles[lo : i + 1], self.search_steps, self.on_search_step)
+            self.searched.update(enumerate(keys, lo))
+        out, grid, bits = encode_cheapest(self.coder, stack, self.tiles[i : i + 1], self.searched.get(i), self.lossy)
+        for k, v in bits.items():
+            self.parts[k] += v
+        self.grids.append(grid)
+        self.bits += sum(bits.values())
+        return out
+
+
 def _encode_all(
     coder: BitsBackCoder, tiles: torch.Tensor, group: int, parts: dict[str, float], done: Callable[[int], None],
     lossy: QuantisedZ | None = None, recon: dict[int, torch.Tensor] | None = None, search_steps: int = 0,
@@ -294,26 +322,10 @@ def _encode_all(
         return _Encoded(base or Stack(), 0, [], [], [], 0.0)
     last = tiles[n - 1 : n]
     chosen_first = coder.p.chosen_first
-    chosen, chosen_bits = [], 0.0
-
-    searched: dict[int, list[np.ndarray]] = {}
-
-    def code_chosen(stack: Stack, i: int) -> Stack:
-        """Code tile ``i`` with chosen latents; the search runs on the next ``SEARCH_BATCH`` tiles at once (the
-        encoder goes last first), which all but always covers every tile coded so."""
-        nonlocal chosen_bits
-        if search_steps and i not in searched:
-            lo = max(0, i + 1 - SEARCH_BATCH)
-            searched.update(enumerate(search_keys(coder, tiles[lo : i + 1], search_steps, on_search_step), lo))
-        out, p, bits = encode_cheapest(coder, stack, tiles[i : i + 1], searched.get(i), lossy)
-        for k, v in bits.items():
-            parts[k] += v
-        chosen.append(p)
-        chosen_bits += sum(bits.values())
-        return out
-
+    by_choice = _ChosenTiles(coder, tiles, parts, lossy, search_steps, on_search_step)
+    chosen = by_choice.grids  # per group, in encoding order: its chosen grid or -1
     if chosen_first:
-        n_seed, stack = 0, code_chosen(base or Stack(), n - 1)
+        n_seed, stack = 0, by_choice.code(base or Stack(), n - 1)
         pop_bits = 32.0 * coder.initial_words(last)  # from below; the first group coded with bits back corrects it
     else:
         stack, n_seed, pop_bits = _seeded_first(coder, last, parts, lossy)
@@ -330,7 +342,7 @@ def _encode_all(
             stack, took, size, s = _encode_fundable(coder, stack, tiles, end, size, s, parts, lossy, chosen_first)
         if took is None:  # not even one image: code it with chosen latents
             size, s = 1, 1
-            stack = code_chosen(stack, end - 1)
+            stack = by_choice.code(stack, end - 1)
         else:
             pop_bits = max(pop_bits, took / s)  # the next group is sized by how deep one image's sample digs
             chosen.append(-1)
@@ -339,7 +351,7 @@ def _encode_all(
         samples.append(s)
         end -= size
         done(size)
-    return _Encoded(stack, n_seed, sizes[::-1], samples[::-1], chosen[::-1], chosen_bits)
+    return _Encoded(stack, n_seed, sizes[::-1], samples[::-1], chosen[::-1], by_choice.bits)
 
 
 def _encode_fundable(coder: BitsBackCoder, stack: Stack, tiles: torch.Tensor, end: int, size: int, s: int,
