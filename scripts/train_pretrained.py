@@ -10,7 +10,8 @@ better) as float16 (likelihood output layers float32) when the full-test-set ELB
 bits/dim of the float32 one (same posterior noise), else as float32; then it measures the shipped file (ELBO
 over the whole test split; the IW bound on a subset at S = --max-s, and the smallest S within 0.005 bits/dim
 of it) and writes ``model.safetensors``, ``config.json``, ``metrics.json``, ``card.md`` into
-``src/selfvae/pretrained/NAME/``.
+``src/selfvae/pretrained/NAME/``, with the card's pictures: ``samples.png`` and, for a selfVAE, ``superres.png``
+(``--pictures`` draws them again for a shipped model and puts them in its card).
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ from selfvae.runs.stored import write_json
 from selfvae.viz import read_log, with_train_seconds
 
 FP16_TOLERANCE = 0.002  # bits/dim the float16 file may move the bound by
+PICTURES = "## Pictures"  # the card's last section (--pictures replaces it)
+N_SAMPLES, N_SUPERRES = 32, 8
 
 
 def train(name: str, run: Path, minutes: float, seed: int, data_dir: str | None, sets: list[str],
@@ -139,6 +142,37 @@ def _differences(name: str, cfg) -> str:  # noqa: ANN001 - Config
                      and k not in ("name", "description"))
 
 
+def draw_pictures(folder: Path, data_dir: str | None, seed: int = 0) -> None:
+    """The card's pictures, from the shipped model: ``N_SAMPLES`` samples and, for a selfVAE, the first
+    ``N_SUPERRES`` test images' ``y_K`` super-resolved (rows: ``y_K``, two samples of x, the real x)."""
+    from selfvae.models.ops import generate, super_resolve
+    from selfvae.viz import save_grid, save_rows
+
+    cfg, model = load_run(folder, data_dir=data_dir)
+    torch.manual_seed(seed)
+    save_grid(generate(model, N_SAMPLES)[-1], folder / "samples.png", nrow=8)
+    (folder / "superres.png").unlink(missing_ok=True)
+    if model.K:
+        x = load_split(cfg, "test").images[:N_SUPERRES]
+        y = model.levels(x)[-2]
+        torch.manual_seed(seed)
+        rows = [y, *(super_resolve(model, y)[-1] for _ in range(2)), x]
+        save_rows(rows, folder / "superres.png")
+
+
+def pictures_section(name: str, folder: Path, seed: int = 0) -> str:
+    """The card's pictures section (empty where none are drawn): each with the command that draws it."""
+    if not (folder / "samples.png").is_file():
+        return ""
+    text = (f"\n{PICTURES}\n\n![{N_SAMPLES} samples](samples.png)\n\n{N_SAMPLES} samples, seed {seed} (the "
+            f"same samples: `selfvae sample {name} -n {N_SAMPLES} --seed {seed}`).\n")
+    if (folder / "superres.png").is_file():
+        text += (f"\n![super-resolution](superres.png)\n\nThe first {N_SUPERRES} test images: y = d(x) (the "
+                 "level x is generated from, drawn at x's size), two samples of x given it, and the real x "
+                 f"(`selfvae superres {name} ...`).\n")
+    return text
+
+
 def card(name: str, folder: Path, metrics: dict, steps: int, seconds: float, how: str, seed: int, lr: str) -> str:
     cfg, model = load_run(folder)
     params = sum(p.numel() for p in model.parameters())
@@ -178,7 +212,7 @@ def card(name: str, folder: Path, metrics: dict, steps: int, seconds: float, how
         reproduce += (" This run was trained in stages, resumed with other learning-rate settings (the learning-rate "
                       "row; the commands are in docs/RESULTS.md); the settings above are its last stage's.")
     return (f"# {name}\n\n{cfg.description}.\n\n| | |\n| --- | --- |\n{table}\n\n{reproduce}\n"
-            f"Check: `selfvae eval {name} --json`.\n")
+            f"Check: `selfvae eval {name} --json`.\n{pictures_section(name, folder, seed)}")
 
 
 def _measured_later(name: str, metrics: dict) -> list[tuple[str, str]]:
@@ -237,6 +271,7 @@ def ship(name: str, run: Path, data_dir: str | None, seed: int, iw_limit: int, m
                    iw={"bpd_iw": iw["bpd_iw"], "bpd_elbo": iw["bpd_elbo"], "iw_samples": max_s, "n_images": n,
                        "s_within_0.005": s_enough, "curve": {str(k): v["bpd_iw"] for k, v in curve.items()}})
     metrics.update(iw_figures(metrics, iw["bpd_iw"]), iw_samples=max_s, iw_n_images=n)
+    draw_pictures(dest, data_dir, seed)
     write_card(name, run, dest, metrics, seed, hardware, data_note)
     return dest
 
@@ -285,12 +320,20 @@ def main() -> None:
     p.add_argument("--hardware", help="where it was trained, for the card (default: a 2-core CPU)")
     p.add_argument("--data-note", help="what the data set is, for the card (default: the data set's name)")
     p.add_argument("--card-only", action="store_true", help="only rewrite the shipped model's card and training facts")
+    p.add_argument("--pictures", action="store_true",
+                   help="only draw the shipped model's pictures again and put them in its card")
     p.add_argument("--iw-limit", type=int, default=200, help="test images for the IW bound")
     p.add_argument("--max-s", type=int, default=128, help="largest S the doubling rule may pick")
     a = p.parse_args()
     if a.data_dir is None and DATASETS[get_preset(a.name).data.name].default_root is None:
         a.data_dir = "../shared/data"  # where this project keeps MNIST; Fashion-MNIST has a Debian location
     run = Path(a.run or f"runs/pretrained/{a.name}")
+    if a.pictures:
+        dest = PACKAGED / a.name
+        draw_pictures(dest, a.data_dir, a.seed)
+        text = (dest / layout.CARD).read_text()
+        (dest / layout.CARD).write_text(text.split(f"\n{PICTURES}\n")[0] + pictures_section(a.name, dest, a.seed))
+        return
     if a.card_only:
         write_card(a.name, run, PACKAGED / a.name, json.loads((PACKAGED / a.name / layout.METRICS).read_text()),
                    a.seed, a.hardware, a.data_note)

@@ -119,14 +119,9 @@ def test_a_shipped_name_works_in_the_commands_and_writes_nothing_into_the_packag
 def test_shipped_metrics_take_every_iw_figure_from_the_iw_bound():
     """The shipping script measures the ELBO over the whole test set at S = 1 (whose IW keys are ELBO copies) and
     the IW bound on a subset: every IW key of the shipped metrics must come from the latter."""
-    import importlib.util
     import math
-    from pathlib import Path
 
-    path = Path(__file__).resolve().parents[1] / "scripts" / "train_pretrained.py"
-    spec = importlib.util.spec_from_file_location("train_pretrained", path)
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = _shipping_script()
     s1 = {"dims": 784, "padded_dims": 1024, "bpd_elbo": 1.2, "bpd_iw": 1.2, "bpd_joint_elbo": 0.9,
           "bpd_joint_iw": 0.9, "nll_iw_nats": 1.2 * 784 * math.log(2), "bpd_iw_padded": 1.2 * 784 / 1024}
     out = script.iw_figures(s1, 1.1)
@@ -228,3 +223,42 @@ def test_the_listing_shows_the_whole_test_set_bound_and_stops_quietly_in_a_pipe(
         finally:
             os.close(w)
         assert piped.returncode == 1 and "Traceback" not in piped.stderr, (command, piped.stderr)
+
+
+def _shipping_script():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "train_pretrained.py"
+    spec = importlib.util.spec_from_file_location("train_pretrained", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    return script
+
+
+def test_card_pictures_are_the_models_samples_and_super_resolutions(tiny_run, tmp_path):
+    """The shipping script draws a selfVAE's samples and super-resolutions beside its card (the sample grid is
+    samples `selfvae sample NAME -n 32 --seed 0` draws); every shipped card shows pictures that are there."""
+    import re
+
+    from PIL import Image
+
+    from selfvae.models.ops import generate
+    from selfvae.runs.layout import PACKAGED
+    from selfvae.viz import save_grid
+
+    script = _shipping_script()
+    out = export(tiny_run, tmp_path / "m")
+    script.draw_pictures(out, None)
+    _, model = load_run(out)
+    torch.manual_seed(0)  # the samples `selfvae sample NAME -n 32 --seed 0` draws (there in a grid of its own)
+    save_grid(generate(model, 32)[-1], tmp_path / "same.png", nrow=8)
+    assert np.array_equal(np.asarray(Image.open(out / "samples.png")), np.asarray(Image.open(tmp_path / "same.png")))
+    rows = np.asarray(Image.open(out / "superres.png"))
+    assert rows.shape[:2] == (4 * 18 + 2, 8 * 18 + 2)  # y, two samples, x: 8 images of 16x16 a row, 2-pixel gaps
+    assert "![super-resolution](superres.png)" in script.pictures_section("m", out)
+    for name in pretrained_names():
+        card = (PACKAGED / name / "card.md").read_text()
+        shown = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", card)
+        assert "samples.png" in shown, name
+        assert all((PACKAGED / name / f).is_file() for f in shown), name
