@@ -756,6 +756,25 @@ def test_images_named_alike_all_come_back_and_outputs_are_checked_first(tmp_path
     assert all(np.array_equal(b, p) for b, p in zip(back, pics.values(), strict=True))
 
 
+def test_a_colour_image_for_a_grey_model_is_refused_with_the_conversion_offered(tmp_path, capsys):
+    from PIL import Image
+
+    from selfvae.cli import main
+    from selfvae.data.images import convert_channels
+
+    rgb = np.random.default_rng(4).integers(0, 256, (20, 24, 3), dtype=np.uint8)
+    Image.fromarray(rgb).save(tmp_path / "c.png")
+    with pytest.raises(SystemExit):
+        main(["compress", "mnist-vae", str(tmp_path / "c.png"), "-o", str(tmp_path / "c.svae")])
+    err = capsys.readouterr().err
+    assert "c: is a colour image and this model codes grey images" in err and "--channels 1" in err
+    assert not (tmp_path / "c.svae").exists()
+    main(["compress", "mnist-vae", str(tmp_path / "c.png"), "--channels", "1", "-o", str(tmp_path / "c.svae")])
+    main(["decompress", str(tmp_path / "c.svae"), "-o", str(tmp_path / "out")])
+    back = np.asarray(Image.open(tmp_path / "out" / "c.png"))
+    assert np.array_equal(back, convert_channels(rgb[None], 1)[0, ..., 0])  # the grey version, exactly
+
+
 _CRAFTED = st.one_of(st.integers(-3, 3), st.integers(-(2**40), 2**40), st.just(10**8), st.none(), st.text(max_size=3),
                      st.lists(st.integers(-2, 300), max_size=4), st.just(1.5), st.just(float("nan")))
 

@@ -409,6 +409,11 @@ def cmd_compress(args: argparse.Namespace) -> None:
 
     _, model = _load(args)
     images = read_inputs(args.inputs, args.limit)
+    if args.channels:
+        from selfvae.codec.images import InputImage
+        from selfvae.data.images import convert_channels
+
+        images = [InputImage(im.name, convert_channels(im.pixels[None], args.channels)[0]) for im in images]
     given = {"precision": args.precision, "chunk": args.chunk, "flow_chunk": args.flow_chunk,
              "mixture_bits_back": False if args.no_mixture_bits_back else None, "samples": args.samples,
              "chosen_first": False if args.initial_bits else None}
@@ -662,6 +667,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="image files (PNG, JPEG, PGM, ...), folders, or an .npz (its x_test, or FILE.npz:KEY)")
     s.add_argument("-o", "--output", required=True, help="compressed file to write")
     s.add_argument("--limit", type=int, help="compress only the first N images")
+    s.add_argument("--channels", type=int, choices=[1, 3],
+                   help="convert the inputs first (1: grey by ITU-R 601 luma; 3: grey repeated): a colour image for "
+                        "a grey model; the file then decodes to the converted image")
     s.add_argument("--precision", type=int, help="latent grid 2^-P (default: CodingParams.precision); stored")
     s.add_argument("--chunk", type=int, help="images per network call (default: CodingParams.chunk); stored")
     s.add_argument("--flow-chunk", type=int,

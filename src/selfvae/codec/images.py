@@ -96,7 +96,9 @@ def to_tiles(pixels: np.ndarray, shape: tuple[int, int, int], where: str) -> np.
         if ci == 1 and c == 3:
             pixels = np.repeat(pixels, 3, axis=2)
         else:
-            raise SelfVAEError(f"{where}: is a colour image and this model codes grey images (1 channel)")
+            raise SelfVAEError(f"{where}: is a colour image and this model codes grey images (1 channel); code its "
+                               "grey version (`selfvae compress --channels 1`) or use an RGB model "
+                               "(`selfvae pretrained` lists them)")
     rows, cols, oy, ox = tile_grid(h, w, th, tw)
     canvas = np.zeros((rows * th, cols * tw, c), dtype=np.uint8)
     canvas[oy : oy + h, ox : ox + w] = pixels
