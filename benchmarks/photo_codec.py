@@ -8,8 +8,8 @@ with the ``[test]`` extra, gradio's ``cheetah.jpg`` and ``tower.jpg``; a grey mo
 
 Last, per model, the ceiling that the model's arithmetic sets: the FLOPs of one forward pass over a tile (the
 negative ELBO: encoder, prior and decoder, by ``torch.utils.flop_counter``), the CPU time it takes at this
-thread count, and the megapixels/s that one such pass per tile would allow (coding needs at least one; the
-encoder runs two: one to choose model or fallback per tile, one to code).
+thread count, and the megapixels/s that one such pass per tile would allow on as many cores (coding needs at
+least one; the encoder runs two: one to choose model or fallback per tile, one to code).
 """
 
 from __future__ import annotations
@@ -80,14 +80,17 @@ def main() -> None:
             classical = " ".join(f"{8 * lossless_size(k, x) / dims:>7.3f}" for k in LOSSLESS)
             print(f"{name:<20} {path.name:<18} {f'{x.shape[1]}x{x.shape[0]}x{c}':>11} {8 * len(data) / dims:>6.3f} "
                   f"{share:>9.1%} {mp / enc:>8.3f} {mp / dec:>8.3f} {classical}", flush=True)
-        gflop, seconds = forward_cost(model, a.threads)
+        gflop, cpu = forward_cost(model, a.threads)
         pixels = model.shapes[-1][1] * model.shapes[-1][2]
-        print(f"{name}: one forward pass {gflop:.3f} GFLOP a tile, {1e3 * seconds:.1f} ms a tile on {a.threads} "
-              f"thread(s) ({gflop / seconds:.1f} GFLOP/s): at most {pixels / seconds / 1e6:.3f} MP/s at a pass a tile")
+        print(f"{name}: one forward pass {gflop:.3f} GFLOP a tile, {1e3 * cpu:.1f} ms of CPU a tile on {a.threads} "
+              f"thread(s) ({gflop / cpu:.1f} GFLOP/s a core): at most {a.threads * pixels / cpu / 1e6:.3f} MP/s at a "
+              f"pass a tile")
 
 
 def forward_cost(model: torch.nn.Module, threads: int, n: int = 16, repeats: int = 3) -> tuple[float, float]:
-    """GFLOP of one forward pass (the negative ELBO) per tile, and its seconds per tile on ``threads`` threads."""
+    """GFLOP of one forward pass (the negative ELBO) per tile, and the CPU seconds it takes per tile on ``threads``
+    threads (CPU time, all threads: what it costs even where other work shares the cores; wall time at best
+    divides it by ``threads``)."""
     from torch.utils.flop_counter import FlopCounterMode
 
     x = torch.randint(0, 256, (n, *model.shapes[-1]), dtype=torch.uint8)
@@ -96,10 +99,11 @@ def forward_cost(model: torch.nn.Module, threads: int, n: int = 16, repeats: int
         counter = FlopCounterMode(display=False)
         with counter:
             model.terms(x)
-        tic = time.perf_counter()
+        model.terms(x)  # warm-up
+        tic = time.process_time()
         for _ in range(repeats):
             model.terms(x)
-    return counter.get_total_flops() / n / 1e9, (time.perf_counter() - tic) / (n * repeats)
+    return counter.get_total_flops() / n / 1e9, (time.process_time() - tic) / (n * repeats)
 
 
 if __name__ == "__main__":
