@@ -227,10 +227,12 @@ def _measured_later(name: str, metrics: dict) -> list[tuple[str, str]]:
         rows.append((f"test bpd, IW bound, all {full['n_images']}",
                      f"**{full['bpd_iw']:.4f}** with S = {full['iw_samples']} (`selfvae eval {name} --iw-samples "
                      f"{full['iw_samples']} --json`; its ELBO {full['bpd_elbo']:.4f}){easier}"))
-    if "fid" in metrics:
-        f = metrics["fid"]
-        rows.append(("FID", f"**{f['fid']:.1f}** ({f['n']} samples vs the first {f['n_ref']} {f['ref']} images, seed "
-                            f"{f['seed']}; `selfvae fid {name} --n {f['n']} --n-ref {f['n_ref']} --ref {f['ref']}`)"))
+    for ref in layout.FID_REFS:
+        f = metrics.get(layout.fid_key(ref))
+        if f:
+            rows.append((f"FID ({ref})", f"**{f['fid']:.1f}** ({f['n']} samples vs the first {f['n_ref']} {f['ref']} "
+                                         f"images, seed {f['seed']}; `selfvae fid {name} --n {f['n']} --n-ref "
+                                         f"{f['n_ref']} --ref {f['ref']}`)"))
     if "bpd_elbo_consistent" in metrics:
         rows.append(("test bpd, ELBO renormalised onto d(x) = y",
                      f"**{metrics['bpd_elbo_consistent']:.4f}** (all {metrics['n_images']}; `selfvae eval {name} "

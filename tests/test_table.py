@@ -112,6 +112,16 @@ def test_fid_value_matches_manual_computation(srvae_tiny, tmp_path, fake_incepti
     want = fidlib.fid_score(real, fake, method="sqrtm")
     assert r["fid"] == pytest.approx(want, rel=1e-6, abs=1e-9)
     assert not np.isclose(r["fid"], 0.0)
+    # against train and against test (the papers report both): kept apart, and both carried by an export
+    from selfvae.runs.export import export
+    from selfvae.runs.stored import stored_fid
+
+    assert (run / "final" / "fid-train.json").is_file() and not (run / "final" / "fid.json").exists()
+    t = run_fid(run, n=50, ref="test", batch_size=50, progress=False, seed=3)
+    assert stored_fid(run)["fid"] == t["fid"] != stored_fid(run, "train")["fid"] == r["fid"]
+    metrics = json.loads((export(run, tmp_path / "exported") / "metrics.json").read_text())
+    assert (metrics["fid"]["ref"], metrics["fid_train"]["ref"]) == ("test", "train")
+    assert stored_fid(tmp_path / "exported", "train")["fid"] == r["fid"]
 
 
 @pytest.mark.parametrize("cmd", ["fid", "report", "compare"])

@@ -645,7 +645,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--decode", default="mean", choices=["mean", "mode"], help="with --bits: x from p(x|y,z)'s")
     s.add_argument("--batch-size", type=int, default=100)
     s.add_argument("--out", help="output folder (default RUN_DIR/tradeoff)")
-    s = run_cmd("fid", f"FID of generated samples against the data set (writes RUN_DIR/{layout.FID})", cmd_fid)
+    s = run_cmd("fid", f"FID of generated samples against the data set (writes RUN_DIR/{layout.FID}; another --ref: "
+                f"{layout.fid_file('REF')})", cmd_fid)
     s.add_argument("--n", type=int, default=10000, help="number of samples (papers: 10000 vs test, 50000 vs train)")
     s.add_argument("--ref", default="test", choices=["test", "train"],
                    help="reference statistics: the whole test split, or the first N training images")

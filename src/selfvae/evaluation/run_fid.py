@@ -66,7 +66,7 @@ def run_fid(
     data_dir: str | None = None,
 ) -> dict[str, Any]:
     """FID of ``n`` samples of the run's best model against its data set; writes it to the run's
-    :data:`~selfvae.runs.layout.FID` (under ``./NAME`` for a shipped model).
+    :func:`~selfvae.runs.layout.fid_file` of ``ref`` (under ``./NAME`` for a shipped model).
 
     ``ref="test"``: statistics of the whole test split (papers: 10k samples vs test; a data set without one:
     its validation split, as training's final evaluation, and ``ref`` says so); ``ref="train"``: of the
@@ -88,22 +88,22 @@ def run_fid(
     cfg, model = load_run(run_dir, device, data_dir=data_dir)
     extractor = fidlib.InceptionFeatures(weights, device=device)
     d = cfg.data
-    ds, ref = load_test_split(cfg) if ref == "test" else (load_split(cfg, ref), ref)  # a folder without test/: val
+    ds, used = load_test_split(cfg) if ref == "test" else (load_split(cfg, ref), ref)  # a folder without test/: val
     if n_ref is None:
         n_ref = len(ds) if ref == "test" else n
     n_ref = min(n_ref, len(ds))
     if n_ref < 2:
-        raise SelfVAEError(f"{d.name} {ref} split: has {len(ds)} image(s); FID needs at least 2")
+        raise SelfVAEError(f"{d.name} {used} split: has {len(ds)} image(s); FID needs at least 2")
     real = fidlib.reference_stats(
-        _dataset_key(cfg, ref), lambda: batches_of(ds, batch_size, n_ref), n_ref,
+        _dataset_key(cfg, used), lambda: batches_of(ds, batch_size, n_ref), n_ref,
         Path(cache) if cache else cache_dir(), extractor, progress=progress,
     )
     torch.manual_seed(seed)
     feats = fidlib.features_from_batches(extractor, _sample_batches(model, n, batch_size), n, progress=progress)
     value = fidlib.fid_score(real, fidlib.gaussian_stats(feats), method=FID_METHOD)
-    out = {"fid": value, "n": n, "ref": ref, "n_ref": n_ref, "method": FID_METHOD,
+    out = {"fid": value, "n": n, "ref": used, "n_ref": n_ref, "method": FID_METHOD,
            "weights_sha1": getattr(extractor, "weights_hash", None), "seed": seed}
-    out["path"] = str(write_json(out, layout.output_dir(run_dir) / layout.FID))
+    out["path"] = str(write_json(out, layout.output_dir(run_dir) / layout.fid_file(ref)))
     return out
 
 

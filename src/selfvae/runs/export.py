@@ -51,9 +51,10 @@ def export(run: str | Path, out: str | Path, dtype: str = "float32", which: str 
         stored.pop("source")  # which file it came from: a fact about the run folder, not the model
         metrics = per_data_dims(stored, model.x_dims, model.padded_dims)
         metrics["weights"] = "float32 (the run's own; re-measure the exported file with `selfvae eval`)"
-    fid = stored_fid(src)
-    if fid is not None:
-        metrics["fid"] = fid
+    for ref in layout.FID_REFS:
+        fid = stored_fid(src, ref)
+        if fid is not None:
+            metrics[layout.fid_key(ref)] = fid
     if not layout.is_exported(src):  # the training these weights had, so a run started from them counts it
         metrics["training"] = training_done(src, which)
     write_json(metrics, out / layout.METRICS)

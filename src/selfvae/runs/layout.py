@@ -36,7 +36,8 @@ CURVES = "curves.png"
 FINAL = "final"
 FINAL_METRICS = f"{FINAL}/metrics.json"
 FINAL_SAMPLES = f"{FINAL}/samples.png"
-FID = f"{FINAL}/fid.json"
+FID = f"{FINAL}/fid.json"  # against the test split; fid_file names the others'
+FID_REFS = ("test", "train")  # the splits FID is measured against (a data set without test/: val stands in)
 WEIGHTS = "model.safetensors"
 METRICS = "metrics.json"  # an exported model's
 CARD = "card.md"
@@ -54,6 +55,17 @@ def checkpoint(folder: Path, stem: str = LAST) -> Path:
 def previous(path: Path) -> Path:
     """Where a checkpoint's previous copy is kept: ``NAME.prev``."""
     return path.with_name(path.name + ".prev")
+
+
+def fid_file(ref: str) -> str:
+    """Where ``selfvae fid`` keeps a model's FID against the split ``ref``: :data:`FID` for the test split (the
+    papers' main figure), ``final/fid-REF.json`` for another (the papers report the training set's too)."""
+    return FID if ref == "test" else f"{FINAL}/fid-{ref}.json"
+
+
+def fid_key(ref: str) -> str:
+    """The key of an exported model's ``metrics.json`` that holds its FID against ``ref``."""
+    return "fid" if ref == "test" else f"fid_{ref}"
 
 
 def checkpoint_to_load(folder: Path, stem: str = BEST) -> Path:

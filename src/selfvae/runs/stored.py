@@ -40,14 +40,15 @@ def stored_metrics(folder: Path) -> dict[str, Any] | None:
     return None
 
 
-def stored_fid(folder: Path) -> dict[str, Any] | None:
-    """FID stored with a model: the one ``selfvae fid`` wrote (in the model's output folder or its own), else
-    an exported model's metrics'."""
-    for f in dict.fromkeys([layout.output_dir(Path(folder)) / layout.FID, Path(folder) / layout.FID]):
+def stored_fid(folder: Path, ref: str = "test") -> dict[str, Any] | None:
+    """FID against the split ``ref`` stored with a model: the one ``selfvae fid`` wrote (in the model's output
+    folder or its own), else an exported model's metrics'."""
+    name = layout.fid_file(ref)
+    for f in dict.fromkeys([layout.output_dir(Path(folder)) / name, Path(folder) / name]):
         fid = read_json(f)
         if fid is not None and "fid" in fid:
             return fid
-    fid = (read_json(Path(folder) / layout.METRICS) or {}).get("fid")
+    fid = (read_json(Path(folder) / layout.METRICS) or {}).get(layout.fid_key(ref))
     return fid if isinstance(fid, dict) and "fid" in fid else None
 
 
