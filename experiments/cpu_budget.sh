@@ -15,12 +15,14 @@
 #                                              # --init from the kept weights (fresh Adamax, 100 warm-up steps);
 #                                              # the lr anneals to 1e-4 over MINUTES of CPU time (cosine-time)
 #
-# then `python tools/time_to_quality.py runs/cpu5h-vae runs/cpu5h-srvae --clock cpu` (a run started by --init
-# counts the kept weights' clock and curve first) and the evaluation and FID of both (docs/RESULTS.md).
+#   experiments/cpu_budget.sh measure N        # both finished: the curves against CPU time (a run started by
+#                                              # --init counts the kept weights' clock and curve first), the
+#                                              # srVAE's renormalised bound, FID of N samples against test and
+#                                              # train (papers: 10000; about an hour on 2 cores for all four)
 set -euo pipefail
 DATA=${DATA:-../shared/data}
 KEEP=experiments/cpu_budget
-cmd=${1:?start MINUTES | keep | finish MINUTES}
+cmd=${1:?start MINUTES | keep | finish MINUTES | measure N}
 common=(--data-dir "$DATA" --threads 1 --channels-last --no-progress --set train.clock=cpu
         --set train.eval_every=500 --set train.eval_limit=1000 --set train.sample_every=100000
         --set train.final_iw_limit=0)
@@ -44,6 +46,17 @@ for m in vae srvae; do
         > "$run.log" 2>&1 & ;;
   esac
 done
+if [ "$cmd" = measure ]; then
+  runs=(); for m in vae srvae; do
+    if [ -d "runs/cpu5h-$m-2" ]; then runs+=("runs/cpu5h-$m-2"); else runs+=("runs/cpu5h-$m"); fi
+  done
+  python tools/time_to_quality.py "${runs[@]}" --clock cpu --thresholds 5.0 4.5 4.2 4.0 \
+    --out docs/figures/cpu_budget_cifar10.png
+  selfvae eval "${runs[1]}" --consistent --iw-samples 1 --json
+  for r in "${runs[@]}"; do
+    for ref in test train; do selfvae fid "$r" --n "${2:?N}" --ref "$ref" --no-progress; done
+  done
+fi
 if [ "$cmd" = keep ]; then
   while pgrep -f -- "--out runs/cpu5h-" > /dev/null; do sleep 5; done  # each writes its last checkpoint first
   for m in vae srvae; do
