@@ -47,3 +47,29 @@ def test_the_gpu_session_runs_every_phase_on_the_cpu(tmp_path):
         assert cfg.name == name and all(p.isfinite().all() for p in model.parameters())
         metrics = json.loads((tmp_path / "back" / name / "run" / "final" / "metrics.json").read_text())
         assert metrics["bpd_elbo"] == entry["test_bpd_elbo"] and metrics["bpd_iw"] <= metrics["bpd_elbo"] + 0.05
+
+
+def test_prepare_sets_aside_committed_files_only(tmp_path, monkeypatch, capsys):
+    """What no device call needs leaves the working tree (to make room for the data set) only where git holds
+    every file of it unchanged, so `git checkout` brings it back and nothing unsaved is lost."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("gpu_session", ROOT / "tools" / "gpu_session.py")
+    gpu = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gpu)
+    repo = tmp_path / "repo"
+    for folder in ("kept", "edited"):
+        (repo / folder).mkdir(parents=True)
+        (repo / folder / "w.bin").write_bytes(b"\0" * 1000)
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git, "init", "-q", str(repo)], check=True)
+    subprocess.run([*git, "-C", str(repo), "add", "."], check=True)
+    subprocess.run([*git, "-C", str(repo), "commit", "-qm", "w"], check=True)
+    (repo / "edited" / "w.bin").write_bytes(b"\1" * 1000)  # a change not committed
+    monkeypatch.setattr(gpu, "ROOT", repo)
+    gpu.set_aside("kept")
+    gpu.set_aside("edited")
+    assert not (repo / "kept" / "w.bin").exists() and (repo / "edited" / "w.bin").read_bytes() == b"\1" * 1000
+    assert "git checkout -- kept" in capsys.readouterr().out
+    subprocess.run(["git", "-C", str(repo), "checkout", "--", "kept"], check=True)
+    assert (repo / "kept" / "w.bin").read_bytes() == b"\0" * 1000

@@ -3,7 +3,8 @@
 Here (the CPU machine), once a session:
 
     python tools/gpu_session.py prepare   # .gpu/: the authors' srVAE source, wheels, and as much of the CIFAR-10
-                                          # tarball as a device call can carry beside the tree (64 MiB in all)
+                                          # tarball as a device call can carry beside the tree (64 MiB in all;
+                                          # committed files no call needs are set aside: SET_ASIDE)
 
 then on the device machine (the `device` tool's `run`, carrying `.gpu`), in at most three calls:
 
@@ -52,6 +53,9 @@ WHEELS = ["constriction==0.5.0"]  # what the device image lacks of our dependenc
 PAPER = ["cifar10-vae-realnvp-paper", "cifar10-srvae-paper"]
 SMALL = ["cifar10-vae-small", "cifar10-srvae-small"]
 CARRY_LIMIT, MARGIN = 64 * 2**20, 2**20  # what one device call may send; kept free for files made on the way
+# committed files no device call needs, taken out of the working tree by `prepare` to leave the data set room
+# (`git checkout -- PATH` brings them back): the weights an equal-CPU-budget run keeps between sessions
+SET_ASIDE = ["experiments/cpu_budget"]
 H100_BF16_SPEC_TFLOPS = 989.4  # dense, SXM5 data sheet; the measured matrix-product rate is reported beside it
 
 
@@ -71,12 +75,32 @@ def prepare(shared: Path, gpu_dir: Path) -> None:
                     "--python-version", "3.12", "--implementation", "cp", "--platform", "manylinux_2_17_x86_64",
                     "--platform", "manylinux2014_x86_64", "-d", str(whl), *WHEELS], check=True)
     (gpu_dir / TARBALL).unlink(missing_ok=True)
+    for path in SET_ASIDE:
+        set_aside(path)
     room = CARRY_LIMIT - MARGIN - _travelling_bytes() - _dir_bytes(gpu_dir)
     kept = fit_tarball(shared / "data" / TARBALL, gpu_dir / TARBALL, room)
     print(f"{gpu_dir / TARBALL}: {kept}")
     total = _travelling_bytes() + _dir_bytes(gpu_dir)
     print(f"{gpu_dir}: {_dir_bytes(gpu_dir) / 2**20:.1f} MiB to carry (run(..., carry=['.gpu'])); the whole call "
           f"{total / 2**20:.1f} MiB of {CARRY_LIMIT / 2**20:.0f}")
+
+
+def set_aside(path: str) -> None:
+    """Remove ``path``'s files from the working tree where every one is committed unchanged (else leave them),
+    saying how to bring them back."""
+    tracked = subprocess.run(["git", "ls-files", "-z", "--", path], cwd=ROOT, check=True,
+                             capture_output=True).stdout.split(b"\0")
+    tracked = [ROOT / n.decode() for n in tracked if n]
+    changed = subprocess.run(["git", "status", "--porcelain", "--", path], cwd=ROOT, check=True,
+                             capture_output=True).stdout.strip()
+    if not tracked or changed:
+        if changed:
+            print(f"{path}: has changes not committed; left in the tree (it travels)")
+        return
+    size = sum(f.stat().st_size for f in tracked if f.is_file())
+    for f in tracked:
+        f.unlink(missing_ok=True)
+    print(f"{path}: {size / 2**20:.1f} MiB set aside for the device calls; `git checkout -- {path}` brings it back")
 
 
 def _dir_bytes(path: Path) -> int:
