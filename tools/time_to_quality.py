@@ -49,9 +49,11 @@ def curve(run: Path, clock: str = "wall") -> tuple[list[tuple[float, float, int]
     if init.is_file():
         source = json.loads(init.read_text())
         offset, step0 = source.get(init_key) or 0.0, source.get("steps") or 0
-        folder = Path(source.get("folder", ""))
-        if (folder / layout.LOG).is_file() and (folder / layout.CONFIG).is_file():
-            before = curve(folder, clock)
+        for name in (source.get("folder"), source.get("init")):  # where it was, else as given (a relative path)
+            folder = Path(name or "")
+            if name and (folder / layout.LOG).is_file() and (folder / layout.CONFIG).is_file():
+                before = curve(folder, clock)
+                break
     ema_only = [bool(cfg.train.ema_decay) and "weights" not in r for r in val]
     points = [((offset + r[log_key]) / 3600, r["bpd"], step0 + r["step"]) for r in val]
     return (before[0] + points, before[1] or any(r.get("clock_estimated") for r in val), before[2] + ema_only)
