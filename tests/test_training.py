@@ -372,3 +372,22 @@ def test_init_starts_from_another_runs_weights_with_a_fresh_optimiser(blob_npz, 
     with pytest.raises(SystemExit):
         main(["train", "--init", str(src), "--out", str(tmp_path / "cli"), "--resume"])
     assert "--init starts a new run" in capsys.readouterr().err
+
+
+def test_the_bar_of_a_budget_run_counts_the_budget_not_a_ceiling_of_steps(tmp_path, capsys):
+    """A run under ``train.max_minutes`` has ``train.steps`` as a mere ceiling (often a million): its bar counts
+    the budget's minutes on its clock, with the step beside, so the rate and ETA mean something."""
+    from selfvae.training.journal import Journal
+
+    journal = Journal(tmp_path, "run", 1_000_000, 0, False, True, True, budget=30.0, clock="cpu")
+    journal.advance(4.5, 0, 120, spent=0.25)
+    assert journal.bar.total == 30.0 and journal.bar.n == pytest.approx(7.5)
+    journal.advance(4.4, 0, 121, spent=1.7)  # past the budget: the bar stops at its end
+    assert journal.bar.n == pytest.approx(30.0)
+    journal.close()
+    err = capsys.readouterr().err
+    assert "min of the cpu budget" in err and "step=121" in err and "/1000000" not in err
+    steps = Journal(tmp_path, "run", 500, 0, True, True, True)  # no budget: steps, as before
+    steps.advance(4.5, 0, 1)
+    assert (steps.bar.total, steps.bar.n) == (500, 1)
+    steps.close()

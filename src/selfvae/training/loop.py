@@ -130,7 +130,8 @@ class Session:
             if net is not None:
                 runtime.prepare(net, cfg.train)
         self.validated_at = -1
-        self.journal = Journal(run_dir, cfg.name, cfg.train.steps, self.state.step, resume, self.main, progress)
+        self.journal = Journal(run_dir, cfg.name, cfg.train.steps, self.state.step, resume, self.main, progress,
+                               cfg.train.max_minutes, cfg.train.clock)
 
     # ----- the loop ------------------------------------------------------------------------------------
     def run(self) -> str | None:
@@ -147,7 +148,7 @@ class Session:
                         self.out_of_time()
                         return None
                     res, lr, seconds = self.step(stream, spent)
-                    stopped = self.after_step(res, lr, seconds, flag)
+                    stopped = self.after_step(res, lr, seconds, flag, spent)
                     if stopped is not None:
                         return stopped
             return None
@@ -168,6 +169,7 @@ class Session:
         return D.all_mean(spent, self.env, self.device)
 
     def out_of_time(self) -> None:
+        self.journal.budget_spent()
         self.journal.say(f"time budget of {self.cfg.train.max_minutes} minutes reached at step {self.state.step}")
         if self.main and self.validated_at != self.state.step:  # the last steps must count for the best
             self.validate()
@@ -190,11 +192,13 @@ class Session:
         st.sampler_state = next_sampler_state
         return res, lr, time.perf_counter() - tic
 
-    def after_step(self, res: StepResult, lr: float, seconds: float, flag: _StopFlag) -> str | None:
-        """Count skips, tell, validate, sample and checkpoint as due; returns why the run must stop, if so."""
+    def after_step(self, res: StepResult, lr: float, seconds: float, flag: _StopFlag, spent: float = 0.0,
+                   ) -> str | None:
+        """Count skips, tell (``spent``: the time budget's fraction spent when the step began), validate, sample
+        and checkpoint as due; returns why the run must stop, if so."""
         t, st = self.cfg.train, self.state
         stopped = self.count_skip(res)
-        self.journal.advance(res.loss, st.skips_total)
+        self.journal.advance(res.loss, st.skips_total, st.step, spent)
         if st.step % t.log_every == 0 or st.step == t.steps or res.skipped:
             self.journal.record({
                 "step": st.step, "split": "train", "bpd": res.loss, "dims": st.model.x_dims,
