@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Question: at an equal CPU budget of 5 CPU-hours each (issue 33), does the papers' CIFAR-10 claim hold: the
 # srVAE's FID below the VAE's while its bits/dim is higher? And where do the curves stand against CPU time?
-# Answer: pending (segment 1 of 2 ran on 2026-11-25; docs/RESULTS.md has its curve).
+# Answer: pending. Segment 1 (2026-11-25): 1.67 and 1.66 CPU-hours (3585 and 1690 steps); the srVAE's validation
+# bound is below the VAE's at every CPU time (4.2505 at 1.49 h against 4.5241 at 1.41 h); docs/RESULTS.md.
 #
 # Both shippable presets (cifar10-vae-small, cifar10-srvae-small) train side by side at one thread each, their
 # budget counted in CPU time (train.clock=cpu), so other work sharing the two cores costs neither run budget.
@@ -60,7 +61,7 @@ fi
 if [ "$cmd" = keep ]; then
   while pgrep -f -- "--out runs/cpu5h-" > /dev/null; do sleep 5; done  # each writes its last checkpoint first
   for m in vae srvae; do
-    selfvae export "runs/cpu5h-$m" "$KEEP/$m" --dtype float16 --which last
+    selfvae export "runs/cpu5h-$m" -o "$KEEP/$m" --dtype float16 --which last
     cp "runs/cpu5h-$m/log.jsonl" "$KEEP/$m/"
   done
 fi

@@ -2,7 +2,9 @@
 # Question: is the widest decoder that fits the 8 MB file (cifar10-vae-small: p(x|u) of width 128, growth 64,
 # 4 steps; 3.58M parameters) the best learner per CPU-hour, or would a thinner one (faster steps) learn more in
 # the same CPU time? (issue 33, point 1: widths picked by measured learning per CPU-hour)
-# Answer: see docs/RESULTS.md, "Natural images at an equal CPU budget" (2026-11-25).
+# Answer (2026-11-25, 30 CPU-minutes each): not the widest. At 0.45 CPU-hours the 96-wide 3-step decoder
+# validates at 4.8777 bits/dim, the 64-wide at 5.0320, the preset only reaches 5.0407 at 0.47 h (its steps cost
+# 1.67 CPU-s against 1.36 and 1.30). Over 5 hours: not measured (docs/RESULTS.md).
 #
 # Each candidate trains MINUTES of CPU time on one thread (train.clock=cpu: other work sharing the cores costs it
 # nothing), validated every 100 steps on the same 1000 images as experiments/cpu_budget.sh's runs, whose first
