@@ -21,8 +21,8 @@ from typing import Any
 from selfvae.errors import SelfVAEError
 from selfvae.models.build import resolved
 from selfvae.runs import layout
-from selfvae.runs.loading import load_run
-from selfvae.runs.stored import per_data_dims, stored_fid, stored_metrics, training_done, write_json
+from selfvae.runs.loading import load_trained
+from selfvae.runs.stored import per_data_dims, stored_fid, stored_metrics, write_json
 from selfvae.runs.weights import DTYPES, write_weights
 
 
@@ -38,7 +38,7 @@ def export(run: str | Path, out: str | Path, dtype: str = "float32", which: str 
     if dtype not in DTYPES:
         raise SelfVAEError(f"dtype={dtype!r}: expected one of {', '.join(DTYPES)}")
     src = layout.resolve(run)
-    cfg, model = load_run(src, which=which)
+    cfg, model, training = load_trained(src, which=which)
     out = Path(out)
     if out.resolve() == src.resolve():
         raise SelfVAEError(f"{out}: is the run being exported; choose another folder")
@@ -56,6 +56,6 @@ def export(run: str | Path, out: str | Path, dtype: str = "float32", which: str 
         if fid is not None:
             metrics[layout.fid_key(ref)] = fid
     if not layout.is_exported(src):  # the training these weights had, so a run started from them counts it
-        metrics["training"] = training_done(src, which)
+        metrics["training"] = training
     write_json(metrics, out / layout.METRICS)
     return out

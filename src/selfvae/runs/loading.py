@@ -17,7 +17,7 @@ from selfvae.models.build import build_model
 from selfvae.models.selfvae import SelfVAE
 from selfvae.runs import layout
 from selfvae.runs.checkpoint import load_latest
-from selfvae.runs.stored import shipped_digest
+from selfvae.runs.stored import shipped_digest, training_done
 from selfvae.runs.weights import read_weights
 
 
@@ -30,17 +30,25 @@ def load_config(run: str, data_dir: str | None = None) -> Config:
 def eval_weights(folder, device: str | torch.device = "cpu", which: str = layout.BEST) -> dict[str, torch.Tensor]:  # noqa: ANN001
     """The evaluation weights of a model's folder: an exported model's, else a checkpoint's (its EMA weights
     when the run kept them and they validated better than the raw ones). Non-finite weights are refused."""
+    return _weights_and_training(folder, device, which)[0]
+
+
+def _weights_and_training(folder: Path, device: str | torch.device, which: str) -> tuple[dict[str, torch.Tensor], dict]:
+    """:func:`eval_weights` and the training they had (:func:`load_trained`), from one read of the file."""
     if layout.is_exported(folder):
         weights = read_weights(folder, device, expected=shipped_digest(folder))
+        training = training_done(folder)
     else:
         state = _checkpoint(folder, which, device)
         use_ema = state.get("ema") and state.get("eval_weights", "ema") == "ema"  # the better on validation
         weights = state["ema"] if use_ema else state["model"]
+        training = {"steps": state["step"], "seconds": state.get("train_seconds"),
+                    "cpu_seconds": state.get("cpu_seconds")}
     bad = [k for k, v in weights.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
     if bad:  # a damaged file would otherwise give nan or astronomic bits/dim without a word
         raise SelfVAEError(f"{folder}: the weights hold NaN or infinite values ({len(bad)} tensor(s), e.g. "
                            f"{bad[0]}): the file is damaged or the run diverged; use another checkpoint or export")
-    return weights
+    return weights, training
 
 
 def _checkpoint(folder: Path, which: str, device: str | torch.device) -> dict:
@@ -67,11 +75,22 @@ def load_run(
     ``data_dir`` (given) replaces the folder the config reads its data set from, in the returned config.
     On the CPU the model is put in channels-last memory format, which oneDNN runs faster.
     """
+    cfg, model, _ = load_trained(run, device, which, data_dir)
+    return cfg, model
+
+
+def load_trained(
+    run, device: str | torch.device = "cpu", which: str = layout.BEST, data_dir: str | None = None  # noqa: ANN001
+) -> tuple[Config, SelfVAE, dict]:
+    """:func:`load_run`, and the training the model's weights had, ``{"steps", "seconds", "cpu_seconds"}`` (wall
+    clock and CPU time; None where not recorded): the checkpoint's own (the one the weights came from, read
+    once) or an exported model's card facts."""
     folder = layout.resolve(run)
     cfg = load_config(folder, data_dir)
     model = build_model(cfg, device)
+    weights, training = _weights_and_training(folder, device, which)
     try:
-        model.load_state_dict(eval_weights(folder, device, which))
+        model.load_state_dict(weights)
     except RuntimeError as e:
         raise SelfVAEError(f"{folder}: the weights do not fit the model its {layout.CONFIG} describes "
                            f"({str(e).splitlines()[0]})") from e
@@ -79,4 +98,4 @@ def load_run(
     if torch.device(device).type == "cpu":  # faster convolutions on CPU (oneDNN's NHWC kernels)
         model.to(memory_format=torch.channels_last)
     model.config = cfg  # the whole run config (data set, training), beside model.cfg (the architecture)
-    return cfg, model
+    return cfg, model, training

@@ -58,17 +58,12 @@ def shipped_iw_samples(folder: Path) -> int | None:
     return s if isinstance(s, int) and s >= 1 else None
 
 
-def training_done(folder: Path, stem: str = layout.BEST) -> dict[str, Any]:
-    """The training a model's weights had, ``{"steps": ..., "seconds": ..., "cpu_seconds": ...}`` (wall clock
-    and CPU time; None where not recorded): an exported model's card facts, or the step and clocks of the
-    checkpoint ``stem`` a run's model is read from."""
-    if layout.is_exported(folder):
-        training = (read_json(Path(folder) / layout.METRICS) or {}).get("training", {})
-        return {k: training.get(k) for k in ("steps", "seconds", "cpu_seconds")}
-    from selfvae.runs.checkpoint import load_latest
-
-    state = load_latest(layout.checkpoint_to_load(folder, stem))
-    return {"steps": state["step"], "seconds": state.get("train_seconds"), "cpu_seconds": state.get("cpu_seconds")}
+def training_done(folder: Path) -> dict[str, Any]:
+    """The training an exported model's weights had, ``{"steps": ..., "seconds": ..., "cpu_seconds": ...}`` (wall
+    clock and CPU time; None where not recorded), from its card facts. A run's come with its weights:
+    :func:`selfvae.runs.loading.load_trained`."""
+    training = (read_json(Path(folder) / layout.METRICS) or {}).get("training", {})
+    return {k: training.get(k) for k in ("steps", "seconds", "cpu_seconds")}
 
 
 def shipped_digest(folder: Path) -> str | None:

@@ -25,8 +25,7 @@ from selfvae.models.selfvae import SelfVAE
 from selfvae.nn.layers import data_dependent_init
 from selfvae.runs import layout
 from selfvae.runs.checkpoint import load_latest, rng_state, set_rng_state
-from selfvae.runs.loading import load_run
-from selfvae.runs.stored import training_done
+from selfvae.runs.loading import load_trained
 from selfvae.training import distributed as D
 from selfvae.training.batches import EpochSampler, gather
 from selfvae.viz import read_log, with_train_seconds
@@ -108,17 +107,17 @@ class TrainState:
 def init_from(model: SelfVAE, cfg: Config, source: str, device: str) -> dict[str, Any]:
     """Load into ``model`` the evaluation weights of ``source`` (run directory, exported folder or pretrained
     name), whose architecture must be ``cfg.model``'s; returns where they came from and the training they had
-    (steps, seconds), which the new run keeps (:data:`~selfvae.runs.layout.INIT`) so that its card can count
-    the whole clock."""
+    (steps, wall and CPU seconds), which the new run keeps (:data:`~selfvae.runs.layout.INIT`) so that its card
+    and curves can count the whole clock."""
     folder = layout.resolve(source)
-    src_cfg, src = load_run(folder, device)
+    src_cfg, src, training = load_trained(folder, device)
     ours, theirs = asdict(cfg.model), asdict(src_cfg.model)  # nested net specs as dicts, compared as JSON
     differ = [k for k in ours if json.dumps(ours[k], default=str) != json.dumps(theirs.get(k), default=str)]
     if differ:
         raise SelfVAEError(f"train.init={source}: its model differs from this run's in "
                            + ", ".join(f"model.{k} ({theirs.get(k)!r} there, {ours[k]!r} here)" for k in differ))
     model.load_state_dict(src.state_dict())
-    return {"init": str(source), "folder": str(folder), **training_done(folder)}
+    return {"init": str(source), "folder": str(folder), **training}
 
 
 def start(state: TrainState, run_dir: Path, train_ds: ImageDataset, device: str, env: D.DistEnv) -> None:
