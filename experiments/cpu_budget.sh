@@ -12,9 +12,12 @@
 #   experiments/cpu_budget.sh keep             # stop both (each saves its last step), export float16 weights +
 #                                              # log to experiments/cpu_budget/NAME/ (commit these: a machine's
 #                                              # run folders can be lost)
-#   experiments/cpu_budget.sh finish MINUTES   # the last segment: --resume where the run folder survived, else
-#                                              # --init from the kept weights (fresh Adamax, 100 warm-up steps);
-#                                              # the lr anneals to 1e-4 over MINUTES of CPU time (cosine-time)
+#   experiments/cpu_budget.sh finish TOTAL     # the rest, to TOTAL CPU minutes in all (300), in as many sessions
+#                                              # as it takes (`keep` between them): --resume where the run folder
+#                                              # survived, the lr falling along a cosine of the run's CPU time
+#                                              # from where it stands (1/3 of 300 spent: 1.5e-3) to 1e-4 at TOTAL;
+#                                              # else --init from the kept weights (fresh Adamax, 100 warm-up
+#                                              # steps), its own budget TOTAL less the kept weights' CPU minutes
 #
 #   experiments/cpu_budget.sh measure N        # both finished: the curves against CPU time (a run started by
 #                                              # --init counts the kept weights' clock and curve first), the
@@ -36,15 +39,20 @@ for m in vae srvae; do
     keep)
       pkill -TERM -f -- "--out $run " || true ;;
     finish)
+      minutes=${2:?TOTAL}
       if [ -f "$run/last.pt" ]; then
         how=(--resume)
+      elif [ -f "$run-2/last.pt" ]; then
+        run=$run-2; how=(--resume)
+        minutes=$(python -c "import json; print($minutes - json.load(open('$run/init.json'))['cpu_seconds'] / 60)")
       else
         run=$run-2
         how=(--preset "cifar10-$m-small" --init "$KEEP/$m" --steps 1000000 --set train.lr_warmup_steps=100)
+        minutes=$(python -c "import json; print($minutes - json.load(open('$KEEP/$m/metrics.json'))['training']['cpu_seconds'] / 60)")
       fi
       OMP_NUM_THREADS=1 nohup selfvae train --out "$run" "${how[@]}" "${common[@]}" --set train.lr_schedule=cosine-time \
-        --set train.max_minutes="${2:?MINUTES}" --set train.final_iw_limit=200 --set train.final_iw_samples=128 \
-        > "$run.log" 2>&1 & ;;
+        --set train.max_minutes="$minutes" --set train.final_iw_limit=200 --set train.final_iw_samples=128 \
+        >> "$run.log" 2>&1 & ;;
   esac
 done
 if [ "$cmd" = measure ]; then

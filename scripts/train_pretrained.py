@@ -48,9 +48,16 @@ N_SAMPLES, N_SUPERRES = 32, 8
 
 def train(name: str, run: Path, minutes: float, seed: int, data_dir: str | None, sets: list[str],
           steps: int) -> None:
-    cmd = [sys.executable, "-m", "selfvae.cli", "train", "--out", str(run), "--no-progress", "--channels-last",
-           "--set", f"train.max_minutes={minutes}"]
+    """``minutes`` more of training: a run's ``train.max_minutes`` counts all its sessions, so a resumed run's
+    budget is what it has had on its clock plus ``minutes``."""
+    cmd = [sys.executable, "-m", "selfvae.cli", "train", "--out", str(run), "--no-progress", "--channels-last"]
     if layout.checkpoint(run).exists():
+        had = load_checkpoint(layout.checkpoint(run))
+        if json.loads((run / layout.CONFIG).read_text())["train"].get("clock", "wall") == "cpu":
+            seconds = had["cpu_seconds"]
+        else:  # checkpoints from before the clock was kept: the logged step times, as a resume sums them
+            seconds = had.get("train_seconds") or with_train_seconds(read_log(run / layout.LOG))[-1]["train_seconds"]
+        minutes += seconds / 60
         cmd += ["--resume"]
     else:
         cmd += ["--preset", name, "--set", f"train.seed={seed}", "--steps", str(steps)]
@@ -58,6 +65,7 @@ def train(name: str, run: Path, minutes: float, seed: int, data_dir: str | None,
             cmd += ["--data-dir", data_dir]
         for item in sets:
             cmd += ["--set", item]
+    cmd += ["--set", f"train.max_minutes={minutes:.2f}"]
     print("+", " ".join(cmd), flush=True)
     subprocess.run(cmd, check=True)
 

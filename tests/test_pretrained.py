@@ -262,3 +262,19 @@ def test_card_pictures_are_the_models_samples_and_super_resolutions(tiny_run, tm
         shown = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", card)
         assert "samples.png" in shown, name
         assert all((PACKAGED / name / f).is_file() for f in shown), name
+
+
+def test_each_shipping_call_trains_minutes_more_than_the_run_has_had(tiny_run, monkeypatch):
+    """A run's ``train.max_minutes`` counts all its sessions: the shipping script resumes a run with a budget of
+    what its clock holds plus ``--minutes`` (not ``--minutes``, which the run may already have spent)."""
+    from selfvae.runs.checkpoint import load_checkpoint
+
+    script = _shipping_script()
+    calls = []
+    monkeypatch.setattr(script.subprocess, "run", lambda cmd, check: calls.append(cmd))
+    script.train("mnist-vae", tiny_run, 5.0, 0, None, [], 10)
+    cmd = calls[0]
+    assert "--resume" in cmd and "--preset" not in cmd
+    budget = float(cmd[cmd.index("--set", cmd.index("--resume")) + 1].split("=")[1])
+    had = load_checkpoint(tiny_run / "last.pt")["train_seconds"]
+    assert had > 0 and budget == pytest.approx(5.0 + had / 60, abs=0.01)

@@ -389,7 +389,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--compile", action="store_true", help="bench: also torch.compile our models")
-    p.add_argument("--minutes", type=float, default=8.0, help="train: minutes of training each (both at once)")
+    p.add_argument("--minutes", type=float, default=8.0,
+                   help="train: minutes of training each (both at once), in all: a later call resumes to them")
     p.add_argument("--train-batch", type=int, default=64)
     p.add_argument("--workers", type=int, default=4, help="train: data-loading worker processes per run")
     p.add_argument("--work", default="/tmp/gpu_session", help="train: run folders")

@@ -4,8 +4,8 @@
         --out docs/figures/time_to_quality_mnist.png
     python tools/time_to_quality.py --train mnist-vae --minutes 120 --out-run runs/ttq-vae ...
 
-With ``--train PRESET`` it first trains (or resumes) ``--out-run`` for ``--minutes`` of this machine's time
-(`selfvae train ... --set train.max_minutes=M`), then reads the logs. Every run's ``log.jsonl`` gives the
+With ``--train PRESET`` it first trains (or resumes) ``--out-run`` until ``--minutes`` of this machine's time in
+all (`selfvae train ... --set train.max_minutes=M`), then reads the logs. Every run's ``log.jsonl`` gives the
 validation bound (ELBO, the run's EMA weights where it keeps them, on ``train.eval_limit`` validation images)
 per dimension of the data's own images, and the training clock (``train_seconds``; older logs: summed step
 times, marked "~"; ``--clock cpu``: ``cpu_seconds``, the CPU time of the steps, fair where other work shared the

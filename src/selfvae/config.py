@@ -75,8 +75,8 @@ class TrainConfig:
     steps: int = 2000
     lr: float = 2e-3
     # "exp": lr * lr_decay**step floored at lr_min (the thesis); "cosine": from lr down to lr_min at ``steps``;
-    # "cosine-time": the same over ``max_minutes`` of this process's ``clock`` (equal-clock comparisons; a resumed
-    # run anneals again over its new budget)
+    # "cosine-time": the same over the run's ``max_minutes`` on its ``clock`` (equal-clock comparisons; a resumed
+    # run goes on along the same curve)
     lr_schedule: str = "exp"
     lr_decay: float = 0.999999
     lr_min: float = 1e-4
@@ -104,9 +104,11 @@ class TrainConfig:
     # Start from these weights instead (a run directory, an exported folder or a pretrained name; the evaluation
     # weights it would load with): fine-tuning, or a warm restart with a fresh optimiser and schedule
     init: str | None = None
-    max_minutes: float | None = None  # stop (as if done) after this much training time in this process
-    # The clock of ``max_minutes`` and "cosine-time": "wall" (seconds passed) or "cpu" (this process's CPU
-    # seconds: equal-budget comparisons that stay fair when other work shares the machine's cores)
+    # Stop (as if done) after this much training time: the run's steps over all its sessions, as ``steps``
+    # counts them (a resumed run spends what is left; validation, samples and checkpoints do not count)
+    max_minutes: float | None = None
+    # The clock of ``max_minutes`` and "cosine-time": "wall" (seconds passed) or "cpu" (the CPU seconds of the
+    # steps: equal-budget comparisons that stay fair when other work shares the machine's cores)
     clock: str = "wall"
     accum_steps: int = 1  # micro-batches per process per step (gradient accumulation; same global batch)
     num_threads: int | None = None  # torch.set_num_threads for the run (None: torch's default)

@@ -17,15 +17,17 @@ class Journal:
     """The bar, the JSON-lines log and the TensorBoard writer of one training session.
 
     The bar counts steps; a session under a time budget (``budget``: minutes on the clock named ``clock``)
-    counts the budget's minutes instead, its step in the postfix, so its rate and ETA are the budget's (a
-    budget run's ``train.steps`` is only a ceiling, often a million)."""
+    counts the budget's minutes instead (from ``spent``, the fraction earlier sessions of the run spent), its
+    step in the postfix, so its rate and ETA are the budget's (a budget run's ``train.steps`` is only a ceiling,
+    often a million)."""
 
     def __init__(self, run_dir: Path, name: str, steps: int, first_step: int, resumed: bool, main: bool,
-                 progress: bool, budget: float | None = None, clock: str = "wall") -> None:
+                 progress: bool, budget: float | None = None, clock: str = "wall", spent: float = 0.0) -> None:
         self.main, self.budget = main, budget
         disable = not (progress and main)
         if budget:
-            self.bar = tqdm(total=budget, unit="min", desc=name, disable=disable, dynamic_ncols=True,
+            self.bar = tqdm(total=budget, initial=min(spent, 1.0) * budget, unit="min", desc=name, disable=disable,
+                            dynamic_ncols=True,
                             bar_format="{l_bar}{bar}| {n:.1f}/{total:g} min of the " + clock
                                        + " budget [{elapsed}<{remaining}{postfix}]")
         else:

@@ -131,19 +131,18 @@ class Session:
                 runtime.prepare(net, cfg.train)
         self.validated_at = -1
         self.journal = Journal(run_dir, cfg.name, cfg.train.steps, self.state.step, resume, self.main, progress,
-                               cfg.train.max_minutes, cfg.train.clock)
+                               cfg.train.max_minutes, cfg.train.clock, self.budget_spent())
 
     # ----- the loop ------------------------------------------------------------------------------------
     def run(self) -> str | None:
         """Train until ``train.steps``, the time budget, a signal or too many skipped steps; returns why it
         stopped early (None: it ran to its end or its time budget)."""
         t, st = self.cfg.train, self.state
-        started = self.clock()
         stream = batch_stream(self.train_ds, st.sampler, st.step, t.steps, self.cfg, self.env, self.device)
         try:
             with _StopFlag() as flag:
                 while st.step < t.steps:
-                    spent = self.budget_spent(started)
+                    spent = self.budget_spent()
                     if spent > 1.0:
                         self.out_of_time()
                         return None
@@ -156,16 +155,19 @@ class Session:
             stream.close()
             self.journal.close()
 
-    def clock(self) -> float:
-        """Seconds on the clock ``train.clock`` names: passed (monotonic) or this process's CPU time."""
-        return time.process_time() if self.cfg.train.clock == "cpu" else time.monotonic()
+    def budget_spent(self) -> float:
+        """The fraction of ``train.max_minutes`` spent (0 without a budget), the same on every rank.
 
-    def budget_spent(self, started: float) -> float:
-        """The fraction of ``train.max_minutes`` spent (0 without a budget), the same on every rank."""
+        The budget counts the run's training steps over all its sessions on the clock ``train.clock`` names
+        (the ``train_seconds`` or ``cpu_seconds`` its log and time-to-quality curves show), as ``train.steps``
+        counts steps: a killed run resumed with the same settings spends only what is left, its "cosine-time"
+        schedule going on where it was; a larger ``max_minutes`` on resume extends it."""
         minutes = self.cfg.train.max_minutes
         spent = 0.0
         if minutes is not None:
-            spent = (self.clock() - started) / (60 * minutes) if minutes > 0 else math.inf
+            st = self.state
+            seconds = st.cpu_seconds if self.cfg.train.clock == "cpu" else st.train_seconds
+            spent = seconds / (60 * minutes) if minutes > 0 else math.inf
         return D.all_mean(spent, self.env, self.device)
 
     def out_of_time(self) -> None:

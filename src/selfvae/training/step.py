@@ -21,9 +21,10 @@ LR_SCHEDULES = ("exp", "cosine", "cosine-time")
 def learning_rate(cfg: Config, step: int, elapsed: float = 0.0) -> float:
     """The learning rate of ``step``: ``lr_schedule`` "exp" decays per step and is floored at ``lr_min``
     (thesis ch. 6); "cosine" falls from ``lr`` to ``lr_min`` at ``steps`` (stepping ``steps`` up on resume
-    stretches the rest of the curve); "cosine-time" falls the same way over the ``max_minutes`` of this process,
-    ``elapsed`` (the fraction of them spent) taking the place of ``step / steps``, so runs compared at equal
-    wall clock all end annealed whatever their speed. All start with ``lr_warmup_steps`` of linear warm-up."""
+    stretches the rest of the curve); "cosine-time" falls the same way over the run's ``max_minutes`` of
+    training (all sessions; ``elapsed``: the fraction of them spent) taking the place of ``step / steps``, so runs
+    compared at equal clock all end annealed whatever their speed. All start with ``lr_warmup_steps`` of linear
+    warm-up."""
     t = cfg.train
     if t.lr_schedule not in LR_SCHEDULES:
         raise SelfVAEError(f"train.lr_schedule={t.lr_schedule!r}: expected one of {', '.join(LR_SCHEDULES)}")
