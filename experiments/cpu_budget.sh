@@ -17,7 +17,8 @@
 #                                              # survived, the lr falling along a cosine of the run's CPU time
 #                                              # from where it stands (1/3 of 300 spent: 1.5e-3) to 1e-4 at TOTAL;
 #                                              # else --init from the kept weights (fresh Adamax, 100 warm-up
-#                                              # steps), its own budget TOTAL less the kept weights' CPU minutes
+#                                              # steps to the lr the kept log ends at), its own budget TOTAL less
+#                                              # the kept weights' CPU minutes (an export counts a chain's clock)
 #
 #   experiments/cpu_budget.sh measure N        # both finished: the curves against CPU time (a run started by
 #                                              # --init counts the kept weights' clock and curve first), the
@@ -37,7 +38,7 @@ for m in vae srvae; do
       OMP_NUM_THREADS=1 nohup selfvae train --preset "cifar10-$m-small" --out "$run" --steps 1000000 "${common[@]}" \
         --set train.max_minutes="${2:?MINUTES}" > "$run.log" 2>&1 & ;;
     keep)
-      pkill -TERM -f -- "--out $run " || true ;;
+      pkill -TERM -f -- "--out $run" || true ;;
     finish)
       minutes=${2:?TOTAL}
       if [ -f "$run/last.pt" ]; then
@@ -47,7 +48,10 @@ for m in vae srvae; do
         minutes=$(python -c "import json; print($minutes - json.load(open('$run/init.json'))['cpu_seconds'] / 60)")
       else
         run=$run-2
-        how=(--preset "cifar10-$m-small" --init "$KEEP/$m" --steps 1000000 --set train.lr_warmup_steps=100)
+        lr=$(python -c "import json; print([r for r in map(json.loads, open('$KEEP/$m/log.jsonl'))
+                                             if r['split'] == 'train'][-1]['lr'])")  # where the curve stood
+        how=(--preset "cifar10-$m-small" --init "$KEEP/$m" --steps 1000000 --set train.lr_warmup_steps=100
+             --set train.lr="$lr")
         minutes=$(python -c "import json; print($minutes - json.load(open('$KEEP/$m/metrics.json'))['training']['cpu_seconds'] / 60)")
       fi
       OMP_NUM_THREADS=1 nohup selfvae train --out "$run" "${how[@]}" "${common[@]}" --set train.lr_schedule=cosine-time \
@@ -69,7 +73,8 @@ fi
 if [ "$cmd" = keep ]; then
   while pgrep -f -- "--out runs/cpu5h-" > /dev/null; do sleep 5; done  # each writes its last checkpoint first
   for m in vae srvae; do
-    selfvae export "runs/cpu5h-$m" -o "$KEEP/$m" --dtype float16 --which last
-    cp "runs/cpu5h-$m/log.jsonl" "$KEEP/$m/"
+    run=runs/cpu5h-$m; [ -d "$run-2" ] && run=$run-2
+    selfvae export "$run" -o "$KEEP/$m" --dtype float16 --which last
+    cp "$run/log.jsonl" "$KEEP/$m/"
   done
 fi

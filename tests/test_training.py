@@ -203,8 +203,8 @@ def test_time_budget_stops_cleanly_and_validates_the_last_weights(blob_npz, tmp_
 
 def test_cpu_clock_is_kept_exported_and_carried_by_a_run_started_from_the_export(blob_npz, tmp_path):
     """``train.clock="cpu"``: the CPU time of the steps is logged, checkpointed, written by export as the
-    training the weights had, and a run started from them (``train.init``) records it (equal-CPU-budget runs
-    continued across machines count their whole clock)."""
+    training the weights had, and a run started from them (``train.init``) records it and counts it in its own
+    export (equal-CPU-budget runs continued across machines count their whole clock)."""
     from selfvae.config import check_config
     from selfvae.runs.export import export
 
@@ -235,6 +235,10 @@ def test_cpu_clock_is_kept_exported_and_carried_by_a_run_started_from_the_export
     b_val = [r for r in b_val if r["split"] == "val"]
     assert [s for _, _, s in points] == [10] + [10 + r["step"] for r in b_val]
     assert points[-1][0] == pytest.approx((state["cpu_seconds"] + b_val[-1]["cpu_seconds"]) / 3600)
+    b_state = load_checkpoint(tmp_path / "b" / "last.pt")  # a chain: b's export counts a's training and b's own
+    again = json.loads((export(tmp_path / "b", tmp_path / "e2", which="last") / "metrics.json").read_text())
+    assert again["training"]["steps"] == 11
+    assert again["training"]["cpu_seconds"] == pytest.approx(state["cpu_seconds"] + b_state["cpu_seconds"])
     cfg.train.init, cfg.train.max_minutes = None, 0.0  # a CPU budget of nothing stops before the first step
     train(cfg, tmp_path / "c", progress=False, final_eval=False)
     assert load_checkpoint(tmp_path / "c" / "last.pt")["step"] == 0

@@ -6,6 +6,7 @@ training.
 
 from __future__ import annotations
 
+import json
 import warnings
 from pathlib import Path
 
@@ -42,13 +43,24 @@ def _weights_and_training(folder: Path, device: str | torch.device, which: str) 
         state = _checkpoint(folder, which, device)
         use_ema = state.get("ema") and state.get("eval_weights", "ema") == "ema"  # the better on validation
         weights = state["ema"] if use_ema else state["model"]
-        training = {"steps": state["step"], "seconds": state.get("train_seconds"),
-                    "cpu_seconds": state.get("cpu_seconds")}
+        training = _with_source({"steps": state["step"], "seconds": state.get("train_seconds"),
+                                 "cpu_seconds": state.get("cpu_seconds")}, folder)
     bad = [k for k, v in weights.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
     if bad:  # a damaged file would otherwise give nan or astronomic bits/dim without a word
         raise SelfVAEError(f"{folder}: the weights hold NaN or infinite values ({len(bad)} tensor(s), e.g. "
                            f"{bad[0]}): the file is damaged or the run diverged; use another checkpoint or export")
     return weights, training
+
+
+def _with_source(training: dict, folder: Path) -> dict:
+    """A run's own training plus that of the weights it started from (``train.init``: its
+    :data:`~selfvae.runs.layout.INIT`, which holds their whole training), so that a chain of runs, each started
+    from the last one's export, counts every step and second; None where either is not recorded."""
+    init = folder / layout.INIT
+    if not init.is_file():
+        return training
+    source = json.loads(init.read_text())
+    return {k: None if v is None or source.get(k) is None else v + source[k] for k, v in training.items()}
 
 
 def _checkpoint(folder: Path, which: str, device: str | torch.device) -> dict:
@@ -83,8 +95,8 @@ def load_trained(
     run, device: str | torch.device = "cpu", which: str = layout.BEST, data_dir: str | None = None  # noqa: ANN001
 ) -> tuple[Config, SelfVAE, dict]:
     """:func:`load_run`, and the training the model's weights had, ``{"steps", "seconds", "cpu_seconds"}`` (wall
-    clock and CPU time; None where not recorded): the checkpoint's own (the one the weights came from, read
-    once) or an exported model's card facts."""
+    clock and CPU time; None where not recorded): the checkpoint's (the one the weights came from, read once),
+    with the training of the weights a run started from (``train.init``), or an exported model's card facts."""
     folder = layout.resolve(run)
     cfg = load_config(folder, data_dir)
     model = build_model(cfg, device)
