@@ -53,3 +53,20 @@ def test_bad_overrides_say_what_is_valid(item, words):
         apply_overrides(get_preset("mnist-vae"), [item])
     for w in words:
         assert w in str(e.value)
+
+
+@pytest.mark.parametrize("key, value", [("train.amp", "fp8"), ("train.clock", "gpu"), ("train.lr_schedule", "step")])
+def test_a_setting_that_names_a_choice_must_name_one_of_them(key, value):
+    """Choices are refused before any work, naming the key and the choices (``train.amp`` was refused only
+    inside the first training step, after the data and the model were built)."""
+    from selfvae.config import CHOICES, check_config
+
+    cfg = get_preset("mnist-vae")
+    section, name = key.split(".")
+    setattr(getattr(cfg, section), name, value)
+    with pytest.raises(SelfVAEError, match=rf"{key}='{value}': must be one of {', '.join(CHOICES[key])}"):
+        check_config(cfg)
+    for option in CHOICES[key]:
+        setattr(getattr(cfg, section), name, option)
+        cfg.train.max_minutes = 5.0  # what cosine-time anneals over
+        check_config(cfg)

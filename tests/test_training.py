@@ -11,6 +11,7 @@ import pytest
 import torch
 from conftest import tiny_config
 
+from selfvae.config import check_config
 from selfvae.errors import SelfVAEError
 from selfvae.runs.checkpoint import load_checkpoint, load_latest, save_checkpoint
 from selfvae.runs.loading import load_run
@@ -174,8 +175,8 @@ def test_cosine_schedule_runs_from_lr_to_lr_min_after_a_linear_warm_up():
     lrs = [learning_rate(cfg, s) for s in range(10, 1001)]
     assert all(a >= b for a, b in zip(lrs, lrs[1:], strict=False))
     t.lr_schedule = "linear"
-    with pytest.raises(SelfVAEError, match="lr_schedule"):
-        learning_rate(cfg, 0)
+    with pytest.raises(SelfVAEError, match="train.lr_schedule='linear': must be one of exp, cosine"):
+        check_config(cfg)
 
 
 def test_cosine_time_schedule_anneals_over_the_time_budget_not_the_steps():
@@ -183,8 +184,9 @@ def test_cosine_time_schedule_anneals_over_the_time_budget_not_the_steps():
     t = cfg.train
     t.lr_schedule, t.steps, t.lr, t.lr_min = "cosine-time", 1000, 2e-3, 1e-4
     with pytest.raises(SelfVAEError, match="max_minutes"):
-        learning_rate(cfg, 0, 0.0)
+        check_config(cfg)
     t.max_minutes = 60
+    check_config(cfg)
     assert learning_rate(cfg, 3, 0.0) == pytest.approx(2e-3)
     assert learning_rate(cfg, 3, 0.5) == pytest.approx((2e-3 + 1e-4) / 2)  # half the clock, whatever the step
     assert learning_rate(cfg, 900, 0.5) == learning_rate(cfg, 3, 0.5)
@@ -205,7 +207,6 @@ def test_cpu_clock_is_kept_exported_and_carried_by_a_run_started_from_the_export
     """``train.clock="cpu"``: the CPU time of the steps is logged, checkpointed, written by export as the
     training the weights had, and a run started from them (``train.init``) records it and counts it in its own
     export (equal-CPU-budget runs continued across machines count their whole clock)."""
-    from selfvae.config import check_config
     from selfvae.runs.export import export
 
     cfg = tiny_config(blob_npz, steps=10)

@@ -233,12 +233,18 @@ _CHECKS: dict[str, tuple[Callable[[Any], bool], str, bool]] = {
 }
 
 
-CLOCKS = ("wall", "cpu")
+# Settings that name one of a few choices (None allowed where the field is optional).
+CHOICES: dict[str, tuple[str, ...]] = {
+    "train.lr_schedule": ("exp", "cosine", "cosine-time"),
+    "train.clock": ("wall", "cpu"),
+    "train.amp": ("bf16", "fp16"),
+}
 
 
 def check_config(cfg: Config) -> Config:
-    """Refuse a config whose numbers are out of range, not numbers, or whose shapes are not three positive sizes,
-    naming the key (``--set`` and config files reach every field); returns ``cfg``."""
+    """Refuse a config whose numbers are out of range, not numbers, whose choices are not among :data:`CHOICES`,
+    or whose shapes are not three positive sizes, naming the key (``--set`` and config files reach every field);
+    returns ``cfg``."""
     for key, (test, what, nullable) in _CHECKS.items():
         section, name = key.split(".")
         value = getattr(getattr(cfg, section), name)
@@ -247,8 +253,13 @@ def check_config(cfg: Config) -> Config:
         number = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
         if not number or not test(value):
             raise SelfVAEError(f"{key}={value!r}: must be {what}")
-    if cfg.train.clock not in CLOCKS:
-        raise SelfVAEError(f"train.clock={cfg.train.clock!r}: must be one of {', '.join(CLOCKS)}")
+    for key, options in CHOICES.items():
+        section, name = key.split(".")
+        value = getattr(getattr(cfg, section), name)
+        if value not in options and not (value is None and key == "train.amp"):
+            raise SelfVAEError(f"{key}={value!r}: must be one of {', '.join(options)}")
+    if cfg.train.lr_schedule == "cosine-time" and not cfg.train.max_minutes:
+        raise SelfVAEError("train.lr_schedule='cosine-time' anneals over train.max_minutes; set it")
     m = cfg.model
     for key, shape in (("image_shape", m.image_shape), ("latent_shape", m.latent_shape), ("data_shape", m.data_shape)):
         if shape is None and key == "data_shape":

@@ -104,7 +104,6 @@ def check_start(cfg: Config, run_dir: Path, resume: bool, env: D.DistEnv) -> Non
         raise SelfVAEError(f"{run_dir}: nothing to resume (no {layout.checkpoint(run_dir).name})")
     if not resume and has_run:
         raise SelfVAEError(f"{run_dir}: already holds a run; pass --resume to continue it or choose another --out")
-    learning_rate(cfg, 0)  # refuses an unknown schedule
     if t.batch_size % (env.world_size * t.accum_steps):
         raise SelfVAEError(f"train.batch_size={t.batch_size} is not divisible by {env.world_size} process(es) "
                            f"x train.accum_steps={t.accum_steps}")
