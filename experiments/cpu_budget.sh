@@ -69,6 +69,7 @@ if [ "$cmd" = measure ]; then
   for r in "${runs[@]}"; do
     for ref in test train; do selfvae fid "$r" --n "${2:?N}" --ref "$ref" --no-progress; done
   done
+  selfvae compare "${runs[@]}" -o runs/cpu5h-compare  # the bounds, both FIDs, parameters, generation time
 fi
 if [ "$cmd" = keep ]; then
   while pgrep -f -- "--out runs/cpu5h-" > /dev/null; do sleep 5; done  # each writes its last checkpoint first

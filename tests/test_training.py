@@ -398,7 +398,7 @@ def test_the_bar_of_a_budget_run_counts_the_budget_not_a_ceiling_of_steps(tmp_pa
     steps.close()
 
 
-def test_a_time_budget_counts_the_whole_run_across_its_sessions(blob_npz, tmp_path):
+def test_a_time_budget_counts_the_whole_run_across_its_sessions(blob_npz, tmp_path, capsys):
     """``train.max_minutes`` counts the run's steps over all its sessions, as ``train.steps`` does: a resumed
     run spends only what is left (a killed cosine-time run goes on along its curve), a larger budget extends it."""
     cfg = tiny_config(blob_npz, steps=3)
@@ -410,6 +410,7 @@ def test_a_time_budget_counts_the_whole_run_across_its_sessions(blob_npz, tmp_pa
     cfg.train.steps, cfg.train.max_minutes = 6, spent / 60 / 2  # already spent twice over
     train(cfg, run, resume=True, progress=False, final_eval=False)
     assert load_checkpoint(run / "last.pt")["step"] == 3
+    assert "earlier sessions of this run spent it: a larger train.max_minutes goes on" in capsys.readouterr().out
     cfg.train.max_minutes = spent / 60 * 1000
     train(cfg, run, resume=True, progress=False, final_eval=False)
     assert load_checkpoint(run / "last.pt")["step"] == 6

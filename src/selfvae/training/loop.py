@@ -137,13 +137,14 @@ class Session:
         """Train until ``train.steps``, the time budget, a signal or too many skipped steps; returns why it
         stopped early (None: it ran to its end or its time budget)."""
         t, st = self.cfg.train, self.state
+        first = st.step
         stream = batch_stream(self.train_ds, st.sampler, st.step, t.steps, self.cfg, self.env, self.device)
         try:
             with _StopFlag() as flag:
                 while st.step < t.steps:
                     spent = self.budget_spent()
                     if spent > 1.0:
-                        self.out_of_time()
+                        self.out_of_time(before=st.step == first > 0)
                         return None
                     res, lr, seconds = self.step(stream, spent)
                     stopped = self.after_step(res, lr, seconds, flag, spent)
@@ -169,9 +170,13 @@ class Session:
             spent = seconds / (60 * minutes) if minutes > 0 else math.inf
         return D.all_mean(spent, self.env, self.device)
 
-    def out_of_time(self) -> None:
+    def out_of_time(self, before: bool = False) -> None:
+        """The budget is spent (``before``: by earlier sessions of the run): validate and save the last state."""
+        t = self.cfg.train
         self.journal.budget_spent()
-        self.journal.say(f"time budget of {self.cfg.train.max_minutes} minutes reached at step {self.state.step}")
+        self.journal.say(f"time budget of {t.max_minutes} minutes ({t.clock} clock) reached at step {self.state.step}"
+                         + ("; earlier sessions of this run spent it: a larger train.max_minutes goes on"
+                            if before else ""))
         if self.main and self.validated_at != self.state.step:  # the last steps must count for the best
             self.validate()
         self.checkpoint(layout.LAST)
