@@ -67,7 +67,7 @@ if [ "$cmd" = measure ]; then
     --out docs/figures/cpu_budget_cifar10.png
   selfvae eval "${runs[1]}" --consistent --iw-samples 1 --json
   for r in "${runs[@]}"; do
-    for ref in test train; do selfvae fid "$r" --n "${2:?N}" --ref "$ref" --no-progress; done
+    selfvae fid "$r" --n "${2:?N}" --ref test train --no-progress  # one set of samples scored against both
   done
   selfvae compare "${runs[@]}" -o runs/cpu5h-compare  # the bounds, both FIDs, parameters, generation time
 fi

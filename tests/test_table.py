@@ -124,6 +124,28 @@ def test_fid_value_matches_manual_computation(srvae_tiny, tmp_path, fake_incepti
     assert stored_fid(tmp_path / "exported", "train")["fid"] == r["fid"]
 
 
+def test_fid_against_both_references_scores_one_set_of_samples(srvae_tiny, tmp_path, fake_inception, copy_run,
+                                                               monkeypatch, capsys):
+    """``selfvae fid RUN --ref test train``: the samples are drawn (and put through Inception) once, and each FID
+    is the one its own call gives (same seed, same samples), written to its own file."""
+    from selfvae.evaluation import run_fid as module
+
+    run = copy_run(srvae_tiny, tmp_path)
+    alone = {ref: run_fid(run, n=40, ref=ref, batch_size=20, progress=False, seed=5)["fid"]
+             for ref in ("test", "train")}
+    drawn = []
+    sample_batches = module._sample_batches
+    monkeypatch.setattr(module, "_sample_batches", lambda *a: drawn.append(a[1]) or sample_batches(*a))
+    main(["fid", str(run), "--n", "40", "--batch-size", "20", "--seed", "5", "--ref", "test", "train",
+          "--no-progress"])
+    assert drawn == [40]
+    out = capsys.readouterr().out
+    for ref, name in (("test", "fid.json"), ("train", "fid-train.json")):
+        stored = json.loads((run / "final" / name).read_text())
+        assert stored["fid"] == pytest.approx(alone[ref], rel=1e-9) and f"FID {alone[ref]:.3f}" in out
+    assert alone["test"] != alone["train"]
+
+
 @pytest.mark.parametrize("cmd", ["fid", "report", "compare"])
 def test_non_run_directory_is_one_line_error(cmd, tmp_path, capsys):
     (tmp_path / "notes.txt").write_text("not a run")

