@@ -39,6 +39,7 @@ from selfvae.runs.export import export
 from selfvae.runs.layout import PACKAGED
 from selfvae.runs.loading import load_run
 from selfvae.runs.stored import write_json
+from selfvae.training.state import minutes_spent
 from selfvae.viz import read_log, with_train_seconds
 
 FP16_TOLERANCE = 0.002  # bits/dim the float16 file may move the bound by
@@ -52,12 +53,7 @@ def train(name: str, run: Path, minutes: float, seed: int, data_dir: str | None,
     budget is what it has had on its clock plus ``minutes``."""
     cmd = [sys.executable, "-m", "selfvae.cli", "train", "--out", str(run), "--no-progress", "--channels-last"]
     if layout.checkpoint(run).exists():
-        had = load_checkpoint(layout.checkpoint(run))
-        if json.loads((run / layout.CONFIG).read_text())["train"].get("clock", "wall") == "cpu":
-            seconds = had["cpu_seconds"]
-        else:  # checkpoints from before the clock was kept: the logged step times, as a resume sums them
-            seconds = had.get("train_seconds") or with_train_seconds(read_log(run / layout.LOG))[-1]["train_seconds"]
-        minutes += seconds / 60
+        minutes += minutes_spent(run, Config.load(run / layout.CONFIG).train.clock)
         cmd += ["--resume"]
     else:
         cmd += ["--preset", name, "--set", f"train.seed={seed}", "--steps", str(steps)]

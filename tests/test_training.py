@@ -17,6 +17,7 @@ from selfvae.runs.checkpoint import load_checkpoint, load_latest, save_checkpoin
 from selfvae.runs.loading import load_run
 from selfvae.training.batches import EpochSampler
 from selfvae.training.loop import train
+from selfvae.training.state import minutes_spent
 from selfvae.training.step import learning_rate
 
 
@@ -405,8 +406,9 @@ def test_a_time_budget_counts_the_whole_run_across_its_sessions(blob_npz, tmp_pa
     cfg.train.clock, cfg.train.eval_every = "cpu", 10_000
     run = tmp_path / "r"
     train(cfg, run, progress=False, final_eval=False)
-    spent = load_checkpoint(run / "last.pt")["cpu_seconds"]
-    assert spent > 0
+    state = load_checkpoint(run / "last.pt")
+    spent = state["cpu_seconds"]
+    assert spent > 0 and minutes_spent(run, "cpu") == spent / 60 and minutes_spent(run) == state["train_seconds"] / 60
     cfg.train.steps, cfg.train.max_minutes = 6, spent / 60 / 2  # already spent twice over
     train(cfg, run, resume=True, progress=False, final_eval=False)
     assert load_checkpoint(run / "last.pt")["step"] == 3

@@ -9,7 +9,7 @@ Here (the CPU machine), once a session:
 then on the device machine (the `device` tool's `run`, carrying `.gpu`), in at most three calls:
 
     python3 tools/gpu_session.py test bench --out $OUT                            # 552 s on 2026-11-25
-    python3 tools/gpu_session.py train --minutes 7.5 --train-batch 128 --out $OUT # ~9.5 min: both models at once
+    python3 tools/gpu_session.py train --minutes 7 --train-batch 128 --out $OUT   # ~9.5 min: both models at once
     python3 tools/gpu_session.py bench --compile --out $OUT                       # what is left: compiled variants
 
 (a call that finds no warm machine spends 1-2 minutes starting one: call again within 30 s of the last reply).
@@ -268,17 +268,20 @@ def phase_bench(args: argparse.Namespace, results: dict) -> None:
 def phase_train(args: argparse.Namespace, results: dict) -> None:
     """Both shippable CIFAR-10 models at once on the one GPU, each in its own process."""
     from selfvae.runs import layout
+    from selfvae.training.state import minutes_spent
 
     runs = Path(args.work) / "runs"
     procs = {}
     for preset in SMALL:
         run = runs / preset
+        kept = layout.checkpoint(run).exists()  # this machine kept the run (a later call of the same session)
+        minutes = args.minutes + (minutes_spent(run) if kept else 0.0)  # a budget counts the run's sessions
         # the tarball itself: read as data.name=cifar10-jpeg, the same images as the unpacked folder
         cmd = [sys.executable, "-m", "selfvae.cli", "train", "--out", str(run), "--data-dir", str(args.gpu_dir),
                "--device", args.device, "--channels-last", "--no-progress", "--workers", str(args.workers),
-               "--set", "train.lr_schedule=cosine-time", "--set", f"train.max_minutes={args.minutes}",
+               "--set", "train.lr_schedule=cosine-time", "--set", f"train.max_minutes={minutes:.2f}",
                "--set", f"train.batch_size={args.train_batch}", "--set", "train.eval_every=500"]
-        if layout.checkpoint(run).exists():  # this machine kept the run (a later call of the same session)
+        if kept:
             cmd = [*cmd[:4], "--resume", *cmd[4:]]
         elif args.from_shipped and preset in layout.pretrained_names():  # a fresh machine: go on from what ships
             cmd = [*cmd[:4], "--preset", preset, "--init", preset, "--set", f"train.lr={args.lr}", *cmd[4:]]
@@ -390,7 +393,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--compile", action="store_true", help="bench: also torch.compile our models")
     p.add_argument("--minutes", type=float, default=8.0,
-                   help="train: minutes of training each (both at once), in all: a later call resumes to them")
+                   help="train: minutes of training each in this call (both at once; a later call: as many more)")
     p.add_argument("--train-batch", type=int, default=64)
     p.add_argument("--workers", type=int, default=4, help="train: data-loading worker processes per run")
     p.add_argument("--work", default="/tmp/gpu_session", help="train: run folders")

@@ -149,6 +149,17 @@ def resume(state: TrainState, run_dir: Path, device: str, env: D.DistEnv) -> Non
         state.train_seconds = recs[-1]["train_seconds"] if recs else 0.0
 
 
+def minutes_spent(run_dir: Path, clock: str = "wall") -> float:
+    """The training minutes a run's last checkpoint records on ``clock`` ("wall" or "cpu"): what its
+    ``train.max_minutes`` counts, so that a caller can resume it for so many minutes more."""
+    state = load_latest(layout.checkpoint(run_dir, layout.LAST))
+    seconds = state.get("cpu_seconds", 0.0) if clock == "cpu" else state.get("train_seconds")
+    if seconds is None:  # a checkpoint from before the clock was kept: the logged step times, as resume sums them
+        recs = [r for r in with_train_seconds(read_log(run_dir / layout.LOG)) if r["step"] <= state["step"]]
+        seconds = recs[-1]["train_seconds"] if recs else 0.0
+    return seconds / 60
+
+
 def truncate_log(path: Path, step: int) -> None:
     """Drop log records written after ``step``."""
     if not path.is_file():
