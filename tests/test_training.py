@@ -412,7 +412,9 @@ def test_a_time_budget_counts_the_whole_run_across_its_sessions(blob_npz, tmp_pa
     cfg.train.steps, cfg.train.max_minutes = 6, spent / 60 / 2  # already spent twice over
     train(cfg, run, resume=True, progress=False, final_eval=False)
     assert load_checkpoint(run / "last.pt")["step"] == 3
-    assert "earlier sessions of this run spent it: a larger train.max_minutes goes on" in capsys.readouterr().out
+    said = capsys.readouterr().out
+    assert "earlier sessions of this run spent it: a larger train.max_minutes goes on" in said
+    assert f"resumed at step 3 of 6; {spent / 60:.1f} of the {spent / 120:g} minutes of its cpu budget spent" in said
     cfg.train.max_minutes = spent / 60 * 1000
     train(cfg, run, resume=True, progress=False, final_eval=False)
     assert load_checkpoint(run / "last.pt")["step"] == 6

@@ -131,6 +131,21 @@ class Session:
         self.validated_at = -1
         self.journal = Journal(run_dir, cfg.name, cfg.train.steps, self.state.step, resume, self.main, progress,
                                cfg.train.max_minutes, cfg.train.clock, self.budget_spent())
+        if resume:
+            self.journal.say(self.resumed_at())
+
+    def resumed_at(self) -> str:
+        """Where a resumed run stands: its step and, under a time budget, the minutes spent of it."""
+        t = self.cfg.train
+        text = f"resumed at step {self.state.step} of {t.steps}"
+        if t.max_minutes is not None:
+            text += f"; {self.clock_seconds() / 60:.1f} of the {t.max_minutes:g} minutes of its {t.clock} budget spent"
+        return text
+
+    def clock_seconds(self) -> float:
+        """The run's training seconds so far, all sessions, on the clock ``train.clock`` names."""
+        st = self.state
+        return st.cpu_seconds if self.cfg.train.clock == "cpu" else st.train_seconds
 
     # ----- the loop ------------------------------------------------------------------------------------
     def run(self) -> str | None:
@@ -165,9 +180,7 @@ class Session:
         minutes = self.cfg.train.max_minutes
         spent = 0.0
         if minutes is not None:
-            st = self.state
-            seconds = st.cpu_seconds if self.cfg.train.clock == "cpu" else st.train_seconds
-            spent = seconds / (60 * minutes) if minutes > 0 else math.inf
+            spent = self.clock_seconds() / (60 * minutes) if minutes > 0 else math.inf
         return D.all_mean(spent, self.env, self.device)
 
     def out_of_time(self, before: bool = False) -> None:
