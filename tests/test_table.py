@@ -144,6 +144,13 @@ def test_fid_against_both_references_scores_one_set_of_samples(srvae_tiny, tmp_p
         stored = json.loads((run / "final" / name).read_text())
         assert stored["fid"] == pytest.approx(alone[ref], rel=1e-9) and f"FID {alone[ref]:.3f}" in out
     assert alone["test"] != alone["train"]
+    from selfvae.evaluation.rows import run_row
+    from selfvae.evaluation.table import format_markdown
+
+    row = run_row(run, n_eval=None, timing=False)  # the comparison table shows both, as the papers do
+    assert (row["fid"], row["fid_train"]) == (pytest.approx(alone["test"]), pytest.approx(alone["train"]))
+    header, _, cells = format_markdown([row]).splitlines()
+    assert "| FID | FID (train) |" in header and f"| {alone['test']:.2f} | {alone['train']:.2f} |" in cells
 
 
 @pytest.mark.parametrize("cmd", ["fid", "report", "compare"])

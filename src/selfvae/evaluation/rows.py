@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from selfvae.models.selfvae import SelfVAE
+from selfvae.runs import layout
 from selfvae.runs.layout import check_run_dir
 from selfvae.runs.loading import load_config, load_run
 from selfvae.runs.stored import per_data_dims, stored_fid, stored_metrics
@@ -53,7 +54,7 @@ def paper_row(
 
     ``params``; ``gen_time_1_s`` / ``gen_time_100_s``: mean wall-clock seconds to generate 1 / 100 images on
     the model's device after a warm-up (means over ``repeats`` calls; the thesis uses 100 runs on a GPU);
-    ``fid``, ``fid_n``, ``fid_ref`` where ``selfvae fid`` stored one (:func:`selfvae.runs.stored.stored_fid`).
+    the FIDs ``selfvae fid`` stored (:func:`fid_columns`).
     ``device`` is accepted for symmetry with the CLI; the model is timed where it lives.
     """
     del device  # timing happens on the model's own device
@@ -62,9 +63,19 @@ def paper_row(
         "gen_time_1_s": generation_time(model, 1, repeats[0]),
         "gen_time_100_s": generation_time(model, 100, repeats[1]),
     }
-    fid = stored_fid(Path(run_dir))
-    if fid is not None:
-        row.update({"fid": float(fid["fid"]), "fid_n": fid.get("n"), "fid_ref": fid.get("ref")})
+    row.update(fid_columns(Path(run_dir)))
+    return row
+
+
+def fid_columns(run_dir: Path) -> dict[str, Any]:
+    """``fid``, ``fid_n``, ``fid_ref`` (against test) and ``fid_train``, ``fid_train_n`` where ``selfvae fid``
+    stored them (the papers report both)."""
+    row: dict[str, Any] = {}
+    for ref in layout.FID_REFS:
+        fid = stored_fid(run_dir, ref)
+        if fid is not None:
+            key = layout.fid_key(ref)
+            row.update({key: float(fid["fid"]), f"{key}_n": fid.get("n"), f"{key}_ref": fid.get("ref")})
     return row
 
 
@@ -116,9 +127,7 @@ def run_row(
         row.update(paper_row(model, run_dir, device))
     else:
         row["params"] = count_params(model)
-        fid = stored_fid(run_dir)
-        if fid is not None:
-            row.update({"fid": float(fid["fid"]), "fid_n": fid.get("n"), "fid_ref": fid.get("ref")})
+        row.update(fid_columns(run_dir))
     return row
 
 
