@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Question: at an equal CPU budget of 5 CPU-hours each (issue 33), does the papers' CIFAR-10 claim hold: the
 # srVAE's FID below the VAE's while its bits/dim is higher? And where do the curves stand against CPU time?
-# Answer: pending. Segment 1 (2026-11-25): 1.67 and 1.66 CPU-hours (3585 and 1690 steps); the srVAE's validation
-# bound is below the VAE's at every CPU time (4.2505 at 1.49 h against 4.5241 at 1.41 h); docs/RESULTS.md.
+# Answer: pending. Segment 1 (2026-11-25): 1.67 CPU-hours each, constant lr; the srVAE's validation bound below
+# the VAE's (4.2505 at 1.49 h against 4.5241 at 1.41 h). Segment 2 (same day): to 3.80 CPU-hours, lr on a cosine of
+# CPU time; the VAE overtook at 2.73 h as the lr fell (3.7464 at 3.61 h against the srVAE's 3.9465 at 3.36 h).
 #
 # Both shippable presets (cifar10-vae-small, cifar10-srvae-small) train side by side at one thread each, their
 # budget counted in CPU time (train.clock=cpu), so other work sharing the two cores costs neither run budget.
