@@ -52,30 +52,10 @@ def _sample_batches(model: SelfVAE, n: int, batch_size: int) -> Iterator[torch.T
         done += b
 
 
-def run_fid(
-    run_dir: str | Path,
-    n: int = 10000,
-    ref: str = "test",
-    batch_size: int = 100,
-    device: str = "cpu",
-    weights: str | Path | None = None,
-    seed: int = 0,
-    progress: bool = True,
-    cache: str | Path | None = None,
-    n_ref: int | None = None,
-    data_dir: str | None = None,
-) -> dict[str, Any]:
-    """FID of ``n`` samples of the run's best model against its data set; writes it to the run's
-    :func:`~selfvae.runs.layout.fid_file` of ``ref`` (under ``./NAME`` for a shipped model).
-
-    ``ref="test"``: statistics of the whole test split (papers: 10k samples vs test; a data set without one:
-    its validation split, as training's final evaluation, and ``ref`` says so); ``ref="train"``: of the
-    first ``n`` training images (papers: 50k samples vs train). ``n_ref`` caps the reference images (the first
-    ``n_ref`` of the split) when time is short; FID grows as sample counts shrink, so compare like with like.
-    Reference statistics are cached in
-    :func:`cache_dir` (or ``cache``), keyed by data set, split, count and Inception weights.
-    """
-    return run_fids(run_dir, n, (ref,), batch_size, device, weights, seed, progress, cache, n_ref, data_dir)[0]
+def run_fid(run_dir: str | Path, n: int = 10000, ref: str = "test", **options: Any) -> dict[str, Any]:
+    """FID of ``n`` samples of the run's best model against the ``ref`` split: :func:`run_fids` with one
+    reference (``options``: its keyword arguments)."""
+    return run_fids(run_dir, n, (ref,), **options)[0]
 
 
 def run_fids(
@@ -91,8 +71,17 @@ def run_fids(
     n_ref: int | None = None,
     data_dir: str | None = None,
 ) -> list[dict[str, Any]]:
-    """:func:`run_fid` against each of ``refs`` from one set of samples: the ``n`` samples are drawn and put
-    through Inception once (the dearer half of each FID), so each value equals its own ``run_fid`` call."""
+    """FID of ``n`` samples of the run's best model against its data set, for each of ``refs``; each is written
+    to the run's :func:`~selfvae.runs.layout.fid_file` of its ref (under ``./NAME`` for a shipped model).
+
+    The samples are drawn and put through Inception once (the dearer half of each FID), so each value equals
+    the one a call with that ref alone gives. ``"test"``: statistics of the whole test split (papers: 10k
+    samples vs test; a data set without one: its validation split, as training's final evaluation, and the
+    result's ``ref`` says so); ``"train"``: of the first ``n`` training images (papers: 50k samples vs train).
+    ``n_ref`` caps the reference images (the first ``n_ref`` of the split) when time is short; FID grows as
+    sample counts shrink, so compare like with like. Reference statistics are cached in :func:`cache_dir` (or
+    ``cache``), keyed by data set, split, count and Inception weights.
+    """
     from selfvae.evaluation import fid as fidlib
 
     run_dir = layout.check_run_dir(run_dir)
