@@ -418,3 +418,21 @@ def test_a_time_budget_counts_the_whole_run_across_its_sessions(blob_npz, tmp_pa
     cfg.train.max_minutes = spent / 60 * 1000
     train(cfg, run, resume=True, progress=False, final_eval=False)
     assert load_checkpoint(run / "last.pt")["step"] == 6
+
+
+def test_a_checkpoint_from_before_the_clock_was_kept_takes_it_from_the_log(blob_npz, tmp_path):
+    """Checkpoints written before ``train_seconds`` was kept: the clock a budget counts is the log's up to the
+    checkpoint's step (summed from its step times where it has none), for a resume and for ``minutes_spent``."""
+    cfg = tiny_config(blob_npz, steps=4)
+    cfg.train.log_every, cfg.train.eval_every = 1, 10_000
+    run = tmp_path / "r"
+    train(cfg, run, progress=False, final_eval=False)
+    state = load_checkpoint(run / "last.pt")
+    state["train_seconds"] = None
+    save_checkpoint(state, run / "last.pt", keep_previous=False)
+    logged = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    clock = [r["train_seconds"] for r in logged if r["split"] == "train" and r["step"] == 4][0]
+    assert minutes_spent(run) == clock / 60
+    cfg.train.steps = 5
+    train(cfg, run, resume=True, progress=False, final_eval=False)
+    assert load_checkpoint(run / "last.pt")["train_seconds"] > clock

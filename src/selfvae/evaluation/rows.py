@@ -15,7 +15,6 @@ import torch
 
 from selfvae.models.selfvae import SelfVAE
 from selfvae.runs import layout
-from selfvae.runs.layout import check_run_dir
 from selfvae.runs.loading import load_config, load_run
 from selfvae.runs.stored import per_data_dims, stored_fid, stored_metrics
 
@@ -97,7 +96,7 @@ def run_row(
     without it is evaluated on its first ``n_eval`` test images with ``iw_samples`` importance samples
     (``n_eval=None``: not evaluated, the columns show "-"). ``source`` says which.
     """
-    run_dir = check_run_dir(run_dir)
+    run_dir = layout.check_run_dir(run_dir)
     if model is None:
         cfg, model = load_run(run_dir, device, data_dir=data_dir)
     else:

@@ -94,13 +94,14 @@ def run_fids(
         raise SelfVAEError(f"--batch-size {batch_size}: must be >= 1")
     cfg, model = load_run(run_dir, device, data_dir=data_dir)
     extractor = fidlib.InceptionFeatures(weights, device=device)
+    refs = list(dict.fromkeys(refs))  # each reference once, in the order given
     real = [_reference(cfg, ref, n, n_ref, batch_size, Path(cache) if cache else cache_dir(), extractor, progress)
-            for ref in dict.fromkeys(refs)]
+            for ref in refs]
     torch.manual_seed(seed)
     feats = fidlib.features_from_batches(extractor, _sample_batches(model, n, batch_size), n, progress=progress)
     fake = fidlib.gaussian_stats(feats)
     results = []
-    for ref, (used, n_used, stats) in zip(dict.fromkeys(refs), real, strict=True):
+    for ref, (used, n_used, stats) in zip(refs, real, strict=True):
         out = {"fid": fidlib.fid_score(stats, fake, method=FID_METHOD), "n": n, "ref": used, "n_ref": n_used,
                "method": FID_METHOD, "weights_sha1": getattr(extractor, "weights_hash", None), "seed": seed}
         out["path"] = str(write_json(out, layout.output_dir(run_dir) / layout.fid_file(ref)))

@@ -144,9 +144,8 @@ def resume(state: TrainState, run_dir: Path, device: str, env: D.DistEnv) -> Non
     log = run_dir / layout.LOG
     if env.is_main:
         truncate_log(log, state.step)
-    if state.train_seconds is None:  # a checkpoint from before the clock was kept: sum the logged step times
-        recs = with_train_seconds(read_log(log))
-        state.train_seconds = recs[-1]["train_seconds"] if recs else 0.0
+    if state.train_seconds is None:  # a checkpoint from before the clock was kept
+        state.train_seconds = _logged_seconds(log, state.step)
 
 
 def minutes_spent(run_dir: Path, clock: str = "wall") -> float:
@@ -154,10 +153,16 @@ def minutes_spent(run_dir: Path, clock: str = "wall") -> float:
     ``train.max_minutes`` counts, so that a caller can resume it for so many minutes more."""
     state = load_latest(layout.checkpoint(run_dir, layout.LAST))
     seconds = state.get("cpu_seconds", 0.0) if clock == "cpu" else state.get("train_seconds")
-    if seconds is None:  # a checkpoint from before the clock was kept: the logged step times, as resume sums them
-        recs = [r for r in with_train_seconds(read_log(run_dir / layout.LOG)) if r["step"] <= state["step"]]
-        seconds = recs[-1]["train_seconds"] if recs else 0.0
+    if seconds is None:  # a checkpoint from before the clock was kept
+        seconds = _logged_seconds(run_dir / layout.LOG, state["step"])
     return seconds / 60
+
+
+def _logged_seconds(log: Path, step: int) -> float:
+    """The training wall clock a run's log records up to ``step``, summed from its step times where the log
+    has no clock (runs from before it was kept)."""
+    recs = [r for r in with_train_seconds(read_log(log)) if r["step"] <= step]
+    return recs[-1]["train_seconds"] if recs else 0.0
 
 
 def truncate_log(path: Path, step: int) -> None:
