@@ -278,3 +278,26 @@ def test_each_shipping_call_trains_minutes_more_than_the_run_has_had(tiny_run, m
     budget = float(cmd[cmd.index("--set", cmd.index("--resume")) + 1].split("=")[1])
     had = load_checkpoint(tiny_run / "last.pt")["train_seconds"]
     assert had > 0 and budget == pytest.approx(5.0 + had / 60, abs=0.01)
+
+
+def test_shipping_keeps_the_runs_fids_and_measures_a_selfvaes_renormalised_bound(tiny_run, tmp_path, monkeypatch):
+    """What ``selfvae fid RUN`` measured goes into the shipped model's metrics and card (it used to be copied in
+    by hand), and a downscaling selfVAE's card gets its renormalised bound, which is tighter on the same noise."""
+    import shutil
+
+    script = _shipping_script()
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    fids = {ref: {"fid": 100.0 + i, "n": 10, "n_ref": 10, "ref": ref, "seed": 0}
+            for i, ref in enumerate(layout.FID_REFS)}
+    for ref, fid in fids.items():
+        (run / layout.fid_file(ref)).parent.mkdir(parents=True, exist_ok=True)
+        (run / layout.fid_file(ref)).write_text(json.dumps(fid))
+    monkeypatch.setattr(script, "PACKAGED", tmp_path / "pkg")
+    dest = script.ship("mnist-srvae", run, None, 0, iw_limit=4, max_s=2)
+    metrics = json.loads((dest / layout.METRICS).read_text())
+    for ref, fid in fids.items():
+        assert metrics[layout.fid_key(ref)]["fid"] == fid["fid"]
+        assert f"| FID ({ref}) | **{fid['fid']:.1f}**" in (dest / layout.CARD).read_text()
+    assert metrics["bpd_elbo_consistent"] <= metrics["bpd_elbo"] + 1e-9
+    assert "renormalised onto d(x) = y" in (dest / layout.CARD).read_text()
