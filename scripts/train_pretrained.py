@@ -38,7 +38,7 @@ from selfvae.runs.checkpoint import load_checkpoint
 from selfvae.runs.export import export
 from selfvae.runs.layout import PACKAGED
 from selfvae.runs.loading import load_run
-from selfvae.runs.stored import write_json
+from selfvae.runs.stored import stored_fid, write_json
 from selfvae.training.state import minutes_spent
 from selfvae.viz import read_log, with_train_seconds
 
@@ -269,9 +269,6 @@ def ship(name: str, run: Path, data_dir: str | None, seed: int, iw_limit: int, m
         if dest.exists():
             shutil.rmtree(dest)
         shutil.copytree(chosen, dest)
-        exported_metrics = json.loads((chosen / layout.METRICS).read_text())
-    metrics.update({layout.fid_key(r): exported_metrics[layout.fid_key(r)] for r in layout.FID_REFS
-                    if layout.fid_key(r) in exported_metrics})  # the run's FIDs (`selfvae fid RUN`) go with it
     float16 = exported is not None or chosen.name == "f16"
     cfg, model = load_run(dest, data_dir=data_dir)
     ds = load_split(cfg, "test")
@@ -306,8 +303,9 @@ def iw_figures(metrics: dict, bpd_iw: float) -> dict:
 
 def write_card(name: str, run: Path, dest: Path, metrics: dict, seed: int, hardware: str | None = None,
                data_note: str | None = None) -> None:
-    """Training facts of the shipped checkpoint into ``metrics.json``, and the model card. ``hardware`` (where it
-    was trained) and ``data_note`` (what the data set is) are kept from an earlier card when not given."""
+    """Training facts of the shipped checkpoint and the run's FIDs into ``metrics.json``, and the model card.
+    ``hardware`` (where it was trained) and ``data_note`` (what the data set is) are kept from an earlier card when
+    not given; so are FIDs the run has none of."""
     shipped = shipped_checkpoint(run)
     steps, seconds, how = training_time(run, shipped["step"])
     hardware = hardware or metrics.get("training", {}).get("hardware", "a 2-core CPU")
@@ -315,6 +313,10 @@ def write_card(name: str, run: Path, dest: Path, metrics: dict, seed: int, hardw
                            "hardware": hardware}
     if data_note:
         metrics["data_note"] = data_note
+    for ref in layout.FID_REFS:  # what `selfvae fid RUN` measured of the run goes with its model
+        fid = stored_fid(run, ref)
+        if fid is not None:
+            metrics[layout.fid_key(ref)] = fid
     write_json(metrics, dest / layout.METRICS)
     lr = lr_history(run, shipped["step"])
     (dest / layout.CARD).write_text(card(name, dest, metrics, steps, seconds, how, seed, lr))
