@@ -38,7 +38,7 @@ from selfvae.runs.checkpoint import load_checkpoint
 from selfvae.runs.export import export
 from selfvae.runs.layout import PACKAGED
 from selfvae.runs.loading import load_run
-from selfvae.runs.stored import stored_fid, write_json
+from selfvae.runs.stored import read_json, stored_fid, write_json
 from selfvae.training.state import minutes_spent
 from selfvae.viz import read_log, with_train_seconds
 
@@ -252,8 +252,10 @@ def _measured_later(name: str, metrics: dict) -> list[tuple[str, str]]:
 def ship(name: str, run: Path, data_dir: str | None, seed: int, iw_limit: int, max_s: int,
          exported: Path | None = None, hardware: str | None = None, data_note: str | None = None) -> Path:
     """Measure and ship the run's export (float16 where it moves the test ELBO by < FP16_TOLERANCE); with
-    ``exported``, a float16 export made elsewhere (a GPU session: its float32 weights did not come back)."""
+    ``exported``, a float16 export made elsewhere (a GPU session: its float32 weights did not come back). A
+    shipped model's ``data_note`` (what its data set is) stays unless another is given; its hardware does not."""
     dest = PACKAGED / name
+    data_note = data_note or (read_json(dest / layout.METRICS) or {}).get("data_note")
     with tempfile.TemporaryDirectory() as tmp:
         if exported is not None:
             chosen, delta = exported, None

@@ -282,7 +282,8 @@ def test_each_shipping_call_trains_minutes_more_than_the_run_has_had(tiny_run, m
 
 def test_shipping_keeps_the_runs_fids_and_measures_a_selfvaes_renormalised_bound(tiny_run, tmp_path, monkeypatch):
     """What ``selfvae fid RUN`` measured goes into the shipped model's metrics and card (it used to be copied in
-    by hand), and a downscaling selfVAE's card gets its renormalised bound, which is tighter on the same noise."""
+    by hand), a downscaling selfVAE's card gets its renormalised bound, which is tighter on the same noise, and a
+    re-ship keeps the note on what the data set is."""
     import shutil
 
     script = _shipping_script()
@@ -294,8 +295,11 @@ def test_shipping_keeps_the_runs_fids_and_measures_a_selfvaes_renormalised_bound
         (run / layout.fid_file(ref)).parent.mkdir(parents=True, exist_ok=True)
         (run / layout.fid_file(ref)).write_text(json.dumps(fid))
     monkeypatch.setattr(script, "PACKAGED", tmp_path / "pkg")
+    (tmp_path / "pkg" / "mnist-srvae").mkdir(parents=True)  # shipped before: what its data set is stays said
+    (tmp_path / "pkg" / "mnist-srvae" / layout.METRICS).write_text(json.dumps({"data_note": "blobs, not digits"}))
     dest = script.ship("mnist-srvae", run, None, 0, iw_limit=4, max_s=2)
     metrics = json.loads((dest / layout.METRICS).read_text())
+    assert metrics["data_note"] == "blobs, not digits" and "blobs, not digits" in (dest / layout.CARD).read_text()
     for ref, fid in fids.items():
         assert metrics[layout.fid_key(ref)]["fid"] == fid["fid"]
         assert f"| FID ({ref}) | **{fid['fid']:.1f}**" in (dest / layout.CARD).read_text()
