@@ -94,20 +94,23 @@ def shipped_checkpoint(run: Path) -> dict:
     return {"checkpoint": path.name, "step": state["step"], "weights": weights}
 
 
-def training_time(run: Path, step: int) -> tuple[int, float, str]:
-    """Steps, training seconds up to ``step`` and how they were obtained (the log's clock, or its step times)."""
+def training_time(run: Path, step: int) -> tuple[int, float, float | None, str]:
+    """Steps, training seconds (wall clock) and CPU seconds (None where the log has none) up to ``step``, and how
+    they were obtained (the log's clock, or its step times)."""
     recs = [r for r in with_train_seconds(read_log(run / layout.LOG)) if r["step"] <= step]  # up to its validation
     if not recs:
-        return 0, 0.0, "no log"
+        return 0, 0.0, None, "no log"
     how = "partly estimated from the logged step times" if any(r.get("clock_estimated") for r in recs) else "measured"
     steps, seconds = recs[-1]["step"], recs[-1]["train_seconds"]
+    cpu = next((r["cpu_seconds"] for r in reversed(recs) if r.get("cpu_seconds") is not None), None)
     init = run / layout.INIT
     if init.is_file():  # the run started from another model's weights (train.init): count its training too
         src = json.loads(init.read_text())
         steps, seconds = steps + (src.get("steps") or 0), seconds + (src.get("seconds") or 0.0)
+        cpu = None if cpu is None or src.get("cpu_seconds") is None else cpu + src["cpu_seconds"]
         how += (f"; with the {src.get('steps')} steps ({(src.get('seconds') or 0) / 3600:.2f} h) of the weights it "
                 f"started from, {src['init']}")
-    return steps, seconds, how
+    return steps, seconds, cpu, how
 
 
 def lr_history(run: Path, step: int) -> str:
@@ -188,6 +191,7 @@ def card(name: str, folder: Path, metrics: dict, steps: int, seconds: float, how
     terms = ", ".join(f"{k} {v:.2f}" for k, v in metrics.items() if k.startswith(("re_", "kl_")))
     iw = metrics["iw"]
     shipped = metrics["training"]
+    cpu_hours = f" ({shipped['cpu_seconds'] / 3600:.2f} CPU-hours)" if shipped.get("cpu_seconds") else ""
     ema = (f"the raw weights of step {shipped['step']} (they validated better than the {cfg.train.ema_decay} EMA)"
            if cfg.train.ema_decay and shipped["weights"] == "model" else
            f"the {cfg.train.ema_decay} EMA of step {shipped['step']}" if cfg.train.ema_decay else
@@ -198,8 +202,8 @@ def card(name: str, folder: Path, metrics: dict, steps: int, seconds: float, how
         ("architecture", f"preset `{name}`: transforms `{cfg.model.transforms or 'none'}`, prior "
                          f"{cfg.model.prior}, latents {tuple(cfg.model.latent_shape)}, {params / 1e6:.2f}M parameters"),
         ("weights", f"{metrics['weights']}; {ema}"),
-        ("training", f"{steps} steps of batch {cfg.train.batch_size}, seed {seed}, {seconds / 3600:.2f} h on "
-                     f"{shipped.get('hardware', 'a 2-core CPU')} ({how})"),
+        ("training", f"{steps} steps of batch {cfg.train.batch_size}, seed {seed}, {seconds / 3600:.2f} h{cpu_hours} "
+                     f"on {shipped.get('hardware', 'a 2-core CPU')} ({how})"),
         ("test bpd, ELBO", f"**{metrics['bpd_elbo']:.4f}** (all {metrics['n_images']} test images)"),
         ("test bpd, IW bound", f"**{iw['bpd_iw']:.4f}** with S = {iw['iw_samples']} on the first {iw['n_images']} "
                                f"test images (ELBO of those: {iw['bpd_elbo']:.4f}; S = {iw['s_within_0.005']} is "
@@ -309,16 +313,16 @@ def write_card(name: str, run: Path, dest: Path, metrics: dict, seed: int, hardw
     ``hardware`` (where it was trained) and ``data_note`` (what the data set is) are kept from an earlier card when
     not given; so are FIDs the run has none of."""
     shipped = shipped_checkpoint(run)
-    steps, seconds, how = training_time(run, shipped["step"])
+    steps, seconds, cpu, how = training_time(run, shipped["step"])
+    for ref in layout.FID_REFS:  # what `selfvae fid RUN` measured of the shipped weights goes with them
+        fid = stored_fid(run, ref)
+        if fid is not None and fid.get("steps") == steps:  # not a FID of the run's earlier weights
+            metrics[layout.fid_key(ref)] = fid
     hardware = hardware or metrics.get("training", {}).get("hardware", "a 2-core CPU")
     metrics["training"] = {**shipped, "steps": steps, "seconds": round(seconds), "clock": how, "seed": seed,
-                           "hardware": hardware}
+                           "hardware": hardware, **({"cpu_seconds": round(cpu)} if cpu is not None else {})}
     if data_note:
         metrics["data_note"] = data_note
-    for ref in layout.FID_REFS:  # what `selfvae fid RUN` measured of the run goes with its model
-        fid = stored_fid(run, ref)
-        if fid is not None:
-            metrics[layout.fid_key(ref)] = fid
     write_json(metrics, dest / layout.METRICS)
     lr = lr_history(run, shipped["step"])
     (dest / layout.CARD).write_text(card(name, dest, metrics, steps, seconds, how, seed, lr))

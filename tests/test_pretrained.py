@@ -281,27 +281,30 @@ def test_each_shipping_call_trains_minutes_more_than_the_run_has_had(tiny_run, m
 
 
 def test_shipping_keeps_the_runs_fids_and_measures_a_selfvaes_renormalised_bound(tiny_run, tmp_path, monkeypatch):
-    """What ``selfvae fid RUN`` measured goes into the shipped model's metrics and card (it used to be copied in
-    by hand), a downscaling selfVAE's card gets its renormalised bound, which is tighter on the same noise, and a
-    re-ship keeps the note on what the data set is."""
+    """What ``selfvae fid RUN`` measured of the shipped weights goes into the model's metrics and card (it used to
+    be copied in by hand; a FID of the run's earlier weights does not), a downscaling selfVAE's card gets its
+    renormalised bound, which is tighter on the same noise, and a re-ship keeps the note on what the data set is."""
     import shutil
+
+    from selfvae.evaluation.run_fid import run_fid
 
     script = _shipping_script()
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run)
-    fids = {ref: {"fid": 100.0 + i, "n": 10, "n_ref": 10, "ref": ref, "seed": 0}
-            for i, ref in enumerate(layout.FID_REFS)}
-    for ref, fid in fids.items():
-        (run / layout.fid_file(ref)).parent.mkdir(parents=True, exist_ok=True)
-        (run / layout.fid_file(ref)).write_text(json.dumps(fid))
+    steps = script.training_time(run, script.shipped_checkpoint(run)["step"])[0]
+    assert steps == load_checkpoint(run / "best.pt")["step"]
+    fid = run_fid(run, n=4, ref="test", n_ref=4, batch_size=4, progress=False, cache=tmp_path / "cache")
+    assert fid["steps"] == steps  # selfvae fid says which weights it sampled
+    stale = {"fid": 1.0, "n": 4, "n_ref": 4, "ref": "train", "seed": 0, "steps": steps - 1}
+    (run / layout.fid_file("train")).write_text(json.dumps(stale))
     monkeypatch.setattr(script, "PACKAGED", tmp_path / "pkg")
     (tmp_path / "pkg" / "mnist-srvae").mkdir(parents=True)  # shipped before: what its data set is stays said
     (tmp_path / "pkg" / "mnist-srvae" / layout.METRICS).write_text(json.dumps({"data_note": "blobs, not digits"}))
     dest = script.ship("mnist-srvae", run, None, 0, iw_limit=4, max_s=2)
     metrics = json.loads((dest / layout.METRICS).read_text())
-    assert metrics["data_note"] == "blobs, not digits" and "blobs, not digits" in (dest / layout.CARD).read_text()
-    for ref, fid in fids.items():
-        assert metrics[layout.fid_key(ref)]["fid"] == fid["fid"]
-        assert f"| FID ({ref}) | **{fid['fid']:.1f}**" in (dest / layout.CARD).read_text()
+    card = (dest / layout.CARD).read_text()
+    assert metrics[layout.fid_key("test")]["fid"] == fid["fid"] and f"| FID (test) | **{fid['fid']:.1f}**" in card
+    assert layout.fid_key("train") not in metrics and "FID (train)" not in card
+    assert metrics["data_note"] == "blobs, not digits" and "blobs, not digits" in card
     assert metrics["bpd_elbo_consistent"] <= metrics["bpd_elbo"] + 1e-9
-    assert "renormalised onto d(x) = y" in (dest / layout.CARD).read_text()
+    assert "renormalised onto d(x) = y" in card

@@ -19,7 +19,7 @@ import torch
 from selfvae.errors import SelfVAEError
 from selfvae.models.selfvae import SelfVAE
 from selfvae.runs import layout
-from selfvae.runs.loading import load_run
+from selfvae.runs.loading import load_trained
 from selfvae.runs.stored import write_json
 
 FID_METHOD = "eigh"
@@ -92,7 +92,7 @@ def run_fids(
         raise SelfVAEError(f"--n {n}: FID needs at least 2 samples")
     if batch_size < 1:
         raise SelfVAEError(f"--batch-size {batch_size}: must be >= 1")
-    cfg, model = load_run(run_dir, device, data_dir=data_dir)
+    cfg, model, training = load_trained(run_dir, device, data_dir=data_dir)
     extractor = fidlib.InceptionFeatures(weights, device=device)
     refs = list(dict.fromkeys(refs))  # each reference once, in the order given
     real = [_reference(cfg, ref, n, n_ref, batch_size, Path(cache) if cache else cache_dir(), extractor, progress)
@@ -103,7 +103,8 @@ def run_fids(
     results = []
     for ref, (used, n_used, stats) in zip(refs, real, strict=True):
         out = {"fid": fidlib.fid_score(stats, fake, method=FID_METHOD), "n": n, "ref": used, "n_ref": n_used,
-               "method": FID_METHOD, "weights_sha1": getattr(extractor, "weights_hash", None), "seed": seed}
+               "method": FID_METHOD, "weights_sha1": getattr(extractor, "weights_hash", None), "seed": seed,
+               "steps": training["steps"]}  # of the weights sampled: a FID of earlier weights is not theirs
         out["path"] = str(write_json(out, layout.output_dir(run_dir) / layout.fid_file(ref)))
         results.append(out)
     return results
