@@ -49,7 +49,10 @@ def _training(m: dict) -> str:
     tr = m.get("training", {})
     clock = "~" if "estimated" in tr.get("clock", "") else ""
     where = "GPU" if "NVIDIA" in tr.get("hardware", "") else "CPU"
-    return f"{tr.get('steps', '?')} steps, {clock}{tr.get('seconds', 0) / 3600:.2f} h {where}"
+    hours = f"{clock}{tr.get('seconds', 0) / 3600:.2f} h {where}"
+    if tr.get("cpu_seconds"):  # a run on the CPU clock: its budget was CPU time
+        hours = f"{tr['cpu_seconds'] / 3600:.2f} CPU-hours ({hours} wall)"
+    return f"{tr.get('steps', '?')} steps, {hours}"
 
 
 def main() -> None:
