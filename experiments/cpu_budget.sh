@@ -74,9 +74,10 @@ if [ "$cmd" = measure ]; then
   done
   wait
   selfvae compare "${runs[@]}" -o runs/cpu5h-compare  # the bounds, both FIDs, parameters, generation time
-  for m in vae srvae; do  # ship: test ELBO, IW bound, the srVAE's renormalised bound, pictures, card (with FIDs)
-    OMP_NUM_THREADS=1 python scripts/train_pretrained.py "cifar10-$m-small" --run "${runs[$([ $m = vae ] && echo 0 || echo 1)]}" \
-      --ship-only --hardware "a 2-core CPU, one thread (experiments/cpu_budget.sh)" > "runs/ship-$m.log" 2>&1 &
+  models=(vae srvae)
+  for i in 0 1; do  # ship: test ELBO, IW bound, the srVAE's renormalised bound, pictures, card (with FIDs)
+    OMP_NUM_THREADS=1 python scripts/train_pretrained.py "cifar10-${models[i]}-small" --run "${runs[i]}" \
+      --ship-only --hardware "a 2-core CPU, one thread (experiments/cpu_budget.sh)" > "runs/ship-${models[i]}.log" 2>&1 &
   done
   wait
 fi

@@ -43,8 +43,8 @@ def _weights_and_training(folder: Path, device: str | torch.device, which: str) 
         state = _checkpoint(folder, which, device)
         use_ema = state.get("ema") and state.get("eval_weights", "ema") == "ema"  # the better on validation
         weights = state["ema"] if use_ema else state["model"]
-        training = _with_source({"steps": state["step"], "seconds": state.get("train_seconds"),
-                                 "cpu_seconds": state.get("cpu_seconds")}, folder)
+        training = with_source({"steps": state["step"], "seconds": state.get("train_seconds"),
+                                "cpu_seconds": state.get("cpu_seconds")}, folder)
     bad = [k for k, v in weights.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
     if bad:  # a damaged file would otherwise give nan or astronomic bits/dim without a word
         raise SelfVAEError(f"{folder}: the weights hold NaN or infinite values ({len(bad)} tensor(s), e.g. "
@@ -52,7 +52,7 @@ def _weights_and_training(folder: Path, device: str | torch.device, which: str) 
     return weights, training
 
 
-def _with_source(training: dict, folder: Path) -> dict:
+def with_source(training: dict, folder: Path) -> dict:
     """A run's own training plus that of the weights it started from (``train.init``: its
     :data:`~selfvae.runs.layout.INIT`, which holds their whole training), so that a chain of runs, each started
     from the last one's export, counts every step and second; None where either is not recorded."""
