@@ -42,9 +42,10 @@ DEFAULT_PRESETS = ["cifar10-srvae", "cifar10-vae-realnvp"]
 OURS_VS_AUTHORS = {"cifar10-vae-realnvp": "authors-vae-realnvp", "cifar10-srvae": "authors-srvae",
                    "cifar10-vae-realnvp-paper": "authors-vae-realnvp", "cifar10-srvae-paper": "authors-srvae"}
 # NAME:VARIANT,..: UNFUSED, a paper preset's dense units as their two convs (selfvae.nn.paper.fuse_units);
-# BF16, the step under bfloat16 autocast (any model, theirs too); COMPILE, our nets under torch.compile;
-# CHANNELS_LAST, the authors' model converted to channels-last (with --channels-last: their run in our memory format)
-UNFUSED, BF16, COMPILE, CHANNELS_LAST = "unfused", "bf16", "compile", "channels-last"
+# BF16, the step under bfloat16 autocast (any model, theirs too); COMPILE, our nets under torch.compile; CUDAGRAPHS,
+# compiled in mode "reduce-overhead" (each net's kernels replayed as CUDA graphs on a GPU); CHANNELS_LAST, the
+# authors' model converted to channels-last (with --channels-last: their run in our memory format)
+UNFUSED, BF16, COMPILE, CUDAGRAPHS, CHANNELS_LAST = "unfused", "bf16", "compile", "cudagraphs", "channels-last"
 # without their code, a paper preset computed with their arithmetic (units unfused) stands in for it
 STAND_IN = {"authors-vae-realnvp": f"cifar10-vae-realnvp-paper:{UNFUSED}",
             "authors-srvae": f"cifar10-srvae-paper:{UNFUSED}"}
@@ -153,13 +154,19 @@ def run_one(args: argparse.Namespace, preset: str) -> dict:
     }
 
 
-def _step_fn(args: argparse.Namespace, name: str):  # noqa: ANN202
-    """``(parameters, one training step)`` of a preset, an authors' model or a rebuild, on a fixed batch."""
+def _variants(name: str) -> tuple[str, set[str]]:
+    """``NAME:V1,V2`` as ``(NAME, {V1, V2})``; exits naming a variant that does not apply to the model."""
     base, _, variant = name.partition(":")
     variants = set(variant.split(",")) - {""}
-    known = {BF16, CHANNELS_LAST} if base.startswith("authors-") else {UNFUSED, BF16, COMPILE}
+    known = {BF16, CHANNELS_LAST} if base.startswith("authors-") else {UNFUSED, BF16, COMPILE, CUDAGRAPHS}
     if variants - known:
         raise SystemExit(f"{name}: unknown variant(s) {sorted(variants - known)}")
+    return base, variants
+
+
+def _step_fn(args: argparse.Namespace, name: str):  # noqa: ANN202
+    """``(parameters, one training step)`` of a preset, an authors' model or a rebuild, on a fixed batch."""
+    base, variants = _variants(name)
     if base.startswith("authors-") and args.authors_src:
         from authors import load
 
@@ -189,8 +196,9 @@ def _step_fn(args: argparse.Namespace, name: str):  # noqa: ANN202
             ours.to(memory_format=torch.channels_last)
         if cfg.train.amp:
             runtime.install_fp32_outputs(ours)
-        if COMPILE in variants:
-            runtime.compile_nets(ours)
+        if variants & {COMPILE, CUDAGRAPHS}:
+            cfg.train.compile, cfg.train.compile_mode = True, "reduce-overhead" if CUDAGRAPHS in variants else "default"
+            runtime.compile_nets(ours, cfg.train.compile_mode)
         opt = torch.optim.Adamax(ours.parameters(), lr=cfg.train.lr)
         return sum(p.numel() for p in ours.parameters()), lambda: train_step(ours, opt, x, cfg, None)
     x = torch.randint(0, 256, (args.batch_size, 3, 32, 32), dtype=torch.uint8, device=args.device)
@@ -209,32 +217,81 @@ def _step_fn(args: argparse.Namespace, name: str):  # noqa: ANN202
 
 
 def interleaved(args: argparse.Namespace, names: list[str]) -> dict[str, float]:
-    """Training s/step of every model in one process, one step of each in turn (after ``--warmup`` each)."""
+    """Training s/step of every model in one process, one step of each in turn (after ``--warmup`` each, timed
+    apart: compilation and CUDA-graph recording happen there). A model that fails to build or to warm up is
+    reported and left out, so one failing variant does not cost the others' figures."""
+    for n in names:
+        _variants(n)  # every name checked before the first one is built
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)
     torch.manual_seed(0)
-    models = {n: _step_fn(args, n) for n in names}
-    for _, step in models.values():
-        for _ in range(args.warmup):
-            step()
-    times: dict[str, list[float]] = {n: [] for n in names}
+    models, warmup_s, failed = {}, {}, {}
+    for n in names:
+        tic = time.perf_counter()
+        try:
+            models[n] = _step_fn(args, n)
+            for _ in range(args.warmup):
+                models[n][1]()
+            _sync(args.device)
+        except Exception as e:  # noqa: BLE001 - reported with its model, the others go on
+            models.pop(n, None)
+            failed[n] = f"{type(e).__name__}: {str(e).strip().splitlines()[0][:300] if str(e).strip() else ''}"
+            print(f"{n}: failed ({failed[n]})", flush=True)
+            continue
+        warmup_s[n] = time.perf_counter() - tic
+    times: dict[str, list[float]] = {n: [] for n in models}
     for _ in range(args.steps):
         for n, (_, step) in models.items():
             times[n].append(_timed(step, args.device, 1))
     print(f"interleaved: {args.steps} timed steps of each, batch {args.batch_size}, "
           f"{torch.get_num_threads()} thread(s), channels_last {args.channels_last}")
-    print(f"{'model':<28} {'params':>10} {'s/step':>8} {'img/s':>7}")
+    print(f"{'model':<40} {'params':>10} {'s/step':>8} {'img/s':>8} {'warm-up s':>9}")
     speed = {}
-    for n in names:
+    for n in models:
         sec = sum(times[n]) / len(times[n])
         speed[n] = args.batch_size / sec
-        print(f"{n:<28} {models[n][0] / 1e6:>9.2f}M {sec:>8.2f} {speed[n]:>7.2f}")
+        print(f"{n:<40} {models[n][0] / 1e6:>9.2f}M {sec:>8.4f} {speed[n]:>8.2f} {warmup_s[n]:>9.1f}")
+    profiles = {n: profile_step(step, args.device, args.profile) for n, (_, step) in models.items()} \
+        if args.profile else {}
+    for n, prof in profiles.items():
+        print(f"{n}: {prof}")
     if args.json:
         rows = [{"model": n, "params_M": models[n][0] / 1e6, "sec_per_step": args.batch_size / speed[n],
-                 "train_img_s": speed[n]} for n in names]
-        _write_json(args, {"mode": "interleaved", "rows": rows})
+                 "train_img_s": speed[n], "warmup_s": warmup_s[n], **({"profile": profiles[n]} if profiles else {})}
+                for n in models]
+        _write_json(args, {"mode": "interleaved", "rows": rows, "failed": failed})
     return speed
+
+
+def profile_step(step, device: str, steps: int) -> dict:  # noqa: ANN001 - a step function of _step_fn
+    """What bounds a training step, by ``torch.profiler`` over ``steps`` steps: wall seconds a step, operators
+    the host dispatched and (on a GPU) kernels launched a step, the seconds the GPU spent in kernels (its busy
+    fraction: near 1 the GPU bounds the step, far below it the host's launches do) and the costliest kernels."""
+    from torch.profiler import ProfilerActivity, profile
+
+    cuda = device.startswith("cuda")
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    _sync(device)
+    with profile(activities=activities) as prof:
+        tic = time.perf_counter()
+        for _ in range(steps):
+            step()
+        _sync(device)
+        wall = (time.perf_counter() - tic) / steps
+    events = prof.events()
+    ops = sum(1 for e in events if e.device_type.name == "CPU" and e.name.startswith("aten::")
+              and e.cpu_parent is None)
+    out = {"wall_s": wall, "top_level_ops": ops / steps}
+    if cuda:
+        kernels = [e for e in events if e.device_type.name == "CUDA"]
+        busy = sum(e.device_time_total for e in kernels) / 1e6 / steps  # from microseconds
+        by_name: dict[str, float] = {}
+        for e in kernels:
+            by_name[e.name] = by_name.get(e.name, 0.0) + e.device_time_total / 1e6 / steps
+        out |= {"kernels": len(kernels) / steps, "gpu_busy_s": busy, "gpu_busy_fraction": busy / wall,
+                "top_kernels_s": dict(sorted(by_name.items(), key=lambda kv: -kv[1])[:5])}
+    return out
 
 
 def _write_json(args: argparse.Namespace, result: dict) -> None:
@@ -248,7 +305,11 @@ def _write_json(args: argparse.Namespace, result: dict) -> None:
 
 
 def run_interleaved(args: argparse.Namespace) -> None:
-    """``--interleave``: every model in one process, each against the authors' step and its own variants."""
+    """``--interleave``: every model in one process, each against the authors' step and its own variants
+    (``--models``: exactly these, variants and all)."""
+    if args.models:
+        compare(interleaved(args, args.models), args.models)
+        return
     names = list(args.presets)
     names += [f"{n}:{UNFUSED}" for n in args.presets if args.unfused and n.endswith("-paper")]
     names += [_with(n, COMPILE) for n in list(names) if args.compile]
@@ -259,7 +320,11 @@ def run_interleaved(args: argparse.Namespace) -> None:
         names += [STAND_IN[t] for t in theirs if STAND_IN[t] not in names]
     if args.amp:
         names += [_with(n, BF16) for n in names]
-    speed = interleaved(args, names)
+    compare(interleaved(args, names), names)
+
+
+def compare(speed: dict[str, float], names: list[str]) -> None:
+    """Print each of our models against the authors' step (fp32, and bf16 for a bf16 model) and its variants."""
     pairs = []  # (model, reference): each against the authors' fp32 step and at its own precision ...
     for ours in names:
         theirs_name = OURS_VS_AUTHORS.get(ours.partition(":")[0])
@@ -292,9 +357,15 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--reference", action="store_true", help="also time the authors' rebuilt architectures")
     p.add_argument("--authors-src", metavar="DIR", help="a checkout of ioangatop/srVAE: time the authors' own models")
     p.add_argument("--interleave", action="store_true", help="all models in one process, steps taken in turn")
+    p.add_argument("--models", nargs="+", metavar="NAME[:VARIANT,...]",
+                   help=f"with --interleave: exactly these models (variants {UNFUSED}, {BF16}, {COMPILE}, "
+                        f"{CUDAGRAPHS}; the authors' {BF16}, {CHANNELS_LAST}) instead of what --presets and flags make")
     p.add_argument("--unfused", action="store_true",
                    help="with --interleave: also each paper preset with its dense units as two convs (PRESET:unfused)")
     p.add_argument("--json", metavar="FILE", help="also write the rows as JSON")
+    p.add_argument("--profile", type=int, metavar="STEPS",
+                   help="with --interleave: then profile STEPS steps of each model (what bounds the step: host "
+                        "operators, kernels, the GPU's busy fraction)")
     p.add_argument("--one", help=argparse.SUPPRESS)  # internal: run one preset, print JSON
     args = p.parse_args(argv)
     if args.retain_memory:

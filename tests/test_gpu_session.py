@@ -24,15 +24,18 @@ def test_the_gpu_session_runs_every_phase_on_the_cpu(tmp_path):
     cifar_like_tarball(gpu_dir / "cifar10-jpeg.tar.gz")
     res = subprocess.run(
         [sys.executable, str(ROOT / "tools" / "gpu_session.py"), "test", "bench", "train", "--device", "cpu",
-         "--tiny", "--gpu-dir", str(gpu_dir), "--out", str(out), "--work", str(tmp_path / "work")],
+         "--tiny", "--budget", "900", "--gpu-dir", str(gpu_dir), "--out", str(out), "--work",
+         str(tmp_path / "work")],
         capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=900)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     results = json.loads((out / "gpu_results.json").read_text())
     assert results["tests"]["returncode"] == 0 and "1 passed" in results["tests"]["summary"]
     bench = results["bench"]
     assert bench["matmul_bf16_tflops"] > 0 and bench["gflop_per_train_image"]["mnist-vae"] > 0.1
-    rows = {r["model"]: r for r in bench["interleaved"][0]["rows"]}
+    eager, profiled = bench["interleaved"]
+    rows = {r["model"]: r for r in eager["rows"]}
     assert set(rows) == {"mnist-vae", "mnist-vae:bf16"} and all(r["train_img_s"] > 0 for r in rows.values())
+    assert profiled["rows"][0]["profile"]["top_level_ops"] > 100  # the host's operators of one step
     assert bench["per_process"]["rows"][0]["eval_img_s_S1"] > 0
     md = (out / "gpu_results.md").read_text()
     assert "| mnist-vae:bf16 |" in md and "| cifar10-srvae-small | 0 | 3 |" in md

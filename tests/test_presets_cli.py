@@ -52,3 +52,21 @@ def test_train_a_preset_from_the_command_line(tmp_path, capsys):
     assert metrics["n_images"] == 24 and metrics["iw_samples"] == 2 and metrics["split"] == "test"
     assert f"{metrics['bpd_elbo']:.4f}" in printed
     assert (out / "final" / "samples.png").is_file() and (out / "best.pt").is_file()
+
+
+def test_compile_takes_an_optional_mode_and_refuses_an_unknown_one(capsys):
+    """``--compile`` alone compiles in torch's default mode; ``--compile reduce-overhead`` asks for CUDA graphs;
+    a misspelt mode stops at the command line, naming the choices."""
+    import pytest
+
+    from selfvae.cli import build_parser, train_request
+
+    def settings(*flags: str) -> dict:
+        return train_request(build_parser().parse_args(["train", *flags])).settings
+
+    assert settings("--compile") == {"train.compile": True, "train.compile_mode": "default"}
+    assert settings("--compile", "reduce-overhead")["train.compile_mode"] == "reduce-overhead"
+    assert "train.compile" not in settings()
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["train", "--compile", "reduce-overheads"])
+    assert "reduce-overhead" in capsys.readouterr().err

@@ -32,3 +32,48 @@ def test_retained_memory_is_reused_without_page_faults():
     faults, peak = zip(*steps, strict=True)
     assert max(faults[-2:]) < pages // 20  # without it every page of every tensor faults again each step
     assert peak[-1] == peak[-3]  # settled: no growth over the last steps
+
+
+@pytest.mark.parametrize(("nets", "st_net"), [("selfvae", "resnet"), ("paper", "dense")])
+def test_every_network_compiles_into_one_graph_computing_the_eager_function(nets, st_net):
+    """``--compile`` pays on a GPU only if each network is one graph (its kernels fused, then replayed as one CUDA
+    graph): no graph break, and no network whose layers dynamo compiles one by one (as it does below a top frame
+    in torch.nn's files: a recompilation per width, past its limit, then eager). Traced with dynamo alone (a graph
+    counter as backend, no code generation) in training mode, outputs equal to the eager ones."""
+    from dataclasses import replace
+
+    from conftest import TINY
+
+    from selfvae.config import ModelConfig
+    from selfvae.models.selfvae import SelfVAE
+    from selfvae.nn.layers import Network, data_dependent_init
+
+    spec = replace(TINY, steps=2)
+    cfg = ModelConfig(image_shape=(3, 16, 16), transforms="downscale", latent_shape=(4, 4, 4), prior="realnvp",
+                      prior_kwargs={"mid_channels": 8, "num_blocks": 1, "num_scales": 1, "st_net": st_net}, n_mix=3,
+                      q_u=spec, p_y=spec, q_z=spec, p_z=spec, p_x=spec, p_z_y=spec, p_x_z=spec, nets=nets)
+    torch.manual_seed(0)
+    model = SelfVAE(cfg)
+    x = torch.randint(0, 256, (4, 3, 16, 16), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    data_dependent_init(model, lambda: model.terms(x))
+    calls: list[tuple[Network, tuple, dict]] = []
+    nets_in = [m for m in model.modules() if isinstance(m, Network)]
+    hooks = [n.register_forward_pre_hook(lambda m, a, k: calls.append((m, a, k)), with_kwargs=True) for n in nets_in]
+    model.terms(x)
+    for h in hooks:
+        h.remove()
+    assert {id(m) for m, _, _ in calls} == {id(n) for n in nets_in}  # every network ran
+    for net, args, kwargs in calls:
+        graphs = []
+
+        def count(gm, _inputs, graphs=graphs):  # noqa: ANN001, ANN202
+            graphs.append(gm)
+            return gm.forward
+
+        torch._dynamo.reset()
+        eager = net(*args, **kwargs)
+        net.compile(backend=count, fullgraph=True)  # in place, as selfvae.runtime.compile_nets does
+        out = net(*args, **kwargs)
+        assert len(graphs) == 1, (type(net).__name__, len(graphs))
+        for a, b in zip(torch.utils._pytree.tree_leaves(out), torch.utils._pytree.tree_leaves(eager), strict=True):
+            assert torch.allclose(a, b, rtol=1e-5, atol=1e-5), type(net).__name__

@@ -1,4 +1,4 @@
-"""A lent GPU's 30 minutes, prepared: the CUDA tests, throughput against the authors' code, and CIFAR-10 training.
+"""A lent GPU's 15 minutes, prepared: the CUDA tests, throughput against the authors' code, and CIFAR-10 training.
 
 Here (the CPU machine), once a session:
 
@@ -6,28 +6,31 @@ Here (the CPU machine), once a session:
                                           # tarball as a device call can carry beside the tree (64 MiB in all;
                                           # committed files no call needs are set aside: SET_ASIDE)
 
-then on the device machine (the `device` tool's `run`, carrying `.gpu`), in at most three calls:
+then on the device machine (the `device` tool's `run`, carrying `.gpu`, timeout_s 600), two calls:
 
-    python3 tools/gpu_session.py test bench --out $OUT                            # 552 s on 2026-11-25
-    python3 tools/gpu_session.py train --minutes 7 --train-batch 128 --out $OUT   # ~9.5 min: both models at once
-    python3 tools/gpu_session.py bench --compile --out $OUT                       # what is left: compiled variants
+    python3 tools/gpu_session.py test bench --budget 540 --out $OUT   # the tests, then the bench in what is left
+    python3 tools/gpu_session.py train --budget S --out $OUT          # at once, while the machine is warm, if
+                                                                      # S = the device seconds left - 60 >= 240
 
-(a call that finds no warm machine spends 1-2 minutes starting one: call again within 30 s of the last reply).
+A session has 15 minutes of device time in all (`status`), starting a machine takes one or two, and one command
+at most ten; the first call is what a short session must not miss, the second trains with what is left.
 
 Phases:
 
 * ``test``: ``tests/test_device.py`` with ``SELFVAE_TEST_DEVICE=cuda`` (bound equal to the CPU's, bf16 +
-  channels-last training, compile = eager, CLI and torchrun training, sampling); the log comes back.
+  channels-last and fp16 + loss-scale training, compiled = eager, CUDA-graph training steps = eager steps, CLI and
+  torchrun training, resume, sampling); the log comes back.
 * ``bench``: the bf16 matrix-product rate of this GPU (the measured peak), FLOPs per training image of each
-  model (``torch.utils.flop_counter``: forward + backward), and ``benchmarks/bench.py --interleave`` training
-  images/s of the paper presets, the authors' own models (``.gpu/srVAE``) and the shippable CIFAR-10 presets in
-  fp32 and bf16 (``--compile``: and compiled); each row's fraction of the bf16 peak; then per-process rows
-  (evaluation images/s at S = 1, sampling latency, peak memory).
-* ``train``: both ``cifar10-*-small`` presets trained at once on the GPU for ``--minutes`` (bf16 autocast,
-  channels-last, EMA, cosine over the clock), going on from the shipped models of those names (``--init``, a fresh
-  optimiser at ``--lr``) unless ``--from-scratch``, or resuming the run this machine kept; each returned as one
-  ``NAME.tar`` (float16 export, config, metrics, log, samples) that ``scripts/train_pretrained.py NAME --ship-only
-  --run DIR/NAME/run --export DIR/NAME/export`` measures and ships.
+  model (``torch.utils.flop_counter``: forward + backward), then ``benchmarks/bench.py --interleave`` runs, each in
+  its own process and cut off where the budget would not hold it, most wanted first: eager fp32 and bf16 steps of
+  the paper presets, the cheap CIFAR-10 presets and the authors' own models (``.gpu/srVAE``); each paper preset
+  compiled with CUDA graphs (``--compiled``) beside the authors' step (the 1.5x target); the cheap presets so
+  compiled; the compiled runs profiled (GPU busy fraction, kernels and host operators a step: what bounds it).
+* ``train``: both ``cifar10-*-small`` presets trained at once on the GPU for ``--minutes`` (with ``--budget``: what
+  it leaves) (bf16 autocast, channels-last, EMA, cosine over the clock), going on from the shipped models of those
+  names (``--init``, a fresh optimiser at ``--lr``) unless ``--from-scratch``, or resuming the run this machine
+  kept; each returned as one ``NAME.tar`` (float16 export, config, metrics, log, samples) that
+  ``scripts/train_pretrained.py NAME --ship-only --run DIR/NAME/run --export DIR/NAME/export`` measures and ships.
 
 Everything measured goes into ``OUT/gpu_results.json`` and ``OUT/gpu_results.md`` (tables ``docs/RESULTS.md``
 takes as they are). ``--device cpu --tiny`` runs every phase in seconds (``tests/test_gpu_session.py``).
@@ -51,12 +54,17 @@ AUTHORS_REPO = "/work/.mirror/ioangatop+srVAE/repo/.git"  # `fetch github:ioanga
 TARBALL = "cifar10-jpeg.tar.gz"
 WHEELS = ["constriction==0.5.0"]  # what the device image lacks of our dependencies
 PAPER = ["cifar10-vae-realnvp-paper", "cifar10-srvae-paper"]
+AUTHORS = {"cifar10-vae-realnvp-paper": "authors-vae-realnvp", "cifar10-srvae-paper": "authors-srvae"}  # same nets
 SMALL = ["cifar10-vae-small", "cifar10-srvae-small"]
 CARRY_LIMIT, MARGIN = 64 * 2**20, 2**20  # what one device call may send; kept free for files made on the way
 # committed files no device call needs, taken out of the working tree by `prepare` to leave the data set room
 # (`git checkout -- PATH` brings them back): the weights an equal-CPU-budget run keeps between sessions
 SET_ASIDE = ["experiments/cpu_budget"]
-H100_BF16_SPEC_TFLOPS = 989.4  # dense, SXM5 data sheet; the measured matrix-product rate is reported beside it
+# --budget: seconds kept for the bench after the tests; seconds a training run spends beside its --minutes
+# (start, data, initialisation, evaluations, export; ~2.5 min on the H100 on 2026-11-25)
+BENCH_RESERVE_S, TRAIN_OVERHEAD_S = 300, 150
+TRAIN_RESERVE_S = TRAIN_OVERHEAD_S + 120  # what the bench leaves when training follows in the same call
+BF16_SPEC_TFLOPS = 989.4  # dense, the H100 SXM5 and H200 data sheets; the measured rate is reported beside it
 
 
 # ----- here: what the device call carries -----------------------------------------------------------
@@ -189,7 +197,8 @@ def phase_test(args: argparse.Namespace, results: dict) -> None:
         cmd += ["-k", "sampling_stays"]
     os.environ["SELFVAE_TEST_DEVICE"] = args.device
     tic = time.perf_counter()
-    rc = _run(cmd, log)
+    left = _left(args, reserve=BENCH_RESERVE_S if "bench" in args.phases else 0)
+    rc = _run(cmd, log, timeout=None if left is None else max(left, 60))
     tail = [ln for ln in log.read_text().splitlines() if " passed" in ln or " failed" in ln or " error" in ln]
     results["tests"] = {"device": args.device, "returncode": rc, "summary": tail[-1] if tail else "",
                         "seconds": round(time.perf_counter() - tic, 1)}
@@ -237,6 +246,11 @@ def flops_per_image(preset: str, device: str, batch: int) -> float:
 
 
 def phase_bench(args: argparse.Namespace, results: dict) -> None:
+    """The measured bf16 peak and FLOPs per image, then three interleaved runs in their own processes, most
+    wanted first, each cut off where the call's budget would not hold it: eager fp32 and bf16 steps of every
+    preset and of the authors' models; each paper preset compiled with CUDA graphs beside the authors' step (the
+    throughput target); the cheap presets compiled beside their eager bf16 step; then a profile of each model
+    of the last two (what bounds the step)."""
     import torch
 
     presets = args.presets or (["mnist-vae"] if args.tiny else PAPER + SMALL)
@@ -245,24 +259,54 @@ def phase_bench(args: argparse.Namespace, results: dict) -> None:
     bench["matmul_bf16_tflops"] = round(matmul_tflops(args.device), 1)
     flop_batch = 2 if args.tiny else 32
     bench["gflop_per_train_image"] = {p: flops_per_image(p, args.device, flop_batch) / 1e9 for p in presets}
+    authors = [] if args.tiny or not (args.gpu_dir / "srVAE" / "src").is_dir() else [AUTHORS[p] for p in presets
+                                                                                       if p in AUTHORS]
+    eager = [m for p in presets for m in (p, f"{p}:bf16")] + [m for a in authors for m in (a, f"{a}:bf16")]
+    groups = [("eager", eager, False)]
+    for p in presets:  # the paper presets each beside the authors' model: one compile (or failure) per process
+        if p in AUTHORS or args.tiny:
+            theirs = [AUTHORS[p], f"{AUTHORS[p]}:bf16"] if AUTHORS.get(p) in authors else []
+            groups.append((f"compiled-{p}", [f"{p}:bf16", *[f"{p}:{v}" for v in args.compiled], *theirs], True))
+    cheap = [p for p in presets if p not in AUTHORS and not args.tiny]
+    if cheap:
+        groups.append(("compiled-cheap", [m for p in cheap for m in (f"{p}:bf16", *[f"{p}:{v}" for v in
+                                                                                 args.compiled])], True))
     for batch in args.batch_sizes:
-        json_file = args.out / f"bench_interleaved_b{batch}{'_compile' if args.compile else ''}.json"
-        cmd = [sys.executable, "benchmarks/bench.py", "--interleave", "--device", args.device, "--amp", "bf16",
-               "--channels-last", "--batch-size", str(batch), "--steps", str(args.steps), "--warmup",
-               str(args.warmup), "--json", str(json_file), "--presets", *presets]
-        if args.compile:
-            cmd.append("--compile")
-        if not args.tiny and (args.gpu_dir / "srVAE" / "src").is_dir():
-            cmd += ["--authors-src", str(args.gpu_dir / "srVAE")]
-        if _run(cmd, args.out / "bench.log") == 0:
-            bench.setdefault("interleaved", []).append(json.loads(json_file.read_text()))
-    if not args.compile:  # evaluation, sampling and memory: one process per preset (bf16 as trained)
-        json_file = args.out / "bench_per_process.json"
-        cmd = [sys.executable, "benchmarks/bench.py", "--device", args.device, "--amp", "bf16", "--channels-last",
-               "--batch-size", str(args.batch_sizes[-1]), "--steps", str(args.steps), "--warmup", str(args.warmup),
-               "--json", str(json_file), "--presets", *presets]
-        if _run(cmd, args.out / "bench.log") == 0:
-            bench["per_process"] = json.loads(json_file.read_text())
+        for label, models, profiled in groups:
+            left = _left(args, reserve=TRAIN_RESERVE_S if "train" in args.phases[args.phases.index("bench"):]
+                         else 0)
+            if left is not None and left < 60:
+                bench.setdefault("skipped", []).append(f"{label} b{batch}: {left:.0f} s of the budget left")
+                continue
+            json_file = args.out / f"bench_{label}_b{batch}.json"
+            cmd = [sys.executable, "benchmarks/bench.py", "--interleave", "--device", args.device, "--channels-last",
+                   "--batch-size", str(batch), "--steps", str(args.steps), "--warmup", str(args.warmup), "--json",
+                   str(json_file), "--models", *models]
+            if profiled:
+                cmd += ["--profile", "2" if args.tiny else "3"]
+            if authors:
+                cmd += ["--authors-src", str(args.gpu_dir / "srVAE")]
+            rc = _run(cmd, args.out / "bench.log", timeout=left)
+            if rc == 0:
+                bench.setdefault("interleaved", []).append({"label": label, **json.loads(json_file.read_text())})
+            else:
+                bench.setdefault("skipped", []).append(f"{label} b{batch}: exit {rc}" + (" (out of budget)"
+                                                                                         if rc == -9 else ""))
+    left = _left(args, reserve=TRAIN_RESERVE_S if "train" in args.phases[args.phases.index("bench"):] else 0)
+    if left is not None and left < 90:
+        bench.setdefault("skipped", []).append(f"per-process evaluation and sampling: {left:.0f} s left")
+        return
+    json_file = args.out / "bench_per_process.json"  # evaluation, sampling and memory, bf16 as trained
+    cmd = [sys.executable, "benchmarks/bench.py", "--device", args.device, "--amp", "bf16", "--channels-last",
+           "--batch-size", str(args.batch_sizes[-1]), "--steps", str(args.steps), "--warmup", str(args.warmup),
+           "--json", str(json_file), "--presets", *presets]
+    if _run(cmd, args.out / "bench.log", timeout=left) == 0:
+        bench["per_process"] = json.loads(json_file.read_text())
+
+
+def _left(args: argparse.Namespace, reserve: float = 0.0) -> float | None:
+    """Seconds of ``--budget`` left for this step after ``reserve`` for what follows; None without a budget."""
+    return None if args.deadline is None else args.deadline - time.monotonic() - reserve
 
 
 def phase_train(args: argparse.Namespace, results: dict) -> None:
@@ -271,6 +315,12 @@ def phase_train(args: argparse.Namespace, results: dict) -> None:
     from selfvae.training.state import minutes_spent
 
     runs = Path(args.work) / "runs"
+    left = _left(args)
+    if left is not None:  # the budget's minutes, less what starting, evaluating and packing a run take
+        args.minutes = round((left - TRAIN_OVERHEAD_S) / 60, 2)
+        if args.minutes < 1:
+            results["train_skipped"] = f"{left:.0f} s of the budget left: too few to train"
+            return
     procs = {}
     for preset in SMALL:
         run = runs / preset
@@ -298,7 +348,11 @@ def phase_train(args: argparse.Namespace, results: dict) -> None:
         procs[preset] = (subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=_env(), cwd=ROOT), log)
     trained = results.setdefault("train", {})
     for preset, (proc, log) in procs.items():
-        rc = proc.wait()
+        try:
+            rc = proc.wait(timeout=_left(args))
+        except subprocess.TimeoutExpired:  # past the budget: its checkpoints stay for a later call's resume
+            proc.kill()
+            rc = proc.wait()
         log.close()
         run = runs / preset
         entry = {"returncode": rc}
@@ -341,31 +395,24 @@ def markdown(results: dict) -> str:
     if b:
         peak = b["matmul_bf16_tflops"]
         lines += [f"**Throughput on {b['device_name']}**; bf16 matrix product measured at {peak} TFLOP/s "
-                  f"(data sheet {H100_BF16_SPEC_TFLOPS}); FLOPs per training image by `torch.utils.flop_counter` "
+                  f"(H100/H200 data sheet {BF16_SPEC_TFLOPS}); FLOPs per training image by `torch.utils.flop_counter` "
                   "(forward + backward).", ""]
         for run in b.get("interleaved", []):
-            lines += [f"Interleaved training steps, batch {run['batch_size']}, {run['steps']} timed steps, "
-                      f"channels-last {run['channels_last']}, torch {run['torch']}:", "",
-                      "| model | params | s/step | train img/s | GFLOP/img | TFLOP/s | of measured bf16 peak |",
-                      "| --- | --- | --- | --- | --- | --- | --- |"]
-            for r in run["rows"]:
-                base = r["model"].partition(":")[0]
-                gf = b["gflop_per_train_image"].get(base)
-                tf = gf * r["train_img_s"] / 1e3 if gf else None
-                lines.append(f"| {r['model']} | {r['params_M']:.2f}M | {r['sec_per_step']:.4f} | "
-                             f"{r['train_img_s']:.1f} | {gf:.2f} | {tf:.1f} | {100 * tf / peak:.1f}% |" if gf else
-                             f"| {r['model']} | {r['params_M']:.2f}M | {r['sec_per_step']:.4f} | "
-                             f"{r['train_img_s']:.1f} | | | |")
-            lines.append("")
+            lines += _interleaved_table(run, b["gflop_per_train_image"], peak)
         pp = b.get("per_process")
         if pp:
+            memory = pp["rows"][0]["peak_what"] if pp["rows"] else "memory"
             lines += [f"One process per preset, bf16, batch {pp['batch_size']}:", "",
-                      "| preset | train img/s | eval img/s (S=1) | sample 1 (s) | sample 100 (s) | peak GPU MiB |",
+                      f"| preset | train img/s | eval img/s (S=1) | sample 1 (s) | sample 100 (s) | peak {memory} |",
                       "| --- | --- | --- | --- | --- | --- |"]
             for r in pp["rows"]:
                 lines.append(f"| {r['preset']} | {r['train_img_s']:.1f} | {r['eval_img_s_S1']:.1f} | "
                              f"{r['sample_1_s']:.4f} | {r['sample_100_s']:.3f} | {r['peak_mem_MiB']:.0f} |")
             lines.append("")
+        if b.get("skipped"):
+            lines += ["Not run: " + "; ".join(b["skipped"]), ""]
+    if "train_skipped" in results:
+        lines += [f"**CIFAR-10 training on the GPU**: not run ({results['train_skipped']})", ""]
     if "train" in results:
         lines += ["**CIFAR-10 training on the GPU** (our JPEG copy; bits per 3072 dimensions):", "",
                   "| preset | exit | steps | train s | test ELBO | test IW (S, images) |",
@@ -379,6 +426,35 @@ def markdown(results: dict) -> str:
     return "\n".join(lines)
 
 
+def _interleaved_table(run: dict, gflop: dict[str, float], peak: float) -> list[str]:
+    """One interleaved run as a table (throughput, warm-up, share of the peak, profile), then each of our models
+    against the authors' steps timed in the same run."""
+    lines = [f"{run.get('label', 'interleaved')}: batch {run['batch_size']}, {run['steps']} timed steps each in turn, "
+             f"channels-last {run['channels_last']}, torch {run['torch']}:", "",
+             "| model | s/step | img/s | warm-up s | GFLOP/img | of measured bf16 peak | GPU busy | kernels/step "
+             "| host ops/step |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    speed = {}
+    for r in run["rows"]:
+        speed[r["model"]] = r["train_img_s"]
+        gf = gflop.get(r["model"].partition(":")[0])
+        share = f"{100 * gf * r['train_img_s'] / 1e3 / peak:.1f}%" if gf else ""
+        prof = r.get("profile", {})
+        busy = f"{100 * prof['gpu_busy_fraction']:.0f}%" if "gpu_busy_fraction" in prof else ""
+        kernels = f"{prof['kernels']:.0f}" if "kernels" in prof else ""
+        ops = f"{prof['top_level_ops']:.0f}" if "top_level_ops" in prof else ""
+        lines.append(f"| {r['model']} | {r['sec_per_step']:.4f} | {r['train_img_s']:.1f} | {r.get('warmup_s', 0):.1f} "
+                     f"| {f'{gf:.2f}' if gf else ''} | {share} | {busy} | {kernels} | {ops} |")
+    lines.append("")
+    for name, img_s in speed.items():
+        theirs = AUTHORS.get(name.partition(":")[0])
+        for ref in (theirs, f"{theirs}:bf16") if theirs else ():
+            if ref in speed:
+                lines.append(f"- {name}: **{img_s / speed[ref]:.2f}x** the training images/s of {ref}")
+    for name, why in run.get("failed", {}).items():
+        lines.append(f"- {name}: failed ({why})")
+    return [*lines, ""] if lines[-1] else lines
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("phases", nargs="+", choices=["prepare", "test", "bench", "train"])
@@ -388,10 +464,15 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--shared", type=Path, default=ROOT.parent / "shared", help="prepare: where shared/data is")
     p.add_argument("--tiny", action="store_true", help="a few steps of everything (the CPU test of this script)")
     p.add_argument("--presets", nargs="+", help="bench: these presets (default: the paper and small CIFAR-10 ones)")
-    p.add_argument("--batch-sizes", type=int, nargs="+", default=[32, 128], help="bench: interleaved at each")
-    p.add_argument("--steps", type=int, default=20)
-    p.add_argument("--warmup", type=int, default=5)
-    p.add_argument("--compile", action="store_true", help="bench: also torch.compile our models")
+    p.add_argument("--budget", type=float, metavar="SECONDS",
+                   help="the call's wall-clock budget: tests keep the bench its share, each bench run is cut off "
+                        "where it would overrun, training gets what is left (its --minutes from it)")
+    p.add_argument("--batch-sizes", type=int, nargs="+", default=[128], help="bench: interleaved at each")
+    p.add_argument("--steps", type=int, default=10, help="bench: timed steps of each model")
+    p.add_argument("--warmup", type=int, default=3, help="bench: steps first (compilation, CUDA-graph recording)")
+    p.add_argument("--compiled", nargs="*", default=["cudagraphs,bf16"], metavar="VARIANTS",
+                   help="bench: the compiled variants of our presets (benchmarks/bench.py names: compile, "
+                        "cudagraphs, each with ,bf16 or not)")
     p.add_argument("--minutes", type=float, default=8.0,
                    help="train: minutes of training each in this call (both at once; a later call: as many more)")
     p.add_argument("--train-batch", type=int, default=64)
@@ -401,8 +482,10 @@ def main(argv: list[str] | None = None) -> None:
                    help="train: start from random weights, not from the shipped model of the same name (--init)")
     p.add_argument("--lr", type=float, default=1e-3, help="train: peak learning rate from a shipped model")
     args = p.parse_args(argv)
-    if args.tiny:
+    args.deadline = None if args.budget is None else time.monotonic() + args.budget
+    if args.tiny:  # (compiling takes minutes on a CPU: tests/test_device.py covers it)
         args.batch_sizes, args.steps, args.warmup, args.workers, args.train_batch = [2], 1, 1, 0, 8
+        args.compiled = []
     if "prepare" in args.phases:
         prepare(args.shared, args.gpu_dir)
         return

@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from selfvae.config import CHOICES
 from selfvae.errors import SelfVAEError
 from selfvae.run_config import DEFAULT_PRESET, TrainRequest
 from selfvae.runs import layout
@@ -80,13 +81,15 @@ def cmd_presets(args: argparse.Namespace) -> None:
 TRAIN_FLAGS = {"image_size": "data.image_size", "batch_size": "train.batch_size", "on_bad_file": "data.on_bad_file",
                "amp": "train.amp", "workers": "train.workers", "accum_steps": "train.accum_steps",
                "threads": "train.num_threads"}
-TRAIN_SWITCHES = ("compile", "channels_last", "deterministic")  # train.FIELD = True when given
+TRAIN_SWITCHES = ("channels_last", "deterministic")  # train.FIELD = True when given
 
 
 def train_request(args: argparse.Namespace) -> TrainRequest:
     """The parsed ``selfvae train`` options as a :class:`~selfvae.run_config.TrainRequest`."""
     settings = {field: getattr(args, flag) for flag, field in TRAIN_FLAGS.items() if getattr(args, flag) is not None}
     settings.update({f"train.{flag}": True for flag in TRAIN_SWITCHES if getattr(args, flag)})
+    if args.compile:
+        settings.update({"train.compile": True, "train.compile_mode": args.compile})
     return TrainRequest(preset=args.preset, config_file=args.config, init=args.init, resume=args.resume,
                         out=args.out, data_dir=args.data_dir, settings=settings, sets=tuple(args.set or ()),
                         steps=args.steps, epochs=args.epochs)
@@ -572,7 +575,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--amp", choices=["bf16", "fp16"],
                    help="run the networks in bfloat16 (or float16, with a dynamic loss scale: GPUs without bfloat16) "
                         "autocast; likelihoods in fp32")
-    s.add_argument("--compile", action="store_true", help="torch.compile the networks")
+    s.add_argument("--compile", nargs="?", const="default", metavar="MODE",
+                   choices=CHOICES["train.compile_mode"],
+                   help="torch.compile the networks (MODE reduce-overhead: and replay them as CUDA graphs on a GPU, "
+                        "where eager steps are bound by kernel launches)")
     s.add_argument("--channels-last", action="store_true", help="channels-last memory format (fast on GPU)")
     s.add_argument("--workers", type=int, help="data-loading worker processes (default 0: main process)")
     s.add_argument("--accum-steps", type=int, help="split each batch into this many micro-batches per process")

@@ -116,6 +116,9 @@ class TrainConfig:
     amp: str | None = None  # "bf16" / "fp16": the networks run under autocast (fp16: loss-scaled); likelihoods fp32
     channels_last: bool = False  # convolutions in channels-last memory format
     compile: bool = False  # torch.compile every network
+    # torch.compile's mode: "reduce-overhead" also replays each network's kernels as CUDA graphs (one launch where
+    # eager issues hundreds: what a host-bound GPU step needs); no CUDA graphs on the CPU, where it compiles alone
+    compile_mode: str = "default"
     workers: int = 0  # data-loading worker processes (0: load batches in the main process)
     flush_denormal: bool = True  # CPU: treat subnormal floats as 0 (avoids slow steps; no effect on the bound)
     # CPU with glibc: freed memory stays in the process for the next step's tensors instead of being page-faulted
@@ -238,6 +241,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "train.lr_schedule": ("exp", "cosine", "cosine-time"),
     "train.clock": ("wall", "cpu"),
     "train.amp": ("bf16", "fp16"),
+    "train.compile_mode": ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"),
 }
 
 

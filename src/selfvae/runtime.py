@@ -99,7 +99,7 @@ def prepare(model: nn.Module, t: TrainConfig) -> None:
     if t.amp:
         install_fp32_outputs(model)
     if t.compile:
-        compile_nets(model)
+        compile_nets(model, t.compile_mode)
 
 
 def _to_float32(out):  # noqa: ANN001, ANN202 - any nesting of tensors
@@ -139,9 +139,20 @@ def grad_scaler(device: str | torch.device, amp: str | None) -> torch.amp.GradSc
     return torch.amp.GradScaler(torch.device(device).type) if amp == "fp16" else None
 
 
-def compile_nets(model: nn.Module) -> None:
-    """``torch.compile`` each network in place (state-dict keys unchanged); call after the data-dependent
-    initialisation, whose first pass branches in Python."""
+CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")  # the torch.compile modes that record CUDA graphs
+
+
+def compile_nets(model: nn.Module, mode: str = "default") -> None:
+    """``torch.compile`` each network in place (state-dict keys unchanged) in ``mode`` (``"reduce-overhead"``:
+    CUDA graphs too, where the step is on a GPU: :func:`mark_step`); call after the data-dependent initialisation,
+    whose first pass branches in Python."""
     for m in model.modules():
         if isinstance(m, Network):
-            m.compile()
+            m.compile(mode=None if mode == "default" else mode)
+
+
+def mark_step(t: TrainConfig) -> None:
+    """Tell the CUDA graphs of ``--compile reduce-overhead`` that a new training step begins, so that the outputs
+    of the last one (read already) may be overwritten; nothing otherwise."""
+    if t.compile and t.compile_mode in CUDA_GRAPH_MODES and torch.cuda.is_available():
+        torch.compiler.cudagraph_mark_step_begin()

@@ -119,7 +119,9 @@ class PaperDenseLayer(nn.Module):
         x = x.contiguous(memory_format=fmt)
         for unit in self.units:
             new = unit(x)
-            if torch.is_grad_enabled() and new.dtype == x.dtype:
+            if torch.compiler.is_compiling():  # the compiler fuses the two passes itself (and traces no out=)
+                x = F.elu(torch.cat([x, new], dim=1))
+            elif torch.is_grad_enabled() and new.dtype == x.dtype:
                 x = _CatELU.apply(x, new, fmt)
             else:  # in place, as theirs: the concatenation is used by nothing but the ELU
                 x = elu(torch.cat([x, new], dim=1), inplace=True)
@@ -150,6 +152,13 @@ class _CatELU(torch.autograd.Function):
 
 class PaperNet(nn.Sequential, Network):
     """One of the authors' networks (encoder, decoder or same-resolution net): a sequence of their layers."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        # nn.Sequential's own forward, written here: torch.compile skips a top frame in torch.nn's files and
+        # would compile each layer apart (a recompilation per width, past its limit, then eager)
+        for layer in self:
+            x = layer(x)
+        return x
 
 
 def paper_encoder(in_channels: int, out_channels: int, growth: int, steps: int, n_down: int) -> PaperNet:

@@ -73,6 +73,7 @@ def train_step(
     micro = _as_micro(x, t.accum_steps)
     device = micro[0][1].device
     model.train()
+    runtime.mark_step(t)
     opt.zero_grad(set_to_none=True)
     loss_sum, info_sum = 0.0, {}
     for j, xb in micro:
