@@ -6,7 +6,8 @@ Not a test: ``python benchmarks/superres_photo.py cifar10-srvae-small [--photo F
 by the model's factor (the model's own ``d``), super-resolved back whole (:func:`super_resolve_tiled`), and
 compared with the original: PSNR, and the **seam error**, the mean absolute step between neighbouring pixels
 across the tiles' edges minus the same step elsewhere (0: the edges look like any other column). Bicubic
-upscaling is printed beside it. Writes the pictures side by side into ``--out``.
+upscaling is printed beside it. Writes each picture into ``--out``, and ``side_by_side.png``: the same 256 x 256
+crop of each at full resolution (original, bicubic, then ours in the order measured), where seams would show.
 """
 
 from __future__ import annotations
@@ -80,6 +81,20 @@ def main() -> None:
             Image.fromarray(x.squeeze(2) if c == 1 else x).save(a.out / f"{decode}_overlap{overlap}.png")
     Image.fromarray(hi.squeeze(2) if c == 1 else hi).save(a.out / "original.png")
     Image.fromarray(bicubic.squeeze(2) if c == 1 else bicubic).save(a.out / "bicubic.png")
+    names = ["original", "bicubic"] + [f"{d}_overlap{o}" for d in a.decode for o in a.overlaps]
+    side_by_side([Image.open(a.out / f"{n}.png") for n in names]).save(a.out / "side_by_side.png")
+
+
+def side_by_side(images: list[Image.Image], size: int = 256) -> Image.Image:
+    """The same ``size`` x ``size`` crop of each image (centred across, at 40% down: a portrait's face), in a row,
+    unscaled."""
+    w, h = images[0].size
+    size = min(size, w, h)
+    left, top = (w - size) // 2, max(0, min(h - size, int(0.4 * h) - size // 2))
+    row = Image.new(images[0].mode, (size * len(images), size))
+    for i, im in enumerate(images):
+        row.paste(im.crop((left, top, left + size, top + size)), (i * size, 0))
+    return row
 
 
 if __name__ == "__main__":
