@@ -6,7 +6,11 @@ Split protocol (all data sets except ``celeba64``):
   generic ``folder``: its ``test/`` sub-folder; ``npz``: ``x_test``). Where none exists, asking for
   ``"test"`` raises :class:`SelfVAEError` rather than silently using validation data.
 * ``"val"``: ``val_fraction`` (15%) of the official training set, chosen by
-  ``np.random.default_rng(seed).permutation``; ``"train"``: the remaining 85%. Both keep file order.
+  ``np.random.default_rng(seed).permutation``; ``"train"``: the remaining 85%. Both keep file order, but for
+  data sets stored class by class (``class_ordered``: image folders, the CIFAR-10 JPEG copy, imagenette), whose
+  splits are put in one fixed shuffled order (:data:`ORDER_SEED`) so that the first N images of a split (an
+  evaluation ``--limit``, a FID reference, training's ``eval_limit``) are a sample of every class, as they are
+  in the official CIFAR-10 and MNIST files; which images each split holds does not change.
 * ``celeba64`` uses the official partition file instead (0 = train, 1 = val, 2 = test); ``val_fraction``
   and ``seed`` are ignored for it.
 
@@ -37,6 +41,7 @@ from selfvae.errors import NoSplitError, SelfVAEError
 
 Reader = Callable[[Path, str, ReadOptions], "tuple[np.ndarray, np.ndarray | None]"]
 SPLITS = ("train", "val", "test")
+ORDER_SEED = 20261126  # the fixed order of a class-ordered data set's splits (DatasetSpec.class_ordered)
 
 
 @dataclass(frozen=True)
@@ -57,6 +62,7 @@ class DatasetSpec:
     description: str
     official_val: bool = False
     pad: int = 0
+    class_ordered: bool = False  # files come class by class: each split is read in ORDER_SEED's shuffled order
 
 
 def _spec(name: str, reader: Reader, shape, root, augment, description, **kw) -> tuple[str, DatasetSpec]:
@@ -73,7 +79,8 @@ DATASETS: dict[str, DatasetSpec] = dict(
         _spec("cifar10", formats.read_cifar10, (3, 32, 32), None, True,
               "CIFAR-10 python version (cifar-10-batches-py/ or cifar-10-python.tar.gz)"),
         _spec("cifar10-jpeg", formats.read_cifar10_jpeg, (3, 32, 32), None, True,
-              "CIFAR-10 as JPEG files (cifar10-jpeg.tar.gz or its folder; a re-encode, not the official pixels)"),
+              "CIFAR-10 as JPEG files (cifar10-jpeg.tar.gz or its folder; a re-encode, not the official pixels)",
+              class_ordered=True),
         _spec("imagenet32", partial(formats.read_imagenet_npz, size=32), (3, 32, 32), None, False,
               "Chrabaszcz et al. (2017) box-resized ImageNet 32x32 npz batches (classification); val = test"),
         _spec("imagenet64", partial(formats.read_imagenet_npz, size=64), (3, 64, 64), None, False,
@@ -85,12 +92,12 @@ DATASETS: dict[str, DatasetSpec] = dict(
               "van den Oord et al. (2016) ImageNet 64x64, the density-estimation benchmark (train_64x64/, "
               "valid_64x64/ = test; PNG folders, their .tar, or VDVAE's .npy)"),
         _spec("imagenette64", formats.read_imagenette, (3, 64, 64), None, True,
-              "imagenette folders train/ and val/ (= test split), resized to 64x64"),
+              "imagenette folders train/ and val/ (= test split), resized to 64x64", class_ordered=True),
         _spec("celeba64", formats.read_celeba, (3, 64, 64), None, False,
               "CelebA aligned, 148x148 crop at (15,40) resized to 64x64; official partition",
               official_val=True),
         _spec("folder", formats.read_folder, None, None, False,
-              "any image folder; optional class sub-folders and train/ test/ split folders"),
+              "any image folder; optional class sub-folders and train/ test/ split folders", class_ordered=True),
         _spec("npz", formats.read_npz, None, None, False,
               "one .npz file (root = the file) with x/images or x_train/x_test uint8 arrays"),
     ]
@@ -323,6 +330,9 @@ def load_dataset(
         idx = train_idx if split == "train" else val_idx
         x = x[idx]
         y = None if y is None else y[idx]
+    if spec.class_ordered:
+        order = np.random.default_rng(ORDER_SEED).permutation(len(x))
+        x, y = x[order], None if y is None else y[order]
     if len(x) == 0:
         raise SelfVAEError(f"{name} ({root}): split '{split}' is empty")
     images = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))

@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from selfvae.data.datasets import ORDER_SEED, get_spec
 from selfvae.errors import SelfVAEError
 from selfvae.models.selfvae import SelfVAE
 from selfvae.runs import layout
@@ -38,6 +39,8 @@ def _dataset_key(cfg, ref: str) -> str:
     ident = [d.name, root, d.val_fraction, d.split_seed, ref]
     if (d.image_size, d.resize, d.channels) != (None, "crop", None):  # older runs keep their cache key
         ident += [d.image_size, d.resize, d.channels or cfg.model.image_shape[0]]
+    if get_spec(d.name).class_ordered:  # its first n images were one class or three before 2026-11-26: new stats
+        ident += [f"order-{ORDER_SEED}"]
     ident = json.dumps(ident)
     return f"{cfg.data.name}-{ref}-{hashlib.sha1(ident.encode()).hexdigest()[:10]}"
 
@@ -77,8 +80,9 @@ def run_fids(
     The samples are drawn and put through Inception once (the dearer half of each FID), so each value equals
     the one a call with that ref alone gives. ``"test"``: statistics of the whole test split (papers: 10k
     samples vs test; a data set without one: its validation split, as training's final evaluation, and the
-    result's ``ref`` says so); ``"train"``: of the first ``n`` training images (papers: 50k samples vs train).
-    ``n_ref`` caps the reference images (the first ``n_ref`` of the split) when time is short; FID grows as
+    result's ``ref`` says so); ``"train"``: of the first ``n`` training images (papers: 50k samples vs train; a
+    class-ordered data set is read in a fixed shuffled order, so they are a sample of every class). ``n_ref`` caps
+    the reference images (the first ``n_ref`` of the split) when time is short; FID grows as
     sample counts shrink, so compare like with like. Reference statistics are cached in :func:`cache_dir` (or
     ``cache``), keyed by data set, split, count and Inception weights.
     """
