@@ -163,6 +163,8 @@ def test_command_line_training_on_the_device_writes_a_run_the_cpu_loads(device, 
     run = tmp_path / "run"
     train_args = ["train", "--config", str(cfg_file), "--out", str(run), "--no-progress", "--device",
                   device.split(":")[0], "--amp", "bf16", "--channels-last", "--threads", "1"]
+    if launcher == "python" and device.startswith("cuda"):  # a whole run (validation, EMA, samples) through CUDA
+        train_args += ["--compile", "reduce-overhead"]      # graphs; on the CPU compiling takes minutes
     if launcher == "python":
         res = _cli("-m", "selfvae.cli", *train_args)
     else:  # one process through torchrun's environment (NCCL on CUDA, gloo on the CPU)
