@@ -329,3 +329,21 @@ def test_fid_real_vs_real_much_lower_than_real_vs_noise(real_features):
     assert real_real >= 0
     print(f"FID real-vs-real {real_real:.1f}  real-vs-noise {real_noise:.1f}")
     assert real_noise > 3 * real_real, (real_real, real_noise)
+
+
+def test_a_partial_reference_of_a_class_ordered_split_gets_new_statistics_the_whole_split_keeps_its_own():
+    """Statistics of a whole split do not depend on its order and keep their cache key; those of its first n images
+    do: for a class-ordered data set (read in a fixed shuffled order since 2026-11-26, before that class by class)
+    they get a key of their own, so statistics of the old first n (a few classes) are never read back for them."""
+    import json
+
+    from selfvae.config import Config, DataConfig
+    from selfvae.evaluation.run_fid import _dataset_key
+
+    for name, ordered in (("cifar10-jpeg", True), ("mnist", False)):
+        cfg = Config(data=DataConfig(name=name, root="/data"))
+        d = cfg.data
+        old = json.dumps([d.name, "/data", d.val_fraction, d.split_seed, "train"])
+        old_key = f"{name}-train-{hashlib.sha1(old.encode()).hexdigest()[:10]}"
+        assert _dataset_key(cfg, "train") == old_key
+        assert (_dataset_key(cfg, "train", part=True) != old_key) == ordered

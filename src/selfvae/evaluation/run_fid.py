@@ -32,14 +32,15 @@ def cache_dir() -> Path:
     return (Path(root).expanduser() if root else Path.home() / ".cache" / "selfvae") / "fid"
 
 
-def _dataset_key(cfg, ref: str) -> str:
-    """Cache key of a reference split: data set name, split, and a hash of where it lives and how it is split."""
+def _dataset_key(cfg, ref: str, part: bool = False) -> str:
+    """Cache key of a reference split: data set name, split, and a hash of where it lives and how it is split
+    (``part``: statistics of its first images only, which depend on the order it is read in)."""
     root = str(Path(cfg.data.root).expanduser().resolve()) if cfg.data.root else ""
     d = cfg.data
     ident = [d.name, root, d.val_fraction, d.split_seed, ref]
     if (d.image_size, d.resize, d.channels) != (None, "crop", None):  # older runs keep their cache key
         ident += [d.image_size, d.resize, d.channels or cfg.model.image_shape[0]]
-    if get_spec(d.name).class_ordered:  # its first n images were one class or three before 2026-11-26: new stats
+    if part and get_spec(d.name).class_ordered:  # its first n images were a few classes before 2026-11-26
         ident += [f"order-{ORDER_SEED}"]
     ident = json.dumps(ident)
     return f"{cfg.data.name}-{ref}-{hashlib.sha1(ident.encode()).hexdigest()[:10]}"
@@ -127,6 +128,7 @@ def _reference(cfg, ref: str, n: int, n_ref: int | None, batch_size: int, cache:
     n_ref = min(n_ref, len(ds))
     if n_ref < 2:
         raise SelfVAEError(f"{cfg.data.name} {used} split: has {len(ds)} image(s); FID needs at least 2")
-    stats = fidlib.reference_stats(_dataset_key(cfg, used), lambda: batches_of(ds, batch_size, n_ref), n_ref,
-                                   cache, extractor, progress=progress)
+    key = _dataset_key(cfg, used, part=n_ref < len(ds))
+    stats = fidlib.reference_stats(key, lambda: batches_of(ds, batch_size, n_ref), n_ref, cache, extractor,
+                                   progress=progress)
     return used, n_ref, stats
