@@ -2,9 +2,10 @@
 # Question: at an equal CPU budget of 5 CPU-hours each (issue 33), does the papers' CIFAR-10 claim hold: the
 # srVAE's FID below the VAE's while its bits/dim is higher? And where do the curves stand against CPU time?
 # Answer (2026-11-26, 5.00 CPU-hours each, shipped as cifar10-{vae,srvae}-small): half. The srVAE's bits/dim is
-# higher (test ELBO 4.0261 vs 3.7479; 3.7660 renormalised), as in the papers, but its FID is not lower: 162.1 vs
-# 157.8 against test, 215.5 vs 203.5 against train (10k samples). It led on both for the first 2.5 hours (FID 273.6
-# vs 309.2 at 1.67 h); the VAE overtook as the learning rate fell. docs/RESULTS.md has the curves.
+# higher (test ELBO 4.0262 vs 3.7479; 3.7661 renormalised), as in the papers, but its FID is not lower: 162.1 vs
+# 157.8 against test, 161.6 vs 157.2 against train (10k samples; measured again 2026-11-26 against 10k training
+# images of all classes). It led on both for the first 2.5 hours (FID 273.6 vs 309.2 at 1.67 h, against airplanes
+# and automobiles); the VAE overtook as the learning rate fell. docs/RESULTS.md has the curves.
 #
 # Both shippable presets (cifar10-vae-small, cifar10-srvae-small) train side by side at one thread each, their
 # budget counted in CPU time (train.clock=cpu), so other work sharing the two cores costs neither run budget.
