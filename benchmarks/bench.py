@@ -104,12 +104,7 @@ def run_one(args: argparse.Namespace, preset: str) -> dict:
     n_params = sum(p.numel() for p in model.parameters())
     x = torch.randint(0, 256, (args.batch_size, *cfg.model.image_shape), dtype=torch.uint8, device=dev)
     data_dependent_init(model, lambda: model.terms(x))
-    if args.channels_last:
-        model.to(memory_format=torch.channels_last)
-    if args.amp:
-        runtime.install_fp32_outputs(model)
-    if args.compile:
-        runtime.compile_nets(model)
+    runtime.prepare(model, t)  # channels-last, float32 likelihood inputs under --amp, compiled: as training does
     opt = torch.optim.Adamax(model.parameters(), lr=t.lr)
     step = {"i": 0}
 
@@ -186,19 +181,16 @@ def _step_fn(args: argparse.Namespace, name: str):  # noqa: ANN202
         from selfvae.training.step import train_step
 
         cfg = get_preset(base)
-        cfg.train.batch_size, cfg.train.channels_last = args.batch_size, args.channels_last
-        cfg.train.amp = BF16 if BF16 in variants else None
+        t = cfg.train
+        t.batch_size, t.channels_last = args.batch_size, args.channels_last
+        t.amp = BF16 if BF16 in variants else None
+        t.compile = bool(variants & {COMPILE, CUDAGRAPHS})
+        t.compile_mode = "reduce-overhead" if CUDAGRAPHS in variants else "default"
         ours = SelfVAE(cfg.model).to(args.device)
         x = torch.randint(0, 256, (args.batch_size, *cfg.model.image_shape), dtype=torch.uint8, device=args.device)
         data_dependent_init(ours, lambda: ours.terms(x))
         fuse_units(ours, UNFUSED not in variants)
-        if args.channels_last:
-            ours.to(memory_format=torch.channels_last)
-        if cfg.train.amp:
-            runtime.install_fp32_outputs(ours)
-        if variants & {COMPILE, CUDAGRAPHS}:
-            cfg.train.compile, cfg.train.compile_mode = True, "reduce-overhead" if CUDAGRAPHS in variants else "default"
-            runtime.compile_nets(ours, cfg.train.compile_mode)
+        runtime.prepare(ours, t)  # as training does: channels-last, float32 likelihood inputs, compiled
         opt = torch.optim.Adamax(ours.parameters(), lr=cfg.train.lr)
         return sum(p.numel() for p in ours.parameters()), lambda: train_step(ours, opt, x, cfg, None)
     x = torch.randint(0, 256, (args.batch_size, 3, 32, 32), dtype=torch.uint8, device=args.device)
@@ -236,7 +228,7 @@ def interleaved(args: argparse.Namespace, names: list[str]) -> dict[str, float]:
             _sync(args.device)
         except Exception as e:  # noqa: BLE001 - reported with its model, the others go on
             models.pop(n, None)
-            failed[n] = f"{type(e).__name__}: {str(e).strip().splitlines()[0][:300] if str(e).strip() else ''}"
+            failed[n] = f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:300]}"
             print(f"{n}: failed ({failed[n]})", flush=True)
             continue
         warmup_s[n] = time.perf_counter() - tic

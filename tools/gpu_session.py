@@ -199,7 +199,7 @@ def phase_test(args: argparse.Namespace, results: dict) -> None:
         cmd += ["-n", "4"]
     os.environ["SELFVAE_TEST_DEVICE"] = args.device
     tic = time.perf_counter()
-    left = _left(args, reserve=BENCH_RESERVE_S if "bench" in args.phases else 0)
+    left = _left(args, reserve=BENCH_RESERVE_S if _follows(args, "test", "bench") else 0)
     rc = _run(cmd, log, timeout=None if left is None else max(left, 60))
     tail = [ln for ln in log.read_text().splitlines() if " passed" in ln or " failed" in ln or " error" in ln]
     results["tests"] = {"device": args.device, "returncode": rc, "summary": tail[-1] if tail else "",
@@ -248,7 +248,7 @@ def flops_per_image(preset: str, device: str, batch: int) -> float:
 
 
 def phase_bench(args: argparse.Namespace, results: dict) -> None:
-    """The measured bf16 peak and FLOPs per image, then three interleaved runs in their own processes, most
+    """The measured bf16 peak and FLOPs per image, then interleaved runs in their own processes, most
     wanted first, each cut off where the call's budget would not hold it: eager fp32 and bf16 steps of every
     preset and of the authors' models; each paper preset compiled with CUDA graphs beside the authors' step (the
     throughput target); the cheap presets compiled beside their eager bf16 step; then a profile of each model
@@ -273,17 +273,15 @@ def phase_bench(args: argparse.Namespace, results: dict) -> None:
     if cheap:
         groups.append(("compiled-cheap", [m for p in cheap for m in (f"{p}:bf16", *[f"{p}:{v}" for v in
                                                                                  args.compiled])], True))
+    reserve = TRAIN_RESERVE_S if _follows(args, "bench", "train") else 0
     for batch in args.batch_sizes:
         for label, models, profiled in groups:
-            left = _left(args, reserve=TRAIN_RESERVE_S if "train" in args.phases[args.phases.index("bench"):]
-                         else 0)
+            left = _left(args, reserve)
             if left is not None and left < 60:
                 bench.setdefault("skipped", []).append(f"{label} b{batch}: {left:.0f} s of the budget left")
                 continue
             json_file = args.out / f"bench_{label}_b{batch}.json"
-            cmd = [sys.executable, "benchmarks/bench.py", "--interleave", "--device", args.device, "--channels-last",
-                   "--batch-size", str(batch), "--steps", str(args.steps), "--warmup", str(args.warmup), "--json",
-                   str(json_file), "--models", *models]
+            cmd = _bench_cmd(args, batch, json_file, "--interleave", "--models", *models)
             if profiled:
                 cmd += ["--profile", "2" if args.tiny else "3"]
             if authors:
@@ -294,16 +292,25 @@ def phase_bench(args: argparse.Namespace, results: dict) -> None:
             else:
                 bench.setdefault("skipped", []).append(f"{label} b{batch}: exit {rc}" + (" (out of budget)"
                                                                                          if rc == -9 else ""))
-    left = _left(args, reserve=TRAIN_RESERVE_S if "train" in args.phases[args.phases.index("bench"):] else 0)
+    left = _left(args, reserve)
     if left is not None and left < 90:
         bench.setdefault("skipped", []).append(f"per-process evaluation and sampling: {left:.0f} s left")
         return
     json_file = args.out / "bench_per_process.json"  # evaluation, sampling and memory, bf16 as trained
-    cmd = [sys.executable, "benchmarks/bench.py", "--device", args.device, "--amp", "bf16", "--channels-last",
-           "--batch-size", str(args.batch_sizes[-1]), "--steps", str(args.steps), "--warmup", str(args.warmup),
-           "--json", str(json_file), "--presets", *presets]
+    cmd = _bench_cmd(args, args.batch_sizes[-1], json_file, "--amp", "bf16", "--presets", *presets)
     if _run(cmd, args.out / "bench.log", timeout=left) == 0:
         bench["per_process"] = json.loads(json_file.read_text())
+
+
+def _bench_cmd(args: argparse.Namespace, batch: int, json_file: Path, *extra: str) -> list[str]:
+    """``benchmarks/bench.py`` on this device, channels-last, at ``batch``, its rows into ``json_file``."""
+    return [sys.executable, "benchmarks/bench.py", "--device", args.device, "--channels-last", "--batch-size",
+            str(batch), "--steps", str(args.steps), "--warmup", str(args.warmup), "--json", str(json_file), *extra]
+
+
+def _follows(args: argparse.Namespace, phase: str, later: str) -> bool:
+    """Whether this call runs ``later`` after ``phase`` (whose budget then keeps its share)."""
+    return later in args.phases[args.phases.index(phase) + 1:]
 
 
 def _left(args: argparse.Namespace, reserve: float = 0.0) -> float | None:
