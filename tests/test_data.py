@@ -398,7 +398,8 @@ def test_registry_and_shapes() -> None:
     with pytest.raises(SelfVAEError, match="depends on the data"):
         dataset_shape("folder")
     for spec in DATASETS.values():
-        assert spec.description and spec.augment == (spec.name in ("cifar10", "cifar10-jpeg", "imagenette64"))
+        assert spec.description and spec.augment == (
+            spec.name in ("cifar10", "cifar10-official-part", "cifar10-jpeg", "imagenette64"))
 
 
 def test_augmentation_keeps_dtype_shape_and_changes_images(tmp_path: Path) -> None:
@@ -490,3 +491,64 @@ def test_a_class_ordered_folder_is_read_in_a_fixed_shuffled_order(tmp_path: Path
         assert sorted(ds.images[:, 0, 0, 0].tolist()) == sorted((10 * (idx // per_class) + idx % per_class).tolist())
         assert sorted(ds.labels.tolist()) == sorted((idx // per_class).tolist())
     assert len(set(first["train"])) >= 3  # in file order: ten of class 0
+
+
+def _official_part_npz(path: Path, n_train: int = 20, n_test: int = 6) -> tuple[np.ndarray, np.ndarray]:
+    """A file in the exact layout of ../shared/data/cifar10-official-part.npz (x/y/row of train and test)."""
+    rng = np.random.default_rng(3)
+    x_train = rng.integers(0, 256, (n_train, 32, 32, 3), dtype=np.uint8)
+    x_test = rng.integers(0, 256, (n_test, 32, 32, 3), dtype=np.uint8)
+    np.savez(path, x_train=x_train, y_train=rng.integers(0, 10, n_train), row_train=np.arange(n_train),
+             x_test=x_test, y_test=rng.integers(0, 10, n_test), row_test=np.arange(n_test))
+    return x_train, x_test
+
+
+def test_cifar10_official_part_reads_its_file_splits_it_and_augments_by_whole_pixel_shifts(tmp_path: Path) -> None:
+    from selfvae.data.datasets import infer_dataset
+
+    x_train, x_test = _official_part_npz(tmp_path / "cifar10-official-part.npz")
+    for root in (tmp_path, tmp_path / "cifar10-official-part.npz"):  # the folder holding it, or the file
+        test = load_dataset("cifar10-official-part", root, "test")
+        assert torch.equal(test.images, torch.from_numpy(x_test).permute(0, 3, 1, 2)) and not test.augment
+        tr, va = (load_dataset("cifar10-official-part", root, s, val_fraction=0.25) for s in ("train", "val"))
+        assert len(tr) + len(va) == 20 and len(va) == 5 and tr.augment and tr.augmentation == "shift"
+        seen = {bytes(im.numpy()) for im in torch.cat([tr.images, va.images])}
+        assert seen == {bytes(im.numpy()) for im in torch.from_numpy(x_train).permute(0, 3, 1, 2)}
+    assert dataset_shape("cifar10-official-part") == (3, 32, 32)
+    # an .npz file is read by its own format whatever data set a model was trained on
+    assert infer_dataset("cifar10-jpeg", tmp_path / "cifar10-official-part.npz") == "cifar10-official-part"
+    np.savez(tmp_path / "other.npz", x_test=x_test)
+    assert infer_dataset("cifar10-jpeg", tmp_path / "other.npz") == "npz"
+    np.savez(tmp_path / "s.npz", x_train=x_train[:, :16], x_test=x_test[:, :16])
+    with pytest.raises(SelfVAEError, match=r"s.npz: train images have shape \(16, 32, 3\), expected CIFAR-10's"):
+        load_dataset("cifar10-official-part", tmp_path / "s.npz", "train")
+    with pytest.raises(SelfVAEError, match="no cifar10-official-part.npz"):
+        load_dataset("cifar10-official-part", tmp_path / "nowhere", "test")
+
+
+def test_shift_augmentation_is_a_flip_and_a_whole_pixel_shift_with_replicated_edges() -> None:
+    """The srVAE authors' CIFAR-10 protocol: no pixel resampled, so every output is exactly the image (or its
+    mirror) moved by at most 2 whole pixels with its edge rows and columns repeated."""
+    from selfvae.data import augment_shift
+
+    rng = np.random.default_rng(1)
+    x = torch.from_numpy(rng.integers(0, 256, size=(3, 32, 32), dtype=np.uint8))
+
+    def moved(img: torch.Tensor, dx: int, dy: int) -> torch.Tensor:
+        rows, cols = (torch.arange(32) - dy).clamp(0, 31), (torch.arange(32) - dx).clamp(0, 31)
+        return img[:, rows][:, :, cols]
+
+    candidates = [(f, dx, dy) for f in (False, True) for dx in range(-2, 3) for dy in range(-2, 3)]
+    torch.manual_seed(0)
+    found = set()
+    for _ in range(200):
+        out = augment_shift(x)
+        assert out.dtype == torch.uint8 and out.shape == x.shape
+        match = [c for c in candidates if torch.equal(out, moved(x.flip(-1) if c[0] else x, c[1], c[2]))]
+        assert len(match) == 1
+        found.add(match[0])
+    assert len(found) > 40  # every flip and shift is drawn (50 in all)
+    torch.manual_seed(5)
+    first = augment_shift(x)
+    torch.manual_seed(5)
+    assert torch.equal(first, augment_shift(x))  # torch RNG -> reproducible

@@ -142,3 +142,22 @@ def test_a_run_on_ones_own_images_is_named_after_them_too(tmp_path, capsys, monk
     assert "into runs/mnist-vae-faces" in out.err
     assert (tmp_path / "runs" / "mnist-vae-faces" / "config.json").is_file()
     assert not (tmp_path / "runs" / "mnist-vae").exists()
+
+
+def test_eval_of_a_model_on_an_npz_file_reads_it_as_one(tmp_path, capsys):
+    """``selfvae eval cifar10-vae-small --data-dir FILE.npz`` measures the model on the file's test images (the
+    model's own data set reads a tarball, and failed in it with a tarfile traceback)."""
+    def bpd(x_test: np.ndarray, name: str) -> float:
+        np.savez(tmp_path / name, x_train=x_test, x_test=x_test)
+        main(["eval", "cifar10-vae-small", "--data-dir", str(tmp_path / name), "--limit", "2", "--iw-samples", "1",
+              "--json"])
+        rec = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        assert rec["n_images"] == 2 and rec["dims"] == 3072 and rec["split"] == "test"
+        return rec["bpd_elbo"]
+
+    noise = np.random.default_rng(0).integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)
+    smooth = np.broadcast_to(np.arange(32, dtype=np.uint8)[None, :, None, None] * 4, (3, 32, 32, 3)).copy()
+    assert bpd(smooth, "cifar10-official-part.npz") + 3 < bpd(noise, "noise.npz")  # it measured the file's images
+    (tmp_path / "fake.tar.gz").write_bytes(b"not a tar archive at all")
+    with pytest.raises(SelfVAEError, match="fake.tar.gz: not a readable tar archive"):
+        load_dataset("cifar10-jpeg", tmp_path / "fake.tar.gz", "test")

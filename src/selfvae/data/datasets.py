@@ -63,6 +63,7 @@ class DatasetSpec:
     official_val: bool = False
     pad: int = 0
     class_ordered: bool = False  # files come class by class: each split is read in ORDER_SEED's shuffled order
+    augmentation: str = "affine"  # the kind of training augmentation (AUGMENTATIONS) when ``augment``
 
 
 def _spec(name: str, reader: Reader, shape, root, augment, description, **kw) -> tuple[str, DatasetSpec]:
@@ -77,7 +78,11 @@ DATASETS: dict[str, DatasetSpec] = dict(
               "/usr/share/datasets/fashion-mnist", False,
               "Fashion-MNIST idx files (Debian package dataset-fashion-mnist); padded 28->32", pad=2),
         _spec("cifar10", formats.read_cifar10, (3, 32, 32), None, True,
-              "CIFAR-10 python version (cifar-10-batches-py/ or cifar-10-python.tar.gz)"),
+              "CIFAR-10 python version (cifar-10-batches-py/ or cifar-10-python.tar.gz)", augmentation="shift"),
+        _spec("cifar10-official-part", formats.read_cifar10_official_part, (3, 32, 32), None, True,
+              "official CIFAR-10 pixels, a part (cifar10-official-part.npz: 4745 training images, the first "
+              "932-1017 of each batch, and the first 717 test images; a subset, not the whole benchmark)",
+              augmentation="shift"),
         _spec("cifar10-jpeg", formats.read_cifar10_jpeg, (3, 32, 32), None, True,
               "CIFAR-10 as JPEG files (cifar10-jpeg.tar.gz or its folder; a re-encode, not the official pixels)",
               class_ordered=True),
@@ -163,18 +168,22 @@ def own_shape(name: str, image_shape: tuple[int, int, int], image_size: int | No
 
 def infer_dataset(name: str, root: str | Path) -> str:
     """The data set to read at ``root``: ``name`` when its files are there, else ``"cifar10-jpeg"`` for CIFAR-10
-    where only its JPEG tarball is, ``"npz"`` for an ``.npz`` file or ``"folder"`` for a directory with image
-    files; otherwise ``name``'s own error is raised.
+    where only its JPEG tarball is, ``"npz"`` for an ``.npz`` file (``"cifar10-official-part"`` for the file of
+    that name; an ``.npz`` file is always read as one, never tried by another data set's reader) or
+    ``"folder"`` for a directory with image files; otherwise ``name``'s own error is raised.
 
     Lets ``selfvae train --preset mnist-vae --data-dir MY_PHOTOS`` train on the user's folder.
     """
     if name in ("folder", "npz"):
         return name
+    path = Path(root).expanduser()
+    npz_readers = ("npz", "cifar10-official-part")
+    if path.is_file() and path.suffix.lower() == ".npz" and name not in npz_readers:  # read by its own format
+        return "cifar10-official-part" if path.name == formats.CIFAR_OFFICIAL_PART else "npz"
     try:
         load_dataset(name, root, "test")
         return name
     except SelfVAEError as e:
-        path = Path(root).expanduser()
         if name == "cifar10" and (path.name == formats.CIFAR_JPEG_TAR or (path / formats.CIFAR_JPEG_TAR).is_file()):
             return "cifar10-jpeg"  # the same images, re-encoded (this project's shared copy)
         if path.is_file() and path.suffix.lower() == ".npz":
@@ -232,6 +241,29 @@ def augment_image(x: torch.Tensor, max_rotate: float = 10.0, max_translate: floa
     return out[0].round_().clamp_(0, 255).to(torch.uint8)
 
 
+def augment_shift(x: torch.Tensor, max_shift: int | None = None) -> torch.Tensor:
+    """The srVAE authors' CIFAR-10 augmentation of one uint8 image ``[C, H, W]``: a random horizontal flip
+    (p=0.5) and a random whole-pixel translation, uniform in +-``max_shift`` pixels per axis (default
+    ceil(side/20): 2 px at 32), the uncovered border filled by replicating the edge.
+
+    No pixel is resampled, so the images keep the noise and sharpness of real pixels (:func:`augment_image`'s
+    bilinear rotation and zoom smooth them, which a density model then learns). Uses torch's global RNG.
+    """
+    _, h, w = x.shape
+    if max_shift is None:
+        max_shift = math.ceil(max(h, w) * 0.05)
+    r = torch.rand(3)
+    if r[0] < 0.5:
+        x = x.flip(-1)
+    dx, dy = (torch.floor(r[1:] * (2 * max_shift + 1)).long() - max_shift).tolist()
+    rows = (torch.arange(h) - dy).clamp_(0, h - 1)
+    cols = (torch.arange(w) - dx).clamp_(0, w - 1)
+    return x[:, rows][:, :, cols].contiguous()
+
+
+AUGMENTATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {"affine": augment_image, "shift": augment_shift}
+
+
 # --------------------------------------------------------------------------------------------------
 # dataset
 
@@ -240,11 +272,14 @@ class ImageDataset(Dataset):
     """Images held in memory as one uint8 tensor; ``ds[i]`` is a uint8 ``[C, H, W]`` tensor (no label).
 
     Attributes: ``images`` (uint8 ``[N, C, H, W]``), ``labels`` (int64 ``[N]`` or None), ``shape``
-    (C, H, W), ``name``, ``augment`` (random flip + affine on every access when True).
+    (C, H, W), ``name``, ``augment`` (on every access when True, the ``augmentation`` of :data:`AUGMENTATIONS`:
+    "affine", a random flip + affine, or "shift", a random flip + whole-pixel shift).
     """
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor | None = None, *, name: str = "",
-                 augment: bool = False) -> None:
+                 augment: bool = False, augmentation: str = "affine") -> None:
+        if augmentation not in AUGMENTATIONS:
+            raise SelfVAEError(f"augmentation={augmentation!r}: expected one of {', '.join(AUGMENTATIONS)}")
         if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] not in (1, 3):
             raise SelfVAEError(
                 f"{name or 'images'}: tensor has dtype {images.dtype} shape {tuple(images.shape)}, "
@@ -260,6 +295,7 @@ class ImageDataset(Dataset):
         self.labels = None if labels is None else labels.to(torch.int64)
         self.name = name
         self.augment = augment
+        self.augmentation = augmentation
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -271,10 +307,11 @@ class ImageDataset(Dataset):
 
     def __getitem__(self, index: int) -> torch.Tensor:
         x = self.images[index]
-        return augment_image(x) if self.augment else x
+        return AUGMENTATIONS[self.augmentation](x) if self.augment else x
 
     def __repr__(self) -> str:
-        return f"ImageDataset(name={self.name!r}, n={len(self)}, shape={self.shape}, augment={self.augment})"
+        how = f"{self.augment} ({self.augmentation})" if self.augment else "False"
+        return f"ImageDataset(name={self.name!r}, n={len(self)}, shape={self.shape}, augment={how})"
 
 
 def load_dataset(
@@ -338,7 +375,7 @@ def load_dataset(
     images = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
     labels = None if y is None else torch.from_numpy(np.ascontiguousarray(y, dtype=np.int64))
     do_augment = (spec.augment if augment is None else augment) and split == "train"
-    return ImageDataset(images, labels, name=f"{name}/{split}", augment=do_augment)
+    return ImageDataset(images, labels, name=f"{name}/{split}", augment=do_augment, augmentation=spec.augmentation)
 
 
 def load_split(cfg, split: str, *, augment: bool | None = False) -> ImageDataset:  # noqa: ANN001 - Config

@@ -273,12 +273,15 @@ def read_cifar10(root: Path, part: str, opts: ReadOptions) -> Arrays:
         batch_dir = _extract_tar_once(tar_path, root, CIFAR_DIR)
         if batch_dir is None:
             parts = []
-            with tarfile.open(tar_path) as tf:
-                for n in names:
-                    f = tf.extractfile(f"{CIFAR_DIR}/{n}")
-                    if f is None:
-                        raise SelfVAEError(f"{tar_path}: missing member {CIFAR_DIR}/{n}")
-                    parts.append(_parse_cifar_batch(f.read(), f"{tar_path}:{n}"))
+            try:
+                with tarfile.open(tar_path) as tf:
+                    for n in names:
+                        f = tf.extractfile(f"{CIFAR_DIR}/{n}")
+                        if f is None:
+                            raise SelfVAEError(f"{tar_path}: missing member {CIFAR_DIR}/{n}")
+                        parts.append(_parse_cifar_batch(f.read(), f"{tar_path}:{n}"))
+            except (tarfile.TarError, KeyError, OSError, EOFError) as e:
+                raise SelfVAEError(f"{tar_path}: not a readable CIFAR-10 archive ({e})") from e
             return _concat(parts)
     if batch_dir is None:
         missing = [n for n in names if not (root / CIFAR_DIR / n).is_file()]
@@ -305,10 +308,13 @@ def read_cifar10_jpeg(root: Path, part: str, opts: ReadOptions) -> Arrays:
                            "files; this project's copy is ../shared/data/cifar10-jpeg.tar.gz)")
     prefix = f"{CIFAR_JPEG_DIR}/{part}/"
     found: list[tuple[str, bytes]] = []
-    with tarfile.open(tar_path) as tar:
-        for m in tar:
-            if m.isfile() and m.name.startswith(prefix) and Path(m.name).suffix.lower() in IMAGE_EXTENSIONS:
-                found.append((m.name[len(prefix):], tar.extractfile(m).read()))
+    try:
+        with tarfile.open(tar_path) as tar:
+            for m in tar:
+                if m.isfile() and m.name.startswith(prefix) and Path(m.name).suffix.lower() in IMAGE_EXTENSIONS:
+                    found.append((m.name[len(prefix):], tar.extractfile(m).read()))
+    except (tarfile.TarError, OSError, EOFError) as e:
+        raise SelfVAEError(f"{tar_path}: not a readable tar archive of CIFAR-10 JPEG files ({e})") from e
     if not found:
         raise SelfVAEError(f"{tar_path}: holds no {prefix}<class>/*.jpg files")
     found.sort()
@@ -316,6 +322,23 @@ def read_cifar10_jpeg(root: Path, part: str, opts: ReadOptions) -> Arrays:
     index = {c: i for i, c in enumerate(classes)}
     x = np.stack([np.asarray(Image.open(io.BytesIO(data)).convert("RGB")) for _, data in found])
     return x, np.array([index[name.split("/")[0]] for name, _ in found], dtype=np.int64)
+
+
+CIFAR_OFFICIAL_PART = "cifar10-official-part.npz"
+
+
+def read_cifar10_official_part(root: Path, part: str, opts: ReadOptions) -> Arrays:
+    """A part of the official CIFAR-10 pixels as one npz file (``root`` itself or ``root/cifar10-official-part.npz``):
+    ``x_train`` [N, 32, 32, 3] uint8 with ``y_train`` (this project's copy: 4745 images, the first 932-1017 of each
+    training batch) and ``x_test`` with ``y_test`` (717 images, the first of the official test batch)."""
+    path = root if root.is_file() else root / CIFAR_OFFICIAL_PART
+    if not path.is_file():
+        raise SelfVAEError(f"{root}: no {CIFAR_OFFICIAL_PART} (official CIFAR-10 pixels, a part; this project's copy "
+                           f"is ../shared/data/{CIFAR_OFFICIAL_PART})")
+    x, y = read_npz(path, part, opts)
+    if x.shape[1:] != (32, 32, 3):
+        raise SelfVAEError(f"{path.name}: {part} images have shape {x.shape[1:]}, expected CIFAR-10's (32, 32, 3)")
+    return x, y
 
 
 def _concat(parts: list[Arrays]) -> Arrays:

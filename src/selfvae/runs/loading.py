@@ -6,6 +6,7 @@ training.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import warnings
 from pathlib import Path
@@ -13,6 +14,7 @@ from pathlib import Path
 import torch
 
 from selfvae.config import Config
+from selfvae.data import infer_dataset
 from selfvae.errors import SelfVAEError
 from selfvae.models.build import build_model
 from selfvae.models.selfvae import SelfVAE
@@ -23,9 +25,20 @@ from selfvae.runs.weights import read_weights
 
 
 def load_config(run: str, data_dir: str | None = None) -> Config:
-    """The config of a run, exported folder or shipped name; ``data_dir`` (given) in place of its data root."""
+    """The config of a run, exported folder or shipped name; ``data_dir`` (given) in place of its data root.
+
+    An ``.npz`` file given as ``data_dir`` is read as one (:func:`selfvae.data.infer_dataset`), whatever data set
+    the model was trained on: ``selfvae eval cifar10-vae-small --data-dir cifar10-official-part.npz`` measures the
+    model on those images instead of failing in the model's own reader."""
     cfg = Config.load(layout.resolve(run) / layout.CONFIG)
-    return cfg.with_data_root(data_dir) if data_dir else cfg
+    if not data_dir:
+        return cfg
+    cfg = cfg.with_data_root(data_dir)
+    path = Path(data_dir).expanduser()
+    if path.is_file() and path.suffix.lower() == ".npz":
+        name = infer_dataset(cfg.data.name, data_dir)
+        cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, name=name))
+    return cfg
 
 
 def eval_weights(folder, device: str | torch.device = "cpu", which: str = layout.BEST) -> dict[str, torch.Tensor]:  # noqa: ANN001
