@@ -14,12 +14,14 @@ import math
 
 import pytest
 import torch
-from conftest import TINY
+from conftest import TINY, tiny_config
 
 from selfvae.config import ModelConfig
+from selfvae.data import load_dataset
 from selfvae.distributions import DiagonalGaussian
 from selfvae.errors import SelfVAEError
-from selfvae.evaluation.bounds import evaluate, log_weights
+from selfvae.evaluation.bounds import ActiveUnits, evaluate, log_weights
+from selfvae.models.build import build_model
 from selfvae.models.selfvae import SelfVAE
 from selfvae.nn.layers import WNConv2d, data_dependent_init
 
@@ -195,3 +197,33 @@ def test_choose_iw_samples_picks_the_first_s_within_tol_of_the_largest(tol):
         assert s < 16  # an untrained model's bound is flat to well within half a bit
     else:
         assert s == 16
+
+
+def test_active_units_are_the_units_whose_posterior_mean_varies_over_the_images():
+    """Burda et al. (2015): unit i is active when Cov_x(E_q[z_i]) > 0.01. The variance is of the whole set, however
+    it arrives in batches, and a latent whose mean is the same for every image has no active unit."""
+    g = torch.Generator().manual_seed(0)
+    n = 300
+    mu = torch.zeros(n, 3, 2, 2)
+    mu[:, 0] = torch.randn(n, 2, 2, generator=g)  # 4 units of variance ~1
+    mu[:, 1, 0, 0] = 0.5 + 0.05 * torch.randn(n, generator=g)  # variance ~0.0025: inactive
+    mu[:, 2] = 7.0  # constant: inactive
+    mu[:, 1, 1, 1] = 0.2 * torch.randn(n, generator=g)  # variance ~0.04: active
+    au = ActiveUnits()
+    for part in mu.split([7, 100, 193]):
+        au.add({"u": part, "z1": torch.full_like(part, 3.0)})
+    var = au.variances()
+    assert torch.allclose(var["u"], mu.double().flatten(1).var(0), atol=1e-9)
+    assert au.result() == {"au_u": 5, "units_u": 12, "au_z1": 0, "units_z1": 12}
+
+
+def test_evaluate_reports_the_active_units_of_every_latent(blob_npz):
+    cfg = tiny_config(blob_npz, "downscale")
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    x = load_dataset("npz", blob_npz, "test").images[:40]
+    m = evaluate(model, [x[:25], x[25:]], 1, progress=False)
+    want = ActiveUnits()
+    want.add(model.posterior_means(x))
+    assert {k: m[k] for k in m if k.startswith(("au_", "units_"))} == want.result()
+    assert m["units_u"] == m["units_z1"] == 4 * 4 * 4 and 0 < m["au_u"] <= 64

@@ -436,3 +436,27 @@ def test_a_checkpoint_from_before_the_clock_was_kept_takes_it_from_the_log(blob_
     cfg.train.steps = 5
     train(cfg, run, resume=True, progress=False, final_eval=False)
     assert load_checkpoint(run / "last.pt")["train_seconds"] > clock
+
+
+def test_validation_logs_active_units_and_warns_once_of_a_collapsed_latent(blob_npz, tmp_path, capsys, monkeypatch):
+    """Each validation record holds the active units of every latent; the first validation that finds a latent with
+    none says so once (here z1's posterior mean is made the same for every image: collapsed by construction)."""
+    from selfvae.models.selfvae import SelfVAE
+
+    real = SelfVAE.posterior_means
+
+    def z1_collapsed(self, x):  # noqa: ANN001, ANN202
+        means = real(self, x)
+        means["z1"] = torch.zeros_like(means["z1"])
+        return means
+
+    monkeypatch.setattr(SelfVAE, "posterior_means", z1_collapsed)
+    cfg = tiny_config(blob_npz, "downscale", steps=30)
+    train(cfg, tmp_path / "run", progress=False)
+    vals = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    vals = [r for r in vals if r["split"] == "val"]
+    assert len(vals) == 3 and all(r["au_z1"] == 0 and r["units_z1"] == r["units_u"] == 64 for r in vals)
+    err = capsys.readouterr()
+    said = err.out + err.err
+    assert said.count("latent z1 has collapsed: none of its 64 units is active") == 1
+    assert said.count("latent u has collapsed") == (min(r["au_u"] for r in vals) == 0)

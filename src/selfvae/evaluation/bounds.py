@@ -51,6 +51,43 @@ def iw_bound(logw: Tensor) -> Tensor:
     return torch.logsumexp(logw, dim=0) - math.log(logw.shape[0])
 
 
+ACTIVE_THRESHOLD = 0.01  # Burda et al. (2015): unit i is active when Cov_x(E_q[z_i]) exceeds this
+
+
+class ActiveUnits:
+    """Active units of every latent variable (Burda et al., 2015): unit ``i`` of a latent is active when the
+    variance over images of its posterior mean, ``Cov_x(E_q[z_i])``, exceeds :data:`ACTIVE_THRESHOLD`. A
+    latent with no active unit is ignored by the model (posterior collapse), whatever its KL says at one draw.
+
+    ``add(means)`` takes :meth:`SelfVAE.posterior_means` of one batch; ``result()`` gives ``au_NAME`` (active
+    units) and ``units_NAME`` (all units) per latent. Sums are kept in float64 per unit, so any number of
+    batches gives the variance of the whole set."""
+
+    def __init__(self) -> None:
+        self.n = 0
+        self.sums: dict[str, tuple[Tensor, Tensor]] = {}
+
+    def add(self, means: dict[str, Tensor]) -> None:
+        for name, mu in means.items():
+            m = mu.detach().double().flatten(1)
+            s1, s2 = self.sums.get(name, (0.0, 0.0))
+            self.sums[name] = (s1 + m.sum(0), s2 + (m * m).sum(0))
+        self.n += next(iter(means.values())).shape[0]
+
+    def variances(self) -> dict[str, Tensor]:
+        """Per latent, the variance over images of each unit's posterior mean (``[units]``, float64)."""
+        if self.n < 2:
+            raise ValueError("active units need at least 2 images")
+        return {name: ((s2 - s1 * s1 / self.n) / (self.n - 1)).clamp(min=0) for name, (s1, s2) in self.sums.items()}
+
+    def result(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for name, var in self.variances().items():
+            out[f"au_{name}"] = int((var > ACTIVE_THRESHOLD).sum())
+            out[f"units_{name}"] = int(var.numel())
+        return out
+
+
 def level_names(model: SelfVAE) -> list[str]:
     """Names of the reconstruction terms, coarse to fine: ``y1..yK, x`` (``x`` alone for a plain VAE)."""
     return [f"y{k + 1}" for k in range(model.K)] + ["x"]
@@ -66,7 +103,8 @@ def evaluate(
     progress: bool = True,
     max_batch: int = 2 * EVAL_BATCH,
 ) -> dict[str, float]:
-    """Bounds over a split: bits/dim by ELBO and by the IW bound, and every term in nats per image.
+    """Bounds over a split: bits/dim by ELBO and by the IW bound, every term in nats per image, and the active
+    units of each latent (``au_u``, ``au_z1``, ... of ``units_u``, ...; :class:`ActiveUnits`).
 
     Bits/dim are per dimension of the data's own images (``model.x_dims``: 784 for MNIST, whose 28x28
     digits the nets see zero-padded to 32x32; the padding is deterministic, so the bound on the padded
@@ -76,10 +114,12 @@ def evaluate(
     sums: dict[str, float] = {}
     n = 0
     names = level_names(model)
+    active = ActiveUnits()
     bar = tqdm(total=total, unit="img", desc=f"eval S={n_samples}", disable=not progress, dynamic_ncols=True)
     for x in batches:
         x = x.to(device)
         logw, parts = log_weights(model, x, n_samples, max_batch)
+        active.add(model.posterior_means(x))
         vals = {"elbo": logw.mean(0), "iw": iw_bound(logw), "kl_u": parts["kl_u"]}
         for i, name in enumerate(names):
             vals[f"re_{name}"] = parts["re"][:, i]
@@ -111,6 +151,8 @@ def evaluate(
         result["bpd_elbo_padded"] = -out["elbo"] / (model.padded_dims * ln2)
         result["bpd_iw_padded"] = -out["iw"] / (model.padded_dims * ln2)
     result.update({k: v for k, v in out.items() if k.startswith(("re_", "kl_"))})
+    if n > 1:
+        result.update(active.result())
     return result
 
 

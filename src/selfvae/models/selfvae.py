@@ -263,6 +263,17 @@ class SelfVAE(nn.Module):
         """q(z_{k+1} | y_{k+2}) in 0-based ``k``."""
         return self.gaussian(self.q_z[k](self.inp(y_next)))
 
+    def posterior_means(self, x: Tensor) -> dict[str, Tensor]:
+        """``E_q[u]`` and each ``E_q[z_k]`` of uint8 images ``x`` ``[B, C, H, W]``, keyed ``"u"``, ``"z1"``, ...
+        (each ``[B, *latent_shape]``): what the active-unit diagnostic (Burda et al., 2015) measures the spread
+        of across images. ``q(u | y_1)`` and ``q(z_k | y_{k+1})`` depend on the images alone, so no sample is
+        drawn."""
+        levels = self.levels(x)
+        means = {"u": self.q_u_given(levels[0]).mu}
+        for k in range(self.K):
+            means[f"z{k + 1}"] = self.q_z_given(k, levels[k + 1]).mu
+        return means
+
     def p_y_given(self, u: Tensor) -> DiscretizedLogisticMixture:
         """p(y_1 | u): the likelihood of the coarsest level (of x itself for a plain VAE)."""
         return DiscretizedLogisticMixture(self.p_y(u), self.shapes[0][0], self.cfg.n_mix)

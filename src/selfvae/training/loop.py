@@ -24,7 +24,7 @@ from selfvae import runtime
 from selfvae.config import Config, check_config
 from selfvae.data import ImageDataset, batches_of, load_test_split
 from selfvae.errors import SelfVAEError
-from selfvae.evaluation.bounds import EVAL_BATCH, evaluate
+from selfvae.evaluation.bounds import ACTIVE_THRESHOLD, EVAL_BATCH, evaluate
 from selfvae.models.build import resolved
 from selfvae.models.selfvae import SelfVAE
 from selfvae.runs import layout
@@ -129,6 +129,7 @@ class Session:
             if net is not None:
                 runtime.prepare(net, cfg.train)
         self.validated_at = -1
+        self.warned: set[str] = set()  # latents already said to have collapsed (warn_collapsed)
         self.journal = Journal(run_dir, cfg.name, cfg.train.steps, self.state.step, resume, self.main, progress,
                                cfg.train.max_minutes, cfg.train.clock, self.budget_spent())
         if resume:
@@ -277,7 +278,7 @@ class Session:
         m = scores[st.eval_weights]
         rec = {"step": st.step, "split": "val", "bpd": m["bpd_elbo"], "dims": m["dims"], "weights": st.eval_weights,
                "train_seconds": round(st.train_seconds, 1), "cpu_seconds": round(st.cpu_seconds, 1),
-               **{k: m[k] for k in m if k[:3] in ("re_", "kl_")}}
+               **{k: m[k] for k in m if k[:3] in ("re_", "kl_", "au_") or k.startswith("units_")}}
         extra = ""
         if st.ema is not None:
             rec.update(bpd_raw=scores["model"]["bpd_elbo"], bpd_ema=scores["ema"]["bpd_elbo"])
@@ -285,9 +286,22 @@ class Session:
         self.journal.record(rec)
         self.journal.say(f"step {st.step}: validation {m['bpd_elbo']:.4f} bits/dim (ELBO){extra}")
         self.validated_at = st.step
+        self.warn_collapsed(m)
         if m["bpd_elbo"] < st.best:
             st.best = m["bpd_elbo"]
             self.checkpoint(layout.BEST)
+
+    def warn_collapsed(self, m: dict) -> None:
+        """Say once per latent, the first time a validation finds none of its units active (posterior collapse:
+        the model ignores it), what it means and the settings that counter it."""
+        for key in sorted(k for k in m if k.startswith("au_") and m[k] == 0 and k not in self.warned):
+            self.warned.add(key)
+            name = key[3:]
+            kl = m.get("kl_" + name, 0.0)
+            self.journal.say(f"warning: step {self.state.step}: latent {name} has collapsed: none of its "
+                             f"{m['units_' + name]} units is active (the variance of its posterior mean over the "
+                             f"validation images is below {ACTIVE_THRESHOLD} in every unit; KL {kl:.2f} nats an "
+                             "image), so the model ignores it; train.kl_warmup_steps and train.free_bits counter this")
 
     def sample_grid(self) -> None:
         """64 samples of the EMA (else the weights) from the run's seed, as a grid under the run's samples."""
