@@ -11,7 +11,7 @@ import sys
 import tarfile
 from pathlib import Path
 
-from conftest import cifar_like_tarball
+import numpy as np
 
 from selfvae.runs.loading import load_run
 
@@ -21,7 +21,10 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_the_gpu_session_runs_every_phase_on_the_cpu(tmp_path):
     gpu_dir, out = tmp_path / "gpu", tmp_path / "out"
     gpu_dir.mkdir()
-    cifar_like_tarball(gpu_dir / "cifar10-jpeg.tar.gz")
+    rng = np.random.default_rng(0)  # the layout of ../shared/data/cifar10-official-part.npz
+    np.savez(gpu_dir / "cifar10-official-part.npz", x_train=rng.integers(0, 256, (40, 32, 32, 3), dtype=np.uint8),
+             y_train=np.arange(40) % 10, x_test=rng.integers(0, 256, (8, 32, 32, 3), dtype=np.uint8),
+             y_test=np.arange(8))
     res = subprocess.run(
         [sys.executable, str(ROOT / "tools" / "gpu_session.py"), "test", "bench", "train", "--device", "cpu",
          "--tiny", "--budget", "900", "--gpu-dir", str(gpu_dir), "--out", str(out), "--work",
@@ -48,6 +51,7 @@ def test_the_gpu_session_runs_every_phase_on_the_cpu(tmp_path):
         assert (export / "model.safetensors").stat().st_size <= 8_000_000  # the shipping budget of issue 33
         cfg, model = load_run(export)
         assert cfg.name == name and all(p.isfinite().all() for p in model.parameters())
+        assert cfg.data.name == "cifar10-official-part"  # trained on the official pixels
         metrics = json.loads((tmp_path / "back" / name / "run" / "final" / "metrics.json").read_text())
         assert metrics["bpd_elbo"] == entry["test_bpd_elbo"] and metrics["bpd_iw"] <= metrics["bpd_elbo"] + 0.05
 
@@ -76,3 +80,20 @@ def test_prepare_sets_aside_committed_files_only(tmp_path, monkeypatch, capsys):
     assert "git checkout -- kept" in capsys.readouterr().out
     subprocess.run(["git", "-C", str(repo), "checkout", "--", "kept"], check=True)
     assert (repo / "kept" / "w.bin").read_bytes() == b"\0" * 1000
+
+
+def test_a_prepared_device_call_carries_at_most_56_mib():
+    """The tree as committed, less what prepare sets aside, plus the official CIFAR-10 pixels and the authors'
+    source and wheels (2 MiB allowed) stays within the 56 MiB that leave a call room for new weights."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("gpu_session", ROOT / "tools" / "gpu_session.py")
+    gpu = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gpu)
+    tree = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, check=True, capture_output=True).stdout.split(b"\0")
+    files = [ROOT / n.decode() for n in tree if n]
+    aside = tuple(str(ROOT / p) + os.sep for p in gpu.SET_ASIDE)
+    kept = sum(f.stat().st_size for f in files if f.is_file() and not str(f).startswith(aside))
+    data = ROOT.parent / "shared" / "data" / gpu.DATA
+    assert kept + data.stat().st_size + 2 * 2**20 <= gpu.CARRY_TARGET, (kept / 2**20, data.stat().st_size / 2**20)
+    assert "src/selfvae/pretrained/mnist-vae" not in gpu.SET_ASIDE  # the device tests sample it

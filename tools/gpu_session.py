@@ -2,9 +2,10 @@
 
 Here (the CPU machine), once a session:
 
-    python tools/gpu_session.py prepare   # .gpu/: the authors' srVAE source, wheels, and as much of the CIFAR-10
-                                          # tarball as a device call can carry beside the tree (64 MiB in all;
-                                          # committed files no call needs are set aside: SET_ASIDE)
+    python tools/gpu_session.py prepare   # .gpu/: the authors' srVAE source, wheels and the official CIFAR-10
+                                          # pixels of ../shared (cifar10-official-part.npz, 15 MB); committed
+                                          # files no call needs are set aside (SET_ASIDE), so that the call
+                                          # carries at most CARRY_TARGET (56 MiB of the 64 a call may carry)
 
 then on the device machine (the `device` tool's `run`, carrying `.gpu`, timeout_s 600), two calls:
 
@@ -27,9 +28,10 @@ Phases:
   compiled with CUDA graphs (``--compiled``) beside the authors' step (the 1.5x target); the cheap presets so
   compiled; the compiled runs profiled (GPU busy fraction, kernels and host operators a step: what bounds it).
 * ``train``: both ``cifar10-*-small`` presets trained at once on the GPU for ``--minutes`` (with ``--budget``: what
-  it leaves) (bf16 autocast, channels-last, EMA, cosine over the clock), going on from the shipped models of those
-  names (``--init``, a fresh optimiser at ``--lr``) unless ``--from-scratch``, or resuming the run this machine
-  kept; each returned as one ``NAME.tar`` (float16 export, config, metrics, log, samples) that
+  it leaves) (bf16 autocast, channels-last, EMA, cosine over the clock) on the official CIFAR-10 pixels
+  (``cifar10-official-part``: 4745 training images, the authors' flips and shifts), going on from the shipped models
+  of those names (``--init``, a fresh optimiser at ``--lr``) unless ``--from-scratch``, or resuming the run this
+  machine kept; each returned as one ``NAME.tar`` (float16 export, config, metrics, log, samples) that
   ``scripts/train_pretrained.py NAME --ship-only --run DIR/NAME/run --export DIR/NAME/export`` measures and ships.
 
 Everything measured goes into ``OUT/gpu_results.json`` and ``OUT/gpu_results.md`` (tables ``docs/RESULTS.md``
@@ -39,7 +41,6 @@ takes as they are). ``--device cpu --tiny`` runs every phase in seconds (``tests
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import shutil
@@ -51,15 +52,17 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 AUTHORS_REPO = "/work/.mirror/ioangatop+srVAE/repo/.git"  # `fetch github:ioangatop/srVAE` puts it here
-TARBALL = "cifar10-jpeg.tar.gz"
+DATA = "cifar10-official-part.npz"  # the official CIFAR-10 pixels of ../shared/data (a part: 4745 + 717 images)
 WHEELS = ["constriction==0.5.0"]  # what the device image lacks of our dependencies
 PAPER = ["cifar10-vae-realnvp-paper", "cifar10-srvae-paper"]
 AUTHORS = {"cifar10-vae-realnvp-paper": "authors-vae-realnvp", "cifar10-srvae-paper": "authors-srvae"}  # same nets
 SMALL = ["cifar10-vae-small", "cifar10-srvae-small"]
-CARRY_LIMIT, MARGIN = 64 * 2**20, 2**20  # what one device call may send; kept free for files made on the way
-# committed files no device call needs, taken out of the working tree by `prepare` to leave the data set room
-# (`git checkout -- PATH` brings them back): the weights an equal-CPU-budget run keeps between sessions
-SET_ASIDE = ["experiments/cpu_budget"]
+CARRY_LIMIT = 64 * 2**20  # what one device call may send
+CARRY_TARGET = 56 * 2**20  # what prepare lets it carry: the rest is room for new weights in the tree
+# committed files no device call needs, taken out of the working tree by `prepare` (`git checkout -- PATH` brings
+# them back): the grey-image models (the device tests sample mnist-vae; the training goes on from the cifar10 pair)
+SET_ASIDE = [f"src/selfvae/pretrained/{name}" for name in
+             ("mnist-srvae", "mnist-2lvl", "fashion-mnist-vae", "fashion-mnist-srvae", "fashion-mnist-2lvl")]
 # --budget: seconds kept for the bench after the tests; seconds a training run spends beside its --minutes
 # (start, data, initialisation, evaluations, export; ~2.5 min on the H100 on 2026-11-25)
 BENCH_RESERVE_S, TRAIN_OVERHEAD_S = 290, 150
@@ -69,7 +72,8 @@ BF16_SPEC_TFLOPS = 989.4  # dense, the H100 SXM5 and H200 data sheets; the measu
 
 # ----- here: what the device call carries -----------------------------------------------------------
 def prepare(shared: Path, gpu_dir: Path) -> None:
-    """Fill ``.gpu/`` with the CIFAR-10 tarball, the authors' source and the wheels the device lacks."""
+    """Fill ``.gpu/`` with the official CIFAR-10 pixels, the authors' source and the wheels the device lacks; a
+    call that would carry more than :data:`CARRY_TARGET` is refused here, before any device time is spent."""
     gpu_dir.mkdir(exist_ok=True)
     authors = gpu_dir / "srVAE"
     if not (authors / "src").is_dir():
@@ -82,15 +86,17 @@ def prepare(shared: Path, gpu_dir: Path) -> None:
     subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:",
                     "--python-version", "3.12", "--implementation", "cp", "--platform", "manylinux_2_17_x86_64",
                     "--platform", "manylinux2014_x86_64", "-d", str(whl), *WHEELS], check=True)
-    (gpu_dir / TARBALL).unlink(missing_ok=True)
+    for old in gpu_dir.glob("*.tar.gz"):  # what earlier versions carried (the CIFAR-10 JPEG copy)
+        old.unlink()
+    shutil.copyfile(shared / "data" / DATA, gpu_dir / DATA)
     for path in SET_ASIDE:
         set_aside(path)
-    room = CARRY_LIMIT - MARGIN - _travelling_bytes() - _dir_bytes(gpu_dir)
-    kept = fit_tarball(shared / "data" / TARBALL, gpu_dir / TARBALL, room)
-    print(f"{gpu_dir / TARBALL}: {kept}")
     total = _travelling_bytes() + _dir_bytes(gpu_dir)
     print(f"{gpu_dir}: {_dir_bytes(gpu_dir) / 2**20:.1f} MiB to carry (run(..., carry=['.gpu'])); the whole call "
-          f"{total / 2**20:.1f} MiB of {CARRY_LIMIT / 2**20:.0f}")
+          f"{total / 2**20:.1f} MiB of {CARRY_LIMIT / 2**20:.0f} (at most {CARRY_TARGET / 2**20:.0f})")
+    if total > CARRY_TARGET:
+        raise SystemExit(f"the device call would carry {total / 2**20:.1f} MiB, more than {CARRY_TARGET / 2**20:.0f}: "
+                         "set more committed files aside (SET_ASIDE) or ship smaller weights")
 
 
 def set_aside(path: str) -> None:
@@ -120,34 +126,6 @@ def _travelling_bytes() -> int:
     names = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
                            check=True, capture_output=True).stdout.split(b"\0")
     return sum((ROOT / n.decode()).stat().st_size for n in names if n and (ROOT / n.decode()).is_file())
-
-
-def fit_tarball(src: Path, dest: Path, room: int) -> str:
-    """Copy the CIFAR-10 JPEG tarball into ``room`` bytes: whole if it fits; else every training image that fits
-    (class by class in turn, so the classes stay balanced) after the first 100 test images of each class.
-    Returns what was kept."""
-    if src.stat().st_size <= room:
-        shutil.copyfile(src, dest)
-        return "the whole data set"
-    members: dict[str, list[tuple[tarfile.TarInfo, bytes]]] = {}
-    with tarfile.open(src) as tar:
-        for m in tar:
-            parts = m.name.split("/")
-            if m.isfile() and len(parts) == 4:
-                members.setdefault(f"{parts[1]}/{parts[2]}", []).append((m, tar.extractfile(m).read()))
-    test = [x for k, v in sorted(members.items()) if k.startswith("test/") for x in v[:100]]
-    train_lists = [v for k, v in sorted(members.items()) if k.startswith("train/")]
-    train = [v[i] for i in range(max(map(len, train_lists))) for v in train_lists if i < len(v)]  # round robin
-    per_image = src.stat().st_size / sum(map(len, members.values()))  # JPEGs: the archive's bytes per image
-    chosen = train[: max(0, int(room / per_image) - len(test))]
-    while True:  # write, and drop 3% of the training images while the archive is larger than the room
-        with tarfile.open(dest, "w:gz") as out:
-            for m, b in test + chosen:
-                out.addfile(m, io.BytesIO(b))
-        if dest.stat().st_size <= room or not chosen:
-            break
-        chosen = chosen[: int(len(chosen) * 0.97)]
-    return f"{len(chosen)} of {len(train)} training images and {len(test)} test images (room: {room / 2**20:.1f} MiB)"
 
 
 # ----- there ----------------------------------------------------------------------------------------
@@ -335,8 +313,8 @@ def phase_train(args: argparse.Namespace, results: dict) -> None:
         run = runs / preset
         kept = layout.checkpoint(run).exists()  # this machine kept the run (a later call of the same session)
         minutes = args.minutes + (minutes_spent(run) if kept else 0.0)  # a budget counts the run's sessions
-        # the tarball itself: read as data.name=cifar10-jpeg, the same images as the unpacked folder
-        cmd = [sys.executable, "-m", "selfvae.cli", "train", "--out", str(run), "--data-dir", str(args.gpu_dir),
+        cmd = [sys.executable, "-m", "selfvae.cli", "train", "--out", str(run), "--data-dir", str(args.gpu_dir / DATA),
+               "--set", "data.name=cifar10-official-part",
                "--device", args.device, "--channels-last", "--no-progress", "--workers", str(args.workers),
                "--set", "train.lr_schedule=cosine-time", "--set", f"train.max_minutes={minutes:.2f}",
                "--set", f"train.batch_size={args.train_batch}", "--set", "train.eval_every=500"]
