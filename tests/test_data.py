@@ -279,27 +279,28 @@ def test_imagenet_oord_png_folders_tars_and_npy(tmp_path: Path, size: int) -> No
 def test_celeba_crop_and_official_partition(tmp_path: Path) -> None:
     img_dir = tmp_path / "img_align_celeba"
     lines = []
-    for i in range(6):
+    part = [0] * 7 + [1] + [2, 2]  # 7 training images: the 15% rule would have taken one of them
+    for i in range(10):
         a = np.full((218, 178, 3), 255, np.uint8)  # outside the crop box: white
         a[40:188, 15:89] = (200, 0, 0)  # left half of the 148x148 box at (15, 40): red
         a[40:188, 89:163] = (0, 0, 200)  # right half: blue
         save_image(img_dir / f"{i + 1:06d}.jpg", a, "JPEG")
-        lines.append(f"{i + 1:06d}.jpg {[0, 0, 0, 1, 2, 2][i]}")
+        lines.append(f"{i + 1:06d}.jpg {part[i]}")
     (tmp_path / "list_eval_partition.txt").write_text("\n".join(lines) + "\n")
     tr = load_dataset("celeba64", tmp_path, "train")
     va = load_dataset("celeba64", tmp_path, "val")
     te = load_dataset("celeba64", tmp_path, "test")
-    assert (len(tr), len(va), len(te)) == (3, 1, 2)  # official partition, not the 15% rule
+    assert (len(tr), len(va), len(te)) == (7, 1, 2)  # official partition, not the 15% rule
     assert tr.shape == (3, 64, 64) and tr.labels is None
     x = tr.images.int()
     assert int(x[:, 1].max()) < 60  # no white from outside the box anywhere (white has green 255)
     assert (x[:, 0, :, 2:28] > 140).all() and (x[:, 2, :, 2:28] < 60).all()  # left half: red (JPEG)
     assert (x[:, 2, :, 37:62] > 130).all() and (x[:, 0, :, 37:62] < 60).all()  # right half: blue
     assert load_dataset("celeba64", tmp_path, "test", image_size=32).shape == (3, 32, 32)
-    (img_dir / "000005.jpg").unlink()
-    with pytest.raises(SelfVAEError, match="000005.jpg"):
+    (img_dir / "000009.jpg").unlink()
+    with pytest.raises(SelfVAEError, match="000009.jpg"):
         load_dataset("celeba64", tmp_path, "test")
-    with pytest.warns(UserWarning, match="000005.jpg"):
+    with pytest.warns(UserWarning, match="000009.jpg"):
         assert len(load_dataset("celeba64", tmp_path, "test", on_bad_file="skip")) == 1
 
 

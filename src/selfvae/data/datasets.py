@@ -354,7 +354,8 @@ def load_dataset(
     root = Path(root).expanduser()
 
     opts = ReadOptions(image_size=image_size, resize=resize, on_bad_file=on_bad_file)
-    part = "test" if split == "test" else ("val" if split == "val" and spec.official_val else "train")
+    own_val = spec.official_val or (name == "npz" and formats.npz_has_val(root))
+    part = "test" if split == "test" else ("val" if split == "val" and own_val else "train")
     x, y = spec.reader(root, part, opts)
     if spec.pad and image_size != x.shape[1]:
         x = formats.pad_images(x, spec.pad)
@@ -362,7 +363,7 @@ def load_dataset(
         x = resize_array(x, image_size, resize)
     if channels is not None:
         x = convert_channels(x, channels)
-    if part == "train" and split in ("train", "val"):
+    if part == "train" and split in ("train", "val") and not own_val:  # own validation images: all of train trains
         train_idx, val_idx = split_indices(len(x), val_fraction, seed)
         idx = train_idx if split == "train" else val_idx
         x = x[idx]

@@ -474,8 +474,16 @@ def _open_npz(path: Path):  # noqa: ANN202 - NpzFile
         raise SelfVAEError(f"{path}: cannot read npz file ({e})") from e
 
 
-NPZ_IMAGE_KEYS = {"train": ("x_train", "x", "images"), "test": ("x_test",)}
-NPZ_LABEL_KEYS = {"train": ("y_train", "y", "labels"), "test": ("y_test",)}
+NPZ_IMAGE_KEYS = {"train": ("x_train", "x", "images"), "val": ("x_val",), "test": ("x_test",)}
+NPZ_LABEL_KEYS = {"train": ("y_train", "y", "labels"), "val": ("y_val",), "test": ("y_test",)}
+
+
+def npz_has_val(path: Path) -> bool:
+    """Whether an npz file holds its own validation images (``x_val``), read from its member names only."""
+    if not path.is_file():
+        return False
+    with _open_npz(path) as z:
+        return "x_val" in z.files
 
 
 def read_npz(
@@ -486,9 +494,10 @@ def read_npz(
     keys: Sequence[str] | None = None,
     label_keys: Sequence[str] | None = None,
 ) -> Arrays:
-    """One ``.npz`` file: images under ``x_train``/``x``/``images`` (train) or ``x_test`` (test).
+    """One ``.npz`` file: images under ``x_train``/``x``/``images`` (train), ``x_val`` (val, when the file holds
+    its own: then the whole train array trains) or ``x_test`` (test).
 
-    Labels (optional) under ``y_train``/``y``/``labels`` or ``y_test``. A file without ``x_test`` has no
+    Labels (optional) under ``y_train``/``y``/``labels``, ``y_val`` or ``y_test``. A file without ``x_test`` has no
     test split: asking for it raises :class:`SelfVAEError`.
     """
     keys = tuple(keys or NPZ_IMAGE_KEYS[part])
