@@ -27,9 +27,10 @@ def resolved(cfg: Config) -> Config:
     return dataclasses.replace(cfg, model=model_config(cfg))
 
 
-def build_model(cfg: Config, device: str | torch.device = "cpu") -> SelfVAE:
-    """A freshly initialised model of ``cfg.model`` on ``device`` (see :func:`model_config`)."""
-    return SelfVAE(model_config(cfg)).to(device)
+def build_model(cfg: Config, device: str | torch.device = "cpu", cls: type[SelfVAE] = SelfVAE) -> SelfVAE:
+    """A freshly initialised model of ``cfg.model`` on ``device`` (see :func:`model_config`); ``cls`` a subclass
+    that adds methods, not parameters (:class:`selfvae.api.Model`)."""
+    return cls(model_config(cfg)).to(device)
 
 
 def frame_ratio(cfg: Config) -> float:

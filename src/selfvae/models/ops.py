@@ -21,6 +21,7 @@ Reconstruction modes, named as the thesis names them (ch. 5.2 and the figures of
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -32,6 +33,26 @@ from selfvae.constraint import BlockConstraint, sample_tables
 from selfvae.distributions import DiscretizedLogisticMixture
 from selfvae.errors import SelfVAEError
 from selfvae.models.selfvae import SelfVAE, to_uint8
+
+Temperature = float | Sequence[float]  # one for every level, or one per latent level: u, z_1, ..., z_K
+
+
+def temperatures(model: SelfVAE, temperature: Temperature) -> list[float]:
+    """One temperature per latent level ``[t_u, t_z1, ..., t_zK]`` from a number (all alike) or a sequence of
+    ``K + 1``. Level ``k``'s temperature scales its latent's prior draw and the draw of the image level that
+    latent decodes to (``t_u``: ``u`` and ``y_1``; ``t_zk``: ``z_k`` and ``y_{k+1}``, ``x`` for the last), as NVAE
+    and VDVAE set a temperature per level of their hierarchies."""
+    if isinstance(temperature, (int, float)):
+        ts = [float(temperature)] * (model.K + 1)
+    else:
+        ts = [float(t) for t in temperature]
+        if len(ts) != model.K + 1:
+            names = ", ".join(["u"] + [f"z{k + 1}" for k in range(model.K)])
+            raise SelfVAEError(f"temperature: {len(ts)} values given; this model has {model.K + 1} latent levels "
+                               f"({names}): give one number or one per level")
+    if not all(math.isfinite(t) and t >= 0 for t in ts):
+        raise SelfVAEError(f"temperature {temperature!r}: expected numbers >= 0")
+    return ts
 
 
 def _decode(dist, how: str, temperature: float) -> Tensor:
@@ -57,17 +78,19 @@ def decode_from(
     u: Tensor,
     inferred_z: list[Tensor] | None = None,
     given_y: list[Tensor] | None = None,
-    temperature: float = 1.0,
+    temperature: Temperature = 1.0,
     decode: str = "sample",
 ) -> list[Tensor]:
     """Run the generative chain from ``u``: ``y_1 ~ p(y_1|u)``, then per level ``z_k`` (from
     ``inferred_z[k]`` when given, else its prior) and ``y_{k+1}``. ``given_y[k]`` (uint8), when not None,
-    replaces the generated level ``k``. Returns ``[y_1, ..., y_K, x]`` as uint8."""
+    replaces the generated level ``k``. ``temperature``: one number or one per latent level
+    (:func:`temperatures`). Returns ``[y_1, ..., y_K, x]`` as uint8."""
     inferred_z = inferred_z or []
     given_y = given_y or []
+    ts = temperatures(model, temperature)
     levels: list[Tensor] = []
     y = given_y[0] if given_y and given_y[0] is not None else to_uint8(
-        _decode(model.p_y_given(u), decode, temperature)
+        _decode(model.p_y_given(u), decode, ts[0])
     )
     levels.append(y)
     z_prev = u
@@ -75,14 +98,14 @@ def decode_from(
         if k < len(inferred_z) and inferred_z[k] is not None:
             z = inferred_z[k]
         else:
-            z = _latent(model.p_z_given(k, levels[k], z_prev), False, decode, temperature)
+            z = _latent(model.p_z_given(k, levels[k], z_prev), False, decode, ts[k + 1])
         nxt = given_y[k + 1] if k + 1 < len(given_y) and given_y[k + 1] is not None else None
         if nxt is None:
             p_x = model.p_x_given(k, levels[k], z)
             if model.cfg.consistent and decode == "sample":
-                nxt = sample_consistent(model, k, p_x.tempered(temperature), levels[k])
+                nxt = sample_consistent(model, k, p_x.tempered(ts[k + 1]), levels[k])
             else:
-                nxt = to_uint8(_decode(p_x, decode, temperature))
+                nxt = to_uint8(_decode(p_x, decode, ts[k + 1]))
         levels.append(nxt)
         z_prev = z
     return levels
@@ -104,10 +127,11 @@ def sample_consistent(model: SelfVAE, k: int, p: DiscretizedLogisticMixture, y: 
 
 
 @torch.no_grad()
-def generate(model: SelfVAE, n: int, temperature: float = 1.0, decode: str = "sample") -> list[Tensor]:
-    """Ancestral sampling ``u ~ p(u) -> y_1 -> z_1 -> y_2 -> ... -> x``; all levels, uint8."""
+def generate(model: SelfVAE, n: int, temperature: Temperature = 1.0, decode: str = "sample") -> list[Tensor]:
+    """Ancestral sampling ``u ~ p(u) -> y_1 -> z_1 -> y_2 -> ... -> x``; all levels, uint8. ``temperature``: one
+    number, or one per latent level ``u, z_1, ..., z_K`` (:func:`temperatures`)."""
     model.eval()
-    u = model.p_u.sample(n, temperature)
+    u = model.p_u.sample(n, temperatures(model, temperature)[0])
     return decode_from(model, u, temperature=temperature, decode=decode)
 
 
@@ -151,7 +175,7 @@ def mode_label(model: SelfVAE, mode: str) -> str:
 
 @torch.no_grad()
 def reconstruct(
-    model: SelfVAE, x: Tensor, mode: str, temperature: float = 1.0, decode: str = "sample"
+    model: SelfVAE, x: Tensor, mode: str, temperature: Temperature = 1.0, decode: str = "sample"
 ) -> list[Tensor]:
     """Reconstruct uint8 images ``x`` in ``mode`` (see the module docstring); returns all levels."""
     model.eval()
@@ -190,7 +214,7 @@ def mode_columns(
 
 @torch.no_grad()
 def super_resolve(
-    model: SelfVAE, y: Tensor, temperature: float = 1.0, decode: str = "sample", level: int | None = None
+    model: SelfVAE, y: Tensor, temperature: Temperature = 1.0, decode: str = "sample", level: int | None = None
 ) -> list[Tensor]:
     """Generate x from a given level ``y_level`` (uint8, e.g. a real low-resolution image; default ``y_K``, the
     finest: a factor of 2 for downscaling; ``level=1`` of a 2-level model: a factor of 4, ``y_2`` generated too).

@@ -40,6 +40,7 @@ FID = f"{FINAL}/fid.json"  # against the test split; fid_file names the others'
 FID_REFS = ("test", "train")  # the splits FID is measured against (a data set without test/: val stands in)
 WEIGHTS = "model.safetensors"
 METRICS = "metrics.json"  # an exported model's
+DATA = "data.npz"  # images a run was given in memory (selfvae.train): its data set, read as `npz`
 CARD = "card.md"
 REPORT = "report"  # where `selfvae report` writes by default, beside the model's other outputs
 METRICS_FILES = (FINAL_METRICS, METRICS)  # where stored bounds are looked for: a run's, an exported model's

@@ -105,14 +105,16 @@ def load_run(
 
 
 def load_trained(
-    run, device: str | torch.device = "cpu", which: str = layout.BEST, data_dir: str | None = None  # noqa: ANN001
+    run, device: str | torch.device = "cpu", which: str = layout.BEST, data_dir: str | None = None,  # noqa: ANN001
+    cls: type[SelfVAE] = SelfVAE,
 ) -> tuple[Config, SelfVAE, dict]:
     """:func:`load_run`, and the training the model's weights had, ``{"steps", "seconds", "cpu_seconds"}`` (wall
     clock and CPU time; None where not recorded): the checkpoint's (the one the weights came from, read once),
-    with the training of the weights a run started from (``train.init``), or an exported model's card facts."""
+    with the training of the weights a run started from (``train.init``), or an exported model's card facts.
+    ``cls``: the model's class (:func:`~selfvae.models.build.build_model`)."""
     folder = layout.resolve(run)
     cfg = load_config(folder, data_dir)
-    model = build_model(cfg, device)
+    model = build_model(cfg, device, cls)
     weights, training = _weights_and_training(folder, device, which)
     try:
         model.load_state_dict(weights)
