@@ -45,7 +45,8 @@ def test_every_input_form_gives_the_same_uint8_batch(tmp_path, cifar):
     shape = (3, 32, 32)
     forms = {
         "NHWC uint8 array": cifar, "NCHW uint8 tensor": want, "NCHW float tensor": want.float() / 255,
-        "NHWC float64 array": cifar / 255.0, "list of CHW": list(want), "list of PIL": [Image.fromarray(a) for a in cifar],
+        "NHWC float64 array": cifar / 255.0, "list of CHW": list(want),
+        "list of PIL": [Image.fromarray(a) for a in cifar],
     }
     for name, x in forms.items():
         assert torch.equal(as_images(x, shape), want), name
