@@ -201,3 +201,32 @@ def test_the_api_reference_builds_without_warnings(tmp_path):
     page = (tmp_path / "selfvae" / "api.html").read_text()
     for name in ("bits_per_dim", "super_resolve", "traverse", "save_pretrained", "Bound", "Latents", "train"):
         assert f'id="{name}"' in page or f'id="Model.{name}"' in page, name
+
+
+def test_every_shell_line_of_the_docs_names_a_real_command_and_its_options(capsys):
+    """The ``selfvae ...`` lines of README.md and docs/*.md, checked against each command's --help, and README's
+    Python blocks run: documentation that names a command or option the tool lacks fails here."""
+    helps: dict[str, str | None] = {}
+    wrong = []
+    for doc in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        text = doc.read_text()
+        for block in re.findall(r"```(?:bash|sh|shell)\n(.*?)```", text, flags=re.S):
+            for line in block.splitlines():
+                for part in re.split(r"&&|;|\|", line.split("  #")[0]):
+                    words = part.split()
+                    if len(words) < 2 or words[0] != "selfvae" or words[1].startswith("-"):
+                        continue
+                    if words[1] not in helps:
+                        try:
+                            main([words[1], "--help"])
+                        except SystemExit as e:
+                            out = capsys.readouterr().out
+                            helps[words[1]] = out if e.code == 0 else None
+                    options = [w.split("=")[0].rstrip("]|)") for w in words[2:] if w.startswith("--")]
+                    if helps[words[1]] is None:
+                        wrong.append(f"{doc.name}: selfvae {words[1]}: no such command")
+                    known = helps[words[1]] or ""
+                    wrong += [f"{doc.name}: selfvae {words[1]} {o}" for o in options if o not in known]
+    assert len(helps) >= 12 and not wrong, wrong
+    for block in re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), flags=re.S):
+        exec(compile(block, "README.md", "exec"), {})  # noqa: S102 - our own docs

@@ -48,10 +48,10 @@ def as_images(x: ImageLike, shape: tuple[int, int, int], what: str = "x",
 
     Accepted: a uint8 tensor or array (0..255); a float tensor or array in [0, 1] (rounded to the grid k/255);
     channel-first ``[C, H, W]`` / ``[N, C, H, W]`` or channel-last ``[H, W, C]`` / ``[N, H, W, C]`` (C = 1 or
-    3; a 2-D array is one grey image); a PIL image; an image file's path (read as the model's data loader read
-    its images: MNIST's 28x28 digits placed in their 32x32 frame); or a list of any of these. Images of the data's
-    ``own`` size (when it differs from ``shape``) are placed in the frame the same way. Anything else raises
-    :class:`SelfVAEError` naming ``what`` and what is wrong.
+    3; a 2-D array is one grey image, ``[N, H, W]`` a batch of them); a PIL image; an image file's path (read as
+    the model's data loader read its images: MNIST's 28x28 digits placed in their 32x32 frame); or a list of any
+    of these. Images of the data's ``own`` size (when it differs from ``shape``) are placed in the frame the same
+    way. Anything else raises :class:`SelfVAEError` naming ``what`` and what is wrong.
     """
     own = tuple(own or shape)
     if isinstance(x, (str, Path)):
@@ -93,8 +93,8 @@ def _channels_first(x: Tensor, what: str) -> Tensor:
     """``[N, C, H, W]`` from any of the layouts :func:`as_images` accepts (channel-first when both could be)."""
     if x.dim() == 2:
         return x[None, None]
-    if x.dim() == 3:
-        x = x[None]
+    if x.dim() == 3:  # one image [C, H, W] or [H, W, C], else a batch of grey images [N, H, W]
+        x = x[None] if x.shape[0] in (1, 3) or x.shape[2] in (1, 3) else x[:, None]
     if x.dim() != 4:
         raise SelfVAEError(f"{what}: shape {tuple(x.shape)}; expected [C, H, W], [H, W, C], [N, C, H, W] or "
                            "[N, H, W, C] images")
