@@ -13,6 +13,10 @@ import torch
 from PIL import Image
 
 from selfvae.config import Config, DataConfig, ModelConfig, TrainConfig
+
+if os.environ.get("PYTEST_XDIST_WORKER"):  # `pytest -n 2`: one thread a worker (and its children), never 2 x 2
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
 from selfvae.nn.nets import NetSpec
 
 TINY = NetSpec(width=8, growth=8, steps=1, blocks=1)

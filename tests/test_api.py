@@ -177,6 +177,7 @@ def test_the_public_api_is_named_and_documented():
         assert doc and any(w in doc for w in ("uint8", "[N", "nats", "folder")), name  # its shapes or units
 
 
+@pytest.mark.slow
 def test_the_tutorial_runs_as_written(tmp_path, monkeypatch):
     """Every ```python block of docs/TUTORIAL.md, in order, in one namespace, where the data files sit."""
     text = (ROOT / "docs" / "TUTORIAL.md").read_text()
@@ -191,6 +192,7 @@ def test_the_tutorial_runs_as_written(tmp_path, monkeypatch):
     assert isinstance(namespace["back"], Model) and (tmp_path / "my-model" / "model.safetensors").is_file()
 
 
+@pytest.mark.slow
 def test_the_api_reference_builds_without_warnings(tmp_path):
     import subprocess
     import sys

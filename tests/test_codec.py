@@ -213,6 +213,7 @@ def test_progressive_prefix_decodes_y_first():
         assert np.array_equal(part.stages[k][2], levels[k].numpy()), name
 
 
+@pytest.mark.slow
 def test_trained_tiny_model_codes_at_its_nelbo(blob_npz, tmp_path):
     """After training, the posterior carries information, and bits back return it: the coded size of many
     images is within a few percent of the model's negative ELBO on them."""
@@ -281,6 +282,7 @@ def test_importance_samples_are_refused_for_lossy_files_and_out_of_range_in_a_he
         decompress(model, c.to_bytes(), name="f.svae")
 
 
+@pytest.mark.slow
 def test_file_decodes_in_a_fresh_process_with_other_threads(tmp_path):
     cfg, model = tiny_model("downscale", "realnvp")
     cfg.save(tmp_path / "config.json")

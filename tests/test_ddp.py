@@ -28,6 +28,7 @@ def ddp_config(blob_npz, accum: int):
     return cfg
 
 
+@pytest.mark.slow
 def test_two_gloo_processes_match_one_process_on_the_same_global_batch(blob_npz, tmp_path):
     # one process: the global batch of 32 as 2 micro-batches of 16 (the random numbers of micro-batch j
     # depend only on (seed, step, j), not on which process computes it)

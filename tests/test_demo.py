@@ -187,6 +187,7 @@ def _upload(browser, image: Path) -> list[str]:  # noqa: ANN001 - a selenium dri
     return _wait(browser, pictures, "the three output pictures")
 
 
+@pytest.mark.slow
 def test_upload_in_a_real_browser(server, browser, photo, tmp_path):
     browser.get(server)
     srcs = _upload(browser, photo)
@@ -200,6 +201,7 @@ def test_upload_in_a_real_browser(server, browser, photo, tmp_path):
     assert Image.open(tmp_path / "demo.png").size[0] > 600
 
 
+@pytest.mark.slow
 def test_a_colour_photo_through_the_natural_image_model_in_a_real_browser(rgb_server, browser, photo):
     """Issue 33: the page offers the shipped CIFAR-10 models; a colour photo uploaded to the srVAE comes back in
     colour: what it sees, its super-resolutions and its reconstructions."""
@@ -226,6 +228,7 @@ def test_the_page_offers_the_shipped_models_and_switches_between_them(demo_run, 
         models.get("no-such-model")
 
 
+@pytest.mark.slow
 def test_bad_upload_in_a_real_browser_shows_a_message(server, browser, tmp_path):
     from selenium.webdriver.common.by import By
 

@@ -22,6 +22,8 @@ from selfvae.nn.layers import data_dependent_init
 from selfvae.runs.loading import load_run
 from selfvae.training.step import train_step
 
+pytestmark = pytest.mark.slow  # compiles networks and launches processes: the slow lane (CI runs it)
+
 
 def _model(transforms: str = "downscale", channels: int = 1) -> SelfVAE:
     cfg = ModelConfig(image_shape=(channels, 16, 16), transforms=transforms, latent_shape=(4, 4, 4),

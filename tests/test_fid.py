@@ -293,6 +293,7 @@ def real_features(inception):
     return feats_real, feats_noise
 
 
+@pytest.mark.slow
 def test_inception_features_shape_dtype_and_input_checks(inception, real_features):
     feats_real, feats_noise = real_features
     assert feats_real.shape == (2 * N_SET, 2048) and feats_noise.shape == (N_SET, 2048)
@@ -305,6 +306,7 @@ def test_inception_features_shape_dtype_and_input_checks(inception, real_feature
         inception(torch.zeros(1, 2, 8, 8, dtype=torch.uint8))
 
 
+@pytest.mark.slow
 def test_inception_grayscale_equals_repeated_rgb(inception):
     gray = _blob_images(2, seed=5, size=28)[:, :1]
     a = inception(gray)
@@ -313,12 +315,14 @@ def test_inception_grayscale_equals_repeated_rgb(inception):
     torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_inception_is_batch_size_invariant(real_features):
     ext = InceptionFeatures(batch_size=2)
     imgs = _blob_images(2 * N_SET, seed=10)[:3]
     np.testing.assert_allclose(ext(imgs).numpy(), real_features[0][:3], rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_fid_real_vs_real_much_lower_than_real_vs_noise(real_features):
     feats_real, feats_noise = real_features
     a, b = gaussian_stats(feats_real[:N_SET]), gaussian_stats(feats_real[N_SET:])

@@ -12,12 +12,14 @@ import tarfile
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from selfvae.runs.loading import load_run
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
 def test_the_gpu_session_runs_every_phase_on_the_cpu(tmp_path):
     gpu_dir, out = tmp_path / "gpu", tmp_path / "out"
     gpu_dir.mkdir()

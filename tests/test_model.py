@@ -85,6 +85,7 @@ def test_levels_order_and_shapes(rand_images):
     assert model.joint_dims == 16 + 64 + 256
 
 
+@pytest.mark.slow
 def test_analytic_and_monte_carlo_kl_agree_on_average(rand_images):
     model = make_model("downscale")
     x = rand_images(2)

@@ -201,6 +201,7 @@ def test_a_damaged_best_checkpoint_falls_back_to_last_with_a_warning(tiny_run, t
     assert model.training is False
 
 
+@pytest.mark.slow
 def test_the_listing_shows_the_whole_test_set_bound_and_stops_quietly_in_a_pipe():
     """Issue 36/37: `selfvae pretrained` showed first-200-image bounds where README quotes the whole test set's, and
     `selfvae pretrained | head -1` ended in a BrokenPipeError traceback."""

@@ -78,6 +78,7 @@ def _resume(out) -> subprocess.CompletedProcess:
                            "--no-progress"], env=env, capture_output=True, text=True, timeout=120)
 
 
+@pytest.mark.slow
 def test_sigkill_mid_run_then_resume_is_bit_identical(blob_npz, tmp_path, straight_run):
     cfg_file = tmp_path / "tiny.json"
     exact_config(blob_npz).save(cfg_file)
@@ -97,6 +98,7 @@ def test_sigkill_mid_run_then_resume_is_bit_identical(blob_npz, tmp_path, straig
     assert steps == list(range(1, STEPS + 1))  # records logged after the last checkpoint were dropped
 
 
+@pytest.mark.slow
 def test_sigterm_checkpoints_and_exits_clearly_then_resumes_identically(blob_npz, tmp_path, straight_run):
     cfg_file = tmp_path / "tiny.json"
     exact_config(blob_npz).save(cfg_file)
