@@ -59,8 +59,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     a = ap.parse_args()
     photos = a.photos or default_photos()
-    print(f"{'model':<20} {'photo':<18} {'pixels':>11} {'ours':>6} {'raw tiles':>9} {'enc MP/s':>8} {'dec MP/s':>8} "
-          + " ".join(f"{k:>7}" for k in LOSSLESS))
+    print(f"{'model':<20} {'photo':<18} {'pixels':>11} {'ours':>6} {'model':>6} {'raw tiles':>9} {'enc MP/s':>8} "
+          f"{'dec MP/s':>8} " + " ".join(f"{k:>7}" for k in LOSSLESS))
+    fallbacks = 0
     for name in a.models:
         _, model = load_run(name)
         c = model.shapes[-1][0]
@@ -70,16 +71,23 @@ def main() -> None:
             tiles = to_tiles(x, model.shapes[-1], path.name)
             share = float(raw_tiles(tile_nelbo_bits(model, torch.from_numpy(tiles)), model.shapes[-1]).mean())
             tic = time.perf_counter()
-            data, _ = compress(model, [im], threads=a.threads)
+            data, rep = compress(model, [im], threads=a.threads)
             enc = time.perf_counter() - tic
+            fallbacks += rep.png_instead  # the file is PNG: not the model's win
+            own = compress(model, [im], threads=a.threads, png_instead=False)[0] if rep.png_instead else data
             tic = time.perf_counter()
             back = decompress(model, data, threads=a.threads)
             dec = time.perf_counter() - tic
             assert np.array_equal(back.images[0], x), f"{path}: the round trip is not exact"
             mp, dims = x.shape[0] * x.shape[1] / 1e6, x.size
             classical = " ".join(f"{8 * lossless_size(k, x) / dims:>7.3f}" for k in LOSSLESS)
-            print(f"{name:<20} {path.name:<18} {f'{x.shape[1]}x{x.shape[0]}x{c}':>11} {8 * len(data) / dims:>6.3f} "
-                  f"{share:>9.1%} {mp / enc:>8.3f} {mp / dec:>8.3f} {classical}", flush=True)
+            ours = f"{8 * len(data) / dims:.3f}" + ("P" if rep.png_instead else " ")
+            print(f"{name:<20} {path.name:<18} {f'{x.shape[1]}x{x.shape[0]}x{c}':>11} {ours:>6} "
+                  f"{8 * len(own) / dims:>6.3f} {share:>9.1%} {mp / enc:>8.3f} {mp / dec:>8.3f} {classical}",
+                  flush=True)
+        print(f"{name}: {fallbacks} of {len(photos)} file(s) hold PNG instead of the model's coding (marked P; "
+              "'model' is the model's own file, --model-only)")
+        fallbacks = 0
         gflop, cpu = forward_cost(model, a.threads)
         pixels = model.shapes[-1][1] * model.shapes[-1][2]
         print(f"{name}: one forward pass {gflop:.3f} GFLOP a tile, {1e3 * cpu:.1f} ms of CPU a tile on {a.threads} "

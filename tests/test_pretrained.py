@@ -99,7 +99,8 @@ def test_a_shipped_name_works_in_the_commands_and_writes_nothing_into_the_packag
     main(["compress", "tiny-shipped", str(tmp_path / "grey.png"), "-o", str(tmp_path / "s.svae")])
     main(["decompress", str(tmp_path / "s.svae"), "-o", str(tmp_path / "dec")])  # finds the model by name
     assert (tmp_path / "dec" / "grey.png").is_file()
-    main(["compress", "tiny-shipped", str(blob_npz), "--limit", "24", "--samples", "4", "-o", str(tmp_path / "m.svae")])
+    main(["compress", "tiny-shipped", str(blob_npz), "--limit", "24", "--samples", "4", "--model-only", "-o",
+          str(tmp_path / "m.svae")])
     header, _ = Container.parse_header((tmp_path / "m.svae").read_bytes(), "m.svae")
     assert header["params"]["samples"] == 4
     main(["decompress", str(tmp_path / "m.svae"), "-o", str(tmp_path / "dec4")])

@@ -425,7 +425,8 @@ def cmd_compress(args: argparse.Namespace) -> None:
         raise SelfVAEError("give --lossy-z or --y-only, not both")
     lossy = QuantisedZ(args.lossy_z) if args.lossy_z is not None or args.y_only else None
     data, rep = compress(model, images, params, group=args.group, threads=args.threads, progress=not args.json,
-                         model_hint=_model_hint(args.run_dir), lossy=lossy, search_steps=args.search_steps)
+                         model_hint=_model_hint(args.run_dir), lossy=lossy, search_steps=args.search_steps,
+                         png_instead=not args.model_only)
     out = Path(args.output)
     tmp = out.with_name(out.name + ".tmp")
     tmp.write_bytes(data)
@@ -440,6 +441,9 @@ def cmd_compress(args: argparse.Namespace) -> None:
     if rep.lossless_instead:
         print("selfvae compress: the lossless file is no larger than the lossy one would be; wrote it (exact)",
               file=sys.stderr)
+    if rep.png_instead:
+        print("selfvae compress: the model's file would have been larger than PNG of these images; the file holds "
+              "them as PNG instead (flagged in its header; decompress reads it as any other)", file=sys.stderr)
     print(f"{out}: {rep.n_images} images, {rep.file_bytes} bytes, {rep.bits_per_dim:.4f} bits/dim "
           f"(per {rep.dims // rep.n_images if rep.n_images else 0} dims an image on average, every byte counted)")
     for part, b in sorted(rep.parts_bytes.items(), key=_part_order):
@@ -691,6 +695,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--initial-bits", action="store_true",
                    help="let the first image pop seeded random words (BB-ANS's initial bits) instead of coding the "
                         "first images with chosen latents and no bits back (larger: for comparison; stored)")
+    s.add_argument("--model-only", action="store_true",
+                   help="keep the model's file even where one PNG of the images would be smaller (by default the "
+                        "file then holds the PNG, flagged in its header): to measure the model's own coding")
     s.add_argument("--search-steps", type=int, metavar="N",
                    help="gradient steps the encoder spends choosing the latents of the first images, coded without "
                         "bits back (0: the rounded posterior means; default: 60 for files of at most 4 images "

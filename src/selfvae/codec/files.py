@@ -111,6 +111,7 @@ class CompressReport:
     chosen_bytes: float = 0.0  # what they took (in parts_bytes too)
     ideal_bits: float = 0.0  # sum of -log2 of the coded probabilities (pushes minus pops)
     lossless_instead: bool = False  # a lossy file was asked for, and the lossless one was not larger
+    png_instead: bool = False  # the model's file would have been larger than PNG: every tile went as one PNG
     nelbo_bits: float = 0.0  # the model's negative ELBO of the tiles (:func:`tile_nelbo_bits`), summed
 
     @property
@@ -136,8 +137,13 @@ def compress(
     model_hint: str = "",
     lossy: QuantisedZ | None = None,
     search_steps: int | None = None,
+    png_instead: bool = True,
 ) -> tuple[bytes, CompressReport]:
     """Code ``images`` into one file's bytes; the report splits the size into parts (see :func:`_compress`).
+
+    A lossless file is never larger than one PNG of its tiles and its header: where that PNG is smaller than the
+    model's file, the file holds it instead (``report.png_instead``; :func:`_no_larger_than_png`).
+    ``png_instead`` False keeps the model's file whatever its size (to measure the model's coding).
 
     A lossy file is never larger than the lossless one: where it comes out above :data:`LOSSLESS_CHECK` of the
     images' negative ELBO (a file of few images, whose first ones carry chosen latents on a grid), the lossless
@@ -154,7 +160,9 @@ def compress(
     tile_bits = tile_nelbo_bits(model, tiles, progress=progress)  # which tiles go raw; the report's nELBO
     args = (model, images, tiles, tile_bits, params, group, threads, progress, model_hint)
     data, report = _compress(*args, lossy, search_steps)
-    if lossy is None or len(data) <= LOSSLESS_CHECK * report.nelbo_bits / 8:
+    if lossy is None:
+        return _no_larger_than_png(data, report, args, model.shapes[-1]) if png_instead else (data, report)
+    if len(data) <= LOSSLESS_CHECK * report.nelbo_bits / 8:
         return data, report
     exact, exact_report = _compress(*args, None, search_steps)
     if len(exact) > len(data):
@@ -163,18 +171,39 @@ def compress(
     return exact, exact_report
 
 
+def _no_larger_than_png(data: bytes, report: CompressReport, args: tuple,
+                        shape: tuple[int, int, int]) -> tuple[bytes, CompressReport]:
+    """The model's lossless file, or, where one PNG of every tile (the fallback mosaic, laid out as the image with
+    the most tiles is) would be smaller, the file that sends every tile so: the same format (each tile flagged as
+    sent without the model, the PNG in the payload), so every reader decodes it; ``report.png_instead`` says so.
+    A file is then never larger than that PNG and its header."""
+    images, all_tiles = args[1], args[2]
+    every = np.ones(len(all_tiles), dtype=bool)
+    png_bytes = len(classical_png(to_mosaic(all_tiles.numpy(), _mosaic_cols(images, every, shape))))
+    if png_bytes >= report.file_bytes - report.header_bytes:
+        return data, report
+    png, png_report = _compress(*args, None, 0, every_tile_raw=True)
+    if len(png) >= len(data):
+        return data, report
+    png_report.png_instead = True
+    return png, png_report
+
+
 def _compress(model: SelfVAE, images: list[InputImage], all_tiles: torch.Tensor, tile_bits: np.ndarray,
               params: CodingParams, group: int, threads: int, progress: bool, model_hint: str,
-              lossy: QuantisedZ | None, search_steps: int | None) -> tuple[bytes, CompressReport]:
+              lossy: QuantisedZ | None, search_steps: int | None,
+              every_tile_raw: bool = False) -> tuple[bytes, CompressReport]:
     """Code ``images`` (cut into ``all_tiles``, whose negative ELBO is ``tile_bits``) into one file's bytes; the
     report splits the size into parts. With ``lossy`` only
     ``y = d(x)`` and what ``lossy`` keeps of ``z_K`` are coded (:mod:`selfvae.codec.lossy`). ``search_steps``:
     how long the encoder searches the latents of the images coded without bits back (:func:`chosen.search`;
     0: the rounded posterior means only; None: :data:`~selfvae.codec.chosen.SEARCH_STEPS` for a file of at most
     :data:`~selfvae.codec.chosen.SEARCH_MAX_TILES` tiles, where those images are a noticeable part of it, else
-    0); the decoder does not need it."""
+    0); the decoder does not need it. ``every_tile_raw``: send every tile without the model (one PNG of them)."""
     shape = model.shapes[-1]
     raw = raw_tiles(tile_bits, shape) if lossy is None else np.zeros(len(all_tiles), dtype=bool)
+    if every_tile_raw:  # the PNG-instead file (_no_larger_than_png)
+        raw = np.ones(len(all_tiles), dtype=bool)
     coded = all_tiles[torch.from_numpy(~raw)]
     if search_steps is None:
         search_steps = SEARCH_STEPS if len(coded) <= SEARCH_MAX_TILES else 0
