@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from selfvae.data.datasets import ON_BAD_FILE
+from selfvae.data.images import RESIZE_POLICIES
 from selfvae.errors import SelfVAEError
 from selfvae.nn.nets import NetSpec
 
@@ -242,6 +244,9 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "train.clock": ("wall", "cpu"),
     "train.amp": ("bf16", "fp16"),
     "train.compile_mode": ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"),
+    "data.resize": RESIZE_POLICIES,
+    "data.on_bad_file": ON_BAD_FILE,
+    "model.nets": ("selfvae", "paper"),  # our networks, or the srVAE authors' (selfvae.nn.paper)
 }
 
 

@@ -41,6 +41,7 @@ from selfvae.errors import NoSplitError, SelfVAEError
 
 Reader = Callable[[Path, str, ReadOptions], "tuple[np.ndarray, np.ndarray | None]"]
 SPLITS = ("train", "val", "test")
+ON_BAD_FILE = ("error", "skip")  # data.on_bad_file: stop at an unreadable image file, or warn and drop it
 ORDER_SEED = 20261126  # the fixed order of a class-ordered data set's splits (DatasetSpec.class_ordered)
 
 
@@ -338,7 +339,7 @@ def load_dataset(
     spec = get_spec(name)
     if split not in SPLITS:
         raise SelfVAEError(f"split={split!r}: expected one of {', '.join(SPLITS)}")
-    if on_bad_file not in ("error", "skip"):
+    if on_bad_file not in ON_BAD_FILE:
         raise SelfVAEError(f"on_bad_file={on_bad_file!r}: expected 'error' or 'skip'")
     _check_image_size(image_size)
     if resize not in RESIZE_POLICIES:

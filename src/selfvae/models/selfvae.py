@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from selfvae.config import ModelConfig
+from selfvae.config import CHOICES, ModelConfig
 from selfvae.distributions import DiagonalGaussian, DiscretizedLogisticMixture
 from selfvae.errors import SelfVAEError
 from selfvae.nn import paper
@@ -365,7 +365,7 @@ def _data_shape(cfg: ModelConfig) -> tuple[int, int, int]:
     return c, h, w
 
 
-NET_FAMILIES = ("selfvae", "paper")  # ModelConfig.nets: our networks, or the srVAE authors' (selfvae.nn.paper)
+NET_FAMILIES = CHOICES["model.nets"]  # ModelConfig.nets: our networks, or the srVAE authors' (selfvae.nn.paper)
 
 
 def _repeat(n: int):
