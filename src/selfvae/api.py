@@ -27,7 +27,7 @@ from PIL import Image
 from torch import Tensor
 
 from selfvae.config import Config, check_config
-from selfvae.data.images import pixels_of, read_model_inputs
+from selfvae.data.images import image_size, pixels_of, read_model_inputs
 from selfvae.distributions import DiagonalGaussian
 from selfvae.errors import SelfVAEError
 from selfvae.evaluation.bounds import evaluate, iw_bound, log_weights
@@ -346,9 +346,8 @@ def _fits(y: ImageLike, size: tuple[int, int]) -> bool:
     """Whether ``y`` is a batch of images of ``size`` (else one image of another size, for tiling)."""
     if isinstance(y, (list, tuple)):
         return True
-    if isinstance(y, (str, Path)):
-        with Image.open(y) as im:
-            return (im.height, im.width) == size
+    if isinstance(y, (str, Path)):  # a missing or unreadable file: as_images says what is wrong
+        return not Path(y).is_file() or image_size(Path(y))[1] == tuple(size)
     if isinstance(y, Image.Image):
         return (y.height, y.width) == size
     shape = tuple(y.shape)
@@ -364,8 +363,7 @@ def _one_image(y: ImageLike, channels: int, what: str) -> Tensor:
 
 def _size_of(y: ImageLike) -> tuple[int, int]:
     if isinstance(y, (str, Path)):
-        with Image.open(y) as im:
-            return im.height, im.width
+        return image_size(Path(y))[1]
     if isinstance(y, Image.Image):
         return y.height, y.width
     t = torch.as_tensor(np.asarray(y)) if not isinstance(y, Tensor) else y

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from selfvae.data.images import image_size, read_pixels, resize_image
+from selfvae.data.images import convert_channels, image_size, read_pixels, resize_image
 from selfvae.errors import NoSplitError, SelfVAEError
 
 Arrays = tuple[np.ndarray, "np.ndarray | None"]
@@ -320,7 +320,8 @@ def read_cifar10_jpeg(root: Path, part: str, opts: ReadOptions) -> Arrays:
     found.sort()
     classes = sorted({name.split("/")[0] for name, _ in found})
     index = {c: i for i, c in enumerate(classes)}
-    x = np.stack([np.asarray(Image.open(io.BytesIO(data)).convert("RGB")) for _, data in found])
+    x = np.stack([convert_channels(read_pixels(data, where=f"{tar_path}:{prefix}{name}")[None], 3)[0]
+                  for name, data in found])
     return x, np.array([index[name.split("/")[0]] for name, _ in found], dtype=np.int64)
 
 
@@ -439,8 +440,6 @@ def read_imagenet_oord(root: Path, part: str, opts: ReadOptions, *, size: int) -
 
 def _pngs_in_tar(path: Path, opts: ReadOptions) -> np.ndarray:
     """Every ``.png`` member of a tar file, in member-name order, as one uint8 ``[N, H, W, C]`` array."""
-    import io
-
     try:
         with tarfile.open(path) as tar:
             members = sorted((m for m in tar if m.isfile() and m.name.lower().endswith(".png")),
@@ -449,11 +448,11 @@ def _pngs_in_tar(path: Path, opts: ReadOptions) -> np.ndarray:
                 raise SelfVAEError(f"{path}: no .png members")
             arrays = []
             for m in members:
+                where = f"{path}:{m.name}"
                 try:
-                    with Image.open(io.BytesIO(tar.extractfile(m).read())) as im:
-                        arrays.append(np.asarray(im.convert("RGB"), dtype=np.uint8))
-                except (OSError, ValueError, SyntaxError) as e:
-                    _bad_file(Path(f"{path}:{m.name}"), f"{type(e).__name__}: {e}", opts)
+                    arrays.append(convert_channels(read_pixels(tar.extractfile(m).read(), where=where)[None], 3)[0])
+                except SelfVAEError as e:
+                    _bad_file(Path(where), str(e), opts)
     except (tarfile.TarError, EOFError, OSError) as e:
         raise SelfVAEError(f"{path}: corrupt or truncated tar file ({e})") from e
     if not arrays:
