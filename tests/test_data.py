@@ -400,7 +400,7 @@ def test_registry_and_shapes() -> None:
         dataset_shape("folder")
     for spec in DATASETS.values():
         assert spec.description and spec.augment == (
-            spec.name in ("cifar10", "cifar10-official-part", "cifar10-jpeg", "imagenette64"))
+            spec.name in ("cifar10", "cifar10-official-part", "cifar10-jpeg", "imagenette64", "photos"))
 
 
 def test_augmentation_keeps_dtype_shape_and_changes_images(tmp_path: Path) -> None:
@@ -553,3 +553,38 @@ def test_shift_augmentation_is_a_flip_and_a_whole_pixel_shift_with_replicated_ed
     first = augment_shift(x)
     torch.manual_seed(5)
     assert torch.equal(first, augment_shift(x))  # torch RNG -> reproducible
+
+
+def test_photos_hold_whole_photographs_out_and_train_on_random_crops(tmp_path: Path, monkeypatch) -> None:
+    """The wallpaper photographs at their installed paths (JPEGs written here, smaller than the real ones): the
+    splits are whole photographs, validation and test every whole tile of theirs, training crops of the training
+    photographs only; a photograph larger than SHORT_SIDE is area-downscaled; a missing one names the packages."""
+    from selfvae.data import photos
+
+    monkeypatch.setenv("SELFVAE_CACHE", str(tmp_path / "cache"))
+    rng = np.random.default_rng(0)
+    colours = {}
+    for part, rels in photos.PHOTOS.items():
+        for i, rel in enumerate(rels):
+            colours[rel] = (40 + 60 * ("train", "val", "test").index(part), 7 * i, 200)
+            base = np.zeros((48, 72, 3), np.uint8) + np.array(colours[rel], np.uint8)
+            save_image(tmp_path / rel, np.clip(base + rng.integers(0, 3, base.shape), 0, 255).astype(np.uint8),
+                       "JPEG")
+    test = load_dataset("photos", tmp_path, "test", image_size=16)
+    assert len(test) == 4 * 3 * 4 and not test.augment  # 48x72 -> 3 x 4 whole tiles of 16, four photographs
+    val = load_dataset("photos", tmp_path, "val", image_size=16)
+    train = load_dataset("photos", tmp_path, "train", image_size=16)
+    assert len(val) == 3 * 12 and len(train) == photos.TRAIN_CROPS and train.augmentation == "shift"
+    red = {part: set(torch.unique(ds.images[:, 0]).tolist()) for part, ds in
+           (("train", train), ("val", val), ("test", test))}
+    assert max(red["train"]) < 60 and 60 < min(red["val"]) and max(red["val"]) < 120 < min(red["test"])
+    assert torch.equal(load_dataset("photos", tmp_path, "test", image_size=16).images, test.images)  # the cache
+    big = np.zeros((800, 1200, 3), np.uint8)
+    big[:, 600:] = 255
+    save_image(tmp_path / "big.png", big, "PNG")
+    small = photos.downscaled(tmp_path / "big.png")
+    assert small.shape == (photos.SHORT_SIDE, 576, 3) and small[0, 287].tolist() == [0, 0, 0]
+    assert small[0, 288].tolist() == [255, 255, 255]
+    (tmp_path / photos.PHOTOS["test"][0]).unlink()
+    with pytest.raises(SelfVAEError, match="photographs are missing.*apt-get install -y plasma-workspace-wallpapers"):
+        load_dataset("photos", tmp_path, "test")

@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from selfvae.data import formats
+from selfvae.data import formats, photos
 from selfvae.data.formats import ReadOptions
 from selfvae.data.images import RESIZE_POLICIES, convert_channels, resize_array
 from selfvae.errors import NoSplitError, SelfVAEError
@@ -104,6 +104,10 @@ DATASETS: dict[str, DatasetSpec] = dict(
               official_val=True),
         _spec("folder", formats.read_folder, None, None, False,
               "any image folder; optional class sub-folders and train/ test/ split folders", class_ordered=True),
+        _spec("photos", photos.read_photos, (3, 32, 32), "/usr/share", True,
+              "photographs among Debian's wallpapers (apt-get install -y " + " ".join(photos.PACKAGES) + "): "
+              "downscaled to 384 px on the shorter side; random crops train, whole held-out photographs' tiles "
+              "validate and test", official_val=True, augmentation="shift"),
         _spec("npz", formats.read_npz, None, None, False,
               "one .npz file (root = the file) with x/images or x_train/x_test uint8 arrays"),
     ]
