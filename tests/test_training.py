@@ -460,3 +460,22 @@ def test_validation_logs_active_units_and_warns_once_of_a_collapsed_latent(blob_
     said = err.out + err.err
     assert said.count("latent z1 has collapsed: none of its 64 units is active") == 1
     assert said.count("latent u has collapsed") == (min(r["au_u"] for r in vals) == 0)
+
+
+def test_the_curves_show_each_latents_kl_and_its_active_units(tmp_path):
+    from selfvae.viz import active_units, kl_series, plot_curves
+
+    recs = [{"step": 10, "split": "train", "bpd": 5.0, "lr": 1e-3, "kl_u": 30.0, "kl_z1": 2.0},
+            {"step": 20, "split": "train", "bpd": 4.0, "lr": 1e-3, "kl_u": 40.0, "kl_z1": 0.01},
+            {"step": 20, "split": "val", "bpd": 4.1, "kl_u": 41.0, "kl_z1": 0.0, "au_u": 50, "units_u": 64,
+             "au_z1": 0, "units_z1": 64}]
+    assert kl_series(recs[:2]) == {"u": ([10, 20], [30.0, 40.0]), "z1": ([10, 20], [2.0, 0.01])}
+    assert active_units(recs[2:]) == {"u": "50/64", "z1": "0/64"}
+    log = tmp_path / "log.jsonl"
+    log.write_text("\n".join(json.dumps(r) for r in recs))
+    from PIL import Image
+
+    wide = Image.open(plot_curves(log, tmp_path / "with.png")).size[0]
+    log.write_text("\n".join(json.dumps({k: v for k, v in r.items() if not k.startswith(("kl_", "au_"))})
+                             for r in recs))
+    assert wide > 1.4 * Image.open(plot_curves(log, tmp_path / "without.png")).size[0]  # a third panel: the KLs

@@ -123,7 +123,9 @@ def _curves(run_dir: Path, ratio: float) -> str:
     if uri is None:
         return _note(f"{layout.LOG} has no train/validation records.")
     return _img(uri, "training curves") + _note(
-        "Left: bits/dim (-ELBO) of training batches and of the validation split; right: learning rate.")
+        "Left: bits/dim (-ELBO) of training batches and of the validation split; middle: learning rate; right "
+        "(where the log has them): each latent's KL in nats per image, with its active units at the last validation "
+        "(units whose posterior mean varies over the images; none: the model ignores that latent).")
 
 
 def _tradeoff(run_dir: Path, model, x: Tensor | None, device: str) -> str:

@@ -140,8 +140,40 @@ def with_train_seconds(recs: list[dict]) -> list[dict]:
     return out
 
 
+def kl_series(recs: list[dict]) -> dict[str, tuple[list[int], list[float]]]:
+    """``{"u": (steps, KL), "z1": ...}``: each latent's KL in nats per image over the records that log it."""
+    out: dict[str, tuple[list[int], list[float]]] = {}
+    for r in recs:
+        for key, v in r.items():
+            if key.startswith("kl_") and isinstance(v, int | float):
+                steps, values = out.setdefault(key[3:], ([], []))
+                steps.append(r["step"])
+                values.append(float(v))
+    return out
+
+
+def active_units(val: list[dict]) -> dict[str, str]:
+    """``{"z1": "0/1024"}``: each latent's active units at the last validation that counted them."""
+    last = next((r for r in reversed(val) if any(k.startswith("au_") for k in r)), {})
+    return {k[3:]: f"{last[k]}/{last.get('units_' + k[3:], '?')}" for k in last if k.startswith("au_")}
+
+
+def _plot_kl(ax, kl: dict[str, tuple[list[int], list[float]]], active: dict[str, str]) -> None:  # noqa: ANN001
+    """Each latent's KL against step (symmetric log scale: a collapsed latent's ~0 shows), its active units in
+    the legend: the diagnostics of posterior collapse (NVAE's)."""
+    for name, (steps, values) in kl.items():
+        units = f", {active[name]} active" if name in active else ""
+        ax.plot(steps, values, lw=1, label=f"KL {name}{units}")
+    ax.set_yscale("symlog", linthresh=1.0)
+    ax.set_xlabel("step")
+    ax.set_ylabel("KL (nats per image)")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+
+
 def plot_curves(log_path: str | Path, out: str | Path, frame_ratio: float = 1.0) -> Path | None:
-    """Train/validation bits/dim and learning rate against step, from a run's JSON-lines log; None if no records.
+    """Train/validation bits/dim, learning rate and each latent's KL (with its active units at the last
+    validation) against step, from a run's JSON-lines log; None if no records.
 
     ``frame_ratio``: see :func:`read_log`."""
     import matplotlib
@@ -154,7 +186,11 @@ def plot_curves(log_path: str | Path, out: str | Path, frame_ratio: float = 1.0)
     val = [r for r in recs if r.get("split") == "val"]
     if not train and not val:
         return None
-    fig, (ax, ax_lr) = plt.subplots(1, 2, figsize=(10, 3.8))
+    kl = kl_series(train or val)
+    fig, axes = plt.subplots(1, 3 if kl else 2, figsize=(15 if kl else 10, 3.8))
+    ax, ax_lr = axes[0], axes[1]
+    if kl:
+        _plot_kl(axes[2], kl, active_units(val))
     if train:
         ax.plot([r["step"] for r in train], [r["bpd"] for r in train], label="train (-ELBO)", lw=1)
         ax_lr.plot([r["step"] for r in train], [r["lr"] for r in train])
