@@ -1,9 +1,11 @@
 """Real photographs through the lossless codec: bits/dim of our file beside PNG, WebP, JPEG-XL and AVIF lossless,
 the share of tiles the model codes and the share sent raw, and megapixels/s encode and decode.
 
-Not a test: ``python benchmarks/photo_codec.py MODEL [MODEL ...] [--photos FILE ...] [--size N] [--threads 2]``.
-By default the photographs are the ones installed with our dependencies: matplotlib's ``grace_hopper.jpg`` and,
-with the ``[test]`` extra, gradio's ``cheetah.jpg`` and ``tower.jpg``; a grey model gets them converted to grey.
+Not a test: ``python benchmarks/photo_codec.py MODEL [MODEL ...] [--photos FILE ...] [--split test] [--size N]
+[--threads 2]``. By default the photographs are the ones installed with our dependencies: matplotlib's
+``grace_hopper.jpg`` and, with the ``[test]`` extra, gradio's ``cheetah.jpg`` and ``tower.jpg``; ``--split test``
+takes the held-out photographs of the ``photos`` data set instead (whole, downscaled as it serves them; Debian's
+wallpaper packages, ``docs/DATA.md``); a grey model gets them converted to grey.
 ``--size N`` centre-crops each to N x N first (the whole photograph by default).
 
 Last, per model, the ceiling that the model's arithmetic sets: the FLOPs of one forward pass over a tile (the
@@ -56,9 +58,17 @@ def main() -> None:
     ap.add_argument("models", nargs="+")
     ap.add_argument("--photos", nargs="+", type=Path)
     ap.add_argument("--size", type=int)
+    ap.add_argument("--split", choices=("train", "val", "test"),
+                    help="the photos data set's photographs of this split (whole), beside or instead of --photos")
     ap.add_argument("--threads", type=int, default=2)
     a = ap.parse_args()
-    photos = a.photos or default_photos()
+    photos = a.photos or ([] if a.split else default_photos())
+    held_out = {}
+    if a.split:  # the photos data set's held-out photographs, as arrays
+        from selfvae.data.photos import whole_photographs
+
+        held_out = {Path(name): x for name, x in whole_photographs(Path("/usr/share"), a.split)}
+        photos = [*photos, *held_out]
     print(f"{'model':<20} {'photo':<18} {'pixels':>11} {'ours':>6} {'model':>6} {'raw tiles':>9} {'enc MP/s':>8} "
           f"{'dec MP/s':>8} " + " ".join(f"{k:>7}" for k in LOSSLESS))
     fallbacks = 0
@@ -66,7 +76,9 @@ def main() -> None:
         _, model = load_run(name)
         c = model.shapes[-1][0]
         for path in photos:
-            x = load_photo(path, c, a.size)
+            x = held_out[path] if path in held_out else load_photo(path, c, a.size)
+            if path in held_out and c == 1:
+                x = np.asarray(Image.fromarray(x).convert("L"))[..., None]
             im = InputImage(path.name, x)
             tiles = to_tiles(x, model.shapes[-1], path.name)
             share = float(raw_tiles(tile_nelbo_bits(model, torch.from_numpy(tiles)), model.shapes[-1]).mean())
