@@ -23,13 +23,13 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))  # the authors' code loader
 
-from authors import load  # noqa: E402
+from authors import load
 
-from selfvae.models.build import build_model  # noqa: E402
-from selfvae.nn.layers import WNConv2d  # noqa: E402
-from selfvae.nn.paper import fuse_units  # noqa: E402
-from selfvae.presets import get_preset  # noqa: E402
-from selfvae.priors import _Coupling  # noqa: E402
+from selfvae.models.build import build_model
+from selfvae.nn.layers import WNConv2d
+from selfvae.nn.paper import fuse_units
+from selfvae.presets import get_preset
+from selfvae.priors import _Coupling
 
 PAIRS = {  # theirs -> (our preset, their role -> our role)
     "authors-vae-realnvp": ("cifar10-vae-realnvp-paper", {"p_z": "p_u", "q_z": "q_u", "p_x": "p_y"}),

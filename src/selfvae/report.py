@@ -97,15 +97,6 @@ def labelled_rows(rows: list[tuple[str, Tensor]], nrow: int | None = None) -> st
     return '<table class="rows">' + "".join(out) + "</table>"
 
 
-def _figure_uri(fig) -> str:
-    import matplotlib.pyplot as plt
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
-    return png_b64(buf.getvalue())
-
-
 def _file_uri(path: Path | None) -> str | None:
     return png_b64(path.read_bytes()) if path is not None and path.is_file() else None
 

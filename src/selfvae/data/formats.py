@@ -654,8 +654,9 @@ def image_folder_modes(files: Sequence[Path]) -> tuple[int, tuple[int, int]]:
 def read_imagenette(root: Path, part: str, opts: ReadOptions) -> Arrays:
     """fastai imagenette layout: ``train/<class>/*.JPEG`` and ``val/<class>/*.JPEG`` (``val`` = test split).
 
-    ``root`` may also be the parent of a single ``imagenette*`` folder. Each image is resized (shorter
-    side to ``image_size``, default 64, BICUBIC) and centre-cropped. Labels are the sorted class folders.
+    ``root`` may also be the parent of a single ``imagenette*`` folder. Each image is made square and resized to
+    ``image_size`` (default 64) by :func:`resize_image` (centre crop or padding as ``opts.resize`` says, then BOX
+    when shrinking). Labels are the sorted class folders.
     """
     require_dir(root, "train/<class>/*.JPEG and val/<class>/*.JPEG")
     if not (root / "train").is_dir():
@@ -733,8 +734,8 @@ def folder_split_dir(root: Path, part: str) -> tuple[Path, tuple[str, ...]]:
 def read_folder(root: Path, part: str, opts: ReadOptions) -> Arrays:
     """Any folder of images (class sub-folders optional); see :func:`folder_split_dir` for splits.
 
-    Without ``image_size`` all images must have the same size; with it each is resized (shorter side,
-    BICUBIC) and centre-cropped to ``image_size x image_size``.
+    Without ``image_size`` all images must have the same size; with it each is made ``image_size x image_size``
+    by :func:`resize_image` (centre crop or padding as ``opts.resize`` says, then BOX shrinking or BICUBIC growing).
     """
     folder, exclude = folder_split_dir(root, part)
     files, labels = list_images(folder, exclude_top=exclude)
