@@ -290,9 +290,11 @@ class Model(SelfVAE):
 
     @torch.no_grad()
     def super_resolve(self, y: ImageLike, factor: int = 2, temperature: ops.Temperature = 1.0,
-                      decode: str = "sample", seed: int | None = None) -> Tensor:
+                      decode: str = "sample", seed: int | None = None, overlap: int = 4,
+                      progress: bool = False) -> Tensor:
         """Images ``factor`` times larger than ``y`` (2 for srVAE; 4 from y_1 of a two-level model): ``y`` is a
-        batch of the level's size, or one image of any size, super-resolved tile by tile with blended seams.
+        batch of the level's size, or one image of any size, super-resolved tile by tile with blended seams
+        (``overlap`` pixels of neighbouring tiles blended; ``progress``: a bar over the tiles).
         Returns uint8 ``[N, C, factor H, factor W]``."""
         sides = {self.shapes[-1][1] // s[1]: k + 1 for k, s in enumerate(self.shapes[:-1]) if s[1] < self.shapes[-1][1]}
         if factor not in sides:
@@ -305,7 +307,8 @@ class Model(SelfVAE):
             batch = self.level_images(y, level)
             return ops.super_resolve(self, batch, temperature, decode, level=level)[-1]
         one = _one_image(y, self.shapes[level - 1][0], "y")
-        return ops.super_resolve_tiled(self, one, temperature=temperature, decode=decode, level=level)[None]
+        return ops.super_resolve_tiled(self, one, overlap=overlap, temperature=temperature, decode=decode,
+                                       progress=progress, level=level)[None]
 
     @torch.no_grad()
     def interpolate(self, a: ImageLike, b: ImageLike, steps: int = 8, spherical: bool = False,

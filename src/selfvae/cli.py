@@ -120,11 +120,14 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def _load(args: argparse.Namespace, device: str | torch.device = "cpu") -> tuple[Any, Any]:
-    """Config and model of ``args.run_dir`` (a run, an exported model or a pretrained name), with the data
-    set read from ``--data-dir`` where the command has it."""
-    from selfvae.runs.loading import load_run
+    """Config and model (a :class:`selfvae.api.Model`: the commands call its methods, as a Python user does) of
+    ``args.run_dir`` (a run, an exported model or a pretrained name), with the data set read from ``--data-dir``
+    where the command has it."""
+    from selfvae.api import Model
+    from selfvae.runs.loading import load_trained
 
-    return load_run(args.run_dir, device, data_dir=getattr(args, "data_dir", None))
+    cfg, model, _ = load_trained(args.run_dir, device, data_dir=getattr(args, "data_dir", None), cls=Model)
+    return cfg, model
 
 
 def _out_dir(args: argparse.Namespace) -> Path:
@@ -179,13 +182,11 @@ def _default_iw_samples(run: str) -> tuple[int, str]:
 
 
 def cmd_sample(args: argparse.Namespace) -> None:
-    from selfvae.models.ops import generate
     from selfvae.viz import save_grid, save_rows
 
     device = _device(args.device)
     _, model = _load(args, device)
-    torch.manual_seed(args.seed)
-    levels = generate(model, args.n, args.temperature, decode=args.decode)
+    levels = model.sample(args.n, args.temperature, levels=True, decode=args.decode, seed=args.seed)
     out = Path(args.output)
     save_grid(levels[-1], out, scale=args.scale)
     print(f"wrote {out}")
@@ -198,7 +199,6 @@ def cmd_sample(args: argparse.Namespace) -> None:
 
 def cmd_superres(args: argparse.Namespace) -> None:
     from selfvae.data.images import read_image_file, read_image_files
-    from selfvae.models.ops import super_resolve
     from selfvae.viz import save_rows
 
     device = _device(args.device)
@@ -216,7 +216,7 @@ def cmd_superres(args: argparse.Namespace) -> None:
     torch.manual_seed(args.seed)
     rows = [y]
     for _ in range(args.samples):
-        rows.append(super_resolve(model, y, args.temperature, decode=args.decode, level=args.level)[-1])
+        rows.append(model.super_resolve(y, args.factor, args.temperature, decode=args.decode))
     out = Path(args.output)
     save_rows(rows, out, scale=args.scale)
     print(f"wrote {out} (first row: inputs; then {args.samples} sample(s) per input)")
@@ -237,14 +237,12 @@ def _superres_whole(args: argparse.Namespace, model: Any, photos: list[torch.Ten
     """``superres`` of images of any size: each doubled whole (:func:`selfvae.models.ops.super_resolve_tiled`) and
     written as its own PNG: ``--output`` for one image, ``STEM_N.png`` beside it for several."""
     from selfvae.codec.images import save_png
-    from selfvae.models.ops import super_resolve_tiled
 
     out = Path(args.output)
     targets = [out] if len(photos) == 1 else [out.with_name(f"{out.stem}_{i}{out.suffix}") for i in range(len(photos))]
     for path, y, target in zip(args.images, photos, targets, strict=True):
-        torch.manual_seed(args.seed)
-        x = super_resolve_tiled(model, y.to(device), overlap=args.overlap, temperature=args.temperature,
-                                decode=args.decode, progress=True, level=args.level).cpu()
+        x = model.super_resolve(y.to(device), args.factor, args.temperature, decode=args.decode, seed=args.seed,
+                                overlap=args.overlap, progress=True)[0].cpu()
         save_png(x.permute(1, 2, 0).numpy(), target)
         print(f"wrote {target} ({x.shape[2]}x{x.shape[1]}: {Path(path).name} super-resolved tile by tile, "
               f"{args.overlap}-pixel overlaps blended; decode {args.decode})")
@@ -285,7 +283,6 @@ def cmd_reconstruct(args: argparse.Namespace) -> None:
 
 
 def cmd_interpolate(args: argparse.Namespace) -> None:
-    from selfvae.models.ops import interpolate
     from selfvae.viz import save_grid
 
     device = _device(args.device)
@@ -293,7 +290,7 @@ def cmd_interpolate(args: argparse.Namespace) -> None:
     a, b = _model_inputs(cfg, [args.a, args.b], args.resize).to(device)
     a, b = a[None], b[None]
     torch.manual_seed(args.seed)
-    path = interpolate(model, a, b, args.steps, decode=args.decode, spherical=args.slerp)[0]
+    path = model.interpolate(a, b, args.steps, spherical=args.slerp, decode=args.decode)[0]
     out = Path(args.output)
     save_grid(torch.cat([a.cpu(), path.cpu(), b.cpu()]), out, nrow=args.steps + 2, scale=args.scale)
     print(f"wrote {out} (A, {args.steps} steps in u, B)")
