@@ -351,3 +351,23 @@ def test_a_partial_reference_of_a_class_ordered_split_gets_new_statistics_the_wh
         old_key = f"{name}-train-{hashlib.sha1(old.encode()).hexdigest()[:10]}"
         assert _dataset_key(cfg, "train") == old_key
         assert (_dataset_key(cfg, "train", part=True) != old_key) == ordered
+
+
+def test_kid_is_the_unbiased_squared_mmd_of_the_cubic_kernel_near_zero_for_one_distribution():
+    from selfvae.evaluation.fid import kid_score
+
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(60, 8)), rng.normal(size=(50, 8))
+    k = lambda x, y: (x @ y.T / 8 + 1) ** 3  # noqa: E731 - the kernel, written out
+    m = 50  # one subset of all of the smaller set: the exact unbiased estimate of those 50 and 50 draws
+    mean, std = kid_score(a, b, subsets=1, subset_size=m, seed=3)
+    x = a[np.random.default_rng(3).choice(60, m, replace=False)]
+    kxx, kyy, kxy = k(x, x), k(b, b), k(x, b)
+    direct = ((kxx.sum() - np.trace(kxx)) + (kyy.sum() - np.trace(kyy))) / (m * (m - 1)) - 2 * kxy.mean()
+    assert mean == pytest.approx(direct, rel=1e-9) and std == 0.0
+    same = [kid_score(rng.normal(size=(400, 8)), rng.normal(size=(400, 8)), subsets=20, subset_size=200)[0]
+            for _ in range(3)]
+    shifted = kid_score(rng.normal(size=(400, 8)), rng.normal(size=(400, 8)) + 0.5, subsets=20, subset_size=200)[0]
+    assert max(abs(v) for v in same) < 0.05 < shifted  # unbiased: ~0 for one distribution, clearly above for two
+    with pytest.raises(ValueError, match="same D"):
+        kid_score(a, b[:, :4])

@@ -168,3 +168,13 @@ def test_run_fid_rejects_bad_arguments(srvae_tiny):
         run_fid(srvae_tiny, n=10, ref="val", progress=False)
     with pytest.raises(SelfVAEError, match="--n 1"):
         run_fid(srvae_tiny, n=1, progress=False)
+
+
+def test_kid_beside_fid_uses_the_references_features_and_leaves_the_fid_as_it_was(srvae_tiny, tmp_path,
+                                                                                  fake_inception, copy_run, capsys):
+    run = copy_run(srvae_tiny, tmp_path)
+    plain = run_fid(run, n=40, ref="test", batch_size=20, progress=False, seed=5, cache=tmp_path / "c1")
+    main(["fid", str(run), "--n", "40", "--batch-size", "20", "--seed", "5", "--kid", "--no-progress"])
+    stored = json.loads((run / "final" / "fid.json").read_text())
+    assert stored["fid"] == pytest.approx(plain["fid"], rel=1e-6) and "KID" in capsys.readouterr().out
+    assert math.isfinite(stored["kid"]) and stored["kid_std"] >= 0 and stored["kid_subset_size"] <= 40

@@ -74,6 +74,7 @@ def run_fids(
     cache: str | Path | None = None,
     n_ref: int | None = None,
     data_dir: str | None = None,
+    kid: bool = False,
 ) -> list[dict[str, Any]]:
     """FID of ``n`` samples of the run's best model against its data set, for each of ``refs``; each is written
     to the run's :func:`~selfvae.runs.layout.fid_file` of its ref (under ``./NAME`` for a shipped model).
@@ -85,7 +86,9 @@ def run_fids(
     class-ordered data set is read in a fixed shuffled order, so they are a sample of every class). ``n_ref`` caps
     the reference images (the first ``n_ref`` of the split) when time is short; FID grows as
     sample counts shrink, so compare like with like. Reference statistics are cached in :func:`cache_dir` (or
-    ``cache``), keyed by data set, split, count and Inception weights.
+    ``cache``), keyed by data set, split, count and Inception weights. ``kid``: the Kernel Inception Distance
+    beside each FID (:func:`~selfvae.evaluation.fid.kid_score`: unbiased whatever the counts, so steadier than FID
+    against a small reference; the reference's features are cached instead of its statistics).
     """
     from selfvae.evaluation import fid as fidlib
 
@@ -100,25 +103,29 @@ def run_fids(
     cfg, model, training = load_trained(run_dir, device, data_dir=data_dir)
     extractor = fidlib.InceptionFeatures(weights, device=device)
     refs = list(dict.fromkeys(refs))  # each reference once, in the order given
-    real = [_reference(cfg, ref, n, n_ref, batch_size, Path(cache) if cache else cache_dir(), extractor, progress)
-            for ref in refs]
+    real = [_reference(cfg, ref, n, n_ref, batch_size, Path(cache) if cache else cache_dir(), extractor, progress,
+                       kid) for ref in refs]
     torch.manual_seed(seed)
     feats = fidlib.features_from_batches(extractor, _sample_batches(model, n, batch_size), n, progress=progress)
     fake = fidlib.gaussian_stats(feats)
     results = []
-    for ref, (used, n_used, stats) in zip(refs, real, strict=True):
+    for ref, (used, n_used, stats, ref_feats) in zip(refs, real, strict=True):
         out = {"fid": fidlib.fid_score(stats, fake, method=FID_METHOD), "n": n, "ref": used, "n_ref": n_used,
                "method": FID_METHOD, "weights_sha1": getattr(extractor, "weights_hash", None), "seed": seed,
                "steps": training["steps"]}  # of the weights sampled: a FID of earlier weights is not theirs
+        if ref_feats is not None:
+            out["kid"], out["kid_std"] = fidlib.kid_score(ref_feats, feats, seed=seed)
+            out["kid_subset_size"] = min(1000, n_used, n)
         out["path"] = str(write_json(out, layout.output_dir(run_dir) / layout.fid_file(ref)))
         results.append(out)
     return results
 
 
 def _reference(cfg, ref: str, n: int, n_ref: int | None, batch_size: int, cache: Path, extractor,  # noqa: ANN001
-               progress: bool) -> tuple[str, int, tuple]:
-    """The split ``ref`` names (test, else val where there is none), the images counted and their cached
-    Inception statistics: the whole test split, or the first ``n`` training images; ``n_ref`` caps either."""
+               progress: bool, kid: bool = False) -> tuple[str, int, tuple, Any]:
+    """The split ``ref`` names (test, else val where there is none), the images counted, their cached Inception
+    statistics (the whole test split, or the first ``n`` training images; ``n_ref`` caps either) and, with ``kid``,
+    their features (else None)."""
     from selfvae.data import batches_of, load_split, load_test_split
     from selfvae.evaluation import fid as fidlib
 
@@ -129,6 +136,10 @@ def _reference(cfg, ref: str, n: int, n_ref: int | None, batch_size: int, cache:
     if n_ref < 2:
         raise SelfVAEError(f"{cfg.data.name} {used} split: has {len(ds)} image(s); FID needs at least 2")
     key = _dataset_key(cfg, used, part=n_ref < len(ds))
+    if kid:
+        feats = fidlib.reference_features(key, lambda: batches_of(ds, batch_size, n_ref), n_ref, cache, extractor,
+                                          progress=progress)
+        return used, n_ref, fidlib.gaussian_stats(feats), feats
     stats = fidlib.reference_stats(key, lambda: batches_of(ds, batch_size, n_ref), n_ref, cache, extractor,
                                    progress=progress)
-    return used, n_ref, stats
+    return used, n_ref, stats, None
