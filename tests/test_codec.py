@@ -602,8 +602,8 @@ def test_pool_threads_flush_subnormals_whenever_they_were_started():
 def test_block_constraint_tables_chain_to_the_renormalised_likelihood():
     """Coding a block's pixels one by one from BlockConstraint's conditionals costs exactly -log p(level) +
     log P(d(level) = y), the renormalised likelihood of model.consistent; and every table is a distribution."""
-    from selfvae.constraint import BlockConstraint
     from selfvae.distributions import DiscretizedLogisticMixture
+    from selfvae.renormalise import BlockConstraint
     from selfvae.transforms import build_transform
 
     g = torch.Generator().manual_seed(0)

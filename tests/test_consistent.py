@@ -156,7 +156,7 @@ def test_a_consistent_model_samples_images_whose_downscaling_is_y(transforms):
 
 def test_block_sampling_follows_the_renormalised_conditionals():
     """Empirical frequencies of one block's first pixel against its conditional table (y = 1: sums 2..5)."""
-    from selfvae.constraint import BlockConstraint
+    from selfvae.renormalise import BlockConstraint
 
     p = random_dlm(2, 2, seed=7, centre=-0.98, spread=0.02, log_scale=-4.0)
     probs = p.bin_probs(0).numpy()

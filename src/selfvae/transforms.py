@@ -49,7 +49,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Protocol
 
 import numpy as np
 import torch
@@ -57,6 +56,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from selfvae.errors import SelfVAEError
+from selfvae.renormalise import BlockConstraint, WindowTables, log_mass_block_average
 
 Shape = tuple[int, int, int]
 
@@ -68,12 +68,10 @@ __all__ = [
     "PencilSketch",
     "Sketch",
     "Transform",
-    "WindowTables",
     "apply_chain",
     "build_transform",
     "chain_shapes",
     "chain_spec",
-    "lowest_block_sum",
     "parse_chain",
     "register_transform",
 ]
@@ -113,6 +111,14 @@ class Transform:
         proper distribution over the images it can have come from, and its ELBO a valid, tighter bound
         (``ModelConfig.consistent``). Transforms that mix channels or pixels non-locally do not implement it.
         """
+        raise SelfVAEError(f"transform {self.spec!r} cannot renormalise a likelihood onto d(x) = y "
+                           "(only the box-average 'downscale' can)")
+
+    def block_constraint(self, probs: np.ndarray, y: np.ndarray) -> BlockConstraint:
+        """The per-pixel tables of a level's likelihood renormalised onto ``d(level) = y``, for coding and sampling
+        it (:class:`selfvae.renormalise.BlockConstraint`): ``probs`` the level's first channel's 256-way tables
+        ``[n, H, W, 256]``, ``y`` ``[n, H', W']`` the first channel of the level above. Renormalisable transforms
+        only; sampling and coding ask this instead of reading a transform's geometry."""
         raise SelfVAEError(f"transform {self.spec!r} cannot renormalise a likelihood onto d(x) = y "
                            "(only the box-average 'downscale' can)")
 
@@ -325,49 +331,13 @@ class Downscale(_Downscaler):
     renormalisable = True
 
     def log_mass_consistent(self, p: WindowTables, y: Tensor, dtype: torch.dtype = torch.float64) -> Tensor:
-        """``log P(d(x) = y)`` for independent pixels (see :meth:`Transform.log_mass_consistent`).
+        """``log P(d(x) = y)`` for independent pixels: :func:`selfvae.renormalise.log_mass_block_average`."""
+        return log_mass_block_average(p, y, self.factor, dtype)
 
-        A block of ``n = f * f`` pixels averages to ``y`` exactly when its sum lies in ``n y - n // 2 ..
-        n y + n - 1 - n // 2``, so each of its pixels lies in a window ``lo .. hi`` (``0 .. 1`` where ``y = 0``: most
-        of an MNIST digit). The sum's distribution is the convolution of the block's tables over the window, by
-        FFT; each block's mass is raised by a bound on the FFT's absolute error (1e-13 in float64, what
-        evaluation uses; 1e-6 in float32, what training uses), so the renormalised likelihood never exceeds the
-        exact one. Blocks are grouped by window width, so the cost follows the widths, not 256 values a pixel."""
-        b, h2, w2 = y.shape
-        f, n = self.factor, self.factor**2
-        first = lowest_block_sum(y.long(), f)  # the allowed sums: first .. first + n - 1
-        lo = (first - 255 * (n - 1)).clamp(min=0)
-        width = (first + n - 1).clamp(max=255) - lo + 1
-        # flat pixel index of each block's n pixels, [B, H', W', n]
-        rows = torch.arange(h2, device=y.device).view(h2, 1) * f + torch.arange(f, device=y.device)
-        cols = torch.arange(w2, device=y.device).view(w2, 1) * f + torch.arange(f, device=y.device)
-        within = rows.view(h2, 1, f, 1) * (w2 * f) + cols.view(1, w2, 1, f)
-        pixels = (torch.arange(b, device=y.device).view(b, 1, 1, 1) * (h2 * f * w2 * f)
-                  + within.reshape(1, h2, w2, n))
-        log_mass = torch.zeros(b * h2 * w2, dtype=dtype, device=y.device)
-        done = torch.zeros_like(width, dtype=torch.bool)
-        for length in _WINDOWS:
-            group = ((width <= length) & ~done).flatten().nonzero().squeeze(1)
-            done |= width <= length
-            if not len(group):
-                continue
-            g_lo = lo.flatten()[group]
-            tables = p.window_bin_probs(pixels.reshape(-1, n)[group].flatten(), g_lo.repeat_interleave(n), length,
-                                        dtype).view(len(group), n, length)
-            sums = _sum_distribution(tables)  # of the offsets from lo: [G, n (length - 1) + 1]
-            allowed = (first.flatten()[group] - n * g_lo).unsqueeze(1) + torch.arange(n, device=y.device)
-            top = n * (length - 1)
-            mass = (sums.gather(1, allowed.clamp(0, top)) * ((allowed >= 0) & (allowed <= top))).sum(1)
-            mass = mass + _FFT_ERROR[dtype]  # never below the exact mass: the bound stays valid
-            log_mass = log_mass.index_put((group,), torch.log(mass.clamp(min=_FFT_ERROR[dtype])))
-        return log_mass.view(b, -1).sum(1)
-
-
-def lowest_block_sum(y, factor: int):  # noqa: ANN001, ANN201 - an int64 tensor or numpy array, the same back
-    """The smallest sum of an ``f x f`` block that ``downscale:f`` maps to ``y``: ``(s + n // 2) // n = y`` for
-    ``n = f * f`` exactly when ``s`` is one of the ``n`` sums ``n y - n // 2 .. n y + n - 1 - n // 2``."""
-    n = factor * factor
-    return n * y - n // 2
+    def block_constraint(self, probs: np.ndarray, y: np.ndarray) -> BlockConstraint:
+        """The chain-rule tables of a level renormalised onto this average (coding and sampling:
+        :class:`~selfvae.renormalise.BlockConstraint`)."""
+        return BlockConstraint(probs, y, self.factor)
 
 
 @register_transform("downscale-bicubic")
@@ -397,33 +367,6 @@ class Grayscale(Transform):
         if x.shape[1] == 1:
             return x
         return _luma(x).to(torch.uint8)
-
-
-_WINDOWS = (2, 8, 32, 128, 256)  # window widths Downscale.log_mass_consistent groups blocks by
-# Above the absolute error of a sum's distribution by FFT (tables that sum to 1, up to 4096 terms; tested): added to
-# each block's mass, so a mass that rounding pulls down is never taken below the exact one, and tiny masses are
-# floored here rather than lost to rounding noise.
-_FFT_ERROR = {torch.float64: 1e-13, torch.float32: 1e-6}
-
-
-class WindowTables(Protocol):
-    """A likelihood with independent pixels that gives 256-way tables on windows of values (the first channel of
-    :class:`selfvae.distributions.DiscretizedLogisticMixture`)."""
-
-    def window_bin_probs(self, pixels: Tensor, lo: Tensor, length: int, dtype: torch.dtype) -> Tensor:
-        """Probabilities ``[P, length]`` of the values ``lo .. lo + length - 1`` (0 above 255) of the flat
-        pixels ``pixels`` ``[P]`` (index into ``B * H * W``)."""
-        ...
-
-
-def _sum_distribution(tables: Tensor) -> Tensor:
-    """Distribution ``[..., m (L - 1) + 1]`` of the sum of ``m`` independent values with ``L``-way ``tables``
-    ``[..., m, L]``: the product of their spectra (FFT long enough for no wrap-around)."""
-    m, top = tables.shape[-2], tables.shape[-2] * (tables.shape[-1] - 1)
-    if m == 1:
-        return tables[..., 0, :]
-    size = 1 << top.bit_length()  # a power of two above the largest sum
-    return torch.fft.irfft(torch.fft.rfft(tables, n=size, dim=-1).prod(dim=-2), n=size, dim=-1)[..., : top + 1]
 
 
 def _reflect101_index(n: int, pad: int, device: torch.device) -> Tensor:

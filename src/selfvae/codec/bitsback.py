@@ -43,11 +43,11 @@ from torch import Tensor
 from selfvae.codec.ans import Grid, Stack, StackUnderflow  # noqa: F401 - raised by Stack's pops
 from selfvae.codec.compute import ChunkRunner
 from selfvae.codec.container import MAX_SAMPLES
-from selfvae.constraint import BlockConstraint
 from selfvae.distributions import DiagonalGaussian
 from selfvae.errors import SelfVAEError
 from selfvae.models.selfvae import SelfVAE
 from selfvae.priors import CouplingStep, MixtureOfGaussians, RealNVP, StandardNormal
+from selfvae.renormalise import BlockConstraint
 
 
 @dataclass(frozen=True)
@@ -192,12 +192,12 @@ class BitsBackCoder:
 
     def constraint_of(self, i: int, params: Tensor, level_above: Tensor | None) -> BlockConstraint | None:
         """For a consistent model (``cfg.consistent``) and a level below the top: the first channel's tables
-        renormalised onto ``d(l_i) = l_{i-1}`` (:mod:`selfvae.constraint`); else None."""
+        renormalised onto ``d(l_i) = l_{i-1}`` (:mod:`selfvae.renormalise`); else None."""
         if i == 0 or not self.m.cfg.consistent:
             return None
         assert level_above is not None
         probs = self.run.map(lambda prm: self.m.likelihood(i, prm).bin_probs(0), params).numpy()
-        return BlockConstraint(probs, level_above[:, 0].numpy(), self.m.chain[self.m.K - i].factor)
+        return self.m.chain[self.m.K - i].block_constraint(probs, level_above[:, 0].numpy())
 
     def push_level(self, stack: Stack, i: int, level: Tensor, latent: Tensor, level_above: Tensor | None,
                    whole_mixture: bool = False) -> None:

@@ -29,10 +29,10 @@ import torch.nn.functional as F
 from torch import Tensor
 from tqdm import tqdm
 
-from selfvae.constraint import BlockConstraint, sample_tables
 from selfvae.distributions import DiscretizedLogisticMixture
 from selfvae.errors import SelfVAEError
 from selfvae.models.selfvae import SelfVAE, to_uint8
+from selfvae.renormalise import sample_tables
 
 Temperature = float | Sequence[float]  # one for every level, or one per latent level: u, z_1, ..., z_K
 
@@ -114,11 +114,11 @@ def decode_from(
 def sample_consistent(model: SelfVAE, k: int, p: DiscretizedLogisticMixture, y: Tensor) -> Tensor:
     """Level ``k + 1`` (uint8) drawn from ``p`` renormalised onto ``d(level) = y``: the model's own distribution
     when ``cfg.consistent`` (its blocks all average to ``y``). The first channel block by block
-    (:class:`selfvae.constraint.BlockConstraint`), later channels from their tables given the earlier ones."""
+    (:class:`selfvae.renormalise.BlockConstraint`), later channels from their tables given the earlier ones."""
     rng = np.random.default_rng(int(torch.randint(0, 2**62, ())))  # follows torch's seed
     d = model.chain[model.K - 1 - k]
     out = torch.zeros((y.shape[0], *model.shapes[k + 1]), dtype=torch.uint8)
-    first = BlockConstraint(p.bin_probs(0).double().cpu().numpy(), y[:, 0].cpu().numpy(), d.factor)
+    first = d.block_constraint(p.bin_probs(0).double().cpu().numpy(), y[:, 0].cpu().numpy())
     out[:, 0] = torch.from_numpy(first.sample(rng))
     for c in range(1, out.shape[1]):
         probs = p.bin_probs(c, model.target(out.to(p.params.device))).double().cpu().numpy()
