@@ -860,3 +860,22 @@ def test_a_file_is_never_larger_than_png_of_its_images():
     kept, kept_rep = codec.compress(trained, real)
     png_alone = sum(len(codec.classical_png(d.pixels)) for d in real)
     assert not kept_rep.png_instead and len(kept) < png_alone  # the trained model's file beats PNG: it stays
+
+
+def test_the_prior_codings_are_found_by_the_priors_class():
+    """A prior is coded by the coding registered for its class (or a base class); one without is refused naming
+    where a coding goes."""
+    from selfvae.codec.prior_coding import PRIOR_CODINGS, FlowCoding, coding_class
+    from selfvae.priors import PRIORS, Prior, RealNVP
+
+    assert set(PRIOR_CODINGS) == set(PRIORS.values())  # every registered prior can be coded
+
+    class Wider(RealNVP):
+        pass
+
+    class Unknown(Prior):
+        pass
+
+    assert coding_class(Wider((2, 4, 4), mid_channels=8, num_blocks=1, num_scales=1)) is FlowCoding
+    with pytest.raises(SelfVAEError, match="cannot code the prior Unknown .no coding registered for it in"):
+        coding_class(Unknown((2, 4, 4)))

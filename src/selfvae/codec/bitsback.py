@@ -43,10 +43,11 @@ from torch import Tensor
 from selfvae.codec.ans import Grid, Stack, StackUnderflow  # noqa: F401 - raised by Stack's pops
 from selfvae.codec.compute import ChunkRunner
 from selfvae.codec.container import MAX_SAMPLES
+from selfvae.codec.prior_coding import coding_class
 from selfvae.distributions import DiagonalGaussian
 from selfvae.errors import SelfVAEError
 from selfvae.models.selfvae import SelfVAE
-from selfvae.priors import CouplingStep, MixtureOfGaussians, RealNVP, StandardNormal
+from selfvae.priors import CouplingStep
 from selfvae.renormalise import BlockConstraint
 
 
@@ -124,19 +125,12 @@ class BitsBackCoder:
             raise SelfVAEError(f"flow_noise {params.flow_noise}: the noise 2**-flow_noise must span at least 8 steps "
                                f"of the flow grid 2**-{params.flow_precision}")
         self.flow_grid = Grid(params.flow_precision, range_log2=7)  # holds every refined coarse value
-        self._fine_per_bin = 2 ** (params.flow_precision - params.precision)
+        self.fine_per_bin = 2 ** (params.flow_precision - params.precision)
         sigma_steps = 2.0 ** (params.flow_precision - params.flow_noise)
         self._pop_radius = float(self.flow_grid.radius(np.array([sigma_steps]))[0])  # a coupling's forward pop
         self.latent_shape = tuple(model.cfg.latent_shape)
-        prior = model.p_u
-        if isinstance(prior, StandardNormal):
-            self.push_prior, self.pop_prior = self._push_standard, self._pop_standard
-        elif isinstance(prior, MixtureOfGaussians):
-            self.push_prior, self.pop_prior = self._push_mog, self._pop_mog
-        elif isinstance(prior, RealNVP):
-            self.push_prior, self.pop_prior = self._push_flow, self._pop_flow
-        else:
-            raise SelfVAEError(f"the codec cannot code the prior {type(prior).__name__}")
+        self.prior_coding = coding_class(model.p_u)(self)  # how u is coded under this prior (codec.prior_coding)
+        self.push_prior, self.pop_prior = self.prior_coding.push, self.prior_coding.pop
 
     # ------------------------------------------------------------------ model pieces, chunked
     def _gaussian(self, fn: Callable[..., DiagonalGaussian], *inputs: Tensor) -> tuple[np.ndarray, np.ndarray]:
@@ -255,16 +249,7 @@ class BitsBackCoder:
     def push_q(self, stack: Stack, j: int, level: Tensor, latent: Tensor) -> None:
         self.push_gaussian(stack, latent, *self.q(j, level), tight=True)
 
-    # standard normal
-    def _push_standard(self, stack: Stack, u: Tensor) -> None:
-        zero = np.zeros(u.shape)
-        self.push_gaussian(stack, u, zero, zero + 1.0)
-
-    def _pop_standard(self, stack: Stack, n: int) -> Tensor:
-        zero = np.zeros((n, *self.latent_shape))
-        return self.pop_gaussian(stack, zero, zero + 1.0)
-
-    # mixture of Gaussians: bits back on the component
+    # mixture of Gaussians: what its coding (codec.prior_coding.MixtureCoding) needs
     def mixture_parts(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The mixture prior's means, standard deviations and weights (float64)."""
         return tuple(t.numpy() for t in self.m.p_u.components(torch.float64))
@@ -273,21 +258,7 @@ class BitsBackCoder:
         """``[n, K]`` float64: which of the mixture prior's components drew each ``u``."""
         return self.run.map(self.m.p_u.responsibilities, u).numpy()
 
-    def _push_mog(self, stack: Stack, u: Tensor) -> None:
-        means, std, w = self.mixture_parts()
-        c = stack.pop_categorical(self.responsibilities(u))
-        flat = u.flatten(1)
-        stack.push_gaussian(self.grid.index(flat.double().numpy()), means[c], std[c], self.grid)
-        stack.push_categorical(c, np.broadcast_to(w, (len(c), len(w))))
-
-    def _pop_mog(self, stack: Stack, n: int) -> Tensor:
-        means, std, w = self.mixture_parts()
-        c = stack.pop_categorical(np.broadcast_to(w, (n, len(w))))
-        u = self.latent_values(stack.pop_gaussian(means[c], std[c], self.grid)).view(n, *self.latent_shape)
-        stack.push_categorical(c, self.responsibilities(u))
-        return u
-
-    # RealNVP: local bits-back, one coupling at a time
+    # RealNVP: what its local bits-back coding (codec.prior_coding.FlowCoding) needs, one coupling at a time
     def _affine(self, step: CouplingStep, x: Tensor, changed: Tensor) -> tuple[np.ndarray, np.ndarray]:
         """``s`` and ``t`` of the coupling at its changed entries (``[n, m]`` float64), from the kept entries
         only: the changed ones are zeroed first, so encoder and decoder feed the nets identical bits."""
@@ -330,59 +301,27 @@ class BitsBackCoder:
         self.through_flow(u, self.m.p_u.coupling_steps(), forward)
         return out
 
-    def _reach(self, s: np.ndarray) -> np.ndarray:
+    def reach(self, s: np.ndarray) -> np.ndarray:
         """Window half-width (grid steps) that holds a coupling's input given its output: the input differs
         from ``y exp(-s) - t`` by the forward pop's offset (at most its window radius plus half a step from
         the window's centre) times ``exp(-s)``, and the window's own centre is rounded by half a step."""
         return (self._pop_radius + 0.5) * np.exp(-s) + 1.0
 
-    def _refine(self, stack: Stack, k: np.ndarray) -> Tensor:
+    def refine(self, stack: Stack, k: np.ndarray) -> Tensor:
         """Coarse grid indices ``k`` -> fine-grid values, popping each one's position inside its bin."""
-        r = self._fine_per_bin
+        r = self.fine_per_bin
         kf = k * r + stack.pop_uniform(r, k.shape) - r // 2 if r > 1 else k
         return torch.from_numpy(self.flow_grid.value(kf)).float()
 
-    def _coarsen(self, stack: Stack, h: Tensor) -> np.ndarray:
+    def coarsen(self, stack: Stack, h: Tensor) -> np.ndarray:
         """Fine-grid values ``h`` -> coarse grid indices, pushing each one's position inside its bin (the
-        inverse of :meth:`_refine`)."""
-        r = self._fine_per_bin
+        inverse of :meth:`refine`)."""
+        r = self.fine_per_bin
         kf = self.flow_grid.index(h.double().numpy())
         k = (kf + r // 2) // r
         if r > 1:
             stack.push_uniform(kf + r // 2 - k * r, r)
         return k
-
-    def _push_flow(self, stack: Stack, u: Tensor) -> None:
-        fine, sigma = self.flow_grid, 2.0**-self.p.flow_noise
-
-        def forward(x_b: np.ndarray, s: np.ndarray, t: np.ndarray) -> np.ndarray:
-            y = fine.value(stack.pop_gaussian((x_b + t) * np.exp(s), np.full(x_b.shape, sigma), fine, tight=True))
-            stack.push_gaussian(fine.index(x_b), y * np.exp(-s) - t, sigma * np.exp(-s), fine, tight=True,
-                                reach=self._reach(s))
-            return y
-
-        v = self.through_flow(self._refine(stack, self.grid.index(u.double().numpy())), self.m.p_u.coupling_steps(),
-                          forward)
-        # v under N(0, 1): its coarse bin, and its place in the bin uniformly (the same bits as the fine grid to
-        # first order, and no 24-bit coder over 2**23 values, whose floor probabilities would take half its mass)
-        k = self._coarsen(stack, v)
-        if np.any(np.abs(k) > self.grid.limit):
-            raise SelfVAEError(f"the flow maps a latent beyond +-{self.grid.limit * self.grid.delta:g}; cannot code it")
-        stack.push_gaussian(k, np.zeros(k.shape), np.ones(k.shape), self.grid)
-
-    def _pop_flow(self, stack: Stack, n: int) -> Tensor:
-        fine, sigma = self.flow_grid, 2.0**-self.p.flow_noise
-        shape = (n, *self.latent_shape)
-
-        def inverse(y_b: np.ndarray, s: np.ndarray, t: np.ndarray) -> np.ndarray:
-            x = fine.value(stack.pop_gaussian(y_b * np.exp(-s) - t, sigma * np.exp(-s), fine, tight=True,
-                                              reach=self._reach(s)))
-            stack.push_gaussian(fine.index(y_b), (x + t) * np.exp(s), np.full(y_b.shape, sigma), fine, tight=True)
-            return x
-
-        v = self._refine(stack, stack.pop_gaussian(np.zeros(shape), np.ones(shape), self.grid))
-        h = self.through_flow(v, self.m.p_u.coupling_steps()[::-1], inverse)
-        return self.latent_values(self._coarsen(stack, h))
 
     # ------------------------------------------------------------------ whole groups
     def latent_name(self, j: int) -> str:
@@ -448,10 +387,9 @@ class BitsBackCoder:
 
     def initial_words(self, x: Tensor) -> int:
         """32-bit words :meth:`encode` on ``x`` takes from an empty stack, estimated from below: its posterior's
-        discretised entropy, and for a RealNVP prior each latent value's position on the flow's finer grid, plus
+        discretised entropy, and what the prior's coding adds (a RealNVP's: each value's place on its finer grid), plus
         one (the flow's coupling pops, mostly funded by what the image pushed, are left out)."""
         _, std = self.q(self.m.K, self.m.levels(x)[-1])
         bits = np.maximum(np.log2(std / self.grid.delta) + 0.5 * np.log2(2 * np.pi * np.e), 0.0).sum()
-        if isinstance(self.m.p_u, RealNVP):
-            bits += len(x) * np.prod(self.latent_shape) * np.log2(self._fine_per_bin)
+        bits += self.prior_coding.initial_bits(len(x))
         return int(np.ceil(bits / 32)) + 1

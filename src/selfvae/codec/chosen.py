@@ -30,8 +30,8 @@ from torch import Tensor
 
 from selfvae.codec.ans import Grid, Stack
 from selfvae.codec.bitsback import BitsBackCoder, Hook, Latents, Levels, LossyTop, growth_hook
+from selfvae.codec.prior_coding import coding_class
 from selfvae.models.selfvae import SelfVAE
-from selfvae.priors import MixtureOfGaussians, RealNVP, StandardNormal, std_normal_log_prob
 from selfvae.runtime import torch_threads
 
 PRECISIONS = (0, 1, 2)  # the grids 2**-p the encoder tries for a chosen image (mnist-vae takes 0 or 1)
@@ -51,42 +51,18 @@ class ChosenCoder:
     def __init__(self, coder: BitsBackCoder, precision: int) -> None:
         self.c = coder
         self.grid = Grid(precision)
-        self.prior = coder.m.p_u
 
     # ------------------------------------------------------------------ u under its prior
     def latent_values(self, k: np.ndarray) -> Tensor:
         return self.c.latent_values(k, self.grid).view(-1, *self.c.latent_shape)
 
-    def _flow_inverse(self, v: Tensor) -> Tensor:
-        """``u = f^-1(v)`` one coupling at a time on the coder's fixed chunks: both sides compute it identically."""
-        return self.c.through_flow(v, self.prior.coupling_steps()[::-1], lambda y, s, t: y * np.exp(-s) - t)
-
     def _u_of(self, k: np.ndarray) -> Tensor:
         """The ``u`` that the grid indices sent for it give (for a flow they index ``v = f(u)``)."""
-        return self._flow_inverse(self.latent_values(k)) if isinstance(self.prior, RealNVP) else self.latent_values(k)
+        return self.c.prior_coding.from_base(self.latent_values(k))
 
     def rounded(self, start: list[Tensor]) -> list[np.ndarray]:
         """Grid indices of the continuous latents ``start`` (:func:`posterior_means`) rounded to this grid."""
         return [self.grid.index(t.double().numpy()) for t in start]
-
-    def _push_u(self, stack: Stack, k: np.ndarray, u: Tensor) -> None:
-        if isinstance(self.prior, MixtureOfGaussians):  # the component that explains u best, then u under it
-            means, std, w = self.c.mixture_parts()
-            comp = self.c.responsibilities(u).argmax(1)
-            stack.push_gaussian(k.reshape(len(comp), -1), means[comp], std[comp], self.grid)
-            stack.push_categorical(comp, np.broadcast_to(w, (len(comp), len(w))))
-            return
-        assert isinstance(self.prior, (StandardNormal, RealNVP))
-        stack.push_gaussian(k, np.zeros(k.shape), np.ones(k.shape), self.grid)
-
-    def _pop_u(self, stack: Stack, n: int) -> Tensor:
-        shape = (n, *self.c.latent_shape)
-        if isinstance(self.prior, MixtureOfGaussians):
-            means, std, w = self.c.mixture_parts()
-            comp = stack.pop_categorical(np.broadcast_to(w, (n, len(w))))
-            return self.latent_values(stack.pop_gaussian(means[comp], std[comp], self.grid))
-        u = self.latent_values(stack.pop_gaussian(np.zeros(shape), np.ones(shape), self.grid))
-        return self._flow_inverse(u) if isinstance(self.prior, RealNVP) else u
 
     # ------------------------------------------------------------------ whole groups
     def encode(self, stack: Stack, x: Tensor, keys: list[np.ndarray], hook: Hook | None = None,
@@ -113,7 +89,7 @@ class ChosenCoder:
             hook(c.latent_name(j))
         c.push_level(stack, 0, levels[0], latents[0], None, whole_mixture=True)
         hook(c.level_name(0))
-        self._push_u(stack, k_u, u)
+        self.c.prior_coding.push_chosen(stack, k_u, u, self.grid)
         hook("u")
 
     def decode(self, stack: Stack, n: int, on_level: Callable[[int, Tensor], None] | None = None,
@@ -122,7 +98,7 @@ class ChosenCoder:
         :meth:`BitsBackCoder.decode` (with ``lossy`` the result is its reconstruction of ``x``)."""
         c = self.c
         top = c.m.K if lossy is None else c.m.K - 1
-        latent = self._pop_u(stack, n)
+        latent = self.c.prior_coding.pop_chosen(stack, n, self.grid)
         level = c.pop_level(stack, 0, latent, None, whole_mixture=True)
         if on_level:
             on_level(0, level)
@@ -163,11 +139,7 @@ def encode_cheapest(coder: BitsBackCoder, stack: Stack, x: Tensor, searched: lis
 def posterior_means(coder: BitsBackCoder, levels: Levels) -> list[Tensor]:
     """The continuous latents ``[u, z_1, ..., z_K]`` a chosen code rounds or :func:`search` starts from: the
     posterior means, ``u``'s in a flow prior's base space (``v = f(mu)``)."""
-    prior = coder.m.p_u
-    mu_u = torch.from_numpy(coder.q(0, levels[0])[0]).float()
-    if isinstance(prior, RealNVP):
-        with torch.inference_mode():
-            mu_u = prior(mu_u)[0]
+    mu_u = coder.prior_coding.to_base(torch.from_numpy(coder.q(0, levels[0])[0]).float())
     return [mu_u, *(torch.from_numpy(coder.q(j, levels[j])[0]).float() for j in range(1, coder.m.K + 1))]
 
 
@@ -191,14 +163,7 @@ def chosen_nats(model: SelfVAE, levels: Levels, free: list[Tensor], delta: float
     """``[n]``: about the nats :meth:`ChosenCoder.encode` takes to send ``levels`` with the latents ``free``
     (``[u, z_1, ..., z_K]``, ``u``'s in the flow's base space) rounded to the grid ``delta``, up to a constant:
     the latents under their priors (densities), the levels under the whole mixtures. Differentiable in ``free``."""
-    prior = model.p_u
-    top = _on_grid(free[0], delta)
-    if isinstance(prior, RealNVP):
-        nats, latent = -std_normal_log_prob(top), prior.inverse(top)
-    elif isinstance(prior, MixtureOfGaussians):  # the best component, as _push_u sends it
-        nats, latent = -prior.component_log_probs(top).max(1).values, top
-    else:
-        nats, latent = -std_normal_log_prob(top), top
+    nats, latent = coding_class(model.p_u).chosen_nats(model.p_u, _on_grid(free[0], delta))
     nats = nats - model.p_y_given(latent).log_prob(model.target(levels[0]))
     for k in range(model.K):
         z = _on_grid(free[k + 1], delta)

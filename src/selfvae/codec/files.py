@@ -40,7 +40,6 @@ from selfvae.codec.importance import ImportanceCoder
 from selfvae.codec.lossy import QuantisedZ
 from selfvae.errors import SelfVAEError
 from selfvae.models.selfvae import SelfVAE
-from selfvae.priors import RealNVP
 
 __all__ = ["CodingParams", "CodecError", "CompressReport", "InputImage", "QuantisedZ", "compress", "decompress",
            "model_id", "nelbo_bits", "read_model_hint"]
@@ -87,8 +86,7 @@ def probe(coder: BitsBackCoder) -> str:
     if coder.p.mixture_bits_back:  # the component posterior and one component's table
         k = coder.component_probs(0, params, level)
         parts += [k, coder.channel_probs(0, params, level, 0, k.argmax(-1))]
-    if isinstance(coder.m.p_u, RealNVP):
-        parts += coder.flow_probe(u)
+    parts += coder.prior_coding.probe(u)
     if coder.m.cfg.consistent and coder.m.K:  # a renormalised level's first conditional table (numpy FFT)
         levels = coder.m.levels(x)
         z = coder.latent_values(coder.grid.index(coder.q(1, levels[1])[0]))
