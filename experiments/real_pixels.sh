@@ -7,8 +7,10 @@
 # Answer so far (2026-11-26, 2-core CPU, one thread a run; docs/RESULTS.md "Real pixels"):
 # - Fine-tuning the shipped JPEG-trained weights on the official images (the authors' flips and whole-pixel shifts,
 #   EMA, cosine over the CPU clock) pays at once: the VAE's validation ELBO 5.13 -> 4.73 in 250 steps (7 CPU-min),
-#   4.66 at 1250 steps (34 CPU-min), still falling. Training from scratch on 4745 images starts at 6.7 after 100
-#   steps (srVAE): far behind the fine-tune at any budget this session could give.
+#   4.66 at 1250 steps (34 CPU-min), 4.6128 at 82 CPU-min as the rate annealed; shipped: test ELBO 4.5646 on
+#   the 717 official test images (was 5.1312). The srVAE (fb100's 200 steps, then 775 without free bits, 60
+#   CPU-min in all): 4.9915, 4.7117 renormalised (was 5.6061 / 5.3359). Training from scratch on 4745 images
+#   stands at 6.7 after 100 steps (srVAE): far behind the fine-tune at any budget this session could give.
 # - The srVAE's z collapses in the first 100 steps from scratch (KL_z 5.8 -> 1.9 nats, 0 of 1024 units active at
 #   the first validation; u: 998 active). From the collapsed shipped weights, neither remedy that is a setting
 #   revives it: free bits (100 nats) buys 57 nats of KL that carry nothing (the posterior mean moved by the same

@@ -209,7 +209,7 @@ def test_a_colour_photo_through_the_natural_image_model_in_a_real_browser(rgb_se
 
     browser.get(rgb_server)
     body = lambda: browser.find_element(By.TAG_NAME, "body").text  # noqa: E731
-    _wait(browser, lambda: "cifar10-srvae-small" in body() and "trained on cifar10-jpeg" in body(), "the model")
+    _wait(browser, lambda: "cifar10-srvae-small" in body() and "trained on cifar10-official-part" in body(), "the model")
     for src in _upload(browser, photo):
         pic = np.asarray(_picture(src)).astype(int)
         assert pic.std() > 10 and np.abs(pic[..., 0] - pic[..., 2]).mean() > 5  # not blank, not grey
@@ -221,7 +221,7 @@ def test_the_page_offers_the_shipped_models_and_switches_between_them(demo_run, 
     models = DemoModels(_demo(demo_run))
     assert models.names[0] == str(demo_run) and {"cifar10-srvae-small", "cifar10-vae-small"} <= set(models.names)
     rgb = models.get("cifar10-vae-small")
-    assert "trained on cifar10-jpeg" in rgb.describe()
+    assert "trained on cifar10-official-part" in rgb.describe()
     seen, superres, modes = rgb.image(str(photo), 0)
     assert superres is None and seen.shape[2] == 3 and np.abs(seen[..., 0].astype(int) - seen[..., 2]).mean() > 5
     with pytest.raises(SelfVAEError, match="not one of the models"):
