@@ -303,7 +303,7 @@ def test_file_decodes_in_a_fresh_process_with_other_threads(tmp_path):
                                                                       (0, 0))) for im in images]))
     run = [sys.executable, "-m", "selfvae.cli"]
     res = subprocess.run([*run, "compress", str(tmp_path), str(tmp_path / "in.npz"), "-o", str(tmp_path / "f.svae"),
-                          "--threads", "1", "--json"], capture_output=True, text=True, check=True)
+                          "--threads", "1", "--json", "--model-only"], capture_output=True, text=True, check=True)
     report = json.loads(res.stdout)
     assert report["bits_per_dim"] > 0 and report["nelbo_bits_per_dim"] > 0 and report["n_images"] == 20
     subprocess.run([*run, "decompress", str(tmp_path / "f.svae"), "-o", str(tmp_path / "out"), "--threads", "2",
