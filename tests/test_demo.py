@@ -209,7 +209,8 @@ def test_a_colour_photo_through_the_natural_image_model_in_a_real_browser(rgb_se
 
     browser.get(rgb_server)
     body = lambda: browser.find_element(By.TAG_NAME, "body").text  # noqa: E731
-    _wait(browser, lambda: "cifar10-srvae-small" in body() and "trained on cifar10-official-part" in body(), "the model")
+    _wait(browser, lambda: "cifar10-srvae-small" in body() and "trained on cifar10-official-part" in body(),
+          "the model")
     for src in _upload(browser, photo):
         pic = np.asarray(_picture(src)).astype(int)
         assert pic.std() > 10 and np.abs(pic[..., 0] - pic[..., 2]).mean() > 5  # not blank, not grey
