@@ -200,6 +200,13 @@ class Model(SelfVAE):
         """``y`` as image level ``y_level`` (1-based; ``K + 1`` is x) of this model, uint8 on its device."""
         return as_images(y, self.shapes[level - 1], what).to(self.device)
 
+    def enlargements(self) -> dict[int, int]:
+        """``{factor: level}``: the factor by which x is larger than each image level ``y_level`` (1-based; srVAE:
+        ``{2: 1}``; a two-level model: ``{4: 1, 2: 2}``; a sketch model: ``{1: 1}``, conditional generation), the
+        super-resolutions it can do."""
+        side = self.shapes[-1][-1]
+        return {side // s[-1]: k + 1 for k, s in enumerate(self.shapes[:-1])}
+
     # ----- density -------------------------------------------------------------------------------------------
     @torch.no_grad()
     def bits_per_dim(self, x: ImageLike, iw_samples: int = 1, seed: int = 0, batch_size: int = 32,
@@ -296,9 +303,9 @@ class Model(SelfVAE):
         batch of the level's size, or one image of any size, super-resolved tile by tile with blended seams
         (``overlap`` pixels of neighbouring tiles blended; ``progress``: a bar over the tiles).
         Returns uint8 ``[N, C, factor H, factor W]``."""
-        sides = {self.shapes[-1][1] // s[1]: k + 1 for k, s in enumerate(self.shapes[:-1]) if s[1] < self.shapes[-1][1]}
+        sides = self.enlargements()
         if factor not in sides:
-            ok = ", ".join(map(str, sorted(sides))) or "nothing (its levels are the image's size)"
+            ok = ", ".join(map(str, sorted(sides))) or "nothing (a plain VAE has no image level y)"
             raise SelfVAEError(f"factor={factor}: this model super-resolves by {ok}")
         level = sides[factor]
         if seed is not None:
@@ -369,9 +376,7 @@ def _size_of(y: ImageLike) -> tuple[int, int]:
         return image_size(Path(y))[1]
     if isinstance(y, Image.Image):
         return y.height, y.width
-    t = torch.as_tensor(np.asarray(y)) if not isinstance(y, Tensor) else y
-    first = _channels_first(t if t.dtype == torch.uint8 else t.float(), "y")
-    return int(first.shape[2]), int(first.shape[3])
+    return _shape_of(y, "y")[1:]
 
 
 def _bound(m: dict[str, Any]) -> Bound:
@@ -480,6 +485,7 @@ def _array_of(data: DataLike, what: str) -> np.ndarray:
 
 
 def _shape_of(x: Tensor | np.ndarray, what: str) -> tuple[int, int, int]:
+    """(C, H, W) of the images of a tensor or array in any layout :func:`as_images` takes."""
     t = torch.as_tensor(x) if isinstance(x, np.ndarray) else x
     first = _channels_first(t if t.dtype == torch.uint8 else t.float().clamp(0, 1), what)
     return tuple(int(v) for v in first.shape[1:])

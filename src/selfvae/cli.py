@@ -225,8 +225,7 @@ def cmd_superres(args: argparse.Namespace) -> None:
 def _superres_level(model: Any, factor: int) -> int:
     """The level whose images ``--factor`` enlarges to x: ``y_K`` for the model's last factor, coarser ones for
     products of its factors (a 2-level downscaling model: 2 from y_2, 4 from y_1)."""
-    x_side = model.shapes[-1][-1]
-    factors = {x_side // model.shapes[k - 1][-1]: k for k in range(1, model.K + 1)}
+    factors = model.enlargements()
     if factor not in factors:
         raise SelfVAEError(f"--factor {factor}: this model enlarges by "
                            + " or ".join(f"{f} (from y_{k})" for f, k in sorted(factors.items())))

@@ -176,31 +176,31 @@ def _no_larger_than_png(data: bytes, report: CompressReport, args: tuple,
     sent without the model, the PNG in the payload), so every reader decodes it; ``report.png_instead`` says so.
     A file is then never larger than that PNG and its header."""
     images, all_tiles = args[1], args[2]
-    every = np.ones(len(all_tiles), dtype=bool)
-    png_bytes = len(classical_png(to_mosaic(all_tiles.numpy(), _mosaic_cols(images, every, shape))))
-    if png_bytes >= report.file_bytes - report.header_bytes:
+    png = fallback_png(images, all_tiles.numpy(), np.ones(len(all_tiles), dtype=bool), shape)
+    if len(png) >= report.file_bytes - report.header_bytes:
         return data, report
-    png, png_report = _compress(*args, None, 0, every_tile_raw=True)
-    if len(png) >= len(data):
+    png_file, png_report = _compress(*args, None, 0, every_tile_png=png)
+    if len(png_file) >= len(data):
         return data, report
     png_report.png_instead = True
-    return png, png_report
+    return png_file, png_report
 
 
 def _compress(model: SelfVAE, images: list[InputImage], all_tiles: torch.Tensor, tile_bits: np.ndarray,
               params: CodingParams, group: int, threads: int, progress: bool, model_hint: str,
               lossy: QuantisedZ | None, search_steps: int | None,
-              every_tile_raw: bool = False) -> tuple[bytes, CompressReport]:
+              every_tile_png: bytes | None = None) -> tuple[bytes, CompressReport]:
     """Code ``images`` (cut into ``all_tiles``, whose negative ELBO is ``tile_bits``) into one file's bytes; the
     report splits the size into parts. With ``lossy`` only
     ``y = d(x)`` and what ``lossy`` keeps of ``z_K`` are coded (:mod:`selfvae.codec.lossy`). ``search_steps``:
     how long the encoder searches the latents of the images coded without bits back (:func:`chosen.search`;
     0: the rounded posterior means only; None: :data:`~selfvae.codec.chosen.SEARCH_STEPS` for a file of at most
     :data:`~selfvae.codec.chosen.SEARCH_MAX_TILES` tiles, where those images are a noticeable part of it, else
-    0); the decoder does not need it. ``every_tile_raw``: send every tile without the model (one PNG of them)."""
+    0); the decoder does not need it. ``every_tile_png``: send every tile without the model, as this PNG of them
+    (:func:`fallback_png`, made already by the caller)."""
     shape = model.shapes[-1]
     raw = raw_tiles(tile_bits, shape) if lossy is None else np.zeros(len(all_tiles), dtype=bool)
-    if every_tile_raw:  # the PNG-instead file (_no_larger_than_png)
+    if every_tile_png is not None:  # the PNG-instead file (_no_larger_than_png)
         raw = np.ones(len(all_tiles), dtype=bool)
     coded = all_tiles[torch.from_numpy(~raw)]
     if search_steps is None:
@@ -213,8 +213,9 @@ def _compress(model: SelfVAE, images: list[InputImage], all_tiles: torch.Tensor,
             bar = tqdm(total=len(all_tiles), desc="compress", unit="img", disable=not progress)
             base, fallback = Stack(), None
             if raw.any():  # under everything: the decoder takes them last, and bits-back pops can draw on them
-                fallback = _push_fallback(base, all_tiles[torch.from_numpy(raw)].numpy(), _mosaic_cols(images, raw,
-                                                                                                         shape))
+                tiles = all_tiles[torch.from_numpy(raw)].numpy()
+                fallback = _push_fallback(base, tiles, every_tile_png or fallback_png(images, tiles, raw, shape),
+                                          _mosaic_cols(images, raw, shape))
                 parts["raw"] += 8.0 * (fallback["bytes"] if fallback else int(raw.sum()) * int(np.prod(shape)))
                 bar.update(int(raw.sum()))
             recon: dict[int, torch.Tensor] = {}
@@ -265,10 +266,16 @@ def _mosaic_cols(images: list[InputImage], raw: np.ndarray, shape: tuple[int, in
     return max(1, min(cols, int(raw.sum())))
 
 
-def _push_fallback(stack: Stack, tiles: np.ndarray, cols: int) -> dict | None:
-    """Push the tiles sent without the model: as one PNG of their mosaic (its bytes as 8-bit symbols) where that
-    is smaller than their raw values, else raw. Returns the header's ``fallback`` entry (None: raw)."""
-    png = classical_png(to_mosaic(tiles, cols))
+def fallback_png(images: list[InputImage], tiles: np.ndarray, raw: np.ndarray, shape: tuple[int, int, int]) -> bytes:
+    """One PNG of the ``tiles`` sent without the model (those of the flags ``raw``) as a file carries them: their
+    mosaic, laid out as the image with most of them is (:func:`_mosaic_cols`)."""
+    return classical_png(to_mosaic(tiles, _mosaic_cols(images, raw, shape)))
+
+
+def _push_fallback(stack: Stack, tiles: np.ndarray, png: bytes, cols: int) -> dict | None:
+    """Push the tiles sent without the model: as ``png``, one PNG of their mosaic (:func:`fallback_png`; its bytes
+    as 8-bit symbols) where that is smaller than their raw values, else raw. Returns the header's ``fallback``
+    entry (None: raw)."""
     if len(png) >= tiles.size:
         stack.push_uniform(tiles, 256)
         return None

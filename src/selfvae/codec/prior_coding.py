@@ -13,7 +13,8 @@ and the file's machine probe (:mod:`selfvae.codec.files`) ask it, never the prio
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -23,14 +24,34 @@ from selfvae.codec.ans import Grid, Stack
 from selfvae.errors import SelfVAEError
 from selfvae.priors import MixtureOfGaussians, Prior, RealNVP, StandardNormal, std_normal_log_prob
 
-if TYPE_CHECKING:
-    from selfvae.codec.bitsback import BitsBackCoder
+
+class Coder(Protocol):
+    """What a coding uses of its :class:`~selfvae.codec.bitsback.BitsBackCoder` (named here, not imported: the
+    coder builds its coding)."""
+
+    m: Any  # the model
+    p: Any  # its CodingParams
+    grid: Grid
+    flow_grid: Grid
+    fine_per_bin: int
+    latent_shape: tuple[int, ...]
+
+    def latent_values(self, k: np.ndarray, grid: Grid | None = None) -> Tensor: ...
+    def push_gaussian(self, stack: Stack, latent: Tensor, mu: np.ndarray, std: np.ndarray) -> None: ...
+    def pop_gaussian(self, stack: Stack, mu: np.ndarray, std: np.ndarray) -> Tensor: ...
+    def mixture_parts(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
+    def responsibilities(self, u: Tensor) -> np.ndarray: ...
+    def through_flow(self, h: Tensor, steps: list, code: Callable[..., np.ndarray]) -> Tensor: ...
+    def flow_probe(self, u: Tensor) -> list[np.ndarray]: ...
+    def reach(self, s: np.ndarray) -> np.ndarray: ...
+    def refine(self, stack: Stack, k: np.ndarray) -> Tensor: ...
+    def coarsen(self, stack: Stack, h: Tensor) -> np.ndarray: ...
 
 
 class PriorCoding:
     """The coding of ``u`` under one kind of prior, for the coder ``c`` (its grids, stack helpers and model)."""
 
-    def __init__(self, coder: BitsBackCoder) -> None:
+    def __init__(self, coder: Coder) -> None:
         self.c = coder
 
     # ----- bits-back coding (lossless files)

@@ -18,12 +18,12 @@ every whole tile of their photographs (so their bits/dim are those of the whole 
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from selfvae.cache import cache_dir, load_array, save_array
 from selfvae.data.images import convert_channels, read_pixels
 from selfvae.errors import SelfVAEError
 
@@ -64,29 +64,15 @@ def downscaled(path: Path, short_side: int = SHORT_SIDE) -> np.ndarray:
     return np.asarray(Image.fromarray(x).resize(size, Image.Resampling.BOX), dtype=np.uint8)
 
 
-def _cache_dir() -> Path:
-    root = os.environ.get("SELFVAE_CACHE")
-    return (Path(root).expanduser() if root else Path.home() / ".cache" / "selfvae") / "photos"
-
-
 def _cached(path: Path) -> np.ndarray:
     """:func:`downscaled` through the cache, keyed by the file's path, size and time and the target side."""
     st = path.stat()
     key = hashlib.sha256(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{SHORT_SIDE}".encode()).hexdigest()[:20]
-    file = _cache_dir() / f"{key}.npy"
-    if file.is_file():
-        try:
-            return np.load(file, allow_pickle=False)
-        except (OSError, ValueError):
-            pass  # a damaged cache entry: made again
-    x = downscaled(path)
-    try:
-        file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = file.with_name(f"{file.stem}.{os.getpid()}.tmp.npy")
-        np.save(tmp, x)
-        tmp.replace(file)
-    except OSError:
-        pass  # a read-only home: read again next time
+    file = cache_dir("photos") / f"{key}.npy"
+    x = load_array(file)
+    if x is None:
+        x = downscaled(path)
+        save_array(file, x)
     return x
 
 

