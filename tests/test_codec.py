@@ -201,6 +201,17 @@ def test_damaged_truncated_and_foreign_files_are_refused():
         decompress(other, data, name="f.svae")
 
 
+def test_a_model_off_the_cpu_is_refused_with_what_to_do():
+    """GPU kernels differ between runs and cards, so a file coded there might decode nowhere: the codec refuses
+    (tests/test_device.py checks a CUDA model; the meta device stands in for it here)."""
+    _, model = tiny_model("downscale", "standard")
+    data, _ = compress(model, digits(1))
+    model.to("meta")
+    for call in (lambda: compress(model, digits(1)), lambda: decompress(model, data)):
+        with pytest.raises(CodecError, match=r"on meta: the codec computes on the CPU.*model\.cpu\(\)"):
+            call()
+
+
 def test_progressive_prefix_decodes_y_first():
     _, model = tiny_model("downscale,downscale", "standard")
     image = digits(1)

@@ -151,6 +151,28 @@ def test_sampling_stays_on_the_device(device):
     assert all(y.device.type == torch.device(device).type and y.dtype == torch.uint8 for y in chain)
 
 
+def test_a_model_trained_on_the_device_codes_on_the_cpu_and_is_refused_there(device):
+    """The codec computes on the CPU (files must decode on any machine): a model on the device is refused with what
+    to do, and the same model moved to the CPU codes its images exactly."""
+    from selfvae.codec import CodecError, compress, decompress
+    from selfvae.codec.images import InputImage
+
+    model = _model().to(device)
+    x = torch.randint(0, 256, (8, 1, 16, 16), dtype=torch.uint8, generator=torch.Generator().manual_seed(2))
+    model.bpd(model.terms(x.to(device)).nelbo).mean().backward()
+    with torch.no_grad():
+        for p in model.parameters():
+            p -= 1e-3 * p.grad.sign()  # one step on the device, so the weights are the device's own
+    images = [InputImage(f"{i}", im.permute(1, 2, 0).numpy()) for i, im in enumerate(x[:3])]
+    if device != "cpu":
+        with pytest.raises(CodecError, match="the codec computes on the CPU"):
+            compress(model, images)
+    model = model.cpu()
+    data, _ = compress(model, images, png_instead=False)
+    back = decompress(model, data)
+    assert all((a == b.pixels).all() for a, b in zip(back.images, images, strict=True))
+
+
 def _cli(*args: str, cwd=None) -> subprocess.CompletedProcess:  # noqa: ANN001
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.run([sys.executable, *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=600)

@@ -4,6 +4,7 @@ model coming back as a tar of its float16 export that loads and gives the bound 
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -19,6 +20,15 @@ from selfvae.runs.loading import load_run
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(scope="module")
+def gpu():
+    """tools/gpu_session.py as a module (a script, not part of the package)."""
+    spec = importlib.util.spec_from_file_location("gpu_session", ROOT / "tools" / "gpu_session.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 @pytest.mark.slow
 def test_the_gpu_session_runs_every_phase_on_the_cpu(tmp_path):
     gpu_dir, out = tmp_path / "gpu", tmp_path / "out"
@@ -28,7 +38,7 @@ def test_the_gpu_session_runs_every_phase_on_the_cpu(tmp_path):
              y_train=np.arange(40) % 10, x_test=rng.integers(0, 256, (8, 32, 32, 3), dtype=np.uint8),
              y_test=np.arange(8))
     res = subprocess.run(
-        [sys.executable, str(ROOT / "tools" / "gpu_session.py"), "test", "bench", "train", "--device", "cpu",
+        [sys.executable, str(ROOT / "tools" / "gpu_session.py"), "bench", "train", "test", "--device", "cpu",
          "--tiny", "--budget", "900", "--gpu-dir", str(gpu_dir), "--out", str(out), "--work",
          str(tmp_path / "work")],
         capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=900)
@@ -37,13 +47,13 @@ def test_the_gpu_session_runs_every_phase_on_the_cpu(tmp_path):
     assert results["tests"]["returncode"] == 0 and "1 passed" in results["tests"]["summary"]
     bench = results["bench"]
     assert bench["matmul_bf16_tflops"] > 0 and bench["gflop_per_train_image"]["mnist-vae"] > 0.1
-    eager, profiled = bench["interleaved"]
+    profiled, eager = bench["interleaved"]  # most wanted first
     rows = {r["model"]: r for r in eager["rows"]}
     assert set(rows) == {"mnist-vae", "mnist-vae:bf16"} and all(r["train_img_s"] > 0 for r in rows.values())
     assert profiled["rows"][0]["profile"]["top_level_ops"] > 100  # the host's operators of one step
     assert bench["per_process"]["rows"][0]["eval_img_s_S1"] > 0
     md = (out / "gpu_results.md").read_text()
-    assert "| mnist-vae:bf16 |" in md and "| cifar10-srvae-small | 0 | 3 |" in md
+    assert "| mnist-vae:bf16 |" in md and "| cifar10-srvae-small | fp32 | 0 | 3 |" in md
     for name in ("cifar10-vae-small", "cifar10-srvae-small"):
         entry = results["train"][name]
         assert entry["returncode"] == 0 and entry["steps"] == 3
@@ -58,14 +68,9 @@ def test_the_gpu_session_runs_every_phase_on_the_cpu(tmp_path):
         assert metrics["bpd_elbo"] == entry["test_bpd_elbo"] and metrics["bpd_iw"] <= metrics["bpd_elbo"] + 0.05
 
 
-def test_prepare_sets_aside_committed_files_only(tmp_path, monkeypatch, capsys):
+def test_prepare_sets_aside_committed_files_only(gpu, tmp_path, monkeypatch, capsys):
     """What no device call needs leaves the working tree (to make room for the data set) only where git holds
     every file of it unchanged, so `git checkout` brings it back and nothing unsaved is lost."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("gpu_session", ROOT / "tools" / "gpu_session.py")
-    gpu = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(gpu)
     repo = tmp_path / "repo"
     for folder in ("kept", "edited"):
         (repo / folder).mkdir(parents=True)
@@ -84,14 +89,9 @@ def test_prepare_sets_aside_committed_files_only(tmp_path, monkeypatch, capsys):
     assert (repo / "kept" / "w.bin").read_bytes() == b"\0" * 1000
 
 
-def test_a_prepared_device_call_carries_at_most_56_mib():
+def test_a_prepared_device_call_carries_at_most_56_mib(gpu):
     """The tree as committed, less what prepare sets aside, plus the official CIFAR-10 pixels and the authors'
     source and wheels (2 MiB allowed) stays within the 56 MiB that leave a call room for new weights."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("gpu_session", ROOT / "tools" / "gpu_session.py")
-    gpu = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(gpu)
     tree = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, check=True, capture_output=True).stdout.split(b"\0")
     files = [ROOT / n.decode() for n in tree if n]
     aside = tuple(str(ROOT / p) + os.sep for p in gpu.SET_ASIDE)
@@ -99,3 +99,15 @@ def test_a_prepared_device_call_carries_at_most_56_mib():
     data = ROOT.parent / "shared" / "data" / gpu.DATA
     assert kept + data.stat().st_size + 2 * 2**20 <= gpu.CARRY_TARGET, (kept / 2**20, data.stat().st_size / 2**20)
     assert "src/selfvae/pretrained/mnist-vae" not in gpu.SET_ASIDE  # the device tests sample it
+
+
+def test_a_child_that_overruns_its_share_of_the_budget_is_killed_while_it_still_writes(gpu, tmp_path):
+    """Each bench run is cut off where the call's budget would not hold it; the cut must come while the child is
+    still writing (on 2026-11-26 it came only after the child ended, and the device call's limit killed all)."""
+    import time
+
+    chatty = [sys.executable, "-c", "import time\nwhile True:\n    print('step', flush=True)\n    time.sleep(0.05)"]
+    tic = time.monotonic()
+    assert gpu._run(chatty, tmp_path / "log", timeout=1.0) == -9
+    assert time.monotonic() - tic < 10 and "step" in (tmp_path / "log").read_text()
+    assert gpu._run([sys.executable, "-c", "print('done')"], tmp_path / "log", timeout=30) == 0

@@ -73,6 +73,16 @@ def model_id(model: SelfVAE) -> str:
     return _IDS[model][1]
 
 
+def on_the_cpu(model: SelfVAE) -> None:
+    """Refuse a model that is not on the CPU: a file decodes only where the model computes exactly what the
+    writer's did (:func:`probe`), and GPU kernels differ from run to run and card to card, so the codec computes on
+    the CPU, for files written anywhere and read anywhere."""
+    where = {p.device.type for p in model.parameters()}
+    if where != {"cpu"}:
+        raise CodecError(f"the model is on {', '.join(sorted(where))}: the codec computes on the CPU, where its "
+                         "files decode on any machine; code with model.cpu() (a model trained on a GPU codes there)")
+
+
 def probe(coder: BitsBackCoder) -> str:
     """Hash of what this machine computes for the model on a fixed input (posterior, likelihood tables, the
     pixels' component posterior, prior): two machines that agree on it decode each other's files."""
@@ -147,6 +157,7 @@ def compress(
     images' negative ELBO (a file of few images, whose first ones carry chosen latents on a grid), the lossless
     file is coded too, and written instead when it is not larger (``report.lossless_instead``).
     """
+    on_the_cpu(model)
     params = params or CodingParams()
     if search_steps is not None and search_steps < 0:
         raise SelfVAEError(f"search_steps {search_steps}: must be >= 0")
@@ -518,6 +529,7 @@ def decompress(
     """Decode a file's images. ``on_level(level, bytes_read, tiles)`` sees each level of the first group as it
     becomes known. With ``prefix=True`` ``data`` may be a truncated file: what its words determine is decoded
     (use ``on_level``; later levels are garbage and no checksum can be checked)."""
+    on_the_cpu(model)
     if prefix:
         header, words = Container.prefix_words(data, name)
     else:
