@@ -59,7 +59,8 @@ def test_compile_takes_an_optional_mode_and_refuses_an_unknown_one(capsys):
     a misspelt mode stops at the command line, naming the choices."""
     import pytest
 
-    from selfvae.cli import build_parser, train_request
+    from selfvae.cli import build_parser
+    from selfvae.commands.train import train_request
 
     def settings(*flags: str) -> dict:
         return train_request(build_parser().parse_args(["train", *flags])).settings

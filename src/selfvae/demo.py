@@ -22,6 +22,7 @@ import torch
 from selfvae.config import Config
 from selfvae.data.formats import IMAGE_EXTENSIONS
 from selfvae.errors import SelfVAEError
+from selfvae.evaluation.rows import count_params
 from selfvae.models.selfvae import SelfVAE
 
 DEFAULT_PRETRAINED = "mnist-srvae"  # a selfVAE, so every panel of the page has something to show
@@ -76,16 +77,13 @@ class DemoModel:
         self.cfg, self.model, self.name, self.device = cfg, model, name, device
 
     def _read(self, path: str | None, what: str = "image") -> torch.Tensor:
-        from selfvae.data.images import read_model_inputs
-        from selfvae.models.build import model_config
+        from selfvae.models.build import read_inputs
 
         if not path:
             raise SelfVAEError(f"upload an {what} first")
         if Path(path).stat().st_size > MAX_UPLOAD_MB * 1_000_000:
             raise SelfVAEError(f"{Path(path).name}: larger than {MAX_UPLOAD_MB} MB; upload a smaller image")
-        x = read_model_inputs([path], tuple(self.cfg.model.image_shape), tuple(model_config(self.cfg).data_shape),
-                              self.cfg.data.resize)
-        return x.to(self.device)
+        return read_inputs(self.cfg, [path]).to(self.device)
 
     def _columns(self, cols: list[tuple[str, torch.Tensor]]) -> np.ndarray:
         from selfvae.viz import labelled_columns
@@ -94,7 +92,7 @@ class DemoModel:
 
     def describe(self) -> str:
         m, cfg = self.model, self.cfg
-        n = sum(p.numel() for p in m.parameters())
+        n = count_params(m)
         kind = "a plain VAE (K = 0)" if m.K == 0 else f"a {m.K}-level selfVAE, d = {cfg.model.transforms}"
         text = (f"**{self.name}**: {kind}, images {tuple(cfg.model.image_shape)}, prior {cfg.model.prior}, "
                 f"{n / 1e6:.2f}M parameters, trained on {cfg.data.name}.")
@@ -111,7 +109,7 @@ class DemoModel:
     @torch.no_grad()
     def image(self, path: str | None, seed: float) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
         """What the model sees (x and each y_k), super-resolution samples from y_K, every reconstruction mode."""
-        from selfvae.models.ops import level_columns, mode_columns, super_resolve
+        from selfvae.models.ops import level_columns, mode_columns, superres_columns
 
         x = self._read(path)
         seen = level_columns(self.model, x)
@@ -119,8 +117,7 @@ class DemoModel:
         superres = None
         if self.model.K:
             y = seen[-1][1]
-            cols = [(f"given y{self.model.K}", y)]
-            cols += [(f"sample {i + 1}", super_resolve(self.model, y)[-1]) for i in range(4)]
+            cols = [(f"given y{self.model.K}", y), *superres_columns(self.model, y, 4)]
             superres = self._columns(cols + [("original x", x)])
         torch.manual_seed(int(seed))
         return self._columns(seen), superres, self._columns([("x", x), *mode_columns(self.model, x)])

@@ -178,7 +178,7 @@ def build_report(
 ) -> Path:
     """Write ``index.html`` into ``out_dir`` (default ``RUN_DIR/report``, ``./NAME/report`` for a shipped
     model) and return its path; ``data_dir`` overrides where the model's data set is read from."""
-    from selfvae.models.ops import generate, interpolate, mode_label, modes, reconstruct, super_resolve
+    from selfvae.models.ops import generate, interpolate, mode_label, modes, reconstruct, superres_columns
     from selfvae.runs.loading import load_run
 
     tic = time.perf_counter()
@@ -227,7 +227,7 @@ def build_report(
         y = model.levels(x)[-2]
         torch.manual_seed(seed)
         srows = [(f"input y_{model.K} = d(x)", y)]
-        srows += [(f"sample {i + 1}", super_resolve(model, y)[-1]) for i in range(3)]
+        srows += superres_columns(model, y, 3)
         srows.append(("original x", x))
         body["superres"] = labelled_rows(srows) + _note(
             f"Test images reduced by the model's transform chain ({cfg.model.transforms}) to "

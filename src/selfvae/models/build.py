@@ -21,6 +21,16 @@ def model_config(cfg: Config) -> ModelConfig:
                                                                 cfg.data.image_size))
 
 
+def read_inputs(cfg: Config, paths: list[str], resize: bool = True) -> torch.Tensor:
+    """Image files as the model's ``x`` ``[B, C, H, W]`` uint8, by its data loader's rule (its frame or its data's
+    own size; other sizes cropped or padded square by ``cfg.data.resize`` and resized where ``resize``, else
+    refused): what the CLI, the demo and a Python user give the model alike."""
+    from selfvae.data.images import read_model_inputs
+
+    return read_model_inputs(paths, tuple(cfg.model.image_shape), tuple(model_config(cfg).data_shape),
+                             cfg.data.resize if resize else None)
+
+
 def resolved(cfg: Config) -> Config:
     """A copy of ``cfg`` whose model records its ``data_shape`` (what a run saves, so that its bits/dim
     are counted the same way whatever the data set's code does later)."""

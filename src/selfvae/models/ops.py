@@ -213,6 +213,14 @@ def mode_columns(
 
 
 @torch.no_grad()
+def superres_columns(model: SelfVAE, y: Tensor, n: int, temperature: Temperature = 1.0,
+                     decode: str = "sample") -> list[tuple[str, Tensor]]:
+    """``n`` super-resolutions of ``y_K`` (:func:`super_resolve`) as labelled picture columns ``sample i``: the
+    report's and the demo's figure."""
+    return [(f"sample {i + 1}", super_resolve(model, y, temperature, decode)[-1]) for i in range(n)]
+
+
+@torch.no_grad()
 def super_resolve(
     model: SelfVAE, y: Tensor, temperature: Temperature = 1.0, decode: str = "sample", level: int | None = None
 ) -> list[Tensor]:
