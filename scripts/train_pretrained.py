@@ -38,9 +38,9 @@ from selfvae.runs.checkpoint import load_checkpoint
 from selfvae.runs.export import export
 from selfvae.runs.layout import PACKAGED
 from selfvae.runs.loading import load_run, with_source
+from selfvae.runs.log import read_log, with_train_seconds
 from selfvae.runs.stored import read_json, stored_fid, write_json
 from selfvae.training.state import minutes_spent
-from selfvae.viz import read_log, with_train_seconds
 
 FP16_TOLERANCE = 0.002  # bits/dim the float16 file may move the bound by
 PICTURES = "## Pictures"  # the card's last section (--pictures replaces it)

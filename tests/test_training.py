@@ -471,11 +471,34 @@ def test_the_curves_show_each_latents_kl_and_its_active_units(tmp_path):
              "au_z1": 0, "units_z1": 64}]
     assert kl_series(recs[:2]) == {"u": ([10, 20], [30.0, 40.0]), "z1": ([10, 20], [2.0, 0.01])}
     assert active_units(recs[2:]) == {"u": "50/64", "z1": "0/64"}
-    log = tmp_path / "log.jsonl"
-    log.write_text("\n".join(json.dumps(r) for r in recs))
     from PIL import Image
 
-    wide = Image.open(plot_curves(log, tmp_path / "with.png")).size[0]
-    log.write_text("\n".join(json.dumps({k: v for k, v in r.items() if not k.startswith(("kl_", "au_"))})
-                             for r in recs))
-    assert wide > 1.4 * Image.open(plot_curves(log, tmp_path / "without.png")).size[0]  # a third panel: the KLs
+    wide = Image.open(plot_curves(recs, tmp_path / "with.png")).size[0]
+    bare = [{k: v for k, v in r.items() if not k.startswith(("kl_", "au_"))} for r in recs]
+    assert wide > 1.4 * Image.open(plot_curves(bare, tmp_path / "without.png")).size[0]  # a third panel: the KLs
+
+
+def test_the_run_log_is_written_read_and_cut_back_in_one_place(tmp_path):
+    """runs/log.py: records appended survive a reader at once (flushed), older records are brought to today's
+    form (bits/dim per data dimension, a wall clock summed from step times), and a resume cuts the log back to the
+    checkpoint's step, dropping a line a kill cut in half."""
+    from selfvae.runs import layout
+    from selfvae.runs.log import LogWriter, logged_seconds, read_log, truncate_log
+
+    w = LogWriter(tmp_path)
+    w.write({"step": 10, "split": "train", "bpd": 2.0, "dims": 784, "train_seconds": 5.0})
+    assert read_log(tmp_path / layout.LOG) == [{"step": 10, "split": "train", "bpd": 2.0, "dims": 784,
+                                                "train_seconds": 5.0}]
+    w.write({"step": 20, "split": "train", "bpd": 1.5, "dims": 784, "train_seconds": 9.0})
+    w.close()
+    with open(tmp_path / layout.LOG, "a") as f:
+        f.write('{"step": 30, "split": "train", "bpd": 1.0}\n{"step": 40, "spl')  # past the checkpoint, then cut
+    truncate_log(tmp_path / layout.LOG, 20)
+    assert [r["step"] for r in read_log(tmp_path / layout.LOG)] == [10, 20]
+    assert logged_seconds(tmp_path / layout.LOG, 20) == 9.0 and logged_seconds(tmp_path / layout.LOG, 15) == 5.0
+    legacy = tmp_path / "legacy.jsonl"
+    legacy.write_text('{"step": 4, "split": "train", "bpd": 0.784, "sec_per_step": 0.5}\n'
+                      '{"step": 8, "split": "val", "bpd": 0.784}\n')
+    recs = read_log(legacy, frame_ratio=1024 / 784)
+    assert [round(r["bpd"], 6) for r in recs] == [1.024, 1.024]  # per data dimension, as today's records
+    assert logged_seconds(legacy, 8) == 2.0  # 4 steps of 0.5 s, summed where the log kept no clock

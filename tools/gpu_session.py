@@ -404,12 +404,13 @@ def finish_training(args: argparse.Namespace, procs: dict, results: dict) -> Non
 def _pack(preset: str, run: Path, out: Path) -> dict:
     """Export the run (float16, its better of raw and EMA weights) and put what comes back into ``NAME.tar``."""
     from selfvae.runs import layout
+    from selfvae.runs.log import read_log
 
     export = run.parent / f"{preset}-export"
     subprocess.run([sys.executable, "-m", "selfvae.cli", "export", str(run), "-o", str(export), "--dtype",
                     "float16"], check=True, env=_env(), cwd=ROOT)
     metrics = json.loads((run / layout.FINAL_METRICS).read_text())
-    records = [json.loads(x) for x in (run / layout.LOG).read_text().splitlines() if x.strip()]
+    records = read_log(run / layout.LOG)
     train_recs = [r for r in records if r.get("split") == "train"]
     with tarfile.open(out / f"{preset}.tar", "w") as tar:
         for f in sorted(export.iterdir()):

@@ -25,7 +25,7 @@ from pathlib import Path
 from selfvae.config import Config
 from selfvae.models.build import frame_ratio
 from selfvae.runs import layout
-from selfvae.viz import read_log, with_train_seconds
+from selfvae.runs.log import read_log, with_train_seconds
 
 CLOCK_KEYS = {"wall": ("train_seconds", "seconds"), "cpu": ("cpu_seconds", "cpu_seconds")}
 

@@ -34,7 +34,7 @@ def plot_compare(rows: list[dict], run_dirs: list[Path], path: Path) -> Path:
     from selfvae.models.build import frame_ratio
     from selfvae.runs import layout
     from selfvae.runs.loading import load_config
-    from selfvae.viz import read_log
+    from selfvae.runs.log import read_log
 
     fig, (ax, ax_c) = plt.subplots(1, 2, figsize=(11, 4))
     names = [r["model"] for r in rows]

@@ -107,10 +107,11 @@ def _note(text: str) -> str:
 
 # ----- sections ------------------------------------------------------------------------------------------
 def _curves(run_dir: Path, ratio: float) -> str:
+    from selfvae.runs.log import read_log
     from selfvae.viz import plot_curves
 
     with tempfile.TemporaryDirectory() as tmp:
-        uri = _file_uri(plot_curves(run_dir / layout.LOG, Path(tmp) / layout.CURVES, ratio))
+        uri = _file_uri(plot_curves(read_log(run_dir / layout.LOG, ratio), Path(tmp) / layout.CURVES))
     if uri is None:
         return _note(f"{layout.LOG} has no train/validation records.")
     return _img(uri, "training curves") + _note(

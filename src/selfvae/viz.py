@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -101,45 +100,6 @@ def save_columns(columns: list[tuple[str, Tensor]], path: str | Path, scale: int
     return path
 
 
-def read_log(path: str | Path, frame_ratio: float = 1.0) -> list[dict]:
-    """Records of a run's JSON-lines log (missing file: empty list).
-
-    Records carry ``dims``, the dimensions their ``bpd`` is per. Older records lack it and are per
-    dimension of the model's (zero-padded) frame; ``frame_ratio`` (frame dims / data dims, 1024/784 for
-    MNIST) puts them per dimension of the data's own images like the rest.
-    """
-    path = Path(path)
-    if not path.is_file():
-        return []
-    recs = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    for r in recs:
-        if "dims" not in r and isinstance(r.get("bpd"), (int, float)):
-            r["bpd"] *= frame_ratio
-    return recs
-
-
-def with_train_seconds(recs: list[dict]) -> list[dict]:
-    """Records with ``train_seconds`` (training wall clock so far) on every one.
-
-    Newer logs carry the clock; older ones get it summed from the step times of the train records (each
-    record's ``sec_per_step`` times the steps since the previous record), marked ``clock_estimated``.
-    """
-    clock, prev, out = 0.0, 0, []
-    for r in recs:
-        r = dict(r)
-        if "train_seconds" in r:
-            clock = r["train_seconds"]
-        elif r.get("split") == "train":
-            clock += r.get("sec_per_step", 0.0) * (r["step"] - prev)
-            r["train_seconds"], r["clock_estimated"] = clock, True
-        else:
-            r["train_seconds"], r["clock_estimated"] = clock, True
-        if r.get("split") == "train":
-            prev = r["step"]
-        out.append(r)
-    return out
-
-
 def kl_series(recs: list[dict]) -> dict[str, tuple[list[int], list[float]]]:
     """``{"u": (steps, KL), "z1": ...}``: each latent's KL in nats per image over the records that log it."""
     out: dict[str, tuple[list[int], list[float]]] = {}
@@ -171,17 +131,14 @@ def _plot_kl(ax, kl: dict[str, tuple[list[int], list[float]]], active: dict[str,
     ax.grid(alpha=0.3)
 
 
-def plot_curves(log_path: str | Path, out: str | Path, frame_ratio: float = 1.0) -> Path | None:
+def plot_curves(recs: list[dict], out: str | Path) -> Path | None:
     """Train/validation bits/dim, learning rate and each latent's KL (with its active units at the last
-    validation) against step, from a run's JSON-lines log; None if no records.
-
-    ``frame_ratio``: see :func:`read_log`."""
+    validation) against step, from a run's log records (:func:`selfvae.runs.log.read_log`); None if none."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    recs = read_log(log_path, frame_ratio)
     train = [r for r in recs if r.get("split") == "train"]
     val = [r for r in recs if r.get("split") == "val"]
     if not train and not val:

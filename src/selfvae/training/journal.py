@@ -3,7 +3,6 @@ validation (:data:`~selfvae.runs.layout.LOG`) and TensorBoard scalars. Only the 
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -11,6 +10,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from selfvae.runs import layout
+from selfvae.runs.log import LogWriter
 
 
 class Journal:
@@ -38,7 +38,7 @@ class Journal:
             from torch.utils.tensorboard import SummaryWriter
 
             self.writer = SummaryWriter(str(run_dir / layout.TENSORBOARD), purge_step=first_step if resumed else None)
-            self.log = open(run_dir / layout.LOG, "a")
+            self.log = LogWriter(run_dir)
 
     def say(self, text: str) -> None:
         """A line above the bar."""
@@ -63,8 +63,7 @@ class Journal:
         """One record: to the log, and its finite numbers to TensorBoard (under ``SPLIT/``)."""
         if not self.main:
             return
-        self.log.write(json.dumps(rec) + "\n")
-        self.log.flush()
+        self.log.write(rec)
         split = rec["split"]
         if split == "val":
             self.writer.add_scalar("val/bpd", rec["bpd"], rec["step"])

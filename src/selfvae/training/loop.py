@@ -30,6 +30,7 @@ from selfvae.models.selfvae import SelfVAE
 from selfvae.runs import layout
 from selfvae.runs.checkpoint import save_checkpoint
 from selfvae.runs.loading import load_run
+from selfvae.runs.log import read_log
 from selfvae.runs.stored import write_json
 from selfvae.training import distributed as D
 from selfvae.training import state as S
@@ -89,7 +90,7 @@ def train(
     if not env.is_main:
         return {"step": session.state.step}
     model = session.state.model
-    plot_curves(run_dir / layout.LOG, run_dir / layout.CURVES, model.padded_dims / model.x_dims)
+    plot_curves(read_log(run_dir / layout.LOG, model.padded_dims / model.x_dims), run_dir / layout.CURVES)
     if not final_eval:
         return {"step": session.state.step}
     return finish(session.state.cfg, run_dir, device, progress)

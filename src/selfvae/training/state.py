@@ -26,9 +26,9 @@ from selfvae.nn.layers import data_dependent_init
 from selfvae.runs import layout
 from selfvae.runs.checkpoint import load_latest, rng_state, set_rng_state
 from selfvae.runs.loading import load_trained
+from selfvae.runs.log import logged_seconds, truncate_log
 from selfvae.training import distributed as D
 from selfvae.training.batches import EpochSampler, gather
-from selfvae.viz import read_log, with_train_seconds
 
 
 @dataclass
@@ -145,7 +145,7 @@ def resume(state: TrainState, run_dir: Path, device: str, env: D.DistEnv) -> Non
     if env.is_main:
         truncate_log(log, state.step)
     if state.train_seconds is None:  # a checkpoint from before the clock was kept
-        state.train_seconds = _logged_seconds(log, state.step)
+        state.train_seconds = logged_seconds(log, state.step)
 
 
 def minutes_spent(run_dir: Path, clock: str = "wall") -> float:
@@ -154,26 +154,7 @@ def minutes_spent(run_dir: Path, clock: str = "wall") -> float:
     state = load_latest(layout.checkpoint(run_dir, layout.LAST))
     seconds = state.get("cpu_seconds", 0.0) if clock == "cpu" else state.get("train_seconds")
     if seconds is None:  # a checkpoint from before the clock was kept
-        seconds = _logged_seconds(run_dir / layout.LOG, state["step"])
+        seconds = logged_seconds(run_dir / layout.LOG, state["step"])
     return seconds / 60
 
 
-def _logged_seconds(log: Path, step: int) -> float:
-    """The training wall clock a run's log records up to ``step``, summed from its step times where the log
-    has no clock (runs from before it was kept)."""
-    recs = [r for r in with_train_seconds(read_log(log)) if r["step"] <= step]
-    return recs[-1]["train_seconds"] if recs else 0.0
-
-
-def truncate_log(path: Path, step: int) -> None:
-    """Drop log records written after ``step``."""
-    if not path.is_file():
-        return
-    keep = []
-    for line in path.read_text().splitlines():
-        try:
-            if json.loads(line).get("step", 0) <= step:
-                keep.append(line)
-        except (json.JSONDecodeError, AttributeError):  # a line cut by the kill
-            continue
-    path.write_text("".join(line + "\n" for line in keep))
