@@ -37,9 +37,11 @@ from selfvae.runs import layout
 from selfvae.runs.checkpoint import load_checkpoint
 from selfvae.runs.export import export
 from selfvae.runs.layout import PACKAGED
-from selfvae.runs.loading import load_run, with_source
+from selfvae.runs.loading import eval_weights, load_run, with_source
 from selfvae.runs.log import read_log, with_train_seconds
+from selfvae.runs.records import WeightsUsed
 from selfvae.runs.stored import read_json, stored_fid, write_json
+from selfvae.runs.weights import digest
 from selfvae.training.state import minutes_spent
 
 FP16_TOLERANCE = 0.002  # bits/dim the float16 file may move the bound by
@@ -317,10 +319,10 @@ def write_card(name: str, run: Path, dest: Path, metrics: dict, seed: int, hardw
     not given; so are FIDs the run has none of."""
     shipped = shipped_checkpoint(run)
     steps, seconds, cpu, how = training_time(run, shipped["step"])
-    sampled = with_source({"steps": shipped["step"]}, run)["steps"]  # the steps `selfvae fid` records of these weights
+    sampled = WeightsUsed(digest(eval_weights(run)), with_source({"steps": shipped["step"]}, run)["steps"])
     for ref in layout.FID_REFS:  # what `selfvae fid RUN` measured of the shipped weights goes with them
-        fid = stored_fid(run, ref)
-        if fid is not None and fid.get("steps") == sampled:  # not a FID of the run's earlier weights
+        fid = stored_fid(run, ref, sampled)  # not a FID of the run's earlier weights
+        if fid is not None:
             metrics[layout.fid_key(ref)] = fid
     hardware = hardware or metrics.get("training", {}).get("hardware", "a 2-core CPU")
     metrics["training"] = {**shipped, "steps": steps, "seconds": round(seconds), "clock": how, "seed": seed,

@@ -144,7 +144,7 @@ def test_bits_per_dim_count_the_digits_784_dimensions_not_the_padded_frame():
     """MNIST sits zero-padded in a 32x32 frame; bits/dim divide the same bound by 28*28."""
     from selfvae.models.build import build_model, frame_ratio, resolved
     from selfvae.presets import get_preset
-    from selfvae.runs.stored import per_data_dims
+    from selfvae.runs.records import per_data_dims
 
     for name in ("mnist-vae", "fashion-mnist-srvae"):
         cfg = get_preset(name)

@@ -122,6 +122,14 @@ def test_fid_value_matches_manual_computation(srvae_tiny, tmp_path, fake_incepti
     metrics = json.loads((export(run, tmp_path / "exported") / "metrics.json").read_text())
     assert (metrics["fid"]["ref"], metrics["fid_train"]["ref"]) == ("test", "train")
     assert stored_fid(tmp_path / "exported", "train")["fid"] == r["fid"]
+    # each names the weights it sampled and its reference images; weights trained on are not those weights
+    from selfvae.runs.records import WeightsUsed, provenance_of, weights_used
+
+    prov = provenance_of(r)
+    assert prov.weights == weights_used(model, {"steps": r["steps"]})
+    assert (prov.images.split, prov.images.n, prov.images.rule) == ("train", 50, "first")
+    assert stored_fid(run, "train", prov.weights)["fid"] == r["fid"]
+    assert stored_fid(run, "train", WeightsUsed("0" * 64, r["steps"])) is None
 
 
 def test_fid_against_both_references_scores_one_set_of_samples(srvae_tiny, tmp_path, fake_inception, copy_run,

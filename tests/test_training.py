@@ -34,12 +34,18 @@ def test_short_training_lowers_the_bound_and_writes_results(blob_npz, tmp_path):
     curve = val_curve(out)
     assert len(curve) == 3 and curve[-1] < curve[0] - 0.3, curve
     assert m["n_images"] == m["iw_n_images"] == 32 and m["iw_samples"] == 4
-    assert json.loads((out / "final" / "metrics.json").read_text()) == pytest.approx(m)
+    stored = json.loads((out / "final" / "metrics.json").read_text())
+    assert stored.pop("provenance") == m["provenance"]
+    assert stored == pytest.approx({k: v for k, v in m.items() if k != "provenance"})
     for f in ("config.json", "best.pt", "last.pt", "curves.png", "final/samples.png", "final/metrics.json"):
         assert (out / f).is_file(), f
     assert any((out / "tb").iterdir())
     _, model = load_run(out)
     assert model.K == 1
+    from selfvae.runs.weights import digest  # the record names the weights it measured and the images
+
+    assert m["version"] == 2 and m["provenance"]["weights"] == {"sha256": digest(model.state_dict()), "steps": 60}
+    assert m["provenance"]["images"] == {"data": cfg.data.name, "split": m["split"], "n": 32, "rule": "first"}
 
 
 def test_resume_continues_exactly_where_it_stopped(blob_npz, tmp_path):

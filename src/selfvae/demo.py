@@ -97,7 +97,8 @@ class DemoModel:
         text = (f"**{self.name}**: {kind}, images {tuple(cfg.model.image_shape)}, prior {cfg.model.prior}, "
                 f"{n / 1e6:.2f}M parameters, trained on {cfg.data.name}.")
         from selfvae.runs.layout import resolve
-        from selfvae.runs.stored import per_data_dims, stored_metrics
+        from selfvae.runs.records import per_data_dims
+        from selfvae.runs.stored import stored_metrics
 
         stored = stored_metrics(resolve(self.name))
         if stored is not None:

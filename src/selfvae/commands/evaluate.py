@@ -44,10 +44,13 @@ def eval_options(s: argparse.ArgumentParser) -> None:
 
 
 def run_eval(args: Args) -> None:
+    from selfvae.api import Model
     from selfvae.evaluation.bounds import choose_iw_samples, evaluate
+    from selfvae.runs.loading import load_trained
+    from selfvae.runs.records import Provenance, images_used, stamp, weights_used
 
     where = device(args.device)
-    cfg, model = load(args, where)
+    cfg, model, training = load_trained(args.run_dir, where, data_dir=args.data_dir, cls=Model)
     if args.consistent:
         model.set_consistent(True)
     batches, n, ds, split = split_batches(cfg, args.split, args.limit, args.batch_size)
@@ -73,10 +76,14 @@ def run_eval(args: Args) -> None:
         from selfvae.evaluation.rows import paper_row
 
         m.update(paper_row(model, args.run_dir, where))
+    provenance = Provenance(weights_used(model, training), images_used(cfg, split, n, len(ds)))
     if args.json:
-        print(json.dumps(m))
+        print(json.dumps(stamp(m, provenance)))
     else:
         print_table(m)
+        w, im = provenance.weights, provenance.images
+        print(f"measured on weights sha256 {w.sha256[:16]} ({w.steps} training steps) and {im.n} images of "
+              f"{im.data} {im.split} ({im.rule})")
 
 
 def default_iw_samples(run: str) -> tuple[int, str]:

@@ -16,7 +16,8 @@ import torch
 from selfvae.models.selfvae import SelfVAE
 from selfvae.runs import layout
 from selfvae.runs.loading import load_config, load_run
-from selfvae.runs.stored import per_data_dims, stored_fid, stored_metrics
+from selfvae.runs.records import per_data_dims
+from selfvae.runs.stored import stored_fid, stored_metrics
 
 
 def count_params(model: torch.nn.Module) -> int:

@@ -21,6 +21,7 @@ from selfvae.errors import SelfVAEError
 from selfvae.models.selfvae import SelfVAE
 from selfvae.runs import layout
 from selfvae.runs.loading import load_trained
+from selfvae.runs.records import Provenance, images_used, stamp, weights_used
 from selfvae.runs.stored import write_json
 
 FID_METHOD = "eigh"
@@ -100,6 +101,7 @@ def run_fids(
     if batch_size < 1:
         raise SelfVAEError(f"--batch-size {batch_size}: must be >= 1")
     cfg, model, training = load_trained(run_dir, device, data_dir=data_dir)
+    measured = weights_used(model, training)  # the weights sampled: a FID of other weights is not theirs
     extractor = fidlib.InceptionFeatures(weights, device=device)
     refs = list(dict.fromkeys(refs))  # each reference once, in the order given
     real = [_reference(cfg, ref, n, n_ref, batch_size, Path(cache) if cache else cache_dir(), extractor, progress,
@@ -108,23 +110,24 @@ def run_fids(
     feats = fidlib.features_from_batches(extractor, _sample_batches(model, n, batch_size), n, progress=progress)
     fake = fidlib.gaussian_stats(feats)
     results = []
-    for ref, (used, n_used, stats, ref_feats) in zip(refs, real, strict=True):
+    for ref, (used, n_used, n_split, stats, ref_feats) in zip(refs, real, strict=True):
         out = {"fid": fidlib.fid_score(stats, fake, method=FID_METHOD), "n": n, "ref": used, "n_ref": n_used,
                "method": FID_METHOD, "weights_sha1": getattr(extractor, "weights_hash", None), "seed": seed,
-               "steps": training["steps"]}  # of the weights sampled: a FID of earlier weights is not theirs
+               "steps": training["steps"]}
         if ref_feats is not None:
             out["kid"], out["kid_std"] = fidlib.kid_score(ref_feats, feats, seed=seed)
             out["kid_subset_size"] = min(fidlib.KID_SUBSET_SIZE, n_used, n)
+        out = stamp(out, Provenance(measured, images_used(cfg, used, n_used, n_split)))
         out["path"] = str(write_json(out, layout.output_dir(run_dir) / layout.fid_file(ref)))
         results.append(out)
     return results
 
 
 def _reference(cfg, ref: str, n: int, n_ref: int | None, batch_size: int, cache: Path, extractor,  # noqa: ANN001
-               progress: bool, kid: bool = False) -> tuple[str, int, tuple, Any]:
-    """The split ``ref`` names (test, else val where there is none), the images counted, their cached Inception
-    statistics (the whole test split, or the first ``n`` training images; ``n_ref`` caps either) and, with ``kid``,
-    their features (else None)."""
+               progress: bool, kid: bool = False) -> tuple[str, int, int, tuple, Any]:
+    """The split ``ref`` names (test, else val where there is none), the images counted, the split's size, their
+    cached Inception statistics (the whole test split, or the first ``n`` training images; ``n_ref`` caps either)
+    and, with ``kid``, their features (else None)."""
     from selfvae.data import batches_of, load_split, load_test_split
     from selfvae.evaluation import fid as fidlib
 
@@ -138,7 +141,7 @@ def _reference(cfg, ref: str, n: int, n_ref: int | None, batch_size: int, cache:
     if kid:
         feats = fidlib.reference_features(key, lambda: batches_of(ds, batch_size, n_ref), n_ref, cache, extractor,
                                           progress=progress)
-        return used, n_ref, fidlib.gaussian_stats(feats), feats
+        return used, n_ref, len(ds), fidlib.gaussian_stats(feats), feats
     stats = fidlib.reference_stats(key, lambda: batches_of(ds, batch_size, n_ref), n_ref, cache, extractor,
                                    progress=progress)
-    return used, n_ref, stats, None
+    return used, n_ref, len(ds), stats, None

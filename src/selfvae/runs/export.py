@@ -22,7 +22,8 @@ from selfvae.errors import SelfVAEError
 from selfvae.models.build import resolved
 from selfvae.runs import layout
 from selfvae.runs.loading import load_trained
-from selfvae.runs.stored import per_data_dims, stored_fid, stored_metrics, write_json
+from selfvae.runs.records import per_data_dims, weights_used
+from selfvae.runs.stored import stored_fid, stored_metrics, write_json
 from selfvae.runs.weights import DTYPES, write_weights
 
 
@@ -51,8 +52,9 @@ def export(run: str | Path, out: str | Path, dtype: str = "float32", which: str 
         stored.pop("source")  # which file it came from: a fact about the run folder, not the model
         metrics = per_data_dims(stored, model.x_dims, model.padded_dims)
         metrics["weights"] = "float32 (the run's own; re-measure the exported file with `selfvae eval`)"
+    measured = weights_used(model, training)  # before the export's dtype rounds them
     for ref in layout.FID_REFS:
-        fid = stored_fid(src, ref)
+        fid = stored_fid(src, ref, measured)
         if fid is not None:
             metrics[layout.fid_key(ref)] = fid
     if not layout.is_exported(src):  # the training these weights had, so a run started from them counts it

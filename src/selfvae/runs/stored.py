@@ -8,6 +8,7 @@ from typing import Any
 
 from selfvae.errors import SelfVAEError
 from selfvae.runs import layout
+from selfvae.runs.records import WeightsUsed, measured_on
 
 
 def read_json(path: Path) -> dict[str, Any] | None:
@@ -40,16 +41,18 @@ def stored_metrics(folder: Path) -> dict[str, Any] | None:
     return None
 
 
-def stored_fid(folder: Path, ref: str = "test") -> dict[str, Any] | None:
+def stored_fid(folder: Path, ref: str = "test", weights: WeightsUsed | None = None) -> dict[str, Any] | None:
     """FID against the split ``ref`` stored with a model: the one ``selfvae fid`` wrote (in the model's output
-    folder or its own), else an exported model's metrics'."""
+    folder or its own), else an exported model's metrics'. With ``weights``, only one measured on those weights
+    (:func:`~selfvae.runs.records.measured_on`): a FID of a run's earlier or other weights is not theirs."""
     name = layout.fid_file(ref)
-    for f in dict.fromkeys([layout.output_dir(Path(folder)) / name, Path(folder) / name]):
-        fid = read_json(f)
-        if fid is not None and "fid" in fid:
+    found = [read_json(f) for f in dict.fromkeys([layout.output_dir(Path(folder)) / name, Path(folder) / name])]
+    found.append((read_json(Path(folder) / layout.METRICS) or {}).get(layout.fid_key(ref)))
+    for fid in found:
+        if isinstance(fid, dict) and "fid" in fid and (weights is None
+                                                       or measured_on(fid, weights.sha256, weights.steps)):
             return fid
-    fid = (read_json(Path(folder) / layout.METRICS) or {}).get(layout.fid_key(ref))
-    return fid if isinstance(fid, dict) and "fid" in fid else None
+    return None
 
 
 def shipped_iw_samples(folder: Path) -> int | None:
@@ -71,21 +74,3 @@ def shipped_digest(folder: Path) -> str | None:
     own), if any."""
     value = (read_json(Path(folder) / layout.METRICS) or {}).get("weights_sha256")
     return value if isinstance(value, str) else None
-
-
-def per_data_dims(metrics: dict, x_dims: int, padded_dims: int) -> dict:
-    """Stored metrics with bits/dim per dimension of the data's own images.
-
-    Metrics written before bits/dim counted the data's own dimensions have no ``dims`` key: their ``bpd_*``
-    (all but the joint ones) are per dimension of the model's frame (1024 for zero-padded MNIST); they are
-    rescaled, and the frame figures kept as ``bpd_*_padded``. Newer metrics are returned unchanged.
-    """
-    if "dims" in metrics or x_dims == padded_dims:
-        return {**metrics, "dims": metrics.get("dims", x_dims)}
-    out = dict(metrics, dims=x_dims, padded_dims=padded_dims)
-    for key, value in metrics.items():
-        if key.startswith("bpd_") and not key.startswith("bpd_joint") and isinstance(value, (int, float)):
-            out[key] = value * padded_dims / x_dims
-            if key in ("bpd_elbo", "bpd_iw"):
-                out[f"{key}_padded"] = value
-    return out

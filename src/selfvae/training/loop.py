@@ -29,8 +29,9 @@ from selfvae.models.build import resolved
 from selfvae.models.selfvae import SelfVAE
 from selfvae.runs import layout
 from selfvae.runs.checkpoint import save_checkpoint
-from selfvae.runs.loading import load_run
+from selfvae.runs.loading import load_trained
 from selfvae.runs.log import read_log
+from selfvae.runs.records import Provenance, images_used, stamp, weights_used
 from selfvae.runs.stored import write_json
 from selfvae.training import distributed as D
 from selfvae.training import state as S
@@ -339,7 +340,7 @@ def finish(cfg: Config, run_dir: Path, device: str, progress: bool = True) -> di
     folder without ``test/``) is evaluated on its validation split, and ``split`` says so.
     """
     t = cfg.train
-    _, model = load_run(run_dir, device)
+    _, model, training = load_trained(run_dir, device)
     ds, split = load_test_split(cfg)
     n = min(len(ds), t.final_eval_limit or len(ds))
     torch.manual_seed(t.seed)
@@ -353,7 +354,7 @@ def finish(cfg: Config, run_dir: Path, device: str, progress: bool = True) -> di
         m.update({k: iw[k] for k in ("bpd_iw", "bpd_joint_iw", "nll_iw_nats", "iw_samples", "bpd_iw_padded")
                   if k in iw})
         m.update(iw_n_images=n_iw, bpd_elbo_iw_subset=iw["bpd_elbo"])
-    m = {"split": split, **m}
+    m = stamp({"split": split, **m}, Provenance(weights_used(model, training), images_used(cfg, split, n, len(ds))))
     write_json(m, run_dir / layout.FINAL_METRICS)
     torch.manual_seed(t.seed)
     save_grid(sample_images(model, 64), run_dir / layout.FINAL_SAMPLES, nrow=8, scale=2)
