@@ -80,8 +80,9 @@ class _NELBO(nn.Module):
         return nelbo
 
 
-def load(src_dir: str | Path, name: str, device: str = "cpu") -> nn.Module:
-    """The authors' model ``name`` (a key of :data:`MODELS`) built from the checkout ``src_dir``."""
+def load(src_dir: str | Path, name: str, device: str = "cpu", init_batch: torch.Tensor | None = None) -> nn.Module:
+    """The authors' model ``name`` (a key of :data:`MODELS`) built from the checkout ``src_dir``; their
+    data-dependent initialisation on ``init_batch`` (uint8 images; default 32 of uniform noise, enough to time it)."""
     root = Path(src_dir).resolve()
     if not (root / "src" / "modules" / "nn_layers.py").is_file():
         raise SystemExit(f"{root}: not a checkout of ioangatop/srVAE (no src/modules/nn_layers.py)")
@@ -110,6 +111,8 @@ def load(src_dir: str | Path, name: str, device: str = "cpu") -> nn.Module:
 
         model.compressed_transoformation = batched_y
     model = _NELBO(model.to(device))
+    if init_batch is None:
+        init_batch = torch.randint(0, 256, (32, 3, 32, 32), dtype=torch.uint8)
     with torch.no_grad():  # their data-dependent init runs on the first forward pass
-        model(torch.randint(0, 256, (32, 3, 32, 32), dtype=torch.uint8, device=device))
+        model(init_batch.to(device))
     return model
