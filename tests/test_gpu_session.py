@@ -54,7 +54,7 @@ def test_the_gpu_session_runs_every_phase_on_the_cpu(tmp_path):
     assert bench["per_process"]["rows"][0]["eval_img_s_S1"] > 0
     md = (out / "gpu_results.md").read_text()
     assert "| mnist-vae:bf16 |" in md and "| cifar10-srvae-small | fp32 | 0 | 3 |" in md
-    for name in ("cifar10-vae-small", "cifar10-srvae-small"):
+    for name in ("cifar10-vae-small", "cifar10-srvae-small", "cifar10-2lvl-small"):
         entry = results["train"][name]
         assert entry["returncode"] == 0 and entry["steps"] == 3
         with tarfile.open(out / f"{name}.tar") as tar:

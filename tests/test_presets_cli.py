@@ -6,6 +6,7 @@ import json
 import re
 
 import numpy as np
+import pytest
 
 from selfvae.cli import main
 from selfvae.models.selfvae import SelfVAE
@@ -71,3 +72,15 @@ def test_compile_takes_an_optional_mode_and_refuses_an_unknown_one(capsys):
     with pytest.raises(SystemExit):
         build_parser().parse_args(["train", "--compile", "reduce-overheads"])
     assert "reduce-overhead" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["cifar10-vae-small", "cifar10-srvae-small", "cifar10-2lvl-small"])
+def test_the_shippable_cifar10_presets_write_a_float16_file_of_at_most_8_mb(name, tmp_path):
+    """Issue 33's shipping budget holds for every shippable natural-image preset, the hierarchy's too."""
+    from selfvae.runs.weights import write_weights
+
+    cfg = get_preset(name)
+    path = write_weights(SelfVAE(cfg.model), tmp_path, "float16", name)
+    assert path.stat().st_size <= 8_000_000, path.stat().st_size / 1e6
+    assert cfg.model.transforms.count("downscale") == {"cifar10-vae-small": 0, "cifar10-srvae-small": 1,
+                                                       "cifar10-2lvl-small": 2}[name]
