@@ -39,7 +39,7 @@ from selfvae.runs.export import export
 from selfvae.runs.layout import PACKAGED
 from selfvae.runs.loading import eval_weights, load_run, with_source
 from selfvae.runs.log import read_log, with_train_seconds
-from selfvae.runs.records import WeightsUsed
+from selfvae.runs.records import WeightsUsed, weights_used
 from selfvae.runs.stored import read_json, stored_fid, write_json
 from selfvae.runs.weights import digest
 from selfvae.training.state import minutes_spent
@@ -293,6 +293,11 @@ def ship(name: str, run: Path, data_dir: str | None, seed: int, iw_limit: int, m
                    iw={"bpd_iw": iw["bpd_iw"], "bpd_elbo": iw["bpd_elbo"], "iw_samples": max_s, "n_images": n,
                        "s_within_0.005": s_enough, "curve": {str(k): v["bpd_iw"] for k, v in curve.items()}})
     metrics.update(iw_figures(metrics, iw["bpd_iw"]), iw_samples=max_s, iw_n_images=n)
+    if exported is not None:  # FIDs `selfvae fid EXPORT` measured of these very weights go with them
+        for ref in layout.FID_REFS:
+            fid = stored_fid(exported, ref, weights_used(model, {}))
+            if fid is not None:
+                metrics[layout.fid_key(ref)] = fid
     if model.K and not cfg.model.consistent and all(t.renormalisable for t in model.chain):
         # the same weights' tighter bound, which the card reports
         metrics["bpd_elbo_consistent"] = test_elbo(dest, data_dir, consistent=True)["bpd_elbo"]
@@ -319,11 +324,12 @@ def write_card(name: str, run: Path, dest: Path, metrics: dict, seed: int, hardw
     not given; so are FIDs the run has none of."""
     shipped = shipped_checkpoint(run)
     steps, seconds, cpu, how = training_time(run, shipped["step"])
-    sampled = WeightsUsed(digest(eval_weights(run)), with_source({"steps": shipped["step"]}, run)["steps"])
-    for ref in layout.FID_REFS:  # what `selfvae fid RUN` measured of the shipped weights goes with them
-        fid = stored_fid(run, ref, sampled)  # not a FID of the run's earlier weights
-        if fid is not None:
-            metrics[layout.fid_key(ref)] = fid
+    if layout.checkpoint_to_load(run, layout.BEST).exists():  # (a GPU run came back as its export alone)
+        sampled = WeightsUsed(digest(eval_weights(run)), with_source({"steps": shipped["step"]}, run)["steps"])
+        for ref in layout.FID_REFS:  # what `selfvae fid RUN` measured of the shipped weights goes with them
+            fid = stored_fid(run, ref, sampled)  # not a FID of the run's earlier weights
+            if fid is not None:
+                metrics[layout.fid_key(ref)] = fid
     hardware = hardware or metrics.get("training", {}).get("hardware", "a 2-core CPU")
     metrics["training"] = {**shipped, "steps": steps, "seconds": round(seconds), "clock": how, "seed": seed,
                            "hardware": hardware, **({"cpu_seconds": round(cpu)} if cpu is not None else {})}
