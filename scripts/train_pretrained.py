@@ -279,7 +279,11 @@ def ship(name: str, run: Path, data_dir: str | None, seed: int, iw_limit: int, m
                   f"shipping {chosen.name} ({time.perf_counter() - tic:.0f} s)", flush=True)
         if dest.exists():
             shutil.rmtree(dest)
-        shutil.copytree(chosen, dest)
+        shutil.copytree(chosen, dest, ignore=shutil.ignore_patterns(layout.FINAL))  # (what `selfvae fid` wrote)
+        if exported is not None and data_dir is not None:  # the data set's place here, not the GPU machine's
+            config = read_json(dest / layout.CONFIG)
+            config["data"]["root"] = data_dir
+            write_json(config, dest / layout.CONFIG)
     float16 = exported is not None or chosen.name == "f16"
     cfg, model = load_run(dest, data_dir=data_dir)
     ds = load_split(cfg, "test")

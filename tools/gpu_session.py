@@ -416,7 +416,8 @@ def _pack(preset: str, run: Path, out: Path) -> dict:
     with tarfile.open(out / f"{preset}.tar", "w") as tar:
         for f in sorted(export.iterdir()):
             tar.add(f, arcname=f"{preset}/export/{f.name}")
-        for name in (layout.CONFIG, layout.LOG, layout.CURVES, layout.FINAL_METRICS, layout.FINAL_SAMPLES):
+        for name in (layout.CONFIG, layout.LOG, layout.CURVES, layout.FINAL_METRICS, layout.FINAL_SAMPLES,
+                     layout.INIT):  # INIT: the training of the shipped weights it went on from, for the card
             if (run / name).exists():
                 tar.add(run / name, arcname=f"{preset}/run/{name}")
     return {"steps": train_recs[-1]["step"] if train_recs else 0, "test_bpd_elbo": metrics.get("bpd_elbo"),

@@ -48,7 +48,8 @@ def _fid(m: dict, ref: str) -> str:
 def _training(m: dict) -> str:
     tr = m.get("training", {})
     clock = "~" if "estimated" in tr.get("clock", "") else ""
-    where = "GPU" if "NVIDIA" in tr.get("hardware", "") else "CPU"
+    hardware = tr.get("hardware", "")
+    where = ("CPU, then GPU" if "CPU" in hardware else "GPU") if "NVIDIA" in hardware else "CPU"
     hours = f"{clock}{tr.get('seconds', 0) / 3600:.2f} h {where}"
     if tr.get("cpu_seconds"):  # a run on the CPU clock: its budget was CPU time
         hours = f"{tr['cpu_seconds'] / 3600:.2f} CPU-hours ({hours} wall)"
