@@ -74,7 +74,7 @@ def test_compile_takes_an_optional_mode_and_refuses_an_unknown_one(capsys):
     assert "reduce-overhead" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("name", ["cifar10-vae-small", "cifar10-srvae-small", "cifar10-2lvl-small"])
+@pytest.mark.parametrize("name", ["cifar10-vae-small", "cifar10-srvae-small", "cifar10-2lvl-small", "photo-vae"])
 def test_the_shippable_cifar10_presets_write_a_float16_file_of_at_most_8_mb(name, tmp_path):
     """Issue 33's shipping budget holds for every shippable natural-image preset, the hierarchy's too."""
     from selfvae.runs.weights import write_weights
@@ -82,5 +82,5 @@ def test_the_shippable_cifar10_presets_write_a_float16_file_of_at_most_8_mb(name
     cfg = get_preset(name)
     path = write_weights(SelfVAE(cfg.model), tmp_path, "float16", name)
     assert path.stat().st_size <= 8_000_000, path.stat().st_size / 1e6
-    assert cfg.model.transforms.count("downscale") == {"cifar10-vae-small": 0, "cifar10-srvae-small": 1,
+    assert cfg.model.transforms.count("downscale") == {"cifar10-vae-small": 0, "photo-vae": 0, "cifar10-srvae-small": 1,
                                                        "cifar10-2lvl-small": 2}[name]

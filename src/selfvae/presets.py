@@ -119,6 +119,12 @@ def _build() -> dict[str, Config]:
                        ("cifar10-2lvl-small", "2-level selfVAE-downscale (32->16->8)")):
         p[name].description = f"{what} on CIFAR-10, small enough to ship (float16 file <= 8 MB)"
         p[name].train = replace(_SMALL_RGB_TRAIN)
+    # A codec for photographs (issue 48): the shippable VAE's architecture trained on crops of Debian's wallpaper
+    # photographs (data set photos), from the real-pixel CIFAR-10 weights (--init cifar10-vae-small).
+    p["photo-vae"] = Config.from_dict({**p["cifar10-vae-small"].to_dict(), "name": "photo-vae"})
+    p["photo-vae"].data = DataConfig(name="photos")
+    p["photo-vae"].description = ("VAE with a RealNVP prior on 32x32 crops of photographs (Debian's wallpapers), "
+                                  "small enough to ship (float16 file <= 8 MB)")
     p["cifar10-srvae"] = _paper_selfvae("cifar10-srvae", "cifar10", (3, 32, 32), "downscale",
                                         "selfVAE-downscale / srVAE (32->16)")
     # Sized for speed within the 32M-42M budget (39.8M): the 32x32 networks (q_z, p_x) are thin and the
