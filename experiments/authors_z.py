@@ -10,9 +10,11 @@ the first 4500 official training images (../shared/data/cifar10-official-part.np
 validation images on which the active units are counted (Burda et al. 2015: variance over images of the posterior
 mean above 0.01) every --au-every steps. One JSON line per logged step in OUT/log.jsonl (bits/dim, RE_x, RE_y,
 KL_u, KL_z, and at validations au_u, au_z); a checkpoint OUT/last.pt each validation (written atomically;
---resume goes on from it) until --minutes of CPU time are spent.
+--resume goes on from it) until --minutes are spent: CPU time on the CPU, wall-clock time on a GPU.
 
     python experiments/authors_z.py --authors-src .gpu/srVAE --out runs/authors-srvae-z --minutes 60
+    python experiments/authors_z.py --authors-src .gpu/srVAE --out OUT/authors-srvae-z --minutes 5 --device cuda
+        # (tools/gpu_session.py train runs it beside our models)
 
 (.gpu/srVAE: `python tools/gpu_session.py prepare` puts their source there.)
 
@@ -47,6 +49,14 @@ def batches(x: torch.Tensor, batch: int, gen: torch.Generator):  # noqa: ANN201 
                 yield torch.stack([augment_shift(x[i]) for i in idx])
 
 
+def _clock(device: str) -> float:
+    """Seconds of the budget's clock: this process's CPU time on the CPU, the wall clock (synchronised) on a GPU."""
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+        return time.perf_counter()
+    return time.process_time()
+
+
 @torch.no_grad()
 def active_units(model: torch.nn.Module, x: torch.Tensor) -> dict[str, int]:
     """Units of u and z whose posterior mean varies over the images ``x`` by more than :data:`ACTIVE`."""
@@ -70,6 +80,7 @@ def main() -> None:
     p.add_argument("--out", required=True)
     p.add_argument("--minutes", type=float, default=60.0, help="CPU minutes of training in all (sessions summed)")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--device", default="cpu")
     p.add_argument("--log-every", type=int, default=5)
     p.add_argument("--au-every", type=int, default=25)
     p.add_argument("--resume", action="store_true")
@@ -78,37 +89,38 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     x = torch.from_numpy(np.load(args.data)["x_train"]).permute(0, 3, 1, 2).contiguous()
-    train, val = x[:-N_VAL], x[-N_VAL:]
+    train, val = x[:-N_VAL], x[-N_VAL:].to(args.device)
     torch.manual_seed(0)
-    model = authors.load(args.authors_src, "authors-srvae", init_batch=train[:32])
+    model = authors.load(args.authors_src, "authors-srvae", args.device, init_batch=train[:32])
     opt = torch.optim.Adamax(model.parameters(), lr=2e-3, betas=(0.9, 0.999), eps=1e-7)
     step, cpu = 0, 0.0
     gen = torch.Generator().manual_seed(0)
     if args.resume and (out / "last.pt").is_file():
-        state = torch.load(out / "last.pt", weights_only=True)
+        state = torch.load(out / "last.pt", weights_only=True, map_location=args.device)
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["opt"])
         step, cpu = state["step"], state["cpu_seconds"]
-        gen.set_state(state["gen"])
-        torch.set_rng_state(state["rng"])
+        gen.set_state(state["gen"].cpu())
+        torch.set_rng_state(state["rng"].cpu())
     log = (out / "log.jsonl").open("a")
+    clock = "wall" if args.device.startswith("cuda") else "cpu"  # what "cpu_seconds" counts
     if step == 0:
         log.write(json.dumps({"step": 0, "split": "val", **active_units(model, val)}) + "\n")
     data = batches(train, 32, gen)
     while cpu < args.minutes * 60:
-        tic = time.process_time()
+        tic = _clock(args.device)
         for g in opt.param_groups:  # their LowerBoundedExponentialLR, stepped once a batch
             g["lr"] = max(2e-3 * 0.999999**step, 1e-4)
         opt.zero_grad()
-        xb = next(data)
+        xb = next(data).to(args.device)
         x01 = xb.float() / 255.0
         nelbo, diag = model.model.calculate_elbo(x01, model.model(x01))
         nelbo.backward()
         opt.step()
         step += 1
-        cpu += time.process_time() - tic
+        cpu += _clock(args.device) - tic
         if step % args.log_every == 0:
-            log.write(json.dumps({"step": step, "split": "train", "cpu_seconds": round(cpu, 1),
+            log.write(json.dumps({"step": step, "split": "train", "cpu_seconds": round(cpu, 1), "clock": clock,
                                   "bpd": diag["bpd"], **{k: diag[k] for k in ("RE_x", "RE_y", "KL_u", "KL_z")}})
                       + "\n")
             log.flush()
@@ -116,7 +128,8 @@ def main() -> None:
                   f"KL_z {diag['KL_z']:.2f}", flush=True)
         if step % args.au_every == 0 or cpu >= args.minutes * 60:
             au = active_units(model, val)
-            log.write(json.dumps({"step": step, "split": "val", "cpu_seconds": round(cpu, 1), **au}) + "\n")
+            log.write(json.dumps({"step": step, "split": "val", "cpu_seconds": round(cpu, 1), "clock": clock, **au})
+                      + "\n")
             log.flush()
             print(f"step {step}: active units {au}", flush=True)
             tmp = out / "last.pt.tmp"

@@ -63,6 +63,7 @@ WHEELS = ["constriction==0.5.0"]  # what the device image lacks of our dependenc
 PAPER = ["cifar10-srvae-paper", "cifar10-vae-realnvp-paper"]  # the srVAE first: the VAE's ratio is measured (H200)
 AUTHORS = {"cifar10-vae-realnvp-paper": "authors-vae-realnvp", "cifar10-srvae-paper": "authors-srvae"}  # same nets
 SMALL = ["cifar10-vae-small", "cifar10-srvae-small"]
+AUTHORS_Z = "authors-srvae-z"  # the authors' srVAE trained beside ours on a GPU (experiments/authors_z.py)
 TRAINED = [*SMALL, "cifar10-2lvl-small"]  # the hierarchy from scratch beside the pair (issue 49.5); not shipped yet
 CARRY_LIMIT = 64 * 2**20  # what one device call may send
 CARRY_TARGET = 56 * 2**20  # what prepare lets it carry: the rest is room for new weights in the tree
@@ -370,6 +371,15 @@ def start_training(args: argparse.Namespace, results: dict) -> dict:
         log = (args.out / f"{preset}.train.log").open("w")
         procs[preset] = (subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=_env(), cwd=ROOT), log,
                          variant)
+    authors = args.gpu_dir / "srVAE"
+    if args.device.startswith("cuda") and (authors / "src").is_dir():  # does their z collapse too? (issue 49.3)
+        cmd = [sys.executable, "experiments/authors_z.py", "--authors-src", str(authors), "--data",
+               str(args.gpu_dir / DATA), "--out", str(args.out / AUTHORS_Z), "--minutes", f"{args.minutes:.2f}",
+               "--device", args.device, "--log-every", "25", "--au-every", "250"]
+        print("+", " ".join(cmd), flush=True)
+        log = (args.out / f"{AUTHORS_Z}.log").open("w")
+        procs[AUTHORS_Z] = (subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=_env(), cwd=ROOT), log,
+                            "")
     return procs
 
 
@@ -386,6 +396,9 @@ def _variant_flags(variant: str) -> list[str]:
 
 def finish_training(args: argparse.Namespace, procs: dict, results: dict) -> None:
     """Wait for the runs of :func:`start_training` (to the budget's end) and pack each that finished."""
+    from selfvae.runs import layout
+    from selfvae.runs.log import read_log
+
     trained = results.setdefault("train", {})
     for preset, (proc, log, variant) in procs.items():
         try:
@@ -396,7 +409,10 @@ def finish_training(args: argparse.Namespace, procs: dict, results: dict) -> Non
         log.close()
         run = Path(args.work) / "runs" / preset
         entry = {"returncode": rc, "variant": variant}
-        if rc == 0:
+        if preset == AUTHORS_Z:  # its log is under OUT already; the last records say where z stands
+            records = read_log(args.out / AUTHORS_Z / layout.LOG)
+            entry.update({k: v for r in records for k, v in r.items() if k in ("step", "KL_z", "KL_u", "au_z")})
+        elif rc == 0:
             entry.update(_pack(preset, run, args.out))
         trained[preset] = entry
         print(f"{preset}: exit {rc}, {entry}", flush=True)
@@ -461,11 +477,18 @@ def markdown(results: dict) -> str:
                   "| preset | setting | exit | steps | train s | test ELBO | test IW (S, images) |",
                   "| --- | --- | --- | --- | --- | --- | --- |"]
         for name, e in results["train"].items():
+            if name == AUTHORS_Z:
+                continue
             iw = f"{e['test_bpd_iw']:.4f} (S={e['iw_samples']})" if e.get("test_bpd_iw") else ""
             elbo = f"{e['test_bpd_elbo']:.4f} ({e['n_images']} images)" if e.get("test_bpd_elbo") else ""
             lines.append(f"| {name} | {e.get('variant') or 'fp32'} | {e['returncode']} | {e.get('steps', '')} | "
                          f"{e.get('seconds') or ''} | {elbo} | {iw} |")
         lines.append("")
+        theirs = results["train"].get(AUTHORS_Z)
+        if theirs:
+            lines += [f"The authors' srVAE (their code, experiments/authors_z.py, the same images; exit "
+                      f"{theirs['returncode']}): step {theirs.get('step')}, KL_z {theirs.get('KL_z')} nats, KL_u "
+                      f"{theirs.get('KL_u')}, active units of z {theirs.get('au_z')} of 1024", ""]
     return "\n".join(lines)
 
 
