@@ -23,6 +23,9 @@
 #   experiments/real_pixels.sh srvae-warm      # srVAE from the shipped weights, KL warm-up over 400 steps
 #   experiments/real_pixels.sh srvae-scratch   # srVAE from random weights: when does z collapse?
 #   experiments/real_pixels.sh srvae-ft        # srVAE from srvae-fb100's weights, free bits off (shipped)
+#   experiments/real_pixels.sh ours-paper-z    # our cifar10-srvae-paper (the authors' nets exactly) from scratch as
+#                                              # experiments/authors_z.py trains theirs: AdaMax 2e-3, exp schedule,
+#                                              # batch 32, no clipping, no EMA, 60 CPU-minutes; KL_z and active units
 #   experiments/real_pixels.sh ship            # stop all, measure and ship runs/real-{vae,srvae}-ft
 set -euo pipefail
 DATA=${DATA:-../shared/data/cifar10-official-part.npz}
@@ -42,7 +45,7 @@ run() {  # NAME PRESET INIT MINUTES EXTRA...: a new run, or --resume where its f
       --set train.max_minutes="$minutes" "$@" > "$out.log" 2>&1 &
   fi
 }
-case ${1:?vae-ft | srvae-fb100 | srvae-warm | srvae-scratch | srvae-ft | ship} in
+case ${1:?vae-ft | srvae-fb100 | srvae-warm | srvae-scratch | srvae-ft | ours-paper-z | ship} in
   vae-ft) run vae-ft cifar10-vae-small cifar10-vae-small 150 --set train.lr=5e-4 --set train.lr_warmup_steps=100 \
             --set train.eval_every=250 ;;
   srvae-fb100) run srvae-ft-fb100 cifar10-srvae-small cifar10-srvae-small 120 --set train.lr=5e-4 \
@@ -53,6 +56,16 @@ case ${1:?vae-ft | srvae-fb100 | srvae-warm | srvae-scratch | srvae-ft | ship} i
                    --set train.eval_every=100 --set train.checkpoint_every=100 ;;
   srvae-ft) run srvae-ft cifar10-srvae-small runs/real-srvae-ft-fb100 45 --set train.lr=4e-4 \
               --set train.lr_warmup_steps=20 --set train.eval_every=100 ;;
+  ours-paper-z)
+    out=runs/ours-srvae-paper-z
+    if [ -f "$out/last.pt" ]; then
+      OMP_NUM_THREADS=1 nohup selfvae train --out "$out" --resume --no-progress >> "$out.log" 2>&1 &
+    else
+      OMP_NUM_THREADS=1 nohup selfvae train --preset cifar10-srvae-paper --out "$out" --data-dir "$DATA" \
+        --set data.name=cifar10-official-part --threads 1 --channels-last --no-progress --set train.clock=cpu \
+        --set train.max_minutes=60 --set train.grad_clip=null --set train.log_every=5 --set train.eval_every=25 \
+        --set train.eval_limit=245 --set train.checkpoint_every=25 --set train.final_iw_limit=0 > "$out.log" 2>&1 &
+    fi ;;
   ship)
     pkill -TERM -f -- "--out runs/real-" || true
     sleep 30
