@@ -144,14 +144,19 @@ def device(name: str) -> str:
     return name
 
 
-def load(args: Args, where: str | torch.device = "cpu") -> tuple[Any, Any]:
-    """Config and model (a :class:`selfvae.api.Model`: the commands call its methods, as a Python user does) of
-    ``args.run_dir`` (a run, an exported model or a pretrained name), with the data set read from ``--data-dir``
-    where the command has it."""
+def load_with_training(args: Args, where: str | torch.device = "cpu") -> tuple[Any, Any, dict]:
+    """Config, model (a :class:`selfvae.api.Model`: the commands call its methods, as a Python user does) and the
+    training its weights had, of ``args.run_dir`` (a run, an exported model or a pretrained name), with the data set
+    read from ``--data-dir`` where the command has it."""
     from selfvae.api import Model
     from selfvae.runs.loading import load_trained
 
-    cfg, model, _ = load_trained(args.run_dir, where, data_dir=getattr(args, "data_dir", None), cls=Model)
+    return load_trained(args.run_dir, where, data_dir=getattr(args, "data_dir", None), cls=Model)
+
+
+def load(args: Args, where: str | torch.device = "cpu") -> tuple[Any, Any]:
+    """Config and model of :func:`load_with_training`."""
+    cfg, model, _ = load_with_training(args, where)
     return cfg, model
 
 

@@ -16,6 +16,7 @@ from selfvae.commands.base import (
     Command,
     device,
     load,
+    load_with_training,
     out_dir,
     print_table,
     samples_or_auto,
@@ -44,13 +45,11 @@ def eval_options(s: argparse.ArgumentParser) -> None:
 
 
 def run_eval(args: Args) -> None:
-    from selfvae.api import Model
     from selfvae.evaluation.bounds import choose_iw_samples, evaluate
-    from selfvae.runs.loading import load_trained
     from selfvae.runs.records import Provenance, images_used, stamp, weights_used
 
     where = device(args.device)
-    cfg, model, training = load_trained(args.run_dir, where, data_dir=args.data_dir, cls=Model)
+    cfg, model, training = load_with_training(args, where)
     if args.consistent:
         model.set_consistent(True)
     batches, n, ds, split = split_batches(cfg, args.split, args.limit, args.batch_size)
