@@ -2,7 +2,7 @@
 the share of tiles the model codes and the share sent raw, and megapixels/s encode and decode.
 
 Not a test: ``python benchmarks/photo_codec.py MODEL [MODEL ...] [--photos FILE ...] [--split test] [--size N]
-[--threads 2]``. By default the photographs are the ones installed with our dependencies: matplotlib's
+[--threads 2] [--tile N]``. By default the photographs are the ones installed with our dependencies: matplotlib's
 ``grace_hopper.jpg`` and, with the ``[test]`` extra, gradio's ``cheetah.jpg`` and ``tower.jpg``; ``--split test``
 takes the held-out photographs of the ``photos`` data set instead (whole, downscaled as it serves them; Debian's
 wallpaper packages, ``docs/DATA.md``); a grey model gets them converted to grey.
@@ -25,7 +25,7 @@ import torch
 from PIL import Image
 
 from selfvae.codec.classical import LOSSLESS, lossless_size
-from selfvae.codec.files import compress, decompress, raw_tiles, tile_nelbo_bits
+from selfvae.codec.files import at_tile, compress, decompress, raw_tiles, tile_nelbo_bits
 from selfvae.codec.images import InputImage, to_tiles
 from selfvae.runs.loading import load_run
 
@@ -61,6 +61,7 @@ def main() -> None:
     ap.add_argument("--split", choices=("train", "val", "test"),
                     help="the photos data set's photographs of this split (whole), beside or instead of --photos")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--tile", type=int, help="tiles of N x N (a multiple of the model's frame; default the frame)")
     a = ap.parse_args()
     photos = a.photos or ([] if a.split else default_photos())
     held_out = {}
@@ -80,13 +81,15 @@ def main() -> None:
             if path in held_out and c == 1:
                 x = np.asarray(Image.fromarray(x).convert("L"))[..., None]
             im = InputImage(path.name, x)
-            tiles = to_tiles(x, model.shapes[-1], path.name)
-            share = float(raw_tiles(tile_nelbo_bits(model, torch.from_numpy(tiles)), model.shapes[-1]).mean())
+            tiled = at_tile(model, a.tile, 64)[0]
+            tiles = to_tiles(x, tiled.shapes[-1], path.name)
+            share = float(raw_tiles(tile_nelbo_bits(tiled, torch.from_numpy(tiles)), tiled.shapes[-1]).mean())
             tic = time.perf_counter()
-            data, rep = compress(model, [im], threads=a.threads)
+            data, rep = compress(model, [im], threads=a.threads, tile=a.tile)
             enc = time.perf_counter() - tic
             fallbacks += rep.png_instead  # the file is PNG: not the model's win
-            own = compress(model, [im], threads=a.threads, png_instead=False)[0] if rep.png_instead else data
+            own = (compress(model, [im], threads=a.threads, png_instead=False, tile=a.tile)[0] if rep.png_instead
+                   else data)
             tic = time.perf_counter()
             back = decompress(model, data, threads=a.threads)
             dec = time.perf_counter() - tic

@@ -890,3 +890,27 @@ def test_the_prior_codings_are_found_by_the_priors_class():
     assert coding_class(Wider((2, 4, 4), mid_channels=8, num_blocks=1, num_scales=1)) is FlowCoding
     with pytest.raises(SelfVAEError, match="cannot code the prior Unknown .no coding registered for it in"):
         coding_class(Unknown((2, 4, 4)))
+
+
+@pytest.mark.parametrize("transforms,prior", [("", "realnvp"), ("downscale", "standard")])
+def test_larger_tiles_round_trip_and_the_file_names_their_size(transforms, prior):
+    """``tile``: the model codes tiles larger than its frame (selfvae.models.sizes.at_size); the decoder reads the
+    size from the header and rebuilds the same model."""
+    _, model = tiny_model(transforms, prior, channels=3)
+    rng = np.random.default_rng(3)
+    images = [InputImage("a", rng.integers(0, 256, (40, 23, 3), dtype=np.uint8)), digits(1, channels=3)[0]]
+    data, rep = compress(model, images, tile=32, group=8)
+    assert codec.Container.from_bytes(data, "f").header["tile"] == [3, 32, 32]
+    dec = decompress(model, data)
+    assert all(np.array_equal(a, b.pixels) for a, b in zip(dec.images, images, strict=True))
+    plain = compress(model, images, group=8)[0]
+    assert decompress(model, plain).images[0].shape == (40, 23, 3) and plain != data
+
+
+def test_tiles_the_model_cannot_take_are_refused():
+    _, model = tiny_model("", "realnvp")
+    with pytest.raises(SelfVAEError, match="tile 24: must be a multiple of the model's frame 16x16"):
+        compress(model, digits(1), tile=24)
+    _, mog = tiny_model("", "mog")
+    with pytest.raises(SelfVAEError, match="tile 32: a model with the 'mog' prior runs at its own frame only"):
+        compress(mog, digits(1), tile=32)

@@ -40,6 +40,7 @@ from selfvae.codec.importance import ImportanceCoder
 from selfvae.codec.lossy import QuantisedZ
 from selfvae.errors import SelfVAEError
 from selfvae.models.selfvae import SelfVAE
+from selfvae.models.sizes import at_size
 
 __all__ = ["CodingParams", "CodecError", "CompressReport", "InputImage", "QuantisedZ", "compress", "decompress",
            "model_id", "nelbo_bits", "read_model_hint"]
@@ -146,8 +147,15 @@ def compress(
     lossy: QuantisedZ | None = None,
     search_steps: int | None = None,
     png_instead: bool = True,
+    tile: int | None = None,
 ) -> tuple[bytes, CompressReport]:
     """Code ``images`` into one file's bytes; the report splits the size into parts (see :func:`_compress`).
+
+    ``tile``: the side of the square tiles images are cut into, a multiple of the model's frame (its own side
+    by default); the model runs on them through :func:`selfvae.models.sizes.at_size`, so a
+    photograph is coded in tiles larger than the crops the model learnt from, seeing more of its neighbourhood
+    (``experiments/whole_image.py``). ``group`` counts tiles of the model's own frame: a group of larger tiles
+    holds as many pixels.
 
     A lossless file is never larger than one PNG of its tiles and its header: where that PNG is smaller than the
     model's file, the file holds it instead (``report.png_instead``; :func:`_no_larger_than_png`).
@@ -165,9 +173,11 @@ def compress(
         raise SelfVAEError("importance samples (BB-IS) code lossless files only: give samples = 1 with lossy coding")
     if lossy is not None and model.K < 1:
         raise SelfVAEError("lossy coding sends y = d(x) exactly: it needs a selfVAE (K >= 1), not a plain VAE")
+    ident = model_id(model)
+    model, group = at_tile(model, tile, group)
     tiles = torch.from_numpy(np.concatenate([to_tiles(im.pixels, model.shapes[-1], im.name) for im in images]))
-    tile_bits = tile_nelbo_bits(model, tiles, progress=progress)  # which tiles go raw; the report's nELBO
-    args = (model, images, tiles, tile_bits, params, group, threads, progress, model_hint)
+    tile_bits = tile_nelbo_bits(model, tiles, batch=group, progress=progress)  # which go raw; the report's nELBO
+    args = (model, images, tiles, tile_bits, params, group, threads, progress, model_hint, ident)
     data, report = _compress(*args, lossy, search_steps)
     if lossy is None:
         return _no_larger_than_png(data, report, args, model.shapes[-1]) if png_instead else (data, report)
@@ -178,6 +188,20 @@ def compress(
         return data, report
     exact_report.lossless_instead = True
     return exact, exact_report
+
+
+def at_tile(model: SelfVAE, tile: int | None, group: int) -> tuple[SelfVAE, int]:
+    """The model that codes tiles of side ``tile`` (``model`` itself at its own frame), and ``group`` (tiles of
+    the model's frame) in tiles of that side (at least 1)."""
+    _, fh, fw = model.shapes[-1]
+    if tile is None or (tile, tile) == (fh, fw):
+        return model, group
+    if tile < 1 or tile % fh or tile % fw:
+        raise SelfVAEError(f"tile {tile}: must be a multiple of the model's frame {fh}x{fw}")
+    try:
+        return at_size(model, tile, tile), max(1, group * fh * fw // (tile * tile))
+    except SelfVAEError as e:
+        raise SelfVAEError(f"tile {tile}: {e}") from None
 
 
 def _no_larger_than_png(data: bytes, report: CompressReport, args: tuple,
@@ -198,11 +222,12 @@ def _no_larger_than_png(data: bytes, report: CompressReport, args: tuple,
 
 
 def _compress(model: SelfVAE, images: list[InputImage], all_tiles: torch.Tensor, tile_bits: np.ndarray,
-              params: CodingParams, group: int, threads: int, progress: bool, model_hint: str,
+              params: CodingParams, group: int, threads: int, progress: bool, model_hint: str, ident: str,
               lossy: QuantisedZ | None, search_steps: int | None,
               every_tile_png: bytes | None = None) -> tuple[bytes, CompressReport]:
-    """Code ``images`` (cut into ``all_tiles``, whose negative ELBO is ``tile_bits``) into one file's bytes; the
-    report splits the size into parts. With ``lossy`` only
+    """Code ``images`` (cut into ``all_tiles``, whose negative ELBO is ``tile_bits``) into one file's bytes, with
+    ``model`` at the tiles' size (``ident``: the id of the model as trained); the report splits the size into
+    parts. With ``lossy`` only
     ``y = d(x)`` and what ``lossy`` keeps of ``z_K`` are coded (:mod:`selfvae.codec.lossy`). ``search_steps``:
     how long the encoder searches the latents of the images coded without bits back (:func:`chosen.search`;
     0: the rounded posterior means only; None: :data:`~selfvae.codec.chosen.SEARCH_STEPS` for a file of at most
@@ -240,7 +265,7 @@ def _compress(model: SelfVAE, images: list[InputImage], all_tiles: torch.Tensor,
                 all_tiles = torch.cat([recon[k] for k in sorted(recon)])
             bar.close()
             header = {
-                "model": model_id(model), "hint": model_hint, "probe": probe(coder), "params": asdict(params),
+                "model": ident, "hint": model_hint, "probe": probe(coder), "params": asdict(params),
                 "group": group,
                 "tile": list(shape), "payload_words": stack.num_words(), "n_seed": enc.n_seed, "groups": enc.sizes,
                 "samples": enc.samples, "chosen": enc.chosen, "raw": raw.astype(int).tolist(), "fallback": fallback,
@@ -540,6 +565,15 @@ def decompress(
         raise CodecError(f"{name}: was written with another model (id {header['model']}, this one is "
                          f"{this_model}); decompress it with the model that compressed it")
     params = CodingParams(**header["params"])
+    tile = header["tile"]
+    if tile[0] != model.shapes[-1][0]:
+        raise CodecError(f"{name}: its tiles have {tile[0]} channels, the model {model.shapes[-1][0]}")
+    if tile[1] != tile[2]:
+        raise CodecError(f"{name}: its tiles are {tile[1]}x{tile[2]}: not square, so not a tile this codec writes")
+    try:
+        model = at_tile(model, tile[1], 1)[0]
+    except SelfVAEError as e:
+        raise CodecError(f"{name}: its tiles are {tile[1]}x{tile[2]}, which this model cannot code: {e}") from None
     runner = ChunkRunner(params.chunk, threads, params.small_chunks)
     try:
         with coding_mode(model, exact=header["version"] < 4):

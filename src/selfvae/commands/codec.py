@@ -27,7 +27,13 @@ def compress_options(s: argparse.ArgumentParser) -> None:
     s.add_argument("--chunk", type=whole(1), help="images per network call (default: CodingParams.chunk); stored")
     s.add_argument("--flow-chunk", type=whole(1),
                    help="images per call of a RealNVP prior's couplings (default: CodingParams.flow_chunk); stored")
-    s.add_argument("--group", type=whole(1), default=64, help="images coded together at most (speed; stored)")
+    s.add_argument("--group", type=whole(1), default=64,
+                   help="tiles of the model's frame coded together at most (speed; stored)")
+    s.add_argument("--tile", type=whole(1), metavar="N",
+                   help="cut images into N x N tiles, a multiple of the model's frame (default: the frame): the "
+                        "model runs on larger tiles with its attention pooling locally, seeing more of a "
+                        "photograph (0.02 bits/dim less nELBO at 64 or 128 on the photos test set, but the first "
+                        "tile, coded without bits back, is larger: pays on large files); stored")
     s.add_argument("--samples", type=whole(1), metavar="S",
                    help="importance samples an image (BB-IS, Ruan et al. 2021): the file costs the IW bound with S "
                         "samples instead of the negative ELBO, for S times the likelihood evaluations (default 1)")
@@ -74,7 +80,7 @@ def run_compress(args: Args) -> None:
     lossy = QuantisedZ(args.lossy_z) if args.lossy_z is not None or args.y_only else None
     data, rep = compress(model, images, params, group=args.group, threads=args.threads, progress=not args.json,
                          model_hint=model_hint(args.run_dir), lossy=lossy, search_steps=args.search_steps,
-                         png_instead=not args.model_only)
+                         png_instead=not args.model_only, tile=args.tile)
     out = Path(args.output)
     tmp = out.with_name(out.name + ".tmp")
     tmp.write_bytes(data)

@@ -66,9 +66,9 @@ def gaussian_hardtanh(params: Tensor) -> DiagonalGaussian:
 
 def _n_scale(shape: tuple[int, int, int], latent: tuple[int, int, int], what: str) -> int:
     """Number of 2x resolution changes between an image level and the latent grid."""
-    h, lh = shape[1], latent[1]
+    (h, w), (lh, lw) = shape[1:], latent[1:]
     ratio = h // lh
-    if shape[1] != shape[2] or h % lh or ratio & (ratio - 1):
+    if h % lh or w % lw or w // lw != ratio or ratio & (ratio - 1):
         raise SelfVAEError(
             f"{what} has shape {shape}: the latent grid {latent[1:]} must divide it by a power of two"
         )

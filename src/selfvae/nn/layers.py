@@ -215,17 +215,40 @@ def data_dependent_init(module: nn.Module, run: callable) -> None:
         layer.initialized.fill_(True)
 
 
+def box_mean(x: Tensor, window: tuple[int, int]) -> Tensor:
+    """The mean of ``x`` ``[B, C, H, W]`` over a ``window = (kh, kw)`` box (odd sides) centred on every position,
+    cut at the borders (each position averages the entries its box holds: ``count_include_pad=False``), by
+    cumulative sums: O(1) a position whatever the box's size. A map of at most ``((kh + 1) / 2, (kw + 1) / 2)``
+    gets its global mean everywhere, since every box then covers all of it."""
+    _, _, h, w = x.shape
+    for dim, size, k in ((2, h, window[0]), (3, w, window[1])):
+        r = k // 2
+        s = torch.nn.functional.pad(x.cumsum(dim), (0, 0, 1, 0) if dim == 2 else (1, 0))
+        hi = torch.arange(size, device=x.device).add(r + 1).clamp(max=size)
+        lo = torch.arange(size, device=x.device).sub(r).clamp(min=0)
+        count = (hi - lo).to(x.dtype)
+        x = (s.index_select(dim, hi) - s.index_select(dim, lo)) / (count.view(-1, 1) if dim == 2 else count)
+    return x
+
+
 class ChannelAttention(nn.Module):
-    """Channel-wise attention: global average pool -> bottleneck -> sigmoid gate (RCAN)."""
+    """Channel-wise attention: global average pool -> bottleneck -> sigmoid gate (RCAN).
+
+    ``window`` ``(kh, kw)``: the pool becomes a local one, the mean over a box of that size around each position
+    (:func:`box_mean`); :func:`selfvae.models.sizes.at_size` sets it to ``2 s - 1`` for a layer that saw maps of
+    side ``s`` in training, so the layer computes the same as before on maps of that size and on larger ones pools
+    what it pooled then: a neighbourhood of the training frame's size, not a whole photograph."""
 
     def __init__(self, channels: int, reduction: int = 8) -> None:
         super().__init__()
         hidden = max(channels // reduction, 4)
         self.squeeze = WNConv2d(channels, hidden, 1)
         self.excite = WNConv2d(hidden, channels, 1)
+        self.window: tuple[int, int] | None = None  # None: the global mean
 
     def forward(self, x: Tensor) -> Tensor:
-        return x * torch.sigmoid(self.excite(elu(self.squeeze(spatial_mean(x)))))
+        pooled = spatial_mean(x) if self.window is None else box_mean(x, self.window)
+        return x * torch.sigmoid(self.excite(elu(self.squeeze(pooled))))
 
 
 class DenseLayer(nn.Module):
