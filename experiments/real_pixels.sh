@@ -26,6 +26,9 @@
 #   experiments/real_pixels.sh ours-paper-z    # our cifar10-srvae-paper (the authors' nets exactly) from scratch as
 #                                              # experiments/authors_z.py trains theirs: AdaMax 2e-3, exp schedule,
 #                                              # batch 32, no clipping, no EMA, 60 CPU-minutes; KL_z and active units
+#   experiments/real_pixels.sh z-base          # srVAE from random weights, 30 CPU-minutes (the z remedies' baseline)
+#   experiments/real_pixels.sh z-warm          # the same with KL warm-up over its first 250 steps: does z, free to
+#                                              # carry information while beta is small, keep it at beta = 1?
 #   experiments/real_pixels.sh ship            # stop all, measure and ship runs/real-{vae,srvae}-ft
 set -euo pipefail
 DATA=${DATA:-../shared/data/cifar10-official-part.npz}
@@ -45,7 +48,7 @@ run() {  # NAME PRESET INIT MINUTES EXTRA...: a new run, or --resume where its f
       --set train.max_minutes="$minutes" "$@" > "$out.log" 2>&1 &
   fi
 }
-case ${1:?vae-ft | srvae-fb100 | srvae-warm | srvae-scratch | srvae-ft | ours-paper-z | ship} in
+case ${1:?vae-ft | srvae-fb100 | srvae-warm | srvae-scratch | srvae-ft | ours-paper-z | z-base | z-warm | ship} in
   vae-ft) run vae-ft cifar10-vae-small cifar10-vae-small 150 --set train.lr=5e-4 --set train.lr_warmup_steps=100 \
             --set train.eval_every=250 ;;
   srvae-fb100) run srvae-ft-fb100 cifar10-srvae-small cifar10-srvae-small 120 --set train.lr=5e-4 \
@@ -56,6 +59,10 @@ case ${1:?vae-ft | srvae-fb100 | srvae-warm | srvae-scratch | srvae-ft | ours-pa
                    --set train.eval_every=100 --set train.checkpoint_every=100 ;;
   srvae-ft) run srvae-ft cifar10-srvae-small runs/real-srvae-ft-fb100 45 --set train.lr=4e-4 \
               --set train.lr_warmup_steps=20 --set train.eval_every=100 ;;
+  z-base) run z-base cifar10-srvae-small none 30 --set train.lr_schedule=exp --set train.eval_every=50 \
+            --set train.eval_limit=245 --set train.checkpoint_every=50 ;;
+  z-warm) run z-warm cifar10-srvae-small none 30 --set train.lr_schedule=exp --set train.eval_every=50 \
+            --set train.eval_limit=245 --set train.checkpoint_every=50 --set train.kl_warmup_steps=250 ;;
   ours-paper-z)
     out=runs/ours-srvae-paper-z
     if [ -f "$out/last.pt" ]; then

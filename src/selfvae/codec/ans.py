@@ -49,11 +49,34 @@ class Stack:
         self.decoding = decoding
         self.ideal_bits = 0.0
         self.low_water = self.num_bits()  # the fewest bits the stack held after a pop (see StackUnderflow)
+        self.rows: np.ndarray | None = None  # per image, its pushes' ideal bits minus its pops' (see track)
 
     def clone(self) -> Stack:
         other = Stack(decoding=self.decoding)
         other._ans, other.ideal_bits, other.low_water = self._ans.clone(), self.ideal_bits, self.low_water
+        other.rows = None if self.rows is None else self.rows.copy()
         return other
+
+    def track(self, n: int) -> None:
+        """From now on, split the ideal bits of every push and pop among ``n`` images (``rows``): each coded array
+        holds the ``n`` images' values in equal runs, first image first, as a group's ``[n, ...]`` arrays do. What
+        each image of a group cost, net of its bits back, read from :attr:`rows` (:meth:`untrack`)."""
+        self.rows = np.zeros(n)
+
+    def untrack(self) -> np.ndarray:
+        """Stop :meth:`track`ing; the bits each image cost since it began."""
+        rows, self.rows = self.rows, None
+        return rows
+
+    def _account(self, info: np.ndarray, sign: float) -> float:
+        """Add the per-value ideal bits ``info`` (flat) to the totals (``sign`` -1 for a pop); their sum."""
+        total = float(info.sum())
+        self.ideal_bits += sign * total
+        if self.rows is not None:
+            if len(info) % len(self.rows):
+                raise SelfVAEError(f"{len(info)} values do not split among the {len(self.rows)} images tracked")
+            self.rows += sign * info.reshape(len(self.rows), -1).sum(axis=1)
+        return total
 
     # ----- sizes
     def num_words(self) -> int:
@@ -73,23 +96,23 @@ class Stack:
         p = _probs(probs)
         s = np.ascontiguousarray(symbols, dtype=np.int32).reshape(-1)
         self._ans.encode_reverse(s, _CATEGORICAL, p)
-        self.ideal_bits += _info(p, s, normalised)
+        self._account(_info(p, s, normalised), 1.0)
 
     def pop_categorical(self, probs: np.ndarray, normalised: bool = False) -> np.ndarray:
         """Pop symbols shaped ``probs.shape[:-1]`` (``normalised`` as for :meth:`push_categorical`)."""
         p = _probs(probs)
         before = self.num_bits()
         s = np.asarray(self._ans.decode(_CATEGORICAL, p), dtype=np.int64)
-        self._popped(before, _info(p, s, normalised), len(s))
+        self._popped(before, _info(p, s, normalised))
         return s.reshape(probs.shape[:-1])
 
-    def _popped(self, before: int, info: float, n: int) -> None:
+    def _popped(self, before: int, values: np.ndarray) -> None:
         """Account a pop of ``n`` values, ``info`` ideal bits; raise :class:`StackUnderflow` if the stack did not
         hold them. The coder's 24-bit quantised probabilities make the bits a pop really takes differ from the
         ideal ones by a few hundredths of a bit per value (and the count moves in 32-bit words), so the
         tolerance is 64 bits plus 0.05 per value: mnist-vae's 32k-value flow pops took 0.4% fewer bits
-        than ideal, which a flat 64 mistook for an empty stack."""
-        self.ideal_bits -= info
+        than ideal, which a flat 64 mistook for an empty stack. ``values``: each popped value's ideal bits."""
+        info, n = self._account(values, -1.0), len(values)
         self.low_water = min(self.low_water, self.num_bits())
         if self.decoding and self.num_bits() <= 64:
             return
@@ -101,14 +124,14 @@ class Stack:
         """Push integers in ``[0, size)``, each at ``log2(size)`` bits."""
         s = np.ascontiguousarray(symbols, dtype=np.int32).reshape(-1)
         self._ans.encode_reverse(s, _models.Uniform(size))
-        self.ideal_bits += len(s) * np.log2(size)
+        self._account(np.full(len(s), np.log2(size)), 1.0)
 
     def pop_uniform(self, size: int, shape: tuple[int, ...]) -> np.ndarray:
         """Pop integers in ``[0, size)`` shaped ``shape``."""
         n = int(np.prod(shape))
         before = self.num_bits()
         s = np.asarray(self._ans.decode(_models.Uniform(size), n), dtype=np.int64)
-        self._popped(before, n * np.log2(size), n)
+        self._popped(before, np.full(n, np.log2(size)))
         return s.reshape(shape)
 
     # ----- discretised Gaussians
@@ -132,7 +155,7 @@ class Stack:
                 self._ans.encode_reverse((kk[idx] - centre).astype(np.int32), model, m[idx] - centre, s[idx])
         else:
             self._ans.encode_reverse(kk.astype(np.int32), grid.model(), m, s)
-        self.ideal_bits += info
+        self._account(info, 1.0)
 
     def pop_gaussian(self, mean: np.ndarray, std: np.ndarray, grid: Grid, tight: bool = False,
                      reach: np.ndarray | None = None) -> np.ndarray:
@@ -146,16 +169,16 @@ class Stack:
                 kk[idx] = np.asarray(self._ans.decode(model, m[idx] - centre, s[idx]), dtype=np.int64) + centre
         else:
             kk[:] = np.asarray(self._ans.decode(grid.model(), m, s), dtype=np.int64)
-        self._popped(before, grid.info(kk, m, s, radius), len(kk))
+        self._popped(before, grid.info(kk, m, s, radius))
         return kk.reshape(np.shape(mean))
 
 
-def _info(p: np.ndarray, s: np.ndarray, normalised: bool = False) -> float:
-    """``-log2 p(s)`` summed, for rows of probabilities (normalised here unless ``normalised``)."""
+def _info(p: np.ndarray, s: np.ndarray, normalised: bool = False) -> np.ndarray:
+    """``-log2 p(s)`` of each value, for rows of probabilities (normalised here unless ``normalised``)."""
     chosen = p[np.arange(len(s)), s]
     if not normalised:
         chosen = chosen / p.sum(axis=1)
-    return float(-np.log2(np.maximum(chosen, 2.0**-24)).sum())
+    return -np.log2(np.maximum(chosen, 2.0**-24))
 
 
 class Grid:
@@ -214,8 +237,8 @@ class Grid:
             need = np.maximum(need, np.ascontiguousarray(reach, dtype=np.float64).reshape(-1))
         return np.minimum(np.ceil(_LADDER ** np.ceil(np.log(need) / np.log(_LADDER))), self.limit).astype(np.int64)
 
-    def info(self, k: np.ndarray, m: np.ndarray, s: np.ndarray, radius: np.ndarray | None = None) -> float:
-        """``-log2`` of the (truncated, renormalised) discretised Gaussian's mass at ``k``, summed: over the
+    def info(self, k: np.ndarray, m: np.ndarray, s: np.ndarray, radius: np.ndarray | None = None) -> np.ndarray:
+        """``-log2`` of the (truncated, renormalised) discretised Gaussian's mass at each ``k``: over the
         window of half-width ``radius`` around ``round(m)`` (tight coding), else over the whole grid. Raises if
         a value lies outside its window (a tight push that could not be decoded)."""
         mass = _normal_mass(k - 0.5, k + 0.5, m, s)
@@ -226,7 +249,7 @@ class Grid:
             total = _mass_within(c - radius - 0.5, c + radius + 0.5, m, s)
         else:
             total = _mass_within(np.full_like(m, -self.limit - 0.5), np.full_like(m, self.limit + 0.5), m, s)
-        return float(-np.log2(np.maximum(mass / total, 2.0**-24)).sum())
+        return -np.log2(np.maximum(mass / total, 2.0**-24))
 
 
 def _mass_within(lo: np.ndarray, hi: np.ndarray, m: np.ndarray, s: np.ndarray) -> np.ndarray:

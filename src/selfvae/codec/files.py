@@ -50,6 +50,9 @@ _SEED = 0x5E1F  # initial bits are pseudo-random words from this seed (files are
 # at least this fraction of 8 bits a value: bits-back coding spends about the negative ELBO and a few per cent more
 # (docs/CODEC.md), so near the line both cost alike
 RAW_AT = 0.97
+# The encoder's first tiles are coded with chosen latents (no bits back to measure their cost by): the negative
+# ELBO of this many last tiles is measured before coding (:func:`_lossless`), and of every tile in a smaller file
+MEASURED_FIRST = 8
 
 
 _IDS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> (its tensors' versions, id)
@@ -121,7 +124,8 @@ class CompressReport:
     ideal_bits: float = 0.0  # sum of -log2 of the coded probabilities (pushes minus pops)
     lossless_instead: bool = False  # a lossy file was asked for, and the lossless one was not larger
     png_instead: bool = False  # the model's file would have been larger than PNG: every tile went as one PNG
-    nelbo_bits: float = 0.0  # the model's negative ELBO of the tiles (:func:`tile_nelbo_bits`), summed
+    nelbo_bits: float | None = None  # the model's negative ELBO of the tiles (:func:`tile_nelbo_bits`), summed, if
+    # measured (compress(nelbo=True), lossy and importance-sampled files)
 
     @property
     def bits_per_dim(self) -> float:
@@ -148,6 +152,7 @@ def compress(
     search_steps: int | None = None,
     png_instead: bool = True,
     tile: int | None = None,
+    nelbo: bool = False,
 ) -> tuple[bytes, CompressReport]:
     """Code ``images`` into one file's bytes; the report splits the size into parts (see :func:`_compress`).
 
@@ -164,6 +169,10 @@ def compress(
     A lossy file is never larger than the lossless one: where it comes out above :data:`LOSSLESS_CHECK` of the
     images' negative ELBO (a file of few images, whose first ones carry chosen latents on a grid), the lossless
     file is coded too, and written instead when it is not larger (``report.lossless_instead``).
+
+    Which tiles go without the model (:func:`raw_tiles`) is decided on what coding them cost
+    (:func:`_lossless`), with no pass of the model of its own; ``nelbo`` measures the tiles' negative ELBO too
+    (one more pass: ``report.nelbo_bits``), as lossy files and importance-sampled ones always do.
     """
     on_the_cpu(model)
     params = params or CodingParams()
@@ -176,18 +185,54 @@ def compress(
     ident = model_id(model)
     model, group = at_tile(model, tile, group)
     tiles = torch.from_numpy(np.concatenate([to_tiles(im.pixels, model.shapes[-1], im.name) for im in images]))
-    tile_bits = tile_nelbo_bits(model, tiles, batch=group, progress=progress)  # which go raw; the report's nELBO
-    args = (model, images, tiles, tile_bits, params, group, threads, progress, model_hint, ident)
-    data, report = _compress(*args, lossy, search_steps)
+    tile_bits = None
+    if nelbo or lossy is not None or params.samples > 1:
+        tile_bits = tile_nelbo_bits(model, tiles, batch=group, progress=progress)
+    args = (model, images, tiles, params, group, threads, progress, model_hint, ident)
     if lossy is None:
+        data, report = _lossless(args, tile_bits, search_steps)
         return _no_larger_than_png(data, report, args, model.shapes[-1]) if png_instead else (data, report)
+    assert tile_bits is not None
+    data, report, _ = _compress(*args, np.zeros(len(tiles), dtype=bool), lossy, search_steps)
+    report.nelbo_bits = float(tile_bits.sum())
     if len(data) <= LOSSLESS_CHECK * report.nelbo_bits / 8:
         return data, report
-    exact, exact_report = _compress(*args, None, search_steps)
+    exact, exact_report = _lossless(args, tile_bits, search_steps)
     if len(exact) > len(data):
         return data, report
     exact_report.lossless_instead = True
     return exact, exact_report
+
+
+def _lossless(args: tuple, tile_bits: np.ndarray | None, search_steps: int | None) -> tuple[bytes, CompressReport]:
+    """The lossless file of :func:`_compress`'s ``args``, its tiles sent without the model where :func:`raw_tiles`
+    says so of what each costs. Their negative ELBO ``tile_bits`` where measured; else that of the last
+    :data:`MEASURED_FIRST` tiles (which the encoder codes first, with chosen latents: no bits back to measure them
+    by), and for the rest, if those all go with the model, what coding them cost (the coder's own bits, net of
+    bits back, per tile). So a file of tiles the model codes well takes one pass of the coder and a few tiles'
+    nELBO; one with tiles it codes badly a second pass, which sends them raw; a small file or one whose last
+    tiles the model codes badly is decided on the nELBO of every tile, before coding."""
+    model, tiles = args[0], args[2]
+    shape, n = model.shapes[-1], len(tiles)
+    if tile_bits is None:
+        last = tile_nelbo_bits(model, tiles[max(n - MEASURED_FIRST, 0) :])
+        if len(last) < n and not raw_tiles(last, shape).any():
+            data, report, costs = _compress(*args, np.zeros(n, dtype=bool), None, search_steps)
+            costs[n - len(last) :] = np.where(np.isnan(costs[n - len(last) :]), last, costs[n - len(last) :])
+            unmeasured = np.isnan(costs)
+            if unmeasured.any():
+                costs[unmeasured] = tile_nelbo_bits(model, tiles[torch.from_numpy(unmeasured)])
+            raw = raw_tiles(costs, shape)
+            if not raw.any():
+                return data, report
+            return _compress(*args, raw, None, search_steps)[:2]
+        if len(last) < n:
+            last = tile_nelbo_bits(model, tiles)
+        data, report, _ = _compress(*args, raw_tiles(last, shape), None, search_steps)
+        return data, report
+    data, report, _ = _compress(*args, raw_tiles(tile_bits, shape), None, search_steps)
+    report.nelbo_bits = float(tile_bits.sum())
+    return data, report
 
 
 def at_tile(model: SelfVAE, tile: int | None, group: int) -> tuple[SelfVAE, int]:
@@ -211,23 +256,25 @@ def _no_larger_than_png(data: bytes, report: CompressReport, args: tuple,
     sent without the model, the PNG in the payload), so every reader decodes it; ``report.png_instead`` says so.
     A file is then never larger than that PNG and its header."""
     images, all_tiles = args[1], args[2]
-    png = fallback_png(images, all_tiles.numpy(), np.ones(len(all_tiles), dtype=bool), shape)
+    every = np.ones(len(all_tiles), dtype=bool)
+    png = fallback_png(images, all_tiles.numpy(), every, shape)
     if len(png) >= report.file_bytes - report.header_bytes:
         return data, report
-    png_file, png_report = _compress(*args, None, 0, every_tile_png=png)
+    png_file, png_report, _ = _compress(*args, every, None, 0, every_tile_png=png)
     if len(png_file) >= len(data):
         return data, report
     png_report.png_instead = True
     return png_file, png_report
 
 
-def _compress(model: SelfVAE, images: list[InputImage], all_tiles: torch.Tensor, tile_bits: np.ndarray,
+def _compress(model: SelfVAE, images: list[InputImage], all_tiles: torch.Tensor,
               params: CodingParams, group: int, threads: int, progress: bool, model_hint: str, ident: str,
-              lossy: QuantisedZ | None, search_steps: int | None,
-              every_tile_png: bytes | None = None) -> tuple[bytes, CompressReport]:
-    """Code ``images`` (cut into ``all_tiles``, whose negative ELBO is ``tile_bits``) into one file's bytes, with
-    ``model`` at the tiles' size (``ident``: the id of the model as trained); the report splits the size into
-    parts. With ``lossy`` only
+              raw: np.ndarray, lossy: QuantisedZ | None, search_steps: int | None,
+              every_tile_png: bytes | None = None) -> tuple[bytes, CompressReport, np.ndarray]:
+    """Code ``images`` (cut into ``all_tiles``; those flagged ``raw`` sent without the model) into one file's
+    bytes, with ``model`` at the tiles' size (``ident``: the id of the model as trained); the report splits the
+    size into parts, and the array gives what each tile cost the coder in bits, net of its bits back (NaN for
+    tiles sent raw, coded with chosen latents or with importance samples). With ``lossy`` only
     ``y = d(x)`` and what ``lossy`` keeps of ``z_K`` are coded (:mod:`selfvae.codec.lossy`). ``search_steps``:
     how long the encoder searches the latents of the images coded without bits back (:func:`chosen.search`;
     0: the rounded posterior means only; None: :data:`~selfvae.codec.chosen.SEARCH_STEPS` for a file of at most
@@ -235,10 +282,8 @@ def _compress(model: SelfVAE, images: list[InputImage], all_tiles: torch.Tensor,
     0); the decoder does not need it. ``every_tile_png``: send every tile without the model, as this PNG of them
     (:func:`fallback_png`, made already by the caller)."""
     shape = model.shapes[-1]
-    raw = raw_tiles(tile_bits, shape) if lossy is None else np.zeros(len(all_tiles), dtype=bool)
-    if every_tile_png is not None:  # the PNG-instead file (_no_larger_than_png)
-        raw = np.ones(len(all_tiles), dtype=bool)
     coded = all_tiles[torch.from_numpy(~raw)]
+    costs = np.full(len(coded), np.nan)
     if search_steps is None:
         search_steps = SEARCH_STEPS if len(coded) <= SEARCH_MAX_TILES else 0
     runner = ChunkRunner(params.chunk, threads, params.small_chunks)
@@ -258,7 +303,7 @@ def _compress(model: SelfVAE, images: list[InputImage], all_tiles: torch.Tensor,
             searching = tqdm(desc="search first latents", unit="step", leave=False,
                              disable=not (progress and search_steps))
             enc = _encode_all(coder, coded, group, parts, bar.update, lossy, recon, search_steps, base,
-                              lambda: searching.update(1))
+                              lambda: searching.update(1), costs if lossy is None else None)
             searching.close()
             stack = enc.stack
             if lossy is not None:  # the decoder's output is what the checksum covers
@@ -284,9 +329,11 @@ def _compress(model: SelfVAE, images: list[InputImage], all_tiles: torch.Tensor,
         header_bytes=len(data) - payload_bytes, initial_bytes=initial,
         parts_bytes={k: v / 8 for k, v in parts.items()}, ideal_bits=stack.ideal_bits,
         chosen_images=sum(size for size, p in zip(enc.sizes, enc.chosen, strict=True) if p >= 0),
-        chosen_bytes=enc.chosen_bits / 8, nelbo_bits=float(tile_bits.sum()),
+        chosen_bytes=enc.chosen_bits / 8,
     )
-    return data, report
+    all_costs = np.full(len(all_tiles), np.nan)
+    all_costs[~raw] = costs
+    return data, report, all_costs
 
 
 def _mosaic_cols(images: list[InputImage], raw: np.ndarray, shape: tuple[int, int, int]) -> int:
@@ -376,7 +423,7 @@ class _ChosenTiles:
 def _encode_all(
     coder: BitsBackCoder, tiles: torch.Tensor, group: int, parts: dict[str, float], done: Callable[[int], None],
     lossy: QuantisedZ | None = None, recon: dict[int, torch.Tensor] | None = None, search_steps: int = 0,
-    base: Stack | None = None, on_search_step: Callable[[], None] | None = None,
+    base: Stack | None = None, on_search_step: Callable[[], None] | None = None, costs: np.ndarray | None = None,
 ) -> _Encoded:
     """Encode every tile, last first, in groups, on top of ``base`` (the raw tiles, when a lossless file has any).
 
@@ -386,6 +433,7 @@ def _encode_all(
     fund, with chosen latents and no pops (``CodingParams.chosen_first``, :mod:`selfvae.codec.chosen`); otherwise
     it pops from seeded initial words, the file's only overhead. Each next group takes as many samples (up to
     ``CodingParams.samples``), then as many images (up to ``group``), as the stack can fund, in powers of two.
+    ``costs`` (one per tile) gets what each tile coded with bits back and one sample cost (:meth:`Stack.track`).
     """
     n = len(tiles)
     if n == 0:  # every tile raw
@@ -398,7 +446,7 @@ def _encode_all(
         n_seed, stack = 0, by_choice.code(base or Stack(), n - 1)
         pop_bits = 32.0 * coder.initial_words(last)  # from below; the first group coded with bits back corrects it
     else:
-        stack, n_seed, pop_bits = _seeded_first(coder, last, parts, lossy)
+        stack, n_seed, pop_bits = _seeded_first(coder, last, parts, lossy, None if costs is None else costs[n - 1 :])
         chosen.append(-1)
     _keep(recon, n - 1, coder, lossy)
     done(1)
@@ -409,7 +457,8 @@ def _encode_all(
         size = min(group, end, _power_of_two(fundable / s))
         took = None
         if stack.num_bits() >= pop_bits or not chosen_first:  # short of the estimate from below: do not try
-            stack, took, size, s = _encode_fundable(coder, stack, tiles, end, size, s, parts, lossy, chosen_first)
+            stack, took, size, s = _encode_fundable(coder, stack, tiles, end, size, s, parts, lossy, chosen_first,
+                                                    costs)
         if took is None:  # not even one image: code it with chosen latents
             size, s = 1, 1
             stack = by_choice.code(stack, end - 1)
@@ -426,7 +475,7 @@ def _encode_all(
 
 def _encode_fundable(coder: BitsBackCoder, stack: Stack, tiles: torch.Tensor, end: int, size: int, s: int,
                      parts: dict[str, float], lossy: QuantisedZ | None, chosen_first: bool,
-                     ) -> tuple[Stack, float | None, int, int]:
+                     costs: np.ndarray | None = None) -> tuple[Stack, float | None, int, int]:
     """Code the ``size`` tiles before ``end`` with ``s`` samples each, halving the group (then the samples)
     while the stack runs out of bits: returns the stack, how deep its pops dug (bits an image), and the size and
     samples that worked; the depth is None, and the stack as it was, when not even one image with one sample
@@ -434,7 +483,8 @@ def _encode_fundable(coder: BitsBackCoder, stack: Stack, tiles: torch.Tensor, en
     while True:
         snapshot, saved = stack.clone(), dict(parts)
         try:
-            took = _encode_group(coder, stack, tiles[end - size : end], parts, lossy, samples=s)
+            took = _encode_group(coder, stack, tiles[end - size : end], parts, lossy, samples=s,
+                                 into=None if costs is None else costs[end - size : end])
             return stack, took, size, s
         except StackUnderflow:
             stack = snapshot
@@ -449,7 +499,7 @@ def _encode_fundable(coder: BitsBackCoder, stack: Stack, tiles: torch.Tensor, en
 
 
 def _seeded_first(coder: BitsBackCoder, last: torch.Tensor, parts: dict[str, float], lossy: QuantisedZ | None,
-                  ) -> tuple[Stack, int, float]:
+                  into: np.ndarray | None = None) -> tuple[Stack, int, float]:
     """Code the first tile on a stack of pseudo-random initial words, as few as its pops need: returns the
     stack, the initial words and how deep (bits) its pops dug."""
     rng = np.random.default_rng(_SEED)
@@ -457,7 +507,7 @@ def _seeded_first(coder: BitsBackCoder, last: torch.Tensor, parts: dict[str, flo
     def first(words: int) -> tuple[Stack, float]:
         parts.clear()
         stack = Stack(rng.integers(0, 2**32, words, dtype=np.uint32))
-        return stack, _encode_group(coder, stack, last, parts, lossy, whole_mixture=True)
+        return stack, _encode_group(coder, stack, last, parts, lossy, whole_mixture=True, into=into)
 
     n_seed = coder.initial_words(last)
     while True:  # with enough initial bits
@@ -488,17 +538,25 @@ def _keep(recon: dict[int, torch.Tensor] | None, start: int, coder: BitsBackCode
 
 
 def _encode_group(coder: BitsBackCoder, stack: Stack, x: torch.Tensor, parts: dict[str, float],
-                  lossy: QuantisedZ | None = None, whole_mixture: bool = False, samples: int = 1) -> float:
+                  lossy: QuantisedZ | None = None, whole_mixture: bool = False, samples: int = 1,
+                  into: np.ndarray | None = None) -> float:
     """Encode one group with ``samples`` latent sets an image, adding each part's bits to ``parts``; returns how
     deep (bits per image) its pops dug into the stack below where the group started. The file's first group
     (the decoder's last) is coded with ``whole_mixture``: its pops come out of the initial bits, so it pops no
-    pixel's mixture component."""
+    pixel's mixture component. ``into`` (one sample an image): what each image cost, net of its bits back."""
     start = stack.low_water = stack.num_bits()
     hook = growth_hook(stack, parts)
     if samples > 1:
         ImportanceCoder(coder, samples).encode(stack, x, hook)
-    else:
+        return (start - stack.low_water) / len(x)
+    if into is not None:
+        stack.track(len(x))
+    try:
         coder.encode(stack, x, hook, lossy, whole_mixture)
+    finally:
+        rows = stack.untrack() if into is not None else None
+    if into is not None:
+        into[:] = rows
     return (start - stack.low_water) / len(x)
 
 

@@ -51,6 +51,8 @@ def compress_options(s: argparse.ArgumentParser) -> None:
                         "(tiles), where those images weigh, else 0; the decoder does not need it)")
     s.add_argument("--threads", type=THREADS, default=max(1, torch.get_num_threads()),
                    help="worker threads (never changes the file)")
+    s.add_argument("--nelbo", action="store_true",
+                   help="measure the images' negative ELBO too, to set beside the file (one more pass of the model)")
     s.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     s.add_argument("--lossy-z", type=whole(0), metavar="P", help="lossy (a selfVAE): y exactly, z_K on the grid 2^-P")
     s.add_argument("--y-only", action="store_true", help="lossy (a selfVAE): y exactly, x its super-resolution")
@@ -80,13 +82,13 @@ def run_compress(args: Args) -> None:
     lossy = QuantisedZ(args.lossy_z) if args.lossy_z is not None or args.y_only else None
     data, rep = compress(model, images, params, group=args.group, threads=args.threads, progress=not args.json,
                          model_hint=model_hint(args.run_dir), lossy=lossy, search_steps=args.search_steps,
-                         png_instead=not args.model_only, tile=args.tile)
+                         png_instead=not args.model_only, tile=args.tile, nelbo=args.nelbo)
     out = Path(args.output)
     tmp = out.with_name(out.name + ".tmp")
     tmp.write_bytes(data)
     tmp.replace(out)
     exact = lossy is None or rep.lossless_instead
-    nelbo_bpd = rep.nelbo_bits / rep.dims if exact else None  # a lossy file has no nELBO
+    nelbo_bpd = rep.nelbo_bits / rep.dims if exact and rep.nelbo_bits is not None else None  # lossy: none
     result = {**rep.to_dict(), "nelbo_bits_per_dim": nelbo_bpd, "output": str(out),
               "ratio_to_nelbo": None if nelbo_bpd is None else rep.bits_per_dim / nelbo_bpd}
     if args.json:
@@ -113,6 +115,9 @@ def print_report(out: Path, rep: Any, nelbo_bpd: float | None) -> None:  # noqa:
     else:
         print(f"  {'initial':<8} {rep.initial_bytes:10.1f} bytes (bits the first image borrows with nothing to borrow)")
     print(f"  {'header':<8} {rep.header_bytes:10d} bytes")
+    ideal = rep.ideal_bits / rep.dims
+    print(f"information the coder coded (-log2 of its probabilities, net of bits back): {ideal:.4f} bits/dim; "
+          f"file / that = {rep.bits_per_dim / ideal:.4f}")
     if nelbo_bpd is not None:
         print(f"negative ELBO of the same images: {nelbo_bpd:.4f} bits/dim; "
               f"file / nELBO = {rep.bits_per_dim / nelbo_bpd:.4f}")
