@@ -6,7 +6,8 @@ Not a test: ``python benchmarks/photo_codec.py MODEL [MODEL ...] [--photos FILE 
 ``grace_hopper.jpg`` and, with the ``[test]`` extra, gradio's ``cheetah.jpg`` and ``tower.jpg``; ``--split test``
 takes the held-out photographs of the ``photos`` data set instead (whole, downscaled as it serves them; Debian's
 wallpaper packages, ``docs/DATA.md``); a grey model gets them converted to grey.
-``--size N`` centre-crops each to N x N first (the whole photograph by default).
+``--size N`` centre-crops each to N x N first (the whole photograph by default). ``--megapixels 24`` codes one
+photograph of that size instead (a test photograph mirrored out): speed and peak memory.
 
 Last, per model, the ceiling that the model's arithmetic sets: the FLOPs of one forward pass over a tile (the
 negative ELBO: encoder, prior and decoder, by ``torch.utils.flop_counter``), the CPU time it takes at this
@@ -62,7 +63,13 @@ def main() -> None:
                     help="the photos data set's photographs of this split (whole), beside or instead of --photos")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--tile", type=int, help="tiles of N x N (a multiple of the model's frame; default the frame)")
+    ap.add_argument("--megapixels", type=float,
+                    help="instead: one photograph of this many megapixels (the first photograph mirrored out to "
+                         "4:3), coded and decoded once: megapixels/s and the process's peak memory")
     a = ap.parse_args()
+    if a.megapixels:
+        large(a.models[0], a.megapixels, a.threads, a.tile)
+        return
     photos = a.photos or ([] if a.split else default_photos())
     held_out = {}
     if a.split:  # the photos data set's held-out photographs, as arrays
@@ -108,6 +115,39 @@ def main() -> None:
         print(f"{name}: one forward pass {gflop:.3f} GFLOP a tile, {1e3 * cpu:.1f} ms of CPU a tile on {a.threads} "
               f"thread(s) ({gflop / cpu:.1f} GFLOP/s a core): at most {a.threads * pixels / cpu / 1e6:.3f} MP/s at a "
               f"pass a tile")
+
+
+def large(name: str, megapixels: float, threads: int, tile: int | None) -> None:
+    """Code one ``megapixels`` photograph (a camera's 24 MP, say): the first photograph of the ``photos`` data
+    set's test split mirrored out to 4:3, so its statistics stay a photograph's. Prints MP/s each way and the
+    peak resident memory of the process (``ru_maxrss``) after loading, after encoding and after decoding."""
+    import resource
+
+    from selfvae.data.photos import whole_photographs
+
+    def peak_mb() -> float:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+    _, model = load_run(name)
+    _, photo = next(iter(whole_photographs(Path("/usr/share"), "test")))
+    w = int(round((megapixels * 1e6 * 4 / 3) ** 0.5))
+    h = int(round(megapixels * 1e6 / w))
+    x = np.pad(photo, ((0, max(h - photo.shape[0], 0)), (0, max(w - photo.shape[1], 0)), (0, 0)),
+               mode="symmetric")[:h, :w]
+    x = np.ascontiguousarray(x)
+    loaded = peak_mb()
+    tic = time.perf_counter()
+    data, rep = compress(model, [InputImage("large", x)], threads=threads, progress=True, tile=tile)
+    enc, after_enc = time.perf_counter() - tic, peak_mb()
+    tic = time.perf_counter()
+    back = decompress(model, data, threads=threads, progress=True)
+    dec = time.perf_counter() - tic
+    assert np.array_equal(back.images[0], x), "the round trip is not exact"
+    mp = h * w / 1e6
+    print(f"{name}: {w}x{h} ({mp:.1f} MP) on {threads} thread(s): {8 * len(data) / x.size:.3f} bits/dim"
+          f"{' (PNG instead)' if rep.png_instead else ''}, encode {mp / enc:.3f} MP/s, decode {mp / dec:.3f} MP/s; "
+          f"peak memory {loaded:.0f} MB loaded, {after_enc:.0f} MB after encoding, {peak_mb():.0f} MB after "
+          f"decoding (the image itself {x.nbytes / 2**20:.0f} MB)")
 
 
 def forward_cost(model: torch.nn.Module, threads: int, n: int = 16, repeats: int = 3) -> tuple[float, float]:

@@ -205,10 +205,10 @@ class BitsBackCoder:
         constraint = self.constraint_of(i, params, level_above)
         by_component = self._by_component(whole_mixture) and constraint is None
         k = stack.pop_categorical(self.component_probs(i, params, level)) if by_component else None
-        probs = {c: self.channel_probs(i, params, level, c, k) for c in channels if c or constraint is None}
-        for c in reversed(channels):
-            if c in probs:
-                stack.push_categorical(level[:, c].numpy(), probs[c], normalised=True)
+        for c in reversed(channels):  # one channel's tables at a time: [n, H, W, 256] float64 each
+            if c or constraint is None:
+                stack.push_categorical(level[:, c].numpy(), self.channel_probs(i, params, level, c, k),
+                                       normalised=True)
             else:
                 constraint.push(stack, level[:, 0].numpy())
         if k is not None:
