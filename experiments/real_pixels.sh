@@ -29,6 +29,7 @@
 #   experiments/real_pixels.sh z-base          # srVAE from random weights, 30 CPU-minutes (the z remedies' baseline)
 #   experiments/real_pixels.sh z-warm          # the same with KL warm-up over its first 250 steps: does z, free to
 #                                              # carry information while beta is small, keep it at beta = 1?
+#   experiments/real_pixels.sh z-fb            # the same with free bits of 32 nats on z from the first step
 #   experiments/real_pixels.sh ship            # stop all, measure and ship runs/real-{vae,srvae}-ft
 set -euo pipefail
 DATA=${DATA:-../shared/data/cifar10-official-part.npz}
@@ -48,7 +49,7 @@ run() {  # NAME PRESET INIT MINUTES EXTRA...: a new run, or --resume where its f
       --set train.max_minutes="$minutes" "$@" > "$out.log" 2>&1 &
   fi
 }
-case ${1:?vae-ft | srvae-fb100 | srvae-warm | srvae-scratch | srvae-ft | ours-paper-z | z-base | z-warm | ship} in
+case ${1:?vae-ft | srvae-fb100 | srvae-warm | srvae-scratch | srvae-ft | ours-paper-z | z-base | z-warm | z-fb | ship} in
   vae-ft) run vae-ft cifar10-vae-small cifar10-vae-small 150 --set train.lr=5e-4 --set train.lr_warmup_steps=100 \
             --set train.eval_every=250 ;;
   srvae-fb100) run srvae-ft-fb100 cifar10-srvae-small cifar10-srvae-small 120 --set train.lr=5e-4 \
@@ -63,6 +64,8 @@ case ${1:?vae-ft | srvae-fb100 | srvae-warm | srvae-scratch | srvae-ft | ours-pa
             --set train.eval_limit=245 --set train.checkpoint_every=50 ;;
   z-warm) run z-warm cifar10-srvae-small none 30 --set train.lr_schedule=exp --set train.eval_every=50 \
             --set train.eval_limit=245 --set train.checkpoint_every=50 --set train.kl_warmup_steps=250 ;;
+  z-fb) run z-fb cifar10-srvae-small none 30 --set train.lr_schedule=exp --set train.eval_every=50 \
+          --set train.eval_limit=245 --set train.checkpoint_every=50 --set train.free_bits=32 ;;
   ours-paper-z)
     out=runs/ours-srvae-paper-z
     if [ -f "$out/last.pt" ]; then

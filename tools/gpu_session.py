@@ -54,7 +54,10 @@ import sys
 import tarfile
 import threading
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
+from typing import IO, NamedTuple
 
 ROOT = Path(__file__).resolve().parents[1]
 AUTHORS_REPO = "/work/.mirror/ioangatop+srVAE/repo/.git"  # `fetch github:ioangatop/srVAE` puts it here
@@ -330,7 +333,18 @@ def _left(args: argparse.Namespace, reserve: float = 0.0) -> float | None:
     return None if args.deadline is None else args.deadline - time.monotonic() - reserve
 
 
-def start_training(args: argparse.Namespace, results: dict) -> dict:
+class Job(NamedTuple):
+    """A training process of :func:`start_training`: its log file, its setting, and what to collect from it when it
+    has ended (its exit status given), into ``results[into][name]``."""
+
+    proc: subprocess.Popen
+    log: IO
+    variant: str
+    collect: Callable[[int], dict]
+    into: str = "train"
+
+
+def start_training(args: argparse.Namespace, results: dict) -> dict[str, Job]:
     """The CIFAR-10 models of :data:`TRAINED` at once on the one GPU, each in its own process, at the fastest
     setting the bench measured (``--train-variant``); returns the processes for :func:`finish_training` (phases
     after ``train`` in the same call, the tests, run while they train)."""
@@ -369,8 +383,8 @@ def start_training(args: argparse.Namespace, results: dict) -> dict:
                     "--steps", "3", "--threads", "1"]
         print("+", " ".join(cmd), flush=True)
         log = (args.out / f"{preset}.train.log").open("w")
-        procs[preset] = (subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=_env(), cwd=ROOT), log,
-                         variant)
+        procs[preset] = Job(subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=_env(), cwd=ROOT), log,
+                            variant, partial(_packed, preset, run, args.out))
     authors = args.gpu_dir / "srVAE"
     if args.device.startswith("cuda") and (authors / "src").is_dir():  # does their z collapse too? (issue 49.3)
         cmd = [sys.executable, "experiments/authors_z.py", "--authors-src", str(authors), "--data",
@@ -378,8 +392,8 @@ def start_training(args: argparse.Namespace, results: dict) -> dict:
                "--device", args.device, "--log-every", "25", "--au-every", "250"]
         print("+", " ".join(cmd), flush=True)
         log = (args.out / f"{AUTHORS_Z}.log").open("w")
-        procs[AUTHORS_Z] = (subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=_env(), cwd=ROOT), log,
-                            "")
+        procs[AUTHORS_Z] = Job(subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=_env(), cwd=ROOT),
+                               log, "", partial(_where_z_stands, args.out / AUTHORS_Z), into="authors")
     return procs
 
 
@@ -394,28 +408,32 @@ def _variant_flags(variant: str) -> list[str]:
              *(["--compile", "reduce-overhead"] if CUDAGRAPHS_VARIANT in parts else [])])
 
 
-def finish_training(args: argparse.Namespace, procs: dict, results: dict) -> None:
-    """Wait for the runs of :func:`start_training` (to the budget's end) and pack each that finished."""
+def finish_training(args: argparse.Namespace, jobs: dict[str, Job], results: dict) -> None:
+    """Wait for the jobs of :func:`start_training` (to the budget's end) and collect what each left."""
+    for name, job in jobs.items():
+        try:
+            rc = job.proc.wait(timeout=_left(args))
+        except subprocess.TimeoutExpired:  # past the budget: its checkpoints stay for a later call's resume
+            job.proc.kill()
+            rc = job.proc.wait()
+        job.log.close()
+        entry = {"returncode": rc, "variant": job.variant, **job.collect(rc)}
+        results.setdefault(job.into, {})[name] = entry
+        print(f"{name}: exit {rc}, {entry}", flush=True)
+
+
+def _packed(preset: str, run: Path, out: Path, rc: int) -> dict:
+    """A finished run of ours packed (:func:`_pack`); nothing from one that failed."""
+    return _pack(preset, run, out) if rc == 0 else {}
+
+
+def _where_z_stands(folder: Path, rc: int) -> dict:
+    """The authors' run (its log already under OUT): the last step, KL of z and u and active units of z logged."""
     from selfvae.runs import layout
     from selfvae.runs.log import read_log
 
-    trained = results.setdefault("train", {})
-    for preset, (proc, log, variant) in procs.items():
-        try:
-            rc = proc.wait(timeout=_left(args))
-        except subprocess.TimeoutExpired:  # past the budget: its checkpoints stay for a later call's resume
-            proc.kill()
-            rc = proc.wait()
-        log.close()
-        run = Path(args.work) / "runs" / preset
-        entry = {"returncode": rc, "variant": variant}
-        if preset == AUTHORS_Z:  # its log is under OUT already; the last records say where z stands
-            records = read_log(args.out / AUTHORS_Z / layout.LOG)
-            entry.update({k: v for r in records for k, v in r.items() if k in ("step", "KL_z", "KL_u", "au_z")})
-        elif rc == 0:
-            entry.update(_pack(preset, run, args.out))
-        trained[preset] = entry
-        print(f"{preset}: exit {rc}, {entry}", flush=True)
+    records = read_log(folder / layout.LOG) if (folder / layout.LOG).exists() else []
+    return {k: v for r in records for k, v in r.items() if k in ("step", "KL_z", "KL_u", "au_z")}
 
 
 def _pack(preset: str, run: Path, out: Path) -> dict:
@@ -477,18 +495,16 @@ def markdown(results: dict) -> str:
                   "| preset | setting | exit | steps | train s | test ELBO | test IW (S, images) |",
                   "| --- | --- | --- | --- | --- | --- | --- |"]
         for name, e in results["train"].items():
-            if name == AUTHORS_Z:
-                continue
             iw = f"{e['test_bpd_iw']:.4f} (S={e['iw_samples']})" if e.get("test_bpd_iw") else ""
             elbo = f"{e['test_bpd_elbo']:.4f} ({e['n_images']} images)" if e.get("test_bpd_elbo") else ""
             lines.append(f"| {name} | {e.get('variant') or 'fp32'} | {e['returncode']} | {e.get('steps', '')} | "
                          f"{e.get('seconds') or ''} | {elbo} | {iw} |")
         lines.append("")
-        theirs = results["train"].get(AUTHORS_Z)
-        if theirs:
-            lines += [f"The authors' srVAE (their code, experiments/authors_z.py, the same images; exit "
-                      f"{theirs['returncode']}): step {theirs.get('step')}, KL_z {theirs.get('KL_z')} nats, KL_u "
-                      f"{theirs.get('KL_u')}, active units of z {theirs.get('au_z')} of 1024", ""]
+    theirs = results.get("authors", {}).get(AUTHORS_Z)
+    if theirs:
+        lines += [f"The authors' srVAE (their code, experiments/authors_z.py, the same images; exit "
+                  f"{theirs['returncode']}): step {theirs.get('step')}, KL_z {theirs.get('KL_z')} nats, KL_u "
+                  f"{theirs.get('KL_u')}, active units of z {theirs.get('au_z')} of 1024", ""]
     return "\n".join(lines)
 
 
