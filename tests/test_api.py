@@ -130,6 +130,16 @@ def test_super_resolve_a_batch_or_one_image_of_any_size(srvae, cifar):
         selfvae.load("mnist-vae").super_resolve(small[:, :, :, :1], factor=2)
 
 
+def test_a_model_at_another_size_measures_larger_images_and_stays_a_model(srvae, cifar):
+    same, wide = srvae.at_size(32, 32), srvae.at_size(32, 64)
+    assert isinstance(wide, Model) and wide.config.model.image_shape == (3, 32, 64)
+    assert same.bits_per_dim(cifar[:4]).bpd_elbo == pytest.approx(srvae.bits_per_dim(cifar[:4]).bpd_elbo, abs=1e-4)
+    pairs = np.concatenate([cifar[:4], cifar[4:]], axis=2)  # two images side by side
+    assert 0 < wide.bits_per_dim(pairs).bpd_elbo < 8
+    with pytest.raises(SelfVAEError, match="multiples of the model's frame 32x32"):
+        srvae.at_size(48, 32)
+
+
 def test_interpolation_runs_from_a_to_b(srvae, cifar):
     path = srvae.interpolate(cifar[:2], cifar[2:4], steps=5)
     lat_a, lat_b = srvae.encode(cifar[:2]), srvae.encode(cifar[2:4])

@@ -187,6 +187,14 @@ class Model(SelfVAE):
         resolved(self.config).save(folder / layout.CONFIG)
         return folder
 
+    def at_size(self, height: int, width: int) -> Model:
+        """This model taking images ``[N, C, height, width]`` (multiples of its frame): the same weights, its
+        channel attention pooling a box of its training frame's extent (:func:`selfvae.models.sizes.at_size`), so
+        that, say, ``bits_per_dim`` measures a whole photograph in one pass instead of tile by tile."""
+        from selfvae.models.sizes import at_size
+
+        return at_size(self, height, width)
+
     @property
     def device(self) -> torch.device:
         return next(self.parameters()).device

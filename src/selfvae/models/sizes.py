@@ -67,10 +67,13 @@ def at_size(model: SelfVAE, height: int, width: int) -> SelfVAE:
     cfg = dataclasses.replace(model.cfg, image_shape=(c, height, width), data_shape=None,
                               latent_shape=(lc, lh * height // h0, lw * width // w0))
     param = next(model.parameters())
-    new = SelfVAE(cfg).to(device=param.device, dtype=param.dtype)
+    new = type(model)(cfg).to(device=param.device, dtype=param.dtype)  # a subclass (selfvae.api.Model) stays one
+    if hasattr(model, "config"):  # the whole run's config (selfvae.api.Model), its model at the new size
+        new.config = dataclasses.replace(model.config, model=cfg)
     new.load_state_dict(model.state_dict())
-    kernel = next(p for p in model.parameters() if p.dim() == 4)
-    new.to(memory_format=memory_format_of(kernel))  # as fast as the model, and its noise laid out the same
+    for mine, theirs in zip(new.parameters(), model.parameters(), strict=True):  # each kernel stored as it was:
+        if mine.dim() == 4:  # as fast, and the noise drawn like activations laid out the same
+            mine.data = mine.data.contiguous(memory_format=memory_format_of(theirs))
     for name, m in new.named_modules():
         if isinstance(m, ChannelAttention):
             m.window = windows[name]
