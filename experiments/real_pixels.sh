@@ -30,6 +30,7 @@
 #   experiments/real_pixels.sh z-warm          # the same with KL warm-up over its first 250 steps: does z, free to
 #                                              # carry information while beta is small, keep it at beta = 1?
 #   experiments/real_pixels.sh z-fb            # the same with free bits of 32 nats on z from the first step
+#   experiments/real_pixels.sh lvl2-base       # the 2-level selfVAE (32->16->8) as z-base: does the level pay?
 #   experiments/real_pixels.sh ship            # stop all, measure and ship runs/real-{vae,srvae}-ft
 set -euo pipefail
 DATA=${DATA:-../shared/data/cifar10-official-part.npz}
@@ -49,7 +50,7 @@ run() {  # NAME PRESET INIT MINUTES EXTRA...: a new run, or --resume where its f
       --set train.max_minutes="$minutes" "$@" > "$out.log" 2>&1 &
   fi
 }
-case ${1:?vae-ft | srvae-fb100 | srvae-warm | srvae-scratch | srvae-ft | ours-paper-z | z-base | z-warm | z-fb | ship} in
+case ${1:?vae-ft | srvae-fb100 | srvae-warm | srvae-scratch | srvae-ft | ours-paper-z | z-base | z-warm | z-fb | lvl2-base | ship} in
   vae-ft) run vae-ft cifar10-vae-small cifar10-vae-small 150 --set train.lr=5e-4 --set train.lr_warmup_steps=100 \
             --set train.eval_every=250 ;;
   srvae-fb100) run srvae-ft-fb100 cifar10-srvae-small cifar10-srvae-small 120 --set train.lr=5e-4 \
@@ -66,6 +67,8 @@ case ${1:?vae-ft | srvae-fb100 | srvae-warm | srvae-scratch | srvae-ft | ours-pa
             --set train.eval_limit=245 --set train.checkpoint_every=50 --set train.kl_warmup_steps=250 ;;
   z-fb) run z-fb cifar10-srvae-small none 30 --set train.lr_schedule=exp --set train.eval_every=50 \
           --set train.eval_limit=245 --set train.checkpoint_every=50 --set train.free_bits=32 ;;
+  lvl2-base) run lvl2-base cifar10-2lvl-small none 30 --set train.lr_schedule=exp --set train.eval_every=50 \
+               --set train.eval_limit=245 --set train.checkpoint_every=50 ;;
   ours-paper-z)
     out=runs/ours-srvae-paper-z
     if [ -f "$out/last.pt" ]; then
