@@ -206,33 +206,36 @@ def compress(
 
 def _lossless(args: tuple, tile_bits: np.ndarray | None, search_steps: int | None) -> tuple[bytes, CompressReport]:
     """The lossless file of :func:`_compress`'s ``args``, its tiles sent without the model where :func:`raw_tiles`
-    says so of what each costs. Their negative ELBO ``tile_bits`` where measured; else that of the last
-    :data:`MEASURED_FIRST` tiles (which the encoder codes first, with chosen latents: no bits back to measure them
-    by), and for the rest, if those all go with the model, what coding them cost (the coder's own bits, net of
-    bits back, per tile). So a file of tiles the model codes well takes one pass of the coder and a few tiles'
-    nELBO; one with tiles it codes badly a second pass, which sends them raw; a small file or one whose last
-    tiles the model codes badly is decided on the nELBO of every tile, before coding."""
+    says so of what each costs: their negative ELBO ``tile_bits`` where measured (then in ``report.nelbo_bits``);
+    else, for a file of more than :data:`MEASURED_FIRST` tiles whose last ones the model codes well, what coding
+    them cost (:func:`_decided_by_coding`); else every tile's negative ELBO, measured here."""
     model, tiles = args[0], args[2]
     shape, n = model.shapes[-1], len(tiles)
     if tile_bits is None:
         last = tile_nelbo_bits(model, tiles[max(n - MEASURED_FIRST, 0) :])
         if len(last) < n and not raw_tiles(last, shape).any():
-            data, report, costs = _compress(*args, np.zeros(n, dtype=bool), None, search_steps)
-            costs[n - len(last) :] = np.where(np.isnan(costs[n - len(last) :]), last, costs[n - len(last) :])
-            unmeasured = np.isnan(costs)
-            if unmeasured.any():
-                costs[unmeasured] = tile_nelbo_bits(model, tiles[torch.from_numpy(unmeasured)])
-            raw = raw_tiles(costs, shape)
-            if not raw.any():
-                return data, report
-            return _compress(*args, raw, None, search_steps)[:2]
-        if len(last) < n:
-            last = tile_nelbo_bits(model, tiles)
-        data, report, _ = _compress(*args, raw_tiles(last, shape), None, search_steps)
-        return data, report
+            return _decided_by_coding(args, last, search_steps)
+        tile_bits = last if len(last) == n else tile_nelbo_bits(model, tiles)
     data, report, _ = _compress(*args, raw_tiles(tile_bits, shape), None, search_steps)
     report.nelbo_bits = float(tile_bits.sum())
     return data, report
+
+
+def _decided_by_coding(args: tuple, last: np.ndarray, search_steps: int | None) -> tuple[bytes, CompressReport]:
+    """Code every tile with the model, and take what each cost the coder (net of its bits back) as its cost; the
+    negative ELBO ``last`` of the last tiles for those the encoder coded first, with chosen latents (no bits back
+    to measure them by). Where some tile cost too much, a second pass sends it raw. So a file of tiles the model
+    codes well takes one pass of the coder, and no pass of the model of its own."""
+    model, tiles = args[0], args[2]
+    n = len(tiles)
+    data, report, costs = _compress(*args, np.zeros(n, dtype=bool), None, search_steps)
+    tail = costs[n - len(last) :]  # a view: filled in place
+    tail[np.isnan(tail)] = last[np.isnan(tail)]
+    unmeasured = np.isnan(costs)
+    if unmeasured.any():  # chosen beyond the last few (all but never): their negative ELBO
+        costs[unmeasured] = tile_nelbo_bits(model, tiles[torch.from_numpy(unmeasured)])
+    raw = raw_tiles(costs, model.shapes[-1])
+    return _compress(*args, raw, None, search_steps)[:2] if raw.any() else (data, report)
 
 
 def at_tile(model: SelfVAE, tile: int | None, group: int) -> tuple[SelfVAE, int]:
