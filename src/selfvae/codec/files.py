@@ -266,7 +266,7 @@ def _no_larger_than_png(data: bytes, report: CompressReport, args: tuple,
     png_file, png_report, _ = _compress(*args, every, None, 0, every_tile_png=png)
     if len(png_file) >= len(data):
         return data, report
-    png_report.png_instead = True
+    png_report.png_instead, png_report.nelbo_bits = True, report.nelbo_bits  # the images' nELBO, if measured
     return png_file, png_report
 
 
