@@ -17,6 +17,11 @@
 #   offset for every image: 0 active units, variance over images 6e-5 of the posterior's); KL warm-up (400 steps)
 #   leaves KL_z at 0.0 at beta = 0.25. The decoder does respond to z (noise of std 1 on z: +10 nats of re_x;
 #   std 10: +1760), so z is ignored by choice of the encoder, not cut off.
+# - Our copy of the authors' nets trained as their code trains them (ours-paper-z, 60 CPU-min, 239 steps) loses z
+#   as theirs does (0 of 1024 units active at every validation; theirs: 0 but one transient bump at step 100).
+# - From random weights (30 CPU-min each, docs/RESULTS.md "Remedies from random weights"): KL warm-up keeps z
+#   active while beta < 1 (827 units at step 50) and loses it within 150 steps after (test 5.6161 vs 5.5893 without);
+#   the 2-level selfVAE is 0.18 bits/dim behind the srVAE at equal steps (5.7656), both its z levels collapsed.
 #
 #   experiments/real_pixels.sh vae-ft          # the VAE from the shipped weights (150 CPU-minutes; resumable)
 #   experiments/real_pixels.sh srvae-fb100     # srVAE from the shipped weights, free bits 100 on z (the 57 nats)
