@@ -21,6 +21,7 @@
 #   as theirs does (0 of 1024 units active at every validation; theirs: 0 but one transient bump at step 100).
 # - From random weights (30 CPU-min each, docs/RESULTS.md "Remedies from random weights"): KL warm-up keeps z
 #   active while beta < 1 (827 units at step 50) and loses it within 150 steps after (test 5.6161 vs 5.5893 without);
+#   free bits (32 nats) the same, sooner (0 active from step 300; test 5.7191);
 #   the 2-level selfVAE is 0.18 bits/dim behind the srVAE at equal steps (5.7656), both its z levels collapsed.
 #
 #   experiments/real_pixels.sh vae-ft          # the VAE from the shipped weights (150 CPU-minutes; resumable)
