@@ -88,7 +88,7 @@ def main() -> None:
             if path in held_out and c == 1:
                 x = np.asarray(Image.fromarray(x).convert("L"))[..., None]
             im = InputImage(path.name, x)
-            tiled = at_tile(model, a.tile, 64)[0]
+            tiled = at_tile(model, a.tile)
             tiles = to_tiles(x, tiled.shapes[-1], path.name)
             share = float(raw_tiles(tile_nelbo_bits(tiled, torch.from_numpy(tiles)), tiled.shapes[-1]).mean())
             tic = time.perf_counter()

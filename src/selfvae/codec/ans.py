@@ -68,14 +68,17 @@ class Stack:
         rows, self.rows = self.rows, None
         return rows
 
-    def _account(self, info: np.ndarray, sign: float) -> float:
-        """Add the per-value ideal bits ``info`` (flat) to the totals (``sign`` -1 for a pop); their sum."""
-        total = float(info.sum())
+    def _account(self, info: np.ndarray | float, n: int, sign: float) -> float:
+        """Add the ideal bits of ``n`` values to the totals (``sign`` -1 for a pop): ``info`` each value's (flat), or
+        one figure for all (uniform values: no array of ``n`` copies); returns their sum."""
+        per_value = isinstance(info, np.ndarray)
+        total = float(info.sum()) if per_value else float(info) * n
         self.ideal_bits += sign * total
         if self.rows is not None:
-            if len(info) % len(self.rows):
-                raise SelfVAEError(f"{len(info)} values do not split among the {len(self.rows)} images tracked")
-            self.rows += sign * info.reshape(len(self.rows), -1).sum(axis=1)
+            if n % len(self.rows):
+                raise SelfVAEError(f"{n} values do not split among the {len(self.rows)} images tracked")
+            self.rows += sign * (info.reshape(len(self.rows), -1).sum(axis=1) if per_value
+                                 else total / len(self.rows))
         return total
 
     # ----- sizes
@@ -96,23 +99,24 @@ class Stack:
         p = _probs(probs)
         s = np.ascontiguousarray(symbols, dtype=np.int32).reshape(-1)
         self._ans.encode_reverse(s, _CATEGORICAL, p)
-        self._account(_info(p, s, normalised), 1.0)
+        self._account(_info(p, s, normalised), len(s), 1.0)
 
     def pop_categorical(self, probs: np.ndarray, normalised: bool = False) -> np.ndarray:
         """Pop symbols shaped ``probs.shape[:-1]`` (``normalised`` as for :meth:`push_categorical`)."""
         p = _probs(probs)
         before = self.num_bits()
         s = np.asarray(self._ans.decode(_CATEGORICAL, p), dtype=np.int64)
-        self._popped(before, _info(p, s, normalised))
+        self._popped(before, _info(p, s, normalised), len(s))
         return s.reshape(probs.shape[:-1])
 
-    def _popped(self, before: int, values: np.ndarray) -> None:
+    def _popped(self, before: int, values: np.ndarray | float, n: int) -> None:
         """Account a pop of ``n`` values, ``info`` ideal bits; raise :class:`StackUnderflow` if the stack did not
         hold them. The coder's 24-bit quantised probabilities make the bits a pop really takes differ from the
         ideal ones by a few hundredths of a bit per value (and the count moves in 32-bit words), so the
         tolerance is 64 bits plus 0.05 per value: mnist-vae's 32k-value flow pops took 0.4% fewer bits
-        than ideal, which a flat 64 mistook for an empty stack. ``values``: each popped value's ideal bits."""
-        info, n = self._account(values, -1.0), len(values)
+        than ideal, which a flat 64 mistook for an empty stack. ``values``: each popped value's ideal bits, or
+        one figure for all (:meth:`_account`)."""
+        info = self._account(values, n, -1.0)
         self.low_water = min(self.low_water, self.num_bits())
         if self.decoding and self.num_bits() <= 64:
             return
@@ -124,14 +128,14 @@ class Stack:
         """Push integers in ``[0, size)``, each at ``log2(size)`` bits."""
         s = np.ascontiguousarray(symbols, dtype=np.int32).reshape(-1)
         self._ans.encode_reverse(s, _models.Uniform(size))
-        self._account(np.full(len(s), np.log2(size)), 1.0)
+        self._account(np.log2(size), len(s), 1.0)
 
     def pop_uniform(self, size: int, shape: tuple[int, ...]) -> np.ndarray:
         """Pop integers in ``[0, size)`` shaped ``shape``."""
         n = int(np.prod(shape))
         before = self.num_bits()
         s = np.asarray(self._ans.decode(_models.Uniform(size), n), dtype=np.int64)
-        self._popped(before, np.full(n, np.log2(size)))
+        self._popped(before, np.log2(size), n)
         return s.reshape(shape)
 
     # ----- discretised Gaussians
@@ -155,7 +159,7 @@ class Stack:
                 self._ans.encode_reverse((kk[idx] - centre).astype(np.int32), model, m[idx] - centre, s[idx])
         else:
             self._ans.encode_reverse(kk.astype(np.int32), grid.model(), m, s)
-        self._account(info, 1.0)
+        self._account(info, len(kk), 1.0)
 
     def pop_gaussian(self, mean: np.ndarray, std: np.ndarray, grid: Grid, tight: bool = False,
                      reach: np.ndarray | None = None) -> np.ndarray:
@@ -169,7 +173,7 @@ class Stack:
                 kk[idx] = np.asarray(self._ans.decode(model, m[idx] - centre, s[idx]), dtype=np.int64) + centre
         else:
             kk[:] = np.asarray(self._ans.decode(grid.model(), m, s), dtype=np.int64)
-        self._popped(before, grid.info(kk, m, s, radius))
+        self._popped(before, grid.info(kk, m, s, radius), len(kk))
         return kk.reshape(np.shape(mean))
 
 

@@ -183,7 +183,9 @@ def compress(
     if lossy is not None and model.K < 1:
         raise SelfVAEError("lossy coding sends y = d(x) exactly: it needs a selfVAE (K >= 1), not a plain VAE")
     ident = model_id(model)
-    model, group = at_tile(model, tile, group)
+    frame = math.prod(model.shapes[-1][1:])
+    model = at_tile(model, tile)
+    group = max(1, group * frame // math.prod(model.shapes[-1][1:]))  # as many pixels a group as at the frame
     tiles = torch.from_numpy(np.concatenate([to_tiles(im.pixels, model.shapes[-1], im.name) for im in images]))
     tile_bits = None
     if nelbo or lossy is not None or params.samples > 1:
@@ -238,16 +240,15 @@ def _decided_by_coding(args: tuple, last: np.ndarray, search_steps: int | None) 
     return _compress(*args, raw, None, search_steps)[:2] if raw.any() else (data, report)
 
 
-def at_tile(model: SelfVAE, tile: int | None, group: int) -> tuple[SelfVAE, int]:
-    """The model that codes tiles of side ``tile`` (``model`` itself at its own frame), and ``group`` (tiles of
-    the model's frame) in tiles of that side (at least 1)."""
+def at_tile(model: SelfVAE, tile: int | None) -> SelfVAE:
+    """The model that codes tiles of side ``tile``: ``model`` itself at its own frame (or ``tile`` None)."""
     _, fh, fw = model.shapes[-1]
     if tile is None or (tile, tile) == (fh, fw):
-        return model, group
+        return model
     if tile < 1 or tile % fh or tile % fw:
         raise SelfVAEError(f"tile {tile}: must be a multiple of the model's frame {fh}x{fw}")
     try:
-        return at_size(model, tile, tile), max(1, group * fh * fw // (tile * tile))
+        return at_size(model, tile, tile)
     except SelfVAEError as e:
         raise SelfVAEError(f"tile {tile}: {e}") from None
 
@@ -552,13 +553,14 @@ def _encode_group(coder: BitsBackCoder, stack: Stack, x: torch.Tensor, parts: di
     if samples > 1:
         ImportanceCoder(coder, samples).encode(stack, x, hook)
         return (start - stack.low_water) / len(x)
-    if into is not None:
-        stack.track(len(x))
-    try:
+    if into is None:
         coder.encode(stack, x, hook, lossy, whole_mixture)
-    finally:
-        rows = stack.untrack() if into is not None else None
-    if into is not None:
+    else:
+        stack.track(len(x))
+        try:
+            coder.encode(stack, x, hook, lossy, whole_mixture)
+        finally:  # a group that ran out of bits gives no costs (its tiles are coded again, or with chosen latents)
+            rows = stack.untrack()
         into[:] = rows
     return (start - stack.low_water) / len(x)
 
@@ -632,7 +634,7 @@ def decompress(
     if tile[1] != tile[2]:
         raise CodecError(f"{name}: its tiles are {tile[1]}x{tile[2]}: not square, so not a tile this codec writes")
     try:
-        model = at_tile(model, tile[1], 1)[0]
+        model = at_tile(model, tile[1])
     except SelfVAEError as e:
         raise CodecError(f"{name}: its tiles are {tile[1]}x{tile[2]}, which this model cannot code: {e}") from None
     runner = ChunkRunner(params.chunk, threads, params.small_chunks)
