@@ -588,3 +588,25 @@ def test_photos_hold_whole_photographs_out_and_train_on_random_crops(tmp_path: P
     (tmp_path / photos.PHOTOS["test"][0]).unlink()
     with pytest.raises(SelfVAEError, match="photographs are missing.*apt-get install -y plasma-workspace-wallpapers"):
         load_dataset("photos", tmp_path, "test")
+
+
+def test_packed_photographs_serve_the_same_pixels(tmp_path: Path, monkeypatch) -> None:
+    """photos.pack writes the downscaled photographs losslessly where no wallpaper package is installed (a device
+    machine): the packed folder as the root gives every split pixel for pixel, a photograph larger than
+    SHORT_SIDE already downscaled."""
+    from selfvae.data import photos
+
+    monkeypatch.setenv("SELFVAE_CACHE", str(tmp_path / "cache"))
+    rng = np.random.default_rng(1)
+    for rel in (r for rels in photos.PHOTOS.values() for r in rels):
+        side = photos.SHORT_SIDE + 16 if rel == photos.PHOTOS["train"][0] else 40
+        save_image(tmp_path / "usr" / rel, rng.integers(0, 256, (side, side + 8, 3), dtype=np.uint8), "JPEG")
+    written = photos.pack(tmp_path / "usr", tmp_path / "packed")
+    files = sorted((tmp_path / "packed").rglob("*" + photos.PACKED_SUFFIX))
+    assert len(files) == sum(map(len, photos.PHOTOS.values())) and written == sum(f.stat().st_size for f in files)
+    for part in photos.PHOTOS:
+        installed = photos.whole_photographs(tmp_path / "usr", part)
+        packed = photos.whole_photographs(tmp_path / "packed", part)
+        assert [n for n, _ in packed] == [n for n, _ in installed]
+        assert all(np.array_equal(a, b) for (_, a), (_, b) in zip(installed, packed, strict=True))
+    assert photos.whole_photographs(tmp_path / "packed", "train")[0][1].shape[0] == photos.SHORT_SIDE

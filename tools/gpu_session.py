@@ -1,9 +1,11 @@
-"""A lent GPU's 15 minutes, prepared: the CUDA tests, throughput against the authors' code, and CIFAR-10 training.
+"""A lent GPU's 15 minutes, prepared: the CUDA tests, throughput against the authors' code, and training the
+natural-image models (CIFAR-10 on official pixels, the photograph model).
 
 Here (the CPU machine), once a session:
 
-    python tools/gpu_session.py prepare   # .gpu/: the authors' srVAE source, wheels and the official CIFAR-10
-                                          # pixels of ../shared (cifar10-official-part.npz, 15 MB); committed
+    python tools/gpu_session.py prepare   # .gpu/: the authors' srVAE source, wheels, the official CIFAR-10
+                                          # pixels of ../shared (cifar10-official-part.npz, 15 MB) and the
+                                          # photographs data set packed (photos/, 7.2 MiB); committed
                                           # files no call needs are set aside (SET_ASIDE), so that the call
                                           # carries at most CARRY_TARGET (56 MiB of the 64 a call may carry)
 
@@ -31,7 +33,8 @@ Phases:
   and bf16 (the 1.5x target); the cheap CIFAR-10 presets eager and compiled, fp32 and bf16 (the fastest is printed
   as ``FASTEST``: the training setting); these runs profiled (GPU busy fraction, kernels and host operators a
   step: what bounds it); then eager fp32 and bf16 steps of every model.
-* ``train``: the ``cifar10-*-small`` presets (VAE, srVAE, 2-level) trained at once on the GPU for ``--minutes``
+* ``train``: the ``cifar10-*-small`` presets (VAE, srVAE, 2-level) and ``photo-vae`` (on the packed photographs'
+  crops, issue 48) trained at once on the GPU for ``--minutes``
   (with ``--budget``: what it leaves) at the bench's fastest setting (or ``--train-variant``), channels-last, EMA,
   cosine over the clock, on the official CIFAR-10 pixels (``cifar10-official-part``: 4745 training images, the
   authors' flips and shifts), going on from the shipped models of those names (``--init``, a fresh optimiser at
@@ -67,7 +70,11 @@ PAPER = ["cifar10-srvae-paper", "cifar10-vae-realnvp-paper"]  # the srVAE first:
 AUTHORS = {"cifar10-vae-realnvp-paper": "authors-vae-realnvp", "cifar10-srvae-paper": "authors-srvae"}  # same nets
 SMALL = ["cifar10-vae-small", "cifar10-srvae-small"]
 AUTHORS_Z = "authors-srvae-z"  # the authors' srVAE trained beside ours on a GPU (experiments/authors_z.py)
-TRAINED = [*SMALL, "cifar10-2lvl-small"]  # the hierarchy from scratch beside the pair (issue 49.5); not shipped yet
+PHOTOS = "photos"  # .gpu/photos: the photographs data set packed (selfvae.data.photos.pack: 7.2 MiB of lossless WebP)
+# what `train` trains, each with the data it reads from .gpu: the pair and the hierarchy (from scratch: not shipped
+# yet, issue 49.5) on the official CIFAR-10 pixels, the photograph model on the packed photographs (issue 48)
+TRAINED = {**{p: (DATA, "cifar10-official-part") for p in [*SMALL, "cifar10-2lvl-small"]},
+           "photo-vae": (PHOTOS, "photos")}
 CARRY_LIMIT = 64 * 2**20  # what one device call may send
 CARRY_TARGET = 56 * 2**20  # what prepare lets it carry: the rest is room for new weights in the tree
 # committed files no device call needs, taken out of the working tree by `prepare` (`git checkout -- PATH` brings
@@ -84,9 +91,12 @@ BF16_SPEC_TFLOPS = 989.4  # dense, the H100 SXM5 and H200 data sheets; the measu
 
 
 # ----- here: what the device call carries -----------------------------------------------------------
-def prepare(shared: Path, gpu_dir: Path) -> None:
-    """Fill ``.gpu/`` with the official CIFAR-10 pixels, the authors' source and the wheels the device lacks; a
-    call that would carry more than :data:`CARRY_TARGET` is refused here, before any device time is spent."""
+def prepare(shared: Path, gpu_dir: Path, photos_root: Path = Path("/usr/share")) -> None:
+    """Fill ``.gpu/`` with the official CIFAR-10 pixels, the photographs (from ``photos_root``), the authors'
+    source and the wheels the device lacks; a call that would carry more than :data:`CARRY_TARGET` is refused
+    here, before any device time is spent."""
+    from selfvae.errors import SelfVAEError
+
     gpu_dir.mkdir(exist_ok=True)
     authors = gpu_dir / "srVAE"
     if not (authors / "src").is_dir():
@@ -102,6 +112,13 @@ def prepare(shared: Path, gpu_dir: Path) -> None:
     for old in gpu_dir.glob("*.tar.gz"):  # what earlier versions carried (the CIFAR-10 JPEG copy)
         old.unlink()
     shutil.copyfile(shared / "data" / DATA, gpu_dir / DATA)
+    if not (gpu_dir / PHOTOS).is_dir():
+        try:
+            from selfvae.data import photos
+
+            print(f"{gpu_dir / PHOTOS}: {photos.pack(photos_root, gpu_dir / PHOTOS) / 2**20:.1f} MiB of photographs")
+        except SelfVAEError as e:  # the wallpaper packages not installed here: photo-vae does not train there
+            print(f"photographs not packed ({e}); the device call trains the CIFAR-10 models only")
     for path in SET_ASIDE:
         set_aside(path)
     total = _travelling_bytes() + _dir_bytes(gpu_dir)
@@ -345,7 +362,7 @@ class Job(NamedTuple):
 
 
 def start_training(args: argparse.Namespace, results: dict) -> dict[str, Job]:
-    """The CIFAR-10 models of :data:`TRAINED` at once on the one GPU, each in its own process, at the fastest
+    """The models of :data:`TRAINED` at once on the one GPU, each in its own process, at the fastest
     setting the bench measured (``--train-variant``); returns the processes for :func:`finish_training` (phases
     after ``train`` in the same call, the tests, run while they train)."""
     from selfvae.runs import layout
@@ -359,12 +376,15 @@ def start_training(args: argparse.Namespace, results: dict) -> dict[str, Job]:
             results["train_skipped"] = f"{left:.0f} s of the budget left: too few to train"
             return {}
     procs = {}
-    for preset in TRAINED:
+    for preset, (data, data_name) in TRAINED.items():
+        if not (args.gpu_dir / data).exists():
+            results.setdefault("train_skipped_data", {})[preset] = f"{args.gpu_dir / data}: not carried"
+            continue
         run = runs / preset
         kept = layout.checkpoint(run).exists()  # this machine kept the run (a later call of the same session)
         minutes = args.minutes + (minutes_spent(run) if kept else 0.0)  # a budget counts the run's sessions
-        cmd = [sys.executable, "-m", "selfvae.cli", "train", "--out", str(run), "--data-dir", str(args.gpu_dir / DATA),
-               "--set", "data.name=cifar10-official-part",
+        cmd = [sys.executable, "-m", "selfvae.cli", "train", "--out", str(run), "--data-dir", str(args.gpu_dir / data),
+               "--set", f"data.name={data_name}",
                "--device", args.device, "--channels-last", "--no-progress", "--workers", str(args.workers),
                "--set", "train.lr_schedule=cosine-time", "--set", f"train.max_minutes={minutes:.2f}",
                "--set", f"train.batch_size={args.train_batch}", "--set", "train.eval_every=500"]
@@ -488,10 +508,11 @@ def markdown(results: dict) -> str:
         if b.get("skipped"):
             lines += ["Not run: " + "; ".join(b["skipped"]), ""]
     if "train_skipped" in results:
-        lines += [f"**CIFAR-10 training on the GPU**: not run ({results['train_skipped']})", ""]
+        lines += [f"**Training on the GPU**: not run ({results['train_skipped']})", ""]
     if "train" in results:
-        lines += ["**CIFAR-10 training on the GPU** (official pixels, cifar10-official-part: 4745 training "
-                  "images; bits per 3072 dimensions on its 717 test images):", "",
+        lines += ["**Training on the GPU** (the CIFAR-10 models on official pixels, cifar10-official-part: 4745 "
+                  "training images, tested on its 717 test images; photo-vae on the photographs' 32x32 crops, tested "
+                  "on the 924 tiles of the 4 test photographs; bits per 3072 dimensions):", "",
                   "| preset | setting | exit | steps | train s | test ELBO | test IW (S, images) |",
                   "| --- | --- | --- | --- | --- | --- | --- |"]
         for name, e in results["train"].items():
@@ -500,6 +521,8 @@ def markdown(results: dict) -> str:
             lines.append(f"| {name} | {e.get('variant') or 'fp32'} | {e['returncode']} | {e.get('steps', '')} | "
                          f"{e.get('seconds') or ''} | {elbo} | {iw} |")
         lines.append("")
+    for name, why in results.get("train_skipped_data", {}).items():
+        lines += [f"{name}: not trained ({why})", ""]
     theirs = results.get("authors", {}).get(AUTHORS_Z)
     if theirs:
         lines += [f"The authors' srVAE (their code, experiments/authors_z.py, the same images; exit "
