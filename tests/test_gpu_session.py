@@ -61,6 +61,10 @@ def test_the_gpu_session_runs_every_phase_on_the_cpu(tmp_path):
     assert bench["per_process"]["rows"][0]["eval_img_s_S1"] > 0
     md = (out / "gpu_results.md").read_text()
     assert "| mnist-vae:bf16 |" in md and "| cifar10-srvae-small | fp32 | 0 | 3 |" in md
+    ours_z = results["authors"]["ours-srvae-paper-z"]  # our srVAE from random weights beside the authors' (CUDA)
+    assert ours_z["returncode"] == 0 and ours_z["test_bpd_elbo"] > 0
+    assert [v[0] for v in ours_z["val_step_klz_auz_auu_bpd"]] == [3] and "Ours beside theirs" in md
+    assert all(0 <= v[2] <= 1024 and v[1] >= 0 for v in ours_z["val_step_klz_auz_auu_bpd"])
     for name in ("cifar10-vae-small", "cifar10-srvae-small", "cifar10-2lvl-small", "photo-vae"):
         entry = results["train"][name]
         assert entry["returncode"] == 0 and entry["steps"] == 3

@@ -41,6 +41,9 @@ Phases:
   ``--lr``; the 2-level one, not shipped yet, from scratch) unless ``--from-scratch``, or resuming the run this
   machine kept; each returned as one ``NAME.tar`` (float16 export, config, metrics, log, samples) that
   ``scripts/train_pretrained.py NAME --ship-only --run DIR/NAME/run --export DIR/NAME/export`` measures and ships.
+  Beside them, issue 49.3 at a GPU's budget: the authors' srVAE (their code, ``experiments/authors_z.py``) and
+  ours with their networks (``cifar10-srvae-paper``), both from random weights and trained the same way, their KL
+  of z and active units at each validation: does z come back after the early collapse both show on a CPU?
 
 Everything measured goes into ``OUT/gpu_results.json`` and ``OUT/gpu_results.md`` (tables ``docs/RESULTS.md``
 takes as they are). ``--device cpu --tiny`` runs every phase in seconds (``tests/test_gpu_session.py``).
@@ -70,6 +73,9 @@ PAPER = ["cifar10-srvae-paper", "cifar10-vae-realnvp-paper"]  # the srVAE first:
 AUTHORS = {"cifar10-vae-realnvp-paper": "authors-vae-realnvp", "cifar10-srvae-paper": "authors-srvae"}  # same nets
 SMALL = ["cifar10-vae-small", "cifar10-srvae-small"]
 AUTHORS_Z = "authors-srvae-z"  # the authors' srVAE trained beside ours on a GPU (experiments/authors_z.py)
+# ours beside it: cifar10-srvae-paper (their nets) from random weights, trained as their code trains theirs (AdaMax
+# 2e-3 and their schedule: the preset's; batch 32, no clipping), as experiments/real_pixels.sh ours-paper-z on a CPU
+OURS_Z = "ours-srvae-paper-z"
 PHOTOS = "photos"  # .gpu/photos: the photographs data set packed (selfvae.data.photos.pack: 7.2 MiB of lossless WebP)
 # what `train` trains, each with the data it reads from .gpu: the pair and the hierarchy (from scratch: not shipped
 # yet, issue 49.5) on the official CIFAR-10 pixels, the photograph model on the packed photographs (issue 48)
@@ -414,6 +420,24 @@ def start_training(args: argparse.Namespace, results: dict) -> dict[str, Job]:
         log = (args.out / f"{AUTHORS_Z}.log").open("w")
         procs[AUTHORS_Z] = Job(subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=_env(), cwd=ROOT),
                                log, "", partial(_where_z_stands, args.out / AUTHORS_Z), into="authors")
+    if args.device.startswith("cuda") or args.tiny:  # (the tiny CPU test: the small srVAE, a few steps)
+        run = runs / OURS_Z
+        cmd = [sys.executable, "-m", "selfvae.cli", "train", "--out", str(run), "--data-dir", str(args.gpu_dir / DATA),
+               "--set", "data.name=cifar10-official-part", "--device", args.device, "--channels-last",
+               "--no-progress", "--workers", str(args.workers), "--set", f"train.max_minutes={args.minutes:.2f}",
+               "--set", "train.grad_clip=null", "--set", "train.eval_limit=245", "--set", "train.final_iw_limit=0",
+               "--set", "train.sample_every=1000000", "--set", f"train.eval_every={3 if args.tiny else 250}"]
+        if layout.checkpoint(run).exists():
+            cmd = [*cmd[:4], "--resume", *cmd[4:]]
+        else:
+            cmd = [*cmd[:4], "--preset", "cifar10-srvae-small" if args.tiny else "cifar10-srvae-paper", *cmd[4:]]
+        if args.tiny:
+            cmd += ["--set", "train.eval_limit=16", "--set", "train.final_eval_limit=16", "--set",
+                    "train.init_batch=16", "--set", "train.batch_size=8", "--steps", "3", "--threads", "1"]
+        print("+", " ".join(cmd), flush=True)
+        log = (args.out / f"{OURS_Z}.log").open("w")
+        procs[OURS_Z] = Job(subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=_env(), cwd=ROOT), log,
+                            "", partial(_z_trajectory, run), into="authors")
     return procs
 
 
@@ -453,7 +477,23 @@ def _where_z_stands(folder: Path, rc: int) -> dict:
     from selfvae.runs.log import read_log
 
     records = read_log(folder / layout.LOG) if (folder / layout.LOG).exists() else []
-    return {k: v for r in records for k, v in r.items() if k in ("step", "KL_z", "KL_u", "au_z")}
+    last = {k: v for r in records for k, v in r.items() if k in ("step", "KL_z", "KL_u", "au_z")}
+    return {**last, "val_step_klz_auz": [[r["step"], round(r.get("KL_z", float("nan")), 2), r["au_z"]]
+                                         for r in records if "au_z" in r]}
+
+
+def _z_trajectory(run: Path, rc: int) -> dict:
+    """Our run beside theirs: at each validation the step, KL of z (nats) and active units of z and u, and the
+    bits/dim; the test ELBO where it finished (its weights stay on the device: 39M parameters)."""
+    from selfvae.runs import layout
+    from selfvae.runs.log import read_log
+
+    records = read_log(run / layout.LOG) if (run / layout.LOG).exists() else []
+    vals = [[r["step"], round(r.get("kl_z1", float("nan")), 2), r.get("au_z1"), r.get("au_u"), round(r["bpd"], 4)]
+            for r in records if r.get("split") == "val"]
+    metrics = run / layout.FINAL_METRICS
+    test = json.loads(metrics.read_text()).get("bpd_elbo") if rc == 0 and metrics.exists() else None
+    return {"val_step_klz_auz_auu_bpd": vals, "test_bpd_elbo": test}
 
 
 def _pack(preset: str, run: Path, out: Path) -> dict:
@@ -527,7 +567,17 @@ def markdown(results: dict) -> str:
     if theirs:
         lines += [f"The authors' srVAE (their code, experiments/authors_z.py, the same images; exit "
                   f"{theirs['returncode']}): step {theirs.get('step')}, KL_z {theirs.get('KL_z')} nats, KL_u "
-                  f"{theirs.get('KL_u')}, active units of z {theirs.get('au_z')} of 1024", ""]
+                  f"{theirs.get('KL_u')}, active units of z {theirs.get('au_z')} of 1024; at each validation "
+                  "(step: KL_z, active units of z): "
+                  + ("; ".join(f"{st}: {kl}, {az}" for st, kl, az in theirs.get("val_step_klz_auz", [])) or "none"),
+                  ""]
+    ours = results.get("authors", {}).get(OURS_Z)
+    if ours:
+        rows = "; ".join(f"step {st}: KL_z {kl}, z {az}, u {au}, {bpd}" for st, kl, az, au, bpd in
+                         ours.get("val_step_klz_auz_auu_bpd", []))
+        lines += [f"Ours beside theirs (cifar10-srvae-paper from random weights, trained as theirs; exit "
+                  f"{ours['returncode']}), at each validation (KL_z nats, active units of z and u of 1024, "
+                  f"bits/dim): {rows or 'none'}; test ELBO {ours.get('test_bpd_elbo')}", ""]
     return "\n".join(lines)
 
 
