@@ -21,7 +21,7 @@ from selfvae.codec import CodecError, CodingParams, QuantisedZ, decompress, nelb
 from selfvae.codec.ans import Stack
 from selfvae.codec.bitsback import BitsBackCoder
 from selfvae.codec.compute import ChunkRunner, coding_mode
-from selfvae.codec.images import InputImage, from_tiles, to_tiles
+from selfvae.codec.images import Cover, InputImage, from_tiles, to_tiles
 from selfvae.errors import SelfVAEError
 from selfvae.evaluation.bounds import iw_bound, log_weights
 from selfvae.models.build import build_model
@@ -212,6 +212,52 @@ def test_a_model_off_the_cpu_is_refused_with_what_to_do():
             call()
 
 
+def test_a_tile_cover_repeats_the_image_edge_outside_it():
+    """Cover: the boxes of an image's tiles (the last row and column partial; a small image centred in one), the
+    margin filled as numpy's edge padding of the whole image, blanked to black, and the mask of its pixels."""
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 256, (20, 37, 3), dtype=np.uint8)
+    cover = Cover.of([a.shape], (3, 16, 16))
+    assert cover.boxes.tolist() == [[0, 0, 16, 16], [0, 0, 16, 16], [0, 0, 16, 5], [0, 0, 4, 16], [0, 0, 4, 16],
+                                    [0, 0, 4, 5]]
+    assert cover.partial.tolist() == [False, False, True, True, True, True]
+    tiles = to_tiles(a, (3, 16, 16), "a")
+    edge = np.pad(a, ((0, 12), (0, 11), (0, 0)), mode="edge")
+    assert np.array_equal(from_tiles(cover.fill(tiles), 32, 48, 3), edge)
+    assert cover.outside().sum() == 32 * 48 - 20 * 37 and cover.blank(cover.fill(tiles)).sum() == tiles.sum()
+    small = Cover.of([(5, 9, 1)], (1, 16, 16))
+    assert small.boxes.tolist() == [[5, 3, 5, 9]] and (~small.outside()).sum() == 45
+    tile = small.fill(to_tiles(rng.integers(0, 256, (5, 9, 1), dtype=np.uint8), (1, 16, 16), "s"))
+    assert (tile[0, 0, :5] == tile[0, 0, 5]).all() and (tile[0, 0, :, 12:] == tile[0, 0, :, 11:12]).all()
+
+
+def test_pixels_outside_an_image_are_not_coded():
+    """A tile partly outside its image codes its image's pixels only (format 10): the rest repeats the image's edge,
+    which the decoder rebuilds, at no bits, so the file is smaller than the one that padded with black and coded
+    every pixel (format 9), and the bound the codec reports counts those pixels only."""
+    _, model = tiny_model("", "realnvp")
+    images = digits(3)  # 12x12 and 11x12 in 16x16 tiles: 44% of each tile outside
+    bound = nelbo_bits(model, images)  # (first: coding leaves the model channels-last, which draws other noise)
+    new, rep = compress(model, images, png_instead=False, nelbo=True)
+    old, old_rep = compress(model, images, CodingParams(edge_cover=False), png_instead=False, nelbo=True)
+    for data in (new, old):
+        assert all(np.array_equal(a, b.pixels) for a, b in zip(decompress(model, data).images, images, strict=True))
+    assert len(new) < 0.9 * len(old) and rep.parts_bytes["x"] < 0.9 * old_rep.parts_bytes["x"]
+    assert rep.nelbo_bits == pytest.approx(bound, rel=1e-6)
+    assert rep.nelbo_bits < old_rep.nelbo_bits
+    with torch.no_grad():  # the bound of the pixels inside: every pixel's, less those outside
+        x = torch.from_numpy(Cover.of([im.pixels.shape for im in images], (1, 16, 16)).fill(
+            np.concatenate([to_tiles(im.pixels, (1, 16, 16), "") for im in images])))
+        inside = torch.from_numpy(~Cover.of([im.pixels.shape for im in images], (1, 16, 16)).outside())
+        torch.manual_seed(0)
+        whole = model.terms(x)
+        torch.manual_seed(0)
+        part = model.terms(x, inside=inside)
+        torch.manual_seed(0)
+        none = model.terms(x, inside=torch.zeros_like(inside))
+    assert torch.allclose(part.kl_u, whole.kl_u) and (none.re == 0).all() and (part.re < whole.re).all()
+
+
 def test_progressive_prefix_decodes_y_first():
     _, model = tiny_model("downscale,downscale", "standard")
     image = digits(1)
@@ -220,7 +266,8 @@ def test_progressive_prefix_decodes_y_first():
     assert [s[0] for s in dec.stages] == ["y1", "y2", "x"]
     sizes = [s[1] for s in dec.stages]
     assert sizes[0] < sizes[1] < sizes[2] <= len(data)
-    levels = model.levels(torch.from_numpy(to_tiles(image[0].pixels, (1, 16, 16), "")))
+    tile = Cover.of([image[0].pixels.shape], (1, 16, 16)).fill(to_tiles(image[0].pixels, (1, 16, 16), ""))
+    levels = model.levels(torch.from_numpy(tile))  # of the tile as coded: its margin repeats the digit's edge
     for (name, _, tiles), truth in zip(dec.stages, levels, strict=True):
         assert np.array_equal(tiles, truth.numpy()), name
     # the bytes each stage says it needed are enough: a file cut there decodes that level exactly
@@ -351,8 +398,8 @@ def test_lossy_files_code_y_exactly_and_cost_more_with_finer_z():
         dec = decompress(model, data)  # the decoder's reconstruction passes the encoder's checksum
         assert [im.shape for im in dec.images] == [im.pixels.shape for im in images]
         # the levels y_1, y_2 = d(x) come out exactly
-        tiles = torch.from_numpy(np.concatenate([to_tiles(im.pixels, (1, 16, 16), "") for im in images]))
-        truth = model.levels(tiles)
+        tiles = np.concatenate([to_tiles(im.pixels, (1, 16, 16), "") for im in images])
+        truth = model.levels(torch.from_numpy(Cover.of([im.pixels.shape for im in images], (1, 16, 16)).fill(tiles)))
         for (name, _, got), want in zip(dec.stages[:2], truth[:2], strict=True):
             assert np.array_equal(got, want[: len(got)].numpy()), name
         sizes.append(len(data))
@@ -498,17 +545,20 @@ def _as_version(data: bytes, version: int) -> bytes:
                      struct.pack("<I", zlib.crc32(old)), data[9 + n + 4 :]])
 
 
-@pytest.mark.parametrize(("version", "prior", "params"), [
-    (2, "standard", CodingParams(mixture_bits_back=False, small_chunks=False)),  # no flags, no component bits back
-    (3, "realnvp", CodingParams(flow_chunk=4, small_chunks=False)),  # no flow chunk (the chunk served), F.elu's ELU
-    (4, "realnvp", CodingParams(chosen_first=False, small_chunks=False)),  # no importance samples
-    (5, "mog", CodingParams(chosen_first=False, small_chunks=False)),  # no chosen latents: initial bits instead
-    (6, "realnvp", CodingParams(small_chunks=False)),  # small groups padded to whole chunks
+@pytest.mark.parametrize(("version", "prior", "params"), [  # none before version 10 left a tile's margin out
+    (2, "standard", CodingParams(mixture_bits_back=False, small_chunks=False, edge_cover=False)),  # no flags, no
+    # component bits back
+    (3, "realnvp", CodingParams(flow_chunk=4, small_chunks=False, edge_cover=False)),  # no flow chunk (the chunk
+    # served), F.elu's ELU
+    (4, "realnvp", CodingParams(chosen_first=False, small_chunks=False, edge_cover=False)),  # no importance samples
+    (5, "mog", CodingParams(chosen_first=False, small_chunks=False, edge_cover=False)),  # no chosen latents
+    (6, "realnvp", CodingParams(small_chunks=False, edge_cover=False)),  # small groups padded to whole chunks
+    (9, "realnvp", CodingParams(edge_cover=False)),  # tiles padded with black, every pixel coded
 ])
 def test_older_file_versions_still_decode(version, prior, params):
     """Files of format versions 2 and 3 decode (their networks ran F.elu, their couplings at ``chunk``),
-    version 4 (one sample an image throughout), version 5 (initial bits under the first image) and version 6
-    (every group at whole chunks)."""
+    version 4 (one sample an image throughout), version 5 (initial bits under the first image), version 6
+    (every group at whole chunks) and version 9 (the 12x12 blobs' 16x16 tiles padded with black and coded whole)."""
     from contextlib import nullcontext
 
     from selfvae.nn.layers import exact_elu
@@ -651,8 +701,10 @@ def test_consistent_model_round_trips_and_codes_x_under_the_renormalised_likelih
     assert all(np.array_equal(a, b.pixels) for a, b in zip(dec.images, images, strict=True))
     coded = 8 * sum(rep.parts_bytes.values())
     assert abs(coded - rep.ideal_bits) <= 1e-3 * rep.ideal_bits + 64
-    _, plain = compress(model, images, group=4, threads=2)
-    assert rep.parts_bytes["x"] < plain.parts_bytes["x"]  # the renormalised x costs less
+    # the renormalised x costs less than the plain one, each coded whole (a renormalised level always is: its
+    # blocks' constraint ties the pixels outside the digits' 28x28 to those inside)
+    _, plain = compress(model, images, CodingParams(edge_cover=False), group=4, threads=2)
+    assert rep.parts_bytes["x"] < plain.parts_bytes["x"]
     with pytest.raises(CodecError):
         decompress(model, data)  # another model: the consistent flag is part of the model's identity
 

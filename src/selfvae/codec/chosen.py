@@ -30,6 +30,7 @@ from torch import Tensor
 
 from selfvae.codec.ans import Grid, Stack
 from selfvae.codec.bitsback import BitsBackCoder, Hook, Latents, Levels, LossyTop, growth_hook
+from selfvae.codec.images import Cover
 from selfvae.codec.prior_coding import coding_class
 from selfvae.models.selfvae import SelfVAE
 from selfvae.runtime import torch_threads
@@ -66,11 +67,11 @@ class ChosenCoder:
 
     # ------------------------------------------------------------------ whole groups
     def encode(self, stack: Stack, x: Tensor, keys: list[np.ndarray], hook: Hook | None = None,
-               lossy: LossyTop | None = None) -> None:
+               lossy: LossyTop | None = None, cover: Cover | None = None) -> None:
         """Push the images ``x`` (uint8 ``[n, C, H, W]``), the reverse of :meth:`decode`; pops nothing. ``keys``:
         the grid indices to send for ``[u, z_1, ..., z_K]`` (``u``'s of ``v = f(u)`` for a flow): the posterior
         means :meth:`rounded`, or what :func:`search` found. With ``lossy`` x is not coded, and ``lossy`` codes
-        what it keeps of ``z_K`` in place of ``keys``' last."""
+        what it keeps of ``z_K`` in place of ``keys``' last. ``cover``: as :meth:`BitsBackCoder.encode`'s."""
         hook = hook or (lambda part: None)
         c, K = self.c, self.c.m.K
         levels: Levels = c.m.levels(x)
@@ -83,29 +84,29 @@ class ChosenCoder:
             hook(c.latent_name(K))
             top = K - 1
         for j in range(top, 0, -1):
-            c.push_level(stack, j, levels[j], latents[j], levels[j - 1], whole_mixture=True)
+            c.push_level(stack, j, levels[j], latents[j], levels[j - 1], whole_mixture=True, cover=cover)
             hook(c.level_name(j))
             stack.push_gaussian(k_z[j - 1], *c.p_latent(j, levels[j - 1], latents[j - 1]), self.grid)
             hook(c.latent_name(j))
-        c.push_level(stack, 0, levels[0], latents[0], None, whole_mixture=True)
+        c.push_level(stack, 0, levels[0], latents[0], None, whole_mixture=True, cover=cover)
         hook(c.level_name(0))
         self.c.prior_coding.push_chosen(stack, k_u, u, self.grid)
         hook("u")
 
     def decode(self, stack: Stack, n: int, on_level: Callable[[int, Tensor], None] | None = None,
-               lossy: LossyTop | None = None) -> Tensor:
-        """Pop ``n`` images in the generative order; ``on_level(i, level)`` and ``lossy`` as
+               lossy: LossyTop | None = None, cover: Cover | None = None) -> Tensor:
+        """Pop ``n`` images in the generative order; ``on_level(i, level)``, ``lossy`` and ``cover`` as
         :meth:`BitsBackCoder.decode` (with ``lossy`` the result is its reconstruction of ``x``)."""
         c = self.c
         top = c.m.K if lossy is None else c.m.K - 1
         latent = self.c.prior_coding.pop_chosen(stack, n, self.grid)
-        level = c.pop_level(stack, 0, latent, None, whole_mixture=True)
+        level = c.pop_level(stack, 0, latent, None, whole_mixture=True, cover=cover)
         if on_level:
             on_level(0, level)
         for j in range(1, top + 1):
             mu, std = c.p_latent(j, level, latent)
             latent = self.latent_values(stack.pop_gaussian(mu, std, self.grid))
-            level = c.pop_level(stack, j, latent, level, whole_mixture=True)
+            level = c.pop_level(stack, j, latent, level, whole_mixture=True, cover=cover)
             if on_level:
                 on_level(j, level)
         if lossy is None:
@@ -114,7 +115,7 @@ class ChosenCoder:
 
 
 def encode_cheapest(coder: BitsBackCoder, stack: Stack, x: Tensor, searched: list[np.ndarray] | None = None,
-                    lossy: LossyTop | None = None) -> tuple[Stack, int, dict[str, float]]:
+                    lossy: LossyTop | None = None, cover: Cover | None = None) -> tuple[Stack, int, dict[str, float]]:
     """Code ``x`` with the rounded posterior means on each grid of :data:`PRECISIONS` and, if given, with the
     ``searched`` grid indices of :func:`search_keys` (on the grid ``2**-SEARCH_PRECISION``); keep the smallest:
     returns the stack it leaves, its precision and the bits each part (``u``, ``y1``, ..., ``x``) took."""
@@ -126,7 +127,7 @@ def encode_cheapest(coder: BitsBackCoder, stack: Stack, x: Tensor, searched: lis
     kept = None  # what the lossy coder remembers of the best trial (the z_K its decoder will use)
     for p, keys in trials:
         trial, parts = stack.clone(), defaultdict(float)
-        ChosenCoder(coder, p).encode(trial, x, keys, growth_hook(trial, parts), lossy)
+        ChosenCoder(coder, p).encode(trial, x, keys, growth_hook(trial, parts), lossy, cover)
         if best is None or trial.num_bits() < best[0].num_bits():
             best = (trial, p, dict(parts))
             kept = dict(vars(lossy)) if lossy is not None else None

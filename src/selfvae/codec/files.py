@@ -15,7 +15,7 @@ import weakref
 import zlib
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import torch
@@ -35,7 +35,7 @@ from selfvae.codec.classical import png as classical_png
 from selfvae.codec.classical import read_pil
 from selfvae.codec.compute import ChunkRunner, coding_mode, digest
 from selfvae.codec.container import CodecError, Container
-from selfvae.codec.images import InputImage, from_mosaic, from_tiles, tile_grid, to_mosaic, to_tiles
+from selfvae.codec.images import Cover, InputImage, from_mosaic, from_tiles, tile_grid, to_mosaic, to_tiles
 from selfvae.codec.importance import ImportanceCoder
 from selfvae.codec.lossy import QuantisedZ
 from selfvae.errors import SelfVAEError
@@ -186,11 +186,15 @@ def compress(
     frame = math.prod(model.shapes[-1][1:])
     model = at_tile(model, tile)
     group = max(1, group * frame // math.prod(model.shapes[-1][1:]))  # as many pixels a group as at the frame
-    tiles = torch.from_numpy(np.concatenate([to_tiles(im.pixels, model.shapes[-1], im.name) for im in images]))
+    if model.cfg.consistent:  # its renormalised x is coded whole, margins too: black ones cost it least
+        params = replace(params, edge_cover=False)
+    tiles = np.concatenate([to_tiles(im.pixels, model.shapes[-1], im.name) for im in images])
+    cover = Cover.of([im.pixels.shape for im in images], model.shapes[-1]) if params.edge_cover else None
+    tiles = torch.from_numpy(cover.fill(tiles) if cover is not None else tiles)
     tile_bits = None
     if nelbo or lossy is not None or params.samples > 1:
-        tile_bits = tile_nelbo_bits(model, tiles, batch=group, progress=progress)
-    args = (model, images, tiles, params, group, threads, progress, model_hint, ident)
+        tile_bits = tile_nelbo_bits(model, tiles, batch=group, progress=progress, cover=cover)
+    args = (model, images, tiles, params, group, threads, progress, model_hint, ident, cover)
     if lossy is None:
         data, report = _lossless(args, tile_bits, search_steps)
         return _no_larger_than_png(data, report, args, model.shapes[-1]) if png_instead else (data, report)
@@ -211,13 +215,14 @@ def _lossless(args: tuple, tile_bits: np.ndarray | None, search_steps: int | Non
     says so of what each costs: their negative ELBO ``tile_bits`` where measured (then in ``report.nelbo_bits``);
     else, for a file of more than :data:`MEASURED_FIRST` tiles whose last ones the model codes well, what coding
     them cost (:func:`_decided_by_coding`); else every tile's negative ELBO, measured here."""
-    model, tiles = args[0], args[2]
+    model, tiles, cover = args[0], args[2], args[9]
     shape, n = model.shapes[-1], len(tiles)
     if tile_bits is None:
-        last = tile_nelbo_bits(model, tiles[max(n - MEASURED_FIRST, 0) :])
+        first = max(n - MEASURED_FIRST, 0)
+        last = tile_nelbo_bits(model, tiles[first:], cover=_part(cover, slice(first, None)))
         if len(last) < n and not raw_tiles(last, shape).any():
             return _decided_by_coding(args, last, search_steps)
-        tile_bits = last if len(last) == n else tile_nelbo_bits(model, tiles)
+        tile_bits = last if len(last) == n else tile_nelbo_bits(model, tiles, cover=cover)
     data, report, _ = _compress(*args, raw_tiles(tile_bits, shape), None, search_steps)
     report.nelbo_bits = float(tile_bits.sum())
     return data, report
@@ -228,14 +233,15 @@ def _decided_by_coding(args: tuple, last: np.ndarray, search_steps: int | None) 
     negative ELBO ``last`` of the last tiles for those the encoder coded first, with chosen latents (no bits back
     to measure them by). Where some tile cost too much, a second pass sends it raw. So a file of tiles the model
     codes well takes one pass of the coder, and no pass of the model of its own."""
-    model, tiles = args[0], args[2]
+    model, tiles, cover = args[0], args[2], args[9]
     n = len(tiles)
     data, report, costs = _compress(*args, np.zeros(n, dtype=bool), None, search_steps)
     tail = costs[n - len(last) :]  # a view: filled in place
     tail[np.isnan(tail)] = last[np.isnan(tail)]
     unmeasured = np.isnan(costs)
     if unmeasured.any():  # chosen beyond the last few (all but never): their negative ELBO
-        costs[unmeasured] = tile_nelbo_bits(model, tiles[torch.from_numpy(unmeasured)])
+        costs[unmeasured] = tile_nelbo_bits(model, tiles[torch.from_numpy(unmeasured)],
+                                            cover=_part(cover, unmeasured))
     raw = raw_tiles(costs, model.shapes[-1])
     return _compress(*args, raw, None, search_steps)[:2] if raw.any() else (data, report)
 
@@ -259,9 +265,9 @@ def _no_larger_than_png(data: bytes, report: CompressReport, args: tuple,
     the most tiles is) would be smaller, the file that sends every tile so: the same format (each tile flagged as
     sent without the model, the PNG in the payload), so every reader decodes it; ``report.png_instead`` says so.
     A file is then never larger than that PNG and its header."""
-    images, all_tiles = args[1], args[2]
+    images, all_tiles, cover = args[1], args[2], args[9]
     every = np.ones(len(all_tiles), dtype=bool)
-    png = fallback_png(images, all_tiles.numpy(), every, shape)
+    png = fallback_png(images, _blanked(all_tiles.numpy(), cover), every, shape)
     if len(png) >= report.file_bytes - report.header_bytes:
         return data, report
     png_file, png_report, _ = _compress(*args, every, None, 0, every_tile_png=png)
@@ -271,9 +277,17 @@ def _no_larger_than_png(data: bytes, report: CompressReport, args: tuple,
     return png_file, png_report
 
 
+def _part(cover: Cover | None, which: slice | np.ndarray) -> Cover | None:
+    return None if cover is None else cover[which]
+
+
+def _blanked(tiles: np.ndarray, cover: Cover | None) -> np.ndarray:
+    return tiles if cover is None else cover.blank(tiles)
+
+
 def _compress(model: SelfVAE, images: list[InputImage], all_tiles: torch.Tensor,
               params: CodingParams, group: int, threads: int, progress: bool, model_hint: str, ident: str,
-              raw: np.ndarray, lossy: QuantisedZ | None, search_steps: int | None,
+              cover: Cover | None, raw: np.ndarray, lossy: QuantisedZ | None, search_steps: int | None,
               every_tile_png: bytes | None = None) -> tuple[bytes, CompressReport, np.ndarray]:
     """Code ``images`` (cut into ``all_tiles``; those flagged ``raw`` sent without the model) into one file's
     bytes, with ``model`` at the tiles' size (``ident``: the id of the model as trained); the report splits the
@@ -284,7 +298,8 @@ def _compress(model: SelfVAE, images: list[InputImage], all_tiles: torch.Tensor,
     0: the rounded posterior means only; None: :data:`~selfvae.codec.chosen.SEARCH_STEPS` for a file of at most
     :data:`~selfvae.codec.chosen.SEARCH_MAX_TILES` tiles, where those images are a noticeable part of it, else
     0); the decoder does not need it. ``every_tile_png``: send every tile without the model, as this PNG of them
-    (:func:`fallback_png`, made already by the caller)."""
+    (:func:`fallback_png`, made already by the caller). ``cover``: which pixels of the tiles are their images'
+    (the others, filled from the images' edges, are not coded), or None (all coded: files before version 10)."""
     shape = model.shapes[-1]
     coded = all_tiles[torch.from_numpy(~raw)]
     costs = np.full(len(coded), np.nan)
@@ -299,15 +314,16 @@ def _compress(model: SelfVAE, images: list[InputImage], all_tiles: torch.Tensor,
             base, fallback = Stack(), None
             if raw.any():  # under everything: the decoder takes them last, and bits-back pops can draw on them
                 tiles = all_tiles[torch.from_numpy(raw)].numpy()
-                fallback = _push_fallback(base, tiles, every_tile_png or fallback_png(images, tiles, raw, shape),
-                                          _mosaic_cols(images, raw, shape))
+                png = every_tile_png or fallback_png(images, _blanked(tiles, _part(cover, raw)), raw, shape)
+                fallback = _push_fallback(base, tiles, png, _mosaic_cols(images, raw, shape))
                 parts["raw"] += 8.0 * (fallback["bytes"] if fallback else int(raw.sum()) * int(np.prod(shape)))
                 bar.update(int(raw.sum()))
             recon: dict[int, torch.Tensor] = {}
             searching = tqdm(desc="search first latents", unit="step", leave=False,
                              disable=not (progress and search_steps))
             enc = _encode_all(coder, coded, group, parts, bar.update, lossy, recon, search_steps, base,
-                              lambda: searching.update(1), costs if lossy is None else None)
+                              lambda: searching.update(1), costs if lossy is None else None,
+                              _part(cover, ~raw))
             searching.close()
             stack = enc.stack
             if lossy is not None:  # the decoder's output is what the checksum covers
@@ -402,8 +418,8 @@ class _ChosenTiles:
     the keys the search found."""
 
     def __init__(self, coder: BitsBackCoder, tiles: torch.Tensor, parts: dict[str, float], lossy: QuantisedZ | None,
-                 search_steps: int, on_search_step: Callable[[], None] | None) -> None:
-        self.coder, self.tiles, self.parts, self.lossy = coder, tiles, parts, lossy
+                 search_steps: int, on_search_step: Callable[[], None] | None, cover: Cover | None = None) -> None:
+        self.coder, self.tiles, self.parts, self.lossy, self.cover = coder, tiles, parts, lossy, cover
         self.search_steps, self.on_search_step = search_steps, on_search_step
         self.searched: dict[int, list[np.ndarray]] = {}
         self.grids: list[int] = []
@@ -416,7 +432,8 @@ class _ChosenTiles:
             lo = max(0, i + 1 - SEARCH_BATCH)
             keys = search_keys(self.coder, self.tiles[lo : i + 1], self.search_steps, self.on_search_step)
             self.searched.update(enumerate(keys, lo))
-        out, grid, bits = encode_cheapest(self.coder, stack, self.tiles[i : i + 1], self.searched.get(i), self.lossy)
+        out, grid, bits = encode_cheapest(self.coder, stack, self.tiles[i : i + 1], self.searched.get(i), self.lossy,
+                                          _part(self.cover, slice(i, i + 1)))
         for k, v in bits.items():
             self.parts[k] += v
         self.grids.append(grid)
@@ -428,6 +445,7 @@ def _encode_all(
     coder: BitsBackCoder, tiles: torch.Tensor, group: int, parts: dict[str, float], done: Callable[[int], None],
     lossy: QuantisedZ | None = None, recon: dict[int, torch.Tensor] | None = None, search_steps: int = 0,
     base: Stack | None = None, on_search_step: Callable[[], None] | None = None, costs: np.ndarray | None = None,
+    cover: Cover | None = None,
 ) -> _Encoded:
     """Encode every tile, last first, in groups, on top of ``base`` (the raw tiles, when a lossless file has any).
 
@@ -438,19 +456,21 @@ def _encode_all(
     it pops from seeded initial words, the file's only overhead. Each next group takes as many samples (up to
     ``CodingParams.samples``), then as many images (up to ``group``), as the stack can fund, in powers of two.
     ``costs`` (one per tile) gets what each tile coded with bits back and one sample cost (:meth:`Stack.track`).
+    ``cover``: which pixels of the tiles are coded (:meth:`BitsBackCoder.push_level`).
     """
     n = len(tiles)
     if n == 0:  # every tile raw
         return _Encoded(base or Stack(), 0, [], [], [], 0.0)
     last = tiles[n - 1 : n]
     chosen_first = coder.p.chosen_first
-    by_choice = _ChosenTiles(coder, tiles, parts, lossy, search_steps, on_search_step)
+    by_choice = _ChosenTiles(coder, tiles, parts, lossy, search_steps, on_search_step, cover)
     chosen = by_choice.grids  # per group, in encoding order: its chosen grid or -1
     if chosen_first:
         n_seed, stack = 0, by_choice.code(base or Stack(), n - 1)
         pop_bits = 32.0 * coder.initial_words(last)  # from below; the first group coded with bits back corrects it
     else:
-        stack, n_seed, pop_bits = _seeded_first(coder, last, parts, lossy, None if costs is None else costs[n - 1 :])
+        stack, n_seed, pop_bits = _seeded_first(coder, last, parts, lossy, None if costs is None else costs[n - 1 :],
+                                                _part(cover, slice(n - 1, n)))
         chosen.append(-1)
     _keep(recon, n - 1, coder, lossy)
     done(1)
@@ -462,7 +482,7 @@ def _encode_all(
         took = None
         if stack.num_bits() >= pop_bits or not chosen_first:  # short of the estimate from below: do not try
             stack, took, size, s = _encode_fundable(coder, stack, tiles, end, size, s, parts, lossy, chosen_first,
-                                                    costs)
+                                                    costs, cover)
         if took is None:  # not even one image: code it with chosen latents
             size, s = 1, 1
             stack = by_choice.code(stack, end - 1)
@@ -479,7 +499,8 @@ def _encode_all(
 
 def _encode_fundable(coder: BitsBackCoder, stack: Stack, tiles: torch.Tensor, end: int, size: int, s: int,
                      parts: dict[str, float], lossy: QuantisedZ | None, chosen_first: bool,
-                     costs: np.ndarray | None = None) -> tuple[Stack, float | None, int, int]:
+                     costs: np.ndarray | None = None, cover: Cover | None = None,
+                     ) -> tuple[Stack, float | None, int, int]:
     """Code the ``size`` tiles before ``end`` with ``s`` samples each, halving the group (then the samples)
     while the stack runs out of bits: returns the stack, how deep its pops dug (bits an image), and the size and
     samples that worked; the depth is None, and the stack as it was, when not even one image with one sample
@@ -488,7 +509,8 @@ def _encode_fundable(coder: BitsBackCoder, stack: Stack, tiles: torch.Tensor, en
         snapshot, saved = stack.clone(), dict(parts)
         try:
             took = _encode_group(coder, stack, tiles[end - size : end], parts, lossy, samples=s,
-                                 into=None if costs is None else costs[end - size : end])
+                                 into=None if costs is None else costs[end - size : end],
+                                 cover=_part(cover, slice(end - size, end)))
             return stack, took, size, s
         except StackUnderflow:
             stack = snapshot
@@ -503,7 +525,7 @@ def _encode_fundable(coder: BitsBackCoder, stack: Stack, tiles: torch.Tensor, en
 
 
 def _seeded_first(coder: BitsBackCoder, last: torch.Tensor, parts: dict[str, float], lossy: QuantisedZ | None,
-                  into: np.ndarray | None = None) -> tuple[Stack, int, float]:
+                  into: np.ndarray | None = None, cover: Cover | None = None) -> tuple[Stack, int, float]:
     """Code the first tile on a stack of pseudo-random initial words, as few as its pops need: returns the
     stack, the initial words and how deep (bits) its pops dug."""
     rng = np.random.default_rng(_SEED)
@@ -511,7 +533,7 @@ def _seeded_first(coder: BitsBackCoder, last: torch.Tensor, parts: dict[str, flo
     def first(words: int) -> tuple[Stack, float]:
         parts.clear()
         stack = Stack(rng.integers(0, 2**32, words, dtype=np.uint32))
-        return stack, _encode_group(coder, stack, last, parts, lossy, whole_mixture=True, into=into)
+        return stack, _encode_group(coder, stack, last, parts, lossy, whole_mixture=True, into=into, cover=cover)
 
     n_seed = coder.initial_words(last)
     while True:  # with enough initial bits
@@ -543,7 +565,7 @@ def _keep(recon: dict[int, torch.Tensor] | None, start: int, coder: BitsBackCode
 
 def _encode_group(coder: BitsBackCoder, stack: Stack, x: torch.Tensor, parts: dict[str, float],
                   lossy: QuantisedZ | None = None, whole_mixture: bool = False, samples: int = 1,
-                  into: np.ndarray | None = None) -> float:
+                  into: np.ndarray | None = None, cover: Cover | None = None) -> float:
     """Encode one group with ``samples`` latent sets an image, adding each part's bits to ``parts``; returns how
     deep (bits per image) its pops dug into the stack below where the group started. The file's first group
     (the decoder's last) is coded with ``whole_mixture``: its pops come out of the initial bits, so it pops no
@@ -551,14 +573,14 @@ def _encode_group(coder: BitsBackCoder, stack: Stack, x: torch.Tensor, parts: di
     start = stack.low_water = stack.num_bits()
     hook = growth_hook(stack, parts)
     if samples > 1:
-        ImportanceCoder(coder, samples).encode(stack, x, hook)
+        ImportanceCoder(coder, samples).encode(stack, x, hook, cover)
         return (start - stack.low_water) / len(x)
     if into is None:
-        coder.encode(stack, x, hook, lossy, whole_mixture)
+        coder.encode(stack, x, hook, lossy, whole_mixture, cover)
     else:
         stack.track(len(x))
         try:
-            coder.encode(stack, x, hook, lossy, whole_mixture)
+            coder.encode(stack, x, hook, lossy, whole_mixture, cover)
         finally:  # a group that ran out of bits gives no costs (its tiles are coded again, or with chosen latents)
             rows = stack.untrack()
         into[:] = rows
@@ -680,6 +702,9 @@ class _Reader:
         starts = np.cumsum([0, *sizes[:-1]]).tolist() if sizes else []
         self.groups = [range(a, a + k) for a, k in zip(starts, sizes, strict=True)]
         self.raw = np.asarray(header["raw"] or [0] * (sum(sizes)), dtype=bool)
+        # which pixels of each tile were coded: from the images' shapes (files of version 10 on)
+        self.cover = Cover.of([tuple(s) for s in header["images"]], tuple(header["tile"])) if header["params"].get(
+            "edge_cover") else None
         self.stages: list[tuple[str, int, np.ndarray]] = []
 
     def seen(self, i: int, level: torch.Tensor) -> None:
@@ -693,13 +718,15 @@ class _Reader:
             self.on_level(self.coder.level_name(i), read, level)
 
     def group(self, gi: int) -> torch.Tensor:
-        h, n = self.header, len(self.groups[gi])
-        on = self.seen if gi == 0 else None
+        h, g = self.header, self.groups[gi]
+        n, on = len(g), self.seen if gi == 0 else None
+        cover = None if self.cover is None else self.cover[~self.raw][g.start : g.stop]
         if h["chosen"][gi] >= 0:
-            return ChosenCoder(self.coder, h["chosen"][gi]).decode(self.stack, n, on, self.lossy)
+            return ChosenCoder(self.coder, h["chosen"][gi]).decode(self.stack, n, on, self.lossy, cover)
         if h["samples"][gi] > 1:
-            return ImportanceCoder(self.coder, h["samples"][gi]).decode(self.stack, n, on)
-        return self.coder.decode(self.stack, n, on, self.lossy, whole_mixture=gi == len(self.groups) - 1)
+            return ImportanceCoder(self.coder, h["samples"][gi]).decode(self.stack, n, on, cover)
+        return self.coder.decode(self.stack, n, on, self.lossy, whole_mixture=gi == len(self.groups) - 1,
+                                 cover=cover)
 
     def first_levels(self) -> None:
         """What a prefix of the file determines of the first group (its later levels: garbage or nothing)."""
@@ -721,6 +748,8 @@ class _Reader:
             if not self.raw.any():
                 return coded
             raw_values = _pop_fallback(self.stack, self.header["fallback"], int(self.raw.sum()), tile, name)
+            if self.cover is not None:  # a PNG of them held black there (:func:`_blanked`)
+                raw_values = self.cover[self.raw].fill(raw_values)
             bar.update(int(self.raw.sum()))
         tiles = np.empty((len(self.raw), *tile), dtype=np.uint8)
         tiles[~self.raw], tiles[self.raw] = coded, raw_values
@@ -728,22 +757,32 @@ class _Reader:
 
 
 def nelbo_bits(model: SelfVAE, images: list[InputImage], batch: int = 64) -> float:
-    """The model's negative ELBO (one posterior sample per tile, seeded) in bits, summed over ``images``."""
+    """The model's negative ELBO (one posterior sample per tile, seeded) in bits, summed over ``images``, of their
+    pixels as :func:`compress` tiles them (the padding of tiles partly outside an image not counted)."""
     shape = model.shapes[-1]
-    tiles = torch.from_numpy(np.concatenate([to_tiles(im.pixels, shape, im.name) for im in images]))
-    return float(tile_nelbo_bits(model, tiles, batch).sum())
+    tiles = np.concatenate([to_tiles(im.pixels, shape, im.name) for im in images])
+    if model.cfg.consistent:  # coded whole, black margins and all (as compress codes it)
+        return float(tile_nelbo_bits(model, torch.from_numpy(tiles), batch).sum())
+    cover = Cover.of([im.pixels.shape for im in images], shape)
+    return float(tile_nelbo_bits(model, torch.from_numpy(cover.fill(tiles)), batch, cover=cover).sum())
 
 
-def tile_nelbo_bits(model: SelfVAE, tiles: torch.Tensor, batch: int = 64, progress: bool = False) -> np.ndarray:
+def tile_nelbo_bits(model: SelfVAE, tiles: torch.Tensor, batch: int = 64, progress: bool = False,
+                    cover: Cover | None = None) -> np.ndarray:
     """The model's negative ELBO of each tile in bits (one posterior sample a tile, seeded): about what bits-back
-    coding spends on it. ``progress``: a bar (files of many tiles: a photograph)."""
+    coding spends on it; with ``cover``, of the pixels it codes (the tiles' images', but a renormalised level,
+    which is coded whole). ``progress``: a bar (files of many tiles: a photograph)."""
+    inside = None
+    if cover is not None and cover.partial.any() and not model.cfg.consistent:
+        inside = torch.from_numpy(~cover.outside())
     out = []
     bar = tqdm(total=len(tiles), desc="model or fallback", unit="tile", leave=False,
                disable=not progress or len(tiles) <= batch)
     with torch.random.fork_rng(), torch.inference_mode():  # seeded without disturbing the caller's stream
         torch.manual_seed(0)
         for s in range(0, len(tiles), batch):
-            out.append(model.terms(tiles[s : s + batch]).nelbo.double().numpy() / math.log(2))
+            part = None if inside is None else inside[s : s + batch]
+            out.append(model.terms(tiles[s : s + batch], inside=part).nelbo.double().numpy() / math.log(2))
             bar.update(len(out[-1]))
     bar.close()
     return np.concatenate(out) if out else np.zeros(0)

@@ -2,9 +2,11 @@
 them into the model's image shape, and putting decoded tiles back together.
 
 Lossless coding must not resize or recolour: an image no larger than the model's tile is placed in the
-centre of a black tile (as MNIST's 28x28 digits sit in the models' 32x32 frame), a larger one is cut into
-tiles (the last row and column padded with black). A grey image given to an RGB model is coded as RGB and
-written back grey; a colour image cannot be coded by a grey model and is refused.
+centre of a tile (as MNIST's 28x28 digits sit in the models' 32x32 frame), a larger one is cut into tiles (the
+last row and column partly outside the image). The pixels of a tile outside its image (:class:`Cover`) are not
+coded (files of version 10 on): they repeat the nearest pixel of the image's part of the tile, which the decoder
+rebuilds from that part; older files padded with black and coded the padding. A grey image given to an RGB
+model is coded as RGB and written back grey; a colour image cannot be coded by a grey model and is refused.
 """
 
 from __future__ import annotations
@@ -104,6 +106,73 @@ def to_tiles(pixels: np.ndarray, shape: tuple[int, int, int], where: str) -> np.
     canvas[oy : oy + h, ox : ox + w] = pixels
     tiles = canvas.reshape(rows, th, cols, tw, c).transpose(0, 2, 4, 1, 3)
     return np.ascontiguousarray(tiles.reshape(rows * cols, c, th, tw))
+
+
+def tile_boxes(h: int, w: int, shape: tuple[int, int, int]) -> np.ndarray:
+    """``[t, 4]`` (top, left, height, width) of the part of each of an ``h x w`` image's tiles (in
+    :func:`to_tiles`' order) that holds its pixels."""
+    _, th, tw = shape
+    rows, cols, oy, ox = tile_grid(h, w, th, tw)
+    if rows == cols == 1 and (oy or ox or h < th or w < tw):
+        return np.array([[oy, ox, h, w]], dtype=np.int64)
+    r, c = np.meshgrid(np.arange(rows), np.arange(cols), indexing="ij")
+    heights, widths = np.minimum(th, h - r * th).reshape(-1), np.minimum(tw, w - c * tw).reshape(-1)
+    return np.stack([np.zeros_like(heights), np.zeros_like(heights), heights, widths], axis=1).astype(np.int64)
+
+
+@dataclass(frozen=True)
+class Cover:
+    """Which pixels of each of ``n`` tiles ``size`` (height, width) belong to their image: ``boxes`` ``[n, 4]``
+    (:func:`tile_boxes`). The others are not coded: they repeat the nearest pixel of the box (:meth:`fill`), a
+    function of the box's pixels that the decoder computes once it has them."""
+
+    boxes: np.ndarray
+    size: tuple[int, int]
+
+    @classmethod
+    def of(cls, shapes: list[tuple[int, ...]], shape: tuple[int, int, int]) -> Cover:
+        """The cover of every tile of images of ``shapes`` (``[H, W, C]`` each) cut into tiles of ``shape``."""
+        boxes = [tile_boxes(s[0], s[1], shape) for s in shapes]
+        return cls(np.concatenate(boxes) if boxes else np.zeros((0, 4), np.int64), (shape[1], shape[2]))
+
+    def __getitem__(self, which: slice | np.ndarray) -> Cover:
+        return Cover(self.boxes[which], self.size)
+
+    def __len__(self) -> int:
+        return len(self.boxes)
+
+    @property
+    def partial(self) -> np.ndarray:
+        """``[n]`` bool: the tiles that have pixels outside their image."""
+        return (self.boxes[:, 2] < self.size[0]) | (self.boxes[:, 3] < self.size[1])
+
+    def outside(self) -> np.ndarray:
+        """``[n, H, W]`` bool: True where a pixel lies outside its tile's image."""
+        ys, xs = np.arange(self.size[0]), np.arange(self.size[1])
+        t, left, h, w = (self.boxes[:, i, None] for i in range(4))
+        rows = (ys < t) | (ys >= t + h)
+        cols = (xs < left) | (xs >= left + w)
+        return rows[:, :, None] | cols[:, None, :]
+
+    def blank(self, tiles: np.ndarray) -> np.ndarray:
+        """``tiles`` with every pixel outside its box 0 (a copy where any changes): what a PNG of them needs to
+        hold (black costs PNG almost nothing; :meth:`fill` brings the pixels back)."""
+        if not self.partial.any():
+            return tiles
+        return np.where(self.outside()[:, None], np.uint8(0), tiles)
+
+    def fill(self, tiles: np.ndarray) -> np.ndarray:
+        """``tiles`` ``[n, C, H, W]`` (a copy where any changes) with every pixel outside its box set to the box's
+        nearest pixel (edge replication)."""
+        if not self.partial.any():
+            return tiles
+        out = np.array(tiles, copy=True)
+        th, tw = self.size
+        for i in np.flatnonzero(self.partial):
+            t, left, h, w = (int(v) for v in self.boxes[i])
+            out[i] = np.pad(out[i, :, t : t + h, left : left + w], ((0, 0), (t, th - t - h), (left, tw - left - w)),
+                            mode="edge")
+        return out
 
 
 def from_tiles(tiles: np.ndarray, h: int, w: int, channels: int) -> np.ndarray:

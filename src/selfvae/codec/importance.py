@@ -32,6 +32,7 @@ from torch import Tensor
 
 from selfvae.codec.ans import Stack
 from selfvae.codec.bitsback import BitsBackCoder, Hook, Levels
+from selfvae.codec.images import Cover
 
 _HALF_LOG_2PI = 0.5 * np.log(2.0 * np.pi)
 
@@ -96,9 +97,11 @@ class ImportanceCoder:
         others[rows] = False
         return rows, others
 
-    def encode(self, stack: Stack, x: Tensor, hook: Hook) -> None:
-        """Push the images ``x`` (uint8 ``[n, C, H, W]``); ``hook`` as for :meth:`BitsBackCoder.encode`, with the
-        index ``j`` reported as part ``"j"``."""
+    def encode(self, stack: Stack, x: Tensor, hook: Hook, cover: Cover | None = None) -> None:
+        """Push the images ``x`` (uint8 ``[n, C, H, W]``); ``hook`` and ``cover`` as for
+        :meth:`BitsBackCoder.encode`, with the index ``j`` reported as part ``"j"``. (The weights that pick a set
+        count every pixel, those outside the images too: both sides compute them alike, which is all a pick
+        needs.)"""
         c, m = self.c, self.m
         levels = m.levels(x)
         tiled = self._posteriors(levels)
@@ -115,29 +118,31 @@ class ImportanceCoder:
             hook(c.latent_name(j))
         chosen = [s[at] for s in sets]
         for i in range(m.K, 0, -1):
-            c.push_level(stack, i, levels[i], chosen[i], levels[i - 1])
+            c.push_level(stack, i, levels[i], chosen[i], levels[i - 1], cover=cover)
             hook(c.level_name(i))
             c.push_gaussian(stack, chosen[i], *c.p_latent(i, levels[i - 1], chosen[i - 1]))
             hook(c.latent_name(i))
-        c.push_level(stack, 0, levels[0], chosen[0], None)
+        c.push_level(stack, 0, levels[0], chosen[0], None, cover=cover)
         hook(c.level_name(0))
         c.push_prior(stack, chosen[0])
         hook("u")
         stack.push_uniform(pick, self.S)
         hook("j")
 
-    def decode(self, stack: Stack, n: int, on_level: Callable[[int, Tensor], None] | None = None) -> Tensor:
-        """Pop ``n`` images; ``on_level(i, level)`` sees ``y_1, ..., x`` as each becomes known."""
+    def decode(self, stack: Stack, n: int, on_level: Callable[[int, Tensor], None] | None = None,
+               cover: Cover | None = None) -> Tensor:
+        """Pop ``n`` images; ``on_level(i, level)`` sees ``y_1, ..., x`` as each becomes known (``cover`` as given
+        to :meth:`encode`)."""
         c, m = self.c, self.m
         pick = stack.pop_uniform(self.S, (n,))
         latent = c.pop_prior(stack, n)
-        chosen, levels = [latent], [c.pop_level(stack, 0, latent, None)]
+        chosen, levels = [latent], [c.pop_level(stack, 0, latent, None, cover=cover)]
         if on_level:
             on_level(0, levels[0])
         for i in range(1, m.K + 1):
             z = c.pop_gaussian(stack, *c.p_latent(i, levels[-1], chosen[-1])).view(-1, *c.latent_shape)
             chosen.append(z)
-            levels.append(c.pop_level(stack, i, z, levels[i - 1]))
+            levels.append(c.pop_level(stack, i, z, levels[i - 1], cover=cover))
             if on_level:
                 on_level(i, levels[i])
         tiled = self._posteriors(levels)

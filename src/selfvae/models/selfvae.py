@@ -294,13 +294,17 @@ class SelfVAE(nn.Module):
         return DiscretizedLogisticMixture(params, self.shapes[i][0], self.cfg.n_mix)
 
     # ----- the bound ---------------------------------------------------------------------------
-    def terms(self, x: Tensor, n_samples: int = 1, analytic_kl: bool = True) -> Terms:
+    def terms(self, x: Tensor, n_samples: int = 1, analytic_kl: bool = True, inside: Tensor | None = None) -> Terms:
         """Terms of the negative ELBO for ``n_samples`` posterior samples per image.
 
         Results are shaped ``[n_samples * B]`` (sample-major). With ``analytic_kl=False`` every term is a
         single-sample Monte Carlo estimate, so ``-nelbo`` is exactly the log importance weight
         ``log p(x, y, u, z) - log q(u, z | x)`` used by :func:`selfvae.evaluation.bounds.iw_bound`.
+        ``inside`` (bool ``[B, H, W]``): only these pixels of ``x`` count in its reconstruction term (the codec's
+        tiles partly outside their image, whose other pixels follow from these; not with ``cfg.consistent``).
         """
+        if inside is not None and n_samples > 1:
+            inside = _repeat(n_samples)([inside])[0]
         levels = self.levels(x)
         inputs = [self.inp(y) for y in levels]
         q_u = self.gaussian(self.q_u(inputs[0]))
@@ -314,14 +318,16 @@ class SelfVAE(nn.Module):
 
         u = q_u.rsample()
         kl_u = q_u.log_prob(u) - self.p_u.log_prob(u)
-        re = [-self.p_y_given(u).log_prob(self.target(levels[0]))]
+        p_top = self.p_y_given(u)
+        re = [-(p_top.log_prob(self.target(levels[0])) if inside is None or self.K
+                else _masked_log_prob(p_top, self.target(levels[0]), inside))]
         kl_z = []
         z_prev = u
         for k in range(self.K):
             z = q_z[k].rsample()
             p_z = self.p_z[k](y_feats[k], z_prev)
             kl_z.append(q_z[k].kl(p_z) if analytic_kl else q_z[k].log_prob(z) - p_z.log_prob(z))
-            re.append(self.re_level(k, self.p_x[k](inputs[k], z), levels))
+            re.append(self.re_level(k, self.p_x[k](inputs[k], z), levels, inside if k == self.K - 1 else None))
             z_prev = z
         kl_z_t = torch.stack(kl_z, 1) if kl_z else u.new_zeros(u.shape[0], 0)
         return Terms(re=torch.stack(re, 1), kl_u=kl_u, kl_z=kl_z_t)
@@ -334,10 +340,15 @@ class SelfVAE(nn.Module):
                                f"(only 'downscale'); model.transforms is {self.cfg.transforms!r}")
         self.cfg.consistent = bool(on)
 
-    def re_level(self, k: int, p: DiscretizedLogisticMixture, levels: list[Tensor]) -> Tensor:
+    def re_level(self, k: int, p: DiscretizedLogisticMixture, levels: list[Tensor],
+                 inside: Tensor | None = None) -> Tensor:
         """``-log p(level k+1 | level k, z)`` ``[B]`` (0-based ``k``; ``levels`` as :meth:`levels`), renormalised onto
         ``d(level k+1) = level k`` when ``cfg.consistent``: ``+ log P(d(x) = y)`` under ``p``'s first channel (in
-        float32 while training, float64 in evaluation)."""
+        float32 while training, float64 in evaluation). ``inside``: of the pixels only these (see :meth:`terms`)."""
+        if inside is not None:
+            if self.cfg.consistent:
+                raise SelfVAEError("a renormalised (consistent) level is coded whole: no pixels can be left out")
+            return -_masked_log_prob(p, self.target(levels[k + 1]), inside)
         re = -p.log_prob(self.target(levels[k + 1]))
         if self.cfg.consistent:
             d = self.chain[self.K - 1 - k]  # the transform that made level k from level k+1
@@ -366,6 +377,11 @@ def _data_shape(cfg: ModelConfig) -> tuple[int, int, int]:
 
 
 NET_FAMILIES = CHOICES["model.nets"]  # ModelConfig.nets: our networks, or the srVAE authors' (selfvae.nn.paper)
+
+
+def _masked_log_prob(p: DiscretizedLogisticMixture, target: Tensor, inside: Tensor) -> Tensor:
+    """``[B]``: the log-probability of the pixels of ``target`` where ``inside`` (``[B, H, W]``) holds."""
+    return torch.where(inside, p.log_prob_per_dim(target), 0.0).flatten(1).sum(dim=1)
 
 
 def _repeat(n: int):
