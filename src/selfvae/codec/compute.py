@@ -103,11 +103,22 @@ def coding_mode(model: torch.nn.Module, exact: bool = False):
     """The process settings coding needs (restored afterwards: subnormals to torch's default, kept): intra-op
     threads 1 in this thread, subnormals flushed, the model in eval mode and channels-last, its weight-normed
     kernels computed once; with ``exact`` its ELUs computed by ``F.elu`` (:func:`selfvae.nn.layers.elu`: files
-    of format 3 and older)."""
+    of format 3 and older). The model's mode and its kernels' memory formats are given back afterwards (a
+    kernel's layout decides how noise drawn like its outputs is laid out: a model used after coding draws
+    what it drew before)."""
+    was_training = model.training
+    kernels = [(p, p.stride()) for p in model.parameters() if p.dim() == 4]  # 1x1 too: their strides tell convs
     model.eval()
     model.to(memory_format=torch.channels_last)
-    with flushed_subnormals(), torch_threads(1), frozen_weights(model), exact_elu() if exact else nullcontext():
-        yield
+    try:
+        with flushed_subnormals(), torch_threads(1), frozen_weights(model), exact_elu() if exact else nullcontext():
+            yield
+    finally:
+        model.train(was_training)
+        with torch.no_grad():
+            for p, stride in kernels:
+                if p.stride() != stride:
+                    p.data = torch.empty_strided(p.shape, stride, dtype=p.dtype, device=p.device).copy_(p.data)
 
 
 def digest(arrays: Sequence[np.ndarray | Tensor], n_bytes: int = 8) -> bytes:
