@@ -40,7 +40,8 @@ MAGIC = b"SVAE"
 # 6: groups coded with chosen latents (selfvae.codec.chosen): flag bit 1 and their grids in the variable part;
 # 7: small groups run at smaller chunks (CodingParams.small_chunks): flag bit 2
 # 8: tiles sent without the model, under the model-coded ones (the file never expands): their flags' runs in the
-#    variable part ("raw"), and "fallback" when they travel as one PNG of their mosaic instead of raw values
+#    variable part ("raw"), and "fallback" when they travel as one PNG of their mosaic instead of raw values (from
+#    version 10 on, a file whose every tile goes so may hold one PNG of each image instead: "fallback" "images")
 # 9: lossy files code their first images with chosen latents too (no initial bits): a version-8 reader would
 #    decode those groups as lossless ones
 # 10: the pixels of a tile outside its image are not coded and repeat the image's edge (CodingParams.edge_cover):
@@ -169,9 +170,12 @@ def check_header(h: dict[str, Any], payload_words: int, name: str) -> list[int]:
                 and 0 <= names["width"] <= 12))):
         raise CodecError(f"{name}: the header's image names are not one name for each of its {len(shapes)} images")
     fb = h["fallback"]
-    if fb is not None and not (isinstance(fb, dict) and fb.get("codec") == "png"
-                               and isinstance(fb.get("bytes"), int) and 0 < fb["bytes"] <= 4 * payload_words
-                               and isinstance(fb.get("cols"), int) and 1 <= fb["cols"] <= max(1, sum(raw))):
+    mosaic = isinstance(fb, dict) and isinstance(fb.get("bytes"), int) and 0 < fb["bytes"] <= 4 * payload_words \
+        and isinstance(fb.get("cols"), int) and 1 <= fb["cols"] <= max(1, sum(raw))
+    whole = isinstance(fb, dict) and isinstance(fb.get("images"), list) and len(fb["images"]) == len(shapes) \
+        and all(isinstance(k, int) and k > 0 for k in fb["images"]) and sum(fb["images"]) <= 4 * payload_words \
+        and all(raw)
+    if fb is not None and not (fb.get("codec") == "png" and (mosaic or whole)):
         raise CodecError(f"{name}: the header's fallback entry is not a PNG of a size the payload can hold")
     return n_tiles
 

@@ -197,7 +197,7 @@ def compress(
     args = (model, images, tiles, params, group, threads, progress, model_hint, ident, cover)
     if lossy is None:
         data, report = _lossless(args, tile_bits, search_steps)
-        return _no_larger_than_png(data, report, args, model.shapes[-1]) if png_instead else (data, report)
+        return _no_larger_than_png(data, report, args) if png_instead else (data, report)
     assert tile_bits is not None
     data, report, _ = _compress(*args, np.zeros(len(tiles), dtype=bool), lossy, search_steps)
     report.nelbo_bits = float(tile_bits.sum())
@@ -259,18 +259,17 @@ def at_tile(model: SelfVAE, tile: int | None) -> SelfVAE:
         raise SelfVAEError(f"tile {tile}: {e}") from None
 
 
-def _no_larger_than_png(data: bytes, report: CompressReport, args: tuple,
-                        shape: tuple[int, int, int]) -> tuple[bytes, CompressReport]:
-    """The model's lossless file, or, where one PNG of every tile (the fallback mosaic, laid out as the image with
-    the most tiles is) would be smaller, the file that sends every tile so: the same format (each tile flagged as
-    sent without the model, the PNG in the payload), so every reader decodes it; ``report.png_instead`` says so.
-    A file is then never larger than that PNG and its header."""
-    images, all_tiles, cover = args[1], args[2], args[9]
+def _no_larger_than_png(data: bytes, report: CompressReport, args: tuple) -> tuple[bytes, CompressReport]:
+    """The model's lossless file, or, where a PNG of each image would be smaller, the file that holds those PNGs
+    instead: the same format (each tile flagged as sent without the model, the PNGs in the payload and their
+    lengths in the header), so every reader decodes it; ``report.png_instead`` says so. A file is then never
+    larger than the images' PNGs and its header."""
+    images, all_tiles = args[1], args[2]
     every = np.ones(len(all_tiles), dtype=bool)
-    png = fallback_png(images, _blanked(all_tiles.numpy(), cover), every, shape)
-    if len(png) >= report.file_bytes - report.header_bytes:
+    pngs = [classical_png(im.pixels) for im in images]
+    if sum(map(len, pngs)) >= report.file_bytes - report.header_bytes:
         return data, report
-    png_file, png_report, _ = _compress(*args, every, None, 0, every_tile_png=png)
+    png_file, png_report, _ = _compress(*args, every, None, 0, image_pngs=pngs)
     if len(png_file) >= len(data):
         return data, report
     png_report.png_instead, png_report.nelbo_bits = True, report.nelbo_bits  # the images' nELBO, if measured
@@ -288,7 +287,7 @@ def _blanked(tiles: np.ndarray, cover: Cover | None) -> np.ndarray:
 def _compress(model: SelfVAE, images: list[InputImage], all_tiles: torch.Tensor,
               params: CodingParams, group: int, threads: int, progress: bool, model_hint: str, ident: str,
               cover: Cover | None, raw: np.ndarray, lossy: QuantisedZ | None, search_steps: int | None,
-              every_tile_png: bytes | None = None) -> tuple[bytes, CompressReport, np.ndarray]:
+              image_pngs: list[bytes] | None = None) -> tuple[bytes, CompressReport, np.ndarray]:
     """Code ``images`` (cut into ``all_tiles``; those flagged ``raw`` sent without the model) into one file's
     bytes, with ``model`` at the tiles' size (``ident``: the id of the model as trained); the report splits the
     size into parts, and the array gives what each tile cost the coder in bits, net of its bits back (NaN for
@@ -297,9 +296,10 @@ def _compress(model: SelfVAE, images: list[InputImage], all_tiles: torch.Tensor,
     how long the encoder searches the latents of the images coded without bits back (:func:`chosen.search`;
     0: the rounded posterior means only; None: :data:`~selfvae.codec.chosen.SEARCH_STEPS` for a file of at most
     :data:`~selfvae.codec.chosen.SEARCH_MAX_TILES` tiles, where those images are a noticeable part of it, else
-    0); the decoder does not need it. ``every_tile_png``: send every tile without the model, as this PNG of them
-    (:func:`fallback_png`, made already by the caller). ``cover``: which pixels of the tiles are their images'
-    (the others, filled from the images' edges, are not coded), or None (all coded: files before version 10)."""
+    0); the decoder does not need it. ``image_pngs``: send every tile without the model, as these PNGs of the
+    images (one each, made already by the caller; :func:`_push_image_pngs`). ``cover``: which pixels of the tiles
+    are their images' (the others, filled from the images' edges, are not coded), or None (all coded: files before
+    version 10)."""
     shape = model.shapes[-1]
     coded = all_tiles[torch.from_numpy(~raw)]
     costs = np.full(len(coded), np.nan)
@@ -314,9 +314,13 @@ def _compress(model: SelfVAE, images: list[InputImage], all_tiles: torch.Tensor,
             base, fallback = Stack(), None
             if raw.any():  # under everything: the decoder takes them last, and bits-back pops can draw on them
                 tiles = all_tiles[torch.from_numpy(raw)].numpy()
-                png = every_tile_png or fallback_png(images, _blanked(tiles, _part(cover, raw)), raw, shape)
-                fallback = _push_fallback(base, tiles, png, _mosaic_cols(images, raw, shape))
-                parts["raw"] += 8.0 * (fallback["bytes"] if fallback else int(raw.sum()) * int(np.prod(shape)))
+                if image_pngs is not None:
+                    fallback = _push_image_pngs(base, image_pngs)
+                else:
+                    png = fallback_png(images, _blanked(tiles, _part(cover, raw)), raw, shape)
+                    fallback = _push_fallback(base, tiles, png, _mosaic_cols(images, raw, shape))
+                raw_bytes = _fallback_bytes(fallback) if fallback else int(raw.sum()) * int(np.prod(shape))
+                parts["raw"] += 8.0 * raw_bytes
                 bar.update(int(raw.sum()))
             recon: dict[int, torch.Tensor] = {}
             searching = tqdm(desc="search first latents", unit="step", leave=False,
@@ -384,6 +388,35 @@ def _push_fallback(stack: Stack, tiles: np.ndarray, png: bytes, cols: int) -> di
         return None
     stack.push_uniform(np.frombuffer(png, dtype=np.uint8), 256)
     return {"codec": "png", "bytes": len(png), "cols": cols}
+
+
+def _push_image_pngs(stack: Stack, pngs: list[bytes]) -> dict:
+    """Push one PNG of each image (every tile of the file goes without the model; their bytes as 8-bit symbols);
+    returns the header's ``fallback`` entry."""
+    stack.push_uniform(np.frombuffer(b"".join(pngs), dtype=np.uint8), 256)
+    return {"codec": "png", "images": [len(p) for p in pngs]}
+
+
+def _fallback_bytes(fallback: dict) -> int:
+    return int(sum(fallback["images"])) if "images" in fallback else int(fallback["bytes"])
+
+
+def _pop_image_pngs(stack: Stack, fallback: dict, shapes: list[tuple[int, int, int]], tile: tuple[int, int, int],
+                    cover: Cover | None, name: str) -> np.ndarray:
+    """Every tile of the images :func:`_push_image_pngs` pushed, cut as :func:`compress` cut them."""
+    data = stack.pop_uniform(256, (_fallback_bytes(fallback),)).astype(np.uint8).tobytes()
+    tiles, at = [], 0
+    for shape, k in zip(shapes, fallback["images"], strict=True):
+        try:
+            pixels = read_pil(data[at : at + k], shape[2])
+        except (OSError, ValueError) as e:
+            raise CodecError(f"{name}: its images' PNGs are not readable: the file is damaged") from e
+        if pixels.shape != tuple(shape):
+            raise CodecError(f"{name}: a PNG it holds is {pixels.shape}, not the image {tuple(shape)} its header names")
+        tiles.append(to_tiles(pixels, tile, name))
+        at += k
+    out = np.concatenate(tiles)
+    return out if cover is None else cover.fill(out)
 
 
 def _pop_fallback(stack: Stack, fallback: dict | None, n: int, tile: tuple[int, int, int], name: str) -> np.ndarray:
@@ -747,9 +780,14 @@ class _Reader:
             coded = torch.cat(out).numpy() if out else np.zeros((0, *tile), dtype=np.uint8)
             if not self.raw.any():
                 return coded
-            raw_values = _pop_fallback(self.stack, self.header["fallback"], int(self.raw.sum()), tile, name)
-            if self.cover is not None:  # a PNG of them held black there (:func:`_blanked`)
-                raw_values = self.cover[self.raw].fill(raw_values)
+            fallback = self.header["fallback"]
+            if fallback is not None and "images" in fallback:  # every tile, as a PNG of each image
+                raw_values = _pop_image_pngs(self.stack, fallback, [tuple(s) for s in self.header["images"]], tile,
+                                             self.cover, name)
+            else:
+                raw_values = _pop_fallback(self.stack, fallback, int(self.raw.sum()), tile, name)
+                if self.cover is not None:  # a PNG of them held black there (:func:`_blanked`)
+                    raw_values = self.cover[self.raw].fill(raw_values)
             bar.update(int(self.raw.sum()))
         tiles = np.empty((len(self.raw), *tile), dtype=np.uint8)
         tiles[~self.raw], tiles[self.raw] = coded, raw_values
