@@ -43,8 +43,8 @@ def compress_options(s: argparse.ArgumentParser) -> None:
                    help="let the first image pop seeded random words (BB-ANS's initial bits) instead of coding the "
                         "first images with chosen latents and no bits back (larger: for comparison; stored)")
     s.add_argument("--model-only", action="store_true",
-                   help="keep the model's file even where one PNG of the images would be smaller (by default the "
-                        "file then holds the PNG, flagged in its header): to measure the model's own coding")
+                   help="keep the model's file even where a PNG of each image would be smaller (by default the "
+                        "file then holds those PNGs, flagged in its header): to measure the model's own coding")
     s.add_argument("--search-steps", type=whole(0), metavar="N",
                    help="gradient steps the encoder spends choosing the latents of the first images, coded without "
                         "bits back (0: the rounded posterior means; default: 60 for files of at most 4 images "
