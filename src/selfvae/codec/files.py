@@ -15,6 +15,7 @@ import weakref
 import zlib
 from collections import defaultdict
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
@@ -196,8 +197,12 @@ def compress(
         tile_bits = tile_nelbo_bits(model, tiles, batch=group, progress=progress, cover=cover)
     args = (model, images, tiles, params, group, threads, progress, model_hint, ident, cover)
     if lossy is None:
-        data, report = _lossless(args, tile_bits, search_steps)
-        return _no_larger_than_png(data, report, args) if png_instead else (data, report)
+        if not png_instead:
+            return _lossless(args, tile_bits, search_steps)
+        with ThreadPoolExecutor(1) as beside:  # zlib lets go of the GIL: on a second thread the PNGs cost no time
+            pngs = beside.submit(lambda: [classical_png(im.pixels) for im in images]) if threads > 1 else None
+            data, report = _lossless(args, tile_bits, search_steps)
+            return _no_larger_than_png(data, report, args, pngs.result() if pngs else None)
     assert tile_bits is not None
     data, report, _ = _compress(*args, np.zeros(len(tiles), dtype=bool), lossy, search_steps)
     report.nelbo_bits = float(tile_bits.sum())
@@ -259,14 +264,15 @@ def at_tile(model: SelfVAE, tile: int | None) -> SelfVAE:
         raise SelfVAEError(f"tile {tile}: {e}") from None
 
 
-def _no_larger_than_png(data: bytes, report: CompressReport, args: tuple) -> tuple[bytes, CompressReport]:
+def _no_larger_than_png(data: bytes, report: CompressReport, args: tuple,
+                        pngs: list[bytes] | None = None) -> tuple[bytes, CompressReport]:
     """The model's lossless file, or, where a PNG of each image would be smaller, the file that holds those PNGs
     instead: the same format (each tile flagged as sent without the model, the PNGs in the payload and their
     lengths in the header), so every reader decodes it; ``report.png_instead`` says so. A file is then never
-    larger than the images' PNGs and its header."""
+    larger than the images' PNGs and its header. ``pngs``: those PNGs, where made already (beside the coding)."""
     images, all_tiles = args[1], args[2]
     every = np.ones(len(all_tiles), dtype=bool)
-    pngs = [classical_png(im.pixels) for im in images]
+    pngs = pngs if pngs is not None else [classical_png(im.pixels) for im in images]
     if sum(map(len, pngs)) >= report.file_bytes - report.header_bytes:
         return data, report
     png_file, png_report, _ = _compress(*args, every, None, 0, image_pngs=pngs)
