@@ -138,9 +138,6 @@ class Cover:
     def __getitem__(self, which: slice | np.ndarray) -> Cover:
         return Cover(self.boxes[which], self.size)
 
-    def __len__(self) -> int:
-        return len(self.boxes)
-
     @property
     def partial(self) -> np.ndarray:
         """``[n]`` bool: the tiles that have pixels outside their image."""
