@@ -405,7 +405,7 @@ def start_training(args: argparse.Namespace, results: dict) -> dict[str, Job]:
         cmd += _variant_flags(variant)
         if args.tiny:
             cmd += ["--set", "train.eval_limit=32", "--set", "train.final_eval_limit=32", "--set",
-                    "train.final_iw_limit=4", "--set", "train.final_iw_samples=2", "--set", "train.init_batch=16",
+                    "train.final_iw_limit=8", "--set", "train.final_iw_samples=2", "--set", "train.init_batch=16",
                     "--steps", "3", "--threads", "1"]
         print("+", " ".join(cmd), flush=True)
         log = (args.out / f"{preset}.train.log").open("w")
