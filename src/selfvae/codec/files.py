@@ -189,9 +189,8 @@ def compress(
     group = max(1, group * frame // math.prod(model.shapes[-1][1:]))  # as many pixels a group as at the frame
     if model.cfg.consistent:  # its renormalised x is coded whole, margins too: black ones cost it least
         params = replace(params, edge_cover=False)
-    tiles = np.concatenate([to_tiles(im.pixels, model.shapes[-1], im.name) for im in images])
-    cover = Cover.of([im.pixels.shape for im in images], model.shapes[-1]) if params.edge_cover else None
-    tiles = torch.from_numpy(cover.fill(tiles) if cover is not None else tiles)
+    tiles, cover = _cut(images, model.shapes[-1], params.edge_cover)
+    tiles = torch.from_numpy(tiles)
     tile_bits = None
     if nelbo or lossy is not None or params.samples > 1:
         tile_bits = tile_nelbo_bits(model, tiles, batch=group, progress=progress, cover=cover)
@@ -224,7 +223,7 @@ def _lossless(args: tuple, tile_bits: np.ndarray | None, search_steps: int | Non
     shape, n = model.shapes[-1], len(tiles)
     if tile_bits is None:
         first = max(n - MEASURED_FIRST, 0)
-        last = tile_nelbo_bits(model, tiles[first:], cover=_part(cover, slice(first, None)))
+        last = tile_nelbo_bits(model, tiles[first:], cover=cover[first:])
         if len(last) < n and not raw_tiles(last, shape).any():
             return _decided_by_coding(args, last, search_steps)
         tile_bits = last if len(last) == n else tile_nelbo_bits(model, tiles, cover=cover)
@@ -246,7 +245,7 @@ def _decided_by_coding(args: tuple, last: np.ndarray, search_steps: int | None) 
     unmeasured = np.isnan(costs)
     if unmeasured.any():  # chosen beyond the last few (all but never): their negative ELBO
         costs[unmeasured] = tile_nelbo_bits(model, tiles[torch.from_numpy(unmeasured)],
-                                            cover=_part(cover, unmeasured))
+                                            cover=cover[unmeasured])
     raw = raw_tiles(costs, model.shapes[-1])
     return _compress(*args, raw, None, search_steps)[:2] if raw.any() else (data, report)
 
@@ -282,17 +281,20 @@ def _no_larger_than_png(data: bytes, report: CompressReport, args: tuple,
     return png_file, png_report
 
 
-def _part(cover: Cover | None, which: slice | np.ndarray) -> Cover | None:
-    return None if cover is None else cover[which]
-
-
-def _blanked(tiles: np.ndarray, cover: Cover | None) -> np.ndarray:
-    return tiles if cover is None else cover.blank(tiles)
+def _cut(images: list[InputImage], shape: tuple[int, int, int], edge_cover: bool) -> tuple[np.ndarray, Cover]:
+    """The tiles of ``images`` as :func:`compress` codes them, and which of their pixels it codes: with
+    ``edge_cover`` (files of version 10 on) the images' own, the margins filled from the images' edges; else every
+    pixel, the margins black."""
+    tiles = np.concatenate([to_tiles(im.pixels, shape, im.name) for im in images])
+    if not edge_cover:
+        return tiles, Cover.whole(len(tiles), shape[1:])
+    cover = Cover.of([im.pixels.shape for im in images], shape)
+    return cover.fill(tiles), cover
 
 
 def _compress(model: SelfVAE, images: list[InputImage], all_tiles: torch.Tensor,
               params: CodingParams, group: int, threads: int, progress: bool, model_hint: str, ident: str,
-              cover: Cover | None, raw: np.ndarray, lossy: QuantisedZ | None, search_steps: int | None,
+              cover: Cover, raw: np.ndarray, lossy: QuantisedZ | None, search_steps: int | None,
               image_pngs: list[bytes] | None = None) -> tuple[bytes, CompressReport, np.ndarray]:
     """Code ``images`` (cut into ``all_tiles``; those flagged ``raw`` sent without the model) into one file's
     bytes, with ``model`` at the tiles' size (``ident``: the id of the model as trained); the report splits the
@@ -304,8 +306,7 @@ def _compress(model: SelfVAE, images: list[InputImage], all_tiles: torch.Tensor,
     :data:`~selfvae.codec.chosen.SEARCH_MAX_TILES` tiles, where those images are a noticeable part of it, else
     0); the decoder does not need it. ``image_pngs``: send every tile without the model, as these PNGs of the
     images (one each, made already by the caller; :func:`_push_image_pngs`). ``cover``: which pixels of the tiles
-    are their images' (the others, filled from the images' edges, are not coded), or None (all coded: files before
-    version 10)."""
+    are coded (:func:`_cut`)."""
     shape = model.shapes[-1]
     coded = all_tiles[torch.from_numpy(~raw)]
     costs = np.full(len(coded), np.nan)
@@ -323,7 +324,7 @@ def _compress(model: SelfVAE, images: list[InputImage], all_tiles: torch.Tensor,
                 if image_pngs is not None:
                     fallback = _push_image_pngs(base, image_pngs)
                 else:
-                    png = fallback_png(images, _blanked(tiles, _part(cover, raw)), raw, shape)
+                    png = fallback_png(images, cover[raw].blank(tiles), raw, shape)
                     fallback = _push_fallback(base, tiles, png, _mosaic_cols(images, raw, shape))
                 raw_bytes = _fallback_bytes(fallback) if fallback else int(raw.sum()) * int(np.prod(shape))
                 parts["raw"] += 8.0 * raw_bytes
@@ -333,7 +334,7 @@ def _compress(model: SelfVAE, images: list[InputImage], all_tiles: torch.Tensor,
                              disable=not (progress and search_steps))
             enc = _encode_all(coder, coded, group, parts, bar.update, lossy, recon, search_steps, base,
                               lambda: searching.update(1), costs if lossy is None else None,
-                              _part(cover, ~raw))
+                              cover=cover[~raw])
             searching.close()
             stack = enc.stack
             if lossy is not None:  # the decoder's output is what the checksum covers
@@ -408,10 +409,10 @@ def _fallback_bytes(fallback: dict) -> int:
 
 
 def _pop_image_pngs(stack: Stack, fallback: dict, shapes: list[tuple[int, int, int]], tile: tuple[int, int, int],
-                    cover: Cover | None, name: str) -> np.ndarray:
+                    edge_cover: bool, name: str) -> np.ndarray:
     """Every tile of the images :func:`_push_image_pngs` pushed, cut as :func:`compress` cut them."""
     data = stack.pop_uniform(256, (_fallback_bytes(fallback),)).astype(np.uint8).tobytes()
-    tiles, at = [], 0
+    images, at = [], 0
     for shape, k in zip(shapes, fallback["images"], strict=True):
         try:
             pixels = read_pil(data[at : at + k], shape[2])
@@ -419,10 +420,9 @@ def _pop_image_pngs(stack: Stack, fallback: dict, shapes: list[tuple[int, int, i
             raise CodecError(f"{name}: its images' PNGs are not readable: the file is damaged") from e
         if pixels.shape != tuple(shape):
             raise CodecError(f"{name}: a PNG it holds is {pixels.shape}, not the image {tuple(shape)} its header names")
-        tiles.append(to_tiles(pixels, tile, name))
+        images.append(InputImage(name, pixels))
         at += k
-    out = np.concatenate(tiles)
-    return out if cover is None else cover.fill(out)
+    return _cut(images, tile, edge_cover)[0]
 
 
 def _pop_fallback(stack: Stack, fallback: dict | None, n: int, tile: tuple[int, int, int], name: str) -> np.ndarray:
@@ -457,7 +457,7 @@ class _ChosenTiles:
     the keys the search found."""
 
     def __init__(self, coder: BitsBackCoder, tiles: torch.Tensor, parts: dict[str, float], lossy: QuantisedZ | None,
-                 search_steps: int, on_search_step: Callable[[], None] | None, cover: Cover | None = None) -> None:
+                 search_steps: int, on_search_step: Callable[[], None] | None, cover: Cover) -> None:
         self.coder, self.tiles, self.parts, self.lossy, self.cover = coder, tiles, parts, lossy, cover
         self.search_steps, self.on_search_step = search_steps, on_search_step
         self.searched: dict[int, list[np.ndarray]] = {}
@@ -472,7 +472,7 @@ class _ChosenTiles:
             keys = search_keys(self.coder, self.tiles[lo : i + 1], self.search_steps, self.on_search_step)
             self.searched.update(enumerate(keys, lo))
         out, grid, bits = encode_cheapest(self.coder, stack, self.tiles[i : i + 1], self.searched.get(i), self.lossy,
-                                          _part(self.cover, slice(i, i + 1)))
+                                          self.cover[i : i + 1])
         for k, v in bits.items():
             self.parts[k] += v
         self.grids.append(grid)
@@ -484,7 +484,7 @@ def _encode_all(
     coder: BitsBackCoder, tiles: torch.Tensor, group: int, parts: dict[str, float], done: Callable[[int], None],
     lossy: QuantisedZ | None = None, recon: dict[int, torch.Tensor] | None = None, search_steps: int = 0,
     base: Stack | None = None, on_search_step: Callable[[], None] | None = None, costs: np.ndarray | None = None,
-    cover: Cover | None = None,
+    *, cover: Cover,
 ) -> _Encoded:
     """Encode every tile, last first, in groups, on top of ``base`` (the raw tiles, when a lossless file has any).
 
@@ -495,7 +495,7 @@ def _encode_all(
     it pops from seeded initial words, the file's only overhead. Each next group takes as many samples (up to
     ``CodingParams.samples``), then as many images (up to ``group``), as the stack can fund, in powers of two.
     ``costs`` (one per tile) gets what each tile coded with bits back and one sample cost (:meth:`Stack.track`).
-    ``cover``: which pixels of the tiles are coded (:meth:`BitsBackCoder.push_level`).
+    ``cover``: which pixels of the tiles are coded (:func:`_cut`, :meth:`BitsBackCoder.push_level`).
     """
     n = len(tiles)
     if n == 0:  # every tile raw
@@ -509,7 +509,7 @@ def _encode_all(
         pop_bits = 32.0 * coder.initial_words(last)  # from below; the first group coded with bits back corrects it
     else:
         stack, n_seed, pop_bits = _seeded_first(coder, last, parts, lossy, None if costs is None else costs[n - 1 :],
-                                                _part(cover, slice(n - 1, n)))
+                                                cover[n - 1 :])
         chosen.append(-1)
     _keep(recon, n - 1, coder, lossy)
     done(1)
@@ -538,8 +538,7 @@ def _encode_all(
 
 def _encode_fundable(coder: BitsBackCoder, stack: Stack, tiles: torch.Tensor, end: int, size: int, s: int,
                      parts: dict[str, float], lossy: QuantisedZ | None, chosen_first: bool,
-                     costs: np.ndarray | None = None, cover: Cover | None = None,
-                     ) -> tuple[Stack, float | None, int, int]:
+                     costs: np.ndarray | None, cover: Cover) -> tuple[Stack, float | None, int, int]:
     """Code the ``size`` tiles before ``end`` with ``s`` samples each, halving the group (then the samples)
     while the stack runs out of bits: returns the stack, how deep its pops dug (bits an image), and the size and
     samples that worked; the depth is None, and the stack as it was, when not even one image with one sample
@@ -549,7 +548,7 @@ def _encode_fundable(coder: BitsBackCoder, stack: Stack, tiles: torch.Tensor, en
         try:
             took = _encode_group(coder, stack, tiles[end - size : end], parts, lossy, samples=s,
                                  into=None if costs is None else costs[end - size : end],
-                                 cover=_part(cover, slice(end - size, end)))
+                                 cover=cover[end - size : end])
             return stack, took, size, s
         except StackUnderflow:
             stack = snapshot
@@ -741,9 +740,12 @@ class _Reader:
         starts = np.cumsum([0, *sizes[:-1]]).tolist() if sizes else []
         self.groups = [range(a, a + k) for a, k in zip(starts, sizes, strict=True)]
         self.raw = np.asarray(header["raw"] or [0] * (sum(sizes)), dtype=bool)
-        # which pixels of each tile were coded: from the images' shapes (files of version 10 on)
-        self.cover = Cover.of([tuple(s) for s in header["images"]], tuple(header["tile"])) if header["params"].get(
-            "edge_cover") else None
+        # which pixels of each tile were coded: the images' own from version 10 on (from their shapes), else all
+        self.edge_cover = bool(header["params"].get("edge_cover"))
+        tile = tuple(header["tile"])
+        self.cover = Cover.of([tuple(s) for s in header["images"]], tile) if self.edge_cover else Cover.whole(
+            len(self.raw), tile[1:])
+        self.coded_cover = self.cover[~self.raw]  # the groups' tiles, in order
         self.stages: list[tuple[str, int, np.ndarray]] = []
 
     def seen(self, i: int, level: torch.Tensor) -> None:
@@ -759,7 +761,7 @@ class _Reader:
     def group(self, gi: int) -> torch.Tensor:
         h, g = self.header, self.groups[gi]
         n, on = len(g), self.seen if gi == 0 else None
-        cover = None if self.cover is None else self.cover[~self.raw][g.start : g.stop]
+        cover = self.coded_cover[g.start : g.stop]
         if h["chosen"][gi] >= 0:
             return ChosenCoder(self.coder, h["chosen"][gi]).decode(self.stack, n, on, self.lossy, cover)
         if h["samples"][gi] > 1:
@@ -789,11 +791,10 @@ class _Reader:
             fallback = self.header["fallback"]
             if fallback is not None and "images" in fallback:  # every tile, as a PNG of each image
                 raw_values = _pop_image_pngs(self.stack, fallback, [tuple(s) for s in self.header["images"]], tile,
-                                             self.cover, name)
+                                             self.edge_cover, name)
             else:
                 raw_values = _pop_fallback(self.stack, fallback, int(self.raw.sum()), tile, name)
-                if self.cover is not None:  # a PNG of them held black there (:func:`_blanked`)
-                    raw_values = self.cover[self.raw].fill(raw_values)
+                raw_values = self.cover[self.raw].fill(raw_values)  # a PNG of them held black there (Cover.blank)
             bar.update(int(self.raw.sum()))
         tiles = np.empty((len(self.raw), *tile), dtype=np.uint8)
         tiles[~self.raw], tiles[self.raw] = coded, raw_values
@@ -803,12 +804,8 @@ class _Reader:
 def nelbo_bits(model: SelfVAE, images: list[InputImage], batch: int = 64) -> float:
     """The model's negative ELBO (one posterior sample per tile, seeded) in bits, summed over ``images``, of their
     pixels as :func:`compress` tiles them (the padding of tiles partly outside an image not counted)."""
-    shape = model.shapes[-1]
-    tiles = np.concatenate([to_tiles(im.pixels, shape, im.name) for im in images])
-    if model.cfg.consistent:  # coded whole, black margins and all (as compress codes it)
-        return float(tile_nelbo_bits(model, torch.from_numpy(tiles), batch).sum())
-    cover = Cover.of([im.pixels.shape for im in images], shape)
-    return float(tile_nelbo_bits(model, torch.from_numpy(cover.fill(tiles)), batch, cover=cover).sum())
+    tiles, cover = _cut(images, model.shapes[-1], edge_cover=not model.cfg.consistent)  # as compress cuts them
+    return float(tile_nelbo_bits(model, torch.from_numpy(tiles), batch, cover=cover).sum())
 
 
 def tile_nelbo_bits(model: SelfVAE, tiles: torch.Tensor, batch: int = 64, progress: bool = False,

@@ -135,6 +135,11 @@ class Cover:
         boxes = [tile_boxes(s[0], s[1], shape) for s in shapes]
         return cls(np.concatenate(boxes) if boxes else np.zeros((0, 4), np.int64), (shape[1], shape[2]))
 
+    @classmethod
+    def whole(cls, n: int, size: tuple[int, int]) -> Cover:
+        """``n`` tiles of ``size`` coded whole, nothing outside (files before version 10; renormalised models)."""
+        return cls(np.tile(np.array([[0, 0, size[0], size[1]]], dtype=np.int64), (n, 1)), size)
+
     def __getitem__(self, which: slice | np.ndarray) -> Cover:
         return Cover(self.boxes[which], self.size)
 
