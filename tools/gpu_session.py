@@ -389,17 +389,15 @@ def start_training(args: argparse.Namespace, results: dict) -> dict[str, Job]:
         run = runs / preset
         kept = layout.checkpoint(run).exists()  # this machine kept the run (a later call of the same session)
         minutes = args.minutes + (minutes_spent(run) if kept else 0.0)  # a budget counts the run's sessions
-        cmd = [sys.executable, "-m", "selfvae.cli", "train", "--out", str(run), "--data-dir", str(args.gpu_dir / data),
-               "--set", f"data.name={data_name}",
-               "--device", args.device, "--channels-last", "--no-progress", "--workers", str(args.workers),
+        if kept:
+            start = ["--resume"]
+        elif args.from_shipped and preset in layout.pretrained_names():  # a fresh machine: go on from what ships
+            start = ["--preset", preset, "--init", preset, "--set", f"train.lr={args.lr}"]
+        else:
+            start = ["--preset", preset]
+        cmd = [*_train_cmd(args, run, data, data_name, start),
                "--set", "train.lr_schedule=cosine-time", "--set", f"train.max_minutes={minutes:.2f}",
                "--set", f"train.batch_size={args.train_batch}", "--set", "train.eval_every=500"]
-        if kept:
-            cmd = [*cmd[:4], "--resume", *cmd[4:]]
-        elif args.from_shipped and preset in layout.pretrained_names():  # a fresh machine: go on from what ships
-            cmd = [*cmd[:4], "--preset", preset, "--init", preset, "--set", f"train.lr={args.lr}", *cmd[4:]]
-        else:
-            cmd = [*cmd[:4], "--preset", preset, *cmd[4:]]
         variant = results.get("bench", {}).get("fastest", {}).get(preset, args.train_variant)
         variant = variant if args.device.startswith("cuda") else ""  # the CPU (the tiny test): eager fp32
         cmd += _variant_flags(variant)
@@ -407,38 +405,44 @@ def start_training(args: argparse.Namespace, results: dict) -> dict[str, Job]:
             cmd += ["--set", "train.eval_limit=32", "--set", "train.final_eval_limit=32", "--set",
                     "train.final_iw_limit=8", "--set", "train.final_iw_samples=2", "--set", "train.init_batch=16",
                     "--steps", "3", "--threads", "1"]
-        print("+", " ".join(cmd), flush=True)
-        log = (args.out / f"{preset}.train.log").open("w")
-        procs[preset] = Job(subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=_env(), cwd=ROOT), log,
-                            variant, partial(_packed, preset, run, args.out))
+        procs[preset] = _started(args, f"{preset}.train.log", cmd, variant, partial(_packed, preset, run, args.out))
     authors = args.gpu_dir / "srVAE"
     if args.device.startswith("cuda") and (authors / "src").is_dir():  # does their z collapse too? (issue 49.3)
         cmd = [sys.executable, "experiments/authors_z.py", "--authors-src", str(authors), "--data",
                str(args.gpu_dir / DATA), "--out", str(args.out / AUTHORS_Z), "--minutes", f"{args.minutes:.2f}",
                "--device", args.device, "--log-every", "25", "--au-every", "250"]
-        print("+", " ".join(cmd), flush=True)
-        log = (args.out / f"{AUTHORS_Z}.log").open("w")
-        procs[AUTHORS_Z] = Job(subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=_env(), cwd=ROOT),
-                               log, "", partial(_where_z_stands, args.out / AUTHORS_Z), into="authors")
+        procs[AUTHORS_Z] = _started(args, f"{AUTHORS_Z}.log", cmd, "", partial(_where_z_stands, args.out / AUTHORS_Z),
+                                    into="authors")
     if args.device.startswith("cuda") or args.tiny:  # (the tiny CPU test: the small srVAE, a few steps)
         run = runs / OURS_Z
-        cmd = [sys.executable, "-m", "selfvae.cli", "train", "--out", str(run), "--data-dir", str(args.gpu_dir / DATA),
-               "--set", "data.name=cifar10-official-part", "--device", args.device, "--channels-last",
-               "--no-progress", "--workers", str(args.workers), "--set", f"train.max_minutes={args.minutes:.2f}",
+        start = ["--resume"] if layout.checkpoint(run).exists() else [
+            "--preset", "cifar10-srvae-small" if args.tiny else "cifar10-srvae-paper"]
+        cmd = [*_train_cmd(args, run, DATA, "cifar10-official-part", start),
+               "--set", f"train.max_minutes={args.minutes:.2f}",
                "--set", "train.grad_clip=null", "--set", "train.eval_limit=245", "--set", "train.final_iw_limit=0",
                "--set", "train.sample_every=1000000", "--set", f"train.eval_every={3 if args.tiny else 250}"]
-        if layout.checkpoint(run).exists():
-            cmd = [*cmd[:4], "--resume", *cmd[4:]]
-        else:
-            cmd = [*cmd[:4], "--preset", "cifar10-srvae-small" if args.tiny else "cifar10-srvae-paper", *cmd[4:]]
         if args.tiny:
             cmd += ["--set", "train.eval_limit=16", "--set", "train.final_eval_limit=16", "--set",
                     "train.init_batch=16", "--set", "train.batch_size=8", "--steps", "3", "--threads", "1"]
-        print("+", " ".join(cmd), flush=True)
-        log = (args.out / f"{OURS_Z}.log").open("w")
-        procs[OURS_Z] = Job(subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=_env(), cwd=ROOT), log,
-                            "", partial(_z_trajectory, run), into="authors")
+        procs[OURS_Z] = _started(args, f"{OURS_Z}.log", cmd, "", partial(_z_trajectory, run), into="authors")
     return procs
+
+
+def _train_cmd(args: argparse.Namespace, run: Path, data: str, data_name: str, start: list[str]) -> list[str]:
+    """``selfvae train`` into ``run`` on the carried ``data`` (data set ``data_name``) on this device, ``start``
+    (``--resume``, or the preset and what it starts from) first; the caller adds its settings."""
+    return [sys.executable, "-m", "selfvae.cli", "train", "--out", str(run), *start, "--data-dir",
+            str(args.gpu_dir / data), "--set", f"data.name={data_name}", "--device", args.device, "--channels-last",
+            "--no-progress", "--workers", str(args.workers)]
+
+
+def _started(args: argparse.Namespace, log_name: str, cmd: list[str], variant: str, collect: Callable[[int], dict],
+             into: str = "train") -> Job:
+    """``cmd`` started in the background, its output into ``OUT/log_name``."""
+    print("+", " ".join(cmd), flush=True)
+    log = (args.out / log_name).open("w")
+    return Job(subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=_env(), cwd=ROOT), log, variant,
+               collect, into)
 
 
 def _variant_flags(variant: str) -> list[str]:
