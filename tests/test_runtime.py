@@ -44,19 +44,15 @@ def test_retained_memory_is_reused_without_page_faults():
     assert peak[-1] == peak[-3], peak  # settled: no growth over the last steps
 
 
-@pytest.mark.parametrize(("nets", "st_net"), [("selfvae", "resnet"), ("paper", "dense")])
-def test_every_network_compiles_into_one_graph_computing_the_eager_function(nets, st_net):
-    """``--compile`` pays on a GPU only if each network is one graph (its kernels fused, then replayed as one CUDA
-    graph): no graph break, and no network whose layers dynamo compiles one by one (as it does below a top frame
-    in torch.nn's files: a recompilation per width, past its limit, then eager). Traced with dynamo alone (a graph
-    counter as backend, no code generation) in training mode, outputs equal to the eager ones."""
+def _tiny_srvae(nets: str, st_net: str):  # noqa: ANN202
+    """A data-initialised srVAE of tiny nets (ours or the authors') and a batch of 16x16 images."""
     from dataclasses import replace
 
     from conftest import TINY
 
     from selfvae.config import ModelConfig
     from selfvae.models.selfvae import SelfVAE
-    from selfvae.nn.layers import Network, data_dependent_init
+    from selfvae.nn.layers import data_dependent_init
 
     spec = replace(TINY, steps=2)
     cfg = ModelConfig(image_shape=(3, 16, 16), transforms="downscale", latent_shape=(4, 4, 4), prior="realnvp",
@@ -66,6 +62,18 @@ def test_every_network_compiles_into_one_graph_computing_the_eager_function(nets
     model = SelfVAE(cfg)
     x = torch.randint(0, 256, (4, 3, 16, 16), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
     data_dependent_init(model, lambda: model.terms(x))
+    return model, x
+
+
+@pytest.mark.parametrize(("nets", "st_net"), [("selfvae", "resnet"), ("paper", "dense")])
+def test_every_network_compiles_into_one_graph_computing_the_eager_function(nets, st_net):
+    """``--compile`` pays on a GPU only if each network is one graph (its kernels fused, then replayed as one CUDA
+    graph): no graph break, and no network whose layers dynamo compiles one by one (as it does below a top frame
+    in torch.nn's files: a recompilation per width, past its limit, then eager). Traced with dynamo alone (a graph
+    counter as backend, no code generation) in training mode, outputs equal to the eager ones."""
+    from selfvae.nn.layers import Network
+
+    model, x = _tiny_srvae(nets, st_net)
     calls: list[tuple[Network, tuple, dict]] = []
     nets_in = [m for m in model.modules() if isinstance(m, Network)]
     hooks = [n.register_forward_pre_hook(lambda m, a, k: calls.append((m, a, k)), with_kwargs=True) for n in nets_in]
@@ -87,3 +95,39 @@ def test_every_network_compiles_into_one_graph_computing_the_eager_function(nets
         assert len(graphs) == 1, (type(net).__name__, len(graphs))
         for a, b in zip(torch.utils._pytree.tree_leaves(out), torch.utils._pytree.tree_leaves(eager), strict=True):
             assert torch.allclose(a, b, rtol=1e-5, atol=1e-5), type(net).__name__
+
+
+def test_compiled_nets_are_static_graphs_and_none_runs_eagerly(monkeypatch):
+    """All the networks of a model compiled at once (``compile_nets``), as training does: dynamo keeps one
+    function's graphs together, so by its defaults the second net of a class turned its graph into a symbolic-shape
+    one (slow to compile: an H200 spent over four minutes on a paper srVAE's nets without a step) and, past eight
+    graphs, the rest ran eagerly (the authors' srVAE has eight nets of one class, in training and evaluation).
+    Each graph is static, and the evaluation pass gets its own graphs, as many as training's."""
+    from selfvae import runtime
+
+    model, x = _tiny_srvae("paper", "dense")
+    graphs: list[bool] = []  # is the graph symbolic?
+
+    def count(gm, inputs):  # noqa: ANN001, ANN202
+        shapes = [s for i in inputs if isinstance(i, torch.Tensor) for s in i.shape]
+        graphs.append(any(isinstance(v, torch.SymInt) for v in [*inputs, *shapes]))
+        return gm.forward
+
+    monkeypatch.setattr(torch._dynamo.config, "recompile_limit", torch._dynamo.config.recompile_limit)
+    torch._dynamo.reset()
+    try:
+        runtime.compile_nets(model, backend=count)
+        model.terms(x)
+        model.terms(x)  # a second step compiles nothing new
+        trained = len(graphs)
+        assert trained >= 8, trained  # several shapes of PaperNet (and the flow's nets)
+        model.eval()
+        with torch.no_grad():
+            model.terms(x)
+        assert len(graphs) == 2 * trained, (trained, len(graphs))
+        assert not any(graphs), graphs
+        model.train()
+        model.terms(x)
+        assert len(graphs) == 2 * trained  # back in training: its graphs are kept
+    finally:
+        torch._dynamo.reset()

@@ -11,7 +11,7 @@ Here (the CPU machine), once a session:
 
 then on the device machine (the `device` tool's `run`, carrying `.gpu`, timeout_s 600), two calls:
 
-    python3 tools/gpu_session.py bench --budget 330 --out $OUT        # the target; prints FASTEST per cheap preset
+    python3 tools/gpu_session.py bench --budget 420 --out $OUT        # the target; prints FASTEST per cheap preset
     python3 tools/gpu_session.py train test --budget S --train-variant V --out $OUT
         # at once (a warm machine goes back after 30 idle seconds), S = the device seconds left - 60: both
         # models train at the FASTEST setting V while the CUDA tests run beside them (their result is not a timing)
@@ -28,11 +28,14 @@ Phases:
   comes back. After ``train`` in one call it runs while the models train.
 * ``bench``: the bf16 matrix-product rate of this GPU (the measured peak), FLOPs per training image of each
   model (``torch.utils.flop_counter``: forward + backward), then ``benchmarks/bench.py --interleave`` runs, each in
-  its own process and cut off where the budget would not hold it, most wanted first: each paper preset compiled
-  with CUDA graphs (``--compiled``) beside its eager bf16 step and the authors' own model (``.gpu/srVAE``) in fp32
-  and bf16 (the 1.5x target); the cheap CIFAR-10 presets eager and compiled, fp32 and bf16 (the fastest is printed
-  as ``FASTEST``: the training setting); these runs profiled (GPU busy fraction, kernels and host operators a
-  step: what bounds it); then eager fp32 and bf16 steps of every model.
+  its own process, profiled (GPU busy fraction, kernels and host operators a step: what bounds it) and cut off
+  where the budget would not hold it, most wanted first: each paper preset's eager fp32 and bf16 steps beside the
+  authors' own model (``.gpu/srVAE``) in fp32 and bf16 (the 1.5x target, nothing compiled); the cheap CIFAR-10
+  presets eager in fp32 and bf16; each paper preset compiled with CUDA graphs (``--compiled``) beside the authors'
+  again; the cheap presets compiled (the fastest of all is printed as ``FASTEST``: the training setting). A
+  compiled run is cut off a minute before the budget's end for each compiled run after it (on 2026-11-26 the paper
+  srVAE's nets compiled as symbolic-shape graphs for over four minutes, twice: those calls measured it not at all;
+  ``selfvae.runtime.compile_nets`` now compiles static graphs).
 * ``train``: the ``cifar10-*-small`` presets (VAE, srVAE, 2-level) and ``photo-vae`` (on the packed photographs'
   crops, issue 48) trained at once on the GPU for ``--minutes``
   (with ``--budget``: what it leaves) at the bench's fastest setting (or ``--train-variant``), channels-last, EMA,
@@ -72,6 +75,9 @@ WHEELS = ["constriction==0.5.0"]  # what the device image lacks of our dependenc
 PAPER = ["cifar10-srvae-paper", "cifar10-vae-realnvp-paper"]  # the srVAE first: the VAE's ratio is measured (H200)
 AUTHORS = {"cifar10-vae-realnvp-paper": "authors-vae-realnvp", "cifar10-srvae-paper": "authors-srvae"}  # same nets
 SMALL = ["cifar10-vae-small", "cifar10-srvae-small"]
+# what `bench` times unless --presets says: the paper VAE's compiled step was measured (1.63x the authors' fp32 step,
+# H200, docs/gpu/2026-11-26-h200.json) and the paper srVAE's never was (its compilation outlasted two calls)
+BENCHED = ["cifar10-srvae-paper", *SMALL]
 AUTHORS_Z = "authors-srvae-z"  # the authors' srVAE trained beside ours on a GPU (experiments/authors_z.py)
 # ours beside it: cifar10-srvae-paper (their nets) from random weights, trained as their code trains theirs (AdaMax
 # 2e-3 and their schedule: the preset's; batch 32, no clipping), as experiments/real_pixels.sh ours-paper-z on a CPU
@@ -91,6 +97,7 @@ SET_ASIDE = [f"src/selfvae/pretrained/{name}" for name in
 # (start, data, initialisation, evaluations, export: 43 s on the H200 on 2026-11-26 with the 717 official test
 # images, ~2.5 min on the H100 on 2026-11-25 with the JPEG copy's 10000)
 BENCH_RESERVE_S, TRAIN_OVERHEAD_S = 290, 75
+MIN_RUN_S = 60  # the least a bench run is started with
 TRAIN_RESERVE_S = TRAIN_OVERHEAD_S + 120  # what the bench leaves when training follows in the same call
 BF16_VARIANT, CUDAGRAPHS_VARIANT = "bf16", "cudagraphs"  # benchmarks/bench.py's names of the training settings
 BF16_SPEC_TFLOPS = 989.4  # dense, the H100 SXM5 and H200 data sheets; the measured rate is reported beside it
@@ -267,15 +274,38 @@ def flops_per_image(preset: str, device: str, batch: int) -> float:
     return counter.get_total_flops() / batch
 
 
+def bench_groups(presets: list[str], authors: list[str], compiled: list[str], tiny: bool = False
+                 ) -> list[tuple[str, list[str], bool]]:
+    """The interleaved bench runs, ``(label, models, compiled?)``, most wanted first: the throughput target at
+    eager precision (each paper preset beside the authors' model, nothing compiled), the cheap presets' eager
+    steps (the training setting where no compiled one is measured), then the compiled runs, the authors' steps
+    again beside each compiled paper preset (the ratio within one run). A compiled run is cut off a minute
+    before the budget's end for each compiled run after it (2026-11-26: the paper srVAE's compilation, alone in
+    the first run, took all 290 s, and the eager and authors' steps measured beside it were lost with it)."""
+    paper = [p for p in presets if p in AUTHORS or tiny]
+    theirs = {p: [AUTHORS[p], f"{AUTHORS[p]}:bf16"] if AUTHORS.get(p) in authors else [] for p in paper}
+    groups = [(f"eager-{p}", [p, f"{p}:bf16", *theirs[p]], False) for p in paper]
+    cheap = [p for p in presets if p not in AUTHORS and not tiny]
+    if cheap:
+        groups.append(("eager-cheap", [f"{p}{v}" for p in cheap for v in ("", ":bf16")], False))
+    if compiled:
+        groups += [(f"compiled-{p}", [*(f"{p}:{v}" for v in compiled), *theirs[p]], True) for p in paper]
+        if cheap:
+            variants = dict.fromkeys([*(c.removesuffix(",bf16") for c in compiled), *compiled])
+            groups.append(("compiled-cheap", [f"{p}:{v}" for p in cheap for v in variants], True))
+    return groups
+
+
 def phase_bench(args: argparse.Namespace, results: dict) -> None:
     """The measured bf16 peak and FLOPs per image, then interleaved runs in their own processes, most
-    wanted first, each cut off where the call's budget would not hold it: each paper preset compiled with CUDA
-    graphs beside its eager bf16 step and the authors' fp32 and bf16 steps (the throughput target); the cheap
-    presets eager and compiled at both precisions (their fastest is the training call's setting: ``fastest``);
-    each of those profiled (what bounds the step); then eager fp32 and bf16 steps of every model."""
+    wanted first, each profiled (what bounds the step) and cut off where the call's budget would not hold it:
+    each paper preset's eager fp32 and bf16 steps beside the authors' (the throughput target, nothing compiled);
+    the cheap presets' eager steps at both precisions; each paper preset compiled (``--compiled``: CUDA graphs)
+    beside the authors' again; the cheap presets compiled. The fastest of each cheap preset is the training
+    call's setting (``fastest``)."""
     import torch
 
-    presets = args.presets or (["mnist-vae"] if args.tiny else PAPER + SMALL)
+    presets = args.presets or (["mnist-vae"] if args.tiny else BENCHED)
     bench = results.setdefault("bench", {})
     bench["device_name"] = torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu"
     bench["matmul_bf16_tflops"] = round(matmul_tflops(args.device), 1)
@@ -283,29 +313,20 @@ def phase_bench(args: argparse.Namespace, results: dict) -> None:
     bench["gflop_per_train_image"] = {p: flops_per_image(p, args.device, flop_batch) / 1e9 for p in presets}
     authors = [] if args.tiny or not (args.gpu_dir / "srVAE" / "src").is_dir() else [AUTHORS[p] for p in presets
                                                                                        if p in AUTHORS]
-    groups = []  # most wanted first: the throughput target, then what bounds the cheap presets, then eager rows
-    for p in presets:  # the paper presets each beside the authors' model: one compile (or failure) per process
-        if p in AUTHORS or args.tiny:
-            theirs = [AUTHORS[p], f"{AUTHORS[p]}:bf16"] if AUTHORS.get(p) in authors else []
-            groups.append((f"compiled-{p}", [f"{p}:bf16", *[f"{p}:{v}" for v in args.compiled], *theirs], True))
     cheap = [p for p in presets if p not in AUTHORS and not args.tiny]
-    if cheap:  # each at every precision, eager and compiled: the training call takes the fastest
-        compiled = dict.fromkeys([*(c.removesuffix(",bf16") for c in args.compiled), *args.compiled])
-        groups.append(("compiled-cheap", [f"{p}{v}" for p in cheap for v in ("", ":bf16", *(f":{c}" for c in
-                                                                                        compiled))], True))
-    eager = [m for p in presets for m in (p, f"{p}:bf16")] + [m for a in authors for m in (a, f"{a}:bf16")]
-    groups.append(("eager", eager, False))
+    groups = bench_groups(presets, authors, args.compiled, args.tiny)
     reserve = TRAIN_RESERVE_S if _follows(args, "bench", "train") else 0
     for batch in args.batch_sizes:
-        for label, models, profiled in groups:
+        for i, (label, models, compiled) in enumerate(groups):
             left = _left(args, reserve)
-            if left is not None and left < 60:
+            if left is not None and compiled:  # a minute kept for each compiled run after it
+                left -= MIN_RUN_S * sum(c for _, _, c in groups[i + 1:])
+            if left is not None and left < MIN_RUN_S:
                 bench.setdefault("skipped", []).append(f"{label} b{batch}: {left:.0f} s of the budget left")
                 continue
             json_file = args.out / f"bench_{label}_b{batch}.json"
             cmd = _bench_cmd(args, batch, json_file, "--interleave", "--models", *models)
-            if profiled:
-                cmd += ["--profile", "2" if args.tiny else "3"]
+            cmd += ["--profile", "2" if args.tiny else "3"]
             if authors:
                 cmd += ["--authors-src", str(args.gpu_dir / "srVAE")]
             rc = _run(cmd, args.out / "bench.log", timeout=left)
@@ -409,9 +430,9 @@ def start_training(args: argparse.Namespace, results: dict) -> dict[str, Job]:
     authors = args.gpu_dir / "srVAE"
     if args.device.startswith("cuda") and (authors / "src").is_dir():  # does their z collapse too? (issue 49.3)
         cmd = [sys.executable, "experiments/authors_z.py", "--authors-src", str(authors), "--data",
-               str(args.gpu_dir / DATA), "--out", str(args.out / AUTHORS_Z), "--minutes", f"{args.minutes:.2f}",
+               str(args.gpu_dir / DATA), "--out", str(runs / AUTHORS_Z), "--minutes", f"{args.minutes:.2f}",
                "--device", args.device, "--log-every", "25", "--au-every", "250"]
-        procs[AUTHORS_Z] = _started(args, f"{AUTHORS_Z}.log", cmd, "", partial(_where_z_stands, args.out / AUTHORS_Z),
+        procs[AUTHORS_Z] = _started(args, f"{AUTHORS_Z}.log", cmd, "", partial(_where_z_stands, runs / AUTHORS_Z),
                                     into="authors")
     if args.device.startswith("cuda") or args.tiny:  # (the tiny CPU test: the small srVAE, a few steps)
         run = runs / OURS_Z
@@ -476,14 +497,19 @@ def _packed(preset: str, run: Path, out: Path, rc: int) -> dict:
 
 
 def _where_z_stands(folder: Path, rc: int) -> dict:
-    """The authors' run (its log already under OUT): the last step, KL of z and u and active units of z logged."""
+    """The authors' run: the last step, KL of z and u and active units of z logged; at each count of active units
+    the step, the KL of z last logged by then (its training batches: their validation logs no KL) and the count."""
     from selfvae.runs import layout
     from selfvae.runs.log import read_log
 
     records = read_log(folder / layout.LOG) if (folder / layout.LOG).exists() else []
     last = {k: v for r in records for k, v in r.items() if k in ("step", "KL_z", "KL_u", "au_z")}
-    return {**last, "val_step_klz_auz": [[r["step"], round(r.get("KL_z", float("nan")), 2), r["au_z"]]
-                                         for r in records if "au_z" in r]}
+    trajectory, kl_z = [], None
+    for r in records:
+        kl_z = r.get("KL_z", kl_z)
+        if "au_z" in r:
+            trajectory.append([r["step"], None if kl_z is None else round(kl_z, 2), r["au_z"]])
+    return {**last, "val_step_klz_auz": trajectory}
 
 
 def _z_trajectory(run: Path, rc: int) -> dict:
@@ -622,7 +648,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--gpu-dir", type=Path, default=ROOT / ".gpu", help="what the device call carries (ignored)")
     p.add_argument("--shared", type=Path, default=ROOT.parent / "shared", help="prepare: where shared/data is")
     p.add_argument("--tiny", action="store_true", help="a few steps of everything (the CPU test of this script)")
-    p.add_argument("--presets", nargs="+", help="bench: these presets (default: the paper and small CIFAR-10 ones)")
+    p.add_argument("--presets", nargs="+",
+                   help="bench: these presets (default: the paper srVAE, the small CIFAR-10 ones)")
     p.add_argument("--budget", type=float, metavar="SECONDS",
                    help="the call's wall-clock budget: tests keep the bench its share, each bench run is cut off "
                         "where it would overrun, training gets what is left (its --minutes from it)")
@@ -666,7 +693,33 @@ def main(argv: list[str] | None = None) -> None:
     if training:
         finish_training(args, training, results)
         _save(args.out, results)
+    bundle(args.out)
     print(markdown(results))
+
+
+KEPT_APART = ("gpu_results.json", "gpu_results.md")  # with the models' tars: what comes back as files of their own
+RETURNED_FILES, RETURNED_FILE_BYTES = 8, 16 * 2**20  # what a device call brings back from $OUT: files, each's size
+
+
+def bundle(out: Path) -> None:
+    """Everything under ``out`` but the results and the models' tars into one ``logs.tar``: a device call
+    brings back at most :data:`RETURNED_FILES` files (2026-11-26: thirteen were written and photo-vae's tar was
+    among those left behind) of at most :data:`RETURNED_FILE_BYTES` each (a checkpoint is left out: its weights
+    stay on the device)."""
+    loose = sorted(f for f in out.rglob("*") if f.is_file() and f.name not in KEPT_APART
+                   and not (f.parent == out and f.suffix == ".tar"))
+    if not loose:
+        return
+    with tarfile.open(out / "logs.tar", "a") as tar:
+        for f in loose:
+            if f.stat().st_size < RETURNED_FILE_BYTES // 4:
+                tar.add(f, arcname=str(f.relative_to(out)))
+    for f in loose:
+        f.unlink()
+    for d in sorted((d for d in out.rglob("*") if d.is_dir()), key=lambda d: len(d.parts), reverse=True):
+        d.rmdir()
+    if (out / "logs.tar").stat().st_size > RETURNED_FILE_BYTES:
+        print(f"{out / 'logs.tar'}: over the {RETURNED_FILE_BYTES >> 20} MiB a returned file may have", flush=True)
 
 
 def _save(out: Path, results: dict) -> None:

@@ -19,7 +19,7 @@ import contextlib
 import ctypes
 import ctypes.util
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 from torch import Tensor, nn
@@ -140,15 +140,31 @@ def grad_scaler(device: str | torch.device, amp: str | None) -> torch.amp.GradSc
 
 
 CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")  # the torch.compile modes that record CUDA graphs
+# graphs one network may need: training and evaluation, with gradients and without, at two batch sizes
+GRAPHS_PER_NET = 8
 
 
-def compile_nets(model: nn.Module, mode: str = "default") -> None:
+def compile_nets(model: nn.Module, mode: str = "default", backend: str | Callable = "inductor") -> None:
     """``torch.compile`` each network in place (state-dict keys unchanged) in ``mode`` (``"reduce-overhead"``:
     CUDA graphs too, where the step is on a GPU: :func:`mark_step`); call after the data-dependent initialisation,
-    whose first pass branches in Python."""
-    for m in model.modules():
-        if isinstance(m, Network):
-            m.compile(mode=None if mode == "default" else mode)
+    whose first pass branches in Python. ``backend``: torch's (``mode`` is inductor's alone) or a callable, as
+    tests trace the graphs.
+
+    Every network of a class runs one Python function, and dynamo keeps its graphs per function: a paper srVAE's
+    eight nets of eight shapes, each in training and evaluation, are sixteen graphs of one ``forward``. So each
+    graph is static (``dynamic=False``: dynamo's default turns a shape dynamic at its second size, and the nets
+    compiled as symbolic-shape graphs, three compilations that held an H200 past four minutes on 2026-11-26
+    without a step), and dynamo's recompile limit is raised for the process to hold them all (at its default of
+    eight, the later nets ran eagerly)."""
+    nets = [m for m in model.modules() if isinstance(m, Network)]
+    per_function: dict[type, int] = {}
+    for m in nets:
+        per_function[type(m)] = per_function.get(type(m), 0) + 1
+    graphs = GRAPHS_PER_NET * max(per_function.values(), default=0)
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, graphs)
+    options = {"mode": None if mode == "default" else mode} if backend == "inductor" else {}
+    for m in nets:
+        m.compile(backend=backend, dynamic=False, **options)
 
 
 def mark_step(t: TrainConfig) -> None:
