@@ -670,7 +670,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--work", default="/tmp/gpu_session", help="train: run folders")
     p.add_argument("--from-scratch", dest="from_shipped", action="store_false",
                    help="train: start from random weights, not from the shipped model of the same name (--init)")
-    p.add_argument("--lr", type=float, default=5e-4, help="train: peak learning rate from a shipped model (SHIPPED_LR: where a preset has its own)")
+    p.add_argument("--lr", type=float, default=5e-4,
+                   help="train: peak learning rate from a shipped model (SHIPPED_LR: where a preset has its own)")
     p.add_argument("--train-variant", default=BF16_VARIANT, metavar="VARIANT",
                    help="train: the setting where this call's bench measured none (a bench variant: bf16, "
                         "cudagraphs, both joined by a comma, or '' for eager fp32); the first call prints FASTEST")
