@@ -45,6 +45,8 @@
 #   experiments/real_pixels.sh z-small-authors # srvae-small from random weights trained as the authors train theirs
 #                                              # (batch 32, no clipping, no EMA, AdaMax 2e-3): on an H200 their nets
 #                                              # revived z between steps 250 and 500; do the small nets, on a CPU?
+#   experiments/real_pixels.sh z-small-wide    # z-small-authors with q(z|x) as wide as the authors' (growth 16, 4
+#                                              # steps): is the encoder's width what keeps z collapsed?
 #   experiments/real_pixels.sh lvl2-base       # the 2-level selfVAE (32->16->8) as z-base: does the level pay?
 #   experiments/real_pixels.sh ship            # stop all, measure and ship runs/real-{vae,srvae}-ft
 set -euo pipefail
@@ -65,7 +67,7 @@ run() {  # NAME PRESET INIT MINUTES EXTRA...: a new run, or --resume where its f
       --set train.max_minutes="$minutes" "$@" > "$out.log" 2>&1 &
   fi
 }
-case ${1:?vae-ft | vae-ft2 | vae-ft3 | srvae-fb100 | srvae-warm | srvae-scratch | srvae-ft | ours-paper-z | z-base | z-warm | z-fb | z-small-authors | lvl2-base | ship} in
+case ${1:?vae-ft | vae-ft2 | vae-ft3 | srvae-fb100 | srvae-warm | srvae-scratch | srvae-ft | ours-paper-z | z-base | z-warm | z-fb | z-small-authors | z-small-wide | lvl2-base | ship} in
   vae-ft) run vae-ft cifar10-vae-small cifar10-vae-small 150 --set train.lr=5e-4 --set train.lr_warmup_steps=100 \
             --set train.eval_every=250 ;;
   vae-ft2) run vae-ft2 cifar10-vae-small cifar10-vae-small 95 --set train.lr=3e-4 --set train.lr_warmup_steps=100 \
@@ -89,6 +91,10 @@ case ${1:?vae-ft | vae-ft2 | vae-ft3 | srvae-fb100 | srvae-warm | srvae-scratch 
   z-small-authors) run z-small-authors cifar10-srvae-small none 120 --set train.batch_size=32 \
                     --set train.grad_clip=null --set train.ema_decay=null --set train.lr_schedule=exp \
                     --set train.eval_every=100 --set train.eval_limit=245 --set train.checkpoint_every=100 ;;
+  z-small-wide) run z-small-wide cifar10-srvae-small none 40 --set train.batch_size=32 \
+                 --set train.grad_clip=null --set train.ema_decay=null --set train.lr_schedule=exp \
+                 --set train.eval_every=100 --set train.eval_limit=245 --set train.checkpoint_every=100 \
+                 --set model.q_z.width=32 --set model.q_z.growth=16 --set model.q_z.steps=4 ;;
   lvl2-base) run lvl2-base cifar10-2lvl-small none 30 --set train.lr_schedule=exp --set train.eval_every=50 \
                --set train.eval_limit=245 --set train.checkpoint_every=50 ;;
   ours-paper-z)
