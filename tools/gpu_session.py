@@ -95,8 +95,10 @@ CARRY_LIMIT = 64 * 2**20  # what one device call may send
 CARRY_TARGET = 56 * 2**20  # what prepare lets it carry: the rest is room for new weights in the tree
 # committed files no device call needs, taken out of the working tree by `prepare` (`git checkout -- PATH` brings
 # them back): the grey-image models (the device tests sample mnist-vae; the training goes on from the cifar10 pair)
-SET_ASIDE = [f"src/selfvae/pretrained/{name}" for name in
-             ("mnist-srvae", "mnist-2lvl", "fashion-mnist-vae", "fashion-mnist-srvae", "fashion-mnist-2lvl")]
+# and the float16 weights of CPU runs kept between sessions (experiments/real_pixels/: --init where a run is lost)
+SET_ASIDE = [*(f"src/selfvae/pretrained/{name}" for name in
+               ("mnist-srvae", "mnist-2lvl", "fashion-mnist-vae", "fashion-mnist-srvae", "fashion-mnist-2lvl")),
+             "experiments/real_pixels"]
 # --budget: seconds kept for the bench after the tests; seconds a training run spends beside its --minutes
 # (start, data, initialisation, evaluations, export: 43 s on the H200 on 2026-11-26 with the 717 official test
 # images, ~2.5 min on the H100 on 2026-11-25 with the JPEG copy's 10000)
@@ -278,6 +280,11 @@ def flops_per_image(preset: str, device: str, batch: int) -> float:
     return counter.get_total_flops() / batch
 
 
+def _cheap(presets: list[str], tiny: bool) -> list[str]:
+    """The presets without an authors' twin, whose fastest setting the training call takes (none with --tiny)."""
+    return [] if tiny else [p for p in presets if p not in AUTHORS]
+
+
 def bench_groups(presets: list[str], authors: list[str], compiled: list[str], tiny: bool = False
                  ) -> list[tuple[str, list[str], bool]]:
     """The interleaved bench runs, ``(label, models, compiled?)``, most wanted first: the throughput target at
@@ -289,7 +296,7 @@ def bench_groups(presets: list[str], authors: list[str], compiled: list[str], ti
     paper = [p for p in presets if p in AUTHORS or tiny]
     theirs = {p: [AUTHORS[p], f"{AUTHORS[p]}:bf16"] if AUTHORS.get(p) in authors else [] for p in paper}
     groups = [(f"eager-{p}", [p, f"{p}:bf16", *theirs[p]], False) for p in paper]
-    cheap = [p for p in presets if p not in AUTHORS and not tiny]
+    cheap = _cheap(presets, tiny)
     if cheap:
         groups.append(("eager-cheap", [f"{p}{v}" for p in cheap for v in ("", ":bf16")], False))
     if compiled:
@@ -317,7 +324,7 @@ def phase_bench(args: argparse.Namespace, results: dict) -> None:
     bench["gflop_per_train_image"] = {p: flops_per_image(p, args.device, flop_batch) / 1e9 for p in presets}
     authors = [] if args.tiny or not (args.gpu_dir / "srVAE" / "src").is_dir() else [AUTHORS[p] for p in presets
                                                                                        if p in AUTHORS]
-    cheap = [p for p in presets if p not in AUTHORS and not args.tiny]
+    cheap = _cheap(presets, args.tiny)
     groups = bench_groups(presets, authors, args.compiled, args.tiny)
     reserve = TRAIN_RESERVE_S if _follows(args, "bench", "train") else 0
     for batch in args.batch_sizes:
@@ -725,6 +732,8 @@ def bundle(out: Path) -> None:
         d.rmdir()
     if (out / "logs.tar").stat().st_size > RETURNED_FILE_BYTES:
         print(f"{out / 'logs.tar'}: over the {RETURNED_FILE_BYTES >> 20} MiB a returned file may have", flush=True)
+    if len(kept := sorted(f.name for f in out.iterdir())) > RETURNED_FILES:
+        print(f"{out}: {len(kept)} files, of which a device call brings back {RETURNED_FILES}: {kept}", flush=True)
 
 
 def _save(out: Path, results: dict) -> None:

@@ -19,6 +19,7 @@ import contextlib
 import ctypes
 import ctypes.util
 import sys
+from collections import Counter
 from collections.abc import Callable, Iterator
 
 import torch
@@ -157,10 +158,7 @@ def compile_nets(model: nn.Module, mode: str = "default", backend: str | Callabl
     without a step), and dynamo's recompile limit is raised for the process to hold them all (at its default of
     eight, the later nets ran eagerly)."""
     nets = [m for m in model.modules() if isinstance(m, Network)]
-    per_function: dict[type, int] = {}
-    for m in nets:
-        per_function[type(m)] = per_function.get(type(m), 0) + 1
-    graphs = GRAPHS_PER_NET * max(per_function.values(), default=0)
+    graphs = GRAPHS_PER_NET * max(Counter(type(m) for m in nets).values(), default=0)
     torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, graphs)
     options = {"mode": None if mode == "default" else mode} if backend == "inductor" else {}
     for m in nets:
