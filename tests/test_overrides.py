@@ -9,6 +9,7 @@ from selfvae.config import apply_overrides
 from selfvae.errors import SelfVAEError
 from selfvae.models.selfvae import SelfVAE
 from selfvae.nn.layers import WNConv2d
+from selfvae.nn.nets import NetSpec
 from selfvae.presets import get_preset
 
 
@@ -27,6 +28,19 @@ def test_nested_and_frozen_fields_and_prior_options():
     assert first_conv.v.shape[0] == 64
     assert len(model.p_u.flow.in_couplings[0].net.blocks) == 4
     assert get_preset("mnist-srvae").model.q_u.width == 32  # the preset itself is untouched
+
+
+def test_an_unset_inner_net_is_set_from_its_parents_size():
+    """``p_x_z`` (the z-decoder inside p(x|y,z)) is None, meaning "as p_x": setting one of its fields starts from
+    p_x's size (it was refused: "model.p_x_z is a value, not a section")."""
+    cfg = get_preset("cifar10-srvae-small")
+    apply_overrides(cfg, ["model.p_x_z.width=64", "model.p_z_y.steps=5"])
+    m = cfg.model
+    assert m.p_x_z == NetSpec(64, m.p_x.growth, m.p_x.steps, m.p_x.blocks) and m.p_x.width == 32
+    assert m.p_z_y == NetSpec(m.p_z.width, m.p_z.growth, 5) and m.p_z.steps == 3
+    model = SelfVAE(m)
+    first_conv = next(mod for mod in model.p_x[0].z_net.modules() if isinstance(mod, WNConv2d))
+    assert first_conv.v.shape[0] == 64
 
 
 def test_changing_the_prior_starts_from_its_own_options():

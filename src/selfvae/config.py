@@ -14,7 +14,7 @@ import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from selfvae.data.datasets import ON_BAD_FILE
 from selfvae.data.images import RESIZE_POLICIES
@@ -59,9 +59,10 @@ class ModelConfig:
     p_z: NetSpec = NetSpec()
     p_x: NetSpec = NetSpec()
     # Optional sizes of the inner nets of p(z|y,u) (its y-encoder) and p(x|y,z) (its z-decoder); None: as
-    # p_z / p_x. The authors' srVAE sizes them apart (growth 32 / 5 steps, growth 64 / 8 steps).
+    # p_z / p_x (INNER_NETS). The authors' srVAE sizes them apart (growth 32 / 5 steps, growth 64 / 8 steps).
     p_z_y: NetSpec | None = None
     p_x_z: NetSpec | None = None
+    INNER_NETS: ClassVar[dict[str, str]] = {"p_z_y": "p_z", "p_x_z": "p_x"}
     nets: str = "selfvae"  # "selfvae": selfvae.nn.nets; "paper": the srVAE authors' exact nets (selfvae.nn.paper)
     # Renormalise each p(y_k+1 | y_k, z_k) (and p(x | y_K, z_K)) onto the images its transform maps to y_k, by
     # Transform.log_mass_consistent: a proper likelihood on the images that can occur, so a tighter valid bound.
@@ -353,6 +354,8 @@ def _set_path(obj: Any, parts: list[str], text: str, key: str) -> Any:
         raise SelfVAEError(f"--set {key}: {where} has no field {name!r}; valid keys: "
                            f"{', '.join(_keys_below(obj, where + '.'))}")
     current = getattr(obj, name)
+    if current is None and len(parts) > 1 and name in getattr(obj, "INNER_NETS", {}):
+        current = getattr(obj, obj.INNER_NETS[name])  # an unset inner net is sized as its parent: start there
     if len(parts) == 1:
         if dataclasses.is_dataclass(current) or isinstance(current, dict):
             below = _keys_below(current, key + ".") if dataclasses.is_dataclass(current) else [key + ".<option>"]
