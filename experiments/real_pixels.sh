@@ -47,11 +47,10 @@
 #                                              # revived z between steps 250 and 500; do the small nets, on a CPU?
 #   experiments/real_pixels.sh z-small-wide    # z-small-authors with q(z|x) as wide as the authors' (growth 16, 4
 #                                              # steps): is the encoder's width what keeps z collapsed?
-#   experiments/real_pixels.sh z-small-dec     # z-small-authors with z's decoder in p(x|y,z) as wide as the authors' at
-#                                              # 8x8 (width 64, growth 48): is the decoder's z path what loses z?
-#   experiments/real_pixels.sh z-paper-small   # the authors' nets (model.nets=paper) thinned to the small preset's
-#                                              # sizes (3.68M parameters), trained as z-small-authors: is it the
-#                                              # nets' design or their width that keeps z alive?
+#   experiments/real_pixels.sh z-small-dec     # the designs of experiments/z_candidates.py (each from random weights,
+#   experiments/real_pixels.sh z-paper-small   # trained as the authors train theirs; z-paper-zside 150 CPU-minutes,
+#   experiments/real_pixels.sh z-paper-half    # the others 40): which keeps z carrying information at a size that
+#   experiments/real_pixels.sh z-paper-zside   # ships?
 #   experiments/real_pixels.sh lvl2-base       # the 2-level selfVAE (32->16->8) as z-base: does the level pay?
 #   experiments/real_pixels.sh ship            # stop all, measure and ship runs/real-{vae,srvae}-ft
 set -euo pipefail
@@ -72,7 +71,7 @@ run() {  # NAME PRESET INIT MINUTES EXTRA...: a new run, or --resume where its f
       --set train.max_minutes="$minutes" "$@" > "$out.log" 2>&1 &
   fi
 }
-case ${1:?vae-ft | vae-ft2 | vae-ft3 | srvae-fb100 | srvae-warm | srvae-scratch | srvae-ft | ours-paper-z | z-base | z-warm | z-fb | z-small-authors | z-small-wide | z-small-dec | z-paper-small | lvl2-base | ship} in
+case ${1:?vae-ft | vae-ft2 | vae-ft3 | srvae-fb100 | srvae-warm | srvae-scratch | srvae-ft | ours-paper-z | z-base | z-warm | z-fb | z-small-authors | z-small-wide | z-small-dec | z-paper-small | z-paper-half | z-paper-zside | lvl2-base | ship} in
   vae-ft) run vae-ft cifar10-vae-small cifar10-vae-small 150 --set train.lr=5e-4 --set train.lr_warmup_steps=100 \
             --set train.eval_every=250 ;;
   vae-ft2) run vae-ft2 cifar10-vae-small cifar10-vae-small 95 --set train.lr=3e-4 --set train.lr_warmup_steps=100 \
@@ -100,18 +99,11 @@ case ${1:?vae-ft | vae-ft2 | vae-ft3 | srvae-fb100 | srvae-warm | srvae-scratch 
                  --set train.grad_clip=null --set train.ema_decay=null --set train.lr_schedule=exp \
                  --set train.eval_every=100 --set train.eval_limit=245 --set train.checkpoint_every=100 \
                  --set model.q_z.width=32 --set model.q_z.growth=16 --set model.q_z.steps=4 ;;
-  z-small-dec) run z-small-dec cifar10-srvae-small none 40 --set train.batch_size=32 \
-                 --set train.grad_clip=null --set train.ema_decay=null --set train.lr_schedule=exp \
-                 --set train.eval_every=100 --set train.eval_limit=245 --set train.checkpoint_every=100 \
-                 --set model.p_x_z.width=64 --set model.p_x_z.growth=48 --set model.p_x_z.steps=4 ;;
-  z-paper-small) run z-paper-small cifar10-srvae-paper none 40 --set train.batch_size=32 \
-                 --set train.grad_clip=null --set train.ema_decay=null --set train.lr_schedule=exp \
-                 --set train.eval_every=100 --set train.eval_limit=245 --set train.checkpoint_every=100 \
-                 --set model.prior_kwargs.mid_channels=32 --set model.prior_kwargs.num_blocks=2 \
-                 --set model.q_u.growth=16 --set model.p_y.growth=40 --set model.q_z.growth=8 --set model.q_z.steps=3 \
-                 --set model.p_z.growth=24 --set model.p_z.blocks=1 --set model.p_z_y.growth=16 \
-                 --set model.p_z_y.steps=3 --set model.p_x.growth=24 --set model.p_x.steps=4 --set model.p_x.blocks=2 \
-                 --set model.p_x_z.growth=24 --set model.p_x_z.steps=4 ;;
+  z-small-dec | z-paper-small | z-paper-half | z-paper-zside)
+    read -ra design <<< "$(python experiments/z_candidates.py "$1")"  # --preset P --set ...
+    minutes=40; [ "$1" = z-paper-zside ] && minutes=150
+    run "$1" "${design[1]}" none "$minutes" "${design[@]:2}" --set train.eval_every=100 --set train.eval_limit=245 \
+      --set train.checkpoint_every=100 --set train.log_every=25 ;;
   lvl2-base) run lvl2-base cifar10-2lvl-small none 30 --set train.lr_schedule=exp --set train.eval_every=50 \
                --set train.eval_limit=245 --set train.checkpoint_every=50 ;;
   ours-paper-z)

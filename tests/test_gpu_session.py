@@ -53,7 +53,7 @@ def test_the_gpu_session_runs_every_phase_on_the_cpu(tmp_path):
     returned = [f for f in out.rglob("*") if f.is_file()]  # what a device call brings back: at most 8 files
     assert len(returned) <= 8 and {f.parent for f in returned} == {out}, returned
     with tarfile.open(out / "logs.tar") as tar:  # the logs, bundled
-        assert {"tests.log", "bench.log", "photo-vae.train.log", "ours-srvae-paper-z.log"} <= set(tar.getnames())
+        assert {"tests.log", "bench.log", "photo-vae.train.log", "z-paper-small.log"} <= set(tar.getnames())
     results = json.loads((out / "gpu_results.json").read_text())
     assert results["tests"]["returncode"] == 0 and "1 passed" in results["tests"]["summary"]
     bench = results["bench"]
@@ -66,11 +66,11 @@ def test_the_gpu_session_runs_every_phase_on_the_cpu(tmp_path):
     assert bench["per_process"]["rows"][0]["eval_img_s_S1"] > 0
     md = (out / "gpu_results.md").read_text()
     assert "| mnist-vae:bf16 |" in md and "| cifar10-srvae-small | fp32 | 0 | 3 |" in md
-    ours_z = results["authors"]["ours-srvae-paper-z"]  # our srVAE from random weights beside the authors' (CUDA)
-    assert ours_z["returncode"] == 0 and ours_z["test_bpd_elbo"] > 0
-    assert [v[0] for v in ours_z["val_step_klz_auz_auu_bpd"]] == [3] and "Ours beside theirs" in md
-    assert all(0 <= v[2] <= 1024 and v[1] >= 0 for v in ours_z["val_step_klz_auz_auu_bpd"])
-    for name in ("cifar10-vae-small", "cifar10-srvae-small", "cifar10-2lvl-small", "photo-vae"):
+    z = results["z"]["z-paper-small"]  # a z design from random weights (on CUDA: every one of z_candidates.py)
+    assert z["returncode"] == 0 and z["test_bpd_elbo"] > 0
+    assert [v[0] for v in z["val_step_klz_auz_auu_bpd"]] == [3] and "| z-paper-small | 0 | 3: " in md
+    assert all(0 <= v[2] <= 1024 and v[1] >= 0 for v in z["val_step_klz_auz_auu_bpd"])
+    for name in ("cifar10-vae-small", "cifar10-srvae-small", "photo-vae"):
         entry = results["train"][name]
         assert entry["returncode"] == 0 and entry["steps"] == 3
         with tarfile.open(out / f"{name}.tar") as tar:

@@ -36,17 +36,18 @@ Phases:
   compiled run is cut off a minute before the budget's end for each compiled run after it (on 2026-11-26 the paper
   srVAE's nets compiled as symbolic-shape graphs for over four minutes, twice: those calls measured it not at all;
   ``selfvae.runtime.compile_nets`` now compiles static graphs).
-* ``train``: the ``cifar10-*-small`` presets (VAE, srVAE, 2-level) and ``photo-vae`` (on the packed photographs'
-  crops, issue 48) trained at once on the GPU for ``--minutes``
+* ``train``: the shipped natural-image models (``cifar10-vae-small``, ``cifar10-srvae-small``) and ``photo-vae`` (on
+  the packed photographs' crops, issue 48) trained at once on the GPU for ``--minutes``
   (with ``--budget``: what it leaves) at the bench's fastest setting (or ``--train-variant``), channels-last, EMA,
   cosine over the clock, on the official CIFAR-10 pixels (``cifar10-official-part``: 4745 training images, the
   authors' flips and shifts), going on from the shipped models of those names (``--init``, a fresh optimiser at
-  ``--lr``; the 2-level one, not shipped yet, from scratch) unless ``--from-scratch``, or resuming the run this
-  machine kept; each returned as one ``NAME.tar`` (float16 export, config, metrics, log, samples) that
+  ``--lr``) unless ``--from-scratch``, or resuming the run this machine kept; each returned as one ``NAME.tar``
+  (float16 export, config, metrics, log, samples) that
   ``scripts/train_pretrained.py NAME --ship-only --run DIR/NAME/run --export DIR/NAME/export`` measures and ships.
-  Beside them, issue 49.3 at a GPU's budget: the authors' srVAE (their code, ``experiments/authors_z.py``) and
-  ours with their networks (``cifar10-srvae-paper``), both from random weights and trained the same way, their KL
-  of z and active units at each validation: does z come back after the early collapse both show on a CPU?
+  Beside them, issue 49.3 at a GPU's budget: the srVAE designs of ``experiments/z_candidates.py``, from random
+  weights, trained as the authors train theirs, their KL of z and active units at each validation: which keeps z
+  carrying information at a size that ships? (The authors' srVAE and our copy of their nets, trained so on the
+  second H200, both revived z by step 500; the small preset never did on a CPU.)
 
 Everything measured goes into ``OUT/gpu_results.json`` and ``OUT/gpu_results.md`` (tables ``docs/RESULTS.md``
 takes as they are). ``--device cpu --tiny`` runs every phase in seconds (``tests/test_gpu_session.py``).
@@ -55,6 +56,7 @@ takes as they are). ``--device cpu --tiny`` runs every phase in seconds (``tests
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import shutil
@@ -69,6 +71,17 @@ from pathlib import Path
 from typing import IO, NamedTuple
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def _experiment(name: str):
+    """The script ``experiments/NAME.py`` as a module (experiments/ is a folder of scripts, not a package)."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "experiments" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+z_candidates = _experiment("z_candidates")
 AUTHORS_REPO = "/work/.mirror/ioangatop+srVAE/repo/.git"  # `fetch github:ioangatop/srVAE` puts it here
 DATA = "cifar10-official-part.npz"  # the official CIFAR-10 pixels of ../shared/data (a part: 4745 + 717 images)
 WHEELS = ["constriction==0.5.0"]  # what the device image lacks of our dependencies
@@ -78,15 +91,15 @@ SMALL = ["cifar10-vae-small", "cifar10-srvae-small"]
 # what `bench` times unless --presets says: the paper VAE's compiled step was measured (1.63x the authors' fp32 step,
 # H200, docs/gpu/2026-11-26-h200.json) and the paper srVAE's never was (its compilation outlasted two calls)
 BENCHED = ["cifar10-srvae-paper", *SMALL]
-AUTHORS_Z = "authors-srvae-z"  # the authors' srVAE trained beside ours on a GPU (experiments/authors_z.py)
-# ours beside it: cifar10-srvae-paper (their nets) from random weights, trained as their code trains theirs (AdaMax
-# 2e-3 and their schedule: the preset's; batch 32, no clipping), as experiments/real_pixels.sh ours-paper-z on a CPU
-OURS_Z = "ours-srvae-paper-z"
 PHOTOS = "photos"  # .gpu/photos: the photographs data set packed (selfvae.data.photos.pack: 7.2 MiB of lossless WebP)
-# what `train` trains, each with the data it reads from .gpu: the pair and the hierarchy (from scratch: not shipped
-# yet, issue 49.5) on the official CIFAR-10 pixels, the photograph model on the packed photographs (issue 48)
-TRAINED = {**{p: (DATA, "cifar10-official-part") for p in [*SMALL, "cifar10-2lvl-small"]},
-           "photo-vae": (PHOTOS, "photos")}
+# what `train` trains, each with the data it reads from .gpu: the pair on the official CIFAR-10 pixels, the
+# photograph model on the packed photographs (issue 48); the 2-level selfVAE (issue 49.5) went from scratch on each
+# call (5 minutes: 5.43 bits/dim, not shippable) and gave way to the z designs
+TRAINED = {**{p: (DATA, "cifar10-official-part") for p in SMALL}, "photo-vae": (PHOTOS, "photos")}
+# issue 49.3: the srVAE designs trained from random weights beside them (experiments/z_candidates.py); --tiny: the
+# smallest, a few steps
+Z_DESIGNS = list(z_candidates.CANDIDATES)
+Z_TINY = "z-paper-small"
 # peak learning rates from the shipped weights other than --lr's: 5 minutes at 5e-4 took photo-vae's test bound
 # from 3.2859 to 3.3038 (H200, 2026-11-26; its last CPU run, which lowered it, peaked at 3e-4) while the CIFAR-10
 # VAE's fell 4.4741 -> 4.4541
@@ -438,25 +451,18 @@ def start_training(args: argparse.Namespace, results: dict) -> dict[str, Job]:
                     "train.final_iw_limit=8", "--set", "train.final_iw_samples=2", "--set", "train.init_batch=16",
                     "--steps", "3", "--threads", "1"]
         procs[preset] = _started(args, f"{preset}.train.log", cmd, variant, partial(_packed, preset, run, args.out))
-    authors = args.gpu_dir / "srVAE"
-    if args.device.startswith("cuda") and (authors / "src").is_dir():  # does their z collapse too? (issue 49.3)
-        cmd = [sys.executable, "experiments/authors_z.py", "--authors-src", str(authors), "--data",
-               str(args.gpu_dir / DATA), "--out", str(runs / AUTHORS_Z), "--minutes", f"{args.minutes:.2f}",
-               "--device", args.device, "--log-every", "25", "--au-every", "250"]
-        procs[AUTHORS_Z] = _started(args, f"{AUTHORS_Z}.log", cmd, "", partial(_where_z_stands, runs / AUTHORS_Z),
-                                    into="authors")
-    if args.device.startswith("cuda") or args.tiny:  # (the tiny CPU test: the small srVAE, a few steps)
-        run = runs / OURS_Z
-        start = ["--resume"] if layout.checkpoint(run).exists() else [
-            "--preset", "cifar10-srvae-small" if args.tiny else "cifar10-srvae-paper"]
-        cmd = [*_train_cmd(args, run, DATA, "cifar10-official-part", start),
-               "--set", f"train.max_minutes={args.minutes:.2f}",
-               "--set", "train.grad_clip=null", "--set", "train.eval_limit=245", "--set", "train.final_iw_limit=0",
-               "--set", "train.sample_every=1000000", "--set", f"train.eval_every={3 if args.tiny else 250}"]
-        if args.tiny:
-            cmd += ["--set", "train.eval_limit=16", "--set", "train.final_eval_limit=16", "--set",
-                    "train.init_batch=16", "--set", "train.batch_size=8", "--steps", "3", "--threads", "1"]
-        procs[OURS_Z] = _started(args, f"{OURS_Z}.log", cmd, "", partial(_z_trajectory, run), into="authors")
+    if args.device.startswith("cuda") or args.tiny:  # issue 49.3: which design keeps z carrying information?
+        for name in [Z_TINY] if args.tiny else Z_DESIGNS:
+            run = runs / name
+            start = ["--resume"] if layout.checkpoint(run).exists() else z_candidates.train_args(name)
+            cmd = [*_train_cmd(args, run, DATA, "cifar10-official-part", start),
+                   "--set", f"train.max_minutes={args.minutes:.2f}", "--set", "train.eval_limit=245",
+                   "--set", "train.final_iw_limit=0", "--set", "train.sample_every=1000000",
+                   "--set", f"train.eval_every={3 if args.tiny else 250}"]
+            if args.tiny:
+                cmd += ["--set", "train.eval_limit=16", "--set", "train.final_eval_limit=16", "--set",
+                        "train.init_batch=16", "--set", "train.batch_size=8", "--steps", "3", "--threads", "1"]
+            procs[name] = _started(args, f"{name}.log", cmd, "", partial(_z_trajectory, run), into="z")
     return procs
 
 
@@ -507,25 +513,9 @@ def _packed(preset: str, run: Path, out: Path, rc: int) -> dict:
     return _pack(preset, run, out) if rc == 0 else {}
 
 
-def _where_z_stands(folder: Path, rc: int) -> dict:
-    """The authors' run: the last step, KL of z and u and active units of z logged; at each count of active units
-    the step, the KL of z last logged by then (its training batches: their validation logs no KL) and the count."""
-    from selfvae.runs import layout
-    from selfvae.runs.log import read_log
-
-    records = read_log(folder / layout.LOG) if (folder / layout.LOG).exists() else []
-    last = {k: v for r in records for k, v in r.items() if k in ("step", "KL_z", "KL_u", "au_z")}
-    trajectory, kl_z = [], None
-    for r in records:
-        kl_z = r.get("KL_z", kl_z)
-        if "au_z" in r:
-            trajectory.append([r["step"], None if kl_z is None else round(kl_z, 2), r["au_z"]])
-    return {**last, "val_step_klz_auz": trajectory}
-
-
 def _z_trajectory(run: Path, rc: int) -> dict:
-    """Our run beside theirs: at each validation the step, KL of z (nats) and active units of z and u, and the
-    bits/dim; the test ELBO where it finished (its weights stay on the device: 39M parameters)."""
+    """A z design's run: at each validation the step, KL of z (nats) and active units of z and u, and the
+    bits/dim; the test ELBO where it finished (its weights stay on the device)."""
     from selfvae.runs import layout
     from selfvae.runs.log import read_log
 
@@ -604,21 +594,16 @@ def markdown(results: dict) -> str:
         lines.append("")
     for name, why in results.get("train_skipped_data", {}).items():
         lines += [f"{name}: not trained ({why})", ""]
-    theirs = results.get("authors", {}).get(AUTHORS_Z)
-    if theirs:
-        lines += [f"The authors' srVAE (their code, experiments/authors_z.py, the same images; exit "
-                  f"{theirs['returncode']}): step {theirs.get('step')}, KL_z {theirs.get('KL_z')} nats, KL_u "
-                  f"{theirs.get('KL_u')}, active units of z {theirs.get('au_z')} of 1024; at each validation "
-                  "(step: KL_z, active units of z): "
-                  + ("; ".join(f"{st}: {kl}, {az}" for st, kl, az in theirs.get("val_step_klz_auz", [])) or "none"),
-                  ""]
-    ours = results.get("authors", {}).get(OURS_Z)
-    if ours:
-        rows = "; ".join(f"step {st}: KL_z {kl}, z {az}, u {au}, {bpd}" for st, kl, az, au, bpd in
-                         ours.get("val_step_klz_auz_auu_bpd", []))
-        lines += [f"Ours beside theirs (cifar10-srvae-paper from random weights, trained as theirs; exit "
-                  f"{ours['returncode']}), at each validation (KL_z nats, active units of z and u of 1024, "
-                  f"bits/dim): {rows or 'none'}; test ELBO {ours.get('test_bpd_elbo')}", ""]
+    designs = results.get("z", {})
+    if designs:
+        lines += ["srVAE designs for z (experiments/z_candidates.py; from random weights, trained as the authors "
+                  "train theirs), at each validation: step, KL_z nats, active units of z and u of 1024, bits/dim:", "",
+                  "| design | exit | validations | test ELBO |", "| --- | --- | --- | --- |"]
+        for name, e in designs.items():
+            rows = "; ".join(f"{st}: {kl}, z {az}, u {au}, {bpd}" for st, kl, az, au, bpd in
+                             e.get("val_step_klz_auz_auu_bpd", []))
+            lines.append(f"| {name} | {e['returncode']} | {rows or 'none'} | {e.get('test_bpd_elbo') or ''} |")
+        lines.append("")
     return "\n".join(lines)
 
 

@@ -1,0 +1,54 @@
+"""srVAE designs trained from random weights the way the authors train theirs, to find which keeps z carrying
+information at a size that ships (issue 49.3).
+
+What is known (docs/RESULTS.md, "Real pixels"): on an H200 the authors' srVAE and our copy of their networks
+(``cifar10-srvae-paper``, 39M parameters) both revive z between steps 250 and 500 (KL_z 59-68 nats, 441-710 of 1024
+units active at step 500); the shippable ``cifar10-srvae-small`` (3.8M) never did on a CPU (0 units active over 2937
+steps), nor with q(z|x) widened to the authors'. The candidates below vary what lies around z:
+
+* ``z-small-dec``: the small preset with the z-decoder inside p(x|y,z) widened at 8x8 (width 64, growth 48; 4.3M);
+* ``z-paper-small``: the authors' nets (``model.nets=paper``) thinned to the small preset's sizes (3.7M: ships);
+* ``z-paper-half``: their nets with the u side thinned (q_u, p_y, the flow) and the z side (q_z, p_z, p_x) at
+  half their growth (5.1M);
+* ``z-paper-zside``: the u side thinned, the z side theirs (21.7M): is the z side's width enough?
+
+``experiments/real_pixels.sh NAME`` trains one on a CPU (one thread); ``tools/gpu_session.py train`` trains them all
+beside the shipped models on a lent GPU, where a few minutes give the thousands of steps a CPU-hour does not.
+
+    python experiments/z_candidates.py NAME    # prints the preset and the --set arguments of one
+"""
+
+from __future__ import annotations
+
+import sys
+
+# the authors' main.py: batch 32, AdaMax 2e-3 decayed exponentially (the presets' optimiser), no clipping, no EMA
+AUTHORS_WAY = ["train.batch_size=32", "train.grad_clip=null", "train.ema_decay=null", "train.lr_schedule=exp"]
+# the u side of the small preset in the authors' nets: a thin flow prior, q(u|y) and p(y|u)
+_THIN_U = ["model.prior_kwargs.mid_channels=32", "model.prior_kwargs.num_blocks=2", "model.q_u.growth=16",
+           "model.p_y.growth=40"]
+
+CANDIDATES: dict[str, tuple[str, list[str]]] = {
+    "z-small-dec": ("cifar10-srvae-small", ["model.p_x_z.width=64", "model.p_x_z.growth=48", "model.p_x_z.steps=4"]),
+    "z-paper-small": ("cifar10-srvae-paper", [
+        *_THIN_U, "model.q_z.growth=8", "model.q_z.steps=3", "model.p_z.growth=24", "model.p_z.blocks=1",
+        "model.p_z_y.growth=16", "model.p_z_y.steps=3", "model.p_x.growth=24", "model.p_x.steps=4",
+        "model.p_x.blocks=2", "model.p_x_z.growth=24", "model.p_x_z.steps=4"]),
+    "z-paper-half": ("cifar10-srvae-paper", [
+        *_THIN_U, "model.q_z.growth=8", "model.p_z.growth=32", "model.p_z.blocks=1", "model.p_z_y.growth=16",
+        "model.p_z_y.steps=3", "model.p_x.growth=32", "model.p_x.blocks=2", "model.p_x_z.growth=32",
+        "model.p_x_z.steps=6"]),
+    "z-paper-zside": ("cifar10-srvae-paper", list(_THIN_U)),
+}
+
+
+def train_args(name: str) -> list[str]:
+    """``selfvae train`` arguments of candidate ``name``: its preset, then the authors' way and its sizes."""
+    if name not in CANDIDATES:
+        raise SystemExit(f"z_candidates: unknown candidate {name!r}; known: {', '.join(CANDIDATES)}")
+    preset, sizes = CANDIDATES[name]
+    return ["--preset", preset, *(arg for item in [*AUTHORS_WAY, *sizes] for arg in ("--set", item))]
+
+
+if __name__ == "__main__":
+    print(" ".join(train_args(sys.argv[1] if len(sys.argv) > 1 else "")))
