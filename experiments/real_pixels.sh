@@ -63,7 +63,7 @@ run() {  # NAME PRESET INIT MINUTES EXTRA...: a new run, or --resume where its f
   local out=runs/real-$1 preset=$2 init=$3 minutes=$4
   shift 4
   if [ -f "$out/last.pt" ]; then
-    OMP_NUM_THREADS=1 nohup selfvae train --out "$out" --resume > "$out.log" 2>&1 &
+    OMP_NUM_THREADS=1 nohup selfvae train --out "$out" --resume --no-progress >> "$out.log" 2>&1 &
   else
     local from=()
     [ "$init" != none ] && from=(--init "$init")
