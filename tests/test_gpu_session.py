@@ -145,3 +145,27 @@ def test_the_bench_times_eager_steps_before_anything_compiles(gpu):
     assert {"authors-srvae", "cifar10-srvae-paper:cudagraphs,bf16"} <= set(labels["compiled-cifar10-srvae-paper"])
     assert [label for label, _, _ in gpu.bench_groups(gpu.BENCHED, [], [])] == ["eager-cifar10-srvae-paper",
                                                                                "eager-cheap"]
+
+
+def test_every_z_design_builds_the_sizes_it_claims(gpu):
+    """The z designs a lent GPU trains (experiments/z_candidates.py) are --set overrides: one that a config change
+    broke would fail only on the device. Each builds, differs from its preset where it says, and the one called
+    shippable fits the 8 MB float16 budget (4M parameters)."""
+    from selfvae.config import apply_overrides
+    from selfvae.models.selfvae import SelfVAE
+    from selfvae.presets import get_preset
+
+    z = gpu.z_candidates
+    assert set(gpu.Z_DESIGNS) == set(z.CANDIDATES) and gpu.Z_TINY in z.CANDIDATES
+    sizes = {}
+    for name, (preset, sizes_set) in z.CANDIDATES.items():
+        args = z.train_args(name)
+        assert args[:2] == ["--preset", preset] and args[2::2] == ["--set"] * (len(args) // 2 - 1)
+        assert args[3::2] == [*z.AUTHORS_WAY, *sizes_set]
+        cfg = get_preset(preset)
+        apply_overrides(cfg, args[3::2])
+        assert cfg.train.batch_size == 32 and cfg.train.grad_clip is None and cfg.train.ema_decay is None
+        assert cfg.model != get_preset(preset).model  # its sizes are its own
+        sizes[name] = sum(p.numel() for p in SelfVAE(cfg.model).parameters())
+    assert sizes["z-paper-small"] <= 4_000_000 < sizes["z-paper-half"] < sizes["z-paper-zside"]
+    assert sizes["z-small-dec"] > sum(p.numel() for p in SelfVAE(get_preset("cifar10-srvae-small").model).parameters())
