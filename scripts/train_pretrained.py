@@ -193,6 +193,8 @@ def card(name: str, folder: Path, metrics: dict, steps: int, seconds: float, how
     terms = ", ".join(f"{k} {v:.2f}" for k, v in metrics.items() if k.startswith(("re_", "kl_")))
     active = ", ".join(f"{k[3:]} {v} of {metrics.get('units_' + k[3:])}" for k, v in metrics.items()
                        if k.startswith("au_"))  # each latent's units whose posterior mean varies over the images
+    informative = ", ".join(f"{k[3:]} {v} of {metrics.get('units_' + k[3:])}" for k, v in metrics.items()
+                            if k.startswith("iu_"))  # ... measured from z's image-dependent prior
     iw = metrics["iw"]
     shipped = metrics["training"]
     cpu_hours = f" ({shipped['cpu_seconds'] / 3600:.2f} CPU-hours)" if shipped.get("cpu_seconds") else ""
@@ -215,6 +217,7 @@ def card(name: str, folder: Path, metrics: dict, steps: int, seconds: float, how
         *_measured_later(name, metrics),
         ("terms (nats per image)", terms),
         *([("active units (Burda et al. 2015)", active)] if active else []),
+        *([("informative units (z measured from its prior)", informative)] if informative else []),
         ("learning rate (from the log)", lr),
         ("settings beyond the preset", _differences(name, cfg) or "none"),
     ]

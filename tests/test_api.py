@@ -85,6 +85,7 @@ def test_bits_per_dim_are_the_numbers_selfvae_eval_prints(tmp_path, capsys):
     assert (b.bpd_elbo, b.bpd_iw, b.n_images, b.dims) == (cli["bpd_elbo"], cli["bpd_iw"], 40, 784)
     assert b.terms == {k: v for k, v in cli.items() if k[:3] in ("re_", "kl_")}
     assert b.active_units["u"] == (cli["au_u"], cli["units_u"]) and b.bpd_iw <= b.bpd_elbo
+    assert b.informative_units == {}  # a VAE's u has a fixed prior: Burda's test is its own
     log_p = model.log_prob(digits, iw_samples=4, seed=0)  # the same noise: the same bound, image by image
     assert log_p.shape == (40,) and float(-log_p.mean() / (784 * np.log(2))) == pytest.approx(b.bpd_iw, abs=1e-9)
 

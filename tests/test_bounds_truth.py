@@ -217,13 +217,45 @@ def test_active_units_are_the_units_whose_posterior_mean_varies_over_the_images(
     assert au.result() == {"au_u": 5, "units_u": 12, "au_z1": 0, "units_z1": 12}
 
 
+def test_informative_units_measure_the_posterior_from_its_own_prior(blob_npz, monkeypatch):
+    """Under a N(0, 1) prior the offsets are the posterior means (Burda's test unchanged); a posterior that equals
+    its image-dependent prior has offsets 0 (no informative unit) while Burda's test counts its units active; the
+    offset is in the prior's standard deviations."""
+    from selfvae.distributions import DiagonalGaussian
+    from selfvae.models.selfvae import SelfVAE
+
+    cfg = tiny_config(blob_npz, "downscale")
+    torch.manual_seed(0)
+    model = build_model(cfg).eval()
+    x = load_dataset("npz", blob_npz, "test").images[:40]
+    untrained = SelfVAE.q_z_given  # its means barely vary over images: spread them, so Burda's test counts units
+    monkeypatch.setattr(SelfVAE, "q_z_given", lambda self, k, y: DiagonalGaussian(20 * untrained(self, k, y).mu,
+                                                                                   untrained(self, k, y).logvar))
+    with torch.no_grad():
+        means = model.posterior_means(x)["z1"]
+        q_z = SelfVAE.q_z_given
+
+        def prior(mu_of, logvar: float):  # noqa: ANN202  (a prior for the 40 images x)
+            return lambda self, k, y, above: DiagonalGaussian(mu_of(self, k), torch.full_like(means, logvar))
+
+        monkeypatch.setattr(SelfVAE, "p_z_given", prior(lambda self, k: torch.zeros_like(means), 0.0))
+        assert torch.allclose(model.prior_offsets(x)["z1"], means, atol=1e-6)
+        monkeypatch.setattr(SelfVAE, "p_z_given", prior(lambda self, k: torch.zeros_like(means), math.log(4.0)))
+        assert torch.allclose(model.prior_offsets(x)["z1"], means / 2, atol=1e-6)
+        monkeypatch.setattr(SelfVAE, "p_z_given", prior(lambda self, k: q_z(self, k, model.levels(x)[k + 1]).mu, 0.0))
+        assert model.prior_offsets(x)["z1"].abs().max() == 0
+        m = evaluate(model, [x], 1, progress=False)
+    assert m["iu_z1"] == 0 and m["au_z1"] == int((means.double().flatten(1).var(0) > 0.01).sum()) > 0
+
+
 def test_evaluate_reports_the_active_units_of_every_latent(blob_npz):
     cfg = tiny_config(blob_npz, "downscale")
     torch.manual_seed(0)
     model = build_model(cfg)
     x = load_dataset("npz", blob_npz, "test").images[:40]
     m = evaluate(model, [x[:25], x[25:]], 1, progress=False)
-    want = ActiveUnits()
+    want, informative = ActiveUnits(), ActiveUnits("iu")
     want.add(model.posterior_means(x))
-    assert {k: m[k] for k in m if k.startswith(("au_", "units_"))} == want.result()
-    assert m["units_u"] == m["units_z1"] == 4 * 4 * 4 and 0 < m["au_u"] <= 64
+    informative.add(model.prior_offsets(x))
+    assert {k: m[k] for k in m if k.startswith(("au_", "units_", "iu_"))} == {**want.result(), **informative.result()}
+    assert m["units_u"] == m["units_z1"] == 4 * 4 * 4 and 0 < m["au_u"] <= 64 and "iu_u" not in m

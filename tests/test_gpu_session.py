@@ -68,8 +68,8 @@ def test_the_gpu_session_runs_every_phase_on_the_cpu(tmp_path):
     assert "| mnist-vae:bf16 |" in md and "| cifar10-srvae-small | fp32 | 0 | 3 |" in md
     z = results["z"]["z-paper-small"]  # a z design from random weights (on CUDA: every one of z_candidates.py)
     assert z["returncode"] == 0 and z["test_bpd_elbo"] > 0
-    assert [v[0] for v in z["val_step_klz_auz_auu_bpd"]] == [3] and "| z-paper-small | 0 | 3: " in md
-    assert all(0 <= v[2] <= 1024 and v[1] >= 0 for v in z["val_step_klz_auz_auu_bpd"])
+    assert [v[0] for v in z["val_step_klz_auz_iuz_auu_bpd"]] == [3] and "| z-paper-small | 0 | 3: " in md
+    assert all(0 <= v[2] <= 1024 and 0 <= v[3] <= 1024 and v[1] >= 0 for v in z["val_step_klz_auz_iuz_auu_bpd"])
     for name in ("cifar10-vae-small", "cifar10-srvae-small", "photo-vae"):
         entry = results["train"][name]
         assert entry["returncode"] == 0 and entry["steps"] == 3

@@ -445,27 +445,45 @@ def test_a_checkpoint_from_before_the_clock_was_kept_takes_it_from_the_log(blob_
 
 
 def test_validation_logs_active_units_and_warns_once_of_a_collapsed_latent(blob_npz, tmp_path, capsys, monkeypatch):
-    """Each validation record holds the active units of every latent; the first validation that finds a latent with
-    none says so once (here z1's posterior mean is made the same for every image: collapsed by construction)."""
+    """Each validation record holds the active units of every latent and the informative units of z; the first
+    validation that finds a latent collapsed says so once (here z1's posterior mean is made its prior's mean for every
+    image: it follows its prior, carrying nothing, whatever Burda's test counts)."""
     from selfvae.models.selfvae import SelfVAE
 
-    real = SelfVAE.posterior_means
+    real = SelfVAE.prior_offsets
 
-    def z1_collapsed(self, x):  # noqa: ANN001, ANN202
-        means = real(self, x)
-        means["z1"] = torch.zeros_like(means["z1"])
-        return means
+    def z1_follows_its_prior(self, x):  # noqa: ANN001, ANN202
+        return {k: torch.zeros_like(v) for k, v in real(self, x).items()}
 
-    monkeypatch.setattr(SelfVAE, "posterior_means", z1_collapsed)
+    monkeypatch.setattr(SelfVAE, "prior_offsets", z1_follows_its_prior)
     cfg = tiny_config(blob_npz, "downscale", steps=30)
     train(cfg, tmp_path / "run", progress=False)
     vals = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     vals = [r for r in vals if r["split"] == "val"]
-    assert len(vals) == 3 and all(r["au_z1"] == 0 and r["units_z1"] == r["units_u"] == 64 for r in vals)
+    assert len(vals) == 3 and all(r["iu_z1"] == 0 and r["units_z1"] == r["units_u"] == 64 for r in vals)
+    assert all("au_z1" in r and "iu_u" not in r for r in vals)  # u's prior is the same for every image
     err = capsys.readouterr()
     said = err.out + err.err
-    assert said.count("latent z1 has collapsed: none of its 64 units is active") == 1
+    assert said.count("latent z1 has collapsed: none of its 64 units is informative") == 1
     assert said.count("latent u has collapsed") == (min(r["au_u"] for r in vals) == 0)
+
+
+def test_a_latent_is_collapsed_by_its_informative_units_where_it_has_them():
+    """z with units active by Burda's test but none informative has collapsed; u (no informative count: a fixed
+    prior) has when none is active; a latent is named once."""
+    from types import SimpleNamespace
+
+    from selfvae.training.loop import Session
+
+    said: list[str] = []
+    fake = SimpleNamespace(warned=set(), state=SimpleNamespace(step=7), journal=SimpleNamespace(say=said.append))
+    m = {"au_u": 0, "units_u": 64, "au_z1": 60, "iu_z1": 0, "units_z1": 64, "au_z2": 0, "iu_z2": 3, "units_z2": 64,
+         "kl_z1": 0.5}
+    Session.warn_collapsed(fake, m)
+    Session.warn_collapsed(fake, m)
+    assert len(said) == 2 and "latent u has collapsed: none of its 64 units is active" in said[0]
+    assert "latent z1 has collapsed: none of its 64 units is informative" in said[1] and "60 units follow" in said[1]
+    assert "KL 0.50 nats" in said[1]
 
 
 def test_the_curves_show_each_latents_kl_and_its_active_units(tmp_path):
@@ -474,9 +492,9 @@ def test_the_curves_show_each_latents_kl_and_its_active_units(tmp_path):
     recs = [{"step": 10, "split": "train", "bpd": 5.0, "lr": 1e-3, "kl_u": 30.0, "kl_z1": 2.0},
             {"step": 20, "split": "train", "bpd": 4.0, "lr": 1e-3, "kl_u": 40.0, "kl_z1": 0.01},
             {"step": 20, "split": "val", "bpd": 4.1, "kl_u": 41.0, "kl_z1": 0.0, "au_u": 50, "units_u": 64,
-             "au_z1": 0, "units_z1": 64}]
+             "au_z1": 40, "iu_z1": 0, "units_z1": 64}]
     assert kl_series(recs[:2]) == {"u": ([10, 20], [30.0, 40.0]), "z1": ([10, 20], [2.0, 0.01])}
-    assert active_units(recs[2:]) == {"u": "50/64", "z1": "0/64"}
+    assert active_units(recs[2:]) == {"u": "50/64 active", "z1": "40/64 active, 0 informative"}
     from PIL import Image
 
     wide = Image.open(plot_curves(recs, tmp_path / "with.png")).size[0]

@@ -514,17 +514,17 @@ def _packed(preset: str, run: Path, out: Path, rc: int) -> dict:
 
 
 def _z_trajectory(run: Path, rc: int) -> dict:
-    """A z design's run: at each validation the step, KL of z (nats) and active units of z and u, and the
-    bits/dim; the test ELBO where it finished (its weights stay on the device)."""
+    """A z design's run: at each validation the step, KL of z (nats), active and informative units of z, active
+    units of u, and the bits/dim; the test ELBO where it finished (its weights stay on the device)."""
     from selfvae.runs import layout
     from selfvae.runs.log import read_log
 
     records = read_log(run / layout.LOG) if (run / layout.LOG).exists() else []
-    vals = [[r["step"], round(r.get("kl_z1", float("nan")), 2), r.get("au_z1"), r.get("au_u"), round(r["bpd"], 4)]
-            for r in records if r.get("split") == "val"]
+    vals = [[r["step"], round(r.get("kl_z1", float("nan")), 2), r.get("au_z1"), r.get("iu_z1"), r.get("au_u"),
+             round(r["bpd"], 4)] for r in records if r.get("split") == "val"]
     metrics = run / layout.FINAL_METRICS
     test = json.loads(metrics.read_text()).get("bpd_elbo") if rc == 0 and metrics.exists() else None
-    return {"val_step_klz_auz_auu_bpd": vals, "test_bpd_elbo": test}
+    return {"val_step_klz_auz_iuz_auu_bpd": vals, "test_bpd_elbo": test}
 
 
 def _pack(preset: str, run: Path, out: Path) -> dict:
@@ -597,11 +597,12 @@ def markdown(results: dict) -> str:
     designs = results.get("z", {})
     if designs:
         lines += ["srVAE designs for z (experiments/z_candidates.py; from random weights, trained as the authors "
-                  "train theirs), at each validation: step, KL_z nats, active units of z and u of 1024, bits/dim:", "",
+                  "train theirs), at each validation: step, KL_z nats, active and informative units of z, active units "
+                  "of u (of 1024), bits/dim:", "",
                   "| design | exit | validations | test ELBO |", "| --- | --- | --- | --- |"]
         for name, e in designs.items():
-            rows = "; ".join(f"{st}: {kl}, z {az}, u {au}, {bpd}" for st, kl, az, au, bpd in
-                             e.get("val_step_klz_auz_auu_bpd", []))
+            rows = "; ".join(f"{st}: {kl}, z {az} ({iz}), u {au}, {bpd}" for st, kl, az, iz, au, bpd in
+                             e.get("val_step_klz_auz_iuz_auu_bpd", []))
             lines.append(f"| {name} | {e['returncode']} | {rows or 'none'} | {e.get('test_bpd_elbo') or ''} |")
         lines.append("")
     return "\n".join(lines)

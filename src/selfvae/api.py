@@ -129,7 +129,9 @@ class Bound:
     ``bpd_elbo`` / ``bpd_iw``: bits per dimension of the data's own images (``dims`` of them: 784 for MNIST)
     by the ELBO and by the importance-weighted bound with ``iw_samples`` samples (``bpd_iw <= bpd_elbo``);
     ``terms``: each term of the negative ELBO in nats per image (``re_y1``, ..., ``re_x``, ``kl_u``, ``kl_z1``,
-    ...); ``active_units``: per latent (``u``, ``z1``, ...), ``(active, all)`` units (Burda et al., 2015).
+    ...); ``active_units``: per latent (``u``, ``z1``, ...), ``(active, all)`` units (Burda et al., 2015);
+    ``informative_units``: per conditional latent (``z1``, ...), ``(informative, all)``: the same test on the posterior
+    mean measured from its image-dependent prior's (:meth:`selfvae.models.selfvae.SelfVAE.prior_offsets`).
     ``record`` is the whole ``selfvae eval --json`` record."""
 
     bpd_elbo: float
@@ -139,6 +141,7 @@ class Bound:
     dims: int
     terms: dict[str, float]
     active_units: dict[str, tuple[int, int]]
+    informative_units: dict[str, tuple[int, int]]
     record: dict[str, Any]
 
 
@@ -389,8 +392,10 @@ def _size_of(y: ImageLike) -> tuple[int, int]:
 
 def _bound(m: dict[str, Any]) -> Bound:
     terms = {k: float(v) for k, v in m.items() if k.startswith(("re_", "kl_"))}
-    active = {k[3:]: (int(m[k]), int(m["units_" + k[3:]])) for k in m if k.startswith("au_")}
-    return Bound(m["bpd_elbo"], m["bpd_iw"], m["iw_samples"], m["n_images"], m["dims"], terms, active, dict(m))
+    active, informative = ({k[3:]: (int(m[k]), int(m["units_" + k[3:]])) for k in m if k.startswith(prefix)}
+                           for prefix in ("au_", "iu_"))
+    return Bound(m["bpd_elbo"], m["bpd_iw"], m["iw_samples"], m["n_images"], m["dims"], terms, active, informative,
+                 dict(m))
 
 
 # ----- training ----------------------------------------------------------------------------------------------

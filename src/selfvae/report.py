@@ -117,7 +117,9 @@ def _curves(run_dir: Path, ratio: float) -> str:
     return _img(uri, "training curves") + _note(
         "Left: bits/dim (-ELBO) of training batches and of the validation split; middle: learning rate; right "
         "(where the log has them): each latent's KL in nats per image, with its active units at the last validation "
-        "(units whose posterior mean varies over the images; none: the model ignores that latent).")
+        "(units whose posterior mean varies over the images; none: the model ignores that latent) and, for z, its "
+        "informative units (the same measured from z's image-dependent prior: units that only follow it carry "
+        "nothing).")
 
 
 def _tradeoff(run_dir: Path, model, x: Tensor | None, device: str) -> str:

@@ -113,16 +113,19 @@ def kl_series(recs: list[dict]) -> dict[str, tuple[list[int], list[float]]]:
 
 
 def active_units(val: list[dict]) -> dict[str, str]:
-    """``{"z1": "0/1024"}``: each latent's active units at the last validation that counted them."""
+    """``{"u": "998/1024 active", "z1": "920/1024 active, 0 informative"}``: each latent's active units, and a
+    conditional latent's informative ones, at the last validation that counted them."""
     last = next((r for r in reversed(val) if any(k.startswith("au_") for k in r)), {})
-    return {k[3:]: f"{last[k]}/{last.get('units_' + k[3:], '?')}" for k in last if k.startswith("au_")}
+    return {k[3:]: f"{last[k]}/{last.get('units_' + k[3:], '?')} active"
+            + (f", {last['iu_' + k[3:]]} informative" if "iu_" + k[3:] in last else "")
+            for k in last if k.startswith("au_")}
 
 
 def _plot_kl(ax, kl: dict[str, tuple[list[int], list[float]]], active: dict[str, str]) -> None:  # noqa: ANN001
     """Each latent's KL against step (symmetric log scale: a collapsed latent's ~0 shows), its active units in
     the legend: the diagnostics of posterior collapse (NVAE's)."""
     for name, (steps, values) in kl.items():
-        units = f", {active[name]} active" if name in active else ""
+        units = f", {active[name]}" if name in active else ""
         ax.plot(steps, values, lw=1, label=f"KL {name}{units}")
     ax.set_yscale("symlog", linthresh=1.0)
     ax.set_xlabel("step")

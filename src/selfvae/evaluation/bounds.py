@@ -61,9 +61,12 @@ class ActiveUnits:
 
     ``add(means)`` takes :meth:`SelfVAE.posterior_means` of one batch; ``result()`` gives ``au_NAME`` (active
     units) and ``units_NAME`` (all units) per latent. Sums are kept in float64 per unit, so any number of
-    batches gives the variance of the whole set."""
+    batches gives the variance of the whole set. With ``prefix="iu"`` and :meth:`SelfVAE.prior_offsets` it counts
+    the informative units of conditional latents (``iu_z1``, ...): the same test on the posterior mean measured
+    from the image's own prior."""
 
-    def __init__(self) -> None:
+    def __init__(self, prefix: str = "au") -> None:
+        self.prefix = prefix
         self.n = 0
         self.sums: dict[str, tuple[Tensor, Tensor]] = {}
 
@@ -83,7 +86,7 @@ class ActiveUnits:
     def result(self) -> dict[str, int]:
         out: dict[str, int] = {}
         for name, var in self.variances().items():
-            out[f"au_{name}"] = int((var > ACTIVE_THRESHOLD).sum())
+            out[f"{self.prefix}_{name}"] = int((var > ACTIVE_THRESHOLD).sum())
             out[f"units_{name}"] = int(var.numel())
         return out
 
@@ -103,8 +106,11 @@ def evaluate(
     progress: bool = True,
     max_batch: int = 2 * EVAL_BATCH,
 ) -> dict[str, float]:
-    """Bounds over a split: bits/dim by ELBO and by the IW bound, every term in nats per image, and the active
-    units of each latent (``au_u``, ``au_z1``, ... of ``units_u``, ...; :class:`ActiveUnits`).
+    """Bounds over a split: bits/dim by ELBO and by the IW bound, every term in nats per image, the active
+    units of each latent (``au_u``, ``au_z1``, ... of ``units_u``, ...; :class:`ActiveUnits`) and the informative
+    units of each conditional one (``iu_z1``, ...: its posterior mean's spread measured from its prior's,
+    :meth:`SelfVAE.prior_offsets`; a z whose posterior only follows its image-dependent prior is active by Burda's
+    test and carries nothing: on 2026-11-26 a small srVAE had 920 of 1024 units of z active at KL_z 1.2 nats).
 
     Bits/dim are per dimension of the data's own images (``model.x_dims``: 784 for MNIST, whose 28x28
     digits the nets see zero-padded to 32x32; the padding is deterministic, so the bound on the padded
@@ -114,12 +120,14 @@ def evaluate(
     sums: dict[str, float] = {}
     n = 0
     names = level_names(model)
-    active = ActiveUnits()
+    active, informative = ActiveUnits(), ActiveUnits("iu")
     bar = tqdm(total=total, unit="img", desc=f"eval S={n_samples}", disable=not progress, dynamic_ncols=True)
     for x in batches:
         x = x.to(device)
         logw, parts = log_weights(model, x, n_samples, max_batch)
         active.add(model.posterior_means(x))
+        if model.K:
+            informative.add(model.prior_offsets(x))
         vals = {"elbo": logw.mean(0), "iw": iw_bound(logw), "kl_u": parts["kl_u"]}
         for i, name in enumerate(names):
             vals[f"re_{name}"] = parts["re"][:, i]
@@ -153,6 +161,8 @@ def evaluate(
     result.update({k: v for k, v in out.items() if k.startswith(("re_", "kl_"))})
     if n > 1:
         result.update(active.result())
+        if model.K:
+            result.update(informative.result())
     return result
 
 

@@ -274,6 +274,24 @@ class SelfVAE(nn.Module):
             means[f"z{k + 1}"] = self.q_z_given(k, levels[k + 1]).mu
         return means
 
+    def prior_offsets(self, x: Tensor) -> dict[str, Tensor]:
+        """Each conditional latent's posterior mean measured from its prior's, in the prior's standard deviations:
+        ``(E_q[z_k] - E_p[z_k]) / std_p[z_k]``, keyed ``"z1"``, ... (each ``[B, *latent_shape]``), the prior
+        ``p(z_k | y_k, z_{k-1})`` taken at the posterior mean of the latent above (``z_0 = u``).
+
+        Burda's test (the spread of :meth:`posterior_means`) assumes a prior fixed for every image. Where the prior
+        moves with the image, a posterior that only follows it passes that test while carrying nothing (KL 0);
+        the spread of this offset over images is what the posterior adds to its prior (the informative units of
+        :func:`selfvae.evaluation.bounds.evaluate`), and equals Burda's under a N(0, 1) prior."""
+        levels = self.levels(x)
+        above = self.q_u_given(levels[0]).mu
+        offsets = {}
+        for k in range(self.K):
+            q, p = self.q_z_given(k, levels[k + 1]), self.p_z_given(k, levels[k], above)
+            offsets[f"z{k + 1}"] = (q.mu - p.mu) * torch.exp(-0.5 * p.logvar)
+            above = q.mu
+        return offsets
+
     def p_y_given(self, u: Tensor) -> DiscretizedLogisticMixture:
         """p(y_1 | u): the likelihood of the coarsest level (of x itself for a plain VAE)."""
         return DiscretizedLogisticMixture(self.p_y(u), self.shapes[0][0], self.cfg.n_mix)

@@ -280,7 +280,7 @@ class Session:
         m = scores[st.eval_weights]
         rec = {"step": st.step, "split": "val", "bpd": m["bpd_elbo"], "dims": m["dims"], "weights": st.eval_weights,
                "train_seconds": round(st.train_seconds, 1), "cpu_seconds": round(st.cpu_seconds, 1),
-               **{k: m[k] for k in m if k[:3] in ("re_", "kl_", "au_") or k.startswith("units_")}}
+               **{k: m[k] for k in m if k[:3] in ("re_", "kl_", "au_", "iu_") or k.startswith("units_")}}
         extra = ""
         if st.ema is not None:
             rec.update(bpd_raw=scores["model"]["bpd_elbo"], bpd_ema=scores["ema"]["bpd_elbo"])
@@ -294,16 +294,23 @@ class Session:
             self.checkpoint(layout.BEST)
 
     def warn_collapsed(self, m: dict) -> None:
-        """Say once per latent, the first time a validation finds none of its units active (posterior collapse:
-        the model ignores it), what it means and the settings that counter it."""
-        for key in sorted(k for k in m if k.startswith("au_") and m[k] == 0 and k not in self.warned):
-            self.warned.add(key)
-            name = key[3:]
+        """Say once per latent, the first time a validation finds it collapsed (the model ignores it), what it means
+        and the settings that counter it: none of its units active, or for a conditional latent none informative
+        (its posterior mean, measured from its image-dependent prior's, the same for every image)."""
+        for name in sorted(k[3:] for k in m if k.startswith("au_")):
+            informative = "iu_" + name in m
+            if name in self.warned or m[("iu_" if informative else "au_") + name] > 0:
+                continue
+            self.warned.add(name)
             kl = m.get("kl_" + name, 0.0)
+            what = ("is informative (its posterior mean, measured from its prior's in the prior's standard deviations, "
+                    f"varies over the validation images by less than {ACTIVE_THRESHOLD} in every unit; "
+                    f"{m['au_' + name]} units follow their image-dependent prior" if informative else
+                    "is active (the variance of its posterior mean over the validation images is below "
+                    f"{ACTIVE_THRESHOLD} in every unit")
             self.journal.say(f"warning: step {self.state.step}: latent {name} has collapsed: none of its "
-                             f"{m['units_' + name]} units is active (the variance of its posterior mean over the "
-                             f"validation images is below {ACTIVE_THRESHOLD} in every unit; KL {kl:.2f} nats an "
-                             "image), so the model ignores it; train.kl_warmup_steps and train.free_bits counter this")
+                             f"{m['units_' + name]} units {what}; KL {kl:.2f} nats an image), so the model "
+                             "ignores it; train.kl_warmup_steps and train.free_bits counter this")
 
     def sample_grid(self) -> None:
         """64 samples of the EMA (else the weights) from the run's seed, as a grid under the run's samples."""
