@@ -10,10 +10,14 @@ steps), nor with q(z|x) widened to the authors'. The candidates below vary what 
 * ``z-paper-small``: the authors' nets (``model.nets=paper``) thinned to the small preset's sizes (3.7M: ships);
 * ``z-paper-half``: their nets with the u side thinned (q_u, p_y, the flow) and the z side (q_z, p_z, p_x) at
   half their growth (5.1M);
-* ``z-paper-zside``: the u side thinned, the z side theirs (21.7M): is the z side's width enough?
+* ``z-paper-zside``: the u side thinned, the z side theirs (21.7M): is the z side's width enough? (Yes, on a CPU:
+  z revived between steps 325 and 350.)
+* ``z-paper-px`` / ``z-paper-pz``: as ``z-paper-small`` with p(x|y,z), resp. p(z|y,u), at the authors' size: which of
+  the z side's nets must be wide?
 
-``experiments/real_pixels.sh NAME`` trains one on a CPU (one thread); ``tools/gpu_session.py train`` trains them all
-beside the shipped models on a lent GPU, where a few minutes give the thousands of steps a CPU-hour does not.
+``experiments/real_pixels.sh NAME`` trains one on a CPU (one thread); ``tools/gpu_session.py train`` trains those of
+``ON_GPU`` beside the shipped models on a lent GPU, where a few minutes give the thousands of steps a CPU-hour does
+not.
 
     python experiments/z_candidates.py NAME    # prints the preset and the --set arguments of one
 """
@@ -27,19 +31,26 @@ AUTHORS_WAY = ["train.batch_size=32", "train.grad_clip=null", "train.ema_decay=n
 # the u side of the small preset in the authors' nets: a thin flow prior, q(u|y) and p(y|u)
 _THIN_U = ["model.prior_kwargs.mid_channels=32", "model.prior_kwargs.num_blocks=2", "model.q_u.growth=16",
            "model.p_y.growth=40"]
+# each net of the z side at the small preset's sizes: q(z|x), p(z|y,u) (and its y-encoder), p(x|y,z) (and its z-decoder)
+_THIN_Q_Z = ["model.q_z.growth=8", "model.q_z.steps=3"]
+_THIN_P_Z = ["model.p_z.growth=24", "model.p_z.blocks=1", "model.p_z_y.growth=16", "model.p_z_y.steps=3"]
+_THIN_P_X = ["model.p_x.growth=24", "model.p_x.steps=4", "model.p_x.blocks=2", "model.p_x_z.growth=24",
+             "model.p_x_z.steps=4"]
 
 CANDIDATES: dict[str, tuple[str, list[str]]] = {
     "z-small-dec": ("cifar10-srvae-small", ["model.p_x_z.width=64", "model.p_x_z.growth=48", "model.p_x_z.steps=4"]),
-    "z-paper-small": ("cifar10-srvae-paper", [
-        *_THIN_U, "model.q_z.growth=8", "model.q_z.steps=3", "model.p_z.growth=24", "model.p_z.blocks=1",
-        "model.p_z_y.growth=16", "model.p_z_y.steps=3", "model.p_x.growth=24", "model.p_x.steps=4",
-        "model.p_x.blocks=2", "model.p_x_z.growth=24", "model.p_x_z.steps=4"]),
+    "z-paper-small": ("cifar10-srvae-paper", [*_THIN_U, *_THIN_Q_Z, *_THIN_P_Z, *_THIN_P_X]),
     "z-paper-half": ("cifar10-srvae-paper", [
         *_THIN_U, "model.q_z.growth=8", "model.p_z.growth=32", "model.p_z.blocks=1", "model.p_z_y.growth=16",
         "model.p_z_y.steps=3", "model.p_x.growth=32", "model.p_x.blocks=2", "model.p_x_z.growth=32",
         "model.p_x_z.steps=6"]),
     "z-paper-zside": ("cifar10-srvae-paper", list(_THIN_U)),
+    "z-paper-px": ("cifar10-srvae-paper", [*_THIN_U, *_THIN_Q_Z, *_THIN_P_Z]),  # p(x|y,z) alone at the authors' size
+    "z-paper-pz": ("cifar10-srvae-paper", [*_THIN_U, *_THIN_Q_Z, *_THIN_P_X]),  # p(z|y,u) alone at the authors' size
 }
+# what a lent GPU trains: z-small-dec (0 informative units at step 881) and z-paper-zside (z revived at steps 350-400)
+# were answered on a CPU; which of the z side's nets must be wide (px, pz), and do the shippable sizes revive z late?
+ON_GPU = ["z-paper-small", "z-paper-half", "z-paper-px", "z-paper-pz"]
 
 
 def train_args(name: str) -> list[str]:

@@ -44,10 +44,11 @@ Phases:
   ``--lr``) unless ``--from-scratch``, or resuming the run this machine kept; each returned as one ``NAME.tar``
   (float16 export, config, metrics, log, samples) that
   ``scripts/train_pretrained.py NAME --ship-only --run DIR/NAME/run --export DIR/NAME/export`` measures and ships.
-  Beside them, issue 49.3 at a GPU's budget: the srVAE designs of ``experiments/z_candidates.py``, from random
-  weights, trained as the authors train theirs, their KL of z and active units at each validation: which keeps z
-  carrying information at a size that ships? (The authors' srVAE and our copy of their nets, trained so on the
-  second H200, both revived z by step 500; the small preset never did on a CPU.)
+  Beside them, issue 49.3 at a GPU's budget: the srVAE designs of ``experiments/z_candidates.py`` (``ON_GPU``),
+  from random weights, trained as the authors train theirs, their KL of z and active and informative units at each
+  validation: which of the z side's nets must be wide, and does a size that ships revive z later? (The authors'
+  srVAE and our copy of their nets revived z by step 500 on the second H200; on a CPU so did their z side with a thin
+  u side, and the small sizes never did.)
 
 Everything measured goes into ``OUT/gpu_results.json`` and ``OUT/gpu_results.md`` (tables ``docs/RESULTS.md``
 takes as they are). ``--device cpu --tiny`` runs every phase in seconds (``tests/test_gpu_session.py``).
@@ -98,7 +99,7 @@ PHOTOS = "photos"  # .gpu/photos: the photographs data set packed (selfvae.data.
 TRAINED = {**{p: (DATA, "cifar10-official-part") for p in SMALL}, "photo-vae": (PHOTOS, "photos")}
 # issue 49.3: the srVAE designs trained from random weights beside them (experiments/z_candidates.py); --tiny: the
 # smallest, a few steps
-Z_DESIGNS = list(z_candidates.CANDIDATES)
+Z_DESIGNS = z_candidates.ON_GPU
 Z_TINY = "z-paper-small"
 # peak learning rates from the shipped weights other than --lr's: 5 minutes at 5e-4 took photo-vae's test bound
 # from 3.2859 to 3.3038 (H200, 2026-11-26; its last CPU run, which lowered it, peaked at 3e-4) while the CIFAR-10
