@@ -478,12 +478,13 @@ def test_a_latent_is_collapsed_by_its_informative_units_where_it_has_them():
     said: list[str] = []
     fake = SimpleNamespace(warned=set(), state=SimpleNamespace(step=7), journal=SimpleNamespace(say=said.append))
     m = {"au_u": 0, "units_u": 64, "au_z1": 60, "iu_z1": 0, "units_z1": 64, "au_z2": 0, "iu_z2": 3, "units_z2": 64,
-         "kl_z1": 0.5}
+         "au_z3": 0, "iu_z3": 0, "units_z3": 64, "kl_z1": 0.5}
     Session.warn_collapsed(fake, m)
     Session.warn_collapsed(fake, m)
-    assert len(said) == 2 and "latent u has collapsed: none of its 64 units is active" in said[0]
-    assert "latent z1 has collapsed: none of its 64 units is informative" in said[1] and "60 units follow" in said[1]
-    assert "KL 0.50 nats" in said[1]
+    assert len(said) == 3 and "latent u has collapsed: none of its 64 units is active" in said[0]
+    assert "Burda" not in said[2] and "latent z3 has collapsed: none of its 64 units is informative" in said[2]
+    assert "latent z1 has collapsed: none of its 64 units is informative" in said[1]
+    assert "60 are active by Burda's test" in said[1] and "KL 0.50 nats" in said[1]
 
 
 def test_the_curves_show_each_latents_kl_and_its_active_units(tmp_path):

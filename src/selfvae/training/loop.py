@@ -303,9 +303,11 @@ class Session:
                 continue
             self.warned.add(name)
             kl = m.get("kl_" + name, 0.0)
+            follow = f"; {m['au_' + name]} are active by Burda's test, following their image-dependent prior" if (
+                informative and m["au_" + name]) else ""
             what = ("is informative (its posterior mean, measured from its prior's in the prior's standard deviations, "
-                    f"varies over the validation images by less than {ACTIVE_THRESHOLD} in every unit; "
-                    f"{m['au_' + name]} units follow their image-dependent prior" if informative else
+                    f"varies over the validation images by less than {ACTIVE_THRESHOLD} in every unit{follow}"
+                    if informative else
                     "is active (the variance of its posterior mean over the validation images is below "
                     f"{ACTIVE_THRESHOLD} in every unit")
             self.journal.say(f"warning: step {self.state.step}: latent {name} has collapsed: none of its "
