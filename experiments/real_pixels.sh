@@ -50,7 +50,7 @@
 #   experiments/real_pixels.sh z-small-dec     # the designs of experiments/z_candidates.py (each from random weights,
 #   experiments/real_pixels.sh z-paper-small   # trained as the authors train theirs; z-paper-zside 150 CPU-minutes,
 #   experiments/real_pixels.sh z-paper-half    # the others 40): which keeps z carrying information at a size that
-#   experiments/real_pixels.sh z-paper-zside   # ships? (also z-paper-px, z-paper-pz)
+#   experiments/real_pixels.sh z-paper-zside   # ships? (also z-paper-px, z-paper-pz, z-paper-ship)
 #   experiments/real_pixels.sh lvl2-base       # the 2-level selfVAE (32->16->8) as z-base: does the level pay?
 #   experiments/real_pixels.sh ship            # stop all, measure and ship runs/real-{vae,srvae}-ft
 set -euo pipefail
@@ -71,7 +71,7 @@ run() {  # NAME PRESET INIT MINUTES EXTRA...: a new run, or --resume where its f
       --set train.max_minutes="$minutes" "$@" > "$out.log" 2>&1 &
   fi
 }
-case ${1:?vae-ft | vae-ft2 | vae-ft3 | srvae-fb100 | srvae-warm | srvae-scratch | srvae-ft | ours-paper-z | z-base | z-warm | z-fb | z-small-authors | z-small-wide | z-small-dec | z-paper-small | z-paper-half | z-paper-zside | z-paper-px | z-paper-pz | lvl2-base | ship} in
+case ${1:?vae-ft | vae-ft2 | vae-ft3 | srvae-fb100 | srvae-warm | srvae-scratch | srvae-ft | ours-paper-z | z-base | z-warm | z-fb | z-small-authors | z-small-wide | z-small-dec | z-paper-small | z-paper-half | z-paper-zside | z-paper-px | z-paper-pz | z-paper-ship | lvl2-base | ship} in
   vae-ft) run vae-ft cifar10-vae-small cifar10-vae-small 150 --set train.lr=5e-4 --set train.lr_warmup_steps=100 \
             --set train.eval_every=250 ;;
   vae-ft2) run vae-ft2 cifar10-vae-small cifar10-vae-small 95 --set train.lr=3e-4 --set train.lr_warmup_steps=100 \
@@ -99,7 +99,7 @@ case ${1:?vae-ft | vae-ft2 | vae-ft3 | srvae-fb100 | srvae-warm | srvae-scratch 
                  --set train.grad_clip=null --set train.ema_decay=null --set train.lr_schedule=exp \
                  --set train.eval_every=100 --set train.eval_limit=245 --set train.checkpoint_every=100 \
                  --set model.q_z.width=32 --set model.q_z.growth=16 --set model.q_z.steps=4 ;;
-  z-small-dec | z-paper-small | z-paper-half | z-paper-zside | z-paper-px | z-paper-pz)
+  z-small-dec | z-paper-small | z-paper-half | z-paper-zside | z-paper-px | z-paper-pz | z-paper-ship)
     read -ra design <<< "$(python experiments/z_candidates.py "$1")"  # --preset P --set ...
     minutes=40; [ "$1" = z-paper-zside ] && minutes=150
     run "$1" "${design[1]}" none "$minutes" "${design[@]:2}" --set train.eval_every=100 --set train.eval_limit=245 \

@@ -11,7 +11,8 @@ steps), nor with q(z|x) widened to the authors'. The candidates below vary what 
 * ``z-paper-half``: their nets with the u side thinned (q_u, p_y, the flow) and the z side (q_z, p_z, p_x) at
   half their growth (5.1M);
 * ``z-paper-zside``: the u side thinned, the z side theirs (21.7M): is the z side's width enough? (Yes, on a CPU:
-  z revived between steps 325 and 350.)
+  z revived between steps 325 and 350; z-paper-half too, by step 400.)
+* ``z-paper-ship``: z-paper-half within the 8 MB float16 budget (3.92M: a thinner flow prior, a shorter z-decoder);
 * ``z-paper-px`` / ``z-paper-pz``: as ``z-paper-small`` with p(x|y,z), resp. p(z|y,u), at the authors' size: which of
   the z side's nets must be wide?
 
@@ -45,12 +46,18 @@ CANDIDATES: dict[str, tuple[str, list[str]]] = {
         "model.p_z_y.steps=3", "model.p_x.growth=32", "model.p_x.blocks=2", "model.p_x_z.growth=32",
         "model.p_x_z.steps=6"]),
     "z-paper-zside": ("cifar10-srvae-paper", list(_THIN_U)),
+    # z-paper-half within the 8 MB float16 budget (3.92M): a thinner flow prior (mid 16) and p_x_z of 4 steps
+    "z-paper-ship": ("cifar10-srvae-paper", [
+        *_THIN_U, "model.prior_kwargs.mid_channels=16", "model.q_z.growth=8", "model.p_z.growth=32",
+        "model.p_z.blocks=1", "model.p_z_y.growth=16", "model.p_z_y.steps=3", "model.p_x.growth=32",
+        "model.p_x.blocks=2", "model.p_x_z.growth=32", "model.p_x_z.steps=4"]),
     "z-paper-px": ("cifar10-srvae-paper", [*_THIN_U, *_THIN_Q_Z, *_THIN_P_Z]),  # p(x|y,z) alone at the authors' size
     "z-paper-pz": ("cifar10-srvae-paper", [*_THIN_U, *_THIN_Q_Z, *_THIN_P_X]),  # p(z|y,u) alone at the authors' size
 }
-# what a lent GPU trains: z-small-dec (0 informative units at step 881) and z-paper-zside (z revived at steps 350-400)
-# were answered on a CPU; which of the z side's nets must be wide (px, pz), and do the shippable sizes revive z late?
-ON_GPU = ["z-paper-small", "z-paper-half", "z-paper-px", "z-paper-pz"]
+# what a lent GPU trains: z-small-dec (0 informative units at step 881), z-paper-zside and z-paper-half (z revived by
+# step 400) were answered on a CPU; which of the z side's nets must be wide (px, pz), and do the sizes that ship
+# revive z (ship), or revive it late (small)?
+ON_GPU = ["z-paper-small", "z-paper-ship", "z-paper-px", "z-paper-pz"]
 
 
 def train_args(name: str) -> list[str]:
