@@ -27,6 +27,10 @@
 #   (ours: KL_z 137 nats, 827 of 1024 units active at step 979); z-small-authors (the small nets trained the same
 #   way, 2937 steps, 95 CPU-min) kept 0 units active to the end: the small preset's z path is what loses it.
 # - the 2-level selfVAE is 0.18 bits/dim behind the srVAE at equal steps (5.7656), both its z levels collapsed.
+# - Trained the authors' way from random weights (experiments/z_candidates.py, docs/RESULTS.md "Designs around z"):
+#   z revives with the authors' z side (q_z, p_z, p_x) at full size or at half its growth, whatever the u side
+#   (z-paper-zside: 549 informative units of 1024 at step 400; z-paper-half, 5.1M: 875 at step 500, KL_z 52.6 nats),
+#   and not at the small preset's sizes, in our layers or theirs (z-small-dec, z-paper-small: 0 informative units).
 #
 #   experiments/real_pixels.sh vae-ft          # the VAE from the shipped weights (150 CPU-minutes; resumable)
 #   experiments/real_pixels.sh vae-ft2         # the VAE on from the H200's weights, 95 CPU-min at lr 3e-4 (shipped)
