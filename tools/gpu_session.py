@@ -100,7 +100,7 @@ TRAINED = {**{p: (DATA, "cifar10-official-part") for p in SMALL}, "photo-vae": (
 # issue 49.3: the srVAE designs trained from random weights beside them (experiments/z_candidates.py); --tiny: the
 # smallest, a few steps
 Z_DESIGNS = z_candidates.ON_GPU
-Z_TINY = "z-paper-small"
+Z_TINY = "z-paper-ship"
 # peak learning rates from the shipped weights other than --lr's: 5 minutes at 5e-4 took photo-vae's test bound
 # from 3.2859 to 3.3038 (H200, 2026-11-26; its last CPU run, which lowered it, peaked at 3e-4) while the CIFAR-10
 # VAE's fell 4.4741 -> 4.4541
@@ -463,7 +463,7 @@ def start_training(args: argparse.Namespace, results: dict) -> dict[str, Job]:
             if args.tiny:
                 cmd += ["--set", "train.eval_limit=16", "--set", "train.final_eval_limit=16", "--set",
                         "train.init_batch=16", "--set", "train.batch_size=8", "--steps", "3", "--threads", "1"]
-            procs[name] = _started(args, f"{name}.log", cmd, "", partial(_z_trajectory, run), into="z")
+            procs[name] = _started(args, f"{name}.log", cmd, "", partial(_z_collected, name, run, args.out), into="z")
     return procs
 
 
@@ -512,6 +512,15 @@ def finish_training(args: argparse.Namespace, jobs: dict[str, Job], results: dic
 def _packed(preset: str, run: Path, out: Path, rc: int) -> dict:
     """A finished run of ours packed (:func:`_pack`); nothing from one that failed."""
     return _pack(preset, run, out) if rc == 0 else {}
+
+
+def _z_collected(name: str, run: Path, out: Path, rc: int) -> dict:
+    """A z design's trajectory (:func:`_z_trajectory`) and, for one within the shipping budget
+    (``z_candidates.SHIPPABLE``), its float16 export packed as ``NAME.tar`` (:func:`_pack`) to go on from."""
+    entry = _z_trajectory(run, rc)
+    if rc == 0 and name in z_candidates.SHIPPABLE:
+        entry["packed"] = _pack(name, run, out)
+    return entry
 
 
 def _z_trajectory(run: Path, rc: int) -> dict:
