@@ -48,7 +48,7 @@ Phases:
   from random weights, trained as the authors train theirs, their KL of z and active and informative units at each
   validation: which of the z side's nets must be wide, and does a size that ships revive z later? (The authors'
   srVAE and our copy of their nets revived z by step 500 on the second H200; on a CPU so did their z side with a thin
-  u side, and the small sizes never did.)
+  u side, and the small sizes never did.) Those of ``SHIPPABLE`` (z-paper-ship) come back as ``NAME.tar`` too.
 
 Everything measured goes into ``OUT/gpu_results.json`` and ``OUT/gpu_results.md`` (tables ``docs/RESULTS.md``
 takes as they are). ``--device cpu --tiny`` runs every phase in seconds (``tests/test_gpu_session.py``).
