@@ -38,21 +38,19 @@ _THIN_Q_Z = ["model.q_z.growth=8", "model.q_z.steps=3"]
 _THIN_P_Z = ["model.p_z.growth=24", "model.p_z.blocks=1", "model.p_z_y.growth=16", "model.p_z_y.steps=3"]
 _THIN_P_X = ["model.p_x.growth=24", "model.p_x.steps=4", "model.p_x.blocks=2", "model.p_x_z.growth=24",
              "model.p_x_z.steps=4"]
+# the z side at about half the authors' growth (the z-decoder's steps set by each design)
+_HALF_Z = ["model.q_z.growth=8", "model.p_z.growth=32", "model.p_z.blocks=1", "model.p_z_y.growth=16",
+           "model.p_z_y.steps=3", "model.p_x.growth=32", "model.p_x.blocks=2", "model.p_x_z.growth=32"]
 
 CANDIDATES: dict[str, tuple[str, list[str]]] = {
     "z-small-dec": ("cifar10-srvae-small", ["model.p_x_z.width=64", "model.p_x_z.growth=48", "model.p_x_z.steps=4"]),
     "z-paper-small": ("cifar10-srvae-paper", [*_THIN_U, *_THIN_Q_Z, *_THIN_P_Z, *_THIN_P_X]),
-    "z-paper-half": ("cifar10-srvae-paper", [
-        *_THIN_U, "model.q_z.growth=8", "model.p_z.growth=32", "model.p_z.blocks=1", "model.p_z_y.growth=16",
-        "model.p_z_y.steps=3", "model.p_x.growth=32", "model.p_x.blocks=2", "model.p_x_z.growth=32",
-        "model.p_x_z.steps=6"]),
+    "z-paper-half": ("cifar10-srvae-paper", [*_THIN_U, *_HALF_Z, "model.p_x_z.steps=6"]),
     "z-paper-zside": ("cifar10-srvae-paper", list(_THIN_U)),
     # z-paper-half within the 8 MB float16 budget (3.76M): a thinner flow prior (mid 16), p_x_z of 4 steps and p(y|u) at
     # growth 32 (the CPU run of 2026-11-27 had 40: 3.92M, its file 8.17 MB)
-    "z-paper-ship": ("cifar10-srvae-paper", [
-        *_THIN_U, "model.p_y.growth=32", "model.prior_kwargs.mid_channels=16", "model.q_z.growth=8",
-        "model.p_z.growth=32", "model.p_z.blocks=1", "model.p_z_y.growth=16", "model.p_z_y.steps=3",
-        "model.p_x.growth=32", "model.p_x.blocks=2", "model.p_x_z.growth=32", "model.p_x_z.steps=4"]),
+    "z-paper-ship": ("cifar10-srvae-paper", [*_THIN_U, "model.p_y.growth=32", "model.prior_kwargs.mid_channels=16",
+                                             *_HALF_Z, "model.p_x_z.steps=4"]),
     "z-paper-px": ("cifar10-srvae-paper", [*_THIN_U, *_THIN_Q_Z, *_THIN_P_Z]),  # p(x|y,z) alone at the authors' size
     "z-paper-pz": ("cifar10-srvae-paper", [*_THIN_U, *_THIN_Q_Z, *_THIN_P_X]),  # p(z|y,u) alone at the authors' size
 }
