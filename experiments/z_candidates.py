@@ -17,11 +17,16 @@ steps), nor with q(z|x) widened to the authors'. The candidates below vary what 
 * ``z-paper-px`` / ``z-paper-pz``: as ``z-paper-small`` with p(x|y,z), resp. p(z|y,u), at the authors' size: which of
   the z side's nets must be wide?
 
+Answered on the third H200 (2026-11-27, docs/RESULTS.md "Designs around z"): p(x|y,z) is the net that must be wide
+(z-paper-px revived z by step 1000, z-paper-pz never did); z-paper-ship revived z there too (KL_z 217 nats, 320
+informative units on the test images at step 1250) and goes on from its weights (``GO_ON``).
+
 ``experiments/real_pixels.sh NAME`` trains one on a CPU (one thread); ``tools/gpu_session.py train`` trains those of
 ``ON_GPU`` beside the shipped models on a lent GPU, where a few minutes give the thousands of steps a CPU-hour does
 not.
 
-    python experiments/z_candidates.py NAME    # prints the preset and the --set arguments of one
+    python experiments/z_candidates.py NAME          # prints the preset and the --set arguments of one
+    python experiments/z_candidates.py NAME --go-on  # the same, going on from its committed weights (GO_ON)
 """
 
 from __future__ import annotations
@@ -54,13 +59,15 @@ CANDIDATES: dict[str, tuple[str, list[str]]] = {
     "z-paper-px": ("cifar10-srvae-paper", [*_THIN_U, *_THIN_Q_Z, *_THIN_P_Z]),  # p(x|y,z) alone at the authors' size
     "z-paper-pz": ("cifar10-srvae-paper", [*_THIN_U, *_THIN_Q_Z, *_THIN_P_X]),  # p(z|y,u) alone at the authors' size
 }
-# what a lent GPU trains: z-small-dec (0 informative units at step 881), z-paper-zside and z-paper-half (z revived by
-# step 400) were answered on a CPU; which of the z side's nets must be wide (px, pz), and do the sizes that ship
-# revive z (ship), or revive it late (small)?
-ON_GPU = ["z-paper-small", "z-paper-ship", "z-paper-px", "z-paper-pz"]
-# the ones within the 8 MB float16 budget whose weights a GPU session brings back, to go on from: z-paper-ship revived z
-# on a CPU (608 informative units, KL_z 85.8 nats at step 700)
+# what a lent GPU trains: the others were answered (z-small-dec, z-paper-zside, z-paper-half on a CPU; z-paper-small,
+# -px and -pz on the third H200: only the designs with p(x|y,z) wide revive z)
+ON_GPU = ["z-paper-ship"]
+# the ones within the 8 MB float16 budget whose weights a GPU session brings back, to go on from
 SHIPPABLE = ["z-paper-ship"]
+# where each design's latest float16 weights are committed, and how it goes on from them once z is alive: still batch
+# 32 without clipping, but EMA and a cosine from 1e-3 over the run's clock (the fine-tunes' recipe), for bits/dim
+GO_ON = {"z-paper-ship": "experiments/real_pixels/z-paper-ship"}
+GO_ON_SETTINGS = ["train.lr=1e-3", "train.lr_schedule=cosine-time", "train.ema_decay=0.999"]
 
 
 def train_args(name: str) -> list[str]:
@@ -71,5 +78,14 @@ def train_args(name: str) -> list[str]:
     return ["--preset", preset, *(arg for item in [*AUTHORS_WAY, *sizes] for arg in ("--set", item))]
 
 
+def go_on_args(name: str) -> list[str]:
+    """``selfvae train`` arguments that take candidate ``name`` on from its committed weights (:data:`GO_ON`)."""
+    if name not in GO_ON:
+        raise SystemExit(f"z_candidates: {name!r} has no committed weights to go on from; those that do: "
+                         f"{', '.join(GO_ON)}")
+    return [*train_args(name), "--init", GO_ON[name], *(arg for item in GO_ON_SETTINGS for arg in ("--set", item))]
+
+
 if __name__ == "__main__":
-    print(" ".join(train_args(sys.argv[1] if len(sys.argv) > 1 else "")))
+    name = sys.argv[1] if len(sys.argv) > 1 else ""
+    print(" ".join(go_on_args(name) if "--go-on" in sys.argv[2:] else train_args(name)))
