@@ -242,6 +242,9 @@ def test_informative_units_measure_the_posterior_from_its_own_prior(blob_npz, mo
         assert torch.allclose(model.prior_offsets(x)["z1"], means, atol=1e-6)
         monkeypatch.setattr(SelfVAE, "p_z_given", prior(lambda self, k: torch.zeros_like(means), math.log(4.0)))
         assert torch.allclose(model.prior_offsets(x)["z1"], means / 2, atol=1e-6)
+        given = model.posterior_means(x)  # the means passed in (evaluate's): the same offsets, those means used
+        assert torch.equal(model.prior_offsets(x, given)["z1"], model.prior_offsets(x)["z1"])
+        assert torch.allclose(model.prior_offsets(x, {**given, "z1": 2 * given["z1"]})["z1"], means, atol=1e-6)
         monkeypatch.setattr(SelfVAE, "p_z_given", prior(lambda self, k: q_z(self, k, model.levels(x)[k + 1]).mu, 0.0))
         assert model.prior_offsets(x)["z1"].abs().max() == 0
         m = evaluate(model, [x], 1, progress=False)

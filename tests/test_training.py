@@ -452,8 +452,8 @@ def test_validation_logs_active_units_and_warns_once_of_a_collapsed_latent(blob_
 
     real = SelfVAE.prior_offsets
 
-    def z1_follows_its_prior(self, x):  # noqa: ANN001, ANN202
-        return {k: torch.zeros_like(v) for k, v in real(self, x).items()}
+    def z1_follows_its_prior(self, x, means=None):  # noqa: ANN001, ANN202
+        return {k: torch.zeros_like(v) for k, v in real(self, x, means).items()}
 
     monkeypatch.setattr(SelfVAE, "prior_offsets", z1_follows_its_prior)
     cfg = tiny_config(blob_npz, "downscale", steps=30)

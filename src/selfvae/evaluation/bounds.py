@@ -125,9 +125,10 @@ def evaluate(
     for x in batches:
         x = x.to(device)
         logw, parts = log_weights(model, x, n_samples, max_batch)
-        active.add(model.posterior_means(x))
+        means = model.posterior_means(x)
+        active.add(means)
         if model.K:
-            informative.add(model.prior_offsets(x))
+            informative.add(model.prior_offsets(x, means))
         vals = {"elbo": logw.mean(0), "iw": iw_bound(logw), "kl_u": parts["kl_u"]}
         for i, name in enumerate(names):
             vals[f"re_{name}"] = parts["re"][:, i]

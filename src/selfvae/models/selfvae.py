@@ -274,7 +274,7 @@ class SelfVAE(nn.Module):
             means[f"z{k + 1}"] = self.q_z_given(k, levels[k + 1]).mu
         return means
 
-    def prior_offsets(self, x: Tensor) -> dict[str, Tensor]:
+    def prior_offsets(self, x: Tensor, means: dict[str, Tensor] | None = None) -> dict[str, Tensor]:
         """Each conditional latent's posterior mean measured from its prior's, in the prior's standard deviations:
         ``(E_q[z_k] - E_p[z_k]) / std_p[z_k]``, keyed ``"z1"``, ... (each ``[B, *latent_shape]``), the prior
         ``p(z_k | y_k, z_{k-1})`` taken at the posterior mean of the latent above (``z_0 = u``).
@@ -282,14 +282,16 @@ class SelfVAE(nn.Module):
         Burda's test (the spread of :meth:`posterior_means`) assumes a prior fixed for every image. Where the prior
         moves with the image, a posterior that only follows it passes that test while carrying nothing (KL 0);
         the spread of this offset over images is what the posterior adds to its prior (the informative units of
-        :func:`selfvae.evaluation.bounds.evaluate`), and equals Burda's under a N(0, 1) prior."""
+        :func:`selfvae.evaluation.bounds.evaluate`), and equals Burda's under a N(0, 1) prior. ``means``: the
+        :meth:`posterior_means` of ``x`` where the caller has them (the encoders are not run again)."""
         levels = self.levels(x)
-        above = self.q_u_given(levels[0]).mu
+        means = means if means is not None else self.posterior_means(x)
+        above = means["u"]
         offsets = {}
         for k in range(self.K):
-            q, p = self.q_z_given(k, levels[k + 1]), self.p_z_given(k, levels[k], above)
-            offsets[f"z{k + 1}"] = (q.mu - p.mu) * torch.exp(-0.5 * p.logvar)
-            above = q.mu
+            mu_q, p = means[f"z{k + 1}"], self.p_z_given(k, levels[k], above)
+            offsets[f"z{k + 1}"] = (mu_q - p.mu) * torch.exp(-0.5 * p.logvar)
+            above = mu_q
         return offsets
 
     def p_y_given(self, u: Tensor) -> DiscretizedLogisticMixture:
