@@ -34,7 +34,9 @@ def test_an_unset_inner_net_is_set_from_its_parents_size():
     """``p_x_z`` (the z-decoder inside p(x|y,z)) is None, meaning "as p_x": setting one of its fields starts from
     p_x's size (it was refused: "model.p_x_z is a value, not a section")."""
     cfg = get_preset("cifar10-srvae-small")
+    assert cfg.model.p_x_z is None and cfg.model.inner("p_x_z") is cfg.model.p_x  # the net is built from p_x's sizes
     apply_overrides(cfg, ["model.p_x_z.width=64", "model.p_z_y.steps=5"])
+    assert cfg.model.inner("p_x_z") is cfg.model.p_x_z
     m = cfg.model
     assert m.p_x_z == NetSpec(64, m.p_x.growth, m.p_x.steps, m.p_x.blocks) and m.p_x.width == 32
     assert m.p_z_y == NetSpec(m.p_z.width, m.p_z.growth, 5) and m.p_z.steps == 3

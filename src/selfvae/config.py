@@ -69,6 +69,10 @@ class ModelConfig:
     # Only the box-average `downscale` supports it; with RGB the constraint is applied to the first channel.
     consistent: bool = False
 
+    def inner(self, name: str) -> NetSpec:
+        """The sizes of inner net ``name`` (a key of :data:`INNER_NETS`): its own where set, else its parent's."""
+        return getattr(self, name) or getattr(self, self.INNER_NETS[name])
+
 
 @dataclass
 class TrainConfig:
@@ -355,7 +359,7 @@ def _set_path(obj: Any, parts: list[str], text: str, key: str) -> Any:
                            f"{', '.join(_keys_below(obj, where + '.'))}")
     current = getattr(obj, name)
     if current is None and len(parts) > 1 and name in getattr(obj, "INNER_NETS", {}):
-        current = getattr(obj, obj.INNER_NETS[name])  # an unset inner net is sized as its parent: start there
+        current = obj.inner(name)  # an unset inner net is sized as its parent: start there
     if len(parts) == 1:
         if dataclasses.is_dataclass(current) or isinstance(current, dict):
             below = _keys_below(current, key + ".") if dataclasses.is_dataclass(current) else [key + ".<option>"]

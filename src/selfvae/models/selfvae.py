@@ -79,10 +79,10 @@ class ConditionalPrior(nn.Module):
     """p(z_k | y_k, z_{k-1}): a y-encoder and a z-network fused by a same-resolution network."""
 
     def __init__(self, y_shape: tuple[int, int, int], latent: tuple[int, int, int], spec: NetSpec,
-                 y_spec: NetSpec | None = None) -> None:
+                 y_spec: NetSpec) -> None:
         super().__init__()
         c = latent[0]
-        self.y_net = DenseEncoder(y_shape[0], spec.width, y_spec or spec, _n_scale(y_shape, latent, "level y"))
+        self.y_net = DenseEncoder(y_shape[0], spec.width, y_spec, _n_scale(y_shape, latent, "level y"))
         self.z_net = DenseNetwork(c, spec.width, spec, out_scale=1.0)
         self.core = DenseNetwork(2 * spec.width, 2 * c, spec)
 
@@ -105,13 +105,13 @@ class ConditionalDecoder(nn.Module):
         latent: tuple[int, int, int],
         spec: NetSpec,
         n_mix: int,
-        z_spec: NetSpec | None = None,
+        z_spec: NetSpec,
     ) -> None:
         super().__init__()
         self.out_size = out_shape[1:]
         self.out_channels = out_shape[0]
         self.n_mix = n_mix
-        self.z_net = DenseDecoder(latent[0], spec.width, z_spec or spec, _n_scale(out_shape, latent, "level"))
+        self.z_net = DenseDecoder(latent[0], spec.width, z_spec, _n_scale(out_shape, latent, "level"))
         n_params = DiscretizedLogisticMixture.n_params(out_shape[0], n_mix)
         self.core = DenseNetwork(spec.width + y_shape[0], n_params, spec)
 
@@ -209,10 +209,10 @@ class SelfVAE(nn.Module):
                 paper.paper_encoder(s[0], 2 * lat[0], cfg.q_z.growth, cfg.q_z.steps, _n_scale(s, lat, "level"))
                 for s in self.shapes[1:]
             )
-            self.p_z = nn.ModuleList(PaperConditionalPrior(s, lat, cfg.p_z, cfg.p_z_y or cfg.p_z)
+            self.p_z = nn.ModuleList(PaperConditionalPrior(s, lat, cfg.p_z, cfg.inner("p_z_y"))
                                      for s in self.shapes[:-1])
             self.p_x = nn.ModuleList(
-                PaperConditionalDecoder(self.shapes[k], self.shapes[k + 1], lat, cfg.p_x, cfg.p_x_z or cfg.p_x,
+                PaperConditionalDecoder(self.shapes[k], self.shapes[k + 1], lat, cfg.p_x, cfg.inner("p_x_z"),
                                         cfg.n_mix)
                 for k in range(self.K)
             )
@@ -222,9 +222,9 @@ class SelfVAE(nn.Module):
             self.q_z = nn.ModuleList(
                 DenseEncoder(s[0], 2 * lat[0], cfg.q_z, _n_scale(s, lat, "level")) for s in self.shapes[1:]
             )
-            self.p_z = nn.ModuleList(ConditionalPrior(s, lat, cfg.p_z, cfg.p_z_y) for s in self.shapes[:-1])
+            self.p_z = nn.ModuleList(ConditionalPrior(s, lat, cfg.p_z, cfg.inner("p_z_y")) for s in self.shapes[:-1])
             self.p_x = nn.ModuleList(
-                ConditionalDecoder(self.shapes[k], self.shapes[k + 1], lat, cfg.p_x, cfg.n_mix, cfg.p_x_z)
+                ConditionalDecoder(self.shapes[k], self.shapes[k + 1], lat, cfg.p_x, cfg.n_mix, cfg.inner("p_x_z"))
                 for k in range(self.K)
             )
         self.gaussian = gaussian_hardtanh if self.paper else gaussian_from
