@@ -43,9 +43,11 @@ OURS_VS_AUTHORS = {"cifar10-vae-realnvp": "authors-vae-realnvp", "cifar10-srvae"
                    "cifar10-vae-realnvp-paper": "authors-vae-realnvp", "cifar10-srvae-paper": "authors-srvae"}
 # NAME:VARIANT,..: UNFUSED, a paper preset's dense units as their two convs (selfvae.nn.paper.fuse_units);
 # BF16, the step under bfloat16 autocast (any model, theirs too); COMPILE, our nets under torch.compile; CUDAGRAPHS,
-# compiled in mode "reduce-overhead" (each net's kernels replayed as CUDA graphs on a GPU); CHANNELS_LAST, the
-# authors' model converted to channels-last (with --channels-last: their run in our memory format)
-UNFUSED, BF16, COMPILE, CUDAGRAPHS, CHANNELS_LAST = "unfused", "bf16", "compile", "cudagraphs", "channels-last"
+# compiled in mode "reduce-overhead" (each net's kernels replayed as CUDA graphs on a GPU); GRAPHS, each net's eager
+# kernels replayed as CUDA graphs (torch's cudagraphs backend: no code generation, compiled as fast as dynamo traces);
+# CHANNELS_LAST, the authors' model converted to channels-last (with --channels-last: their run in our memory format)
+UNFUSED, BF16, COMPILE, CUDAGRAPHS, GRAPHS, CHANNELS_LAST = ("unfused", "bf16", "compile", "cudagraphs", "graphs",
+                                                             "channels-last")
 # without their code, a paper preset computed with their arithmetic (units unfused) stands in for it
 STAND_IN = {"authors-vae-realnvp": f"cifar10-vae-realnvp-paper:{UNFUSED}",
             "authors-srvae": f"cifar10-srvae-paper:{UNFUSED}"}
@@ -153,7 +155,7 @@ def _variants(name: str) -> tuple[str, set[str]]:
     """``NAME:V1,V2`` as ``(NAME, {V1, V2})``; exits naming a variant that does not apply to the model."""
     base, _, variant = name.partition(":")
     variants = set(variant.split(",")) - {""}
-    known = {BF16, CHANNELS_LAST} if base.startswith("authors-") else {UNFUSED, BF16, COMPILE, CUDAGRAPHS}
+    known = {BF16, CHANNELS_LAST} if base.startswith("authors-") else {UNFUSED, BF16, COMPILE, CUDAGRAPHS, GRAPHS}
     if variants - known:
         raise SystemExit(f"{name}: unknown variant(s) {sorted(variants - known)}")
     return base, variants
@@ -184,8 +186,9 @@ def _step_fn(args: argparse.Namespace, name: str):  # noqa: ANN202
         t = cfg.train
         t.batch_size, t.channels_last = args.batch_size, args.channels_last
         t.amp = BF16 if BF16 in variants else None
-        t.compile = bool(variants & {COMPILE, CUDAGRAPHS})
+        t.compile = bool(variants & {COMPILE, CUDAGRAPHS, GRAPHS})
         t.compile_mode = "reduce-overhead" if CUDAGRAPHS in variants else "default"
+        t.compile_backend = "cudagraphs" if GRAPHS in variants else "inductor"
         ours = SelfVAE(cfg.model).to(args.device)
         x = torch.randint(0, 256, (args.batch_size, *cfg.model.image_shape), dtype=torch.uint8, device=args.device)
         data_dependent_init(ours, lambda: ours.terms(x))
@@ -351,7 +354,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--interleave", action="store_true", help="all models in one process, steps taken in turn")
     p.add_argument("--models", nargs="+", metavar="NAME[:VARIANT,...]",
                    help=f"with --interleave: exactly these models (variants {UNFUSED}, {BF16}, {COMPILE}, "
-                        f"{CUDAGRAPHS}; the authors' {BF16}, {CHANNELS_LAST}) instead of what --presets and flags make")
+                        f"{CUDAGRAPHS}, {GRAPHS}; the authors' {BF16}, {CHANNELS_LAST}) instead of what --presets and "
+                        "flags make")
     p.add_argument("--unfused", action="store_true",
                    help="with --interleave: also each paper preset with its dense units as two convs (PRESET:unfused)")
     p.add_argument("--json", metavar="FILE", help="also write the rows as JSON")

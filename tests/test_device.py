@@ -121,14 +121,17 @@ def test_compiled_nets_compute_the_eager_function(device, cpu_noise):
     assert torch.allclose(compiled, eager, rtol=1e-4, atol=1e-2), (compiled - eager).abs().max()
 
 
-def test_compiled_training_steps_follow_the_eager_ones(device):
-    """``--compile reduce-overhead`` (CUDA graphs of each network's forward and backward on a GPU; compiled alone
-    on the CPU): the first step's gradients, taken through the recorded graphs, and the losses of three steps
-    equal the eager ones (the posterior noise, drawn outside the networks, is seeded by the step)."""
+@pytest.mark.parametrize("mode, backend", [("reduce-overhead", "inductor"), ("default", "cudagraphs")])
+def test_compiled_training_steps_follow_the_eager_ones(device, mode, backend):
+    """``--compile reduce-overhead`` (CUDA graphs of each network's generated kernels, forward and backward, on a
+    GPU; compiled alone on the CPU) and the cudagraphs backend (CUDA graphs of the eager kernels; eager on the CPU):
+    the first step's gradients, taken through the recorded graphs, and the losses of three steps equal the eager
+    ones (the posterior noise, drawn outside the networks, is seeded by the step)."""
     cfg = tiny_config(None)
     runs = {}
     for compiled in (False, True):
-        cfg.train.compile, cfg.train.compile_mode = compiled, "reduce-overhead"
+        cfg.train.compile, cfg.train.compile_mode, cfg.train.compile_backend = compiled, mode, backend
+        assert runtime.records_cuda_graphs(cfg.train) == compiled
         model = _model("").to(device)
         runtime.prepare(model, cfg.train)
         opt = torch.optim.Adamax(model.parameters(), lr=2e-3)

@@ -147,23 +147,34 @@ def test_the_bench_times_eager_steps_before_anything_compiles(gpu):
     """The throughput target's eager steps, ours beside the authors', and the cheap presets' eager steps come
     first, each in a run with nothing compiled, so that a compilation outlasting the call (the paper srVAE's, on
     two H200 calls) loses only the compiled rows; each compiled paper preset runs beside the authors' again."""
-    groups = gpu.bench_groups(gpu.BENCHED, ["authors-srvae"], ["cudagraphs,bf16"])
+    groups = gpu.bench_groups(gpu.BENCHED, ["authors-srvae"], ["graphs,bf16", "cudagraphs,bf16"])
     flags = [compiled for _, _, compiled in groups]
     assert flags == sorted(flags) and any(flags) and not flags[0]  # every eager run before every compiled one
     for label, models, compiled in groups:
-        assert compiled == any(":cudagraphs" in m for m in models), label
+        assert compiled == any(":cudagraphs" in m or ":graphs" in m for m in models), label
     labels = {label: models for label, models, _ in groups}
     assert {"authors-srvae", "authors-srvae:bf16"} <= set(labels["eager-cifar10-srvae-paper"])
-    assert {"authors-srvae", "cifar10-srvae-paper:cudagraphs,bf16"} <= set(labels["compiled-cifar10-srvae-paper"])
+    for v in ("graphs,bf16", "cudagraphs,bf16"):  # each compiled variant in a run of its own, the authors' beside it
+        assert labels[f"compiled-cifar10-srvae-paper:{v}"] == [f"cifar10-srvae-paper:{v}", "authors-srvae",
+                                                                "authors-srvae:bf16"]
     assert [label for label, _, _ in gpu.bench_groups(gpu.BENCHED, [], [])] == ["eager-cifar10-srvae-paper",
                                                                                "eager-cheap"]
+
+
+def test_each_bench_variant_is_a_training_setting(gpu):
+    assert gpu._variant_flags("") == []
+    assert gpu._variant_flags("cudagraphs,bf16") == ["--amp", "bf16", "--compile", "reduce-overhead"]
+    assert gpu._variant_flags("graphs") == ["--compile", "default", "--set", "train.compile_backend=cudagraphs"]
+    for bad in ("graphs,cudagraphs", "fp8"):
+        with pytest.raises(SystemExit, match="not a training setting"):
+            gpu._variant_flags(bad)
 
 
 def test_a_bench_can_give_its_budget_to_the_runs_it_names(gpu):
     groups = gpu.bench_groups(gpu.BENCHED, ["authors-srvae"], ["cudagraphs,bf16"])
     assert gpu.chosen_groups(groups, None) == groups
-    chosen = gpu.chosen_groups(groups, ["compiled-cifar10-srvae-paper", "eager-cheap"])
-    assert [label for label, _, _ in chosen] == ["compiled-cifar10-srvae-paper", "eager-cheap"]
+    chosen = gpu.chosen_groups(groups, ["compiled-cifar10-srvae-paper:cudagraphs,bf16", "eager-cheap"])
+    assert [label for label, _, _ in chosen] == ["compiled-cifar10-srvae-paper:cudagraphs,bf16", "eager-cheap"]
     with pytest.raises(SystemExit, match="compiled-cifar10-vae-realnvp-paper not among"):
         gpu.chosen_groups(groups, ["compiled-cifar10-vae-realnvp-paper"])
 

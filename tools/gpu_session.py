@@ -11,10 +11,12 @@ Here (the CPU machine), once a session:
 
 then on the device machine (the `device` tool's `run`, carrying `.gpu`, timeout_s 600), two calls:
 
-    python3 tools/gpu_session.py bench --groups compiled-cifar10-srvae-paper compiled-cheap --budget 480 --out $OUT
+    python3 tools/gpu_session.py bench --budget 480 --out $OUT --groups compiled-cifar10-srvae-paper:graphs,bf16 \
+        compiled-cifar10-srvae-paper:cudagraphs,bf16 compiled-cheap
         # the target; prints FASTEST per cheap preset. The eager runs were measured on the third H200 (2026-11-27:
-        # ours 0.72x the authors', the cheap presets fastest in fp32) and the paper srVAE's compilation has outlasted
-        # three calls' shares of the budget: the next call gives it the whole (without --groups: every run in turn)
+        # ours 0.72x the authors', the cheap presets fastest in fp32) and the paper srVAE's inductor compilation has
+        # outlasted three calls' shares of the budget: the next call gives the compiled runs the whole, the eager
+        # kernels as CUDA graphs first (compiled in about a minute), then inductor's (without --groups: every run)
     python3 tools/gpu_session.py train test --budget S --train-variant V --out $OUT
         # at once (a warm machine goes back after 30 idle seconds), S = the device seconds left - 60: both
         # models train at the FASTEST setting V while the CUDA tests run beside them (their result is not a timing)
@@ -124,7 +126,7 @@ CARRIED_RUNS = tuple(z_candidates.GO_ON[name] for name in z_candidates.ON_GPU if
 BENCH_RESERVE_S, TRAIN_OVERHEAD_S = 290, 75
 MIN_RUN_S = 60  # the least a bench run is started with
 TRAIN_RESERVE_S = TRAIN_OVERHEAD_S + 120  # what the bench leaves when training follows in the same call
-BF16_VARIANT, CUDAGRAPHS_VARIANT = "bf16", "cudagraphs"  # benchmarks/bench.py's names of the training settings
+BF16_VARIANT, CUDAGRAPHS_VARIANT, GRAPHS_VARIANT = "bf16", "cudagraphs", "graphs"  # bench.py's training settings
 BF16_SPEC_TFLOPS = 989.4  # dense, the H100 SXM5 and H200 data sheets; the measured rate is reported beside it
 
 
@@ -309,9 +311,11 @@ def bench_groups(presets: list[str], authors: list[str], compiled: list[str], ti
     """The interleaved bench runs, ``(label, models, compiled?)``, most wanted first: the throughput target at
     eager precision (each paper preset beside the authors' model, nothing compiled), the cheap presets' eager
     steps (the training setting where no compiled one is measured), then the compiled runs, the authors' steps
-    again beside each compiled paper preset (the ratio within one run). A compiled run is cut off a minute
-    before the budget's end for each compiled run after it (2026-11-26: the paper srVAE's compilation, alone in
-    the first run, took all 290 s, and the eager and authors' steps measured beside it were lost with it)."""
+    again beside each compiled paper preset (the ratio within one run), one run a compiled variant (labelled
+    ``compiled-PRESET:VARIANT``: a compilation that outlasts its share loses its own rows alone). A compiled run
+    is cut off a minute before the budget's end for each compiled run after it (2026-11-26: the paper srVAE's
+    compilation, alone in the first run, took all 290 s, and the eager and authors' steps measured beside it were
+    lost with it)."""
     paper = [p for p in presets if p in AUTHORS or tiny]
     theirs = {p: [AUTHORS[p], f"{AUTHORS[p]}:bf16"] if AUTHORS.get(p) in authors else [] for p in paper}
     groups = [(f"eager-{p}", [p, f"{p}:bf16", *theirs[p]], False) for p in paper]
@@ -319,7 +323,7 @@ def bench_groups(presets: list[str], authors: list[str], compiled: list[str], ti
     if cheap:
         groups.append(("eager-cheap", [f"{p}{v}" for p in cheap for v in ("", ":bf16")], False))
     if compiled:
-        groups += [(f"compiled-{p}", [*(f"{p}:{v}" for v in compiled), *theirs[p]], True) for p in paper]
+        groups += [(f"compiled-{p}:{v}", [f"{p}:{v}", *theirs[p]], True) for p in paper for v in compiled]
         if cheap:
             variants = dict.fromkeys([*(c.removesuffix(",bf16") for c in compiled), *compiled])
             groups.append(("compiled-cheap", [f"{p}:{v}" for p in cheap for v in variants], True))
@@ -513,12 +517,15 @@ def _started(args: argparse.Namespace, log_name: str, cmd: list[str], variant: s
 def _variant_flags(variant: str) -> list[str]:
     """``selfvae train`` flags of a bench variant (``bf16``, ``cudagraphs``, both or neither): its training setting."""
     parts = set(filter(None, variant.split(",")))
-    unknown = parts - {BF16_VARIANT, CUDAGRAPHS_VARIANT}
-    if unknown:
-        raise SystemExit(f"--train-variant {variant!r}: {', '.join(sorted(unknown))} is not a training setting "
-                         f"(give {BF16_VARIANT}, {CUDAGRAPHS_VARIANT}, both joined by a comma, or '')")
+    unknown = parts - {BF16_VARIANT, CUDAGRAPHS_VARIANT, GRAPHS_VARIANT}
+    if unknown or {CUDAGRAPHS_VARIANT, GRAPHS_VARIANT} <= parts:
+        raise SystemExit(f"--train-variant {variant!r}: not a training setting (give {BF16_VARIANT}, "
+                         f"{CUDAGRAPHS_VARIANT} or {GRAPHS_VARIANT}, {BF16_VARIANT} joined to either by a comma, "
+                         "or '')")
     return ([*(["--amp", "bf16"] if BF16_VARIANT in parts else []),
-             *(["--compile", "reduce-overhead"] if CUDAGRAPHS_VARIANT in parts else [])])
+             *(["--compile", "reduce-overhead"] if CUDAGRAPHS_VARIANT in parts else []),
+             *(["--compile", "default", "--set", "train.compile_backend=cudagraphs"] if GRAPHS_VARIANT in parts
+               else [])])
 
 
 def finish_training(args: argparse.Namespace, jobs: dict[str, Job], results: dict) -> None:
@@ -688,13 +695,15 @@ def main(argv: list[str] | None = None) -> None:
                         "where it would overrun, training gets what is left (its --minutes from it)")
     p.add_argument("--groups", nargs="+", metavar="LABEL",
                    help="bench: only these runs, in this order (labels as bench_groups names them: eager-PRESET, "
-                        "eager-cheap, compiled-PRESET, compiled-cheap)")
+                        "eager-cheap, compiled-PRESET:VARIANT, compiled-cheap)")
     p.add_argument("--batch-sizes", type=int, nargs="+", default=[128], help="bench: interleaved at each")
     p.add_argument("--steps", type=int, default=10, help="bench: timed steps of each model")
     p.add_argument("--warmup", type=int, default=3, help="bench: steps first (compilation, CUDA-graph recording)")
-    p.add_argument("--compiled", nargs="*", default=["cudagraphs,bf16"], metavar="VARIANTS",
-                   help="bench: the compiled variants of our presets (benchmarks/bench.py names: compile, "
-                        "cudagraphs, each with ,bf16 or not)")
+    p.add_argument("--compiled", nargs="*", default=[GRAPHS_VARIANT + ",bf16", CUDAGRAPHS_VARIANT + ",bf16"],
+                   metavar="VARIANTS",
+                   help="bench: the compiled variants of our presets, in turn (benchmarks/bench.py names: graphs, "
+                        "the eager kernels as CUDA graphs, compiled in about a minute; cudagraphs, inductor's kernels "
+                        "as CUDA graphs, compiled in minutes; compile; each with ,bf16 or not)")
     p.add_argument("--minutes", type=float, default=8.0,
                    help="train: minutes of training each in this call (both at once; a later call: as many more)")
     p.add_argument("--train-batch", type=int, default=64)

@@ -126,6 +126,10 @@ class TrainConfig:
     # torch.compile's mode: "reduce-overhead" also replays each network's kernels as CUDA graphs (one launch where
     # eager issues hundreds: what a host-bound GPU step needs); no CUDA graphs on the CPU, where it compiles alone
     compile_mode: str = "default"
+    # torch.compile's backend: "inductor" (generated kernels, fused; minutes to compile a paper srVAE) or
+    # "cudagraphs" (the eager kernels replayed as CUDA graphs: no code generation, compiled in the time dynamo takes to
+    # trace, the launches a host-bound step spends gone all the same; eager on the CPU)
+    compile_backend: str = "inductor"
     workers: int = 0  # data-loading worker processes (0: load batches in the main process)
     flush_denormal: bool = True  # CPU: treat subnormal floats as 0 (avoids slow steps; no effect on the bound)
     # CPU with glibc: freed memory stays in the process for the next step's tensors instead of being page-faulted
@@ -249,6 +253,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "train.clock": ("wall", "cpu"),
     "train.amp": ("bf16", "fp16"),
     "train.compile_mode": ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"),
+    "train.compile_backend": ("inductor", "cudagraphs"),
     "data.resize": RESIZE_POLICIES,
     "data.on_bad_file": ON_BAD_FILE,
     "model.nets": ("selfvae", "paper"),  # our networks, or the srVAE authors' (selfvae.nn.paper)

@@ -100,7 +100,7 @@ def prepare(model: nn.Module, t: TrainConfig) -> None:
     if t.amp:
         install_fp32_outputs(model)
     if t.compile:
-        compile_nets(model, t.compile_mode)
+        compile_nets(model, t.compile_mode, t.compile_backend)
 
 
 def _to_float32(out):  # noqa: ANN001, ANN202 - any nesting of tensors
@@ -165,8 +165,13 @@ def compile_nets(model: nn.Module, mode: str = "default", backend: str | Callabl
         m.compile(backend=backend, dynamic=False, **options)
 
 
+def records_cuda_graphs(t: TrainConfig) -> bool:
+    """Whether the compiled networks of ``t`` replay CUDA graphs (where they run on a GPU)."""
+    return t.compile and (t.compile_mode in CUDA_GRAPH_MODES or t.compile_backend == "cudagraphs")
+
+
 def mark_step(t: TrainConfig) -> None:
-    """Tell the CUDA graphs of ``--compile reduce-overhead`` that a new training step begins, so that the outputs
-    of the last one (read already) may be overwritten; nothing otherwise."""
-    if t.compile and t.compile_mode in CUDA_GRAPH_MODES and torch.cuda.is_available():
+    """Tell the CUDA graphs of ``--compile reduce-overhead`` (or the cudagraphs backend) that a new training step
+    begins, so that the outputs of the last one (read already) may be overwritten; nothing otherwise."""
+    if records_cuda_graphs(t) and torch.cuda.is_available():
         torch.compiler.cudagraph_mark_step_begin()
