@@ -61,8 +61,8 @@
 #   experiments/real_pixels.sh z-paper-half    # the others 40): which keeps z carrying information at a size that
 #   experiments/real_pixels.sh z-paper-zside   # ships? (also z-paper-px, z-paper-pz, z-paper-ship)
 #   experiments/real_pixels.sh z-ship-on       # z-paper-ship on from its committed weights (z_candidates.GO_ON: the
-#                                              # 3rd H200's 1250 steps, KL_z 217 nats, test 5.546, then 1750 CPU
-#                                              # steps, validation 5.553 -> 5.290), batch 32 without clipping,
+#                                              # 3rd H200's 1250 steps, KL_z 217 nats, test 5.546, then 2000 CPU
+#                                              # steps, validation 5.553 -> 5.273), batch 32 without clipping,
 #                                              # EMA and a cosine from 1e-3 over 150 CPU-min: towards a shipped srVAE
 #                                              # whose z carries information
 #   experiments/real_pixels.sh lvl2-base       # the 2-level selfVAE (32->16->8) as z-base: does the level pay?
