@@ -18,7 +18,7 @@ steps), nor with q(z|x) widened to the authors'. The candidates below vary what 
   the z side's nets must be wide?
 
 Answered on the third H200 (2026-11-27, docs/RESULTS.md "Designs around z"): p(x|y,z) is the net that must be wide
-(z-paper-px revived z by step 1000, z-paper-pz never did); z-paper-ship revived z there too (KL_z 217 nats, 320
+(z-paper-px revived z by step 750, z-paper-pz never did); z-paper-ship revived z there too (KL_z 217 nats, 320
 informative units on the test images at step 1250) and goes on from its weights (``GO_ON``).
 
 ``experiments/real_pixels.sh NAME`` trains one on a CPU (one thread); ``tools/gpu_session.py train`` trains those of

@@ -126,8 +126,8 @@ def test_a_prepared_device_call_carries_at_most_56_mib(gpu):
     kept = sum(f.stat().st_size for f in files if f.is_file() and (str(f).startswith(carried)
                                                                    or not str(f).startswith(aside)))
     data = ROOT.parent / "shared" / "data" / gpu.DATA
-    carried = kept + data.stat().st_size + (1 + 7.5) * 2**20
-    assert carried <= gpu.CARRY_TARGET, (kept / 2**20, data.stat().st_size / 2**20)
+    total = kept + data.stat().st_size + (1 + 7.5) * 2**20
+    assert total <= gpu.CARRY_TARGET, (kept / 2**20, data.stat().st_size / 2**20)
     assert "src/selfvae/pretrained/cifar10-vae-small" not in gpu.SET_ASIDE  # the device tests sample it
 
 

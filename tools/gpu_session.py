@@ -174,7 +174,8 @@ def set_aside(path: str, keep: tuple[str, ...] = ()) -> None:
     (else leave them), saying how to bring them back."""
     tracked = subprocess.run(["git", "ls-files", "-z", "--", path], cwd=ROOT, check=True,
                              capture_output=True).stdout.split(b"\0")
-    tracked = [ROOT / n.decode() for n in tracked if n and not n.decode().startswith(tuple(f"{k}/" for k in keep))]
+    kept = tuple(f"{k}/" for k in keep)
+    tracked = [ROOT / n.decode() for n in tracked if n and not n.decode().startswith(kept)]
     changed = subprocess.run(["git", "status", "--porcelain", "--", path], cwd=ROOT, check=True,
                              capture_output=True).stdout.strip()
     if not tracked or changed:
@@ -482,7 +483,7 @@ def start_training(args: argparse.Namespace, results: dict) -> dict[str, Job]:
             run = runs / name
             if layout.checkpoint(run).exists():
                 start = ["--resume"]
-            elif (ROOT / z_candidates.GO_ON.get(name, "-")).is_dir():  # on from its committed weights
+            elif name in z_candidates.GO_ON and (ROOT / z_candidates.GO_ON[name]).is_dir():  # on from its weights
                 start = z_candidates.go_on_args(name)
             else:
                 start = z_candidates.train_args(name)
