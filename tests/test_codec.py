@@ -518,6 +518,39 @@ def test_component_tables_and_posterior_make_up_the_mixture(channels):
     assert torch.allclose(posterior * p_x.unsqueeze(-1), joint, rtol=1e-3, atol=1e-7)
 
 
+@pytest.mark.parametrize("channels", [1, 3])
+def test_a_value_in_two_steps_has_its_one_table_probability(channels):
+    """A sub-pixel coded as its run of 16 values, then its place in the run (files of version 11), gets the
+    probability of its component's 256-way table: the run table times the place table of each run is that table,
+    both are distributions, and far from the component's centre, where the 256-way table's float32 differences of
+    the CDF round to 0, the two steps keep the logistic's tail mass."""
+    from selfvae.distributions import VALUES_PER_RUN, DiscretizedLogisticMixture
+
+    dlm, x = random_dlm(channels, (2, 3, 5), seed=2)
+    k = torch.randint(0, dlm.n_mix, (2, 3, 5), generator=torch.Generator().manual_seed(3))
+    for c in range(channels):
+        runs = dlm.component_run_probs(c, k, x)
+        assert runs.dtype == torch.float64 and runs.shape == (2, 3, 5, VALUES_PER_RUN)
+        assert torch.allclose(runs.sum(-1), torch.ones(2, 3, 5, dtype=torch.float64))
+        places = [dlm.component_run_probs(c, k, x, torch.full((2, 3, 5), r)) for r in range(256 // VALUES_PER_RUN)]
+        assert all(torch.allclose(p.sum(-1), torch.ones(2, 3, 5, dtype=torch.float64)) for p in places)
+        product = torch.cat([runs[..., r : r + 1] * p for r, p in enumerate(places)], -1)
+        assert torch.allclose(product, dlm.component_bin_probs(c, k, x).double(), atol=1e-5)
+    # one component centred at value 10 with a scale of 1.5 values: value 250 lies 160 scales above it
+    m = 1
+    params = torch.zeros(1, DiscretizedLogisticMixture.n_params(1, m), 1, 1)
+    params[0, 1] = 10 * 2 / 255 - 1  # the location in [-1, 1] units
+    params[0, 2] = math.log(1.5 * 2 / 255)  # the log scale
+    far = DiscretizedLogisticMixture(params, 1, m)
+    k = torch.zeros(1, 1, 1, dtype=torch.long)
+    assert far.component_bin_probs(0, k)[0, 0, 0, 250] == 0  # the one table has lost it
+    run, place = divmod(250, VALUES_PER_RUN)
+    two_step = far.component_run_probs(0, k)[0, 0, 0, run] * far.component_run_probs(
+        0, k, run=torch.full((1, 1, 1), run))[0, 0, 0, place]
+    exact = math.exp(-(250 - 0.5 - 10) / 1.5) - math.exp(-(250 + 0.5 - 10) / 1.5)  # the logistic's tail, to 1e-70
+    assert two_step > 0 and abs(float(two_step) / exact - 1) < 1e-6
+
+
 def test_mixture_bits_back_costs_what_the_whole_mixture_costs():
     """Pushing an image level with bits back on its pixels' components adds the same information as coding
     under the whole mixture's tables (within 0.5%), and pops back to the same stack."""
@@ -558,20 +591,24 @@ def _as_version(data: bytes, version: int) -> bytes:
                      struct.pack("<I", zlib.crc32(old)), data[9 + n + 4 :]])
 
 
+_BEFORE_10 = {"small_chunks": False, "edge_cover": False, "split_values": False}  # flags of later versions, off
+
+
 @pytest.mark.parametrize(("version", "prior", "params"), [  # none before version 10 left a tile's margin out
-    (2, "standard", CodingParams(mixture_bits_back=False, small_chunks=False, edge_cover=False)),  # no flags, no
-    # component bits back
-    (3, "realnvp", CodingParams(flow_chunk=4, small_chunks=False, edge_cover=False)),  # no flow chunk (the chunk
-    # served), F.elu's ELU
-    (4, "realnvp", CodingParams(chosen_first=False, small_chunks=False, edge_cover=False)),  # no importance samples
-    (5, "mog", CodingParams(chosen_first=False, small_chunks=False, edge_cover=False)),  # no chosen latents
-    (6, "realnvp", CodingParams(small_chunks=False, edge_cover=False)),  # small groups padded to whole chunks
-    (9, "realnvp", CodingParams(edge_cover=False)),  # tiles padded with black, every pixel coded
+    (2, "standard", CodingParams(mixture_bits_back=False, **_BEFORE_10)),  # no flags, no component bits back
+    (3, "realnvp", CodingParams(flow_chunk=4, **_BEFORE_10)),  # no flow chunk (the chunk served), F.elu's ELU
+    (4, "realnvp", CodingParams(chosen_first=False, **_BEFORE_10)),  # no importance samples
+    (5, "mog", CodingParams(chosen_first=False, **_BEFORE_10)),  # no chosen latents
+    (6, "realnvp", CodingParams(**_BEFORE_10)),  # small groups padded to whole chunks
+    (9, "realnvp", CodingParams(edge_cover=False, split_values=False)),  # tiles padded with black, every pixel coded
+    (10, "standard", CodingParams(split_values=False)),  # each sub-pixel one 256-way table
 ])
 def test_older_file_versions_still_decode(version, prior, params):
     """Files of format versions 2 and 3 decode (their networks ran F.elu, their couplings at ``chunk``),
     version 4 (one sample an image throughout), version 5 (initial bits under the first image), version 6
-    (every group at whole chunks) and version 9 (the 12x12 blobs' 16x16 tiles padded with black and coded whole)."""
+    (every group at whole chunks), version 9 (the 12x12 blobs' 16x16 tiles padded with black and coded whole) and
+    version 10 (a sub-pixel under its component coded as one 256-way table, not as its run of 16 values and its
+    place in it)."""
     from contextlib import nullcontext
 
     from selfvae.nn.layers import exact_elu

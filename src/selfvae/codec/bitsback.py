@@ -45,7 +45,7 @@ from selfvae.codec.compute import ChunkRunner
 from selfvae.codec.container import MAX_SAMPLES
 from selfvae.codec.images import Cover
 from selfvae.codec.prior_coding import coding_class
-from selfvae.distributions import DiagonalGaussian
+from selfvae.distributions import VALUES_PER_RUN, DiagonalGaussian
 from selfvae.errors import SelfVAEError
 from selfvae.models.selfvae import SelfVAE
 from selfvae.priors import CouplingStep
@@ -80,6 +80,10 @@ class CodingParams:
     # middle of one) are not coded: they repeat the image's edge, which the decoder rebuilds (files of version 10;
     # older ones padded with black and coded it: 0.03-0.05 bits/dim of the test photographs)
     edge_cover: bool = True
+    # a sub-pixel coded under its mixture component in two 16-way steps, its run of 16 values then its place in
+    # it (DiscretizedLogisticMixture.component_run_probs): the same rate from a fifteenth of the table work
+    # (files of version 11; older ones coded one 256-way table a sub-pixel)
+    split_values: bool = True
 
 
 Levels = list[Tensor]  # uint8 image levels [y_1, ..., y_K, x]
@@ -192,6 +196,37 @@ class BitsBackCoder:
             lambda prm, y, kk: self.m.likelihood(i, prm).component_bin_probs(c, kk, self.m.target(y)),
             params, level, torch.from_numpy(k), dtype=torch.float64).numpy()
 
+    def run_probs(self, i: int, params: Tensor, level: Tensor, c: int, k: np.ndarray, run: np.ndarray | None = None,
+                  ) -> np.ndarray:
+        """``[n, H, W, 16]`` probabilities of channel ``c`` of level ``l_i`` under each pixel's component ``k``,
+        given its earlier channels: of the runs of 16 values, or with ``run`` (``[n, H, W]``) of the values within
+        each pixel's run (:meth:`~selfvae.distributions.DiscretizedLogisticMixture.component_run_probs`)."""
+        return self.run.map(
+            lambda prm, y, kk, r: self.m.likelihood(i, prm).component_run_probs(c, kk, self.m.target(y), r),
+            params, level, torch.from_numpy(k), None if run is None else torch.from_numpy(run),
+            dtype=torch.float64).numpy()
+
+    def _push_channel(self, stack: Stack, i: int, params: Tensor, level: Tensor, c: int, k: np.ndarray | None,
+                      outside: np.ndarray | None) -> None:
+        values = _zeroed(level[:, c].numpy(), outside)
+        if k is None or not self.p.split_values:
+            stack.push_categorical(values, _certain(self.channel_probs(i, params, level, c, k), outside),
+                                   normalised=True)
+            return
+        run, place = np.divmod(values, VALUES_PER_RUN)  # the decoder pops the run first, so it goes on last
+        stack.push_categorical(place, _certain(self.run_probs(i, params, level, c, k, run), outside), normalised=True)
+        stack.push_categorical(run, _certain(self.run_probs(i, params, level, c, k), outside), normalised=True)
+
+    def _pop_channel(self, stack: Stack, i: int, params: Tensor, level: Tensor, c: int, k: np.ndarray | None,
+                     outside: np.ndarray | None) -> np.ndarray:
+        if k is None or not self.p.split_values:
+            return stack.pop_categorical(_certain(self.channel_probs(i, params, level, c, k), outside),
+                                         normalised=True)
+        run = stack.pop_categorical(_certain(self.run_probs(i, params, level, c, k), outside), normalised=True)
+        place = stack.pop_categorical(_certain(self.run_probs(i, params, level, c, k, run), outside),
+                                      normalised=True)
+        return run * VALUES_PER_RUN + place
+
     def component_probs(self, i: int, params: Tensor, level: Tensor | None = None) -> np.ndarray:
         """``[n, H, W, M]``: the mixture weights, or with ``level`` the components' posterior given the pixels."""
         if level is None:
@@ -235,10 +270,9 @@ class BitsBackCoder:
         outside = self._outside(i, cover, constraint)
         by_component = self._by_component(whole_mixture) and constraint is None
         k = stack.pop_categorical(_certain(self.component_probs(i, params, level), outside)) if by_component else None
-        for c in reversed(channels):  # one channel's tables at a time: [n, H, W, 256] float64 each
+        for c in reversed(channels):  # one channel's tables at a time: [n, H, W, 256] (or 16) float64 each
             if c or constraint is None:
-                stack.push_categorical(_zeroed(level[:, c].numpy(), outside),
-                                       _certain(self.channel_probs(i, params, level, c, k), outside), normalised=True)
+                self._push_channel(stack, i, params, level, c, k, outside)
             else:
                 constraint.push(stack, level[:, 0].numpy())
         if k is not None:
@@ -257,8 +291,7 @@ class BitsBackCoder:
             if c == 0 and constraint is not None:
                 level[:, 0] = torch.from_numpy(constraint.pop(stack))
             else:
-                probs = _certain(self.channel_probs(i, params, level, c, k), outside)
-                level[:, c] = torch.from_numpy(stack.pop_categorical(probs, normalised=True))
+                level[:, c] = torch.from_numpy(self._pop_channel(stack, i, params, level, c, k, outside))
         if outside is not None:
             assert cover is not None
             level = torch.from_numpy(cover.fill(level.numpy()))

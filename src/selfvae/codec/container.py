@@ -46,7 +46,9 @@ MAGIC = b"SVAE"
 #    decode those groups as lossless ones
 # 10: the pixels of a tile outside its image are not coded and repeat the image's edge (CodingParams.edge_cover):
 #    flag bit 3
-VERSION = 10
+# 11: a sub-pixel coded under its mixture component in two 16-way steps, its run of 16 values then its place in it
+#    (CodingParams.split_values): flag bit 4
+VERSION = 11
 _HEAD = struct.Struct("<4sBI")  # magic, version, header length
 # model id (16 bytes), probe (8), pixel CRC, payload words, initial words, precision, flow precision, flow
 # noise, chunk, group, tile C, H, W, lossy (0 none, 1 y only, 2 y + z), lossy z precision, lossy decode (0 mean);
@@ -55,13 +57,14 @@ _FIXED_V2 = struct.Struct("<16s8sIIIBBBBHBHHBBB")
 _FIXED_V3 = struct.Struct(_FIXED_V2.format + "B")
 _FIXED = struct.Struct(_FIXED_V3.format + "B")
 _FIXED_BY_VERSION = {2: _FIXED_V2, 3: _FIXED_V3, 4: _FIXED, 5: _FIXED, 6: _FIXED, 7: _FIXED, 8: _FIXED, 9: _FIXED,
-                     10: _FIXED}
+                     10: _FIXED, 11: _FIXED}
 # a version 2 file is a version 3 file without mixture_bits_back; 2 and 3 have flow_chunk = chunk
 READABLE = tuple(_FIXED_BY_VERSION)
 _MIXTURE_BITS_BACK = 0x01
 _CHOSEN_FIRST = 0x02
 _SMALL_CHUNKS = 0x04
 _EDGE_COVER = 0x08
+_SPLIT_VALUES = 0x10
 _ZLIB = 0x80  # flag in the variable part's first byte: zlib-compressed
 _ZDICT_FLAG = 0x40  # with _ZLIB, from version 6 on: compressed with the preset dictionary _ZDICT
 # zlib's preset dictionary for the variable part (part of format 6: never change it). Typical keys, shapes, names
@@ -203,7 +206,8 @@ def pack_header(h: dict[str, Any]) -> bytes:
         p["precision"], p["flow_precision"], p["flow_noise"], p["chunk"], h["group"], *h["tile"],
         kind, (lossy or {}).get("precision") or 0, 0 if not lossy or lossy["decode"] == "mean" else 1,
         (_MIXTURE_BITS_BACK if p["mixture_bits_back"] else 0) | (_CHOSEN_FIRST if p.get("chosen_first") else 0)
-        | (_SMALL_CHUNKS if p.get("small_chunks") else 0) | (_EDGE_COVER if p.get("edge_cover") else 0),
+        | (_SMALL_CHUNKS if p.get("small_chunks") else 0) | (_EDGE_COVER if p.get("edge_cover") else 0)
+        | (_SPLIT_VALUES if p.get("split_values") else 0),
         p["flow_chunk"],
     )
     fields = {"hint": h.get("hint", ""), "images": _runs([tuple(s) for s in h["images"]]), "names": h["names"],
@@ -241,7 +245,8 @@ def unpack_header(b: bytes, version: int = VERSION) -> dict[str, Any]:
                    "mixture_bits_back": bool(flags & _MIXTURE_BITS_BACK), "flow_chunk": flow_chunk,
                    "samples": max(samples, default=1), "chosen_first": bool(flags & _CHOSEN_FIRST),
                    "small_chunks": bool(flags & _SMALL_CHUNKS),
-                   "edge_cover": version >= 10 and bool(flags & _EDGE_COVER)},
+                   "edge_cover": version >= 10 and bool(flags & _EDGE_COVER),
+                   "split_values": version >= 11 and bool(flags & _SPLIT_VALUES)},
         "group": group, "tile": [c, hh, ww], "hint": var["hint"],
         "images": [list(s) for s in _unruns(var["images"])], "names": var["names"],
         "groups": groups, "samples": samples, "chosen": chosen,
