@@ -42,10 +42,9 @@ DEFAULT_PRESETS = ["cifar10-srvae", "cifar10-vae-realnvp"]
 OURS_VS_AUTHORS = {"cifar10-vae-realnvp": "authors-vae-realnvp", "cifar10-srvae": "authors-srvae",
                    "cifar10-vae-realnvp-paper": "authors-vae-realnvp", "cifar10-srvae-paper": "authors-srvae"}
 # NAME:VARIANT,..: UNFUSED, a paper preset's dense units as their two convs (selfvae.nn.paper.fuse_units);
-# BF16, the step under bfloat16 autocast (any model, theirs too); COMPILE, our nets under torch.compile; CUDAGRAPHS,
-# compiled in mode "reduce-overhead" (each net's kernels replayed as CUDA graphs on a GPU); GRAPHS, each net's eager
-# kernels replayed as CUDA graphs (torch's cudagraphs backend: no code generation, compiled as fast as dynamo traces);
-# CHANNELS_LAST, the authors' model converted to channels-last (with --channels-last: their run in our memory format)
+# BF16, COMPILE, CUDAGRAPHS and GRAPHS, our nets' training settings as selfvae.runtime.SPEED_SETTINGS defines them
+# (BF16 also for the authors' models: their step under bfloat16 autocast); CHANNELS_LAST, the authors' model
+# converted to channels-last (with --channels-last: their run in our memory format)
 UNFUSED, BF16, COMPILE, CUDAGRAPHS, GRAPHS, CHANNELS_LAST = ("unfused", "bf16", "compile", "cudagraphs", "graphs",
                                                              "channels-last")
 # without their code, a paper preset computed with their arithmetic (units unfused) stands in for it
@@ -176,6 +175,7 @@ def _step_fn(args: argparse.Namespace, name: str):  # noqa: ANN202
         model = build(base).to(args.device)
     else:
         from selfvae import runtime
+        from selfvae.config import apply_overrides
         from selfvae.models.selfvae import SelfVAE
         from selfvae.nn.layers import data_dependent_init
         from selfvae.nn.paper import fuse_units
@@ -185,10 +185,7 @@ def _step_fn(args: argparse.Namespace, name: str):  # noqa: ANN202
         cfg = get_preset(base)
         t = cfg.train
         t.batch_size, t.channels_last = args.batch_size, args.channels_last
-        t.amp = BF16 if BF16 in variants else None
-        t.compile = bool(variants & {COMPILE, CUDAGRAPHS, GRAPHS})
-        t.compile_mode = "reduce-overhead" if CUDAGRAPHS in variants else "default"
-        t.compile_backend = "cudagraphs" if GRAPHS in variants else "inductor"
+        apply_overrides(cfg, runtime.speed_settings(variants - {UNFUSED}))  # bf16, compile, cudagraphs, graphs
         ours = SelfVAE(cfg.model).to(args.device)
         x = torch.randint(0, 256, (args.batch_size, *cfg.model.image_shape), dtype=torch.uint8, device=args.device)
         data_dependent_init(ours, lambda: ours.terms(x))

@@ -162,11 +162,24 @@ def test_the_bench_times_eager_steps_before_anything_compiles(gpu):
 
 
 def test_each_bench_variant_is_a_training_setting(gpu):
-    assert gpu._variant_flags("") == []
-    assert gpu._variant_flags("cudagraphs,bf16") == ["--amp", "bf16", "--compile", "reduce-overhead"]
-    assert gpu._variant_flags("graphs") == ["--compile", "default", "--set", "train.compile_backend=cudagraphs"]
-    for bad in ("graphs,cudagraphs", "fp8"):
-        with pytest.raises(SystemExit, match="not a training setting"):
+    """A variant the bench measured trains with the settings the bench measured it at: both read them from
+    ``runtime.SPEED_SETTINGS``."""
+    from selfvae.config import apply_overrides
+    from selfvae.presets import get_preset
+
+    def trained(variant: str):
+        flags = gpu._variant_flags(variant)
+        assert flags[::2] == ["--set"] * (len(flags) // 2)
+        cfg = get_preset("cifar10-srvae-paper")
+        apply_overrides(cfg, flags[1::2])
+        return cfg.train.amp, cfg.train.compile, cfg.train.compile_mode, cfg.train.compile_backend
+
+    assert trained("") == (None, False, "default", "inductor")
+    assert trained("cudagraphs,bf16") == ("bf16", True, "reduce-overhead", "inductor")
+    assert trained("graphs") == (None, True, "default", "cudagraphs")
+    for bad, why in (("graphs,cudagraphs", "exclude each other"), ("fp8", "not a training setting"),
+                     ("compile", "not a training setting")):
+        with pytest.raises(SystemExit, match=f"--train-variant '{bad}': .*{why}"):
             gpu._variant_flags(bad)
 
 

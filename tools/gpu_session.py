@@ -516,17 +516,20 @@ def _started(args: argparse.Namespace, log_name: str, cmd: list[str], variant: s
 
 
 def _variant_flags(variant: str) -> list[str]:
-    """``selfvae train`` flags of a bench variant (``bf16``, ``cudagraphs``, both or neither): its training setting."""
+    """``selfvae train`` flags of a bench variant (``bf16``, ``cudagraphs`` or ``graphs``, ``bf16`` joined to either
+    by a comma, or neither): the settings :data:`selfvae.runtime.SPEED_SETTINGS` gives the name."""
+    from selfvae import runtime
+    from selfvae.errors import SelfVAEError
+
     parts = set(filter(None, variant.split(",")))
-    unknown = parts - {BF16_VARIANT, CUDAGRAPHS_VARIANT, GRAPHS_VARIANT}
-    if unknown or {CUDAGRAPHS_VARIANT, GRAPHS_VARIANT} <= parts:
-        raise SystemExit(f"--train-variant {variant!r}: not a training setting (give {BF16_VARIANT}, "
-                         f"{CUDAGRAPHS_VARIANT} or {GRAPHS_VARIANT}, {BF16_VARIANT} joined to either by a comma, "
-                         "or '')")
-    return ([*(["--amp", "bf16"] if BF16_VARIANT in parts else []),
-             *(["--compile", "reduce-overhead"] if CUDAGRAPHS_VARIANT in parts else []),
-             *(["--compile", "default", "--set", "train.compile_backend=cudagraphs"] if GRAPHS_VARIANT in parts
-               else [])])
+    try:
+        if parts - {BF16_VARIANT, CUDAGRAPHS_VARIANT, GRAPHS_VARIANT}:
+            raise SelfVAEError("not a training setting")
+        items = runtime.speed_settings(parts)
+    except SelfVAEError as e:
+        raise SystemExit(f"--train-variant {variant!r}: {e} (give {BF16_VARIANT}, {CUDAGRAPHS_VARIANT} or "
+                         f"{GRAPHS_VARIANT}, {BF16_VARIANT} joined to either by a comma, or '')") from None
+    return [arg for item in items for arg in ("--set", item)]
 
 
 def finish_training(args: argparse.Namespace, jobs: dict[str, Job], results: dict) -> None:

@@ -140,6 +140,28 @@ def grad_scaler(device: str | torch.device, amp: str | None) -> torch.amp.GradSc
     return torch.amp.GradScaler(torch.device(device).type) if amp == "fp16" else None
 
 
+# The named speed settings that benchmarks/bench.py measures (``PRESET:NAME,...``) and tools/gpu_session.py trains
+# with (``--train-variant``): each as the TrainConfig fields it sets, so the two never disagree on what a name means
+SPEED_SETTINGS: dict[str, tuple[str, ...]] = {
+    "bf16": ("train.amp=bf16",),  # the networks under bfloat16 autocast
+    "compile": ("train.compile=true",),  # torch.compile, inductor's generated kernels
+    "cudagraphs": ("train.compile=true", "train.compile_mode=reduce-overhead"),  # inductor's, replayed as CUDA graphs
+    # the eager kernels replayed as CUDA graphs (torch's cudagraphs backend: no code generation, compiled as fast as
+    # dynamo traces)
+    "graphs": ("train.compile=true", "train.compile_backend=cudagraphs"),
+}
+
+
+def speed_settings(names: set[str] | list[str]) -> list[str]:
+    """The ``--set`` items of the named :data:`SPEED_SETTINGS` (unknown names raise, naming the known ones)."""
+    unknown = set(names) - set(SPEED_SETTINGS)
+    if unknown:
+        raise SelfVAEError(f"speed settings {sorted(unknown)}: unknown; known: {', '.join(SPEED_SETTINGS)}")
+    if {"cudagraphs", "graphs"} <= set(names):
+        raise SelfVAEError("speed settings 'cudagraphs' and 'graphs' exclude each other (two ways to record graphs)")
+    return [item for name in sorted(names) for item in SPEED_SETTINGS[name]]
+
+
 CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")  # the torch.compile modes that record CUDA graphs
 # graphs one network may need: training and evaluation, with gradients and without, at two batch sizes
 GRAPHS_PER_NET = 8

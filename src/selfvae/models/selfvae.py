@@ -268,7 +268,9 @@ class SelfVAE(nn.Module):
         (each ``[B, *latent_shape]``): what the active-unit diagnostic (Burda et al., 2015) measures the spread
         of across images. ``q(u | y_1)`` and ``q(z_k | y_{k+1})`` depend on the images alone, so no sample is
         drawn."""
-        levels = self.levels(x)
+        return self._posterior_means(self.levels(x))
+
+    def _posterior_means(self, levels: list[Tensor]) -> dict[str, Tensor]:
         means = {"u": self.q_u_given(levels[0]).mu}
         for k in range(self.K):
             means[f"z{k + 1}"] = self.q_z_given(k, levels[k + 1]).mu
@@ -285,7 +287,7 @@ class SelfVAE(nn.Module):
         :func:`selfvae.evaluation.bounds.evaluate`), and equals Burda's under a N(0, 1) prior. ``means``: the
         :meth:`posterior_means` of ``x`` where the caller has them (the encoders are not run again)."""
         levels = self.levels(x)
-        means = means if means is not None else self.posterior_means(x)
+        means = means if means is not None else self._posterior_means(levels)
         above = means["u"]
         offsets = {}
         for k in range(self.K):
