@@ -65,8 +65,8 @@ def _training(m: dict) -> str:
 
 def main() -> None:
     refs = " | ".join(f"FID vs {ref} (samples vs images)" for ref in layout.FID_REFS)
-    print(f"| model | data | params | training | test bpd ELBO (all) | test bpd IW (S, images; their ELBO where not all) | terms (nats/image) | "
-          f"{refs} |")
+    print("| model | data | params | training | test bpd ELBO (all) | test bpd IW (S, images; their ELBO where not "
+          f"all) | terms (nats/image) | {refs} |")
     print("| --- " * (7 + len(layout.FID_REFS)) + "|")
     for name in pretrained_names():
         m = json.loads((PACKAGED / name / layout.METRICS).read_text())
