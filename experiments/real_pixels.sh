@@ -68,6 +68,9 @@
 #   experiments/real_pixels.sh z-ship-on2      # the same from its weights at CPU step 2100 (committed at the end of
 #                                              # z-ship-on, whose lr had annealed to 2e-4): a cosine from 5e-4 over
 #                                              # 170 CPU-min
+#   experiments/real_pixels.sh z-hybrid-on     # the joined srVAE of experiments/z_hybrid.py (the shipped srVAE's u
+#                                              # side, z-paper-ship's live z side, a flow prior fitted to fit 8 MB)
+#                                              # on the official pixels as z-ship-on2 trains, lr 3e-4, 150 CPU-min
 #   experiments/real_pixels.sh lvl2-base       # the 2-level selfVAE (32->16->8) as z-base: does the level pay?
 #   experiments/real_pixels.sh ship            # stop all, measure and ship runs/real-{vae,srvae}-ft
 set -euo pipefail
@@ -88,7 +91,7 @@ run() {  # NAME PRESET INIT MINUTES EXTRA...: a new run, or --resume where its f
       --set train.max_minutes="$minutes" "$@" > "$out.log" 2>&1 &
   fi
 }
-case ${1:?vae-ft | vae-ft2 | vae-ft3 | vae-ft4 | srvae-fb100 | srvae-warm | srvae-scratch | srvae-ft | ours-paper-z | z-base | z-warm | z-fb | z-small-authors | z-small-wide | z-small-dec | z-paper-small | z-paper-half | z-paper-zside | z-paper-px | z-paper-pz | z-paper-ship | z-ship-on | z-ship-on2 | lvl2-base | ship} in
+case ${1:?vae-ft | vae-ft2 | vae-ft3 | vae-ft4 | srvae-fb100 | srvae-warm | srvae-scratch | srvae-ft | ours-paper-z | z-base | z-warm | z-fb | z-small-authors | z-small-wide | z-small-dec | z-paper-small | z-paper-half | z-paper-zside | z-paper-px | z-paper-pz | z-paper-ship | z-ship-on | z-ship-on2 | z-hybrid-on | lvl2-base | ship} in
   vae-ft) run vae-ft cifar10-vae-small cifar10-vae-small 150 --set train.lr=5e-4 --set train.lr_warmup_steps=100 \
             --set train.eval_every=250 ;;
   vae-ft2) run vae-ft2 cifar10-vae-small cifar10-vae-small 95 --set train.lr=3e-4 --set train.lr_warmup_steps=100 \
@@ -131,6 +134,17 @@ case ${1:?vae-ft | vae-ft2 | vae-ft3 | vae-ft4 | srvae-fb100 | srvae-warm | srva
     read -ra design <<< "$(python experiments/z_candidates.py z-paper-ship --go-on)"
     run z-ship-on2 "${design[1]}" none 170 "${design[@]:2}" --set train.lr=5e-4 --set train.lr_warmup_steps=50 \
       --set train.eval_every=250 --set train.eval_limit=245 --set train.checkpoint_every=100 --set train.log_every=25 ;;
+  z-hybrid-on)
+    out=runs/real-z-hybrid-on
+    if [ -f "$out/last.pt" ]; then
+      OMP_NUM_THREADS=1 nohup selfvae train --out "$out" --resume --no-progress >> "$out.log" 2>&1 &
+    else
+      OMP_NUM_THREADS=1 nohup selfvae train --config experiments/real_pixels/z-hybrid/config.json \
+        --init experiments/real_pixels/z-hybrid --out "$out" "${common[@]}" --set train.max_minutes=150 \
+        --set train.batch_size=32 --set train.grad_clip=null --set train.lr=3e-4 --set train.lr_warmup_steps=50 \
+        --set train.eval_every=250 --set train.eval_limit=245 \
+        --set train.checkpoint_every=100 --set train.log_every=25 > "$out.log" 2>&1 &
+    fi ;;
   lvl2-base) run lvl2-base cifar10-2lvl-small none 30 --set train.lr_schedule=exp --set train.eval_every=50 \
                --set train.eval_limit=245 --set train.checkpoint_every=50 ;;
   ours-paper-z)

@@ -248,3 +248,38 @@ def test_bf16_autocast_gives_the_paper_nets_likelihoods_float32_inputs(monkeypat
         model.terms(x)
     assert {n for n, _ in seen} == {"dmol", "gaussian", "s/t"}
     assert all(d == torch.float32 for _, d in seen), sorted({(n, d) for n, d in seen if d != torch.float32})
+
+
+def test_a_model_joins_one_model_s_u_side_to_another_s_z_side():
+    """``model.z_nets``: the u side (q_u, p_y, the prior) in one net family, the z side (q_z, p_z, p_x) in the other
+    (experiments/z_hybrid.py). Joined from two models' weights, it computes the first model's terms of y (KL_u and
+    re_y) and the second's re_x (p(x|y,z) reads only y and z) from the same noise, each side with its own input
+    scaling ([-1, 1] ours, [0, 1] the authors')."""
+    from selfvae.config import apply_overrides
+    from selfvae.nn.nets import DenseEncoder
+
+    thin = ["model.q_u.growth=4", "model.p_y.growth=4", "model.q_z.growth=4", "model.p_z.growth=4",
+            "model.p_x.growth=4", "model.prior_kwargs.mid_channels=8"]
+    ours, theirs = get_preset("cifar10-srvae-small"), get_preset("cifar10-srvae-small")
+    apply_overrides(ours, thin)
+    apply_overrides(theirs, [*thin, "model.nets=paper"])
+    joined_cfg = get_preset("cifar10-srvae-small")
+    apply_overrides(joined_cfg, [*thin, "model.z_nets=paper"])
+    x = torch.randint(0, 256, (3, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    a, b, joined = (build_model(c) for c in (ours, theirs, joined_cfg))
+    for m in (a, b):
+        data_dependent_init(m, lambda m=m: m.terms(x))
+    assert isinstance(joined.q_u, DenseEncoder) and not isinstance(joined.q_z[0], DenseEncoder)
+    assert joined.paper_z and not joined.paper and b.paper and b.paper_z
+    state = {k: v for k, v in a.state_dict().items() if k.split(".")[0] in ("q_u", "p_y", "p_u")}
+    state.update({k: v for k, v in b.state_dict().items() if k.split(".")[0] in ("q_z", "p_z", "p_x")})
+    joined.load_state_dict(state)
+    terms = {}
+    for name, m in (("a", a.eval()), ("b", b.eval()), ("joined", joined.eval())):
+        torch.manual_seed(1)  # u is drawn first, then z: the same noise in all three
+        with torch.no_grad():
+            terms[name] = m.terms(x)
+    assert torch.allclose(terms["joined"].kl_u, terms["a"].kl_u)
+    assert torch.allclose(terms["joined"].re[:, 0], terms["a"].re[:, 0])  # re_y
+    assert torch.allclose(terms["joined"].re[:, 1], terms["b"].re[:, 1])  # re_x
+    assert not torch.allclose(terms["a"].re[:, 1], terms["b"].re[:, 1])  # the two z sides differ

@@ -64,6 +64,9 @@ class ModelConfig:
     p_x_z: NetSpec | None = None
     INNER_NETS: ClassVar[dict[str, str]] = {"p_z_y": "p_z", "p_x_z": "p_x"}
     nets: str = "selfvae"  # "selfvae": selfvae.nn.nets; "paper": the srVAE authors' exact nets (selfvae.nn.paper)
+    # The family of the z side (q_z, p_z, p_x) where it differs from the u side's (q_u, p_y: ``nets``); None: ``nets``.
+    # A model may join one model's u side (a VAE of y_1) to another's z side (x given y_1): experiments/z_hybrid.py
+    z_nets: str | None = None
     # Renormalise each p(y_k+1 | y_k, z_k) (and p(x | y_K, z_K)) onto the images its transform maps to y_k, by
     # Transform.log_mass_consistent: a proper likelihood on the images that can occur, so a tighter valid bound.
     # Only the box-average `downscale` supports it; with RGB the constraint is applied to the first channel.
@@ -247,7 +250,7 @@ _CHECKS: dict[str, tuple[Callable[[Any], bool], str, bool]] = {
 }
 
 
-# Settings that name one of a few choices (None allowed where the field is optional).
+# Settings that name one of a few choices (None allowed where the field is optional: OPTIONAL_CHOICES).
 CHOICES: dict[str, tuple[str, ...]] = {
     "train.lr_schedule": ("exp", "cosine", "cosine-time"),
     "train.clock": ("wall", "cpu"),
@@ -257,7 +260,9 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "data.resize": RESIZE_POLICIES,
     "data.on_bad_file": ON_BAD_FILE,
     "model.nets": ("selfvae", "paper"),  # our networks, or the srVAE authors' (selfvae.nn.paper)
+    "model.z_nets": ("selfvae", "paper"),  # the z side's, where it differs
 }
+OPTIONAL_CHOICES = ("train.amp", "model.z_nets")
 
 
 def check_config(cfg: Config) -> Config:
@@ -275,7 +280,7 @@ def check_config(cfg: Config) -> Config:
     for key, options in CHOICES.items():
         section, name = key.split(".")
         value = getattr(getattr(cfg, section), name)
-        if value not in options and not (value is None and key == "train.amp"):
+        if value not in options and not (value is None and key in OPTIONAL_CHOICES):
             raise SelfVAEError(f"{key}={value!r}: must be one of {', '.join(options)}")
     if cfg.train.lr_schedule == "cosine-time" and not cfg.train.max_minutes:
         raise SelfVAEError("train.lr_schedule='cosine-time' anneals over train.max_minutes; set it")

@@ -57,6 +57,9 @@ MEASURED_FIRST = 8
 
 
 _IDS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> (its tensors' versions, id)
+# ModelConfig fields added since files first named their model, left out of the id at their default value, so a
+# model's files written before a field existed still name it
+_LATER_FIELDS = {"z_nets": None}
 
 
 def model_id(model: SelfVAE) -> str:
@@ -65,7 +68,8 @@ def model_id(model: SelfVAE) -> str:
     Remembered per model while no tensor of it changes (PyTorch counts in-place changes in ``_version``):
     hashing the weights is most of a one-image file's time."""
     state = sorted(model.state_dict().items())
-    key = (json.dumps(asdict(model.cfg), sort_keys=True, default=str),
+    cfg = {k: v for k, v in asdict(model.cfg).items() if k not in _LATER_FIELDS or v != _LATER_FIELDS[k]}
+    key = (json.dumps(cfg, sort_keys=True, default=str),
            tuple((name, t.data_ptr(), t._version) for name, t in state))
     cached = _IDS.get(model)
     if cached is not None and cached[0] == key:

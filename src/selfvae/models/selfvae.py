@@ -197,14 +197,21 @@ class SelfVAE(nn.Module):
         top = self.shapes[0]
         n_top = _n_scale(top, lat, "level y_1" if self.K else "image")
         self.p_u = build_prior(cfg.prior, lat, **cfg.prior_kwargs)
-        if cfg.nets not in NET_FAMILIES:
-            raise SelfVAEError(f"model.nets={cfg.nets!r}: expected one of {', '.join(NET_FAMILIES)}")
-        self.paper = cfg.nets == "paper"
+        z_nets = cfg.z_nets or cfg.nets
+        for key, family in (("nets", cfg.nets), ("z_nets", z_nets)):
+            if family not in NET_FAMILIES:
+                raise SelfVAEError(f"model.{key}={family!r}: expected one of {', '.join(NET_FAMILIES)}")
+        self.paper = cfg.nets == "paper"  # the u side's family (q_u, p_y)
+        self.paper_z = z_nets == "paper"  # the z side's (q_z, p_z, p_x)
         if self.paper:
             n_y = paper.paper_n_params(top[0], cfg.n_mix)
             self.q_u = paper.paper_encoder(top[0], 2 * lat[0], cfg.q_u.growth, cfg.q_u.steps, n_top)
             self.p_y = nn.Sequential(paper.paper_decoder(lat[0], n_y, cfg.p_y.growth, cfg.p_y.steps, n_top),
                                      paper.PaperDMoLParams(top[0], cfg.n_mix))
+        else:
+            self.q_u = DenseEncoder(top[0], 2 * lat[0], cfg.q_u, n_top)
+            self.p_y = DenseDecoder(lat[0], DiscretizedLogisticMixture.n_params(top[0], cfg.n_mix), cfg.p_y, n_top)
+        if self.paper_z:
             self.q_z = nn.ModuleList(
                 paper.paper_encoder(s[0], 2 * lat[0], cfg.q_z.growth, cfg.q_z.steps, _n_scale(s, lat, "level"))
                 for s in self.shapes[1:]
@@ -217,8 +224,6 @@ class SelfVAE(nn.Module):
                 for k in range(self.K)
             )
         else:
-            self.q_u = DenseEncoder(top[0], 2 * lat[0], cfg.q_u, n_top)
-            self.p_y = DenseDecoder(lat[0], DiscretizedLogisticMixture.n_params(top[0], cfg.n_mix), cfg.p_y, n_top)
             self.q_z = nn.ModuleList(
                 DenseEncoder(s[0], 2 * lat[0], cfg.q_z, _n_scale(s, lat, "level")) for s in self.shapes[1:]
             )
@@ -227,7 +232,8 @@ class SelfVAE(nn.Module):
                 ConditionalDecoder(self.shapes[k], self.shapes[k + 1], lat, cfg.p_x, cfg.n_mix, cfg.inner("p_x_z"))
                 for k in range(self.K)
             )
-        self.gaussian = gaussian_hardtanh if self.paper else gaussian_from
+        self.gaussian = gaussian_hardtanh if self.paper else gaussian_from  # q(u|y_1)'s parameters
+        self.gaussian_z = gaussian_hardtanh if self.paper_z else gaussian_from  # each q(z_k|y_k+1)'s
         self.set_consistent(cfg.consistent)
         self.padded_dims = math.prod(cfg.image_shape)
         self.x_dims = math.prod(_data_shape(cfg))  # bits/dim are per dimension of the data's own images
@@ -237,9 +243,10 @@ class SelfVAE(nn.Module):
     def dtype(self) -> torch.dtype:
         return next(self.q_u.parameters()).dtype
 
-    def inp(self, y: Tensor) -> Tensor:
-        """uint8 level -> network input in the model's dtype: [-1, 1], or [0, 1] for the authors' nets."""
-        if self.paper:
+    def inp(self, y: Tensor, z_side: bool = False) -> Tensor:
+        """uint8 level -> network input in the model's dtype: [-1, 1], or [0, 1] for the authors' nets (those of
+        the u side, or with ``z_side`` of the z side: ``cfg.z_nets``)."""
+        if self.paper_z if z_side else self.paper:
             return y.to(self.dtype) / 255.0
         return to_input(y, self.dtype)
 
@@ -261,7 +268,7 @@ class SelfVAE(nn.Module):
 
     def q_z_given(self, k: int, y_next: Tensor) -> DiagonalGaussian:
         """q(z_{k+1} | y_{k+2}) in 0-based ``k``."""
-        return self.gaussian(self.q_z[k](self.inp(y_next)))
+        return self.gaussian_z(self.q_z[k](self.inp(y_next, z_side=True)))
 
     def posterior_means(self, x: Tensor) -> dict[str, Tensor]:
         """``E_q[u]`` and each ``E_q[z_k]`` of uint8 images ``x`` ``[B, C, H, W]``, keyed ``"u"``, ``"z1"``, ...
@@ -303,12 +310,12 @@ class SelfVAE(nn.Module):
     def p_z_given(self, k: int, y: Tensor, z_above: Tensor) -> DiagonalGaussian:
         """p(z_{k+1} | y_{k+1}, z_k) in 0-based ``k`` (``z_0 = u``): the conditional prior of level ``k+1``'s
         latent given the level ``y`` (uint8) and the latent above it."""
-        return self.p_z[k](self.p_z[k].encode_y(self.inp(y)), z_above)
+        return self.p_z[k](self.p_z[k].encode_y(self.inp(y, z_side=True)), z_above)
 
     def p_x_given(self, k: int, y: Tensor, z: Tensor) -> DiscretizedLogisticMixture:
         """p(y_{k+2} | y_{k+1}, z_{k+1}) in 0-based ``k``: the likelihood of the level below ``y`` (uint8), x
         itself for the last ``k``; not renormalised (:meth:`re_level` is)."""
-        return self.p_x[k](self.inp(y), z)
+        return self.p_x[k](self.inp(y, z_side=True), z)
 
     def likelihood(self, i: int, params: Tensor) -> DiscretizedLogisticMixture:
         """The likelihood of level ``i`` (0: ``y_1``, ``K``: x) from its raw parameters (``.params`` of
@@ -328,9 +335,9 @@ class SelfVAE(nn.Module):
         if inside is not None and n_samples > 1:
             inside = _repeat(n_samples)([inside])[0]
         levels = self.levels(x)
-        inputs = [self.inp(y) for y in levels]
-        q_u = self.gaussian(self.q_u(inputs[0]))
-        q_z = [self.gaussian(self.q_z[k](inputs[k + 1])) for k in range(self.K)]
+        inputs = [self.inp(y, z_side=True) for y in levels]  # the z side's
+        q_u = self.gaussian(self.q_u(inputs[0] if self.paper == self.paper_z else self.inp(levels[0])))
+        q_z = [self.gaussian_z(self.q_z[k](inputs[k + 1])) for k in range(self.K)]
         y_feats = [self.p_z[k].encode_y(inputs[k]) for k in range(self.K)]
         if n_samples > 1:
             rep = _repeat(n_samples)

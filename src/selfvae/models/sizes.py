@@ -48,8 +48,9 @@ def check_size_free(model: SelfVAE) -> None:
     if model.cfg.prior not in SIZE_FREE_PRIORS:
         raise SelfVAEError(f"a model with the {model.cfg.prior!r} prior runs at its own frame only (its prior is over "
                            f"the flattened latent); priors that run at any size: {', '.join(SIZE_FREE_PRIORS)}")
-    if model.paper:
-        raise SelfVAEError("the authors' networks (model.nets='paper') run at their own frame only here")
+    if model.paper or model.paper_z:
+        raise SelfVAEError("the authors' networks (model.nets or model.z_nets 'paper') run at their own frame only "
+                           "here")
 
 
 def at_size(model: SelfVAE, height: int, width: int) -> SelfVAE:
