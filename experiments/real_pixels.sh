@@ -70,7 +70,7 @@
 #                                              # 170 CPU-min
 #   experiments/real_pixels.sh z-hybrid-on     # the joined srVAE of experiments/z_hybrid.py (the shipped srVAE's u
 #                                              # side, z-paper-ship's live z side, a flow prior fitted to fit 8 MB)
-#                                              # on the official pixels as z-ship-on2 trains, lr 3e-4, 150 CPU-min
+#                                              # on the official pixels as z-ship-on2 trains, lr 4e-4, 150 CPU-min
 #   experiments/real_pixels.sh lvl2-base       # the 2-level selfVAE (32->16->8) as z-base: does the level pay?
 #   experiments/real_pixels.sh ship            # stop all, measure and ship runs/real-{vae,srvae}-ft
 set -euo pipefail
@@ -141,8 +141,8 @@ case ${1:?vae-ft | vae-ft2 | vae-ft3 | vae-ft4 | srvae-fb100 | srvae-warm | srva
     else
       OMP_NUM_THREADS=1 nohup selfvae train --config experiments/real_pixels/z-hybrid/config.json \
         --init experiments/real_pixels/z-hybrid --out "$out" "${common[@]}" --set train.max_minutes=150 \
-        --set train.batch_size=32 --set train.grad_clip=null --set train.lr=3e-4 --set train.lr_warmup_steps=50 \
-        --set train.eval_every=250 --set train.eval_limit=245 \
+        --set train.batch_size=32 --set train.grad_clip=null --set train.lr=4e-4 --set train.lr_warmup_steps=50 \
+        --set train.eval_every=250 --set train.eval_limit=245 --set train.workers=0 \
         --set train.checkpoint_every=100 --set train.log_every=25 > "$out.log" 2>&1 &
     fi ;;
   lvl2-base) run lvl2-base cifar10-2lvl-small none 30 --set train.lr_schedule=exp --set train.eval_every=50 \

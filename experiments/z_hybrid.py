@@ -13,6 +13,7 @@ q(u|y) first: its cross-entropy ``E_q[-log p(u)]`` on the training images with q
 posterior samples of the images and their mirror images), then the whole model trains on.
 
     python experiments/z_hybrid.py --out experiments/real_pixels/z-hybrid [--minutes 15] [--mid-channels 14]
+    python experiments/z_hybrid.py --out DIR --z-side NEWER --prior-from experiments/real_pixels/z-hybrid
     experiments/real_pixels.sh z-hybrid-on      # then the whole model on the official pixels
 
 Prints the flow's fit (KL_u on the validation images under the shipped flow and under the fitted one) and the
@@ -113,6 +114,8 @@ def main() -> None:
     ap.add_argument("--z-side", default="experiments/real_pixels/z-paper-ship")
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--minutes", type=float, default=15.0, help="CPU minutes to fit the flow prior")
+    ap.add_argument("--prior-from", help="a joined model whose fitted prior to take instead of fitting one (its u "
+                                         "side must be --u-side's): to join a newer z side")
     ap.add_argument("--mid-channels", type=int, default=14)
     ap.add_argument("--data-dir", default="../shared/data/cifar10-official-part.npz")
     a = ap.parse_args()
@@ -125,8 +128,11 @@ def main() -> None:
     mu, logvar = posterior_of(u_model, train)
     val_mu, val_logvar = posterior_of(u_model, val)
     entropy = float((0.5 * (val_logvar + 1 + np.log(2 * np.pi))).sum(dim=(1, 2, 3)).mean())  # of q, per image
-    prior = build_prior(cfg.model.prior, tuple(cfg.model.latent_shape), **flow)
-    steps = fit_prior(prior, mu, logvar, a.minutes)
+    if a.prior_from:
+        prior, steps = Model.from_pretrained(a.prior_from).p_u, 0
+    else:
+        prior = build_prior(cfg.model.prior, tuple(cfg.model.latent_shape), **flow)
+        steps = fit_prior(prior, mu, logvar, a.minutes)
     prior.eval()
     print(f"flow mid {a.mid_channels}: {sum(p.numel() for p in prior.parameters()) / 1e6:.2f}M parameters, {steps} "
           f"steps; KL_u on {len(val)} validation images (mirrored too): shipped flow "

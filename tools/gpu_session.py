@@ -50,9 +50,10 @@ Phases:
   (float16 export, config, metrics, log, samples) that
   ``scripts/train_pretrained.py NAME --ship-only --run DIR/NAME/run --export DIR/NAME/export`` measures and ships.
   Beside them, issue 49.3 at a GPU's budget: the srVAE designs of ``experiments/z_candidates.py`` (``ON_GPU``),
-  on from their committed weights where they have some (``GO_ON``: z-paper-ship, whose z the third H200 revived;
-  carried, ``CARRIED_RUNS``), else from random weights trained as the authors train theirs, their KL of z and active
-  and informative units at each validation. Those of ``SHIPPABLE`` come back as ``NAME.tar`` too.
+  on from their committed weights where they have some (``GO_ON``: z-hybrid, the shipped srVAE's u side joined to
+  the z side of z-paper-ship, whose z the third H200 revived; carried, ``CARRIED_RUNS``), else from random weights
+  trained as the authors train theirs, their KL of z and active and informative units at each validation. Those of
+  ``SHIPPABLE`` come back as ``NAME.tar`` too.
 
 Everything measured goes into ``OUT/gpu_results.json`` and ``OUT/gpu_results.md`` (tables ``docs/RESULTS.md``
 takes as they are). ``--device cpu --tiny`` runs every phase in seconds (``tests/test_gpu_session.py``).
@@ -101,10 +102,10 @@ PHOTOS = "photos"  # .gpu/photos: the photographs data set packed (selfvae.data.
 # photograph model on the packed photographs (issue 48); the 2-level selfVAE (issue 49.5) went from scratch on each
 # call (5 minutes: 5.43 bits/dim, not shippable) and gave way to the z designs
 TRAINED = {**{p: (DATA, "cifar10-official-part") for p in SMALL}, "photo-vae": (PHOTOS, "photos")}
-# issue 49.3: the srVAE designs trained from random weights beside them (experiments/z_candidates.py); --tiny: the
-# smallest, a few steps
+# issue 49.3: the srVAE designs trained beside them (experiments/z_candidates.py): from their committed weights
+# where they have some, else from random weights; --tiny: z-hybrid from its weights, a few steps
 Z_DESIGNS = z_candidates.ON_GPU
-Z_TINY = "z-paper-ship"
+Z_TINY = "z-hybrid"
 # peak learning rates from the shipped weights other than --lr's: 5 minutes at 5e-4 took photo-vae's test bound
 # from 3.2859 to 3.3038 (H200, 2026-11-26; its last CPU run, which lowered it, peaked at 3e-4) while the CIFAR-10
 # VAE's fell 4.4741 -> 4.4541
@@ -114,7 +115,7 @@ CARRY_TARGET = 56 * 2**20  # what prepare lets it carry: the rest is room for ne
 # committed files no device call needs, taken out of the working tree by `prepare` (`git checkout -- PATH` brings
 # them back): the grey-image models (the device tests sample cifar10-vae-small, which the training goes on from) and
 # the float16 weights of CPU runs kept between sessions (experiments/real_pixels/: --init where a run is lost) but
-# those a z design goes on from there (z_candidates.GO_ON: 7.5 MiB, for which mnist-vae gave way)
+# those a z design goes on from there (z_candidates.GO_ON of ON_GPU: 7.6 MiB, for which mnist-vae gave way)
 SET_ASIDE = [*(f"src/selfvae/pretrained/{name}" for name in ("mnist-vae", "mnist-srvae", "mnist-2lvl",
                                                              "fashion-mnist-vae", "fashion-mnist-srvae",
                                                              "fashion-mnist-2lvl")),
