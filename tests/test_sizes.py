@@ -10,15 +10,19 @@ import torch.nn.functional as F
 
 from selfvae.errors import SelfVAEError
 from selfvae.models.build import build_model
-from selfvae.models.sizes import at_size
-from selfvae.nn.layers import ChannelAttention, box_mean
+from selfvae.models.sizes import ATTENTIONS, at_size
+from selfvae.nn.layers import box_mean
 from selfvae.nn.nets import NetSpec
 from selfvae.presets import get_preset
 
+FAMILIES = [{}, {"nets": "paper"}, {"z_nets": "paper"}]  # ours, the authors', the two joined (model.z_nets)
 
-def tiny(transforms: str, prior: str = "realnvp"):
+
+def tiny(transforms: str, prior: str = "realnvp", nets: dict | None = None):
     cfg = get_preset("mnist-vae")
     m = cfg.model
+    for key, value in (nets or {}).items():
+        setattr(m, key, value)
     m.image_shape, m.transforms, m.latent_shape, m.n_mix = (3, 16, 16), transforms, (2, 4, 4), 3
     m.q_u = m.p_y = m.q_z = m.p_z = m.p_x = NetSpec(width=8, growth=8, steps=1)
     m.prior, m.data_shape = prior, None
@@ -46,9 +50,10 @@ def test_a_box_twice_the_map_is_its_global_mean_everywhere():
     assert not torch.allclose(box_mean(x, (9, 19)), expect, atol=1e-3)  # one row short: no longer global
 
 
+@pytest.mark.parametrize("nets", FAMILIES)
 @pytest.mark.parametrize("transforms", ["", "downscale"])
-def test_at_its_own_frame_the_model_computes_what_it_did(transforms):
-    model = tiny(transforms)
+def test_at_its_own_frame_the_model_computes_what_it_did(transforms, nets):
+    model = tiny(transforms, nets=nets)
     same = at_size(model, 16, 16)
     x = torch.randint(0, 256, (3, 3, 16, 16), dtype=torch.uint8)
     with torch.no_grad():
@@ -57,12 +62,13 @@ def test_at_its_own_frame_the_model_computes_what_it_did(transforms):
         torch.manual_seed(1)
         b = same.terms(x, analytic_kl=False)
     assert torch.allclose(a.nelbo, b.nelbo, rtol=1e-5)
-    windows = [m.window for m in same.modules() if isinstance(m, ChannelAttention)]
+    windows = [m.window for m in same.modules() if isinstance(m, ATTENTIONS)]
     assert windows and all(w is not None and w[0] % 2 == 1 for w in windows)
 
 
-def test_at_a_larger_size_every_pixel_counts_and_attention_pools_locally():
-    model = tiny("downscale")
+@pytest.mark.parametrize("nets", FAMILIES)
+def test_at_a_larger_size_every_pixel_counts_and_attention_pools_locally(nets):
+    model = tiny("downscale", nets=nets)
     big = at_size(model, 32, 48)
     assert big.shapes[-1] == (3, 32, 48) and big.x_dims == 3 * 32 * 48
     x = torch.randint(0, 256, (2, 3, 32, 48), dtype=torch.uint8)
@@ -70,7 +76,7 @@ def test_at_a_larger_size_every_pixel_counts_and_attention_pools_locally():
         local = big.terms(x).nelbo
         assert torch.isfinite(local).all()
         for m in big.modules():
-            if isinstance(m, ChannelAttention):
+            if isinstance(m, ATTENTIONS):
                 m.window = None
         torch.manual_seed(0)
         global_ = big.terms(x).nelbo

@@ -18,8 +18,10 @@ import torch
 from selfvae.errors import SelfVAEError
 from selfvae.models.selfvae import SelfVAE
 from selfvae.nn.layers import ChannelAttention, memory_format_of
+from selfvae.nn.paper import PaperAttention
 
 SIZE_FREE_PRIORS = ("standard", "realnvp")  # a mixture's components are over the flattened latent: one size only
+ATTENTIONS = (ChannelAttention, PaperAttention)  # ours and the authors' (model.nets / model.z_nets "paper")
 
 
 def attention_sizes(model: SelfVAE) -> dict[str, tuple[int, int]]:
@@ -33,7 +35,7 @@ def attention_sizes(model: SelfVAE) -> dict[str, tuple[int, int]]:
         return hook
 
     hooks = [m.register_forward_pre_hook(record(name)) for name, m in model.named_modules()
-             if isinstance(m, ChannelAttention)]
+             if isinstance(m, ATTENTIONS)]
     try:
         with torch.no_grad():
             model.terms(torch.zeros(1, *model.shapes[-1], dtype=torch.uint8, device=next(model.parameters()).device))
@@ -44,13 +46,10 @@ def attention_sizes(model: SelfVAE) -> dict[str, tuple[int, int]]:
 
 
 def check_size_free(model: SelfVAE) -> None:
-    """Refuse a model whose weights hold one frame size (a mixture prior) or whose networks are the authors'."""
+    """Refuse a model whose weights hold one frame size (a mixture prior)."""
     if model.cfg.prior not in SIZE_FREE_PRIORS:
         raise SelfVAEError(f"a model with the {model.cfg.prior!r} prior runs at its own frame only (its prior is over "
                            f"the flattened latent); priors that run at any size: {', '.join(SIZE_FREE_PRIORS)}")
-    if model.paper or model.paper_z:
-        raise SelfVAEError("the authors' networks (model.nets or model.z_nets 'paper') run at their own frame only "
-                           "here")
 
 
 def at_size(model: SelfVAE, height: int, width: int) -> SelfVAE:
@@ -76,7 +75,7 @@ def at_size(model: SelfVAE, height: int, width: int) -> SelfVAE:
         if mine.dim() == 4:  # as fast, and the noise drawn like activations laid out the same
             mine.data = mine.data.contiguous(memory_format=memory_format_of(theirs))
     for name, m in new.named_modules():
-        if isinstance(m, ChannelAttention):
+        if isinstance(m, ATTENTIONS):
             m.window = windows[name]
     new.trained_frame, new.attention_windows = (c, fh, fw), windows
     return new.eval()

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from selfvae.nn.conv import conv2d
-from selfvae.nn.layers import Network, WNConv2d, elu, memory_format_of, spatial_mean
+from selfvae.nn.layers import Network, WNConv2d, box_mean, elu, memory_format_of, spatial_mean
 
 INIT_SCALE = 0.01  # their init_parameters overrides the 0.05 default with 0.01
 # A unit is computed composed when its two convs need this many times the composed conv's multiply-adds: the
@@ -49,15 +49,19 @@ def _conv(c_in: int, c_out: int, k: int, stride: int = 1, transposed: bool = Fal
 
 
 class PaperAttention(nn.Module):
-    """Their ``CALayer``: average pool, 1x1 conv to C/8, 1x1 conv back (no activation between), sigmoid."""
+    """Their ``CALayer``: average pool, 1x1 conv to C/8, 1x1 conv back (no activation between), sigmoid.
+    ``window``: a local pool instead of the global one, as :class:`selfvae.nn.layers.ChannelAttention`'s (a model
+    at another size, :func:`selfvae.models.sizes.at_size`)."""
 
     def __init__(self, channels: int, reduction: int = 8) -> None:
         super().__init__()
         self.squeeze = _conv(channels, channels // reduction, 1)
         self.excite = _conv(channels // reduction, channels, 1)
+        self.window: tuple[int, int] | None = None  # None: the global mean (theirs)
 
     def forward(self, x: Tensor) -> Tensor:
-        return x * torch.sigmoid(self.excite(self.squeeze(spatial_mean(x))))
+        pooled = spatial_mean(x) if self.window is None else box_mean(x, self.window)
+        return x * torch.sigmoid(self.excite(self.squeeze(pooled)))
 
 
 class PaperUnit(nn.Sequential):
