@@ -20,9 +20,9 @@ steps), nor with q(z|x) widened to the authors'. The candidates below vary what 
 Answered on the third H200 (2026-11-27, docs/RESULTS.md "Designs around z"): p(x|y,z) is the net that must be wide
 (z-paper-px revived z by step 750, z-paper-pz never did); z-paper-ship revived z there too (KL_z 217 nats, 320
 informative units on the test images at step 1250) and goes on from its weights (``GO_ON``). Its p(z|y,u) ignores
-u, so its z side joins the shipped srVAE's u side (``z-hybrid``, experiments/z_hybrid.py): 4.9253 bits/dim on the
-first 245 official test images at once (the shipped srVAE 4.8775, z-paper-ship 5.1273), z alive (KL_z 280 nats);
-that is what a lent GPU trains now.
+u, so its z side joined the shipped srVAE's u side (experiments/z_hybrid.py): 4.9253 bits/dim on the first 245
+official test images at once (the shipped srVAE then 4.8775, z-paper-ship 5.1273), z alive (KL_z 280 nats); trained
+on, that is the shipped ``cifar10-srvae-small`` since 2026-11-27 (its preset the joined architecture).
 
 ``experiments/real_pixels.sh NAME`` trains one on a CPU (one thread); ``tools/gpu_session.py train`` trains those of
 ``ON_GPU`` beside the shipped models on a lent GPU, where a few minutes give the thousands of steps a CPU-hour does
@@ -59,26 +59,18 @@ CANDIDATES: dict[str, tuple[str, list[str]]] = {
     # growth 32 (the CPU run of 2026-11-27 had 40: 3.92M, its file 8.17 MB)
     "z-paper-ship": ("cifar10-srvae-paper", [*_THIN_U, "model.p_y.growth=32", "model.prior_kwargs.mid_channels=16",
                                              *_HALF_Z, "model.p_x_z.steps=4"]),
-    # the shipped srVAE's u side (our nets) joined to z-paper-ship's z side (the authors' nets, model.z_nets) with a
-    # flow prior of mid 14 for the 8 MB budget (experiments/z_hybrid.py builds its weights from the two models')
-    "z-hybrid": ("cifar10-srvae-small", ["model.z_nets=paper", "model.prior_kwargs.mid_channels=14",
-                                         "model.q_z.width=32", "model.q_z.steps=4", "model.p_z.growth=32",
-                                         "model.p_z_y.growth=16", "model.p_x.growth=32", "model.p_x.steps=5",
-                                         "model.p_x_z.steps=4", "model.p_x_z.blocks=1"]),
     "z-paper-px": ("cifar10-srvae-paper", [*_THIN_U, *_THIN_Q_Z, *_THIN_P_Z]),  # p(x|y,z) alone at the authors' size
     "z-paper-pz": ("cifar10-srvae-paper", [*_THIN_U, *_THIN_Q_Z, *_THIN_P_X]),  # p(z|y,u) alone at the authors' size
 }
 # what a lent GPU trains: the others were answered (z-small-dec, z-paper-zside, z-paper-half on a CPU; z-paper-small,
 # -px and -pz on the third H200: only the designs with p(x|y,z) wide revive z)
-ON_GPU = ["z-hybrid"]
+ON_GPU: list[str] = []  # none since the srVAE ships with a live z (cifar10-srvae-small, which a GPU trains on)
 # the ones within the 8 MB float16 budget whose weights a GPU session brings back, to go on from
-SHIPPABLE = ["z-paper-ship", "z-hybrid"]
+SHIPPABLE = ["z-paper-ship"]
 # where each design's latest float16 weights are committed, and how it goes on from them once z is alive: still batch
 # 32 without clipping, but EMA and a cosine from 1e-3 over the run's clock (the fine-tunes' recipe), for bits/dim
-GO_ON = {"z-paper-ship": "experiments/real_pixels/z-paper-ship", "z-hybrid": "experiments/real_pixels/z-hybrid"}
+GO_ON = {"z-paper-ship": "experiments/real_pixels/z-paper-ship"}
 GO_ON_SETTINGS = ["train.lr=1e-3", "train.lr_schedule=cosine-time", "train.ema_decay=0.999"]
-# where a design goes on at another rate: the joined model's u side is the shipped srVAE's, trained already
-GO_ON_LR = {"z-hybrid": 4e-4}
 
 
 def train_args(name: str) -> list[str]:
@@ -94,8 +86,7 @@ def go_on_args(name: str) -> list[str]:
     if name not in GO_ON:
         raise SystemExit(f"z_candidates: {name!r} has no committed weights to go on from; those that do: "
                          f"{', '.join(GO_ON)}")
-    settings = [*GO_ON_SETTINGS, *([f"train.lr={GO_ON_LR[name]:g}"] if name in GO_ON_LR else [])]
-    return [*train_args(name), "--init", GO_ON[name], *(arg for item in settings for arg in ("--set", item))]
+    return [*train_args(name), "--init", GO_ON[name], *(arg for item in GO_ON_SETTINGS for arg in ("--set", item))]
 
 
 if __name__ == "__main__":

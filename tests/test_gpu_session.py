@@ -54,7 +54,7 @@ def test_the_gpu_session_runs_every_phase_on_the_cpu(gpu, tmp_path):
     returned = [f for f in out.rglob("*") if f.is_file()]  # what a device call brings back: at most 8 files
     assert len(returned) <= 8 and {f.parent for f in returned} == {out}, returned
     with tarfile.open(out / "logs.tar") as tar:  # the logs, bundled
-        assert {"tests.log", "bench.log", "photo-vae.train.log", "z-hybrid.log"} <= set(tar.getnames())
+        assert {"tests.log", "bench.log", "photo-vae.train.log", "z-paper-ship.log"} <= set(tar.getnames())
     results = json.loads((out / "gpu_results.json").read_text())
     assert results["tests"]["returncode"] == 0 and "1 passed" in results["tests"]["summary"]
     bench = results["bench"]
@@ -67,11 +67,11 @@ def test_the_gpu_session_runs_every_phase_on_the_cpu(gpu, tmp_path):
     assert bench["per_process"]["rows"][0]["eval_img_s_S1"] > 0
     md = (out / "gpu_results.md").read_text()
     assert "| mnist-vae:bf16 |" in md and "| cifar10-srvae-small | fp32 | 0 | 3 |" in md
-    z = results["z"]["z-hybrid"]  # a z design on from its committed weights (z_candidates.GO_ON)
+    z = results["z"]["z-paper-ship"]  # a z design on from its committed weights (z_candidates.GO_ON)
     assert z["returncode"] == 0 and z["test_bpd_elbo"] > 0 and z["packed"]["steps"] == 3  # it ships: packed
-    assert [v[0] for v in z["val_step_klz_auz_iuz_auu_bpd"]] == [3] and "| z-hybrid | 0 | 3: " in md
+    assert [v[0] for v in z["val_step_klz_auz_iuz_auu_bpd"]] == [3] and "| z-paper-ship | 0 | 3: " in md
     assert all(0 <= v[2] <= 1024 and 0 <= v[3] <= 1024 and v[1] >= 0 for v in z["val_step_klz_auz_iuz_auu_bpd"])
-    for name in ("cifar10-vae-small", "cifar10-srvae-small", "photo-vae", "z-hybrid"):
+    for name in ("cifar10-vae-small", "cifar10-srvae-small", "photo-vae", "z-paper-ship"):
         entry = results["train"][name] if name in results["train"] else results["z"][name]["packed"]
         assert entry.get("returncode", 0) == 0 and entry["steps"] == 3
         with tarfile.open(out / f"{name}.tar") as tar:
@@ -201,7 +201,7 @@ def test_every_z_design_builds_the_sizes_it_claims(gpu):
     from selfvae.presets import get_preset
 
     z = gpu.z_candidates
-    assert set(gpu.Z_DESIGNS) <= set(z.CANDIDATES) and gpu.Z_TINY in gpu.Z_DESIGNS
+    assert set(gpu.Z_DESIGNS) <= set(z.CANDIDATES) and gpu.Z_TINY in z.CANDIDATES
     sizes = {}
     for name, (preset, sizes_set) in z.CANDIDATES.items():
         args = z.train_args(name)
@@ -212,7 +212,7 @@ def test_every_z_design_builds_the_sizes_it_claims(gpu):
         assert cfg.train.batch_size == 32 and cfg.train.grad_clip is None and cfg.train.ema_decay is None
         assert cfg.model != get_preset(preset).model  # its sizes are its own
         sizes[name] = sum(p.numel() for p in SelfVAE(cfg.model).parameters())
-    shippable = max(sizes["z-paper-small"], sizes["z-paper-ship"], sizes["z-hybrid"])
+    shippable = max(sizes["z-paper-small"], sizes["z-paper-ship"])
     assert shippable <= 4_000_000 < sizes["z-paper-half"] < sizes["z-paper-zside"]
     assert sizes["z-paper-small"] < sizes["z-paper-pz"] < sizes["z-paper-px"] < sizes["z-paper-zside"]
     for name, folder in z.GO_ON.items():  # the committed weights a design goes on from are of its sizes

@@ -57,7 +57,7 @@ def _decoders(model: SelfVAE, x: torch.Tensor):
     out = [(model.p_y_given(u), model.target(levels[0]))]
     for k in range(model.K):
         z = torch.randn_like(u)
-        out.append((model.p_x[k](model.inp(levels[k]), z), model.target(levels[k + 1])))
+        out.append((model.p_x_given(k, levels[k], z), model.target(levels[k + 1])))
     return out
 
 
@@ -107,7 +107,7 @@ def test_the_bound_scores_x_without_seeing_it(name, monkeypatch):
     z = fixed[(1, *model.cfg.latent_shape)]  # u and every z share one shape, so one fixed value
     for xi, ti in ((x, t), (swapped, t2)):  # RE_x is the decoder's score given (y_K, z_K) and nothing else
         levels = model.levels(xi)
-        dist = model.p_x[-1](model.inp(levels[-2]), z) if model.K else model.p_y_given(z)
+        dist = model.p_x_given(model.K - 1, levels[-2], z) if model.K else model.p_y_given(z)
         torch.testing.assert_close(ti.re[0, -1], -dist.log_prob(model.target(xi))[0], atol=1e-6, rtol=1e-9)
     same_y = all(torch.equal(a, b) for a, b in zip(model.levels(x)[:-1], model.levels(swapped)[:-1], strict=True))
     if model.cfg.transforms.startswith("downscale") or model.K == 0:

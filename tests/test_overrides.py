@@ -33,7 +33,7 @@ def test_nested_and_frozen_fields_and_prior_options():
 def test_an_unset_inner_net_is_set_from_its_parents_size():
     """``p_x_z`` (the z-decoder inside p(x|y,z)) is None, meaning "as p_x": setting one of its fields starts from
     p_x's size (it was refused: "model.p_x_z is a value, not a section")."""
-    cfg = get_preset("cifar10-srvae-small")
+    cfg = get_preset("cifar10-2lvl-small")
     assert cfg.model.p_x_z is None and cfg.model.inner("p_x_z") is cfg.model.p_x  # the net is built from p_x's sizes
     apply_overrides(cfg, ["model.p_x_z.width=64", "model.p_z_y.steps=5"])
     assert cfg.model.inner("p_x_z") is cfg.model.p_x_z

@@ -261,7 +261,7 @@ def test_a_model_joins_one_model_s_u_side_to_another_s_z_side():
     thin = ["model.q_u.growth=4", "model.p_y.growth=4", "model.q_z.growth=4", "model.p_z.growth=4",
             "model.p_x.growth=4", "model.prior_kwargs.mid_channels=8"]
     ours, theirs = get_preset("cifar10-srvae-small"), get_preset("cifar10-srvae-small")
-    apply_overrides(ours, thin)
+    apply_overrides(ours, [*thin, "model.z_nets=selfvae"])  # ours throughout
     apply_overrides(theirs, [*thin, "model.nets=paper"])
     joined_cfg = get_preset("cifar10-srvae-small")
     apply_overrides(joined_cfg, [*thin, "model.z_nets=paper"])

@@ -50,8 +50,8 @@ Phases:
   (float16 export, config, metrics, log, samples) that
   ``scripts/train_pretrained.py NAME --ship-only --run DIR/NAME/run --export DIR/NAME/export`` measures and ships.
   Beside them, issue 49.3 at a GPU's budget: the srVAE designs of ``experiments/z_candidates.py`` (``ON_GPU``),
-  on from their committed weights where they have some (``GO_ON``: z-hybrid, the shipped srVAE's u side joined to
-  the z side of z-paper-ship, whose z the third H200 revived; carried, ``CARRIED_RUNS``), else from random weights
+  on from their committed weights where they have some (``GO_ON``: z-paper-ship, whose z the third H200 revived;
+  carried, ``CARRIED_RUNS``), else from random weights
   trained as the authors train theirs, their KL of z and active and informative units at each validation. Those of
   ``SHIPPABLE`` come back as ``NAME.tar`` too.
 
@@ -103,9 +103,10 @@ PHOTOS = "photos"  # .gpu/photos: the photographs data set packed (selfvae.data.
 # call (5 minutes: 5.43 bits/dim, not shippable) and gave way to the z designs
 TRAINED = {**{p: (DATA, "cifar10-official-part") for p in SMALL}, "photo-vae": (PHOTOS, "photos")}
 # issue 49.3: the srVAE designs trained beside them (experiments/z_candidates.py): from their committed weights
-# where they have some, else from random weights; --tiny: z-hybrid from its weights, a few steps
+# where they have some, else from random weights (none now: the shipped srVAE's z is alive); --tiny: z-paper-ship
+# from its weights, a few steps
 Z_DESIGNS = z_candidates.ON_GPU
-Z_TINY = "z-hybrid"
+Z_TINY = "z-paper-ship"
 # peak learning rates from the shipped weights other than --lr's: 5 minutes at 5e-4 took photo-vae's test bound
 # from 3.2859 to 3.3038 (H200, 2026-11-26; its last CPU run, which lowered it, peaked at 3e-4) while the CIFAR-10
 # VAE's fell 4.4741 -> 4.4541
