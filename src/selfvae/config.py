@@ -250,6 +250,7 @@ _CHECKS: dict[str, tuple[Callable[[Any], bool], str, bool]] = {
 }
 
 
+NETS = ("selfvae", "paper")  # the net families (ModelConfig.nets, .z_nets)
 # Settings that name one of a few choices (None allowed where the field is optional: OPTIONAL_CHOICES).
 CHOICES: dict[str, tuple[str, ...]] = {
     "train.lr_schedule": ("exp", "cosine", "cosine-time"),
@@ -259,8 +260,8 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "train.compile_backend": ("inductor", "cudagraphs"),
     "data.resize": RESIZE_POLICIES,
     "data.on_bad_file": ON_BAD_FILE,
-    "model.nets": ("selfvae", "paper"),  # our networks, or the srVAE authors' (selfvae.nn.paper)
-    "model.z_nets": ("selfvae", "paper"),  # the z side's, where it differs
+    "model.nets": NETS,  # our networks, or the srVAE authors' (selfvae.nn.paper)
+    "model.z_nets": NETS,  # the z side's, where it differs
 }
 OPTIONAL_CHOICES = ("train.amp", "model.z_nets")
 

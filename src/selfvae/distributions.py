@@ -12,6 +12,7 @@ All log-probabilities are in nats and summed over every non-batch dimension (sha
 from __future__ import annotations
 
 import math
+from functools import cached_property
 
 import torch
 import torch.nn.functional as F
@@ -88,13 +89,11 @@ class DiscretizedLogisticMixture:
         self.log_scales = parts[2].reshape(b, c, m, h, w).clamp(min=_LOG_SCALE_MIN)
         self._coupling = parts[3].reshape(b, 3, m, h, w) if self.coupled else None  # before tanh
 
-    @property
+    @cached_property
     def coeffs(self) -> Tensor | None:
         """The RGB coupling coefficients ``[B, 3, M, H, W]`` (through tanh; None unless ``C == 3``), computed
         once when first needed: coding one component's tables needs only that component's."""
-        if self._coupling is not None and not hasattr(self, "_coeffs"):
-            self._coeffs = torch.tanh(self._coupling)
-        return getattr(self, "_coeffs", None)
+        return None if self._coupling is None else torch.tanh(self._coupling)
 
     @staticmethod
     def n_params(channels: int, n_mix: int = 10) -> int:
@@ -252,7 +251,7 @@ class DiscretizedLogisticMixture:
         (int ``[B, H, W]``), given the earlier channels of ``x`` (the RGB coupling; not with ``couple=False``)."""
         if not 0 <= channel < self.channels:
             raise SelfVAEError(f"DiscretizedLogisticMixture.{what}: channel {channel} not in 0..{self.channels - 1}")
-        if channel > 0 and x is None and couple:
+        if channel > 0 and x is None:
             raise SelfVAEError(f"DiscretizedLogisticMixture.{what}: channels after the first need x")
         locs = self.locs if channel == 0 or not couple else self._coupled_locs(x.to(self.params.dtype) * 2.0 - 1.0)
         index = k.long().unsqueeze(1)  # [B, 1, H, W]
@@ -263,9 +262,8 @@ class DiscretizedLogisticMixture:
     def _one_component(self, channel: int, k: Tensor, x: Tensor | None) -> tuple[Tensor, Tensor]:
         """As :meth:`_component`, with each pixel's component picked before the coupling: tanh of the three
         coefficients of one component instead of all (what :meth:`component_run_probs` computes from)."""
-        loc, inv_s = self._component(channel, k, None if channel == 0 else x, "component_run_probs", couple=False)
+        loc, inv_s = self._component(channel, k, x, "component_run_probs", couple=False)
         if channel and self.coupled:
-            assert x is not None
             index = k.long().unsqueeze(1)  # [B, 1, H, W]
             pick = lambda j: torch.tanh(self._coupling[:, j].gather(1, index)).reshape(-1, 1)  # noqa: E731
             x_pm1 = (x.to(self.params.dtype) * 2.0 - 1.0).permute(1, 0, 2, 3).reshape(self.channels, -1, 1)
@@ -306,7 +304,7 @@ class DiscretizedLogisticMixture:
         mass = torch.where(below[..., 1:], cdf_hi - cdf_lo,  # both edges below the centre
                            torch.where(~below[..., :-1], cdf_lo - cdf_hi,  # both above
                                        1.0 - cdf_lo - cdf_hi))  # straddling it
-        mass = mass.clamp_(min=0.0).expand(len(loc), n) if run is None else mass.clamp_(min=0.0)
+        mass = mass.clamp_(min=0.0).expand(len(loc), n)  # the runs' edges are every pixel's alike
         total = mass.sum(dim=1, keepdim=True)
         probs = torch.where(total > 0, mass / total.clamp(min=1e-300), 1.0 / n)
         b, _, h, w = self.params.shape

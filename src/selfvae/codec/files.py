@@ -104,10 +104,11 @@ def probe(coder: BitsBackCoder) -> str:
     parts = [mu, std, coder.channel_probs(0, params, level, 0)]
     if coder.p.mixture_bits_back:  # the component posterior and one component's table
         k = coder.component_probs(0, params, level)
-        parts += [k, coder.channel_probs(0, params, level, 0, k.argmax(-1))]
+        top = k.argmax(-1)
+        parts += [k, coder.channel_probs(0, params, level, 0, top)]
         if coder.p.split_values:  # its two 16-way tables (float64 tails)
-            runs = coder.run_probs(0, params, level, 0, k.argmax(-1))
-            parts += [runs, coder.run_probs(0, params, level, 0, k.argmax(-1), runs.argmax(-1))]
+            runs = coder.run_probs(0, params, level, 0, top)
+            parts += [runs, coder.run_probs(0, params, level, 0, top, runs.argmax(-1))]
     parts += coder.prior_coding.probe(u)
     if coder.m.cfg.consistent and coder.m.K:  # a renormalised level's first conditional table (numpy FFT)
         levels = coder.m.levels(x)
