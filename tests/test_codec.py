@@ -123,6 +123,30 @@ def test_first_images_use_chosen_latents_and_need_no_initial_bits(transforms, pr
         decompress(model, c.to_bytes(), name="f.svae")
 
 
+def test_a_sliver_coded_first_funds_bits_back_for_the_next_tile(monkeypatch):
+    """A photograph's first tile coded is its last, often a sliver (here 6 of 32 columns): its chosen latents leave
+    fewer bits on the stack than the estimate of a tile's pops, yet enough for them. The encoder tries bits back
+    there and codes one tile chosen, not two (each chosen full tile costs thousands of bits above its negative
+    ELBO); a try that runs short falls back to chosen latents, and every file decodes exactly."""
+    from conftest import SHARED_DATA
+
+    from selfvae.runs.loading import load_run
+
+    _, model = load_run("cifar10-vae-small")
+    official = np.load(SHARED_DATA / "cifar10-official-part.npz")["x_test"][:6]
+    rows = [np.concatenate(list(official[r * 3 : (r + 1) * 3]), axis=1)[:, :70] for r in range(2)]
+    photo = [InputImage("mosaic", np.ascontiguousarray(np.concatenate(rows, 0)))]  # 64 x 70: slivers last
+    data, rep = compress(model, photo)
+    monkeypatch.setattr(codec, "TRY_BITS_BACK_AT", 1.0)  # the gate at the whole estimate: the old encoder
+    whole_gate, whole_rep = compress(model, photo)
+    assert rep.chosen_images == 1 and whole_rep.chosen_images == 2 and len(data) < len(whole_gate)
+    monkeypatch.setattr(codec, "TRY_BITS_BACK_AT", 0.0)  # always tried: the tries that run short change nothing
+    always, _ = compress(model, photo)
+    assert always == data
+    for file in (data, whole_gate):
+        assert np.array_equal(decompress(model, file).images[0], photo[0].pixels)
+
+
 @pytest.mark.parametrize("transforms,prior", [("", "standard"), ("", "mog"), ("", "realnvp"),
                                               ("downscale,downscale", "realnvp")])
 def test_searched_latents_cost_what_the_search_measures_and_round_trip(transforms, prior):
