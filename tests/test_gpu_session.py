@@ -114,6 +114,15 @@ def test_prepare_sets_aside_committed_files_only(gpu, tmp_path, monkeypatch, cap
     assert (repo / "kept" / "w.bin").read_bytes() == b"\0" * 1000
 
 
+def test_prepare_without_the_authors_code_says_where_to_get_it(gpu, tmp_path, monkeypatch):
+    """On a fresh machine the authors' srVAE (benched beside ours) is not fetched yet: prepare stops in one line that
+    names where it looks and how to get it, before copying anything."""
+    monkeypatch.setattr(gpu, "AUTHORS_REPO", str(tmp_path / "missing" / ".git"))
+    with pytest.raises(SystemExit, match=r"srVAE is not at .*missing/\.git: fetch github:ioangatop/srVAE"):
+        gpu.prepare(tmp_path, tmp_path / "gpu")
+    assert not (tmp_path / "gpu" / "srVAE").exists()
+
+
 def test_a_prepared_device_call_carries_at_most_56_mib(gpu):
     """The tree as committed, less what prepare sets aside, plus the official CIFAR-10 pixels, the packed
     photographs (7.2 MiB measured; 7.5 allowed) and the authors' source and wheels (0.45 MiB measured; 1 allowed)

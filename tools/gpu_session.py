@@ -142,6 +142,9 @@ def prepare(shared: Path, gpu_dir: Path, photos_root: Path = Path("/usr/share"))
     gpu_dir.mkdir(exist_ok=True)
     authors = gpu_dir / "srVAE"
     if not (authors / "src").is_dir():
+        if not Path(AUTHORS_REPO).is_dir():  # a fresh machine: the mirror is fetched, not part of the checkout
+            raise SystemExit(f"the authors' srVAE is not at {AUTHORS_REPO}: fetch github:ioangatop/srVAE first (or "
+                             "clone https://github.com/ioangatop/srVAE there); the bench times their step beside ours")
         authors.mkdir(exist_ok=True)
         archive = subprocess.run(["git", f"--git-dir={AUTHORS_REPO}", "archive", "HEAD", "src"], check=True,
                                  capture_output=True).stdout
