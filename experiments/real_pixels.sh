@@ -37,7 +37,8 @@
 #   5 GPU-minutes: VAE 4.4539 -> 4.4361, srVAE 4.9310 -> 4.9201 (z still unused), photo-vae 3.2859 -> 3.2799.
 # - z-paper-ship's p(z|y,u) ignores u, so its live z side joined the shipped srVAE's u side (experiments/z_hybrid.py,
 #   a mid-14 flow fitted for 8 MB): 4.9253 on 245 test images at once; after 1000 steps of z-hybrid-on (48 CPU-min)
-#   shipped as cifar10-srvae-small: test 4.9201 -> 4.9062, FID 217.3 -> 213.9, KL_z 0.03 -> 305 nats, 564 units active.
+#   shipped as cifar10-srvae-small: test 4.9201 -> 4.9062, FID 217.3 -> 213.9, KL_z 0.03 -> 305 nats, 564 units active;
+#   at the end of its 150 CPU-minutes (2992 steps; eighteenth session) shipped again: 4.8496, FID 206.8, KL_z 370.
 #
 #   experiments/real_pixels.sh vae-ft          # the VAE from the shipped weights (150 CPU-minutes; resumable)
 #   experiments/real_pixels.sh vae-ft2         # the VAE on from the H200's weights, 95 CPU-min at lr 3e-4 (shipped)
