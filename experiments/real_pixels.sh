@@ -153,7 +153,9 @@ case ${1:?vae-ft | vae-ft2 | vae-ft3 | vae-ft4 | srvae-fb100 | srvae-warm | srva
         --set train.eval_every=250 --set train.eval_limit=245 --set train.workers=0 \
         --set train.checkpoint_every=100 --set train.log_every=25 > "$out.log" 2>&1 &
     fi ;;
-  z-hybrid-on2) run z-hybrid-on2 cifar10-srvae-small cifar10-srvae-small 150 --set train.batch_size=32 \
+  z-hybrid-on2)  # from its committed float16 weights where a lost machine took runs/ (the cosine starts again)
+    from=cifar10-srvae-small; [ -d experiments/real_pixels/z-hybrid-on2 ] && from=experiments/real_pixels/z-hybrid-on2
+    run z-hybrid-on2 cifar10-srvae-small "$from" 150 --set train.batch_size=32 \
                   --set train.grad_clip=null --set train.lr=2e-4 --set train.lr_warmup_steps=50 --set train.eval_every=250 \
                   --set train.eval_limit=245 --set train.workers=0 --set train.checkpoint_every=100 --set train.log_every=25 ;;
   photo-on) run photo-on photo-vae photo-vae 90 --data-dir /usr/share --set data.name=photos --set train.lr=2e-4 \
