@@ -454,9 +454,10 @@ class BitsBackCoder:
         return lossy.reconstruct(self, level, z)
 
     def initial_words(self, x: Tensor) -> int:
-        """32-bit words :meth:`encode` on ``x`` takes from an empty stack, estimated from below: its posterior's
-        discretised entropy, and what the prior's coding adds (a RealNVP's: each value's place on its finer grid), plus
-        one (the flow's coupling pops, mostly funded by what the image pushed, are left out)."""
+        """32-bit words :meth:`encode` on ``x`` takes from an empty stack, estimated: its posterior's discretised
+        entropy, and what the prior's coding adds (a RealNVP's: each value's place on its finer grid), plus one. The
+        pixels pushed before the prior's pops, which fund them, are left out, as are the flow's coupling pops: a
+        whole photo-vae tile's pops dug 3750-4800 bits against an estimate of 7600, a sliver's more."""
         _, std = self.q(self.m.K, self.m.levels(x)[-1])
         bits = np.maximum(np.log2(std / self.grid.delta) + 0.5 * np.log2(2 * np.pi * np.e), 0.0).sum()
         bits += self.prior_coding.initial_bits(len(x))

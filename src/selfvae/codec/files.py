@@ -521,7 +521,7 @@ def _encode_all(
     chosen = by_choice.grids  # per group, in encoding order: its chosen grid or -1
     if chosen_first:
         n_seed, stack = 0, by_choice.code(base or Stack(), n - 1)
-        pop_bits = 32.0 * coder.initial_words(last)  # from below; the first group coded with bits back corrects it
+        pop_bits = 32.0 * coder.initial_words(last)  # an estimate; the first group coded with bits back corrects it
     else:
         stack, n_seed, pop_bits = _seeded_first(coder, last, parts, lossy, None if costs is None else costs[n - 1 :],
                                                 cover[n - 1 :])
