@@ -71,6 +71,11 @@ class ModelConfig:
     # Transform.log_mass_consistent: a proper likelihood on the images that can occur, so a tighter valid bound.
     # Only the box-average `downscale` supports it; with RGB the constraint is applied to the first channel.
     consistent: bool = False
+    # Sub-pixel context (selfvae.nn.context): x's likelihood over its 2x2 sub-pixel groups, each conditioned on the
+    # groups before it by a net of ``context_layers`` 3x3 convolutions of ``context_width`` channels; 0: none (the
+    # pixels independent given the latents, as in the papers). Needs an even image size; not with ``consistent``.
+    context_width: int = 0
+    context_layers: int = 3
 
     def inner(self, name: str) -> NetSpec:
         """The sizes of inner net ``name`` (a key of :data:`INNER_NETS`): its own where set, else its parent's."""
@@ -114,6 +119,9 @@ class TrainConfig:
     # Start from these weights instead (a run directory, an exported folder or a pretrained name; the evaluation
     # weights it would load with): fine-tuning, or a warm restart with a fresh optimiser and schedule
     init: str | None = None
+    # Train only the parameters whose names start with one of these comma-separated prefixes (e.g. "x_context":
+    # a sub-pixel context added to a trained model, the rest frozen); None: all of them
+    trainable: str | None = None
     # Stop (as if done) after this much training time: the run's steps over all its sessions, as ``steps``
     # counts them (a resumed run spends what is left; validation, samples and checkpoints do not count)
     max_minutes: float | None = None
@@ -222,6 +230,8 @@ _CHECKS: dict[str, tuple[Callable[[Any], bool], str, bool]] = {
     "data.channels": (lambda v: v in (1, 3), "1 (grey) or 3 (RGB)", True),
     "data.val_fraction": (lambda v: 0 <= v < 1, "in [0, 1)", False),
     "model.n_mix": (_at_least(1), "at least 1", False),
+    "model.context_width": (_at_least(0), "at least 0 (0: no sub-pixel context)", False),
+    "model.context_layers": (_at_least(1), "at least 1", False),
     "train.batch_size": (_at_least(1), "at least 1", False),
     "train.steps": (_at_least(1), "at least 1", False),
     "train.lr": (_positive, "above 0", False),

@@ -19,8 +19,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from selfvae.errors import SelfVAEError
+from selfvae.nn.context import GROUPS, SubpixelContext, group_of, join_groups
 
-__all__ = ["DiscretizedLogisticMixture", "DiagonalGaussian"]
+__all__ = ["DiscretizedLogisticMixture", "DiagonalGaussian", "SubpixelMixture"]
 
 _LOG_SCALE_MIN = -7.0
 _BIN_HALF_WIDTH = 1.0 / 255.0  # half the width of a bin once x is mapped from [0, 1] to [-1, 1]
@@ -407,6 +408,74 @@ class DiscretizedLogisticMixture:
         xg = _to_grid(locs[:, 1] + coeffs[:, 0] * xr) * 2.0 - 1.0
         xb = _to_grid(locs[:, 2] + coeffs[:, 1] * xr + coeffs[:, 2] * xg) * 2.0 - 1.0
         return (torch.stack([xr, xg, xb], dim=1) + 1.0) / 2.0
+
+
+class SubpixelMixture:
+    """``p(x | latents) = prod_g p(x_g | latents, x_<g)`` over the 2x2 sub-pixel groups of :mod:`selfvae.nn.context`:
+    each group a :class:`DiscretizedLogisticMixture`, group 0's parameters the decoder's (``base``) at its pixels,
+    group ``g``'s those plus ``context``'s correction from the groups before it. A normalised likelihood (each
+    factor is), scored with the observed earlier groups (:meth:`log_prob`) and drawn group by group
+    (:meth:`sample`). ``params`` are the decoder's, as a plain mixture's are; the codec codes group by group
+    (:meth:`group`)."""
+
+    def __init__(self, base: DiscretizedLogisticMixture, context: SubpixelContext, temperature: float = 1.0) -> None:
+        self.base, self.context, self.temperature = base, context, temperature
+        self.channels, self.n_mix, self.params = base.channels, base.n_mix, base.params
+        self._means: dict[int, Tensor] = {}
+
+    def base_mean(self, g: int) -> Tensor:
+        """The decoder's mean of group ``g`` in [-1, 1] (what the context nets read beside the pixels)."""
+        if g not in self._means:
+            self._means[g] = self.base_group(g).mean() * 2.0 - 1.0
+        return self._means[g]
+
+    def base_group(self, g: int) -> DiscretizedLogisticMixture:
+        return DiscretizedLogisticMixture(group_of(self.params, g), self.channels, self.n_mix)
+
+    def group(self, g: int, earlier: list[Tensor]) -> DiscretizedLogisticMixture:
+        """``p(x_g | latents, x_<g)``: ``earlier`` holds groups ``0..g-1`` (at least) of x on the grid in [0, 1]."""
+        if g == 0:
+            d = self.base_group(0)
+        else:
+            known = torch.cat([e * 2.0 - 1.0 for e in earlier[:g]], dim=1).to(self.params.dtype)
+            means = torch.cat([self.base_mean(h) for h in range(g)], dim=1)
+            d = DiscretizedLogisticMixture(self.context(g, group_of(self.params, g), known, means), self.channels,
+                                           self.n_mix)
+        return d.tempered(self.temperature)
+
+    def log_prob_per_dim(self, x: Tensor) -> Tensor:
+        """Per-pixel log-probability ``[B, H, W]`` of ``x`` (float ``[B, C, H, W]`` on the grid in [0, 1])."""
+        self.base._check_x(x)
+        parts = [group_of(x, g) for g in range(GROUPS)]
+        per = [self.group(g, parts).log_prob_per_dim(parts[g]).unsqueeze(1) for g in range(GROUPS)]
+        return join_groups(per)[:, 0]
+
+    def log_prob(self, x: Tensor) -> Tensor:
+        """``log p(x)`` in nats, ``[B]``."""
+        return self.log_prob_per_dim(x).flatten(1).sum(dim=1)
+
+    def tempered(self, temperature: float) -> SubpixelMixture:
+        """Each group's logistic scales multiplied by ``temperature`` (after its context)."""
+        return SubpixelMixture(self.base, self.context, self.temperature * temperature)
+
+    def _by_groups(self, draw) -> Tensor:  # noqa: ANN001 - DiscretizedLogisticMixture -> [B, C, h, w] in [0, 1]
+        parts: list[Tensor] = []
+        for g in range(GROUPS):
+            parts.append(draw(self.group(g, parts)))
+        return join_groups(parts)
+
+    def sample(self, temperature: float = 1.0) -> Tensor:
+        """Draw ``x`` ``[B, C, H, W]`` on the grid k/255, group by group (exactly the scored distribution at 1)."""
+        return self._by_groups(lambda d: d.sample(temperature))
+
+    def mean(self) -> Tensor:
+        """Each group's approximate mean (:meth:`DiscretizedLogisticMixture.mean`) given the earlier groups' means
+        (a plug-in: the mean of x where the groups depend on each other only through their means)."""
+        return self._by_groups(lambda d: d.mean())
+
+    def mode(self) -> Tensor:
+        """Each group's :meth:`DiscretizedLogisticMixture.mode` given the earlier groups' modes."""
+        return self._by_groups(lambda d: d.mode())
 
 
 class DiagonalGaussian:

@@ -45,9 +45,10 @@ from selfvae.codec.compute import ChunkRunner
 from selfvae.codec.container import MAX_SAMPLES
 from selfvae.codec.images import Cover
 from selfvae.codec.prior_coding import coding_class
-from selfvae.distributions import VALUES_PER_RUN, DiagonalGaussian
+from selfvae.distributions import VALUES_PER_RUN, DiagonalGaussian, SubpixelMixture
 from selfvae.errors import SelfVAEError
 from selfvae.models.selfvae import SelfVAE
+from selfvae.nn.context import GROUPS, ORDER, group_of
 from selfvae.priors import CouplingStep
 from selfvae.renormalise import BlockConstraint
 
@@ -105,6 +106,13 @@ def _zeroed(values: np.ndarray, outside: np.ndarray | None) -> np.ndarray:
     if outside is None:
         return values
     return np.where(outside, 0, values)
+
+
+def _zeroed_level(level: Tensor, outside: np.ndarray | None) -> Tensor:
+    """``level`` (uint8 ``[n, C, H, W]``) with 0 at the pixels ``outside`` (``[n, H, W]``)."""
+    if outside is None:
+        return level
+    return level.masked_fill(torch.from_numpy(outside).unsqueeze(1), 0)
 
 
 def growth_hook(stack: Stack, parts: dict[str, float]) -> Hook:
@@ -263,14 +271,26 @@ class BitsBackCoder:
         for the first image of a file, which has no bits to borrow. A consistent model's levels below the top
         are coded under the whole mixture, renormalised onto ``d(l_i) = l_{i-1}``. With ``cover``, the pixels
         of ``x`` outside their image (which :meth:`~selfvae.codec.images.Cover.fill` made) are coded as 0 under a
-        table certain of 0 (no bits), their components likewise, and the decoder fills them in again."""
+        table certain of 0 (no bits), their components likewise, and the decoder fills them in again. x with
+        sub-pixel context (:mod:`selfvae.nn.context`) is coded group by group, the last group first, so that the
+        decoder pops group 0 first and each later group under the parameters the groups before it give."""
         params = self.likelihood_params(i, latent, level_above)
-        channels = range(level.shape[1])
         constraint = self.constraint_of(i, params, level_above)
         outside = self._outside(i, cover, constraint)
         by_component = self._by_component(whole_mixture) and constraint is None
+        if not self._has_context(i):
+            self._push_pixels(stack, i, params, level, outside, by_component, constraint)
+            return
+        seen = _zeroed_level(level, outside)  # what the decoder has of the earlier groups: outside pixels still 0
+        for g in reversed(range(GROUPS)):
+            self._push_pixels(stack, i, self.group_params(g, params, seen), group_of(level, g),
+                              None if outside is None else group_of(outside, g), by_component, None)
+
+    def _push_pixels(self, stack: Stack, i: int, params: Tensor, level: Tensor, outside: np.ndarray | None,
+                     by_component: bool, constraint: BlockConstraint | None) -> None:
+        """Push the pixels ``level`` of level ``l_i`` under the mixture of raw parameters ``params``."""
         k = stack.pop_categorical(_certain(self.component_probs(i, params, level), outside)) if by_component else None
-        for c in reversed(channels):  # one channel's tables at a time: [n, H, W, 256] (or 16) float64 each
+        for c in reversed(range(level.shape[1])):  # one channel's tables at a time: [n, H, W, 256] (or 16) float64
             if c or constraint is None:
                 self._push_channel(stack, i, params, level, c, k, outside)
             else:
@@ -286,18 +306,43 @@ class BitsBackCoder:
         constraint = self.constraint_of(i, params, level_above)
         outside = self._outside(i, cover, constraint)
         by_component = self._by_component(whole_mixture) and constraint is None
+        if not self._has_context(i):
+            level = self._pop_pixels(stack, i, params, level, outside, by_component, constraint)
+        else:
+            for g in range(GROUPS):
+                dy, dx = ORDER[g]
+                level[..., dy::2, dx::2] = self._pop_pixels(
+                    stack, i, self.group_params(g, params, level), group_of(level, g).clone(),
+                    None if outside is None else group_of(outside, g), by_component, None)
+        if outside is not None:
+            assert cover is not None
+            level = torch.from_numpy(cover.fill(level.numpy()))
+        return level
+
+    def _pop_pixels(self, stack: Stack, i: int, params: Tensor, level: Tensor, outside: np.ndarray | None,
+                    by_component: bool, constraint: BlockConstraint | None) -> Tensor:
+        """Pop into ``level`` (zeros, returned) the pixels of level ``l_i`` under the mixture of raw ``params``."""
         k = stack.pop_categorical(_certain(self.component_probs(i, params), outside)) if by_component else None
         for c in range(level.shape[1]):
             if c == 0 and constraint is not None:
                 level[:, 0] = torch.from_numpy(constraint.pop(stack))
             else:
                 level[:, c] = torch.from_numpy(self._pop_channel(stack, i, params, level, c, k, outside))
-        if outside is not None:
-            assert cover is not None
-            level = torch.from_numpy(cover.fill(level.numpy()))
         if k is not None:
             stack.push_categorical(k, _certain(self.component_probs(i, params, level), outside))
         return level
+
+    def _has_context(self, i: int) -> bool:
+        return i == self.m.K and self.m.x_context is not None
+
+    def group_params(self, g: int, params: Tensor, level: Tensor) -> Tensor:
+        """Raw mixture parameters of x's sub-pixel group ``g`` (``[n, P, H/2, W/2]``) from the decoder's ``params``
+        and the groups before ``g`` of ``level`` (uint8; the later groups are not read)."""
+        context = self.m.x_context
+        assert context is not None
+        return self.run.map(
+            lambda prm, y: SubpixelMixture(self.m.likelihood(self.m.K, prm), context).group(
+                g, [group_of(self.m.target(y), h) for h in range(g)]).params, params, level)
 
     # ------------------------------------------------------------------ latents
     def latent_values(self, k: np.ndarray, grid: Grid | None = None) -> Tensor:

@@ -28,9 +28,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from selfvae.config import CHOICES, ModelConfig
-from selfvae.distributions import DiagonalGaussian, DiscretizedLogisticMixture
+from selfvae.distributions import DiagonalGaussian, DiscretizedLogisticMixture, SubpixelMixture
 from selfvae.errors import SelfVAEError
 from selfvae.nn import paper
+from selfvae.nn.context import SubpixelContext, check_even
 from selfvae.nn.layers import elu
 from selfvae.nn.nets import DenseDecoder, DenseEncoder, DenseNetwork, NetSpec, resample_to
 from selfvae.priors import build_prior
@@ -232,12 +233,29 @@ class SelfVAE(nn.Module):
                 ConditionalDecoder(self.shapes[k], self.shapes[k + 1], lat, cfg.p_x, cfg.n_mix, cfg.inner("p_x_z"))
                 for k in range(self.K)
             )
+        self.x_context = self._context(cfg)
         self.gaussian = gaussian_hardtanh if self.paper else gaussian_from  # q(u|y_1)'s parameters
         self.gaussian_z = gaussian_hardtanh if self.paper_z else gaussian_from  # each q(z_k|y_k+1)'s
         self.set_consistent(cfg.consistent)
         self.padded_dims = math.prod(cfg.image_shape)
         self.x_dims = math.prod(_data_shape(cfg))  # bits/dim are per dimension of the data's own images
         self.joint_dims = sum(math.prod(s) for s in self.shapes)
+
+    def _context(self, cfg: ModelConfig) -> SubpixelContext | None:
+        """x's sub-pixel context net (``cfg.context_width``), or None."""
+        if not cfg.context_width:
+            return None
+        check_even(self.shapes[-1], "model.image_shape")
+        if cfg.consistent:
+            raise SelfVAEError("model.context_width > 0 with model.consistent=true: a renormalised level is coded "
+                               "whole, not by sub-pixel groups; choose one")
+        c = self.shapes[-1][0]
+        return SubpixelContext(c, DiscretizedLogisticMixture.n_params(c, cfg.n_mix), cfg.context_width,
+                               cfg.context_layers)
+
+    def x_likelihood(self, p: DiscretizedLogisticMixture) -> DiscretizedLogisticMixture | SubpixelMixture:
+        """The likelihood of x from the decoder's mixture ``p``: ``p`` itself, or with the sub-pixel context."""
+        return p if self.x_context is None else SubpixelMixture(p, self.x_context)
 
     @property
     def dtype(self) -> torch.dtype:
@@ -303,23 +321,28 @@ class SelfVAE(nn.Module):
             above = mu_q
         return offsets
 
-    def p_y_given(self, u: Tensor) -> DiscretizedLogisticMixture:
-        """p(y_1 | u): the likelihood of the coarsest level (of x itself for a plain VAE)."""
-        return DiscretizedLogisticMixture(self.p_y(u), self.shapes[0][0], self.cfg.n_mix)
+    def p_y_given(self, u: Tensor) -> DiscretizedLogisticMixture | SubpixelMixture:
+        """p(y_1 | u): the likelihood of the coarsest level (of x itself for a plain VAE, with its context)."""
+        p = DiscretizedLogisticMixture(self.p_y(u), self.shapes[0][0], self.cfg.n_mix)
+        return self.x_likelihood(p) if self.K == 0 else p
 
     def p_z_given(self, k: int, y: Tensor, z_above: Tensor) -> DiagonalGaussian:
         """p(z_{k+1} | y_{k+1}, z_k) in 0-based ``k`` (``z_0 = u``): the conditional prior of level ``k+1``'s
         latent given the level ``y`` (uint8) and the latent above it."""
         return self.p_z[k](self.p_z[k].encode_y(self.inp(y, z_side=True)), z_above)
 
-    def p_x_given(self, k: int, y: Tensor, z: Tensor) -> DiscretizedLogisticMixture:
+    def p_x_given(self, k: int, y: Tensor, z: Tensor) -> DiscretizedLogisticMixture | SubpixelMixture:
         """p(y_{k+2} | y_{k+1}, z_{k+1}) in 0-based ``k``: the likelihood of the level below ``y`` (uint8), x
-        itself for the last ``k``; not renormalised (:meth:`re_level` is)."""
-        return self.p_x[k](self.inp(y, z_side=True), z)
+        itself (with its context) for the last ``k``; not renormalised (:meth:`re_level` is)."""
+        return self._p_x(k, self.inp(y, z_side=True), z)
+
+    def _p_x(self, k: int, y_in: Tensor, z: Tensor) -> DiscretizedLogisticMixture | SubpixelMixture:
+        p = self.p_x[k](y_in, z)
+        return self.x_likelihood(p) if k == self.K - 1 else p
 
     def likelihood(self, i: int, params: Tensor) -> DiscretizedLogisticMixture:
-        """The likelihood of level ``i`` (0: ``y_1``, ``K``: x) from its raw parameters (``.params`` of
-        :meth:`p_y_given` / :meth:`p_x_given`)."""
+        """The decoder's mixture of level ``i`` (0: ``y_1``, ``K``: x) from its raw parameters (``.params`` of
+        :meth:`p_y_given` / :meth:`p_x_given`), without x's sub-pixel context (:meth:`x_likelihood` adds it)."""
         return DiscretizedLogisticMixture(params, self.shapes[i][0], self.cfg.n_mix)
 
     # ----- the bound ---------------------------------------------------------------------------
@@ -356,7 +379,7 @@ class SelfVAE(nn.Module):
             z = q_z[k].rsample()
             p_z = self.p_z[k](y_feats[k], z_prev)
             kl_z.append(q_z[k].kl(p_z) if analytic_kl else q_z[k].log_prob(z) - p_z.log_prob(z))
-            re.append(self.re_level(k, self.p_x[k](inputs[k], z), levels, inside if k == self.K - 1 else None))
+            re.append(self.re_level(k, self._p_x(k, inputs[k], z), levels, inside if k == self.K - 1 else None))
             z_prev = z
         kl_z_t = torch.stack(kl_z, 1) if kl_z else u.new_zeros(u.shape[0], 0)
         return Terms(re=torch.stack(re, 1), kl_u=kl_u, kl_z=kl_z_t)
@@ -364,12 +387,15 @@ class SelfVAE(nn.Module):
     def set_consistent(self, on: bool) -> None:
         """Renormalise each ``p(y_k+1 | y_k, z_k)`` onto ``d(y_k+1) = y_k`` (``cfg.consistent``), or stop. Any
         trained downscaling model can be evaluated so: its bound is then valid and tighter."""
+        if on and self.x_context is not None:
+            raise SelfVAEError("this model's x has a sub-pixel context (model.context_width > 0): it cannot be "
+                               "renormalised onto d(x) = y (--consistent)")
         if on and not all(t.renormalisable for t in self.chain):
             raise SelfVAEError(f"model.consistent=true needs transforms that can renormalise p(x|y,z) onto d(x) = y "
                                f"(only 'downscale'); model.transforms is {self.cfg.transforms!r}")
         self.cfg.consistent = bool(on)
 
-    def re_level(self, k: int, p: DiscretizedLogisticMixture, levels: list[Tensor],
+    def re_level(self, k: int, p: DiscretizedLogisticMixture | SubpixelMixture, levels: list[Tensor],
                  inside: Tensor | None = None) -> Tensor:
         """``-log p(level k+1 | level k, z)`` ``[B]`` (0-based ``k``; ``levels`` as :meth:`levels`), renormalised onto
         ``d(level k+1) = level k`` when ``cfg.consistent``: ``+ log P(d(x) = y)`` under ``p``'s first channel (in

@@ -56,7 +56,7 @@ class TrainState:
         t = cfg.train
         model = build_model(cfg, device)
         sampler = EpochSampler(n_train, t.batch_size, t.seed)
-        return cls(cfg, model, None, torch.optim.Adamax(model.parameters(), lr=t.lr),
+        return cls(cfg, model, None, torch.optim.Adamax(trainable(model, t.trainable), lr=t.lr),
                    runtime.grad_scaler(device, t.amp), sampler, eval_weights="ema" if t.ema_decay else "model",
                    sampler_state=sampler.state_dict())
 
@@ -104,6 +104,27 @@ class TrainState:
         set_rng_state(state["rng"])
 
 
+def trainable(model: SelfVAE, prefixes: str | None) -> list[torch.nn.Parameter]:
+    """The parameters a run trains: all (``prefixes`` None), or those whose names start with one of the
+    comma-separated ``prefixes`` (``train.trainable``); the others stop needing gradients, so no step computes
+    them (a context added to a trained model learns alone, at a fraction of a whole step's cost)."""
+    if prefixes is None:
+        return list(model.parameters())
+    wanted = tuple(p.strip() for p in prefixes.split(",") if p.strip())
+    chosen = []
+    for name, p in model.named_parameters():
+        p.requires_grad_(name.startswith(wanted))
+        if p.requires_grad:
+            chosen.append(p)
+    if not chosen:
+        raise SelfVAEError(f"train.trainable={prefixes!r}: no parameter of the model starts with it (the model's "
+                           f"parts: {', '.join(sorted({n.split('.')[0] for n, _ in model.named_parameters()}))})")
+    return chosen
+
+
+CONTEXT_KEYS = ("context_width", "context_layers")  # what train.init may add to a model (selfvae.nn.context)
+
+
 def init_from(model: SelfVAE, cfg: Config, source: str, device: str) -> dict[str, Any]:
     """Load into ``model`` the evaluation weights of ``source`` (run directory, exported folder or pretrained
     name), whose architecture must be ``cfg.model``'s; returns where they came from and the training they had
@@ -112,11 +133,17 @@ def init_from(model: SelfVAE, cfg: Config, source: str, device: str) -> dict[str
     folder = layout.resolve(source)
     src_cfg, src, training = load_trained(folder, device)
     ours, theirs = asdict(cfg.model), asdict(src_cfg.model)  # nested net specs as dicts, compared as JSON
-    differ = [k for k in ours if json.dumps(ours[k], default=str) != json.dumps(theirs.get(k), default=str)]
+    adding_context = not theirs.get("context_width") and ours["context_width"] > 0
+    differ = [k for k in ours if json.dumps(ours[k], default=str) != json.dumps(theirs.get(k), default=str)
+              and not (adding_context and k in CONTEXT_KEYS)]
     if differ:
         raise SelfVAEError(f"train.init={source}: its model differs from this run's in "
                            + ", ".join(f"model.{k} ({theirs.get(k)!r} there, {ours[k]!r} here)" for k in differ))
-    model.load_state_dict(src.state_dict())
+    # a model without x's sub-pixel context starts one with it: its context nets start at zero, so it is the same model
+    missing, unexpected = model.load_state_dict(src.state_dict(), strict=not adding_context)
+    if unexpected or any(not k.startswith("x_context.") for k in missing):
+        raise SelfVAEError(f"train.init={source}: its weights do not fit this model (missing {missing[:3]}, "
+                           f"unexpected {unexpected[:3]})")
     return {"init": str(source), "folder": str(folder), **training}
 
 

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Question (issues 48, 49): the shipped natural-image models make x's pixels independent given the latents, so every
+# bit of detail the latents do not hold is paid pixel by pixel (the VAE: 4.4361 bits/dim on the 717 official CIFAR-10
+# test images; JPEG-XL 3.9050 and WebP 4.3371 code the same pixels from their neighbours). How much does a sub-pixel
+# context (selfvae.nn.context: x's 2x2 groups, each conditioned on the groups before it) take off, per CPU-minute,
+# started from the shipped weights (its nets start at zero: the same model at step 0)?
+#
+# Answer so far: see docs/RESULTS.md "Sub-pixel context".
+#
+#   experiments/context.sh ctx-frozen   # cifar10-vae-small + a context of 64 channels x 3 layers, the context alone
+#                                       # trained (train.trainable=x_context), 40 CPU-minutes
+#   experiments/context.sh ctx-joint    # the same, every weight trained, 40 CPU-minutes
+#   experiments/context.sh photo-frozen # photo-vae + the same context, the context alone trained, 60 CPU-minutes
+#   experiments/context.sh ctx-on       # the better of the two on, every weight trained (CTX_FROM: its run)
+set -euo pipefail
+DATA=${DATA:-../shared/data/cifar10-official-part.npz}
+common=(--data-dir "$DATA" --set data.name=cifar10-official-part --threads 1 --channels-last --no-progress
+        --steps 1000000 --set train.clock=cpu --set train.lr_schedule=cosine-time --set train.lr_min=2e-5
+        --set train.ema_decay=0.999 --set train.eval_limit=245 --set train.sample_every=100000
+        --set train.final_iw_limit=0 --set train.batch_size=32 --set train.eval_every=250
+        --set train.checkpoint_every=100 --set train.log_every=25)
+run() {  # NAME INIT MINUTES EXTRA...: a new run, or --resume where its folder survived
+  local out=runs/ctx-$1 init=$2 minutes=$3 preset=cifar10-vae-ctx
+  [[ $1 == photo-* ]] && preset=photo-vae-ctx
+  shift 3
+  if [ -f "$out/last.pt" ]; then
+    OMP_NUM_THREADS=1 nohup selfvae train --out "$out" --resume --no-progress >> "$out.log" 2>&1 &
+  else
+    OMP_NUM_THREADS=1 nohup selfvae train --preset "$preset" --init "$init" --out "$out" "${common[@]}" \
+      --set train.max_minutes="$minutes" "$@" > "$out.log" 2>&1 &
+  fi
+}
+case ${1:?ctx-frozen | ctx-joint | ctx-on | photo-frozen} in
+  ctx-frozen) run frozen cifar10-vae-small 40 --set train.lr=3e-4 --set train.lr_warmup_steps=100 \
+                --set train.trainable=x_context ;;
+  ctx-joint) run joint cifar10-vae-small 40 --set train.lr=3e-4 --set train.lr_warmup_steps=100 ;;
+  photo-frozen) run photo-frozen photo-vae 60 --data-dir /usr/share --set data.name=photos --set train.lr=3e-4 \
+                  --set train.lr_warmup_steps=100 --set train.trainable=x_context ;;
+  ctx-on) run on "${CTX_FROM:?the run to go on from}" 120 --set train.lr=2e-4 --set train.lr_warmup_steps=50 ;;
+esac
