@@ -203,3 +203,33 @@ def test_a_context_needs_an_even_image_and_no_renormalisation():
         SelfVAE(dataclasses.replace(cfg, image_shape=(1, 16, 16), latent_shape=(2, 4, 4), transforms="downscale",
                                     consistent=True, context_width=4, q_u=TINY, p_y=TINY, q_z=TINY, p_z=TINY,
                                     p_x=TINY))
+
+
+def test_a_context_added_to_a_trained_model_trains_alone(tmp_path):
+    """``train.init`` a trained model without a context into one with it, ``train.trainable=x_context``: the run
+    starts from exactly that model, only the context's weights move, and its validation bound goes down."""
+    import selfvae
+    from selfvae.training.state import trainable
+
+    images = _smooth(48).numpy()
+    cfg = get_preset("mnist-vae")
+    m = cfg.model
+    m.image_shape, m.latent_shape, m.n_mix, m.q_u, m.p_y = (3, 16, 16), (2, 4, 4), 3, TINY, TINY
+    m.prior, m.prior_kwargs = "standard", {}
+    kw = dict(train_data=images[:40], val_data=images[40:], test_data=images[40:], progress=False, batch_size=8,
+              eval_every=10, eval_limit=None, final_iw_limit=0, sample_every=1000, init_batch=16)
+    base = selfvae.train(cfg, out=tmp_path / "base", steps=10, **kw)
+    with_ctx = selfvae.train(cfg, out=tmp_path / "ctx", steps=30, init=str(tmp_path / "base"), context_width=16,
+                             context_layers=2, trainable="x_context", lr=3e-3, ema_decay=None, **kw)
+    before, after = base.state_dict(), with_ctx.state_dict()
+    assert all(torch.equal(before[k].float(), after[k].float()) for k in before)
+    assert any(not torch.equal(v, torch.zeros_like(v)) for k, v in after.items() if k.startswith("x_context."))
+    x = torch.from_numpy(images[40:])
+    with torch.no_grad():
+        torch.manual_seed(0)
+        b0 = float(base.terms(x).nelbo.mean())
+        torch.manual_seed(0)
+        b1 = float(with_ctx.terms(x).nelbo.mean())
+    assert b1 < b0
+    with pytest.raises(SelfVAEError, match="no parameter of the model starts with"):
+        trainable(with_ctx, "nothing_like_this")
