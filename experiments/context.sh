@@ -11,6 +11,8 @@
 #                                       # trained (train.trainable=x_context), 40 CPU-minutes
 #   experiments/context.sh ctx-joint    # the same, every weight trained, 40 CPU-minutes
 #   experiments/context.sh photo-frozen # photo-vae + the same context, the context alone trained, 60 CPU-minutes
+#   experiments/context.sh srvae-frozen # cifar10-srvae-small + the context, which reads y_K too; the context alone
+#                                       # trained, 40 CPU-minutes
 #   experiments/context.sh ctx-on       # the better of the two on, every weight trained (CTX_FROM: its run)
 set -euo pipefail
 DATA=${DATA:-../shared/data/cifar10-official-part.npz}
@@ -22,6 +24,7 @@ common=(--data-dir "$DATA" --set data.name=cifar10-official-part --threads 1 --c
 run() {  # NAME INIT MINUTES EXTRA...: a new run, or --resume where its folder survived
   local out=runs/ctx-$1 init=$2 minutes=$3 preset=cifar10-vae-ctx
   [[ $1 == photo-* ]] && preset=photo-vae-ctx
+  [[ $1 == srvae-* ]] && preset=cifar10-srvae-ctx
   shift 3
   if [ -f "$out/last.pt" ]; then
     OMP_NUM_THREADS=1 nohup selfvae train --out "$out" --resume --no-progress >> "$out.log" 2>&1 &
@@ -30,11 +33,13 @@ run() {  # NAME INIT MINUTES EXTRA...: a new run, or --resume where its folder s
       --set train.max_minutes="$minutes" "$@" > "$out.log" 2>&1 &
   fi
 }
-case ${1:?ctx-frozen | ctx-joint | ctx-on | photo-frozen} in
+case ${1:?ctx-frozen | ctx-joint | ctx-on | photo-frozen | srvae-frozen} in
   ctx-frozen) run frozen cifar10-vae-small 40 --set train.lr=3e-4 --set train.lr_warmup_steps=100 \
                 --set train.trainable=x_context ;;
   ctx-joint) run joint cifar10-vae-small 40 --set train.lr=3e-4 --set train.lr_warmup_steps=100 ;;
   photo-frozen) run photo-frozen photo-vae 60 --data-dir /usr/share --set data.name=photos --set train.lr=3e-4 \
                   --set train.lr_warmup_steps=100 --set train.trainable=x_context ;;
+  srvae-frozen) run srvae-frozen cifar10-srvae-small 40 --set train.lr=3e-4 --set train.lr_warmup_steps=100 \
+                  --set train.trainable=x_context ;;
   ctx-on) run on "${CTX_FROM:?the run to go on from}" 120 --set train.lr=2e-4 --set train.lr_warmup_steps=50 ;;
 esac

@@ -129,8 +129,9 @@ def test_samples_follow_the_scored_distribution():
     assert 0.5 * (hist - no_context).abs().sum() > 0.05  # (0.065)
 
 
-def test_a_model_given_a_context_starts_as_the_model_it_was():
-    _, model = tiny_model("", "standard", channels=3)
+@pytest.mark.parametrize("transforms", ["", "downscale"])
+def test_a_model_given_a_context_starts_as_the_model_it_was(transforms):
+    _, model = tiny_model(transforms, "standard", channels=3)
     cfg = dataclasses.replace(model.cfg, context_width=8, context_layers=2)
     with_ctx = SelfVAE(cfg).eval()
     missing, unexpected = with_ctx.load_state_dict(model.state_dict(), strict=False)
@@ -141,7 +142,12 @@ def test_a_model_given_a_context_starts_as_the_model_it_was():
     torch.manual_seed(0)
     b = with_ctx.terms(x).nelbo
     assert torch.allclose(a, b)
-    assert isinstance(with_ctx.p_y_given(torch.zeros(1, *cfg.latent_shape)), SubpixelMixture)
+    if transforms:  # the srVAE's context reads y_K (here 8x8, the half-size grid of x)
+        assert with_ctx.x_context.cond_channels == 3
+        p = with_ctx.p_x_given(0, x[:, :, ::2, ::2], torch.zeros(4, *cfg.latent_shape))
+        assert isinstance(p, SubpixelMixture) and p.cond.shape == (4, 3, 8, 8)
+    else:
+        assert isinstance(with_ctx.p_y_given(torch.zeros(1, *cfg.latent_shape)), SubpixelMixture)
 
 
 def test_training_the_context_lowers_the_bound_of_smooth_images():

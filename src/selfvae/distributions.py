@@ -413,13 +413,18 @@ class DiscretizedLogisticMixture:
 class SubpixelMixture:
     """``p(x | latents) = prod_g p(x_g | latents, x_<g)`` over the 2x2 sub-pixel groups of :mod:`selfvae.nn.context`:
     each group a :class:`DiscretizedLogisticMixture`, group 0's parameters the decoder's (``base``) at its pixels,
-    group ``g``'s those plus ``context``'s correction from the groups before it. A normalised likelihood (each
+    group ``g``'s those plus ``context``'s correction from the groups before it (and ``cond``, the level above x on
+    the half-size grid in [-1, 1], where the context reads it). A normalised likelihood (each
     factor is), scored with the observed earlier groups (:meth:`log_prob`) and drawn group by group
     (:meth:`sample`). ``params`` are the decoder's, as a plain mixture's are; the codec codes group by group
     (:meth:`group`)."""
 
-    def __init__(self, base: DiscretizedLogisticMixture, context: SubpixelContext, temperature: float = 1.0) -> None:
-        self.base, self.context, self.temperature = base, context, temperature
+    def __init__(self, base: DiscretizedLogisticMixture, context: SubpixelContext, cond: Tensor | None = None,
+                 temperature: float = 1.0) -> None:
+        if (cond is None) != (context.cond_channels == 0):
+            raise SelfVAEError(f"SubpixelMixture: its context reads {context.cond_channels} channels of the level "
+                               f"above; given {'none' if cond is None else list(cond.shape)}")
+        self.base, self.context, self.cond, self.temperature = base, context, cond, temperature
         self.channels, self.n_mix, self.params = base.channels, base.n_mix, base.params
         self._means: dict[int, Tensor] = {}
 
@@ -439,8 +444,8 @@ class SubpixelMixture:
         else:
             known = torch.cat([e * 2.0 - 1.0 for e in earlier[:g]], dim=1).to(self.params.dtype)
             means = torch.cat([self.base_mean(h) for h in range(g)], dim=1)
-            d = DiscretizedLogisticMixture(self.context(g, group_of(self.params, g), known, means), self.channels,
-                                           self.n_mix)
+            d = DiscretizedLogisticMixture(self.context(g, group_of(self.params, g), known, means, self.cond),
+                                           self.channels, self.n_mix)
         return d.tempered(self.temperature)
 
     def log_prob_per_dim(self, x: Tensor) -> Tensor:
@@ -456,7 +461,7 @@ class SubpixelMixture:
 
     def tempered(self, temperature: float) -> SubpixelMixture:
         """Each group's logistic scales multiplied by ``temperature`` (after its context)."""
-        return SubpixelMixture(self.base, self.context, self.temperature * temperature)
+        return SubpixelMixture(self.base, self.context, self.cond, self.temperature * temperature)
 
     def _by_groups(self, draw) -> Tensor:  # noqa: ANN001 - DiscretizedLogisticMixture -> [B, C, h, w] in [0, 1]
         parts: list[Tensor] = []

@@ -134,6 +134,11 @@ def _build() -> dict[str, Config]:
     p["cifar10-vae-ctx"].model.context_width, p["cifar10-vae-ctx"].model.context_layers = 64, 3
     p["cifar10-vae-ctx"].description = ("VAE with a RealNVP prior on CIFAR-10 whose x has a sub-pixel context (each "
                                         "2x2 group given the ones before it); not the papers' VAE")
+    p["cifar10-srvae-ctx"] = Config.from_dict({**p["cifar10-srvae-small"].to_dict(), "name": "cifar10-srvae-ctx"})
+    p["cifar10-srvae-ctx"].model.context_width, p["cifar10-srvae-ctx"].model.context_layers = 64, 3
+    p["cifar10-srvae-ctx"].description = ("srVAE (32->16) on CIFAR-10 whose x has a sub-pixel context that reads y "
+                                          "too (three pixels of a 2x2 block and its mean nearly fix the fourth); "
+                                          "not the papers' srVAE")
     # A codec for photographs (issue 48): the shippable VAE's architecture trained on crops of Debian's wallpaper
     # photographs (data set photos), from the real-pixel CIFAR-10 weights (--init cifar10-vae-small).
     p["photo-vae"] = Config.from_dict({**p["cifar10-vae-small"].to_dict(), "name": "photo-vae"})

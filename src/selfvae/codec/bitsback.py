@@ -45,7 +45,7 @@ from selfvae.codec.compute import ChunkRunner
 from selfvae.codec.container import MAX_SAMPLES
 from selfvae.codec.images import Cover
 from selfvae.codec.prior_coding import coding_class
-from selfvae.distributions import VALUES_PER_RUN, DiagonalGaussian, SubpixelMixture
+from selfvae.distributions import VALUES_PER_RUN, DiagonalGaussian
 from selfvae.errors import SelfVAEError
 from selfvae.models.selfvae import SelfVAE
 from selfvae.nn.context import GROUPS, ORDER, group_of
@@ -283,7 +283,7 @@ class BitsBackCoder:
             return
         seen = _zeroed_level(level, outside)  # what the decoder has of the earlier groups: outside pixels still 0
         for g in reversed(range(GROUPS)):
-            self._push_pixels(stack, i, self.group_params(g, params, seen), group_of(level, g),
+            self._push_pixels(stack, i, self.group_params(g, params, seen, level_above), group_of(level, g),
                               None if outside is None else group_of(outside, g), by_component, None)
 
     def _push_pixels(self, stack: Stack, i: int, params: Tensor, level: Tensor, outside: np.ndarray | None,
@@ -312,7 +312,7 @@ class BitsBackCoder:
             for g in range(GROUPS):
                 dy, dx = ORDER[g]
                 level[..., dy::2, dx::2] = self._pop_pixels(
-                    stack, i, self.group_params(g, params, level), group_of(level, g).clone(),
+                    stack, i, self.group_params(g, params, level, level_above), group_of(level, g).clone(),
                     None if outside is None else group_of(outside, g), by_component, None)
         if outside is not None:
             assert cover is not None
@@ -335,14 +335,16 @@ class BitsBackCoder:
     def _has_context(self, i: int) -> bool:
         return i == self.m.K and self.m.x_context is not None
 
-    def group_params(self, g: int, params: Tensor, level: Tensor) -> Tensor:
-        """Raw mixture parameters of x's sub-pixel group ``g`` (``[n, P, H/2, W/2]``) from the decoder's ``params``
-        and the groups before ``g`` of ``level`` (uint8; the later groups are not read)."""
-        context = self.m.x_context
-        assert context is not None
-        return self.run.map(
-            lambda prm, y: SubpixelMixture(self.m.likelihood(self.m.K, prm), context).group(
-                g, [group_of(self.m.target(y), h) for h in range(g)]).params, params, level)
+    def group_params(self, g: int, params: Tensor, level: Tensor, level_above: Tensor | None) -> Tensor:
+        """Raw mixture parameters of x's sub-pixel group ``g`` (``[n, P, H/2, W/2]``) from the decoder's ``params``,
+        the groups before ``g`` of ``level`` (uint8; the later groups are not read) and, in a selfVAE, the level
+        above x (``level_above``, uint8)."""
+
+        def one(prm: Tensor, y: Tensor, *above: Tensor) -> Tensor:
+            p = self.m.x_likelihood(self.m.likelihood(self.m.K, prm), *above)
+            return p.group(g, [group_of(self.m.target(y), h) for h in range(g)]).params
+
+        return self.run.map(one, params, level, *([] if level_above is None else [level_above]))
 
     # ------------------------------------------------------------------ latents
     def latent_values(self, k: np.ndarray, grid: Grid | None = None) -> Tensor:

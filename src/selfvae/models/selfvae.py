@@ -250,12 +250,22 @@ class SelfVAE(nn.Module):
             raise SelfVAEError("model.context_width > 0 with model.consistent=true: a renormalised level is coded "
                                "whole, not by sub-pixel groups; choose one")
         c = self.shapes[-1][0]
+        cond = self.shapes[-2][0] if self.K else 0  # a selfVAE's context reads y_K too
         return SubpixelContext(c, DiscretizedLogisticMixture.n_params(c, cfg.n_mix), cfg.context_width,
-                               cfg.context_layers)
+                               cfg.context_layers, cond)
 
-    def x_likelihood(self, p: DiscretizedLogisticMixture) -> DiscretizedLogisticMixture | SubpixelMixture:
-        """The likelihood of x from the decoder's mixture ``p``: ``p`` itself, or with the sub-pixel context."""
-        return p if self.x_context is None else SubpixelMixture(p, self.x_context)
+    def x_likelihood(self, p: DiscretizedLogisticMixture, y_above: Tensor | None = None,
+                     ) -> DiscretizedLogisticMixture | SubpixelMixture:
+        """The likelihood of x from the decoder's mixture ``p``: ``p`` itself, or with the sub-pixel context (which,
+        in a selfVAE, reads ``y_above``: ``y_K``, uint8, put on the half-size grid)."""
+        if self.x_context is None:
+            return p
+        cond = None
+        if self.K:
+            assert y_above is not None
+            h, w = p.params.shape[-2] // 2, p.params.shape[-1] // 2
+            cond = resample_to(to_input(y_above, p.params.dtype), (h, w))
+        return SubpixelMixture(p, self.x_context, cond)
 
     @property
     def dtype(self) -> torch.dtype:
@@ -334,11 +344,11 @@ class SelfVAE(nn.Module):
     def p_x_given(self, k: int, y: Tensor, z: Tensor) -> DiscretizedLogisticMixture | SubpixelMixture:
         """p(y_{k+2} | y_{k+1}, z_{k+1}) in 0-based ``k``: the likelihood of the level below ``y`` (uint8), x
         itself (with its context) for the last ``k``; not renormalised (:meth:`re_level` is)."""
-        return self._p_x(k, self.inp(y, z_side=True), z)
+        return self._p_x(k, y, self.inp(y, z_side=True), z)
 
-    def _p_x(self, k: int, y_in: Tensor, z: Tensor) -> DiscretizedLogisticMixture | SubpixelMixture:
+    def _p_x(self, k: int, y: Tensor, y_in: Tensor, z: Tensor) -> DiscretizedLogisticMixture | SubpixelMixture:
         p = self.p_x[k](y_in, z)
-        return self.x_likelihood(p) if k == self.K - 1 else p
+        return self.x_likelihood(p, y) if k == self.K - 1 else p
 
     def likelihood(self, i: int, params: Tensor) -> DiscretizedLogisticMixture:
         """The decoder's mixture of level ``i`` (0: ``y_1``, ``K``: x) from its raw parameters (``.params`` of
@@ -379,7 +389,8 @@ class SelfVAE(nn.Module):
             z = q_z[k].rsample()
             p_z = self.p_z[k](y_feats[k], z_prev)
             kl_z.append(q_z[k].kl(p_z) if analytic_kl else q_z[k].log_prob(z) - p_z.log_prob(z))
-            re.append(self.re_level(k, self._p_x(k, inputs[k], z), levels, inside if k == self.K - 1 else None))
+            p_x = self._p_x(k, levels[k], inputs[k], z)
+            re.append(self.re_level(k, p_x, levels, inside if k == self.K - 1 else None))
             z_prev = z
         kl_z_t = torch.stack(kl_z, 1) if kl_z else u.new_zeros(u.shape[0], 0)
         return Terms(re=torch.stack(re, 1), kl_u=kl_u, kl_z=kl_z_t)

@@ -56,14 +56,17 @@ class SubpixelContext(nn.Module):
     ``channels``: the image's; ``n_params``: the likelihood's parameters per pixel; ``width`` and ``layers``: each
     group's net (``layers`` 3x3 convolutions of ``width`` channels with ELUs, then one to ``n_params``, zero at
     the start). Group ``g``'s net reads the ``g`` earlier groups' pixels and the decoder's means there (so their
-    residuals), and the decoder's raw parameters at group ``g``."""
+    residuals), and the decoder's raw parameters at group ``g``; with ``cond_channels``, also the level above x
+    (a selfVAE's ``y_K``) on the half-size grid, where a downscaled ``y`` is each 2x2 block's mean: with three of
+    a block's pixels known it nearly fixes the fourth."""
 
-    def __init__(self, channels: int, n_params: int, width: int = 64, layers: int = 3) -> None:
+    def __init__(self, channels: int, n_params: int, width: int = 64, layers: int = 3, cond_channels: int = 0) -> None:
         super().__init__()
         if width < 1 or layers < 1:
             raise SelfVAEError(f"model.context_width {width} and model.context_layers {layers}: must be >= 1")
-        self.channels, self.n_params = channels, n_params
-        self.nets = nn.ModuleList(self._net(2 * channels * g + n_params, width, layers) for g in range(1, GROUPS))
+        self.channels, self.n_params, self.cond_channels = channels, n_params, cond_channels
+        self.nets = nn.ModuleList(self._net(2 * channels * g + n_params + cond_channels, width, layers)
+                                  for g in range(1, GROUPS))
 
     def _net(self, c_in: int, width: int, layers: int) -> nn.Sequential:
         mods: list[nn.Module] = [nn.Conv2d(c_in, width, 3, padding=1)]
@@ -74,8 +77,10 @@ class SubpixelContext(nn.Module):
         nn.init.zeros_(last.bias)
         return nn.Sequential(*mods, nn.ELU(), last)
 
-    def forward(self, g: int, base: Tensor, known: Tensor, known_means: Tensor) -> Tensor:
+    def forward(self, g: int, base: Tensor, known: Tensor, known_means: Tensor, cond: Tensor | None = None) -> Tensor:
         """Parameters of group ``g >= 1`` ``[B, n_params, h, w]``: ``base`` (the decoder's there) plus the correction
-        from ``known`` (the earlier groups' pixels in [-1, 1], ``[B, C g, h, w]``) and ``known_means`` (the
-        decoder's means of those, in [-1, 1], same shape)."""
-        return base + self.nets[g - 1](torch.cat([known, known_means, base], dim=1))
+        from ``known`` (the earlier groups' pixels in [-1, 1], ``[B, C g, h, w]``), ``known_means`` (the decoder's
+        means of those, in [-1, 1], same shape) and ``cond`` (the level above, ``[B, cond_channels, h, w]`` in
+        [-1, 1]; where the net has ``cond_channels``)."""
+        parts = [known, known_means, base] if cond is None else [known, known_means, base, cond]
+        return base + self.nets[g - 1](torch.cat(parts, dim=1))
