@@ -114,12 +114,14 @@ SHIPPED_LR = {"photo-vae": 2e-4}
 CARRY_LIMIT = 64 * 2**20  # what one device call may send
 CARRY_TARGET = 56 * 2**20  # what prepare lets it carry: the rest is room for new weights in the tree
 # committed files no device call needs, taken out of the working tree by `prepare` (`git checkout -- PATH` brings
-# them back): the grey-image models (the device tests sample cifar10-vae-small, which the training goes on from) and
+# them back): the grey-image models and the sub-pixel-context ones (the device tests sample cifar10-vae-small, which
+# the training goes on from; the context models train on the CPU, their contexts alone, for now) and
 # the float16 weights of CPU runs kept between sessions (experiments/real_pixels/: --init where a run is lost) but
 # those a z design goes on from there (z_candidates.GO_ON of ON_GPU: 7.6 MiB, for which mnist-vae gave way)
 SET_ASIDE = [*(f"src/selfvae/pretrained/{name}" for name in ("mnist-vae", "mnist-srvae", "mnist-2lvl",
                                                              "fashion-mnist-vae", "fashion-mnist-srvae",
-                                                             "fashion-mnist-2lvl")),
+                                                             "fashion-mnist-2lvl", "cifar10-vae-ctx",
+                                                             "cifar10-srvae-ctx")),
              "experiments/real_pixels"]
 CARRIED_RUNS = tuple(z_candidates.GO_ON[name] for name in z_candidates.ON_GPU if name in z_candidates.GO_ON)
 # --budget: seconds kept for the bench after the tests; seconds a training run spends beside its --minutes
