@@ -13,7 +13,8 @@
 #   experiments/context.sh photo-frozen # photo-vae + the same context, the context alone trained, 60 CPU-minutes
 #   experiments/context.sh srvae-frozen # cifar10-srvae-small + the context, which reads y_K too; the context alone
 #                                       # trained, 40 CPU-minutes
-#   experiments/context.sh ctx-on       # the better of the two on, every weight trained (CTX_FROM: its run)
+#   experiments/context.sh ctx-on       # ctx-frozen's end (shipped as cifar10-vae-ctx) on, every weight trained at
+#                                       # lr 1e-4 (ctx-joint's 3e-4 went the wrong way first), 90 CPU-minutes
 set -euo pipefail
 DATA=${DATA:-../shared/data/cifar10-official-part.npz}
 common=(--data-dir "$DATA" --set data.name=cifar10-official-part --threads 1 --channels-last --no-progress
@@ -41,5 +42,5 @@ case ${1:?ctx-frozen | ctx-joint | ctx-on | photo-frozen | srvae-frozen} in
                   --set train.lr_warmup_steps=100 --set train.trainable=x_context ;;
   srvae-frozen) run srvae-frozen cifar10-srvae-small 40 --set train.lr=3e-4 --set train.lr_warmup_steps=100 \
                   --set train.trainable=x_context ;;
-  ctx-on) run on "${CTX_FROM:?the run to go on from}" 120 --set train.lr=2e-4 --set train.lr_warmup_steps=50 ;;
+  ctx-on) run on runs/ctx-frozen 90 --set train.lr=1e-4 --set train.lr_warmup_steps=50 ;;
 esac
