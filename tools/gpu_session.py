@@ -122,7 +122,7 @@ SET_ASIDE = [*(f"src/selfvae/pretrained/{name}" for name in ("mnist-vae", "mnist
                                                              "fashion-mnist-vae", "fashion-mnist-srvae",
                                                              "fashion-mnist-2lvl", "cifar10-vae-ctx",
                                                              "cifar10-srvae-ctx")),
-             "experiments/real_pixels"]
+             "experiments/real_pixels", "experiments/context"]
 CARRIED_RUNS = tuple(z_candidates.GO_ON[name] for name in z_candidates.ON_GPU if name in z_candidates.GO_ON)
 # --budget: seconds kept for the bench after the tests; seconds a training run spends beside its --minutes
 # (start, data, initialisation, evaluations, export: 43 s on the H200 on 2026-11-26 with the 717 official test

@@ -12,6 +12,7 @@ All log-probabilities are in nats and summed over every non-batch dimension (sha
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from functools import cached_property
 
 import torch
@@ -463,7 +464,8 @@ class SubpixelMixture:
         """Each group's logistic scales multiplied by ``temperature`` (after its context)."""
         return SubpixelMixture(self.base, self.context, self.cond, self.temperature * temperature)
 
-    def _by_groups(self, draw) -> Tensor:  # noqa: ANN001 - DiscretizedLogisticMixture -> [B, C, h, w] in [0, 1]
+    def _by_groups(self, draw: Callable[[DiscretizedLogisticMixture], Tensor]) -> Tensor:
+        """x from ``draw`` (a group's mixture -> its pixels ``[B, C, h, w]`` in [0, 1]) applied group by group."""
         parts: list[Tensor] = []
         for g in range(GROUPS):
             parts.append(draw(self.group(g, parts)))
