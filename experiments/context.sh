@@ -5,7 +5,14 @@
 # context (selfvae.nn.context: x's 2x2 groups, each conditioned on the groups before it) take off, per CPU-minute,
 # started from the shipped weights (its nets start at zero: the same model at step 0)?
 #
-# Answer so far: see docs/RESULTS.md "Sub-pixel context".
+# Answer so far (2026-11-27, 2-core CPU, one thread a run; docs/RESULTS.md "Sub-pixel context"):
+# - the context alone (ctx-frozen, 40 CPU-min): validation 4.5068 -> 4.3180; test 4.4361 -> 4.2486, FID 183.5 -> 176.8
+#   (shipped as cifar10-vae-ctx); its codec file 4.2533 bits/dim, below WebP (4.3371). Every weight from the start
+#   (ctx-joint, lr 3e-4) went the wrong way first (4.5108 at step 250): stopped.
+# - the srVAE's context, reading y too (srvae-frozen, 40 CPU-min): test 4.8496 -> 4.6898, FID 206.8 -> 204.2 (shipped
+#   as cifar10-srvae-ctx); its group 3 (three pixels of a block and their mean known) 3.50 -> 3.20, far from <= 2.
+# - every weight on from cifar10-vae-ctx at 1e-4 (ctx-on, 27 CPU-min): test 4.2199 but FID 179.1: not shipped.
+# - photographs (photo-frozen): no gain on held-out photographs, -0.035 on training tiles: not shipped.
 #
 #   experiments/context.sh ctx-frozen   # cifar10-vae-small + a context of 64 channels x 3 layers, the context alone
 #                                       # trained (train.trainable=x_context), 40 CPU-minutes
