@@ -85,6 +85,13 @@ def _paper_selfvae(name: str, dataset: str, shape, transforms: str, what: str) -
     )
 
 
+def _with_context(base: Config, name: str, description: str) -> Config:
+    """``base`` named ``name`` with a sub-pixel context on x (64 channels x 3 layers, selfvae.nn.context)."""
+    cfg = Config.from_dict({**base.to_dict(), "name": name, "description": description})
+    cfg.model.context_width, cfg.model.context_layers = 64, 3
+    return cfg
+
+
 def _build() -> dict[str, Config]:
     p: dict[str, Config] = {}
     for ds in ("fashion-mnist", "mnist"):
@@ -130,25 +137,20 @@ def _build() -> dict[str, Config]:
         p[name].train = replace(_SMALL_RGB_TRAIN)
     # The shippable VAE with a sub-pixel context on x (selfvae.nn.context: its 2x2 groups each given the groups
     # before it; 0.58M parameters more): trained from cifar10-vae-small's weights, with which it starts identical.
-    p["cifar10-vae-ctx"] = Config.from_dict({**p["cifar10-vae-small"].to_dict(), "name": "cifar10-vae-ctx"})
-    p["cifar10-vae-ctx"].model.context_width, p["cifar10-vae-ctx"].model.context_layers = 64, 3
-    p["cifar10-vae-ctx"].description = ("VAE with a RealNVP prior on CIFAR-10 whose x has a sub-pixel context (each "
-                                        "2x2 group given the ones before it); not the papers' VAE")
-    p["cifar10-srvae-ctx"] = Config.from_dict({**p["cifar10-srvae-small"].to_dict(), "name": "cifar10-srvae-ctx"})
-    p["cifar10-srvae-ctx"].model.context_width, p["cifar10-srvae-ctx"].model.context_layers = 64, 3
-    p["cifar10-srvae-ctx"].description = ("srVAE (32->16) on CIFAR-10 whose x has a sub-pixel context that reads y "
-                                          "too (three pixels of a 2x2 block and its mean nearly fix the fourth); "
-                                          "not the papers' srVAE")
+    p["cifar10-vae-ctx"] = _with_context(p["cifar10-vae-small"], "cifar10-vae-ctx", (
+        "VAE with a RealNVP prior on CIFAR-10 whose x has a sub-pixel context (each 2x2 group given the ones before "
+        "it); not the papers' VAE"))
+    p["cifar10-srvae-ctx"] = _with_context(p["cifar10-srvae-small"], "cifar10-srvae-ctx", (
+        "srVAE (32->16) on CIFAR-10 whose x has a sub-pixel context that reads y too (three pixels of a 2x2 block "
+        "and its mean nearly fix the fourth); not the papers' srVAE"))
     # A codec for photographs (issue 48): the shippable VAE's architecture trained on crops of Debian's wallpaper
     # photographs (data set photos), from the real-pixel CIFAR-10 weights (--init cifar10-vae-small).
     p["photo-vae"] = Config.from_dict({**p["cifar10-vae-small"].to_dict(), "name": "photo-vae"})
     p["photo-vae"].data = DataConfig(name="photos")
     p["photo-vae"].description = ("VAE with a RealNVP prior on 32x32 crops of photographs (Debian's wallpapers), "
                                   "small enough to ship (float16 file <= 8 MB)")
-    p["photo-vae-ctx"] = Config.from_dict({**p["photo-vae"].to_dict(), "name": "photo-vae-ctx"})
-    p["photo-vae-ctx"].model.context_width, p["photo-vae-ctx"].model.context_layers = 64, 3
-    p["photo-vae-ctx"].description = ("photo-vae whose x has a sub-pixel context (each 2x2 group given the ones "
-                                      "before it): a codec for photographs")
+    p["photo-vae-ctx"] = _with_context(p["photo-vae"], "photo-vae-ctx", (
+        "photo-vae whose x has a sub-pixel context (each 2x2 group given the ones before it): a codec for photographs"))
     p["cifar10-srvae"] = _paper_selfvae("cifar10-srvae", "cifar10", (3, 32, 32), "downscale",
                                         "selfVAE-downscale / srVAE (32->16)")
     # Sized for speed within the 32M-42M budget (39.8M): the 32x32 networks (q_z, p_x) are thin and the

@@ -245,10 +245,7 @@ class SelfVAE(nn.Module):
         """x's sub-pixel context net (``cfg.context_width``), or None."""
         if not cfg.context_width:
             return None
-        check_even(self.shapes[-1], "model.image_shape")
-        if cfg.consistent:
-            raise SelfVAEError("model.context_width > 0 with model.consistent=true: a renormalised level is coded "
-                               "whole, not by sub-pixel groups; choose one")
+        check_even(self.shapes[-1], "model.image_shape")  # model.consistent is refused by set_consistent
         c = self.shapes[-1][0]
         cond = self.shapes[-2][0] if self.K else 0  # a selfVAE's context reads y_K too
         return SubpixelContext(c, DiscretizedLogisticMixture.n_params(c, cfg.n_mix), cfg.context_width,
@@ -400,7 +397,8 @@ class SelfVAE(nn.Module):
         trained downscaling model can be evaluated so: its bound is then valid and tighter."""
         if on and self.x_context is not None:
             raise SelfVAEError("this model's x has a sub-pixel context (model.context_width > 0): it cannot be "
-                               "renormalised onto d(x) = y (--consistent)")
+                               "renormalised onto d(x) = y (--consistent, model.consistent=true; a renormalised "
+                               "level is coded whole, not by sub-pixel groups): choose one")
         if on and not all(t.renormalisable for t in self.chain):
             raise SelfVAEError(f"model.consistent=true needs transforms that can renormalise p(x|y,z) onto d(x) = y "
                                f"(only 'downscale'); model.transforms is {self.cfg.transforms!r}")
