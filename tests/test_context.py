@@ -196,17 +196,16 @@ def test_a_context_model_round_trips_exactly_and_codes_at_its_bound(transforms):
     assert abs(coded - rep.ideal_bits) <= 1e-3 * rep.ideal_bits + 64
 
 
-def test_a_context_needs_an_even_image_and_no_renormalisation():
+def test_a_context_needs_an_even_image_and_renormalises_only_under_downscale_2():
     cfg = get_preset("mnist-vae").model
     with pytest.raises(SelfVAEError, match="even height and width"):
         SelfVAE(dataclasses.replace(cfg, image_shape=(1, 15, 15), latent_shape=(2, 15, 15), context_width=4,
                                     prior="standard", prior_kwargs={}, q_u=TINY, p_y=TINY))
-    _, model = tiny_model("downscale", "standard", channels=3)
-    with_ctx = SelfVAE(dataclasses.replace(model.cfg, context_width=4))
-    with pytest.raises(SelfVAEError, match="cannot be renormalised"):
-        with_ctx.set_consistent(True)
-    with pytest.raises(SelfVAEError, match="choose one"):
-        SelfVAE(dataclasses.replace(cfg, image_shape=(1, 16, 16), latent_shape=(2, 4, 4), transforms="downscale",
+    _, model = tiny_model("", "standard", channels=3)
+    with pytest.raises(SelfVAEError, match="last transform is 'downscale' \\(factor 2\\)"):
+        SelfVAE(dataclasses.replace(model.cfg, context_width=4)).set_consistent(True)
+    with pytest.raises(SelfVAEError, match="model.transforms is 'downscale:4'"):
+        SelfVAE(dataclasses.replace(cfg, image_shape=(1, 16, 16), latent_shape=(2, 4, 4), transforms="downscale:4",
                                     consistent=True, context_width=4, q_u=TINY, p_y=TINY, q_z=TINY, p_z=TINY,
                                     p_x=TINY))
 

@@ -69,11 +69,13 @@ class ModelConfig:
     z_nets: str | None = None
     # Renormalise each p(y_k+1 | y_k, z_k) (and p(x | y_K, z_K)) onto the images its transform maps to y_k, by
     # Transform.log_mass_consistent: a proper likelihood on the images that can occur, so a tighter valid bound.
-    # Only the box-average `downscale` supports it; with RGB the constraint is applied to the first channel.
+    # Only the box-average `downscale` supports it; with RGB the constraint is applied to the first channel. With a
+    # sub-pixel context (below; x's last transform `downscale`, factor 2) every channel of each 2x2 group is
+    # renormalised onto the values its block's average allows (selfvae.distributions.WindowedMixture).
     consistent: bool = False
     # Sub-pixel context (selfvae.nn.context): x's likelihood over its 2x2 sub-pixel groups, each conditioned on the
     # groups before it by a net of ``context_layers`` 3x3 convolutions of ``context_width`` channels; 0: none (the
-    # pixels independent given the latents, as in the papers). Needs an even image size; not with ``consistent``.
+    # pixels independent given the latents, as in the papers). Needs an even image size.
     context_width: int = 0
     context_layers: int = 3
 

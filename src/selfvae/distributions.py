@@ -21,8 +21,9 @@ from torch import Tensor
 
 from selfvae.errors import SelfVAEError
 from selfvae.nn.context import GROUPS, SubpixelContext, group_of, join_groups
+from selfvae.renormalise import group_window
 
-__all__ = ["DiscretizedLogisticMixture", "DiagonalGaussian", "SubpixelMixture"]
+__all__ = ["DiscretizedLogisticMixture", "DiagonalGaussian", "SubpixelMixture", "WindowedMixture"]
 
 _LOG_SCALE_MIN = -7.0
 _BIN_HALF_WIDTH = 1.0 / 255.0  # half the width of a bin once x is mapped from [0, 1] to [-1, 1]
@@ -298,6 +299,7 @@ class DiscretizedLogisticMixture:
         n = VALUES_PER_RUN
         step = torch.arange(0, n + 1, device=loc.device) * (1 if run is not None else n)
         edge = step if run is None else run.reshape(-1, 1).long() * n + step  # edge j lies below value j: [.., 17]
+        edge = self._clamp_edges(edge, channel)
         z = ((edge.double() * 2.0 - 1.0) / 255.0 - 1.0 - loc.double()) * inv_s.double()
         z = torch.where(edge <= 0, -math.inf, torch.where(edge >= 256, math.inf, z))
         tail = torch.sigmoid(-z.abs())  # the mass beyond each edge, on its side of the centre
@@ -308,9 +310,15 @@ class DiscretizedLogisticMixture:
                                        1.0 - cdf_lo - cdf_hi))  # straddling it
         mass = mass.clamp_(min=0.0).expand(len(loc), n)  # the runs' edges are every pixel's alike
         total = mass.sum(dim=1, keepdim=True)
-        probs = torch.where(total > 0, mass / total.clamp(min=1e-300), 1.0 / n)
+        values = (edge[..., 1:] > edge[..., :-1]).double().expand(len(loc), n)  # entries holding any value
+        probs = torch.where(total > 0, mass / total.clamp(min=1e-300), values / values.sum(dim=1, keepdim=True))
         b, _, h, w = self.params.shape
         return probs.reshape(b, h, w, n)
+
+    def _clamp_edges(self, edge: Tensor, channel: int) -> Tensor:
+        """Value edges (int, edge ``j`` below value ``j``) a table is built on: all of them here, those inside each
+        pixel's window in a :class:`WindowedMixture`."""
+        return edge
 
     def _bin_edges(self) -> Tensor:
         """The 255 edges between neighbouring values in [-1, 1] units: the edge between values ``j - 1`` and ``j``
@@ -411,6 +419,147 @@ class DiscretizedLogisticMixture:
         return (torch.stack([xr, xg, xb], dim=1) + 1.0) / 2.0
 
 
+def log_window_mass(loc: Tensor, inv_s: Tensor, lo: Tensor, hi: Tensor) -> Tensor:
+    """``log P(lo <= v <= hi)`` of the discretized logistic of location ``loc`` ([-1, 1] units) and inverse scale
+    ``inv_s`` over the values ``v`` in 0..255 (int ``lo <= hi``, broadcast; the bins of 0 and 255 open-ended), in
+    both tails without cancellation: ``log(sigmoid(b) - sigmoid(a)) = log sigmoid(b) + log sigmoid(-a) +
+    log(1 - exp(a - b))`` for the standardised edges ``a < b``. With ``lo == hi`` it is one value's exact bin mass."""
+    a = ((lo.to(loc.dtype) * 2.0 - 1.0) / 255.0 - 1.0 - loc) * inv_s
+    b = ((hi.to(loc.dtype) * 2.0 + 1.0) / 255.0 - 1.0 - loc) * inv_s
+    a = torch.where(lo <= 0, -math.inf, a)
+    b = torch.where(hi >= 255, math.inf, b)
+    return -F.softplus(-b) - F.softplus(a) + torch.log(-torch.expm1(a - b))
+
+
+class WindowedMixture(DiscretizedLogisticMixture):
+    """A :class:`DiscretizedLogisticMixture` whose every component is truncated, channel by channel, to a window
+    of values ``lo .. hi`` (int ``[B, C, H, W]``, one per pixel and channel) and renormalised on it::
+
+        p(x) = sum_k pi_k prod_c P_k(x_c | x_<c) / P_k(lo_c <= v <= hi_c | x_<c)    (0 outside the windows)
+
+    Each factor sums to 1 on its window, so each component and the mixture do. With the RGB coupling as in the
+    parent. A consistent srVAE's sub-pixel groups are these (:func:`selfvae.renormalise.group_window`: the values
+    a pixel may take for its block to average to y): no mass on images the transform could not have made. Coding
+    tables (:meth:`bin_probs`, :meth:`component_bin_probs`, :meth:`component_run_probs`) hold 0 outside a pixel's
+    window."""
+
+    def __init__(self, params: Tensor, channels: int, n_mix: int, lo: Tensor, hi: Tensor) -> None:
+        super().__init__(params, channels, n_mix)
+        shape = [params.shape[0], channels, *params.shape[2:]]
+        if list(lo.shape) != shape or list(hi.shape) != shape:
+            raise SelfVAEError(f"WindowedMixture: windows of shape {list(lo.shape)} / {list(hi.shape)}, expected "
+                               f"{shape}")
+        if (lo < 0).any() or (hi > 255).any():
+            raise SelfVAEError("WindowedMixture: windows lo..hi must lie in 0..255")
+        # an empty window (hi < lo: earlier values no block could complete) holds nothing: such images get -inf
+        self.lo, self.hi, self._empty = lo.long(), torch.maximum(hi, lo).long(), (hi < lo).any(dim=1)
+
+    def _log_joint(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """``log pi_k + sum_c log`` (truncated ``P_k(x_c | x_<c)``) ``[B, M, H, W]``, and whether each pixel lies in
+        its windows ``[B, H, W]``."""
+        self._check_x(x)
+        v = torch.round(x * 255.0).long()
+        locs = self._coupled_locs(x.to(self.params.dtype) * 2.0 - 1.0)  # [B, C, M, H, W]
+        inv_s = torch.exp(-self.log_scales)
+        ve, lo, hi = v.unsqueeze(2), self.lo.unsqueeze(2), self.hi.unsqueeze(2)
+        per = log_window_mass(locs, inv_s, ve, ve) - log_window_mass(locs, inv_s, lo, hi)
+        inside = ((v >= self.lo) & (v <= self.hi)).all(dim=1) & ~self._empty
+        return per.sum(dim=1) + torch.log_softmax(self.logits, dim=1), inside
+
+    def log_prob_per_dim(self, x: Tensor) -> Tensor:
+        """Per-pixel log-probability ``[B, H, W]``, from exact bin masses (``-inf`` outside the windows)."""
+        joint, inside = self._log_joint(x)
+        return torch.where(inside, torch.logsumexp(joint, dim=1), -math.inf)
+
+    def component_posterior(self, x: Tensor) -> Tensor:
+        """``q(k | x)`` ``[B, H, W, M]`` under the truncated components (see the parent)."""
+        return torch.softmax(self._log_joint(x)[0], dim=1).permute(0, 2, 3, 1)
+
+    def _clamp_edges(self, edge: Tensor, channel: int) -> Tensor:
+        lo = self.lo[:, channel].reshape(-1, 1)
+        return edge.clamp(min=lo, max=self.hi[:, channel].reshape(-1, 1) + 1)
+
+    def _tables(self, loc: Tensor, inv_s: Tensor, channel: int) -> Tensor:
+        """The 256-way tables ``[..., P, 256]`` of logistics ``loc``, ``inv_s`` ``[..., P, 1]`` on each pixel's
+        window of ``channel`` (flat pixels ``P``), from exact tail-aware masses (uniform on the window where they
+        all round to 0)."""
+        edge = self._clamp_edges(torch.arange(257, device=loc.device), channel)  # [P, 257]
+        z = ((edge.to(loc.dtype) * 2.0 - 1.0) / 255.0 - 1.0 - loc) * inv_s
+        z = torch.where(edge <= 0, -math.inf, torch.where(edge >= 256, math.inf, z))
+        tail = torch.sigmoid(-z.abs())
+        below = z < 0
+        lo_t, hi_t = tail[..., :-1], tail[..., 1:]
+        mass = torch.where(below[..., 1:], hi_t - lo_t, torch.where(~below[..., :-1], lo_t - hi_t, 1.0 - lo_t - hi_t))
+        mass = mass.clamp(min=0.0)
+        total = mass.sum(dim=-1, keepdim=True)
+        values = (edge[..., 1:] > edge[..., :-1]).to(mass.dtype).expand_as(mass)
+        return torch.where(total > 0, mass / total.clamp(min=1e-300), values / values.sum(dim=-1, keepdim=True))
+
+    def bin_probs(self, channel: int, x: Tensor | None = None) -> Tensor:
+        """Probabilities ``[B, H, W, 256]`` of ``channel``'s values given the earlier channels of ``x`` (see the
+        parent), 0 outside each pixel's window."""
+        if channel > 0 and x is None:
+            raise SelfVAEError("WindowedMixture.bin_probs: channels after the first need x")
+        log_w = torch.log_softmax(self.logits, dim=1)  # [B, M, H, W]
+        locs = self.locs
+        if channel > 0:
+            assert x is not None
+            self._check_x(x)
+            v = torch.round(x * 255.0).long()
+            locs = self._coupled_locs(x.to(self.params.dtype) * 2.0 - 1.0)
+            inv = torch.exp(-self.log_scales)
+            for c in range(channel):
+                log_w = log_w + log_window_mass(locs[:, c], inv[:, c], v[:, c : c + 1], v[:, c : c + 1]) - \
+                    log_window_mass(locs[:, c], inv[:, c], self.lo[:, c : c + 1], self.hi[:, c : c + 1])
+        b, m, h, w = log_w.shape
+        flat = lambda t: t.permute(1, 0, 2, 3).reshape(m, -1, 1)  # noqa: E731  [M, P, 1]
+        tables = self._tables(flat(locs[:, channel]), flat(torch.exp(-self.log_scales[:, channel])), channel)
+        return (flat(torch.softmax(log_w, dim=1)) * tables).sum(dim=0).view(b, h, w, 256)
+
+    def component_bin_probs(self, channel: int, k: Tensor, x: Tensor | None = None) -> Tensor:
+        """As the parent's, on each pixel's window."""
+        loc, inv_s = self._component(channel, k, x, "component_bin_probs")
+        b, _, h, w = self.params.shape
+        return self._tables(loc, inv_s, channel).view(b, h, w, 256)
+
+    def tempered(self, temperature: float) -> WindowedMixture:
+        """The same windows, every logistic scale multiplied by ``temperature``."""
+        if temperature == 1.0:
+            return self
+        hi = torch.where(self._empty.unsqueeze(1), self.lo - 1, self.hi)
+        return WindowedMixture(super().tempered(temperature).params, self.channels, self.n_mix, self.lo, hi)
+
+    def sample(self, temperature: float = 1.0) -> Tensor:
+        """Draw ``x`` on the grid k/255, each channel of the chosen component from its logistic truncated to the
+        window (inverse CDF between the window's edges): exactly the scored distribution at ``temperature`` 1."""
+        if temperature != 1.0:
+            return self.tempered(temperature).sample()
+        u = torch.rand_like(self.logits).clamp(1e-10, 1.0 - 1e-7)
+        k = torch.argmax(self.logits - torch.log(-torch.log(u)), dim=1)  # [B, H, W]
+        out = torch.zeros_like(self.params[:, : self.channels])
+        for c in range(self.channels):
+            loc, inv_s = self._component(c, k, out, "sample")  # [P, 1], coupled to the channels drawn so far
+            loc, inv_s = loc.double(), inv_s.double()
+            lo, hi = self.lo[:, c].reshape(-1, 1), self.hi[:, c].reshape(-1, 1)
+            a = torch.where(lo <= 0, 0.0, torch.sigmoid(((lo * 2.0 - 1.0) / 255.0 - 1.0 - loc) * inv_s))
+            b = torch.where(hi >= 255, 1.0, torch.sigmoid(((hi * 2.0 + 1.0) / 255.0 - 1.0 - loc) * inv_s))
+            p = (a + torch.rand_like(a) * (b - a)).clamp(1e-300, 1.0 - 1e-16)
+            v = torch.round((loc + torch.logit(p) / inv_s + 1.0) * 127.5)
+            out[:, c] = (torch.maximum(torch.minimum(v, hi), lo).view(out[:, c].shape) / 255.0).to(out.dtype)
+        return out
+
+    def _into_windows(self, x: Tensor) -> Tensor:
+        return torch.maximum(torch.minimum(x * 255.0, self.hi), self.lo) / 255.0
+
+    def mean(self) -> Tensor:
+        """The parent's approximate mean, clamped into the windows (a summary, not the truncated mean)."""
+        return self._into_windows(super().mean())
+
+    def mode(self) -> Tensor:
+        """The parent's mode, clamped into the windows."""
+        return self._into_windows(super().mode())
+
+
 class SubpixelMixture:
     """``p(x | latents) = prod_g p(x_g | latents, x_<g)`` over the 2x2 sub-pixel groups of :mod:`selfvae.nn.context`:
     each group a :class:`DiscretizedLogisticMixture`, group 0's parameters the decoder's (``base``) at its pixels,
@@ -418,14 +567,20 @@ class SubpixelMixture:
     the half-size grid in [-1, 1], where the context reads it). A normalised likelihood (each
     factor is), scored with the observed earlier groups (:meth:`log_prob`) and drawn group by group
     (:meth:`sample`). ``params`` are the decoder's, as a plain mixture's are; the codec codes group by group
-    (:meth:`group`)."""
+    (:meth:`group`).
+
+    With ``average`` (uint8 ``[B, C, H/2, W/2]``, a consistent srVAE's ``y_K``) each group is a
+    :class:`WindowedMixture` on the values that keep its 2x2 block's average at ``average``
+    (:func:`selfvae.renormalise.group_window`): a likelihood on the images ``downscale:2`` maps to ``average``
+    only, normalised there, whose last group has at most four values a sub-pixel."""
 
     def __init__(self, base: DiscretizedLogisticMixture, context: SubpixelContext, cond: Tensor | None = None,
-                 temperature: float = 1.0) -> None:
+                 temperature: float = 1.0, average: Tensor | None = None) -> None:
         if (cond is None) != (context.cond_channels == 0):
             raise SelfVAEError(f"SubpixelMixture: its context reads {context.cond_channels} channels of the level "
                                f"above; given {'none' if cond is None else list(cond.shape)}")
         self.base, self.context, self.cond, self.temperature = base, context, cond, temperature
+        self.average = average
         self.channels, self.n_mix, self.params = base.channels, base.n_mix, base.params
         self._means: dict[int, Tensor] = {}
 
@@ -447,7 +602,11 @@ class SubpixelMixture:
             means = torch.cat([self.base_mean(h) for h in range(g)], dim=1)
             d = DiscretizedLogisticMixture(self.context(g, group_of(self.params, g), known, means, self.cond),
                                            self.channels, self.n_mix)
-        return d.tempered(self.temperature)
+        d = d.tempered(self.temperature)
+        if self.average is None:
+            return d
+        lo, hi = group_window(self.average, [torch.round(e * 255.0) for e in earlier[:g]], g)
+        return WindowedMixture(d.params, self.channels, self.n_mix, lo, hi)
 
     def log_prob_per_dim(self, x: Tensor) -> Tensor:
         """Per-pixel log-probability ``[B, H, W]`` of ``x`` (float ``[B, C, H, W]`` on the grid in [0, 1])."""
@@ -462,7 +621,7 @@ class SubpixelMixture:
 
     def tempered(self, temperature: float) -> SubpixelMixture:
         """Each group's logistic scales multiplied by ``temperature`` (after its context)."""
-        return SubpixelMixture(self.base, self.context, self.cond, self.temperature * temperature)
+        return SubpixelMixture(self.base, self.context, self.cond, self.temperature * temperature, self.average)
 
     def _by_groups(self, draw: Callable[[DiscretizedLogisticMixture], Tensor]) -> Tensor:
         """x from ``draw`` (a group's mixture -> its pixels ``[B, C, h, w]`` in [0, 1]) applied group by group."""

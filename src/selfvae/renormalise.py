@@ -46,6 +46,20 @@ def lowest_block_sum(y, factor: int):  # noqa: ANN001, ANN201 - an int64 tensor 
     return n * y - n // 2
 
 
+def group_window(average: Tensor, earlier: list[Tensor], g: int, groups: int = 4) -> tuple[Tensor, Tensor]:
+    """The values ``lo .. hi`` (int64 ``[B, C, h, w]``) a pixel of x's sub-pixel group ``g``
+    (:mod:`selfvae.nn.context`) may take for its 2x2 block to average (``downscale:2``) to ``average`` (``[B, C, h,
+    w]``, the level above x): the block's sum is one of the four allowed (:func:`lowest_block_sum`), ``earlier``
+    (values 0..255 of the groups before ``g``, at least ``g`` of them) fix part of it, and each of the
+    ``groups - 1 - g`` pixels still to come adds 0..255. Never empty when the earlier pixels lay in their windows;
+    the last group's holds at most four values."""
+    first = lowest_block_sum(average.long(), 2)
+    known = sum((e.long() for e in earlier[:g]), torch.zeros_like(first))
+    lo = (first - known - 255 * (groups - 1 - g)).clamp(min=0)
+    hi = (first + 3 - known).clamp(max=255)
+    return lo, hi
+
+
 _WINDOWS = (2, 8, 32, 128, 256)  # window widths log_mass_block_average groups blocks by
 # Above the absolute error of a sum's distribution by FFT (tables that sum to 1, up to 4096 terms; tested): added to
 # each block's mass, so a mass that rounding pulls down is never taken below the exact one, and tiny masses are

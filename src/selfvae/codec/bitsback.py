@@ -50,7 +50,7 @@ from selfvae.errors import SelfVAEError
 from selfvae.models.selfvae import SelfVAE
 from selfvae.nn.context import GROUPS, ORDER, group_of
 from selfvae.priors import CouplingStep
-from selfvae.renormalise import BlockConstraint
+from selfvae.renormalise import BlockConstraint, group_window
 
 
 @dataclass(frozen=True)
@@ -91,6 +91,12 @@ Levels = list[Tensor]  # uint8 image levels [y_1, ..., y_K, x]
 Latents = list[Tensor]  # float32 latents [u, z_1, ..., z_K] on the grid
 
 Hook = Callable[[str], None]  # called with the part just coded: progress and accounting
+Window = tuple[Tensor, Tensor] | None  # a consistent context group's values lo .. hi per sub-pixel (int64), or none
+
+
+def _window(window: Window) -> tuple[Tensor | None, Tensor | None]:
+    """``window`` as two inputs of :meth:`ChunkRunner.map` (None, None where there is none)."""
+    return (None, None) if window is None else window
 
 
 def _certain(probs: np.ndarray, outside: np.ndarray | None) -> np.ndarray:
@@ -192,56 +198,63 @@ class BitsBackCoder:
         return self.run.map(lambda y, z: self.m.p_x_given(i - 1, y, z).params, level_above, latent)
 
     def channel_probs(self, i: int, params: Tensor, level: Tensor, c: int, k: np.ndarray | None = None,
-                       ) -> np.ndarray:
+                      window: Window = None) -> np.ndarray:
         """``[n, H, W, 256]`` probabilities of channel ``c`` of level ``l_i`` given its earlier channels: under the
         whole mixture, or with ``k`` (``[n, H, W]``) under each pixel's mixture component ``k`` alone. Rows sum
-        to 1 (differences of a CDF from 0 to 1)."""
+        to 1 (differences of a CDF from 0 to 1). ``window``: a consistent context group's (:func:`_window`)."""
         # float64 by the workers: the coder takes float64 tables, and converting them here would be serial
         if k is None:
-            return self.run.map(lambda prm, y: self.m.likelihood(i, prm).bin_probs(c, self.m.target(y)), params,
-                                level, dtype=torch.float64).numpy()
+            return self.run.map(lambda prm, y, lo, hi: self.m.likelihood(i, prm, lo, hi).bin_probs(c, self.m.target(y)),
+                                params, level, *_window(window), dtype=torch.float64).numpy()
         return self.run.map(
-            lambda prm, y, kk: self.m.likelihood(i, prm).component_bin_probs(c, kk, self.m.target(y)),
-            params, level, torch.from_numpy(k), dtype=torch.float64).numpy()
+            lambda prm, y, kk, lo, hi: self.m.likelihood(i, prm, lo, hi).component_bin_probs(c, kk, self.m.target(y)),
+            params, level, torch.from_numpy(k), *_window(window), dtype=torch.float64).numpy()
 
     def run_probs(self, i: int, params: Tensor, level: Tensor, c: int, k: np.ndarray, run: np.ndarray | None = None,
-                  ) -> np.ndarray:
+                  window: Window = None) -> np.ndarray:
         """``[n, H, W, 16]`` probabilities of channel ``c`` of level ``l_i`` under each pixel's component ``k``,
         given its earlier channels: of the runs of 16 values, or with ``run`` (``[n, H, W]``) of the values within
         each pixel's run (:meth:`~selfvae.distributions.DiscretizedLogisticMixture.component_run_probs`)."""
         return self.run.map(
-            lambda prm, y, kk, r: self.m.likelihood(i, prm).component_run_probs(c, kk, self.m.target(y), r),
-            params, level, torch.from_numpy(k), None if run is None else torch.from_numpy(run),
+            lambda prm, y, kk, r, lo, hi: self.m.likelihood(i, prm, lo, hi).component_run_probs(
+                c, kk, self.m.target(y), r),
+            params, level, torch.from_numpy(k), None if run is None else torch.from_numpy(run), *_window(window),
             dtype=torch.float64).numpy()
 
     def _push_channel(self, stack: Stack, i: int, params: Tensor, level: Tensor, c: int, k: np.ndarray | None,
-                      outside: np.ndarray | None) -> None:
+                      outside: np.ndarray | None, window: Window = None) -> None:
         values = _zeroed(level[:, c].numpy(), outside)
         if k is None or not self.p.split_values:
-            stack.push_categorical(values, _certain(self.channel_probs(i, params, level, c, k), outside),
+            stack.push_categorical(values, _certain(self.channel_probs(i, params, level, c, k, window), outside),
                                    normalised=True)
             return
         run, place = np.divmod(values, VALUES_PER_RUN)  # the decoder pops the run first, so it goes on last
-        stack.push_categorical(place, _certain(self.run_probs(i, params, level, c, k, run), outside), normalised=True)
-        stack.push_categorical(run, _certain(self.run_probs(i, params, level, c, k), outside), normalised=True)
+        stack.push_categorical(place, _certain(self.run_probs(i, params, level, c, k, run, window), outside),
+                               normalised=True)
+        stack.push_categorical(run, _certain(self.run_probs(i, params, level, c, k, None, window), outside),
+                               normalised=True)
 
     def _pop_channel(self, stack: Stack, i: int, params: Tensor, level: Tensor, c: int, k: np.ndarray | None,
-                     outside: np.ndarray | None) -> np.ndarray:
+                     outside: np.ndarray | None, window: Window = None) -> np.ndarray:
         if k is None or not self.p.split_values:
-            return stack.pop_categorical(_certain(self.channel_probs(i, params, level, c, k), outside),
+            return stack.pop_categorical(_certain(self.channel_probs(i, params, level, c, k, window), outside),
                                          normalised=True)
-        run = stack.pop_categorical(_certain(self.run_probs(i, params, level, c, k), outside), normalised=True)
-        place = stack.pop_categorical(_certain(self.run_probs(i, params, level, c, k, run), outside),
+        run = stack.pop_categorical(_certain(self.run_probs(i, params, level, c, k, None, window), outside),
+                                    normalised=True)
+        place = stack.pop_categorical(_certain(self.run_probs(i, params, level, c, k, run, window), outside),
                                       normalised=True)
         return run * VALUES_PER_RUN + place
 
-    def component_probs(self, i: int, params: Tensor, level: Tensor | None = None) -> np.ndarray:
-        """``[n, H, W, M]``: the mixture weights, or with ``level`` the components' posterior given the pixels."""
+    def component_probs(self, i: int, params: Tensor, level: Tensor | None = None, window: Window = None,
+                        ) -> np.ndarray:
+        """``[n, H, W, M]``: the mixture weights, or with ``level`` the components' posterior given the pixels
+        (under the components truncated to ``window``, where given)."""
         if level is None:
             return self.run.map(lambda prm: self.m.likelihood(i, prm).component_weights(), params,
                                 dtype=torch.float64).numpy()
-        return self.run.map(lambda prm, y: self.m.likelihood(i, prm).component_posterior(self.m.target(y)),
-                            params, level, dtype=torch.float64).numpy()
+        return self.run.map(
+            lambda prm, y, lo, hi: self.m.likelihood(i, prm, lo, hi).component_posterior(self.m.target(y)),
+            params, level, *_window(window), dtype=torch.float64).numpy()
 
     # ------------------------------------------------------------------ image levels
     def _by_component(self, whole_mixture: bool) -> bool:
@@ -250,7 +263,7 @@ class BitsBackCoder:
     def constraint_of(self, i: int, params: Tensor, level_above: Tensor | None) -> BlockConstraint | None:
         """For a consistent model (``cfg.consistent``) and a level below the top: the first channel's tables
         renormalised onto ``d(l_i) = l_{i-1}`` (:mod:`selfvae.renormalise`); else None."""
-        if i == 0 or not self.m.cfg.consistent:
+        if i == 0 or not self.m.cfg.consistent or self._has_context(i):
             return None
         assert level_above is not None
         probs = self.run.map(lambda prm: self.m.likelihood(i, prm).bin_probs(0), params).numpy()
@@ -259,7 +272,7 @@ class BitsBackCoder:
     def _outside(self, i: int, cover: Cover | None, constraint: BlockConstraint | None) -> np.ndarray | None:
         """``[n, H, W]`` bool: the pixels of level ``l_i`` not coded, those of ``x`` outside their image where
         ``cover`` says so (a level renormalised by a ``constraint`` is coded whole); None where all are coded."""
-        if cover is None or i != self.m.K or constraint is not None or not cover.partial.any():
+        if cover is None or i != self.m.K or self.m.cfg.consistent or not cover.partial.any():
             return None
         return cover.outside()
 
@@ -284,15 +297,18 @@ class BitsBackCoder:
         seen = _zeroed_level(level, outside)  # what the decoder has of the earlier groups: outside pixels still 0
         for g in reversed(range(GROUPS)):
             self._push_pixels(stack, i, self.group_params(g, params, seen, level_above), group_of(level, g),
-                              None if outside is None else group_of(outside, g), by_component, None)
+                              None if outside is None else group_of(outside, g), by_component, None,
+                              self.group_window(g, level, level_above))
 
     def _push_pixels(self, stack: Stack, i: int, params: Tensor, level: Tensor, outside: np.ndarray | None,
-                     by_component: bool, constraint: BlockConstraint | None) -> None:
-        """Push the pixels ``level`` of level ``l_i`` under the mixture of raw parameters ``params``."""
-        k = stack.pop_categorical(_certain(self.component_probs(i, params, level), outside)) if by_component else None
+                     by_component: bool, constraint: BlockConstraint | None, window: Window = None) -> None:
+        """Push the pixels ``level`` of level ``l_i`` under the mixture of raw parameters ``params`` (truncated to
+        ``window``, where given)."""
+        k = stack.pop_categorical(_certain(self.component_probs(i, params, level, window), outside)) \
+            if by_component else None
         for c in reversed(range(level.shape[1])):  # one channel's tables at a time: [n, H, W, 256] (or 16) float64
             if c or constraint is None:
-                self._push_channel(stack, i, params, level, c, k, outside)
+                self._push_channel(stack, i, params, level, c, k, outside, window)
             else:
                 constraint.push(stack, level[:, 0].numpy())
         if k is not None:
@@ -313,27 +329,35 @@ class BitsBackCoder:
                 dy, dx = ORDER[g]
                 level[..., dy::2, dx::2] = self._pop_pixels(
                     stack, i, self.group_params(g, params, level, level_above), group_of(level, g).clone(),
-                    None if outside is None else group_of(outside, g), by_component, None)
+                    None if outside is None else group_of(outside, g), by_component, None,
+                    self.group_window(g, level, level_above))
         if outside is not None:
             assert cover is not None
             level = torch.from_numpy(cover.fill(level.numpy()))
         return level
 
     def _pop_pixels(self, stack: Stack, i: int, params: Tensor, level: Tensor, outside: np.ndarray | None,
-                    by_component: bool, constraint: BlockConstraint | None) -> Tensor:
+                    by_component: bool, constraint: BlockConstraint | None, window: Window = None) -> Tensor:
         """Pop into ``level`` (zeros, returned) the pixels of level ``l_i`` under the mixture of raw ``params``."""
         k = stack.pop_categorical(_certain(self.component_probs(i, params), outside)) if by_component else None
         for c in range(level.shape[1]):
             if c == 0 and constraint is not None:
                 level[:, 0] = torch.from_numpy(constraint.pop(stack))
             else:
-                level[:, c] = torch.from_numpy(self._pop_channel(stack, i, params, level, c, k, outside))
+                level[:, c] = torch.from_numpy(self._pop_channel(stack, i, params, level, c, k, outside, window))
         if k is not None:
-            stack.push_categorical(k, _certain(self.component_probs(i, params, level), outside))
+            stack.push_categorical(k, _certain(self.component_probs(i, params, level, window), outside))
         return level
 
     def _has_context(self, i: int) -> bool:
         return i == self.m.K and self.m.x_context is not None
+
+    def group_window(self, g: int, level: Tensor, level_above: Tensor | None) -> Window:
+        """A consistent model's windows for x's group ``g`` (:func:`selfvae.renormalise.group_window`) from the
+        groups before it of ``level`` (uint8) and the level above; None for a model that is not consistent."""
+        if not self.m.cfg.consistent or level_above is None:
+            return None
+        return group_window(level_above, [group_of(level, h) for h in range(g)], g)
 
     def group_params(self, g: int, params: Tensor, level: Tensor, level_above: Tensor | None) -> Tensor:
         """Raw mixture parameters of x's sub-pixel group ``g`` (``[n, P, H/2, W/2]``) from the decoder's ``params``,

@@ -42,6 +42,7 @@ from selfvae.codec.lossy import QuantisedZ
 from selfvae.errors import SelfVAEError
 from selfvae.models.selfvae import SelfVAE
 from selfvae.models.sizes import at_size
+from selfvae.nn.context import GROUPS, group_of
 
 __all__ = ["CodingParams", "CodecError", "CompressReport", "InputImage", "QuantisedZ", "compress", "decompress",
            "model_id", "nelbo_bits", "read_model_hint"]
@@ -120,8 +121,15 @@ def probe(coder: BitsBackCoder) -> str:
     if coder.m.cfg.consistent and coder.m.K:  # a renormalised level's first conditional table (numpy FFT)
         levels = coder.m.levels(x)
         z = coder.latent_values(coder.grid.index(coder.q(1, levels[1])[0]))
-        constraint = coder.constraint_of(1, coder.likelihood_params(1, z, levels[0]), levels[0])
-        parts.append(constraint.table(0, np.zeros(constraint.lo.shape, np.int64)))
+        params = coder.likelihood_params(1, z, levels[0])
+        constraint = coder.constraint_of(1, params, levels[0])
+        if constraint is not None:
+            parts.append(constraint.table(0, np.zeros(constraint.lo.shape, np.int64)))
+        else:  # x with a sub-pixel context, each group on its windows: its last group's first table
+            g = GROUPS - 1
+            window = coder.group_window(g, levels[1], levels[0])
+            parts.append(coder.channel_probs(1, coder.group_params(g, params, levels[1], levels[0]),
+                                             group_of(levels[1], g), 0, None, window))
     return digest(parts).hex()
 
 

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from tqdm import tqdm
 
-from selfvae.distributions import DiscretizedLogisticMixture
+from selfvae.distributions import DiscretizedLogisticMixture, SubpixelMixture
 from selfvae.errors import SelfVAEError
 from selfvae.models.selfvae import SelfVAE, to_uint8
 from selfvae.renormalise import sample_tables
@@ -102,7 +102,7 @@ def decode_from(
         nxt = given_y[k + 1] if k + 1 < len(given_y) and given_y[k + 1] is not None else None
         if nxt is None:
             p_x = model.p_x_given(k, levels[k], z)
-            if model.cfg.consistent and decode == "sample":
+            if model.cfg.consistent and decode == "sample" and not isinstance(p_x, SubpixelMixture):
                 nxt = sample_consistent(model, k, p_x.tempered(ts[k + 1]), levels[k])
             else:
                 nxt = to_uint8(_decode(p_x, decode, ts[k + 1]))

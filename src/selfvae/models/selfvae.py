@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from selfvae.config import CHOICES, ModelConfig
-from selfvae.distributions import DiagonalGaussian, DiscretizedLogisticMixture, SubpixelMixture
+from selfvae.distributions import DiagonalGaussian, DiscretizedLogisticMixture, SubpixelMixture, WindowedMixture
 from selfvae.errors import SelfVAEError
 from selfvae.nn import paper
 from selfvae.nn.context import SubpixelContext, check_even
@@ -262,7 +262,7 @@ class SelfVAE(nn.Module):
             assert y_above is not None
             h, w = p.params.shape[-2] // 2, p.params.shape[-1] // 2
             cond = resample_to(to_input(y_above, p.params.dtype), (h, w))
-        return SubpixelMixture(p, self.x_context, cond)
+        return SubpixelMixture(p, self.x_context, cond, average=y_above if self.cfg.consistent else None)
 
     @property
     def dtype(self) -> torch.dtype:
@@ -347,9 +347,14 @@ class SelfVAE(nn.Module):
         p = self.p_x[k](y_in, z)
         return self.x_likelihood(p, y) if k == self.K - 1 else p
 
-    def likelihood(self, i: int, params: Tensor) -> DiscretizedLogisticMixture:
+    def likelihood(self, i: int, params: Tensor, lo: Tensor | None = None, hi: Tensor | None = None,
+                   ) -> DiscretizedLogisticMixture:
         """The decoder's mixture of level ``i`` (0: ``y_1``, ``K``: x) from its raw parameters (``.params`` of
-        :meth:`p_y_given` / :meth:`p_x_given`), without x's sub-pixel context (:meth:`x_likelihood` adds it)."""
+        :meth:`p_y_given` / :meth:`p_x_given`), without x's sub-pixel context (:meth:`x_likelihood` adds it); with
+        windows ``lo .. hi`` (a consistent context's group: :func:`selfvae.renormalise.group_window`) truncated
+        to them (:class:`~selfvae.distributions.WindowedMixture`)."""
+        if lo is not None and hi is not None:
+            return WindowedMixture(params, self.shapes[i][0], self.cfg.n_mix, lo, hi)
         return DiscretizedLogisticMixture(params, self.shapes[i][0], self.cfg.n_mix)
 
     # ----- the bound ---------------------------------------------------------------------------
@@ -395,10 +400,11 @@ class SelfVAE(nn.Module):
     def set_consistent(self, on: bool) -> None:
         """Renormalise each ``p(y_k+1 | y_k, z_k)`` onto ``d(y_k+1) = y_k`` (``cfg.consistent``), or stop. Any
         trained downscaling model can be evaluated so: its bound is then valid and tighter."""
-        if on and self.x_context is not None:
-            raise SelfVAEError("this model's x has a sub-pixel context (model.context_width > 0): it cannot be "
-                               "renormalised onto d(x) = y (--consistent, model.consistent=true; a renormalised "
-                               "level is coded whole, not by sub-pixel groups): choose one")
+        if on and self.x_context is not None and not (self.K and self.chain[0].spec == "downscale"):
+            raise SelfVAEError(f"this model's x has a sub-pixel context (model.context_width > 0): it is renormalised "
+                               f"onto d(x) = y (--consistent, model.consistent=true) group by group, which needs the "
+                               f"2x2 blocks of a selfVAE whose last transform is 'downscale' (factor 2); "
+                               f"model.transforms is {self.cfg.transforms!r}")
         if on and not all(t.renormalisable for t in self.chain):
             raise SelfVAEError(f"model.consistent=true needs transforms that can renormalise p(x|y,z) onto d(x) = y "
                                f"(only 'downscale'); model.transforms is {self.cfg.transforms!r}")
@@ -414,7 +420,7 @@ class SelfVAE(nn.Module):
                 raise SelfVAEError("a renormalised (consistent) level is coded whole: no pixels can be left out")
             return -_masked_log_prob(p, self.target(levels[k + 1]), inside)
         re = -p.log_prob(self.target(levels[k + 1]))
-        if self.cfg.consistent:
+        if self.cfg.consistent and not isinstance(p, SubpixelMixture):  # a context's groups are windowed already
             d = self.chain[self.K - 1 - k]  # the transform that made level k from level k+1
             dtype = torch.float32 if self.training else torch.float64  # float64: the figures reported
             re = re + d.log_mass_consistent(p, levels[k][:, 0], dtype).to(re.dtype)
