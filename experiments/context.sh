@@ -22,6 +22,8 @@
 #                                       # trained, 40 CPU-minutes
 #   experiments/context.sh srvae-on     # srvae-frozen's end (shipped as cifar10-srvae-ctx) on, its context alone, a
 #                                       # fresh cosine from 3e-4 over 60 CPU-minutes: group 3's arithmetic unlearnt
+#   experiments/context.sh srvae-cons   # srvae-on's end, renormalised (model.consistent=true: each group on the values
+#                                       # its block's average allows), its context alone, 3e-4 over 60 CPU-minutes
 #   experiments/context.sh ctx-on       # ctx-frozen's end (shipped as cifar10-vae-ctx) on, every weight trained at
 #                                       # lr 1e-4 (ctx-joint's 3e-4 went the wrong way first), 90 CPU-minutes
 set -euo pipefail
@@ -47,7 +49,7 @@ from() {  # NAME RUN SHIPPED: where a run that goes on starts: RUN, else (runs/ 
   # weights committed at a session's end (experiments/context/NAME), else the shipped model (the cosine starts again)
   if [ -d "$2" ]; then echo "$2"; elif [ -d "experiments/context/$1" ]; then echo "experiments/context/$1"; else echo "$3"; fi
 }
-case ${1:?ctx-frozen | ctx-joint | ctx-on | photo-frozen | srvae-frozen | srvae-on} in
+case ${1:?ctx-frozen | ctx-joint | ctx-on | photo-frozen | srvae-frozen | srvae-on | srvae-cons} in
   ctx-frozen) run frozen cifar10-vae-small 40 --set train.lr=3e-4 --set train.lr_warmup_steps=100 \
                 --set train.trainable=x_context ;;
   ctx-joint) run joint cifar10-vae-small 40 --set train.lr=3e-4 --set train.lr_warmup_steps=100 ;;
@@ -57,5 +59,7 @@ case ${1:?ctx-frozen | ctx-joint | ctx-on | photo-frozen | srvae-frozen | srvae-
                   --set train.trainable=x_context ;;
   srvae-on) run srvae-on "$(from srvae-on runs/ctx-srvae-frozen cifar10-srvae-ctx)" 60 --set train.lr=3e-4 --set train.lr_warmup_steps=50 \
               --set train.trainable=x_context ;;
+  srvae-cons) run srvae-cons "$(from srvae-on runs/ctx-srvae-on cifar10-srvae-ctx)" 60 --set model.consistent=true \
+                --set train.lr=3e-4 --set train.lr_warmup_steps=50 --set train.trainable=x_context ;;
   ctx-on) run on "$(from ctx-on runs/ctx-frozen cifar10-vae-ctx)" 90 --set train.lr=1e-4 --set train.lr_warmup_steps=50 ;;
 esac

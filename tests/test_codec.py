@@ -147,6 +147,24 @@ def test_a_sliver_coded_first_funds_bits_back_for_the_next_tile(monkeypatch):
         assert np.array_equal(decompress(model, file).images[0], photo[0].pixels)
 
 
+@pytest.mark.parametrize("name", ["cifar10-srvae-small", "cifar10-srvae-ctx"])
+def test_a_shipped_srvae_decodes_its_file_of_one_official_image(name):
+    """A one-image file's latents are chosen (no bits back), and the encoder's come from a channels-last network's
+    output while the decoder's are popped contiguous: the runner hands every network one memory layout, since a
+    convolution's rounding follows its input's strides (these two models' x decoders differed by 3e-6 and their
+    files failed their checksum). The srVAE with a context renormalised onto y too (model.consistent)."""
+    from conftest import SHARED_DATA
+
+    from selfvae.runs.loading import load_run
+
+    _, model = load_run(name)
+    image = [InputImage("one", np.load(SHARED_DATA / "cifar10-official-part.npz")["x_test"][0])]
+    for consistent in (False, True) if model.x_context is not None else (False,):
+        model.set_consistent(consistent)
+        data, _ = compress(model, image, search_steps=0)
+        assert np.array_equal(decompress(model, data).images[0], image[0].pixels)
+
+
 @pytest.mark.parametrize("transforms,prior", [("", "standard"), ("", "mog"), ("", "realnvp"),
                                               ("downscale,downscale", "realnvp")])
 def test_searched_latents_cost_what_the_search_measures_and_round_trip(transforms, prior):

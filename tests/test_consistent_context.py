@@ -15,7 +15,7 @@ import mpmath
 import numpy as np
 import pytest
 import torch
-from test_codec import digits, tiny_model
+from test_codec import TINY, digits, tiny_model
 from test_context import _shaken, _smooth
 
 from selfvae import codec
@@ -25,6 +25,7 @@ from selfvae.errors import SelfVAEError
 from selfvae.models.ops import generate
 from selfvae.models.selfvae import SelfVAE
 from selfvae.nn.context import SubpixelContext
+from selfvae.presets import get_preset
 from selfvae.renormalise import group_window
 from selfvae.transforms import Downscale
 
@@ -238,3 +239,32 @@ def test_group_windows_hold_every_value_a_block_may_take():
         allowed = [a for a in range(256)
                    if any((sum(earlier) + a + s + 2) // 4 == v for s in range(0, 255 * rest + 1))]
         assert (int(lo), int(hi)) == (min(allowed), max(allowed))
+
+
+def test_a_context_model_goes_on_renormalised_from_its_plain_weights(tmp_path):
+    """``train.init`` a context srVAE trained without renormalisation into a consistent run (the same weights):
+    it starts from exactly them, with a lower bound than the plain model's, and training its context lowers it."""
+    import selfvae
+
+    images = _smooth(48).numpy()
+    cfg = get_preset("mnist-vae")
+    m = cfg.model
+    m.image_shape, m.transforms, m.latent_shape, m.n_mix = (3, 16, 16), "downscale", (2, 4, 4), 3
+    m.q_u = m.p_y = m.q_z = m.p_z = m.p_x = TINY
+    m.prior, m.prior_kwargs, m.context_width, m.context_layers = "standard", {}, 8, 1
+    kw = dict(train_data=images[:40], val_data=images[40:], test_data=images[40:], progress=False, batch_size=8,
+              eval_every=10, eval_limit=None, final_iw_limit=0, sample_every=1000, init_batch=16)
+    plain = selfvae.train(cfg, out=tmp_path / "plain", steps=10, **kw)
+    on = selfvae.train(cfg, out=tmp_path / "on", steps=30, init=str(tmp_path / "plain"), consistent=True,
+                       trainable="x_context", lr=3e-3, ema_decay=None, **kw)
+    assert on.cfg.consistent and not plain.cfg.consistent
+    before, after = plain.state_dict(), on.state_dict()
+    assert all(torch.equal(before[k].float(), after[k].float()) for k in before if not k.startswith("x_context."))
+    x = torch.from_numpy(images[40:])
+    bounds = []
+    for model, consistent in ((plain, False), (plain, True), (on, True)):
+        model.set_consistent(consistent)
+        torch.manual_seed(0)
+        with torch.no_grad():
+            bounds.append(float(model.terms(x).nelbo.mean()))
+    assert bounds[2] < bounds[1] < bounds[0]

@@ -51,9 +51,10 @@ class ChunkRunner:
 
     def map(self, fn: Callable[..., Result], *inputs: Tensor | None, chunk: int | None = None,
             dtype: torch.dtype | None = None) -> Result:
-        """``fn`` applied to chunks of ``inputs`` (tensors sharing their first dimension ``n``; ``None`` passes
-        through), results gathered into ``n`` rows. ``fn`` returns a tensor or a tuple. ``chunk`` overrides the
-        runner's chunk size (for a network that runs best at another one). Each worker copies its chunk's rows
+        """``fn`` applied to chunks of ``inputs`` (tensors sharing their first dimension ``n``, each given to ``fn``
+        contiguous; ``None`` passes through), results gathered into ``n`` rows. ``fn`` returns a tensor or a
+        tuple. ``chunk`` overrides the runner's chunk size (for a network that runs best at another one). Each
+        worker copies its chunk's rows
         into the output itself, so gathering large tables runs in parallel too; ``dtype`` (given) is the
         output's, converted in that copy (float32 -> float64 there is exact, and faster than ``.double()``)."""
         size = chunk or self.chunk
@@ -68,7 +69,9 @@ class ChunkRunner:
             torch.set_num_threads(1)
             torch.set_flush_denormal(True)  # per thread: a pool thread made before coding_mode would keep subnormals
             with torch.inference_mode():
-                res = fn(*(None if t is None else _padded(t[start : start + size], size) for t in inputs))
+                # one memory layout for every input: a convolution's rounding follows its input's strides, and the
+                # encoder's latents (from a channels-last network's output) and the decoder's (popped) differ in them
+                res = fn(*(None if t is None else _padded(t[start : start + size], size).contiguous() for t in inputs))
                 parts = res if isinstance(res, tuple) else (res,)
                 with lock:
                     if not outs:

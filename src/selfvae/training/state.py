@@ -123,6 +123,7 @@ def trainable(model: SelfVAE, prefixes: str | None) -> list[torch.nn.Parameter]:
 
 
 CONTEXT_KEYS = ("context_width", "context_layers")  # what train.init may add to a model (selfvae.nn.context)
+WEIGHTLESS_KEYS = ("consistent",)  # what train.init may change: a renormalised likelihood has the same weights
 
 
 def init_from(model: SelfVAE, cfg: Config, source: str, device: str) -> dict[str, Any]:
@@ -135,7 +136,7 @@ def init_from(model: SelfVAE, cfg: Config, source: str, device: str) -> dict[str
     ours, theirs = asdict(cfg.model), asdict(src_cfg.model)  # nested net specs as dicts, compared as JSON
     adding_context = not theirs.get("context_width") and ours["context_width"] > 0
     differ = [k for k in ours if json.dumps(ours[k], default=str) != json.dumps(theirs.get(k), default=str)
-              and not (adding_context and k in CONTEXT_KEYS)]
+              and not (adding_context and k in CONTEXT_KEYS) and k not in WEIGHTLESS_KEYS]
     if differ:
         raise SelfVAEError(f"train.init={source}: its model differs from this run's in "
                            + ", ".join(f"model.{k} ({theirs.get(k)!r} there, {ours[k]!r} here)" for k in differ))
