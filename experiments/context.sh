@@ -24,6 +24,8 @@
 #                                       # fresh cosine from 3e-4 over 60 CPU-minutes: group 3's arithmetic unlearnt
 #   experiments/context.sh srvae-cons   # srvae-on's end, renormalised (model.consistent=true: each group on the values
 #                                       # its block's average allows), its context alone, 3e-4 over 60 CPU-minutes
+#   experiments/context.sh srvae-cons-on # srvae-cons's end, renormalised, every weight trained at lr 1e-4 (as ctx-on),
+#                                       # 90 CPU-minutes
 #   experiments/context.sh ctx-on       # ctx-frozen's end (shipped as cifar10-vae-ctx) on, every weight trained at
 #                                       # lr 1e-4 (ctx-joint's 3e-4 went the wrong way first), 90 CPU-minutes
 set -euo pipefail
@@ -49,17 +51,19 @@ from() {  # NAME RUN SHIPPED: where a run that goes on starts: RUN, else (runs/ 
   # weights committed at a session's end (experiments/context/NAME), else the shipped model (the cosine starts again)
   if [ -d "$2" ]; then echo "$2"; elif [ -d "experiments/context/$1" ]; then echo "experiments/context/$1"; else echo "$3"; fi
 }
-case ${1:?ctx-frozen | ctx-joint | ctx-on | photo-frozen | srvae-frozen | srvae-on | srvae-cons} in
+case ${1:?ctx-frozen | ctx-joint | ctx-on | photo-frozen | srvae-frozen | srvae-on | srvae-cons | srvae-cons-on} in
   ctx-frozen) run frozen cifar10-vae-small 40 --set train.lr=3e-4 --set train.lr_warmup_steps=100 \
                 --set train.trainable=x_context ;;
   ctx-joint) run joint cifar10-vae-small 40 --set train.lr=3e-4 --set train.lr_warmup_steps=100 ;;
   photo-frozen) run photo-frozen photo-vae 60 --data-dir /usr/share --set data.name=photos --set train.lr=3e-4 \
                   --set train.lr_warmup_steps=100 --set train.trainable=x_context ;;
   srvae-frozen) run srvae-frozen cifar10-srvae-small 40 --set train.lr=3e-4 --set train.lr_warmup_steps=100 \
-                  --set train.trainable=x_context ;;
+                  --set train.trainable=x_context --set model.consistent=false ;;
   srvae-on) run srvae-on "$(from srvae-on runs/ctx-srvae-frozen cifar10-srvae-ctx)" 60 --set train.lr=3e-4 --set train.lr_warmup_steps=50 \
-              --set train.trainable=x_context ;;
+              --set train.trainable=x_context --set model.consistent=false ;;
   srvae-cons) run srvae-cons "$(from srvae-on runs/ctx-srvae-on cifar10-srvae-ctx)" 60 --set model.consistent=true \
                 --set train.lr=3e-4 --set train.lr_warmup_steps=50 --set train.trainable=x_context ;;
+  srvae-cons-on) run srvae-cons-on "$(from srvae-cons runs/ctx-srvae-cons cifar10-srvae-ctx)" 90 \
+                   --set model.consistent=true --set train.lr=1e-4 --set train.lr_warmup_steps=50 ;;
   ctx-on) run on "$(from ctx-on runs/ctx-frozen cifar10-vae-ctx)" 90 --set train.lr=1e-4 --set train.lr_warmup_steps=50 ;;
 esac

@@ -245,7 +245,7 @@ class SelfVAE(nn.Module):
         """x's sub-pixel context net (``cfg.context_width``), or None."""
         if not cfg.context_width:
             return None
-        check_even(self.shapes[-1], "model.image_shape")  # model.consistent is refused by set_consistent
+        check_even(self.shapes[-1], "model.image_shape")  # set_consistent checks what a renormalised one needs
         c = self.shapes[-1][0]
         cond = self.shapes[-2][0] if self.K else 0  # a selfVAE's context reads y_K too
         return SubpixelContext(c, DiscretizedLogisticMixture.n_params(c, cfg.n_mix), cfg.context_width,
