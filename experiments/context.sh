@@ -17,9 +17,10 @@
 #   1000 (srvae-cons, 60 CPU-min): validation 4.3175 -> 4.2515, test 4.1954, but FID 204.2 -> 212.0: shipped
 #   beside it as cifar10-srvae-cons (the best bound; cifar10-srvae-ctx stays, for its samples). The same weights
 #   sampled renormalised: FID 216.0, so the renormalisation costs the FID and the training took part of it back.
-# - every weight on from there, renormalised (srvae-cons-on, lr 1e-4): validation 4.2515 -> 4.2198 at step 750
-#   (~40 CPU-min), test 4.1653 (float16 in experiments/context/srvae-cons-on); goes on; FID not measured yet.
-# - ctx-on at step 2500 (~55 CPU-min): validation 4.2692, test 4.2018 (experiments/context/ctx-on); paused.
+# - every weight on from there, renormalised (srvae-cons-on, lr 1e-4): validation 4.2515 -> 4.2326 / 4.2253 /
+#   4.2198 / 4.2154 / 4.2123 at steps 250-1250 (~70 CPU-min), test 4.1582 (float16 in
+#   experiments/context/srvae-cons-on); goes on; FID not measured yet.
+# - ctx-on at step 3000 (~65 CPU-min): validation 4.2642, test 4.1950 (experiments/context/ctx-on); goes on.
 # - photographs (photo-frozen): no gain on held-out photographs, -0.035 on training tiles: not shipped.
 #
 #   experiments/context.sh ctx-frozen   # cifar10-vae-small + a context of 64 channels x 3 layers, the context alone
