@@ -6,24 +6,20 @@ training, generation) and the codec (exact round trips at the bound)."""
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import itertools
 import math
 
 import mpmath
-import numpy as np
 import pytest
 import torch
-from test_codec import TINY, digits, tiny_model
-from test_context import _shaken, _smooth
+from test_codec import TINY
+from test_context import _shaken, _smooth, assert_round_trips_at_its_bound, context_model
 
 from selfvae import codec
-from selfvae.codec import decompress
 from selfvae.distributions import DiscretizedLogisticMixture, SubpixelMixture, WindowedMixture, log_window_mass
 from selfvae.errors import SelfVAEError
 from selfvae.models.ops import generate
-from selfvae.models.selfvae import SelfVAE
 from selfvae.nn.context import SubpixelContext
 from selfvae.presets import get_preset
 from selfvae.renormalise import group_window
@@ -170,20 +166,11 @@ def test_consistent_samples_average_to_y_and_follow_the_likelihood():
     assert 0.5 * float((seen - probs).abs().sum()) < 0.03
 
 
-def _consistent_srvae() -> SelfVAE:
-    _, model = tiny_model("downscale", "standard", channels=3)
-    cfg = dataclasses.replace(model.cfg, context_width=8, context_layers=2, consistent=True)
-    with_ctx = SelfVAE(cfg).eval()
-    with_ctx.load_state_dict(model.state_dict(), strict=False)
-    _shaken(with_ctx.x_context, scale=1.0)
-    return with_ctx
-
-
 def test_a_consistent_srvae_bound_is_tighter_trains_and_generates_consistent_images():
     """Renormalised, every image's x term is lower than the plain context's for the same latents (the windows'
     mass is at most 1), by at least the last group's share; training it lowers the bound with finite gradients;
     generated x averages to the generated y exactly."""
-    model = _consistent_srvae()
+    model = context_model("downscale", consistent=True)
     x = _smooth(8)
     torch.manual_seed(0)
     with torch.no_grad():
@@ -217,14 +204,7 @@ def test_a_consistent_context_model_round_trips_exactly_at_its_bound():
     """Encoder and decoder build each group's windows from y and the groups before it: exact round trips
     (images smaller than the tile: a renormalised x is coded whole, its black margins too), the file at the
     renormalised bound."""
-    model = _consistent_srvae()
-    images = digits(5, channels=3)
-    data, rep = compress(model, images, group=2, threads=2)
-    dec = decompress(model, data, threads=1)
-    for got, im in zip(dec.images, images, strict=True):
-        assert np.array_equal(got, im.pixels)
-    coded = 8 * sum(rep.parts_bytes.values())
-    assert abs(coded - rep.ideal_bits) <= 1e-3 * rep.ideal_bits + 64
+    assert_round_trips_at_its_bound(context_model("downscale", consistent=True))
 
 
 def test_group_windows_hold_every_value_a_block_may_take():

@@ -179,19 +179,7 @@ class DiscretizedLogisticMixture:
         of the logistic CDF at the bin edges (no density approximation), with the edge bins open-ended as in
         :meth:`log_prob`; they sum to 1. ``x`` (float in [0, 1] on the grid k/255) is needed for ``channel > 0``.
         """
-        if not 0 <= channel < self.channels:
-            raise SelfVAEError(f"DiscretizedLogisticMixture.bin_probs: channel {channel} not in 0..{self.channels - 1}")
-        if channel > 0 and x is None:
-            raise SelfVAEError("DiscretizedLogisticMixture.bin_probs: channels after the first need x")
-        log_w = torch.log_softmax(self.logits, dim=1)  # [B, M, H, W]
-        locs = self.locs
-        if channel > 0:
-            assert x is not None
-            self._check_x(x)
-            x_pm1 = x.to(self.params.dtype) * 2.0 - 1.0
-            locs = self._coupled_locs(x_pm1)
-            for c in range(channel):  # weight components by how well they explain the earlier channels
-                log_w = log_w + self._log_bin_mass(locs[:, c], self.log_scales[:, c], x_pm1[:, c : c + 1])
+        log_w, locs = self._table_weights(channel, x)
         b, m, h, w = log_w.shape
         n = b * h * w
         first = lambda t: t.permute(1, 0, 2, 3).reshape(m, n, 1)  # noqa: E731  [M, P, 1]
@@ -211,6 +199,33 @@ class DiscretizedLogisticMixture:
             for k in range(1, m):  # the mixture, one component at a time (faster than a batched matmul here)
                 out.addcmul_(c[k], weights[k, a : a + z])
         return torch.diff(mix, dim=1).clamp_(min=0.0).view(b, h, w, 256)
+
+    def _table_weights(self, channel: int, x: Tensor | None) -> tuple[Tensor, Tensor]:
+        """The checked arguments of :meth:`bin_probs` -> the components' log weights given the channels before
+        ``channel`` of ``x`` and their locations (:meth:`_weights_and_locs`)."""
+        if not 0 <= channel < self.channels:
+            raise SelfVAEError(f"DiscretizedLogisticMixture.bin_probs: channel {channel} not in 0..{self.channels - 1}")
+        if channel > 0 and x is None:
+            raise SelfVAEError("DiscretizedLogisticMixture.bin_probs: channels after the first need x")
+        return self._weights_and_locs(channel, x if channel > 0 else None)
+
+    def _weights_and_locs(self, channels: int, x: Tensor | None) -> tuple[Tensor, Tensor]:
+        """``log pi_k`` plus the log mass of each of the first ``channels`` channels of ``x`` under component ``k``
+        (:meth:`_log_channel_mass`), ``[B, M, H, W]``: the components' weights given those channels; and the
+        component locations ``[B, C, M, H, W]`` given ``x`` (the RGB coupling; the decoder's own without ``x``)."""
+        log_w = torch.log_softmax(self.logits, dim=1)
+        if x is None:
+            return log_w, self.locs
+        self._check_x(x)
+        x_pm1 = x.to(self.params.dtype) * 2.0 - 1.0
+        locs = self._coupled_locs(x_pm1)
+        for c in range(channels):  # weight components by how well they explain the channels
+            log_w = log_w + self._log_channel_mass(locs, c, x_pm1)
+        return log_w, locs
+
+    def _log_channel_mass(self, locs: Tensor, c: int, x_pm1: Tensor) -> Tensor:
+        """``log P_k(x_c | x_<c)`` ``[B, M, H, W]``: the exact mass of channel ``c``'s bin under each component."""
+        return self._log_bin_mass(locs[:, c], self.log_scales[:, c], x_pm1[:, c : c + 1])
 
     def window_bin_probs(self, pixels: Tensor, lo: Tensor, length: int, dtype: torch.dtype = torch.float64) -> Tensor:
         """Probabilities ``[P, length]`` of the first channel's values ``lo .. lo + length - 1`` (0 above 255) at the
@@ -240,12 +255,7 @@ class DiscretizedLogisticMixture:
         (:meth:`component_bin_probs`, a tenth of the work of the whole mixture's table) and pushes the component
         with :meth:`component_weights`: net ``-log p(x)`` again.
         """
-        self._check_x(x)
-        x_pm1 = x.to(self.params.dtype) * 2.0 - 1.0
-        locs = self._coupled_locs(x_pm1)
-        log_w = torch.log_softmax(self.logits, dim=1)
-        for c in range(self.channels):
-            log_w = log_w + self._log_bin_mass(locs[:, c], self.log_scales[:, c], x_pm1[:, c : c + 1])
+        log_w, _ = self._weights_and_locs(self.channels, x)
         return torch.softmax(log_w, dim=1).permute(0, 2, 3, 1)
 
     def _component(self, channel: int, k: Tensor, x: Tensor | None, what: str, couple: bool = True,
@@ -299,19 +309,7 @@ class DiscretizedLogisticMixture:
         n = VALUES_PER_RUN
         step = torch.arange(0, n + 1, device=loc.device) * (1 if run is not None else n)
         edge = step if run is None else run.reshape(-1, 1).long() * n + step  # edge j lies below value j: [.., 17]
-        edge = self._clamp_edges(edge, channel)
-        z = ((edge.double() * 2.0 - 1.0) / 255.0 - 1.0 - loc.double()) * inv_s.double()
-        z = torch.where(edge <= 0, -math.inf, torch.where(edge >= 256, math.inf, z))
-        tail = torch.sigmoid(-z.abs())  # the mass beyond each edge, on its side of the centre
-        below = z < 0
-        cdf_lo, cdf_hi = tail[..., :-1], tail[..., 1:]  # an interval's mass from its edges' tails:
-        mass = torch.where(below[..., 1:], cdf_hi - cdf_lo,  # both edges below the centre
-                           torch.where(~below[..., :-1], cdf_lo - cdf_hi,  # both above
-                                       1.0 - cdf_lo - cdf_hi))  # straddling it
-        mass = mass.clamp_(min=0.0).expand(len(loc), n)  # the runs' edges are every pixel's alike
-        total = mass.sum(dim=1, keepdim=True)
-        values = (edge[..., 1:] > edge[..., :-1]).double().expand(len(loc), n)  # entries holding any value
-        probs = torch.where(total > 0, mass / total.clamp(min=1e-300), values / values.sum(dim=1, keepdim=True))
+        probs = _interval_probs(self._clamp_edges(edge, channel), loc.double(), inv_s.double())
         b, _, h, w = self.params.shape
         return probs.reshape(b, h, w, n)
 
@@ -419,15 +417,36 @@ class DiscretizedLogisticMixture:
         return (torch.stack([xr, xg, xb], dim=1) + 1.0) / 2.0
 
 
+def _edge_z(edge: Tensor, loc: Tensor, inv_s: Tensor) -> Tensor:
+    """Where the edge below value ``edge`` (int, broadcast) lies in standard units of the logistics ``loc``,
+    ``inv_s`` (in ``loc``'s dtype): ``-inf`` below the open-ended bin of 0, ``+inf`` above that of 255."""
+    z = ((edge.to(loc.dtype) * 2.0 - 1.0) / 255.0 - 1.0 - loc) * inv_s
+    return torch.where(edge <= 0, -math.inf, torch.where(edge >= 256, math.inf, z))
+
+
+def _interval_probs(edge: Tensor, loc: Tensor, inv_s: Tensor) -> Tensor:
+    """Probabilities ``[..., n]`` of the values between successive ``edge`` ``[..., n + 1]`` (int, rising; edge
+    ``j`` below value ``j``) under the logistics ``loc``, ``inv_s`` ``[..., 1]``. Each interval's mass comes from its
+    edges' nearer tails (``sigmoid(-|z|)``), so an interval far from the centre keeps its digits where ``1 - CDF``
+    would round to 0; where every mass rounds to 0 the intervals holding a value are equally likely."""
+    z = _edge_z(edge, loc, inv_s)
+    tail = torch.sigmoid(-z.abs())  # the mass beyond each edge, on its side of the centre
+    below = z < 0
+    cdf_lo, cdf_hi = tail[..., :-1], tail[..., 1:]  # an interval's mass from its edges' tails:
+    mass = torch.where(below[..., 1:], cdf_hi - cdf_lo,  # both edges below the centre
+                       torch.where(~below[..., :-1], cdf_lo - cdf_hi,  # both above
+                                   1.0 - cdf_lo - cdf_hi)).clamp(min=0.0)  # straddling it
+    total = mass.sum(dim=-1, keepdim=True)
+    values = (edge[..., 1:] > edge[..., :-1]).to(mass.dtype).expand_as(mass)  # intervals holding any value
+    return torch.where(total > 0, mass / total.clamp(min=1e-300), values / values.sum(dim=-1, keepdim=True))
+
+
 def log_window_mass(loc: Tensor, inv_s: Tensor, lo: Tensor, hi: Tensor) -> Tensor:
     """``log P(lo <= v <= hi)`` of the discretized logistic of location ``loc`` ([-1, 1] units) and inverse scale
     ``inv_s`` over the values ``v`` in 0..255 (int ``lo <= hi``, broadcast; the bins of 0 and 255 open-ended), in
     both tails without cancellation: ``log(sigmoid(b) - sigmoid(a)) = log sigmoid(b) + log sigmoid(-a) +
     log(1 - exp(a - b))`` for the standardised edges ``a < b``. With ``lo == hi`` it is one value's exact bin mass."""
-    a = ((lo.to(loc.dtype) * 2.0 - 1.0) / 255.0 - 1.0 - loc) * inv_s
-    b = ((hi.to(loc.dtype) * 2.0 + 1.0) / 255.0 - 1.0 - loc) * inv_s
-    a = torch.where(lo <= 0, -math.inf, a)
-    b = torch.where(hi >= 255, math.inf, b)
+    a, b = _edge_z(lo, loc, inv_s), _edge_z(hi + 1, loc, inv_s)
     return -F.softplus(-b) - F.softplus(a) + torch.log(-torch.expm1(a - b))
 
 
@@ -454,26 +473,20 @@ class WindowedMixture(DiscretizedLogisticMixture):
         # an empty window (hi < lo: earlier values no block could complete) holds nothing: such images get -inf
         self.lo, self.hi, self._empty = lo.long(), torch.maximum(hi, lo).long(), (hi < lo).any(dim=1)
 
-    def _log_joint(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """``log pi_k + sum_c log`` (truncated ``P_k(x_c | x_<c)``) ``[B, M, H, W]``, and whether each pixel lies in
-        its windows ``[B, H, W]``."""
-        self._check_x(x)
-        v = torch.round(x * 255.0).long()
-        locs = self._coupled_locs(x.to(self.params.dtype) * 2.0 - 1.0)  # [B, C, M, H, W]
-        inv_s = torch.exp(-self.log_scales)
-        ve, lo, hi = v.unsqueeze(2), self.lo.unsqueeze(2), self.hi.unsqueeze(2)
-        per = log_window_mass(locs, inv_s, ve, ve) - log_window_mass(locs, inv_s, lo, hi)
-        inside = ((v >= self.lo) & (v <= self.hi)).all(dim=1) & ~self._empty
-        return per.sum(dim=1) + torch.log_softmax(self.logits, dim=1), inside
+    def _log_channel_mass(self, locs: Tensor, c: int, x_pm1: Tensor) -> Tensor:
+        """``log P_k(x_c | x_<c)`` truncated to the window, ``[B, M, H, W]``: the bin's mass over the window's (both
+        exact in the tails, :func:`log_window_mass`). The parent's component posterior and tables weigh by it."""
+        v = torch.round((x_pm1[:, c : c + 1] + 1.0) * 127.5).long()
+        loc, inv_s = locs[:, c], torch.exp(-self.log_scales[:, c])
+        return (log_window_mass(loc, inv_s, v, v)
+                - log_window_mass(loc, inv_s, self.lo[:, c : c + 1], self.hi[:, c : c + 1]))
 
     def log_prob_per_dim(self, x: Tensor) -> Tensor:
         """Per-pixel log-probability ``[B, H, W]``, from exact bin masses (``-inf`` outside the windows)."""
-        joint, inside = self._log_joint(x)
-        return torch.where(inside, torch.logsumexp(joint, dim=1), -math.inf)
-
-    def component_posterior(self, x: Tensor) -> Tensor:
-        """``q(k | x)`` ``[B, H, W, M]`` under the truncated components (see the parent)."""
-        return torch.softmax(self._log_joint(x)[0], dim=1).permute(0, 2, 3, 1)
+        log_w, _ = self._weights_and_locs(self.channels, x)
+        v = torch.round(x * 255.0).long()
+        inside = ((v >= self.lo) & (v <= self.hi)).all(dim=1) & ~self._empty
+        return torch.where(inside, torch.logsumexp(log_w, dim=1), -math.inf)
 
     def _clamp_edges(self, edge: Tensor, channel: int) -> Tensor:
         lo = self.lo[:, channel].reshape(-1, 1)
@@ -483,34 +496,12 @@ class WindowedMixture(DiscretizedLogisticMixture):
         """The 256-way tables ``[..., P, 256]`` of logistics ``loc``, ``inv_s`` ``[..., P, 1]`` on each pixel's
         window of ``channel`` (flat pixels ``P``), from exact tail-aware masses (uniform on the window where they
         all round to 0)."""
-        edge = self._clamp_edges(torch.arange(257, device=loc.device), channel)  # [P, 257]
-        z = ((edge.to(loc.dtype) * 2.0 - 1.0) / 255.0 - 1.0 - loc) * inv_s
-        z = torch.where(edge <= 0, -math.inf, torch.where(edge >= 256, math.inf, z))
-        tail = torch.sigmoid(-z.abs())
-        below = z < 0
-        lo_t, hi_t = tail[..., :-1], tail[..., 1:]
-        mass = torch.where(below[..., 1:], hi_t - lo_t, torch.where(~below[..., :-1], lo_t - hi_t, 1.0 - lo_t - hi_t))
-        mass = mass.clamp(min=0.0)
-        total = mass.sum(dim=-1, keepdim=True)
-        values = (edge[..., 1:] > edge[..., :-1]).to(mass.dtype).expand_as(mass)
-        return torch.where(total > 0, mass / total.clamp(min=1e-300), values / values.sum(dim=-1, keepdim=True))
+        return _interval_probs(self._clamp_edges(torch.arange(257, device=loc.device), channel), loc, inv_s)
 
     def bin_probs(self, channel: int, x: Tensor | None = None) -> Tensor:
         """Probabilities ``[B, H, W, 256]`` of ``channel``'s values given the earlier channels of ``x`` (see the
         parent), 0 outside each pixel's window."""
-        if channel > 0 and x is None:
-            raise SelfVAEError("WindowedMixture.bin_probs: channels after the first need x")
-        log_w = torch.log_softmax(self.logits, dim=1)  # [B, M, H, W]
-        locs = self.locs
-        if channel > 0:
-            assert x is not None
-            self._check_x(x)
-            v = torch.round(x * 255.0).long()
-            locs = self._coupled_locs(x.to(self.params.dtype) * 2.0 - 1.0)
-            inv = torch.exp(-self.log_scales)
-            for c in range(channel):
-                log_w = log_w + log_window_mass(locs[:, c], inv[:, c], v[:, c : c + 1], v[:, c : c + 1]) - \
-                    log_window_mass(locs[:, c], inv[:, c], self.lo[:, c : c + 1], self.hi[:, c : c + 1])
+        log_w, locs = self._table_weights(channel, x)
         b, m, h, w = log_w.shape
         flat = lambda t: t.permute(1, 0, 2, 3).reshape(m, -1, 1)  # noqa: E731  [M, P, 1]
         tables = self._tables(flat(locs[:, channel]), flat(torch.exp(-self.log_scales[:, channel])), channel)
@@ -541,8 +532,7 @@ class WindowedMixture(DiscretizedLogisticMixture):
             loc, inv_s = self._component(c, k, out, "sample")  # [P, 1], coupled to the channels drawn so far
             loc, inv_s = loc.double(), inv_s.double()
             lo, hi = self.lo[:, c].reshape(-1, 1), self.hi[:, c].reshape(-1, 1)
-            a = torch.where(lo <= 0, 0.0, torch.sigmoid(((lo * 2.0 - 1.0) / 255.0 - 1.0 - loc) * inv_s))
-            b = torch.where(hi >= 255, 1.0, torch.sigmoid(((hi * 2.0 + 1.0) / 255.0 - 1.0 - loc) * inv_s))
+            a, b = torch.sigmoid(_edge_z(lo, loc, inv_s)), torch.sigmoid(_edge_z(hi + 1, loc, inv_s))
             p = (a + torch.rand_like(a) * (b - a)).clamp(1e-300, 1.0 - 1e-16)
             v = torch.round((loc + torch.logit(p) / inv_s + 1.0) * 127.5)
             out[:, c] = (torch.maximum(torch.minimum(v, hi), lo).view(out[:, c].shape) / 255.0).to(out.dtype)
