@@ -20,7 +20,7 @@
 # - every weight on from there, renormalised (srvae-cons-on, lr 1e-4): validation 4.2515 -> 4.2326 / 4.2253 /
 #   4.2198 / 4.2154 / 4.2123 at steps 250-1250 (~70 CPU-min), test 4.1582 (float16 in
 #   experiments/context/srvae-cons-on); goes on; FID not measured yet.
-# - ctx-on at step 3000 (~65 CPU-min): validation 4.2642, test 4.1950 (experiments/context/ctx-on); goes on.
+# - ctx-on at step 3500 (~75 CPU-min): validation 4.2600, test 4.1930 (experiments/context/ctx-on); goes on.
 # - photographs (photo-frozen): no gain on held-out photographs, -0.035 on training tiles: not shipped.
 #
 #   experiments/context.sh ctx-frozen   # cifar10-vae-small + a context of 64 channels x 3 layers, the context alone
