@@ -317,6 +317,38 @@ def test_objective_warms_up_the_kl_and_floors_each_z_level_at_free_bits():
     assert torch.allclose(kl_z.grad, torch.full_like(kl_z, 0.5))
 
 
+def test_free_bits_per_channel_floor_each_channel_of_each_z_level():
+    from selfvae.config import TrainConfig
+    from selfvae.models.selfvae import Terms
+    from selfvae.training.step import objective
+
+    # one z level of three channels: KL 0.1, 2.0 and 0.0 nats on average over the batch of two
+    channels = torch.tensor([[0.1, 1.5, 0.0], [0.1, 2.5, 0.0]], requires_grad=True)
+    terms = Terms(re=torch.tensor([[10.0, 20.0], [12.0, 22.0]]), kl_u=torch.tensor([3.0, 5.0]),
+                  kl_z=channels.sum(1, keepdim=True), kl_z_channels=[channels])
+    t = TrainConfig(free_bits=0.5, free_bits_per="channel")
+    shaped = objective(terms, t, 0)
+    assert shaped.mean().item() == pytest.approx(terms.re.sum(1).mean() + terms.kl_u.mean() + 0.5 + 2.0 + 0.5)
+    shaped.mean().backward()
+    assert torch.equal(channels.grad[:, [0, 2]], torch.zeros(2, 2))  # below the floor: no push towards zero
+    assert torch.allclose(channels.grad[:, 1], torch.full((2,), 0.5))
+    # the level's floor would see 2.1 nats and not act: a collapsed channel beside a used one goes unnoticed
+    assert torch.allclose(objective(terms, TrainConfig(free_bits=0.5), 0), terms.nelbo)
+
+
+def test_kl_z_channels_sum_to_kl_z_for_the_analytic_and_the_sampled_kl(blob_npz):
+    from selfvae.models.build import build_model
+
+    cfg = tiny_config(blob_npz, "downscale", steps=1)
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    x = torch.randint(0, 256, (3, *model.shapes[-1]), dtype=torch.uint8)
+    for analytic in (True, False):
+        t = model.terms(x, analytic_kl=analytic)
+        assert [c.shape for c in t.kl_z_channels] == [(3, model.cfg.latent_shape[0])] * model.K
+        assert torch.allclose(torch.stack([c.sum(1) for c in t.kl_z_channels], 1), t.kl_z)
+
+
 def test_shaped_objective_changes_the_update_but_reports_the_plain_bound(blob_npz):
     import copy
 

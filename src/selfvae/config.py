@@ -105,6 +105,7 @@ class TrainConfig:
     # What the optimiser minimises besides the bound (the bound itself is what is logged and evaluated):
     kl_warmup_steps: int = 0  # KL terms weighted by min(1, step / kl_warmup_steps) (0: always 1)
     free_bits: float = 0.0  # each z_k's KL (batch mean, nats per image) counts as at least this (Kingma 2016)
+    free_bits_per: str = "level"  # what free_bits floors: each z_k's whole KL, or each "channel" of every z_k
     eval_every: int = 500
     eval_limit: int | None = 2000  # validation images per evaluation during training (None: all)
     log_every: int = 25
@@ -267,6 +268,7 @@ NETS = ("selfvae", "paper")  # the net families (ModelConfig.nets, .z_nets)
 CHOICES: dict[str, tuple[str, ...]] = {
     "train.lr_schedule": ("exp", "cosine", "cosine-time"),
     "train.clock": ("wall", "cpu"),
+    "train.free_bits_per": ("level", "channel"),
     "train.amp": ("bf16", "fp16"),
     "train.compile_mode": ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"),
     "train.compile_backend": ("inductor", "cudagraphs"),

@@ -676,15 +676,24 @@ class DiagonalGaussian:
 
     def log_prob(self, z: Tensor) -> Tensor:
         """``log N(z; mu, var)`` summed over all non-batch dimensions, ``[B]``."""
+        return self.log_prob_per_channel(z).sum(dim=1)
+
+    def log_prob_per_channel(self, z: Tensor) -> Tensor:
+        """``log N(z; mu, var)`` of each channel (dimension 1), summed over the rest: ``[B, C]``."""
         lp = -0.5 * (math.log(2.0 * math.pi) + self._logvar + (z - self._mu) ** 2 * torch.exp(-self._logvar))
-        return lp.flatten(1).sum(dim=1)
+        return lp.reshape(*lp.shape[:2], -1).sum(dim=2)
 
     def kl(self, other: DiagonalGaussian) -> Tensor:
         """Analytic ``KL(self || other)`` summed over all non-batch dimensions, ``[B]``."""
+        return self.kl_per_channel(other).sum(dim=1)
+
+    def kl_per_channel(self, other: DiagonalGaussian) -> Tensor:
+        """Analytic ``KL(self || other)`` of each channel (dimension 1), summed over the rest: ``[B, C]`` (what
+        per-channel free bits floor)."""
         kl = 0.5 * (
             other.logvar
             - self._logvar
             + (self.var + (self._mu - other.mu) ** 2) * torch.exp(-other.logvar)
             - 1.0
         )
-        return kl.flatten(1).sum(dim=1)
+        return kl.reshape(*kl.shape[:2], -1).sum(dim=2)

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -170,12 +170,14 @@ class Terms:
 
     ``re``: reconstruction errors ``-log p(y_1|u), ..., -log p(x|y_K,z_K)`` (coarse to fine, ``[B, K+1]``);
     ``kl_u``: ``log q(u|y_1) - log p(u)`` (Monte Carlo); ``kl_z``: KL of each ``z_k`` (``[B, K]``, analytic
-    or Monte Carlo).
+    or Monte Carlo); ``kl_z_channels``: the same split by ``z_k``'s channels (``[B, C_k]`` each; summed over a
+    channel's places they give ``kl_z``; empty where not computed), what per-channel free bits floor.
     """
 
     re: Tensor
     kl_u: Tensor
     kl_z: Tensor
+    kl_z_channels: list[Tensor] = field(default_factory=list)
 
     @property
     def nelbo(self) -> Tensor:
@@ -390,12 +392,13 @@ class SelfVAE(nn.Module):
         for k in range(self.K):
             z = q_z[k].rsample()
             p_z = self.p_z[k](y_feats[k], z_prev)
-            kl_z.append(q_z[k].kl(p_z) if analytic_kl else q_z[k].log_prob(z) - p_z.log_prob(z))
+            kl_z.append(q_z[k].kl_per_channel(p_z) if analytic_kl
+                        else q_z[k].log_prob_per_channel(z) - p_z.log_prob_per_channel(z))
             p_x = self._p_x(k, levels[k], inputs[k], z)
             re.append(self.re_level(k, p_x, levels, inside if k == self.K - 1 else None))
             z_prev = z
-        kl_z_t = torch.stack(kl_z, 1) if kl_z else u.new_zeros(u.shape[0], 0)
-        return Terms(re=torch.stack(re, 1), kl_u=kl_u, kl_z=kl_z_t)
+        kl_z_t = torch.stack([c.sum(1) for c in kl_z], 1) if kl_z else u.new_zeros(u.shape[0], 0)
+        return Terms(re=torch.stack(re, 1), kl_u=kl_u, kl_z=kl_z_t, kl_z_channels=kl_z)
 
     def set_consistent(self, on: bool) -> None:
         """Renormalise each ``p(y_k+1 | y_k, z_k)`` onto ``d(y_k+1) = y_k`` (``cfg.consistent``), or stop. Any

@@ -121,15 +121,22 @@ def _shaped(t) -> bool:  # noqa: ANN001 - TrainConfig
 
 def objective(terms: Terms, t, step: int) -> Tensor:  # noqa: ANN001 - TrainConfig
     """What the optimiser minimises, nats per image: the negative ELBO with its KL terms weighted by the
-    warm-up factor ``min(1, step / kl_warmup_steps)`` and each ``z_k``'s KL floored at ``free_bits`` (on
+    warm-up factor ``min(1, step / kl_warmup_steps)`` and the KL of each ``z_k`` (``free_bits_per`` "level")
+    or of each of its channels ("channel", Kingma et al. 2016's groups of units) floored at ``free_bits`` (on
     its batch mean, so the gradient that would shrink a KL already below the floor is zero). The bound
     that is logged and evaluated is always the plain negative ELBO."""
     beta = min(1.0, step / t.kl_warmup_steps) if t.kl_warmup_steps else 1.0
-    kl_z = terms.kl_z
-    if t.free_bits > 0 and kl_z.shape[1]:
-        floor = kl_z.mean(0).clamp(min=t.free_bits)  # [K]
-        kl_z = kl_z - kl_z.mean(0) + floor  # per image, with the batch mean replaced by the floored one
-    return terms.re.sum(1) + beta * (terms.kl_u + kl_z.sum(1))
+    kl_z = terms.kl_z.sum(1)
+    if t.free_bits > 0 and terms.kl_z.shape[1]:
+        groups = [terms.kl_z] if t.free_bits_per == "level" else terms.kl_z_channels  # [B, groups] each
+        kl_z = sum(_floored(g, t.free_bits).sum(1) for g in groups)
+    return terms.re.sum(1) + beta * (terms.kl_u + kl_z)
+
+
+def _floored(kl: Tensor, floor: float) -> Tensor:
+    """``kl`` ``[B, G]`` per image, each group's batch mean replaced by itself floored at ``floor``."""
+    mean = kl.mean(0)
+    return kl - mean + mean.clamp(min=floor)
 
 
 def ema_decay(decay: float, step: int) -> float:
