@@ -77,6 +77,9 @@
 #                                              # on the official pixels as z-ship-on2 trains, lr 4e-4, 150 CPU-min
 #   experiments/real_pixels.sh z-hybrid-on2    # the srVAE on from its shipped weights (z-hybrid-on's end) as z-hybrid-on
 #                                              # trains, lr 2e-4, 150 CPU-min
+#   experiments/real_pixels.sh z-hybrid-fb     # z-hybrid-on2's weights on as it trains, with free bits per channel
+#                                              # of z (2 nats a channel; srvae-cons-fb of experiments/context.sh,
+#                                              # 4 nats, cost 0.006 bits/dim): most of z's units used, at what cost?
 #   experiments/real_pixels.sh photo-on        # photo-vae (issue 48) on from the shipped weights on the photographs'
 #                                              # crops, lr 2e-4 (the rate that worked on the H200), 90 CPU-min
 #   experiments/real_pixels.sh lvl2-base       # the 2-level selfVAE (32->16->8) as z-base: does the level pay?
@@ -99,7 +102,7 @@ run() {  # NAME PRESET INIT MINUTES EXTRA...: a new run, or --resume where its f
       --set train.max_minutes="$minutes" "$@" > "$out.log" 2>&1 &
   fi
 }
-case ${1:?vae-ft | vae-ft2 | vae-ft3 | vae-ft4 | srvae-fb100 | srvae-warm | srvae-scratch | srvae-ft | ours-paper-z | z-base | z-warm | z-fb | z-small-authors | z-small-wide | z-small-dec | z-paper-small | z-paper-half | z-paper-zside | z-paper-px | z-paper-pz | z-paper-ship | z-ship-on | z-ship-on2 | z-hybrid-on | z-hybrid-on2 | photo-on | lvl2-base | ship} in
+case ${1:?vae-ft | vae-ft2 | vae-ft3 | vae-ft4 | srvae-fb100 | srvae-warm | srvae-scratch | srvae-ft | ours-paper-z | z-base | z-warm | z-fb | z-small-authors | z-small-wide | z-small-dec | z-paper-small | z-paper-half | z-paper-zside | z-paper-px | z-paper-pz | z-paper-ship | z-ship-on | z-ship-on2 | z-hybrid-on | z-hybrid-on2 | z-hybrid-fb | photo-on | lvl2-base | ship} in
   vae-ft) run vae-ft cifar10-vae-small cifar10-vae-small 150 --set train.lr=5e-4 --set train.lr_warmup_steps=100 \
             --set train.eval_every=250 ;;
   vae-ft2) run vae-ft2 cifar10-vae-small cifar10-vae-small 95 --set train.lr=3e-4 --set train.lr_warmup_steps=100 \
@@ -158,6 +161,13 @@ case ${1:?vae-ft | vae-ft2 | vae-ft3 | vae-ft4 | srvae-fb100 | srvae-warm | srva
     run z-hybrid-on2 cifar10-srvae-small "$from" 150 --set train.batch_size=32 \
                   --set train.grad_clip=null --set train.lr=2e-4 --set train.lr_warmup_steps=50 --set train.eval_every=250 \
                   --set train.eval_limit=245 --set train.workers=0 --set train.checkpoint_every=100 --set train.log_every=25 ;;
+  z-hybrid-fb)
+    from=cifar10-srvae-small; [ -d experiments/real_pixels/z-hybrid-on2 ] && from=experiments/real_pixels/z-hybrid-on2
+    [ -d runs/real-z-hybrid-on2 ] && from=runs/real-z-hybrid-on2
+    run z-hybrid-fb cifar10-srvae-small "$from" 60 --set train.batch_size=32 --set train.grad_clip=null \
+                  --set train.lr=2e-4 --set train.lr_warmup_steps=50 --set train.eval_every=250 --set train.eval_limit=245 \
+                  --set train.workers=0 --set train.checkpoint_every=100 --set train.log_every=25 \
+                  --set train.free_bits=2 --set train.free_bits_per=channel ;;
   photo-on) run photo-on photo-vae photo-vae 90 --data-dir /usr/share --set data.name=photos --set train.lr=2e-4 \
               --set train.lr_warmup_steps=50 --set train.eval_every=250 ;;
   lvl2-base) run lvl2-base cifar10-2lvl-small none 30 --set train.lr_schedule=exp --set train.eval_every=50 \
