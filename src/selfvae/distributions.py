@@ -634,6 +634,11 @@ class SubpixelMixture:
         return self._by_groups(lambda d: d.mode())
 
 
+def _per_channel(t: Tensor) -> Tensor:
+    """``[B, C, ...]`` summed over everything after the channel: ``[B, C]``."""
+    return t.reshape(*t.shape[:2], -1).sum(dim=2)
+
+
 class DiagonalGaussian:
     """Factorised Gaussian ``N(mu, diag(exp(logvar)))`` over tensors of any shape ``[B, ...]``."""
 
@@ -675,13 +680,17 @@ class DiagonalGaussian:
             return self._mu + temperature * self.std * torch.randn_like(self._mu)
 
     def log_prob(self, z: Tensor) -> Tensor:
-        """``log N(z; mu, var)`` summed over all non-batch dimensions, ``[B]``."""
-        return self.log_prob_per_channel(z).sum(dim=1)
+        """``log N(z; mu, var)`` summed over all non-batch dimensions, ``[B]`` (summed in one pass, as every
+        prior's ``log_prob`` sums, so that equal densities cancel exactly)."""
+        return self._log_density(z).flatten(1).sum(dim=1)
 
-    def log_prob_per_channel(self, z: Tensor) -> Tensor:
-        """``log N(z; mu, var)`` of each channel (dimension 1), summed over the rest: ``[B, C]``."""
-        lp = -0.5 * (math.log(2.0 * math.pi) + self._logvar + (z - self._mu) ** 2 * torch.exp(-self._logvar))
-        return lp.reshape(*lp.shape[:2], -1).sum(dim=2)
+    def log_ratio_per_channel(self, other: DiagonalGaussian, z: Tensor) -> Tensor:
+        """``log self(z) - log other(z)`` of each channel (dimension 1), summed over the rest: ``[B, C]`` (the
+        Monte Carlo KL at a sample ``z``; differenced place by place, so equal densities cancel exactly)."""
+        return _per_channel(self._log_density(z) - other._log_density(z))
+
+    def _log_density(self, z: Tensor) -> Tensor:
+        return -0.5 * (math.log(2.0 * math.pi) + self._logvar + (z - self._mu) ** 2 * torch.exp(-self._logvar))
 
     def kl(self, other: DiagonalGaussian) -> Tensor:
         """Analytic ``KL(self || other)`` summed over all non-batch dimensions, ``[B]``."""
@@ -696,4 +705,4 @@ class DiagonalGaussian:
             + (self.var + (self._mu - other.mu) ** 2) * torch.exp(-other.logvar)
             - 1.0
         )
-        return kl.reshape(*kl.shape[:2], -1).sum(dim=2)
+        return _per_channel(kl)

@@ -393,7 +393,7 @@ class SelfVAE(nn.Module):
             z = q_z[k].rsample()
             p_z = self.p_z[k](y_feats[k], z_prev)
             kl_z.append(q_z[k].kl_per_channel(p_z) if analytic_kl
-                        else q_z[k].log_prob_per_channel(z) - p_z.log_prob_per_channel(z))
+                        else q_z[k].log_ratio_per_channel(p_z, z))
             p_x = self._p_x(k, levels[k], inputs[k], z)
             re.append(self.re_level(k, p_x, levels, inside if k == self.K - 1 else None))
             z_prev = z
