@@ -19,8 +19,9 @@
 #   sampled renormalised: FID 216.0, so the renormalisation costs the FID and the training took part of it back.
 # - every weight on from there, renormalised (srvae-cons-on, lr 1e-4): validation 4.2515 -> 4.2326 / 4.2253 /
 #   4.2198 / 4.2154 / 4.2123 / 4.2101 / 4.2093 at steps 250-1604 (the end, 90 CPU-min): test 4.1551, FID 212.0 ->
-#   208.4 (KID 0.1922 -> 0.1873): both better; srvae-cons-on2 goes on from it (a fresh cosine), srvae-cons-fb too
-#   with free bits per channel of z.
+#   208.4 (KID 0.1922 -> 0.1873): both better; srvae-cons-on2 on from it (a fresh cosine, 60 CPU-min): validation
+#   4.1958, test 4.1421, FID 207.7: shipped as cifar10-srvae-cons (4.1422 float16, IW 4.1029). srvae-cons-fb (the same
+#   with free bits 4 nats per channel of z): test 4.1503, units of z active 384 -> 950: not shipped.
 # - ctx-on to its end (step 4188, 90 CPU-min): validation 4.2573, test 4.1892 (experiments/context/ctx-on) but FID
 #   178.5 (KID 0.1439) against cifar10-vae-ctx's 176.8 (0.1412): not shipped. On the 4 test photographs of the photos
 #   data set (benchmarks/photo_codec.py --split test) it codes 3.172 bits/dim on average, the best of all our models
