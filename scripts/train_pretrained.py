@@ -225,14 +225,12 @@ def card(name: str, folder: Path, metrics: dict, steps: int, seconds: float, how
     reproduce = (f"Reproduce: `python scripts/train_pretrained.py {name}` (trains `--preset {name} --set "
                  f"train.seed={seed}` under a time budget, resumable; then measures and ships), with the settings "
                  "beyond the preset above given as `--set`.")
-    if cfg.train.init in layout.pretrained_names():
-        reproduce += (f" This run started from the weights of `{cfg.train.init}` as shipped before it (its card is in "
-                      "the repository's history) with a fresh optimiser (`selfvae train --init`); the commands are in "
-                      "docs/RESULTS.md.")
-    elif cfg.train.init:
-        reproduce += (f" This run started from the weights of the run `{cfg.train.init}` (the data row says how they "
-                      "were made) with a fresh optimiser (`selfvae train --init`); the commands are in "
-                      "docs/RESULTS.md.")
+    if cfg.train.init:
+        source = (f"`{cfg.train.init}` as shipped before it (its card is in the repository's history)"
+                  if cfg.train.init in layout.pretrained_names()
+                  else f"the run `{cfg.train.init}` (the data row says how they were made)")
+        reproduce += (f" This run started from the weights of {source} with a fresh optimiser (`selfvae train "
+                      "--init`); the commands are in docs/RESULTS.md.")
     if ";" in lr:  # the schedule changed on resume: one command does not give the same run
         reproduce += (" This run was trained in stages, resumed with other learning-rate settings (the learning-rate "
                       "row; the commands are in docs/RESULTS.md); the settings above are its last stage's.")

@@ -302,7 +302,7 @@ def test_objective_warms_up_the_kl_and_floors_each_z_level_at_free_bits():
     re = torch.tensor([[10.0, 20.0], [12.0, 22.0]])
     kl_u = torch.tensor([3.0, 5.0])
     kl_z = torch.tensor([[0.2], [0.4]], requires_grad=True)
-    terms = Terms(re=re, kl_u=kl_u, kl_z=kl_z)
+    terms = Terms(re=re, kl_u=kl_u, kl_z_channels=[kl_z])  # one level of one channel
     assert torch.equal(objective(terms, TrainConfig(), 7), terms.nelbo)
     half = objective(terms, TrainConfig(kl_warmup_steps=10), 5)
     assert torch.allclose(half, re.sum(1) + 0.5 * (kl_u + kl_z.sum(1)))
@@ -325,7 +325,7 @@ def test_free_bits_per_channel_floor_each_channel_of_each_z_level():
     # one z level of three channels: KL 0.1, 2.0 and 0.0 nats on average over the batch of two
     channels = torch.tensor([[0.1, 1.5, 0.0], [0.1, 2.5, 0.0]], requires_grad=True)
     terms = Terms(re=torch.tensor([[10.0, 20.0], [12.0, 22.0]]), kl_u=torch.tensor([3.0, 5.0]),
-                  kl_z=channels.sum(1, keepdim=True), kl_z_channels=[channels])
+                  kl_z_channels=[channels])
     t = TrainConfig(free_bits=0.5, free_bits_per="channel")
     shaped = objective(terms, t, 0)
     assert shaped.mean().item() == pytest.approx(terms.re.sum(1).mean() + terms.kl_u.mean() + 0.5 + 2.0 + 0.5)

@@ -204,9 +204,9 @@ class DiscretizedLogisticMixture:
         """The checked arguments of :meth:`bin_probs` -> the components' log weights given the channels before
         ``channel`` of ``x`` and their locations (:meth:`_weights_and_locs`)."""
         if not 0 <= channel < self.channels:
-            raise SelfVAEError(f"DiscretizedLogisticMixture.bin_probs: channel {channel} not in 0..{self.channels - 1}")
+            raise SelfVAEError(f"{type(self).__name__}.bin_probs: channel {channel} not in 0..{self.channels - 1}")
         if channel > 0 and x is None:
-            raise SelfVAEError("DiscretizedLogisticMixture.bin_probs: channels after the first need x")
+            raise SelfVAEError(f"{type(self).__name__}.bin_probs: channels after the first need x")
         return self._weights_and_locs(channel, x if channel > 0 else None)
 
     def _weights_and_locs(self, channels: int, x: Tensor | None) -> tuple[Tensor, Tensor]:

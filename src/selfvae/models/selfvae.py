@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -169,15 +169,20 @@ class Terms:
     """Per-image terms of the negative ELBO in nats, each ``[B]`` (or ``[B, n]`` per level).
 
     ``re``: reconstruction errors ``-log p(y_1|u), ..., -log p(x|y_K,z_K)`` (coarse to fine, ``[B, K+1]``);
-    ``kl_u``: ``log q(u|y_1) - log p(u)`` (Monte Carlo); ``kl_z``: KL of each ``z_k`` (``[B, K]``, analytic
-    or Monte Carlo); ``kl_z_channels``: the same split by ``z_k``'s channels (``[B, C_k]`` each; summed over a
-    channel's places they give ``kl_z``; empty where not computed), what per-channel free bits floor.
+    ``kl_u``: ``log q(u|y_1) - log p(u)`` (Monte Carlo); ``kl_z_channels``: the KL of each ``z_k`` (analytic or
+    Monte Carlo) by channel, ``[B, C_k]`` each (what per-channel free bits floor); ``kl_z``: their sums.
     """
 
     re: Tensor
     kl_u: Tensor
-    kl_z: Tensor
-    kl_z_channels: list[Tensor] = field(default_factory=list)
+    kl_z_channels: list[Tensor]
+
+    @property
+    def kl_z(self) -> Tensor:
+        """KL of each ``z_k``, ``[B, K]``."""
+        if not self.kl_z_channels:
+            return self.re.new_zeros(self.re.shape[0], 0)
+        return torch.stack([c.sum(1) for c in self.kl_z_channels], 1)
 
     @property
     def nelbo(self) -> Tensor:
@@ -397,8 +402,7 @@ class SelfVAE(nn.Module):
             p_x = self._p_x(k, levels[k], inputs[k], z)
             re.append(self.re_level(k, p_x, levels, inside if k == self.K - 1 else None))
             z_prev = z
-        kl_z_t = torch.stack([c.sum(1) for c in kl_z], 1) if kl_z else u.new_zeros(u.shape[0], 0)
-        return Terms(re=torch.stack(re, 1), kl_u=kl_u, kl_z=kl_z_t, kl_z_channels=kl_z)
+        return Terms(re=torch.stack(re, 1), kl_u=kl_u, kl_z_channels=kl_z)
 
     def set_consistent(self, on: bool) -> None:
         """Renormalise each ``p(y_k+1 | y_k, z_k)`` onto ``d(y_k+1) = y_k`` (``cfg.consistent``), or stop. Any

@@ -126,11 +126,11 @@ def objective(terms: Terms, t, step: int) -> Tensor:  # noqa: ANN001 - TrainConf
     its batch mean, so the gradient that would shrink a KL already below the floor is zero). The bound
     that is logged and evaluated is always the plain negative ELBO."""
     beta = min(1.0, step / t.kl_warmup_steps) if t.kl_warmup_steps else 1.0
-    kl_z = terms.kl_z.sum(1)
-    if t.free_bits > 0 and terms.kl_z.shape[1]:
-        groups = [terms.kl_z] if t.free_bits_per == "level" else terms.kl_z_channels  # [B, groups] each
-        kl_z = sum(_floored(g, t.free_bits).sum(1) for g in groups)
-    return terms.re.sum(1) + beta * (terms.kl_u + kl_z)
+    kl_z = terms.kl_z
+    if t.free_bits > 0 and kl_z.shape[1]:
+        groups = [kl_z] if t.free_bits_per == "level" else terms.kl_z_channels  # [B, groups] each
+        kl_z = torch.cat([_floored(g, t.free_bits) for g in groups], 1)
+    return terms.re.sum(1) + beta * (terms.kl_u + kl_z.sum(1))
 
 
 def _floored(kl: Tensor, floor: float) -> Tensor:
