@@ -163,8 +163,9 @@ case ${1:?vae-ft | vae-ft2 | vae-ft3 | vae-ft4 | srvae-fb100 | srvae-warm | srva
     run z-hybrid-on2 cifar10-srvae-small "$from" 150 --set train.batch_size=32 \
                   --set train.grad_clip=null --set train.lr=2e-4 --set train.lr_warmup_steps=50 --set train.eval_every=250 \
                   --set train.eval_limit=245 --set train.workers=0 --set train.checkpoint_every=100 --set train.log_every=25 ;;
-  z-hybrid-fb)  # where runs/ is lost: from the shipped cifar10-srvae-small, which is this run's step 500 (float16)
-    run z-hybrid-fb cifar10-srvae-small cifar10-srvae-small 60 --set train.batch_size=32 --set train.grad_clip=null \
+  z-hybrid-fb)  # where runs/ is lost: from its float16 weights committed at a session's end, else the shipped model
+    from=cifar10-srvae-small; [ -d experiments/real_pixels/z-hybrid-fb ] && from=experiments/real_pixels/z-hybrid-fb
+    run z-hybrid-fb cifar10-srvae-small "$from" 60 --set train.batch_size=32 --set train.grad_clip=null \
                   --set train.lr=2e-4 --set train.lr_warmup_steps=50 --set train.eval_every=250 --set train.eval_limit=245 \
                   --set train.workers=0 --set train.checkpoint_every=100 --set train.log_every=25 \
                   --set train.free_bits=2 --set train.free_bits_per=channel ;;
