@@ -41,8 +41,11 @@
 #   experiments/context.sh srvae-cons-on # srvae-cons's end, renormalised, every weight trained at lr 1e-4 (as ctx-on),
 #                                       # 90 CPU-minutes
 #   experiments/context.sh srvae-cons-on2 # srvae-cons-on's end on, the same settings, a fresh cosine over 60 CPU-min
+#   experiments/context.sh srvae-cons-on3 # on2's end (shipped as cifar10-srvae-cons) on, a fresh cosine over 80 min
 #   experiments/context.sh srvae-cons-fb  # the same with free bits per channel of z (4 nats a channel, Kingma
 #                                       # 2016): do more of z's units carry information, and at what cost in bits?
+#   experiments/context.sh photo-ctx    # ctx-on's end on the photographs: the latents' nets learn photographs, the
+#                                       # context learnt on CIFAR-10 kept (photo-frozen's learnt their texture), 75 min
 #   experiments/context.sh ctx-on       # ctx-frozen's end (shipped as cifar10-vae-ctx) on, every weight trained at
 #                                       # lr 1e-4 (ctx-joint's 3e-4 went the wrong way first), 90 CPU-minutes
 set -euo pipefail
@@ -69,7 +72,7 @@ from() {  # NAME RUN SHIPPED: where a run that goes on starts: RUN, else (runs/ 
   # weights committed at a session's end (experiments/context/NAME), else the shipped model (the cosine starts again)
   if [ -d "$2" ]; then echo "$2"; elif [ -d "experiments/context/$1" ]; then echo "experiments/context/$1"; else echo "$3"; fi
 }
-case ${1:?ctx-frozen | ctx-joint | ctx-on | photo-frozen | srvae-frozen | srvae-on | srvae-cons | srvae-cons-on | srvae-cons-on2 | srvae-cons-fb} in
+case ${1:?ctx-frozen | ctx-joint | ctx-on | photo-frozen | srvae-frozen | srvae-on | srvae-cons | srvae-cons-on | srvae-cons-on2 | srvae-cons-on3 | srvae-cons-fb | photo-ctx} in
   ctx-frozen) run frozen cifar10-vae-small 40 --set train.lr=3e-4 --set train.lr_warmup_steps=100 \
                 --set train.trainable=x_context ;;
   ctx-joint) run joint cifar10-vae-small 40 --set train.lr=3e-4 --set train.lr_warmup_steps=100 ;;
@@ -85,8 +88,13 @@ case ${1:?ctx-frozen | ctx-joint | ctx-on | photo-frozen | srvae-frozen | srvae-
                    --set model.consistent=true --set train.lr=1e-4 --set train.lr_warmup_steps=50 ;;
   srvae-cons-on2) run srvae-cons-on2 "$(from srvae-cons-on runs/ctx-srvae-cons-on cifar10-srvae-cons)" 60 \
                     --set model.consistent=true --set train.lr=1e-4 --set train.lr_warmup_steps=50 ;;
+  srvae-cons-on3) run srvae-cons-on3 "$(from srvae-cons-on2 runs/ctx-srvae-cons-on2 cifar10-srvae-cons)" 80 \
+                    --set model.consistent=true --set train.lr=1e-4 --set train.lr_warmup_steps=50 ;;
   srvae-cons-fb) run srvae-cons-fb "$(from srvae-cons-on runs/ctx-srvae-cons-on cifar10-srvae-cons)" 60 \
                    --set model.consistent=true --set train.lr=1e-4 --set train.lr_warmup_steps=50 \
                    --set train.free_bits=4 --set train.free_bits_per=channel ;;
+  photo-ctx) run photo-ctx "$(from ctx-on experiments/context/ctx-on cifar10-vae-ctx)" 75 --data-dir /usr/share \
+               --set data.name=photos --set train.lr=3e-4 --set train.lr_warmup_steps=50 \
+               --set train.trainable=q_u,p_u,p_y ;;
   ctx-on) run on "$(from ctx-on runs/ctx-frozen cifar10-vae-ctx)" 90 --set train.lr=1e-4 --set train.lr_warmup_steps=50 ;;
 esac

@@ -39,6 +39,9 @@
 #   a mid-14 flow fitted for 8 MB): 4.9253 on 245 test images at once; after 1000 steps of z-hybrid-on (48 CPU-min)
 #   shipped as cifar10-srvae-small: test 4.9201 -> 4.9062, FID 217.3 -> 213.9, KL_z 0.03 -> 305 nats, 564 units active;
 #   at the end of its 150 CPU-minutes (2992 steps; eighteenth session) shipped again: 4.8496, FID 206.8, KL_z 370.
+# - z-hybrid-on2 (1134 steps more, lr 2e-4), then free bits per channel of z (z-hybrid-fb, 2 nats a channel): its step
+#   500 shipped (4.8241, FID 204.6, 991 of 1024 units active); its end (1239 steps, 60 CPU-min; twenty-second session)
+#   shipped again: test 4.8173 (float16), FID 203.9 (KID 0.1816), KL_z 422 nats, every one of z's 1024 units active.
 #
 #   experiments/real_pixels.sh vae-ft          # the VAE from the shipped weights (150 CPU-minutes; resumable)
 #   experiments/real_pixels.sh vae-ft2         # the VAE on from the H200's weights, 95 CPU-min at lr 3e-4 (shipped)
