@@ -67,16 +67,19 @@ common=(--data-dir "$DATA" --set data.name=cifar10-official-part --threads 1 --c
         --set train.ema_decay=0.999 --set train.eval_limit=245 --set train.sample_every=100000
         --set train.final_iw_limit=0 --set train.batch_size=32 --set train.eval_every=250
         --set train.checkpoint_every=100 --set train.log_every=25)
-run() {  # NAME INIT MINUTES EXTRA...: a new run, or --resume where its folder survived
+run() {  # NAME INIT MINUTES EXTRA...: a new run, or --resume where its folder survived; CONFIG=FILE: the model of
+  # that config instead of the preset named by NAME (an INIT whose shapes differ from the preset's)
   local out=runs/ctx-$1 init=$2 minutes=$3 preset=cifar10-vae-ctx
   [[ $1 == photo-* ]] && preset=photo-vae-ctx
   [[ $1 == srvae-* ]] && preset=cifar10-srvae-ctx
   [[ $1 == srvae-cons* ]] && preset=cifar10-srvae-cons
+  local model=(--preset "$preset")
+  [ -n "${CONFIG:-}" ] && model=(--config "$CONFIG")
   shift 3
   if [ -f "$out/last.pt" ]; then
     OMP_NUM_THREADS=1 nohup selfvae train --out "$out" --resume --no-progress >> "$out.log" 2>&1 &
   else
-    OMP_NUM_THREADS=1 nohup selfvae train --preset "$preset" --init "$init" --out "$out" "${common[@]}" \
+    OMP_NUM_THREADS=1 nohup selfvae train "${model[@]}" --init "$init" --out "$out" "${common[@]}" \
       --set train.max_minutes="$minutes" "$@" > "$out.log" 2>&1 &
   fi
 }
@@ -102,7 +105,7 @@ case ${1:?ctx-frozen | ctx-joint | ctx-on | photo-frozen | srvae-frozen | srvae-
                     --set model.consistent=true --set train.lr=1e-4 --set train.lr_warmup_steps=50 ;;
   srvae-cons-on3) run srvae-cons-on3 "$(from srvae-cons-on2 runs/ctx-srvae-cons-on2 cifar10-srvae-cons)" 80 \
                     --set model.consistent=true --set train.lr=1e-4 --set train.lr_warmup_steps=50 ;;
-  srvae-cons-on4) run srvae-cons-on4 "$(from srvae-cons-on3 runs/ctx-srvae-cons-on3 cifar10-srvae-cons)" 80 \
+  srvae-cons-on4) run srvae-cons-on4 "$(from srvae-cons-on4 runs/ctx-srvae-cons-on3 cifar10-srvae-cons)" 80 \
                     --set model.consistent=true --set train.lr=1e-4 --set train.lr_warmup_steps=50 ;;
   srvae-cons-fb) run srvae-cons-fb "$(from srvae-cons-on runs/ctx-srvae-cons-on cifar10-srvae-cons)" 60 \
                    --set model.consistent=true --set train.lr=1e-4 --set train.lr_warmup_steps=50 \
@@ -111,18 +114,12 @@ case ${1:?ctx-frozen | ctx-joint | ctx-on | photo-frozen | srvae-frozen | srvae-
                --set data.name=photos --set train.lr=3e-4 --set train.lr_warmup_steps=50 \
                --set train.trainable=q_u,p_u,p_y ;;
   photo-ctx2)
-    out=runs/ctx-photo-ctx2 init=runs/photo-ctx-mid24
+    init=runs/photo-ctx-mid24
     [ -d "$init" ] || python experiments/refit_prior.py "$(from photo-ctx runs/ctx-photo-ctx cifar10-vae-ctx)" \
       --out "$init" --data-dir /usr/share --data photos --mid-channels 24 --minutes 8
-    [ -d experiments/context/photo-ctx2 ] && [ ! -f "$out/last.pt" ] && init=experiments/context/photo-ctx2
-    if [ -f "$out/last.pt" ]; then
-      OMP_NUM_THREADS=1 nohup selfvae train --out "$out" --resume --no-progress >> "$out.log" 2>&1 &
-    else
-      OMP_NUM_THREADS=1 nohup selfvae train --config "$init/config.json" --init "$init" --out "$out" "${common[@]}" \
-        --data-dir /usr/share --set data.name=photos --set train.max_minutes=75 --set train.lr=3e-4 \
-        --set train.lr_warmup_steps=50 --set train.trainable=q_u,p_u,p_y > "$out.log" 2>&1 &
-    fi ;;
-  ctx-on2) run on2 "$(from ctx-on experiments/context/ctx-on cifar10-vae-ctx)" 90 --set train.lr=1e-4 \
+    CONFIG=$init/config.json run photo-ctx2 "$init" 75 --data-dir /usr/share --set data.name=photos \
+      --set train.lr=3e-4 --set train.lr_warmup_steps=50 --set train.trainable=q_u,p_u,p_y ;;
+  ctx-on2) run on2 "$(from ctx-on2 runs/ctx-on experiments/context/ctx-on)" 90 --set train.lr=1e-4 \
              --set train.lr_warmup_steps=50 ;;
   ctx-on) run on "$(from ctx-on runs/ctx-frozen cifar10-vae-ctx)" 90 --set train.lr=1e-4 --set train.lr_warmup_steps=50 ;;
 esac

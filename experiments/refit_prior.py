@@ -19,9 +19,8 @@ import argparse
 import copy
 from pathlib import Path
 
-import numpy as np
 import torch
-from z_hybrid import cross_entropy, fit_prior, posterior_of  # experiments/ is on the path of a script run from it
+from z_hybrid import fit_prior, kl_u, posterior_of  # experiments/ is on the path of a script run from it
 
 from selfvae.api import Model
 from selfvae.data.datasets import load_split
@@ -50,15 +49,15 @@ def main() -> None:
     cfg.model.prior_kwargs = flow
     train, val = (load_split(cfg, s).images for s in ("train", "val"))
     mu, logvar = posterior_of(source, train[: a.images])
-    val_mu, val_logvar = posterior_of(source, val[:512])
-    entropy = float((0.5 * (val_logvar + 1 + np.log(2 * np.pi))).sum(dim=(1, 2, 3)).mean())  # of q, per image
+    val = val[:512]
+    val_mu, val_logvar = posterior_of(source, val)
     prior = build_prior(cfg.model.prior, tuple(cfg.model.latent_shape), **flow)
     steps = fit_prior(prior, mu, logvar, a.minutes)
     prior.eval()
     print(f"flow mid {a.mid_channels}: {sum(p.numel() for p in prior.parameters()) / 1e6:.2f}M parameters (was "
-          f"{sum(p.numel() for p in source.p_u.parameters()) / 1e6:.2f}M), {steps} steps; KL_u on {len(val_mu)} "
-          f"validation images (mirrored too): own flow {cross_entropy(source.p_u, val_mu, val_logvar) - entropy:.1f}, "
-          f"fitted {cross_entropy(prior, val_mu, val_logvar) - entropy:.1f} nats")
+          f"{sum(p.numel() for p in source.p_u.parameters()) / 1e6:.2f}M), {steps} steps; KL_u on {len(val)} "
+          f"validation images (mirrored too): own flow {kl_u(source.p_u, val_mu, val_logvar):.1f}, "
+          f"fitted {kl_u(prior, val_mu, val_logvar):.1f} nats")
     model = build_model(cfg, cls=Model)
     state = {k: v for k, v in source.state_dict().items() if not k.startswith("p_u.")}
     state.update({f"p_u.{k}": v for k, v in prior.state_dict().items()})

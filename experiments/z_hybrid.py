@@ -84,6 +84,12 @@ def cross_entropy(prior: torch.nn.Module, mu: torch.Tensor, logvar: torch.Tensor
         return float(-prior.log_prob(u).mean())
 
 
+def kl_u(prior: torch.nn.Module, mu: torch.Tensor, logvar: torch.Tensor) -> float:
+    """``KL(q(u) || p(u))`` in nats an image: :func:`cross_entropy` less the entropy of ``N(mu, exp(logvar))``."""
+    entropy = float((0.5 * (logvar + 1 + np.log(2 * np.pi))).sum(dim=(1, 2, 3)).mean())
+    return cross_entropy(prior, mu, logvar) - entropy
+
+
 def fit_prior(prior: torch.nn.Module, mu: torch.Tensor, logvar: torch.Tensor, minutes: float, batch: int = 64,
               lr: float = 1e-3, seed: int = 0) -> int:
     """Fit ``prior`` to the posterior ``N(mu, exp(logvar))`` by its cross-entropy for ``minutes`` of CPU time
@@ -127,7 +133,6 @@ def main() -> None:
     train, val = (load_split(cfg, s).images for s in ("train", "val"))
     mu, logvar = posterior_of(u_model, train)
     val_mu, val_logvar = posterior_of(u_model, val)
-    entropy = float((0.5 * (val_logvar + 1 + np.log(2 * np.pi))).sum(dim=(1, 2, 3)).mean())  # of q, per image
     if a.prior_from:
         prior, steps = Model.from_pretrained(a.prior_from).p_u, 0
     else:
@@ -136,8 +141,7 @@ def main() -> None:
     prior.eval()
     print(f"flow mid {a.mid_channels}: {sum(p.numel() for p in prior.parameters()) / 1e6:.2f}M parameters, {steps} "
           f"steps; KL_u on {len(val)} validation images (mirrored too): shipped flow "
-          f"{cross_entropy(u_model.p_u, val_mu, val_logvar) - entropy:.1f}, fitted "
-          f"{cross_entropy(prior, val_mu, val_logvar) - entropy:.1f} nats")
+          f"{kl_u(u_model.p_u, val_mu, val_logvar):.1f}, fitted {kl_u(prior, val_mu, val_logvar):.1f} nats")
     model = joined(u_model, z_model, cfg, prior)
     test = torch.from_numpy(np.load(a.data_dir)["x_test"][:245]).permute(0, 3, 1, 2).contiguous()
     for name, m in (("u side", u_model), ("z side", z_model), ("joined", model)):
