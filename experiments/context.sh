@@ -50,6 +50,10 @@
 #   experiments/context.sh srvae-cons-on2 # srvae-cons-on's end on, the same settings, a fresh cosine over 60 CPU-min
 #   experiments/context.sh srvae-cons-on3 # on2's end (shipped as cifar10-srvae-cons) on, a fresh cosine over 80 min
 #   experiments/context.sh srvae-cons-on4 # on3's end (shipped) on, one more fresh cosine over 80 CPU-minutes
+#   experiments/context.sh srvae-cons-y # the shipped cifar10-srvae-cons + a context on y_1 (model.y_context_width 64:
+#                                       # p(y_1|u)'s 16x16 pixels in 2x2 groups, each on the groups before it), the
+#                                       # y context alone trained, 3e-4 over 40 CPU-minutes: how much of y's cost
+#                                       # (KL_u + its reconstruction, ~2640 nats of the ~8800) do neighbours take?
 #   experiments/context.sh srvae-cons-fb  # the same with free bits per channel of z (4 nats a channel, Kingma
 #                                       # 2016): do more of z's units carry information, and at what cost in bits?
 #   experiments/context.sh photo-ctx    # ctx-on's end on the photographs: the latents' nets learn photographs, the
@@ -87,7 +91,7 @@ from() {  # NAME RUN SHIPPED: where a run that goes on starts: RUN, else (runs/ 
   # weights committed at a session's end (experiments/context/NAME), else the shipped model (the cosine starts again)
   if [ -d "$2" ]; then echo "$2"; elif [ -d "experiments/context/$1" ]; then echo "experiments/context/$1"; else echo "$3"; fi
 }
-case ${1:?ctx-frozen | ctx-joint | ctx-on | photo-frozen | srvae-frozen | srvae-on | srvae-cons | srvae-cons-on | srvae-cons-on2 | srvae-cons-on3 | srvae-cons-on4 | srvae-cons-fb | photo-ctx | photo-ctx2 | ctx-on2} in
+case ${1:?ctx-frozen | ctx-joint | ctx-on | photo-frozen | srvae-frozen | srvae-on | srvae-cons | srvae-cons-on | srvae-cons-on2 | srvae-cons-on3 | srvae-cons-on4 | srvae-cons-y | srvae-cons-fb | photo-ctx | photo-ctx2 | ctx-on2} in
   ctx-frozen) run frozen cifar10-vae-small 40 --set train.lr=3e-4 --set train.lr_warmup_steps=100 \
                 --set train.trainable=x_context ;;
   ctx-joint) run joint cifar10-vae-small 40 --set train.lr=3e-4 --set train.lr_warmup_steps=100 ;;
@@ -107,6 +111,8 @@ case ${1:?ctx-frozen | ctx-joint | ctx-on | photo-frozen | srvae-frozen | srvae-
                     --set model.consistent=true --set train.lr=1e-4 --set train.lr_warmup_steps=50 ;;
   srvae-cons-on4) run srvae-cons-on4 "$(from srvae-cons-on4 runs/ctx-srvae-cons-on3 cifar10-srvae-cons)" 80 \
                     --set model.consistent=true --set train.lr=1e-4 --set train.lr_warmup_steps=50 ;;
+  srvae-cons-y) run srvae-cons-y cifar10-srvae-cons 40 --set model.consistent=true --set model.y_context_width=64 \
+                  --set train.lr=3e-4 --set train.lr_warmup_steps=100 --set train.trainable=y_context ;;
   srvae-cons-fb) run srvae-cons-fb "$(from srvae-cons-on runs/ctx-srvae-cons-on cifar10-srvae-cons)" 60 \
                    --set model.consistent=true --set train.lr=1e-4 --set train.lr_warmup_steps=50 \
                    --set train.free_bits=4 --set train.free_bits_per=channel ;;

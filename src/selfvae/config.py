@@ -78,6 +78,10 @@ class ModelConfig:
     # pixels independent given the latents, as in the papers). Needs an even image size.
     context_width: int = 0
     context_layers: int = 3
+    # The same for a selfVAE's coarsest level y_1 (p(y_1 | u), whose pixels are otherwise independent given u): a
+    # context net of ``y_context_width`` channels (``context_layers`` layers) over y_1's 2x2 groups; 0: none. A
+    # plain VAE's y_1 is x itself: its context is ``context_width``'s.
+    y_context_width: int = 0
 
     def inner(self, name: str) -> NetSpec:
         """The sizes of inner net ``name`` (a key of :data:`INNER_NETS`): its own where set, else its parent's."""
@@ -235,6 +239,7 @@ _CHECKS: dict[str, tuple[Callable[[Any], bool], str, bool]] = {
     "model.n_mix": (_at_least(1), "at least 1", False),
     "model.context_width": (_at_least(0), "at least 0 (0: no sub-pixel context)", False),
     "model.context_layers": (_at_least(1), "at least 1", False),
+    "model.y_context_width": (_at_least(0), "at least 0 (0: no sub-pixel context on y_1)", False),
     "train.batch_size": (_at_least(1), "at least 1", False),
     "train.steps": (_at_least(1), "at least 1", False),
     "train.lr": (_positive, "above 0", False),

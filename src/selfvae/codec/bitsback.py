@@ -296,7 +296,7 @@ class BitsBackCoder:
             return
         seen = _zeroed_level(level, outside)  # what the decoder has of the earlier groups: outside pixels still 0
         for g in reversed(range(GROUPS)):
-            self._push_pixels(stack, i, self.group_params(g, params, seen, level_above), group_of(level, g),
+            self._push_pixels(stack, i, self.group_params(g, params, seen, level_above, i), group_of(level, g),
                               None if outside is None else group_of(outside, g), by_component, None,
                               self.group_window(g, level, level_above))
 
@@ -328,7 +328,7 @@ class BitsBackCoder:
             for g in range(GROUPS):
                 dy, dx = ORDER[g]
                 level[..., dy::2, dx::2] = self._pop_pixels(
-                    stack, i, self.group_params(g, params, level, level_above), group_of(level, g).clone(),
+                    stack, i, self.group_params(g, params, level, level_above, i), group_of(level, g).clone(),
                     None if outside is None else group_of(outside, g), by_component, None,
                     self.group_window(g, level, level_above))
         if outside is not None:
@@ -350,7 +350,7 @@ class BitsBackCoder:
         return level
 
     def _has_context(self, i: int) -> bool:
-        return i == self.m.K and self.m.x_context is not None
+        return self.m.has_context(i)
 
     def group_window(self, g: int, level: Tensor, level_above: Tensor | None) -> Window:
         """A consistent model's windows for x's group ``g`` (:func:`selfvae.renormalise.group_window`) from the
@@ -359,13 +359,15 @@ class BitsBackCoder:
             return None
         return group_window(level_above, [group_of(level, h) for h in range(g)], g)
 
-    def group_params(self, g: int, params: Tensor, level: Tensor, level_above: Tensor | None) -> Tensor:
-        """Raw mixture parameters of x's sub-pixel group ``g`` (``[n, P, H/2, W/2]``) from the decoder's ``params``,
-        the groups before ``g`` of ``level`` (uint8; the later groups are not read) and, in a selfVAE, the level
-        above x (``level_above``, uint8)."""
+    def group_params(self, g: int, params: Tensor, level: Tensor, level_above: Tensor | None, i: int | None = None,
+                     ) -> Tensor:
+        """Raw mixture parameters of sub-pixel group ``g`` (``[n, P, H/2, W/2]``) of level ``i`` (default x) from
+        the decoder's ``params``, the groups before ``g`` of ``level`` (uint8; the later groups are not read) and,
+        for x in a selfVAE, the level above x (``level_above``, uint8)."""
+        i = self.m.K if i is None else i
 
         def one(prm: Tensor, y: Tensor, *above: Tensor) -> Tensor:
-            p = self.m.x_likelihood(self.m.likelihood(self.m.K, prm), *above)
+            p = self.m.with_context(i, self.m.likelihood(i, prm), *above)
             return p.group(g, [group_of(self.m.target(y), h) for h in range(g)]).params
 
         return self.run.map(one, params, level, *([] if level_above is None else [level_above]))

@@ -241,6 +241,7 @@ class SelfVAE(nn.Module):
                 for k in range(self.K)
             )
         self.x_context = self._context(cfg)
+        self.y_context = self._y_context(cfg)
         self.gaussian = gaussian_hardtanh if self.paper else gaussian_from  # q(u|y_1)'s parameters
         self.gaussian_z = gaussian_hardtanh if self.paper_z else gaussian_from  # each q(z_k|y_k+1)'s
         self.set_consistent(cfg.consistent)
@@ -257,6 +258,32 @@ class SelfVAE(nn.Module):
         cond = self.shapes[-2][0] if self.K else 0  # a selfVAE's context reads y_K too
         return SubpixelContext(c, DiscretizedLogisticMixture.n_params(c, cfg.n_mix), cfg.context_width,
                                cfg.context_layers, cond)
+
+    def _y_context(self, cfg: ModelConfig) -> SubpixelContext | None:
+        """y_1's sub-pixel context net (``cfg.y_context_width``, a selfVAE's only), or None."""
+        if not cfg.y_context_width:
+            return None
+        if not self.K:
+            raise SelfVAEError(f"model.y_context_width {cfg.y_context_width}: a plain VAE's y_1 is x, whose context "
+                               f"is model.context_width; set that instead")
+        check_even(self.shapes[0], "level y_1")
+        c = self.shapes[0][0]
+        return SubpixelContext(c, DiscretizedLogisticMixture.n_params(c, cfg.n_mix), cfg.y_context_width,
+                               cfg.context_layers)
+
+    def with_context(self, i: int, p: DiscretizedLogisticMixture, y_above: Tensor | None = None,
+                     ) -> DiscretizedLogisticMixture | SubpixelMixture:
+        """Level ``i``'s likelihood (0: ``y_1``, ``K``: x) from its decoder's mixture ``p``, with that level's
+        sub-pixel context where it has one (x's reads ``y_above`` in a selfVAE)."""
+        if i == self.K:
+            return self.x_likelihood(p, y_above)
+        if i == 0 and self.y_context is not None:
+            return SubpixelMixture(p, self.y_context)
+        return p
+
+    def has_context(self, i: int) -> bool:
+        """Whether level ``i`` (0: ``y_1``, ``K``: x) is scored group by group (:mod:`selfvae.nn.context`)."""
+        return (self.x_context if i == self.K else self.y_context if i == 0 else None) is not None
 
     def x_likelihood(self, p: DiscretizedLogisticMixture, y_above: Tensor | None = None,
                      ) -> DiscretizedLogisticMixture | SubpixelMixture:
@@ -336,9 +363,8 @@ class SelfVAE(nn.Module):
         return offsets
 
     def p_y_given(self, u: Tensor) -> DiscretizedLogisticMixture | SubpixelMixture:
-        """p(y_1 | u): the likelihood of the coarsest level (of x itself for a plain VAE, with its context)."""
-        p = DiscretizedLogisticMixture(self.p_y(u), self.shapes[0][0], self.cfg.n_mix)
-        return self.x_likelihood(p) if self.K == 0 else p
+        """p(y_1 | u): the likelihood of the coarsest level, with its context where it has one (x's for a plain VAE)."""
+        return self.with_context(0, DiscretizedLogisticMixture(self.p_y(u), self.shapes[0][0], self.cfg.n_mix))
 
     def p_z_given(self, k: int, y: Tensor, z_above: Tensor) -> DiagonalGaussian:
         """p(z_{k+1} | y_{k+1}, z_k) in 0-based ``k`` (``z_0 = u``): the conditional prior of level ``k+1``'s

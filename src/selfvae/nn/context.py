@@ -14,6 +14,9 @@ context starts as exactly the model it was (``--init`` fine-tuning loses nothing
 visit the groups in this order; everything is local (3x3 convolutions on the sub-image grid), so it runs at any
 even image size. In the spirit of PixelVAE (Gulrajani et al., 2017) with the 2x2 sub-pixel order of
 multiscale PixelCNNs (Reed et al., 2017), kept to four network calls so sampling and coding stay parallel.
+
+A selfVAE may give its coarsest level ``y_1`` the same context (``model.y_context_width``): p(y_1 | u) then codes
+y_1's pixels from their neighbours too.
 """
 
 from __future__ import annotations

@@ -122,7 +122,8 @@ def trainable(model: SelfVAE, prefixes: str | None) -> list[torch.nn.Parameter]:
     return chosen
 
 
-CONTEXT_KEYS = ("context_width", "context_layers")  # what train.init may add to a model (selfvae.nn.context)
+# what train.init may add to a model (selfvae.nn.context), and the weights each adds
+CONTEXT_KEYS = {"context_width": "x_context.", "y_context_width": "y_context."}
 WEIGHTLESS_KEYS = ("consistent",)  # what train.init may change: a renormalised likelihood has the same weights
 
 
@@ -134,15 +135,17 @@ def init_from(model: SelfVAE, cfg: Config, source: str, device: str) -> dict[str
     folder = layout.resolve(source)
     src_cfg, src, training = load_trained(folder, device)
     ours, theirs = asdict(cfg.model), asdict(src_cfg.model)  # nested net specs as dicts, compared as JSON
-    adding_context = not theirs.get("context_width") and ours["context_width"] > 0
+    added = [k for k in CONTEXT_KEYS if not theirs.get(k) and ours[k] > 0]  # contexts this run adds
+    free = set(added) | ({"context_layers"} if added and not any(theirs.get(k) for k in CONTEXT_KEYS) else set())
     differ = [k for k in ours if json.dumps(ours[k], default=str) != json.dumps(theirs.get(k), default=str)
-              and not (adding_context and k in CONTEXT_KEYS) and k not in WEIGHTLESS_KEYS]
+              and k not in free and k not in WEIGHTLESS_KEYS]
     if differ:
         raise SelfVAEError(f"train.init={source}: its model differs from this run's in "
                            + ", ".join(f"model.{k} ({theirs.get(k)!r} there, {ours[k]!r} here)" for k in differ))
-    # a model without x's sub-pixel context starts one with it: its context nets start at zero, so it is the same model
-    missing, unexpected = model.load_state_dict(src.state_dict(), strict=not adding_context)
-    if unexpected or any(not k.startswith("x_context.") for k in missing):
+    # a model without a sub-pixel context starts one with it: its context nets start at zero, so it is the same model
+    missing, unexpected = model.load_state_dict(src.state_dict(), strict=not added)
+    new = tuple(CONTEXT_KEYS[k] for k in added)
+    if unexpected or any(not k.startswith(new) for k in missing):
         raise SelfVAEError(f"train.init={source}: its weights do not fit this model (missing {missing[:3]}, "
                            f"unexpected {unexpected[:3]})")
     return {"init": str(source), "folder": str(folder), **training}
