@@ -61,6 +61,10 @@
 #   experiments/context.sh photo-ctx2   # photo-ctx's step 750 with a mid-24 flow prior fitted to its posterior
 #                                       # (experiments/refit_prior.py: 3.56M parameters, a 7.1 MB float16 file), the
 #                                       # same settings over 75 CPU-minutes: a photo-* model within 8 MB
+#   experiments/context.sh photo-ctx3   # the 8 MB photo-* model in one go: ctx-on's end with a mid-24 flow prior
+#                                       # fitted to its posteriors of photograph crops (refit_prior.py, 8 CPU-min),
+#                                       # then photo-ctx's settings over a cosine of 15 CPU-minutes (photo-ctx's 750
+#                                       # steps were its best; longer learns the 24 photographs by heart)
 #   experiments/context.sh ctx-on2      # ctx-on's end on (a fresh cosine over 90 CPU-min): the VAE towards 4.00
 #   experiments/context.sh ctx-on       # ctx-frozen's end (shipped as cifar10-vae-ctx) on, every weight trained at
 #                                       # lr 1e-4 (ctx-joint's 3e-4 went the wrong way first), 90 CPU-minutes
@@ -91,7 +95,7 @@ from() {  # NAME RUN SHIPPED: where a run that goes on starts: RUN, else (runs/ 
   # weights committed at a session's end (experiments/context/NAME), else the shipped model (the cosine starts again)
   if [ -d "$2" ]; then echo "$2"; elif [ -d "experiments/context/$1" ]; then echo "experiments/context/$1"; else echo "$3"; fi
 }
-case ${1:?ctx-frozen | ctx-joint | ctx-on | photo-frozen | srvae-frozen | srvae-on | srvae-cons | srvae-cons-on | srvae-cons-on2 | srvae-cons-on3 | srvae-cons-on4 | srvae-cons-y | srvae-cons-fb | photo-ctx | photo-ctx2 | ctx-on2} in
+case ${1:?ctx-frozen | ctx-joint | ctx-on | photo-frozen | srvae-frozen | srvae-on | srvae-cons | srvae-cons-on | srvae-cons-on2 | srvae-cons-on3 | srvae-cons-on4 | srvae-cons-y | srvae-cons-fb | photo-ctx | photo-ctx2 | photo-ctx3 | ctx-on2} in
   ctx-frozen) run frozen cifar10-vae-small 40 --set train.lr=3e-4 --set train.lr_warmup_steps=100 \
                 --set train.trainable=x_context ;;
   ctx-joint) run joint cifar10-vae-small 40 --set train.lr=3e-4 --set train.lr_warmup_steps=100 ;;
@@ -124,6 +128,12 @@ case ${1:?ctx-frozen | ctx-joint | ctx-on | photo-frozen | srvae-frozen | srvae-
     [ -d "$init" ] || python experiments/refit_prior.py "$(from photo-ctx runs/ctx-photo-ctx cifar10-vae-ctx)" \
       --out "$init" --data-dir /usr/share --data photos --mid-channels 24 --minutes 8
     CONFIG=$init/config.json run photo-ctx2 "$init" 75 --data-dir /usr/share --set data.name=photos \
+      --set train.lr=3e-4 --set train.lr_warmup_steps=50 --set train.trainable=q_u,p_u,p_y ;;
+  photo-ctx3)
+    init=runs/photo-ctx3-mid24
+    [ -d "$init" ] || python experiments/refit_prior.py "$(from ctx-on experiments/context/ctx-on cifar10-vae-ctx)" \
+      --out "$init" --data-dir /usr/share --data photos --mid-channels 24 --minutes 8
+    CONFIG=$init/config.json run photo-ctx3 "$init" 15 --data-dir /usr/share --set data.name=photos \
       --set train.lr=3e-4 --set train.lr_warmup_steps=50 --set train.trainable=q_u,p_u,p_y ;;
   ctx-on2) run on2 "$(from ctx-on2 runs/ctx-on experiments/context/ctx-on)" 90 --set train.lr=1e-4 \
              --set train.lr_warmup_steps=50 ;;
