@@ -54,6 +54,8 @@
 #                                       # p(y_1|u)'s 16x16 pixels in 2x2 groups, each on the groups before it), the
 #                                       # y context alone trained, 3e-4 over 40 CPU-minutes: how much of y's cost
 #                                       # (KL_u + its reconstruction, ~2640 nats of the ~8800) do neighbours take?
+#   experiments/context.sh srvae-cons-on4y # on4's end with srvae-cons-y's y context grafted on (experiments/graft.py),
+#                                       # the y context alone on at 1e-4 over 15 CPU-minutes: the two gains joined
 #   experiments/context.sh srvae-cons-fb  # the same with free bits per channel of z (4 nats a channel, Kingma
 #                                       # 2016): do more of z's units carry information, and at what cost in bits?
 #   experiments/context.sh photo-ctx    # ctx-on's end on the photographs: the latents' nets learn photographs, the
@@ -95,7 +97,7 @@ from() {  # NAME RUN SHIPPED: where a run that goes on starts: RUN, else (runs/ 
   # weights committed at a session's end (experiments/context/NAME), else the shipped model (the cosine starts again)
   if [ -d "$2" ]; then echo "$2"; elif [ -d "experiments/context/$1" ]; then echo "experiments/context/$1"; else echo "$3"; fi
 }
-case ${1:?ctx-frozen | ctx-joint | ctx-on | photo-frozen | srvae-frozen | srvae-on | srvae-cons | srvae-cons-on | srvae-cons-on2 | srvae-cons-on3 | srvae-cons-on4 | srvae-cons-y | srvae-cons-fb | photo-ctx | photo-ctx2 | photo-ctx3 | ctx-on2} in
+case ${1:?ctx-frozen | ctx-joint | ctx-on | photo-frozen | srvae-frozen | srvae-on | srvae-cons | srvae-cons-on | srvae-cons-on2 | srvae-cons-on3 | srvae-cons-on4 | srvae-cons-y | srvae-cons-on4y | srvae-cons-fb | photo-ctx | photo-ctx2 | photo-ctx3 | ctx-on2} in
   ctx-frozen) run frozen cifar10-vae-small 40 --set train.lr=3e-4 --set train.lr_warmup_steps=100 \
                 --set train.trainable=x_context ;;
   ctx-joint) run joint cifar10-vae-small 40 --set train.lr=3e-4 --set train.lr_warmup_steps=100 ;;
@@ -117,6 +119,12 @@ case ${1:?ctx-frozen | ctx-joint | ctx-on | photo-frozen | srvae-frozen | srvae-
                     --set model.consistent=true --set train.lr=1e-4 --set train.lr_warmup_steps=50 ;;
   srvae-cons-y) run srvae-cons-y cifar10-srvae-cons 40 --set model.consistent=true --set model.y_context_width=64 \
                   --set train.lr=3e-4 --set train.lr_warmup_steps=100 --set train.trainable=y_context ;;
+  srvae-cons-on4y)
+    init=runs/srvae-cons-on4y-graft
+    [ -d "$init" ] || python experiments/graft.py "$(from srvae-cons-on4 runs/ctx-srvae-cons-on4 cifar10-srvae-cons)" \
+      "$(from srvae-cons-y runs/ctx-srvae-cons-y cifar10-srvae-cons)" --part y_context --out "$init"
+    CONFIG=$init/config.json run srvae-cons-on4y "$init" 15 --set model.consistent=true --set train.lr=1e-4 \
+      --set train.lr_warmup_steps=50 --set train.trainable=y_context ;;
   srvae-cons-fb) run srvae-cons-fb "$(from srvae-cons-on runs/ctx-srvae-cons-on cifar10-srvae-cons)" 60 \
                    --set model.consistent=true --set train.lr=1e-4 --set train.lr_warmup_steps=50 \
                    --set train.free_bits=4 --set train.free_bits_per=channel ;;

@@ -559,3 +559,18 @@ def test_the_run_log_is_written_read_and_cut_back_in_one_place(tmp_path):
     recs = read_log(legacy, frame_ratio=1024 / 784)
     assert [round(r["bpd"], 6) for r in recs] == [1.024, 1.024]  # per data dimension, as today's records
     assert logged_seconds(legacy, 8) == 2.0  # 4 steps of 0.5 s, summed where the log kept no clock
+
+
+def test_a_second_training_into_a_folder_being_trained_is_refused_and_the_folder_is_free_after(blob_npz, tmp_path):
+    """While one process holds a run directory (``held``, as ``train`` does), another ``train`` into it stops at
+    once naming the holder, and writes nothing there; once the holder has ended the run starts."""
+    from selfvae.training.loop import held
+
+    out = tmp_path / "run"
+    cfg = tiny_config(blob_npz, steps=2)
+    with held(out):
+        with pytest.raises(SelfVAEError, match=r"another process \(pid \d+\) is training into it"):
+            train(cfg, out, progress=False, final_eval=False)
+        assert not out.exists()
+    train(cfg, out, progress=False, final_eval=False)
+    assert (out / "last.pt").is_file()

@@ -48,6 +48,11 @@ METRICS_FILES = (FINAL_METRICS, METRICS)  # where stored bounds are looked for: 
 PACKAGED = Path(__file__).resolve().parent.parent / "pretrained"
 
 
+def lock_file(folder: Path) -> Path:
+    """What a training process holds while it trains into ``folder`` (beside it: it exists before the run does)."""
+    return folder.parent / f".{folder.name}.lock"
+
+
 def checkpoint(folder: Path, stem: str = LAST) -> Path:
     """``FOLDER/STEM.pt``."""
     return Path(folder) / f"{stem}.pt"

@@ -12,8 +12,11 @@ restart nor the number of processes changes the random numbers.
 from __future__ import annotations
 
 import math
+import os
 import signal
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -79,22 +82,52 @@ def train(
     """
     run_dir = Path(run_dir)
     env, device = D.init_from_env(device)
+    with held(run_dir, env.is_main):
+        try:
+            check_start(cfg, run_dir, resume, env)
+            with runtime.process_settings(cfg.train):
+                session = Session(resolved(cfg), run_dir, device, env, resume, progress)
+                stopped = session.run()
+        finally:
+            D.shutdown(env)
+        if stopped is not None:
+            return {"stopped": stopped, "step": session.state.step}
+        if not env.is_main:
+            return {"step": session.state.step}
+        model = session.state.model
+        plot_curves(read_log(run_dir / layout.LOG, model.padded_dims / model.x_dims), run_dir / layout.CURVES)
+        if not final_eval:
+            return {"step": session.state.step}
+        return finish(session.state.cfg, run_dir, device, progress)
+
+
+@contextmanager
+def held(run_dir: Path, main: bool = True) -> Iterator[None]:
+    """Hold ``run_dir`` for this process while it trains (an exclusive lock on :func:`~selfvae.runs.layout.lock_file`,
+    released when the process ends however it ends): a second training into the same folder, a copy started by
+    mistake, is refused at once instead of interleaving its checkpoints and log with the first's (2026-11-28: two
+    copies of one run wrote one folder for 15 minutes). Where the platform has no ``fcntl``, nothing is held."""
     try:
-        check_start(cfg, run_dir, resume, env)
-        with runtime.process_settings(cfg.train):
-            session = Session(resolved(cfg), run_dir, device, env, resume, progress)
-            stopped = session.run()
-    finally:
-        D.shutdown(env)
-    if stopped is not None:
-        return {"stopped": stopped, "step": session.state.step}
-    if not env.is_main:
-        return {"step": session.state.step}
-    model = session.state.model
-    plot_curves(read_log(run_dir / layout.LOG, model.padded_dims / model.x_dims), run_dir / layout.CURVES)
-    if not final_eval:
-        return {"step": session.state.step}
-    return finish(session.state.cfg, run_dir, device, progress)
+        import fcntl
+    except ImportError:  # not POSIX
+        yield
+        return
+    if not main:
+        yield
+        return
+    lock = layout.lock_file(run_dir)
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            raise SelfVAEError(f"{run_dir}: another process ({f.read().strip() or 'unknown'}) is training into it; "
+                               f"wait for it to end or stop it first") from None
+        f.truncate(0)
+        f.write(f"pid {os.getpid()}")
+        f.flush()
+        yield
 
 
 def check_start(cfg: Config, run_dir: Path, resume: bool, env: D.DistEnv) -> None:
