@@ -121,7 +121,8 @@ CARRY_TARGET = 56 * 2**20  # what prepare lets it carry: the rest is room for ne
 SET_ASIDE = [*(f"src/selfvae/pretrained/{name}" for name in ("mnist-vae", "mnist-srvae", "mnist-2lvl",
                                                              "fashion-mnist-vae", "fashion-mnist-srvae",
                                                              "fashion-mnist-2lvl", "cifar10-vae-ctx",
-                                                             "cifar10-srvae-ctx", "cifar10-srvae-cons")),
+                                                             "cifar10-srvae-ctx", "cifar10-srvae-cons",
+                                                             "photo-vae-ctx")),
              "experiments/real_pixels", "experiments/context"]
 CARRIED_RUNS = tuple(z_candidates.GO_ON[name] for name in z_candidates.ON_GPU if name in z_candidates.GO_ON)
 # --budget: seconds kept for the bench after the tests; seconds a training run spends beside its --minutes
