@@ -120,7 +120,7 @@ case ${1:?ctx-frozen | ctx-joint | ctx-on | photo-frozen | srvae-frozen | srvae-
   srvae-cons-y) run srvae-cons-y cifar10-srvae-cons 40 --set model.consistent=true --set model.y_context_width=64 \
                   --set train.lr=3e-4 --set train.lr_warmup_steps=100 --set train.trainable=y_context ;;
   srvae-cons-on4y)
-    init=runs/srvae-cons-on4y-graft
+    init=$(from srvae-cons-on4y runs/srvae-cons-on4y-graft runs/srvae-cons-on4y-graft)  # the graft, else its end
     [ -d "$init" ] || python experiments/graft.py "$(from srvae-cons-on4 runs/ctx-srvae-cons-on4 cifar10-srvae-cons)" \
       "$(from srvae-cons-y runs/ctx-srvae-cons-y cifar10-srvae-cons)" --part y_context --out "$init"
     CONFIG=$init/config.json run srvae-cons-on4y "$init" 15 --set model.consistent=true --set train.lr=1e-4 \
