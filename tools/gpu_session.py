@@ -364,7 +364,7 @@ def phase_bench(args: argparse.Namespace, results: dict) -> None:
     presets = args.presets or (["mnist-vae"] if args.tiny else BENCHED)
     bench = results.setdefault("bench", {})
     bench["device_name"] = torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu"
-    bench["matmul_bf16_tflops"] = round(matmul_tflops(args.device), 1)
+    bench["matmul_bf16_tflops"] = float(f"{matmul_tflops(args.device):.3g}")  # a loaded CPU's is below 0.05
     flop_batch = 2 if args.tiny else 32
     bench["gflop_per_train_image"] = {p: flops_per_image(p, args.device, flop_batch) / 1e9 for p in presets}
     authors = [] if args.tiny or not (args.gpu_dir / "srVAE" / "src").is_dir() else [AUTHORS[p] for p in presets
@@ -674,7 +674,7 @@ def _interleaved_table(run: dict, gflop: dict[str, float], peak: float) -> list[
     for r in run["rows"]:
         speed[r["model"]] = r["train_img_s"]
         gf = gflop.get(r["model"].partition(":")[0])
-        share = f"{100 * gf * r['train_img_s'] / 1e3 / peak:.1f}%" if gf else ""
+        share = f"{100 * gf * r['train_img_s'] / 1e3 / peak:.1f}%" if gf and peak else ""
         prof = r.get("profile", {})
         busy = f"{100 * prof['gpu_busy_fraction']:.0f}%" if "gpu_busy_fraction" in prof else ""
         kernels = f"{prof['kernels']:.0f}" if "kernels" in prof else ""
