@@ -35,6 +35,12 @@
 #   average (below PNG on all four; WebP 2.730). photo-ctx2 (from it, a mid-24 flow prior fitted: a 7.1 MB file):
 #   validation 4.0309 -> 3.9891 at step 2000 but the test tiles 3.2518: the 24 photographs learnt by heart; stopped.
 #
+# - a context on y_1 too (srvae-cons-y, the y context alone on the shipped weights, 40 CPU-min): test 4.1268 -> 4.1182,
+#   FID 206.1 -> 195.2: shipped as cifar10-srvae-cons (twenty-third session). srvae-cons-on4 (every weight, a fresh
+#   cosine, 80 CPU-min) 4.1163; the two joined (srvae-cons-on4y, experiments/graft.py + 15 CPU-min) 4.1066.
+# - photo-ctx3 (a mid-24 flow fitted to ctx-on's posteriors of photographs, then 15 CPU-min): test tiles 3.1241, files
+#   3.183 on average, 7.21 MB: shipped as photo-vae-ctx.
+#
 #   experiments/context.sh ctx-frozen   # cifar10-vae-small + a context of 64 channels x 3 layers, the context alone
 #                                       # trained (train.trainable=x_context), 40 CPU-minutes
 #   experiments/context.sh ctx-joint    # the same, every weight trained, 40 CPU-minutes
