@@ -103,6 +103,15 @@ from() {  # NAME RUN SHIPPED: where a run that goes on starts: RUN, else (runs/ 
   # weights committed at a session's end (experiments/context/NAME), else the shipped model (the cosine starts again)
   if [ -d "$2" ]; then echo "$2"; elif [ -d "experiments/context/$1" ]; then echo "experiments/context/$1"; else echo "$3"; fi
 }
+# the photographs' runs: the latent nets q(u|x), p(u), p(x|u) on the photos data set, the context kept
+photos=(--data-dir /usr/share --set data.name=photos --set train.lr=3e-4 --set train.lr_warmup_steps=50
+        --set train.trainable=q_u,p_u,p_y)
+refit_then_run() {  # NAME INIT SOURCE MINUTES: SOURCE with a mid-24 flow prior fitted to its posteriors of photograph
+  # crops (experiments/refit_prior.py, written to INIT once), then a photographs' run from it
+  [ -d "$2" ] || python experiments/refit_prior.py "$3" --out "$2" --data-dir /usr/share --data photos \
+    --mid-channels 24 --minutes 8
+  CONFIG=$2/config.json run "$1" "$2" "$4" "${photos[@]}"
+}
 case ${1:?ctx-frozen | ctx-joint | ctx-on | photo-frozen | srvae-frozen | srvae-on | srvae-cons | srvae-cons-on | srvae-cons-on2 | srvae-cons-on3 | srvae-cons-on4 | srvae-cons-y | srvae-cons-on4y | srvae-cons-fb | photo-ctx | photo-ctx2 | photo-ctx3 | ctx-on2} in
   ctx-frozen) run frozen cifar10-vae-small 40 --set train.lr=3e-4 --set train.lr_warmup_steps=100 \
                 --set train.trainable=x_context ;;
@@ -134,21 +143,9 @@ case ${1:?ctx-frozen | ctx-joint | ctx-on | photo-frozen | srvae-frozen | srvae-
   srvae-cons-fb) run srvae-cons-fb "$(from srvae-cons-on runs/ctx-srvae-cons-on cifar10-srvae-cons)" 60 \
                    --set model.consistent=true --set train.lr=1e-4 --set train.lr_warmup_steps=50 \
                    --set train.free_bits=4 --set train.free_bits_per=channel ;;
-  photo-ctx) run photo-ctx "$(from ctx-on experiments/context/ctx-on cifar10-vae-ctx)" 75 --data-dir /usr/share \
-               --set data.name=photos --set train.lr=3e-4 --set train.lr_warmup_steps=50 \
-               --set train.trainable=q_u,p_u,p_y ;;
-  photo-ctx2)
-    init=runs/photo-ctx-mid24
-    [ -d "$init" ] || python experiments/refit_prior.py "$(from photo-ctx runs/ctx-photo-ctx cifar10-vae-ctx)" \
-      --out "$init" --data-dir /usr/share --data photos --mid-channels 24 --minutes 8
-    CONFIG=$init/config.json run photo-ctx2 "$init" 75 --data-dir /usr/share --set data.name=photos \
-      --set train.lr=3e-4 --set train.lr_warmup_steps=50 --set train.trainable=q_u,p_u,p_y ;;
-  photo-ctx3)
-    init=runs/photo-ctx3-mid24
-    [ -d "$init" ] || python experiments/refit_prior.py "$(from ctx-on experiments/context/ctx-on cifar10-vae-ctx)" \
-      --out "$init" --data-dir /usr/share --data photos --mid-channels 24 --minutes 8
-    CONFIG=$init/config.json run photo-ctx3 "$init" 15 --data-dir /usr/share --set data.name=photos \
-      --set train.lr=3e-4 --set train.lr_warmup_steps=50 --set train.trainable=q_u,p_u,p_y ;;
+  photo-ctx) run photo-ctx "$(from ctx-on experiments/context/ctx-on cifar10-vae-ctx)" 75 "${photos[@]}" ;;
+  photo-ctx2) refit_then_run photo-ctx2 runs/photo-ctx-mid24 "$(from photo-ctx runs/ctx-photo-ctx cifar10-vae-ctx)" 75 ;;
+  photo-ctx3) refit_then_run photo-ctx3 runs/photo-ctx3-mid24 "$(from ctx-on experiments/context/ctx-on cifar10-vae-ctx)" 15 ;;
   ctx-on2) run on2 "$(from ctx-on2 runs/ctx-on experiments/context/ctx-on)" 90 --set train.lr=1e-4 \
              --set train.lr_warmup_steps=50 ;;
   ctx-on) run on "$(from ctx-on runs/ctx-frozen cifar10-vae-ctx)" 90 --set train.lr=1e-4 --set train.lr_warmup_steps=50 ;;

@@ -34,9 +34,10 @@ def graft(base: Model, donor: Model, part: str) -> Model:
     differ = [k for k in state if k not in theirs or theirs[k].shape != state[k].shape]
     if differ:
         raise SelfVAEError(f"the base's weights {differ[:3]} are not the donor's shapes: not one architecture")
-    model = build_model(copy.deepcopy(donor.config), cls=Model)
+    cfg = copy.deepcopy(donor.config)
+    model = build_model(cfg, cls=Model)
     model.load_state_dict({**state, **grafted})  # strict: every weight from one of the two
-    model.config = copy.deepcopy(donor.config)
+    model.config = cfg
     return model
 
 

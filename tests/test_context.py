@@ -14,6 +14,7 @@ from test_codec import TINY, digits, tiny_model
 
 from selfvae import codec
 from selfvae.codec import decompress
+from selfvae.config import ModelConfig
 from selfvae.distributions import DiscretizedLogisticMixture, SubpixelMixture
 from selfvae.errors import SelfVAEError
 from selfvae.models.selfvae import SelfVAE
@@ -129,19 +130,27 @@ def test_samples_follow_the_scored_distribution():
     assert 0.5 * (hist - no_context).abs().sum() > 0.05  # (0.065)
 
 
-@pytest.mark.parametrize("transforms", ["", "downscale"])
-def test_a_model_given_a_context_starts_as_the_model_it_was(transforms):
-    _, model = tiny_model(transforms, "standard", channels=3)
-    cfg = dataclasses.replace(model.cfg, context_width=8, context_layers=2)
+def assert_starts_as(model: SelfVAE, cfg: ModelConfig, added: str) -> SelfVAE:
+    """A model of ``cfg`` given ``model``'s weights: only the weights named ``added...`` are new (its context nets,
+    zero at the start), and its bound on smooth images is ``model``'s, sample for sample. Returns it."""
     with_ctx = SelfVAE(cfg).eval()
     missing, unexpected = with_ctx.load_state_dict(model.state_dict(), strict=False)
-    assert not unexpected and missing and all(k.startswith("x_context.") for k in missing)
+    assert not unexpected and missing and all(k.startswith(added) for k in missing)
     x = _smooth(4)
     torch.manual_seed(0)
     a = model.terms(x).nelbo
     torch.manual_seed(0)
     b = with_ctx.terms(x).nelbo
     assert torch.allclose(a, b)
+    return with_ctx
+
+
+@pytest.mark.parametrize("transforms", ["", "downscale"])
+def test_a_model_given_a_context_starts_as_the_model_it_was(transforms):
+    _, model = tiny_model(transforms, "standard", channels=3)
+    cfg = dataclasses.replace(model.cfg, context_width=8, context_layers=2)
+    with_ctx = assert_starts_as(model, cfg, "x_context.")
+    x = _smooth(4)
     if transforms:  # the srVAE's context reads y_K (here 8x8, the half-size grid of x)
         assert with_ctx.x_context.cond_channels == 3
         p = with_ctx.p_x_given(0, x[:, :, ::2, ::2], torch.zeros(4, *cfg.latent_shape))

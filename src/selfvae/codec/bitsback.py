@@ -359,12 +359,10 @@ class BitsBackCoder:
             return None
         return group_window(level_above, [group_of(level, h) for h in range(g)], g)
 
-    def group_params(self, g: int, params: Tensor, level: Tensor, level_above: Tensor | None, i: int | None = None,
-                     ) -> Tensor:
-        """Raw mixture parameters of sub-pixel group ``g`` (``[n, P, H/2, W/2]``) of level ``i`` (default x) from
-        the decoder's ``params``, the groups before ``g`` of ``level`` (uint8; the later groups are not read) and,
-        for x in a selfVAE, the level above x (``level_above``, uint8)."""
-        i = self.m.K if i is None else i
+    def group_params(self, g: int, params: Tensor, level: Tensor, level_above: Tensor | None, i: int) -> Tensor:
+        """Raw mixture parameters of sub-pixel group ``g`` (``[n, P, H/2, W/2]``) of level ``l_i`` from the decoder's
+        ``params``, the groups before ``g`` of ``level`` (uint8; the later groups are not read) and, for x in a
+        selfVAE, the level above x (``level_above``, uint8)."""
 
         def one(prm: Tensor, y: Tensor, *above: Tensor) -> Tensor:
             p = self.m.with_context(i, self.m.likelihood(i, prm), *above)

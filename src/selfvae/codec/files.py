@@ -128,7 +128,7 @@ def probe(coder: BitsBackCoder) -> str:
         else:  # x with a sub-pixel context, each group on its windows: its last group's first table
             g = GROUPS - 1
             window = coder.group_window(g, levels[1], levels[0])
-            parts.append(coder.channel_probs(1, coder.group_params(g, params, levels[1], levels[0]),
+            parts.append(coder.channel_probs(1, coder.group_params(g, params, levels[1], levels[0], 1),
                                              group_of(levels[1], g), 0, None, window))
     return digest(parts).hex()
 
