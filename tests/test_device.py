@@ -224,7 +224,7 @@ def test_a_run_on_the_device_resumes_there(device, blob_npz, tmp_path):
 
 
 def test_the_cli_device_flag_samples_on_cuda_or_says_there_is_none(tmp_path):
-    res = _cli("-m", "selfvae.cli", "sample", "cifar10-vae-small", "--device", "cuda", "-n", "4", "-o",
+    res = _cli("-m", "selfvae.cli", "sample", "cifar10-srvae-cons", "--device", "cuda", "-n", "4", "-o",
                str(tmp_path / "s.png"))
     if torch.cuda.is_available():
         assert res.returncode == 0 and (tmp_path / "s.png").stat().st_size > 0, res.stderr[-2000:]

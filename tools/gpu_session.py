@@ -41,14 +41,15 @@ Phases:
   compiled run is cut off a minute before the budget's end for each compiled run after it (on 2026-11-26 the paper
   srVAE's nets compiled as symbolic-shape graphs for over four minutes, twice: those calls measured it not at all;
   ``selfvae.runtime.compile_nets`` now compiles static graphs).
-* ``train``: the shipped natural-image models (``cifar10-vae-small``, ``cifar10-srvae-small``) and ``photo-vae`` (on
-  the packed photographs' crops, issue 48) trained at once on the GPU for ``--minutes``
-  (with ``--budget``: what it leaves) at the bench's fastest setting (or ``--train-variant``), channels-last, EMA,
-  cosine over the clock, on the official CIFAR-10 pixels (``cifar10-official-part``: 4745 training images, the
-  authors' flips and shifts), going on from the shipped models of those names (``--init``, a fresh optimiser at
+* ``train``: the natural-image models that ship (:data:`TRAINED`: ``cifar10-srvae-cons``, ``cifar10-vae-ctx`` on
+  the official CIFAR-10 pixels, ``cifar10-official-part``: 4745 training images; ``photo-vae-ctx`` on the packed
+  photographs' crops, issue 48) trained at once on the GPU for ``--minutes`` (with ``--budget``: what it leaves) at
+  ``--train-variant`` (or the bench's fastest for that preset), channels-last, EMA, cosine over the wall clock,
+  every weight on from the committed float16 weights each names (``--config`` + ``--init``, a fresh optimiser at
   ``--lr``) unless ``--from-scratch``, or resuming the run this machine kept; each returned as one ``NAME.tar``
   (float16 export, config, metrics, log, samples) that
-  ``scripts/train_pretrained.py NAME --ship-only --run DIR/NAME/run --export DIR/NAME/export`` measures and ships.
+  ``scripts/train_pretrained.py NAME --ship-only --run DIR/NAME/run --export DIR/NAME/export`` measures and ships
+  (the IW bound too: the device measures the test ELBO alone).
   Beside them, issue 49.3 at a GPU's budget: the srVAE designs of ``experiments/z_candidates.py`` (``ON_GPU``),
   on from their committed weights where they have some (``GO_ON``: z-paper-ship, whose z the third H200 revived;
   carried, ``CARRIED_RUNS``), else from random weights
@@ -98,33 +99,35 @@ SMALL = ["cifar10-vae-small", "cifar10-srvae-small"]
 # H200, docs/gpu/2026-11-26-h200.json) and the paper srVAE's never was (its compilation outlasted two calls)
 BENCHED = ["cifar10-srvae-paper", *SMALL]
 PHOTOS = "photos"  # .gpu/photos: the photographs data set packed (selfvae.data.photos.pack: 7.2 MiB of lossless WebP)
-# what `train` trains, each with the data it reads from .gpu: the pair on the official CIFAR-10 pixels, the
-# photograph model on the packed photographs (issue 48); the 2-level selfVAE (issue 49.5) went from scratch on each
-# call (5 minutes: 5.43 bits/dim, not shippable) and gave way to the z designs
-TRAINED = {**{p: (DATA, "cifar10-official-part") for p in SMALL}, "photo-vae": (PHOTOS, "photos")}
+# what `train` trains: the natural-image models that ship (issue 49: the sub-pixel-context VAE, the renormalised
+# srVAE with contexts on x and y_1; issue 48: the photograph model), each with the data it reads from .gpu and the
+# float16 weights it goes on from (committed; carried): the shipped ones, but for the VAE the CPU run that went
+# further (ctx-on: test 4.1892 against the shipped 4.2486; FID 178.5 against 176.8, so it did not ship). The small
+# models (cifar10-vae-small, cifar10-srvae-small, photo-vae) trained here until 2026-11-27; the contexts beat them
+# by 0.15-0.7 bits/dim
+TRAINED = {"cifar10-srvae-cons": (DATA, "cifar10-official-part", "src/selfvae/pretrained/cifar10-srvae-cons"),
+           "cifar10-vae-ctx": (DATA, "cifar10-official-part", "experiments/context/ctx-on"),
+           "photo-vae-ctx": (PHOTOS, "photos", "src/selfvae/pretrained/photo-vae-ctx")}
 # issue 49.3: the srVAE designs trained beside them (experiments/z_candidates.py): from their committed weights
 # where they have some, else from random weights (none now: the shipped srVAE's z is alive); --tiny: z-paper-ship
 # from its weights, a few steps
 Z_DESIGNS = z_candidates.ON_GPU
 Z_TINY = "z-paper-ship"
-# peak learning rates from the shipped weights other than --lr's: 5 minutes at 5e-4 took photo-vae's test bound
-# from 3.2859 to 3.3038 (H200, 2026-11-26; its last CPU run, which lowered it, peaked at 3e-4) while the CIFAR-10
-# VAE's fell 4.4741 -> 4.4541
-SHIPPED_LR = {"photo-vae": 2e-4}
 CARRY_LIMIT = 64 * 2**20  # what one device call may send
 CARRY_TARGET = 56 * 2**20  # what prepare lets it carry: the rest is room for new weights in the tree
 # committed files no device call needs, taken out of the working tree by `prepare` (`git checkout -- PATH` brings
-# them back): the grey-image models and the sub-pixel-context ones (the device tests sample cifar10-vae-small, which
-# the training goes on from; the context models train on the CPU, their contexts alone, for now) and
-# the float16 weights of CPU runs kept between sessions (experiments/real_pixels/: --init where a run is lost) but
-# those a z design goes on from there (z_candidates.GO_ON of ON_GPU: 7.6 MiB, for which mnist-vae gave way)
+# them back): the grey-image models, the natural-image models that no longer train here (the device tests sample
+# cifar10-srvae-cons, which trains here) and the float16 weights of CPU runs kept between sessions
+# (experiments/real_pixels/, experiments/context/: --init where a run is lost) but those a trained model or a z
+# design goes on from (CARRIED_RUNS)
 SET_ASIDE = [*(f"src/selfvae/pretrained/{name}" for name in ("mnist-vae", "mnist-srvae", "mnist-2lvl",
                                                              "fashion-mnist-vae", "fashion-mnist-srvae",
-                                                             "fashion-mnist-2lvl", "cifar10-vae-ctx",
-                                                             "cifar10-srvae-ctx", "cifar10-srvae-cons",
-                                                             "photo-vae-ctx")),
+                                                             "fashion-mnist-2lvl", "cifar10-vae-small",
+                                                             "cifar10-srvae-small", "cifar10-srvae-ctx",
+                                                             "cifar10-vae-ctx", "photo-vae")),
              "experiments/real_pixels", "experiments/context"]
-CARRIED_RUNS = tuple(z_candidates.GO_ON[name] for name in z_candidates.ON_GPU if name in z_candidates.GO_ON)
+CARRIED_RUNS = (*(z_candidates.GO_ON[name] for name in z_candidates.ON_GPU if name in z_candidates.GO_ON),
+                *(w for _, _, w in TRAINED.values() if w.startswith("experiments/")))
 # --budget: seconds kept for the bench after the tests; seconds a training run spends beside its --minutes
 # (start, data, initialisation, evaluations, export: 43 s on the H200 on 2026-11-26 with the 717 official test
 # images, ~2.5 min on the H100 on 2026-11-25 with the JPEG copy's 10000)
@@ -165,7 +168,7 @@ def prepare(shared: Path, gpu_dir: Path, photos_root: Path = Path("/usr/share"))
             from selfvae.data import photos
 
             print(f"{gpu_dir / PHOTOS}: {photos.pack(photos_root, gpu_dir / PHOTOS) / 2**20:.1f} MiB of photographs")
-        except SelfVAEError as e:  # the wallpaper packages not installed here: photo-vae does not train there
+        except SelfVAEError as e:  # the wallpaper packages not installed here: no photograph model trains there
             print(f"photographs not packed ({e}); the device call trains the CIFAR-10 models only")
     for path in SET_ASIDE:
         set_aside(path, keep=CARRIED_RUNS)
@@ -462,7 +465,7 @@ def start_training(args: argparse.Namespace, results: dict) -> dict[str, Job]:
             results["train_skipped"] = f"{left:.0f} s of the budget left: too few to train"
             return {}
     procs = {}
-    for preset, (data, data_name) in TRAINED.items():
+    for preset, (data, data_name, weights) in TRAINED.items():
         if not (args.gpu_dir / data).exists():
             results.setdefault("train_skipped_data", {})[preset] = f"{args.gpu_dir / data}: not carried"
             continue
@@ -471,8 +474,11 @@ def start_training(args: argparse.Namespace, results: dict) -> dict[str, Job]:
         minutes = args.minutes + (minutes_spent(run) if kept else 0.0)  # a budget counts the run's sessions
         if kept:
             start = ["--resume"]
-        elif args.from_shipped and preset in layout.pretrained_names():  # a fresh machine: go on from what ships
-            start = ["--preset", preset, "--init", preset, "--set", f"train.lr={SHIPPED_LR.get(preset, args.lr)}"]
+        elif args.from_shipped:  # a fresh machine: every weight on from the committed ones, in their own config
+            # (its contexts and flow differ from the preset's), on the wall clock, a fresh optimiser at --lr
+            start = ["--config", str(ROOT / weights / "config.json"), "--init", str(ROOT / weights), "--set",
+                     f"train.lr={args.lr}", "--set", "train.lr_warmup_steps=50", "--set", "train.trainable=null",
+                     "--set", "train.clock=wall"]
         else:
             start = ["--preset", preset]
         cmd = [*_train_cmd(args, run, data, data_name, start),
@@ -637,8 +643,8 @@ def markdown(results: dict) -> str:
         lines += [f"**Training on the GPU**: not run ({results['train_skipped']})", ""]
     if "train" in results:
         lines += ["**Training on the GPU** (the CIFAR-10 models on official pixels, cifar10-official-part: 4745 "
-                  "training images, tested on its 717 test images; photo-vae on the photographs' 32x32 crops, tested "
-                  "on the 924 tiles of the 4 test photographs; bits per 3072 dimensions):", "",
+                  "training images, tested on its 717 test images; the photograph model on the photographs' 32x32 "
+                  "crops, tested on the 924 tiles of the 4 test photographs; bits per 3072 dimensions):", "",
                   "| preset | setting | exit | steps | train s | test ELBO | test IW (S, images) |",
                   "| --- | --- | --- | --- | --- | --- | --- |"]
         for name, e in results["train"].items():
@@ -723,8 +729,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--work", default="/tmp/gpu_session", help="train: run folders")
     p.add_argument("--from-scratch", dest="from_shipped", action="store_false",
                    help="train: start from random weights, not from the shipped model of the same name (--init)")
-    p.add_argument("--lr", type=float, default=5e-4,
-                   help="train: peak learning rate from a shipped model (SHIPPED_LR: where a preset has its own)")
+    p.add_argument("--lr", type=float, default=1e-4,
+                   help="train: peak learning rate from the committed weights (the CPU runs that took every weight "
+                        "of the context models on peaked at 1e-4: 3e-4 went the wrong way first; 5e-4 took photo-vae "
+                        "up on the H200 of 2026-11-26)")
     p.add_argument("--train-variant", default=BF16_VARIANT, metavar="VARIANT",
                    help="train: the setting where this call's bench measured none (a bench variant: bf16, "
                         "cudagraphs, both joined by a comma, or '' for eager fp32); the first call prints FASTEST")
