@@ -74,6 +74,8 @@
 #                                       # then photo-ctx's settings over a cosine of 15 CPU-minutes (photo-ctx's 750
 #                                       # steps were its best; longer learns the 24 photographs by heart)
 #   experiments/context.sh ctx-on2      # ctx-on's end on (a fresh cosine over 90 CPU-min): the VAE towards 4.00
+#   experiments/context.sh vae-gpu-on   # the shipped cifar10-vae-ctx (ctx-on's end + 5.7 minutes on an H200) on, a
+#                                       # fresh cosine over 90 CPU-min at 1e-4: the VAE towards 4.00
 #   experiments/context.sh ctx-on       # ctx-frozen's end (shipped as cifar10-vae-ctx) on, every weight trained at
 #                                       # lr 1e-4 (ctx-joint's 3e-4 went the wrong way first), 90 CPU-minutes
 set -euo pipefail
@@ -112,7 +114,7 @@ refit_then_run() {  # NAME INIT SOURCE MINUTES: SOURCE with a mid-24 flow prior 
     --mid-channels 24 --minutes 8
   CONFIG=$2/config.json run "$1" "$2" "$4" "${photos[@]}"
 }
-case ${1:?ctx-frozen | ctx-joint | ctx-on | photo-frozen | srvae-frozen | srvae-on | srvae-cons | srvae-cons-on | srvae-cons-on2 | srvae-cons-on3 | srvae-cons-on4 | srvae-cons-y | srvae-cons-on4y | srvae-cons-fb | photo-ctx | photo-ctx2 | photo-ctx3 | ctx-on2} in
+case ${1:?ctx-frozen | ctx-joint | ctx-on | photo-frozen | srvae-frozen | srvae-on | srvae-cons | srvae-cons-on | srvae-cons-on2 | srvae-cons-on3 | srvae-cons-on4 | srvae-cons-y | srvae-cons-on4y | srvae-cons-fb | photo-ctx | photo-ctx2 | photo-ctx3 | ctx-on2 | vae-gpu-on} in
   ctx-frozen) run frozen cifar10-vae-small 40 --set train.lr=3e-4 --set train.lr_warmup_steps=100 \
                 --set train.trainable=x_context ;;
   ctx-joint) run joint cifar10-vae-small 40 --set train.lr=3e-4 --set train.lr_warmup_steps=100 ;;
@@ -148,5 +150,7 @@ case ${1:?ctx-frozen | ctx-joint | ctx-on | photo-frozen | srvae-frozen | srvae-
   photo-ctx3) refit_then_run photo-ctx3 runs/photo-ctx3-mid24 "$(from ctx-on experiments/context/ctx-on cifar10-vae-ctx)" 15 ;;
   ctx-on2) run on2 "$(from ctx-on2 runs/ctx-on experiments/context/ctx-on)" 90 --set train.lr=1e-4 \
              --set train.lr_warmup_steps=50 ;;
+  vae-gpu-on) run vae-gpu-on "$(from vae-gpu-on runs/ctx-vae-gpu-on cifar10-vae-ctx)" 90 --set train.lr=1e-4 \
+                --set train.lr_warmup_steps=50 ;;
   ctx-on) run on "$(from ctx-on runs/ctx-frozen cifar10-vae-ctx)" 90 --set train.lr=1e-4 --set train.lr_warmup_steps=50 ;;
 esac
