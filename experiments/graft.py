@@ -24,7 +24,9 @@ from selfvae.models.build import build_model
 
 
 def graft(base: Model, donor: Model, part: str) -> Model:
-    """A model of the donor's config with the donor's ``part.*`` weights and the base's others."""
+    """A model of the donor's config with the donor's ``part.*`` weights and the base's others, and the base's
+    training record (the weights it holds most of; the donor's part's own steps, taken apart from a shared start,
+    are not added)."""
     prefix = part.rstrip(".") + "."
     theirs = donor.state_dict()
     grafted = {k: v for k, v in theirs.items() if k.startswith(prefix)}
@@ -38,6 +40,7 @@ def graft(base: Model, donor: Model, part: str) -> Model:
     model = build_model(cfg, cls=Model)
     model.load_state_dict({**state, **grafted})  # strict: every weight from one of the two
     model.config = cfg
+    model.trained = base.trained
     return model
 
 

@@ -63,6 +63,7 @@ def main() -> None:
     state.update({f"p_u.{k}": v for k, v in prior.state_dict().items()})
     model.load_state_dict(state)  # strict: every weight from the source but the fitted prior
     model.config = cfg
+    model.trained = source.trained  # (the flow's fitting not counted: it is not a training of the model)
     model.save_pretrained(a.out)
     print(f"wrote {a.out}: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters")
 

@@ -170,6 +170,7 @@ def test_train_on_a_tensor_dataset_resume_save_and_load(tmp_path, blob_npz):
     assert max(json.loads(line)["step"] for line in (out / "log.jsonl").read_text().splitlines()) == 15
     folder = more.save_pretrained(tmp_path / "saved")
     back = selfvae.from_pretrained(folder)
+    assert back.trained["steps"] == 15  # the saved folder keeps its training: a run started from it counts it
     assert back.bits_per_dim(images[:16]).bpd_elbo == more.bits_per_dim(images[:16]).bpd_elbo
     loader = DataLoader(TensorDataset(images[:64].float() / 255), batch_size=16)  # floats in [0, 1], batched
     other = selfvae.train(cfg, train_data=loader, out=tmp_path / "run2", steps=2, progress=False, train__seed=1)

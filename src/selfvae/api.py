@@ -36,6 +36,7 @@ from selfvae.models.build import resolved
 from selfvae.models.selfvae import SelfVAE
 from selfvae.runs import layout
 from selfvae.runs.loading import load_trained
+from selfvae.runs.stored import write_json
 from selfvae.runs.weights import write_weights
 
 ImageLike = Union[Tensor, np.ndarray, Image.Image, str, Path, Sequence[Any]]  # noqa: UP007 - read at run time
@@ -168,26 +169,34 @@ class Model(SelfVAE):
     """A trained self-supervised VAE with the library's methods (see the module docstring).
 
     ``config`` is the whole run :class:`~selfvae.config.Config` (data set, training), ``cfg`` the architecture,
-    ``shapes`` the image levels ``[y_1, ..., y_K, x]`` as (C, H, W), ``K`` the number of selfVAE levels.
+    ``shapes`` the image levels ``[y_1, ..., y_K, x]`` as (C, H, W), ``K`` the number of selfVAE levels,
+    ``trained`` the training its weights had (``{"steps", "seconds", "cpu_seconds"}``, None where not recorded),
+    which :meth:`save_pretrained` keeps so that a run started from the saved folder counts it.
     """
 
     config: Config
+    trained: dict[str, Any] | None = None
 
     # ----- loading and saving ---------------------------------------------------------------------------------
     @classmethod
     def from_pretrained(cls, name_or_path: str | Path, device: str | torch.device = "cpu") -> Model:
         """A trained model in eval mode: a shipped model's name (``selfvae pretrained`` lists them), a folder
         written by :meth:`save_pretrained` or ``selfvae export``, or a run directory (its best weights)."""
-        cfg, model, _ = load_trained(name_or_path, device, cls=cls)
+        cfg, model, trained = load_trained(name_or_path, device, cls=cls)
+        model.trained = trained
         return model
 
     def save_pretrained(self, folder: str | Path, dtype: str = "float32") -> Path:
         """Write the model to ``folder`` as the shipped models are: ``config.json`` and ``model.safetensors``
-        (``dtype`` "float16" keeps the likelihood's output layers in float32). Returns the folder."""
+        (``dtype`` "float16" keeps the likelihood's output layers in float32), and ``metrics.json`` with the
+        training its weights had where it is known (:attr:`trained`: a model changed in Python, say a part grafted
+        from another, keeps the record of the one it was loaded as). Returns the folder."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         write_weights(self, folder, dtype, self.config.name)
         resolved(self.config).save(folder / layout.CONFIG)
+        if self.trained and any(v is not None for v in self.trained.values()):
+            write_json({"training": self.trained}, folder / layout.METRICS)
         return folder
 
     def at_size(self, height: int, width: int) -> Model:
