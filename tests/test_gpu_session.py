@@ -194,6 +194,32 @@ def test_each_bench_variant_is_a_training_setting(gpu):
             gpu._variant_flags(bad)
 
 
+def test_the_bench_measures_a_setting_for_every_trained_model(gpu):
+    """What ``train`` trains is what ``bench`` times: each trained model's compiled variants run beside its eager
+    fp32 step, in a run of its own, and the fastest of them is a setting ``train`` takes for that model (until
+    2026-11-28 the bench timed the small presets and the trained ones never got a measured setting)."""
+    groups = {label: models for label, models, _ in gpu.bench_groups(gpu.BENCHED, [], ["graphs,bf16"])}
+    for preset in gpu.TRAINED:
+        assert groups[f"compiled-{preset}"] == [preset, f"{preset}:graphs", f"{preset}:graphs,bf16"]
+        assert {preset, f"{preset}:bf16"} <= set(groups["eager-cheap"])
+    rate = {"": 1.0, "bf16": 2.0, "graphs": 3.0, "graphs,bf16": 4.0}  # images/s of each setting, made up
+    rows = [{"model": m, "train_img_s": rate[m.partition(":")[2]]} for models in groups.values() for m in models
+            if not m.startswith("cifar10-srvae-paper")]
+    fastest = gpu._fastest([{"rows": rows}], gpu._cheap(gpu.BENCHED, False))
+    assert set(fastest) == set(gpu.TRAINED)
+    assert {name: variant for name, (variant, _) in fastest.items()} == dict.fromkeys(gpu.TRAINED, "graphs,bf16")
+
+
+def test_the_training_call_takes_a_setting_for_each_model(gpu):
+    assert gpu.train_variants([""]) == {"": ""}
+    assert gpu.train_variants(["bf16", "cifar10-vae-ctx=graphs,bf16", "photo-vae-ctx="]) == {
+        "": "bf16", "cifar10-vae-ctx": "graphs,bf16", "photo-vae-ctx": ""}
+    with pytest.raises(SystemExit, match="'mnist-vae=bf16': mnist-vae is not a trained model"):
+        gpu.train_variants(["mnist-vae=bf16"])
+    with pytest.raises(SystemExit, match="--train-variant 'fp8': .*not a training setting"):
+        gpu.train_variants(["cifar10-vae-ctx=fp8"])
+
+
 def test_a_bench_can_give_its_budget_to_the_runs_it_names(gpu):
     groups = gpu.bench_groups(gpu.BENCHED, ["authors-srvae"], ["cudagraphs,bf16"])
     assert gpu.chosen_groups(groups, None) == groups

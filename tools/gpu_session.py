@@ -11,16 +11,18 @@ Here (the CPU machine), once a session:
 
 then on the device machine (the `device` tool's `run`, carrying `.gpu`, timeout_s 600), two calls:
 
-    python3 tools/gpu_session.py bench --budget 300 --out $OUT --groups compiled-cheap \
-        compiled-cifar10-srvae-paper:cudagraphs,bf16
+    python3 tools/gpu_session.py bench --budget 330 --out $OUT --compiled graphs,bf16 --groups \
+        compiled-cifar10-vae-ctx compiled-cifar10-srvae-cons compiled-photo-vae-ctx
         # what is still unmeasured: the paper presets' targets hold (2026-11-28, a fourth H200: the srVAE's
         # `graphs,bf16` step 1.55x the authors' fp32, compiled in 57 s; the VAE's `cudagraphs,bf16` 1.63x on
-        # 2026-11-26), the cheap presets compiled never ran, and the srVAE's inductor compilation outlasted four
-        # calls' shares (211 s the last); prints FASTEST per cheap preset (without --groups: every run)
-    python3 tools/gpu_session.py train test --budget S --train-variant '' --out $OUT
+        # 2026-11-26; the srVAE's inductor compilation outlasted four calls' shares), and the trained models'
+        # presets compiled never ran: each in a run of its own, eager fp32 beside `graphs` and `graphs,bf16`;
+        # prints the fastest setting of each and a FASTEST line to paste into the next call
+    python3 tools/gpu_session.py train test --budget S --train-variant '' PRESET=VARIANT... --out $OUT
         # at once (a warm machine goes back after 30 idle seconds), S = the device seconds left - 80: the models
-        # of TRAINED at once, eager fp32 (the cheap presets' fastest, 2026-11-27), while the CUDA tests run beside
-        # them (their result is not a timing); 2026-11-28: 420 s gave 5.69 minutes each, three models shipped
+        # of TRAINED at once, each at the setting the bench found fastest for it (eager fp32 for any it did not
+        # measure: the small presets' fastest, 2026-11-27), while the CUDA tests run beside them (their result is
+        # not a timing); 2026-11-28: 420 s gave 5.69 minutes each, three models shipped
 
 A session has 15 minutes of device time in all (`status`), starting a machine takes one or two, and one command
 at most ten; the first call is the timing a short session must not miss (nothing else on the GPU), the second
@@ -36,11 +38,12 @@ Phases:
   model (``torch.utils.flop_counter``: forward + backward), then ``benchmarks/bench.py --interleave`` runs, each in
   its own process, profiled (GPU busy fraction, kernels and host operators a step: what bounds it) and cut off
   where the budget would not hold it, most wanted first: each paper preset's eager fp32 and bf16 steps beside the
-  authors' own model (``.gpu/srVAE``) in fp32 and bf16 (the 1.5x target, nothing compiled); the cheap CIFAR-10
-  presets eager in fp32 and bf16; each paper preset compiled with CUDA graphs (``--compiled``) beside the authors'
-  again; the cheap presets compiled (the fastest of all is printed as ``FASTEST``: the training setting). A
-  compiled run is cut off a minute before the budget's end for each compiled run after it (on 2026-11-26 the paper
-  srVAE's nets compiled as symbolic-shape graphs for over four minutes, twice: those calls measured it not at all;
+  authors' own model (``.gpu/srVAE``) in fp32 and bf16 (the 1.5x target, nothing compiled); the presets of the
+  trained models (:data:`TRAINED`: the cheap ones) eager in fp32 and bf16; each paper preset compiled with CUDA
+  graphs (``--compiled``) beside the authors' again; the trained models' presets compiled (the fastest of each is
+  printed as ``FASTEST``: the training call's ``--train-variant``). A compiled run is cut off a minute before the
+  budget's end for each compiled run after it (on 2026-11-26 the paper srVAE's nets compiled as symbolic-shape
+  graphs for over four minutes, twice: those calls measured it not at all;
   ``selfvae.runtime.compile_nets`` now compiles static graphs).
 * ``train``: the natural-image models that ship (:data:`TRAINED`: ``cifar10-srvae-cons``, ``cifar10-vae-ctx`` on
   the official CIFAR-10 pixels, ``cifar10-official-part``: 4745 training images; ``photo-vae-ctx`` on the packed
@@ -95,10 +98,6 @@ DATA = "cifar10-official-part.npz"  # the official CIFAR-10 pixels of ../shared/
 WHEELS = ["constriction==0.5.0"]  # what the device image lacks of our dependencies
 PAPER = ["cifar10-srvae-paper", "cifar10-vae-realnvp-paper"]  # the srVAE first: the VAE's ratio is measured (H200)
 AUTHORS = {"cifar10-vae-realnvp-paper": "authors-vae-realnvp", "cifar10-srvae-paper": "authors-srvae"}  # same nets
-SMALL = ["cifar10-vae-small", "cifar10-srvae-small"]
-# what `bench` times unless --presets says: the paper VAE's compiled step was measured (1.63x the authors' fp32 step,
-# H200, docs/gpu/2026-11-26-h200.json) and the paper srVAE's never was (its compilation outlasted two calls)
-BENCHED = ["cifar10-srvae-paper", *SMALL]
 PHOTOS = "photos"  # .gpu/photos: the photographs data set packed (selfvae.data.photos.pack: 7.2 MiB of lossless WebP)
 # what `train` trains: the natural-image models that ship (issue 49: the sub-pixel-context VAE, the renormalised
 # srVAE with contexts on x and y_1; issue 48: the photograph model), each with the data it reads from .gpu and the
@@ -109,6 +108,11 @@ PHOTOS = "photos"  # .gpu/photos: the photographs data set packed (selfvae.data.
 TRAINED = {"cifar10-srvae-cons": (DATA, "cifar10-official-part", "src/selfvae/pretrained/cifar10-srvae-cons"),
            "cifar10-vae-ctx": (DATA, "cifar10-official-part", "experiments/context/ctx-on"),
            "photo-vae-ctx": (PHOTOS, "photos", "src/selfvae/pretrained/photo-vae-ctx")}
+# what `bench` times unless --presets says: the paper srVAE (the VAE's compiled step was measured: 1.63x the authors'
+# fp32 step, H200, docs/gpu/2026-11-26-h200.json) and the presets of the models `train` trains, so that the fastest
+# setting the bench prints (FASTEST) is one `train` can take for each of them; until 2026-11-28 the bench timed the
+# small presets while `train` trained the context models, and no measured setting ever reached a training
+BENCHED = ["cifar10-srvae-paper", *TRAINED]
 # issue 49.3: the srVAE designs trained beside them (experiments/z_candidates.py): from their committed weights
 # where they have some, else from random weights (none now: the shipped srVAE's z is alive); --tiny: z-paper-ship
 # from its weights, a few steps
@@ -325,7 +329,8 @@ def bench_groups(presets: list[str], authors: list[str], compiled: list[str], ti
     eager precision (each paper preset beside the authors' model, nothing compiled), the cheap presets' eager
     steps (the training setting where no compiled one is measured), then the compiled runs, the authors' steps
     again beside each compiled paper preset (the ratio within one run), one run a compiled variant (labelled
-    ``compiled-PRESET:VARIANT``: a compilation that outlasts its share loses its own rows alone). A compiled run
+    ``compiled-PRESET:VARIANT``: a compilation that outlasts its share loses its own rows alone), and one run for
+    each cheap preset's compiled variants beside its eager fp32 step (``compiled-PRESET``). A compiled run
     is cut off a minute before the budget's end for each compiled run after it (2026-11-26: the paper srVAE's
     compilation, alone in the first run, took all 290 s, and the eager and authors' steps measured beside it were
     lost with it)."""
@@ -337,9 +342,8 @@ def bench_groups(presets: list[str], authors: list[str], compiled: list[str], ti
         groups.append(("eager-cheap", [f"{p}{v}" for p in cheap for v in ("", ":bf16")], False))
     if compiled:
         groups += [(f"compiled-{p}:{v}", [f"{p}:{v}", *theirs[p]], True) for p in paper for v in compiled]
-        if cheap:
-            variants = dict.fromkeys([*(c.removesuffix(",bf16") for c in compiled), *compiled])
-            groups.append(("compiled-cheap", [f"{p}:{v}" for p in cheap for v in variants], True))
+        variants = dict.fromkeys([*(c.removesuffix(",bf16") for c in compiled), *compiled])
+        groups += [(f"compiled-{p}", [p, *(f"{p}:{v}" for v in variants)], True) for p in cheap]
     return groups
 
 
@@ -402,7 +406,9 @@ def phase_bench(args: argparse.Namespace, results: dict) -> None:
     if fastest:
         bench["fastest"] = {name: variant for name, (variant, _) in fastest.items()}
         for name, (variant, img_s) in fastest.items():
-            print(f"FASTEST {name}: --train-variant '{variant}' ({img_s:.0f} img/s)", flush=True)
+            print(f"FASTEST {name}: {variant or 'eager fp32'} ({img_s:.0f} img/s)", flush=True)
+        print("FASTEST for the training call: --train-variant "
+              + " ".join(f"'{name}={variant}'" for name, variant in bench["fastest"].items()), flush=True)
     left = _left(args, reserve)
     if left is not None and left < 90:
         bench.setdefault("skipped", []).append(f"per-process evaluation and sampling: {left:.0f} s left")
@@ -485,7 +491,8 @@ def start_training(args: argparse.Namespace, results: dict) -> dict[str, Job]:
         cmd = [*_train_cmd(args, run, data, data_name, start),
                "--set", "train.lr_schedule=cosine-time", "--set", f"train.max_minutes={minutes:.2f}",
                "--set", f"train.batch_size={args.train_batch}", "--set", "train.eval_every=500"]
-        variant = results.get("bench", {}).get("fastest", {}).get(preset, args.train_variant)
+        variant = results.get("bench", {}).get("fastest", {}).get(preset, args.train_variant.get(preset,
+                                                                                                args.train_variant[""]))
         variant = variant if args.device.startswith("cuda") else ""  # the CPU (the tiny test): eager fp32
         cmd += _variant_flags(variant)
         if args.tiny:
@@ -528,6 +535,20 @@ def _started(args: argparse.Namespace, log_name: str, cmd: list[str], variant: s
     log = (args.out / log_name).open("w")
     return Job(subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=_env(), cwd=ROOT), log, variant,
                collect, into)
+
+
+def train_variants(entries: list[str]) -> dict[str, str]:
+    """``--train-variant``'s entries as ``{preset: variant}``, the setting of every other trained model under
+    ``""`` (eager fp32 where no entry gives one); each variant checked as :func:`_variant_flags` checks it and each
+    preset one of :data:`TRAINED`, so that a typing error stops the call here rather than on the device."""
+    variants = {"": ""}
+    for entry in entries:
+        preset, _, variant = entry.rpartition("=")
+        if preset and preset not in TRAINED:
+            raise SystemExit(f"--train-variant {entry!r}: {preset} is not a trained model ({', '.join(TRAINED)})")
+        _variant_flags(variant)
+        variants[preset] = variant
+    return variants
 
 
 def _variant_flags(variant: str) -> list[str]:
@@ -708,13 +729,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--shared", type=Path, default=ROOT.parent / "shared", help="prepare: where shared/data is")
     p.add_argument("--tiny", action="store_true", help="a few steps of everything (the CPU test of this script)")
     p.add_argument("--presets", nargs="+",
-                   help="bench: these presets (default: the paper srVAE, the small CIFAR-10 ones)")
+                   help="bench: these presets (default: the paper srVAE and those of the trained models)")
     p.add_argument("--budget", type=float, metavar="SECONDS",
                    help="the call's wall-clock budget: tests keep the bench its share, each bench run is cut off "
                         "where it would overrun, training gets what is left (its --minutes from it)")
     p.add_argument("--groups", nargs="+", metavar="LABEL",
                    help="bench: only these runs, in this order (labels as bench_groups names them: eager-PRESET, "
-                        "eager-cheap, compiled-PRESET:VARIANT, compiled-cheap)")
+                        "eager-cheap, compiled-PRESET:VARIANT for a paper preset, compiled-PRESET for a cheap one)")
     p.add_argument("--batch-sizes", type=int, nargs="+", default=[128], help="bench: interleaved at each")
     p.add_argument("--steps", type=int, default=10, help="bench: timed steps of each model")
     p.add_argument("--warmup", type=int, default=3, help="bench: steps first (compilation, CUDA-graph recording)")
@@ -734,10 +755,12 @@ def main(argv: list[str] | None = None) -> None:
                    help="train: peak learning rate from the committed weights (the CPU runs that took every weight "
                         "of the context models on peaked at 1e-4: 3e-4 went the wrong way first; 5e-4 took photo-vae "
                         "up on the H200 of 2026-11-26)")
-    p.add_argument("--train-variant", default=BF16_VARIANT, metavar="VARIANT",
+    p.add_argument("--train-variant", nargs="+", default=[BF16_VARIANT], metavar="[PRESET=]VARIANT",
                    help="train: the setting where this call's bench measured none (a bench variant: bf16, "
-                        "cudagraphs, both joined by a comma, or '' for eager fp32); the first call prints FASTEST")
+                        "cudagraphs, graphs, one of the two joined to bf16 by a comma, or '' for eager fp32), for "
+                        "every trained model or, as PRESET=VARIANT, for one; the bench prints FASTEST lines to paste")
     args = p.parse_args(argv)
+    args.train_variant = train_variants(args.train_variant)
     args.deadline = None if args.budget is None else time.monotonic() + args.budget
     if args.tiny:  # (compiling takes minutes on a CPU: tests/test_device.py covers it)
         args.batch_sizes, args.steps, args.warmup, args.workers, args.train_batch = [2], 1, 1, 0, 8
