@@ -79,6 +79,8 @@
 #   experiments/context.sh srvae-cons-fb2 # the shipped cifar10-srvae-cons (GPU-trained) on with free bits per channel of z
 #                                       # (4 nats a channel), a fresh cosine over 90 CPU-min at 1e-4: most of z's units
 #                                       # active at no cost in bits/dim? (srvae-cons-fb cost 0.008 from a run's end)
+#   experiments/context.sh photo-on      # the shipped photo-vae-ctx on at lr 1e-4 for 25 CPU-min, beside photo-ms: the
+#   experiments/context.sh photo-ms      # same with photos-multiscale's crops (384, 544, 768 px): do more scales pay?
 #   experiments/context.sh ctx-on       # ctx-frozen's end (shipped as cifar10-vae-ctx) on, every weight trained at
 #                                       # lr 1e-4 (ctx-joint's 3e-4 went the wrong way first), 90 CPU-minutes
 set -euo pipefail
@@ -117,7 +119,7 @@ refit_then_run() {  # NAME INIT SOURCE MINUTES: SOURCE with a mid-24 flow prior 
     --mid-channels 24 --minutes 8
   CONFIG=$2/config.json run "$1" "$2" "$4" "${photos[@]}"
 }
-case ${1:?ctx-frozen | ctx-joint | ctx-on | photo-frozen | srvae-frozen | srvae-on | srvae-cons | srvae-cons-on | srvae-cons-on2 | srvae-cons-on3 | srvae-cons-on4 | srvae-cons-y | srvae-cons-on4y | srvae-cons-fb | photo-ctx | photo-ctx2 | photo-ctx3 | ctx-on2 | vae-gpu-on | srvae-cons-fb2} in
+case ${1:?ctx-frozen | ctx-joint | ctx-on | photo-frozen | srvae-frozen | srvae-on | srvae-cons | srvae-cons-on | srvae-cons-on2 | srvae-cons-on3 | srvae-cons-on4 | srvae-cons-y | srvae-cons-on4y | srvae-cons-fb | photo-ctx | photo-ctx2 | photo-ctx3 | ctx-on2 | vae-gpu-on | srvae-cons-fb2 | photo-on | photo-ms} in
   ctx-frozen) run frozen cifar10-vae-small 40 --set train.lr=3e-4 --set train.lr_warmup_steps=100 \
                 --set train.trainable=x_context ;;
   ctx-joint) run joint cifar10-vae-small 40 --set train.lr=3e-4 --set train.lr_warmup_steps=100 ;;
@@ -152,6 +154,12 @@ case ${1:?ctx-frozen | ctx-joint | ctx-on | photo-frozen | srvae-frozen | srvae-
                     run srvae-cons-fb2 "$(from srvae-cons-fb2 runs/ctx-srvae-cons-fb2 cifar10-srvae-cons)" 90 \
                     --set model.consistent=true --set train.lr=1e-4 --set train.lr_warmup_steps=50 \
                     --set train.free_bits=4 --set train.free_bits_per=channel ;;
+  photo-on|photo-ms) # the shipped photo-vae-ctx on, every weight, lr 1e-4 on a cosine over 25 CPU-minutes: the
+    # photographs' crops at their one scale (photo-on) or at three (photo-ms: photos-multiscale), the same settings
+    CONFIG=$(from "$1" "runs/ctx-$1" src/selfvae/pretrained/photo-vae-ctx)/config.json \
+      run "$1" "$(from "$1" "runs/ctx-$1" photo-vae-ctx)" 25 --data-dir /usr/share \
+      --set data.name="$([ "$1" = photo-ms ] && echo photos-multiscale || echo photos)" --set train.lr=1e-4 \
+      --set train.lr_warmup_steps=50 --set train.trainable=null ;;
   photo-ctx) run photo-ctx "$(from ctx-on experiments/context/ctx-on cifar10-vae-ctx)" 75 "${photos[@]}" ;;
   photo-ctx2) refit_then_run photo-ctx2 runs/photo-ctx-mid24 "$(from photo-ctx runs/ctx-photo-ctx cifar10-vae-ctx)" 75 ;;
   photo-ctx3) refit_then_run photo-ctx3 runs/photo-ctx3-mid24 "$(from ctx-on experiments/context/ctx-on cifar10-vae-ctx)" 15 ;;

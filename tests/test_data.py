@@ -400,7 +400,8 @@ def test_registry_and_shapes() -> None:
         dataset_shape("folder")
     for spec in DATASETS.values():
         assert spec.description and spec.augment == (
-            spec.name in ("cifar10", "cifar10-official-part", "cifar10-jpeg", "imagenette64", "photos"))
+            spec.name in ("cifar10", "cifar10-official-part", "cifar10-jpeg", "imagenette64", "photos",
+                          "photos-multiscale"))
 
 
 def test_augmentation_keeps_dtype_shape_and_changes_images(tmp_path: Path) -> None:
@@ -588,6 +589,33 @@ def test_photos_hold_whole_photographs_out_and_train_on_random_crops(tmp_path: P
     (tmp_path / photos.PHOTOS["test"][0]).unlink()
     with pytest.raises(SelfVAEError, match="photographs are missing.*apt-get install -y plasma-workspace-wallpapers"):
         load_dataset("photos", tmp_path, "test")
+
+
+def test_multiscale_photographs_train_on_every_scale_and_test_as_photos(tmp_path: Path, monkeypatch) -> None:
+    """photos-multiscale draws its training crops in equal numbers from the training photographs downscaled to each
+    of MULTISCALE_SIDES (a crop of a coarser scale has the finer one's pattern at a shorter period), holds out the
+    same tiles as photos, and refuses photographs too small for a scale (a packed root, already downscaled)."""
+    from selfvae.data import photos
+
+    monkeypatch.setenv("SELFVAE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(photos, "SHORT_SIDE", 16)
+    monkeypatch.setattr(photos, "MULTISCALE_SIDES", (16, 32))
+    monkeypatch.setattr(photos, "TRAIN_CROPS", 101)
+    stripes = np.zeros((64, 96, 3), np.uint8)
+    stripes[:, (np.arange(96) % 8) < 4] = 255  # 4 bright columns, 4 dark: every other one at 4x down, 2 and 2 at 2x
+    for rel in (r for rels in photos.PHOTOS.values() for r in rels):
+        save_image(tmp_path / rel, stripes, "PNG")
+    train = load_dataset("photos-multiscale", tmp_path, "train", image_size=8)
+    assert len(train) == 101 and train.augmentation == "shift"
+    x = train.images.float()
+    period2 = (x[..., 1:] - x[..., :-1]).abs().amin(dim=(1, 2, 3)) > 100  # every column unlike its neighbour
+    assert int(period2.sum()) == 51  # the 16-px scale's share (the first takes the odd one), none of the 32's
+    for part in ("val", "test"):
+        assert torch.equal(load_dataset("photos-multiscale", tmp_path, part, image_size=8).images,
+                           load_dataset("photos", tmp_path, part, image_size=8).images)
+    photos.pack(tmp_path, tmp_path / "packed")
+    with pytest.raises(SelfVAEError, match="smaller than the short side 32 .*not packed"):
+        load_dataset("photos-multiscale", tmp_path / "packed", "train", image_size=8)
 
 
 def test_packed_photographs_serve_the_same_pixels(tmp_path: Path, monkeypatch) -> None:

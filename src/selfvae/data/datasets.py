@@ -108,6 +108,10 @@ DATASETS: dict[str, DatasetSpec] = dict(
               "photographs among Debian's wallpapers (apt-get install -y " + " ".join(photos.PACKAGES) + "): "
               "downscaled to 384 px on the shorter side; random crops train, whole held-out photographs' tiles "
               "validate and test", official_val=True, augmentation="shift"),
+        _spec("photos-multiscale", partial(photos.read_photos, multiscale=True), (3, 32, 32), "/usr/share", True,
+              "the photographs data set with its training crops drawn from the training photographs at 384, 544 "
+              "and 768 px on the shorter side (as installed; the held-out photographs as in photos)",
+              official_val=True, augmentation="shift"),
         _spec("npz", formats.read_npz, None, None, False,
               "one .npz file (root = the file) with x/images or x_train/x_test uint8 arrays"),
     ]
