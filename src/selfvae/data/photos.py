@@ -161,11 +161,17 @@ def read_photos(root: Path, part: str, opts, multiscale: bool = False  # noqa: A
     crops = []
     for k, short_side in enumerate(sides):
         photos = [x for _, x in whole_photographs(root, part, short_side)]
-        small = [name for (name, x) in zip(PHOTOS[part], photos, strict=True) if min(x.shape[:2]) < short_side]
-        if multiscale and small:
-            raise SelfVAEError(f"{root}: {len(small)} training photographs are smaller than the short side "
-                               f"{short_side} the multi-scale crops need (first: {small[0]}); read them as installed "
-                               f"(`apt-get install -y {' '.join(PACKAGES)}`), not packed")
+        if multiscale:
+            _check_large_enough(root, PHOTOS[part], photos, short_side)
         n = TRAIN_CROPS // len(sides) + (k < TRAIN_CROPS % len(sides))
         crops.append(random_crops(photos, side, n, seed=CROP_SEED + k))
     return np.concatenate(crops), None
+
+
+def _check_large_enough(root: Path, names: list[str], photos: list[np.ndarray], short_side: int) -> None:
+    """Refuse multi-scale crops from photographs smaller than ``short_side`` (a packed copy stored downscaled)."""
+    small = [name for (name, x) in zip(names, photos, strict=True) if min(x.shape[:2]) < short_side]
+    if small:
+        raise SelfVAEError(f"{root}: {len(small)} training photographs are smaller than the short side "
+                           f"{short_side} the multi-scale crops need (first: {small[0]}); read them as installed "
+                           f"(`apt-get install -y {' '.join(PACKAGES)}`), not packed")
