@@ -38,8 +38,7 @@ def main() -> None:
     cfg, model, _ = load_trained(args.model, data_dir=args.data_dir)
     model.eval()
     test = load_split(cfg, "test")
-    x = torch.stack([torch.as_tensor(test[i][0] if isinstance(test[i], tuple) else test[i])
-                     for i in range(min(args.n, len(test)))])
+    x = test.images[:args.n]
     with torch.no_grad():
         levels = model.levels(x)
         if model.K == 0:
