@@ -79,6 +79,7 @@
 #   experiments/context.sh vae-gpu-on2  # vae-gpu-on's end on, one more fresh cosine over 90 CPU-min at 1e-4: test
 #                                       # 4.1210 -> 4.0973, FID 174.6: shipped as cifar10-vae-ctx (twenty-sixth session)
 #   experiments/context.sh vae-gpu-on3  # vae-gpu-on2's end (shipped) on, a third fresh cosine: the VAE towards 4.00
+#                                       # (its float16 weights at step 250 of 90 CPU-min: experiments/context/vae-gpu-on3)
 #   experiments/context.sh srvae-cons-fb2 # the shipped cifar10-srvae-cons (GPU-trained) on with free bits per channel of z
 #                                       # (4 nats a channel), a fresh cosine over 90 CPU-min at 1e-4: most of z's units
 #                                       # active at no cost in bits/dim? (srvae-cons-fb cost 0.008 from a run's end)
