@@ -111,7 +111,10 @@ run() {  # NAME INIT MINUTES EXTRA...: a new run, or --resume where its folder s
   fi
 }
 from() {  # NAME RUN SHIPPED: where a run that goes on starts: RUN, else (runs/ lost with the machine) the float16
-  # weights committed at a session's end (experiments/context/NAME), else the shipped model (the cosine starts again)
+  # weights committed at a session's end (experiments/context/NAME), else the shipped model (the cosine starts again).
+  # Superseded folders are pruned (their weights stay in git history: vae-gpu-on, ctx-on2, srvae-cons-on,
+  # srvae-cons-on4, srvae-cons-on4y and srvae-cons-fb2 before commit "prune experiments/context"); those that became a
+  # shipped model fall back to it, which holds the same weights
   if [ -d "$2" ]; then echo "$2"; elif [ -d "experiments/context/$1" ]; then echo "experiments/context/$1"; else echo "$3"; fi
 }
 # the photographs' runs: the latent nets q(u|x), p(u), p(x|u) on the photos data set, the context kept

@@ -62,6 +62,7 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=3e-4)
     p.add_argument("--clip", type=float, default=10.0, help="gradient norm clipping (1e-3 unclipped diverged)")
     p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--n-train", type=int, help="the first N training images only (photographs' crops are many)")
     args = p.parse_args()
     torch.manual_seed(0)
     cfg, model, _ = load_trained(args.model, data_dir=args.data_dir)
@@ -69,7 +70,7 @@ def main() -> None:
     c, m = model.shapes[-1][0], cfg.model.n_mix
     train, test = load_split(cfg, "train"), load_split(cfg, "test")
     tic = time.process_time()
-    tr_params, tr_pixels = group0_params(model, torch.as_tensor(train.images))
+    tr_params, tr_pixels = group0_params(model, torch.as_tensor(train.images[:args.n_train]))
     te_params, te_pixels = group0_params(model, torch.as_tensor(test.images))
     print(f"decoder's parameters of {len(tr_params)} training and {len(te_params)} test images: "
           f"{time.process_time() - tic:.0f} CPU-s", flush=True)
