@@ -228,6 +228,7 @@ def card(name: str, folder: Path, metrics: dict, steps: int, seconds: float, how
     if cfg.train.init:
         source = (f"`{cfg.train.init}` as shipped before it (its card is in the repository's history)"
                   if cfg.train.init in layout.pretrained_names()
+                  else f"`{metrics['started_from']}`" if metrics.get("started_from")
                   else f"the run `{cfg.train.init}` (the data row says how they were made)")
         reproduce += (f" This run started from the weights of {source} with a fresh optimiser (`selfvae train "
                       "--init`); the commands are in docs/RESULTS.md.")
@@ -264,7 +265,8 @@ def _measured_later(name: str, metrics: dict) -> list[tuple[str, str]]:
 
 
 def ship(name: str, run: Path, data_dir: str | None, seed: int, iw_limit: int, max_s: int,
-         exported: Path | None = None, hardware: str | None = None, data_note: str | None = None) -> Path:
+         exported: Path | None = None, hardware: str | None = None, data_note: str | None = None,
+         started_from: str | None = None) -> Path:
     """Measure and ship the run's export (float16 where it moves the test ELBO by < FP16_TOLERANCE); with
     ``exported``, a float16 export made elsewhere (a GPU session: its float32 weights did not come back). A
     shipped model's ``data_note`` (what its data set is) stays unless another is given; its hardware does not."""
@@ -311,7 +313,7 @@ def ship(name: str, run: Path, data_dir: str | None, seed: int, iw_limit: int, m
         # the same weights' tighter bound, which the card reports
         metrics["bpd_elbo_consistent"] = test_elbo(dest, data_dir, consistent=True)["bpd_elbo"]
     draw_pictures(dest, data_dir, seed)
-    write_card(name, run, dest, metrics, seed, hardware, data_note)
+    write_card(name, run, dest, metrics, seed, hardware, data_note, started_from)
     return dest
 
 
@@ -327,12 +329,18 @@ def iw_figures(metrics: dict, bpd_iw: float) -> dict:
 
 
 def write_card(name: str, run: Path, dest: Path, metrics: dict, seed: int, hardware: str | None = None,
-               data_note: str | None = None) -> None:
+               data_note: str | None = None, started_from: str | None = None) -> None:
     """Training facts of the shipped checkpoint and the run's FIDs into ``metrics.json``, and the model card.
-    ``hardware`` (where it was trained) and ``data_note`` (what the data set is) are kept from an earlier card when
-    not given; so are FIDs the run has none of."""
+    ``hardware`` (where it was trained), ``data_note`` (what the data set is) and ``started_from`` (the weights the
+    run's ``train.init`` named, as a reader finds them: a local run folder means nothing to one) are kept from an
+    earlier card when not given; so are FIDs the run has none of."""
     shipped = shipped_checkpoint(run)
     steps, seconds, cpu, how = training_time(run, shipped["step"])
+    if started_from:
+        metrics["started_from"] = started_from
+    init = json.loads((run / layout.INIT).read_text()).get("init") if (run / layout.INIT).is_file() else None
+    if init and metrics.get("started_from"):
+        how = how.replace(f"started from, {init}", f"started from, {metrics['started_from']}")
     if layout.checkpoint_to_load(run, layout.BEST).exists():  # (a GPU run came back as its export alone)
         sampled = WeightsUsed(digest(eval_weights(run)), with_source({"steps": shipped["step"]}, run)["steps"])
         for ref in layout.FID_REFS:  # what `selfvae fid RUN` measured of the shipped weights goes with them
@@ -365,6 +373,8 @@ def main() -> None:
     p.add_argument("--export", help="with --ship-only: ship this float16 export of the run (made on a GPU machine)")
     p.add_argument("--hardware", help="where it was trained, for the card (default: a 2-core CPU)")
     p.add_argument("--data-note", help="what the data set is, for the card (default: the data set's name)")
+    p.add_argument("--started-from", help="the weights the run started from (train.init) as the card names them, "
+                                          "e.g. 'cifar10-vae-ctx as shipped before it' (default: the init's path)")
     p.add_argument("--card-only", action="store_true", help="only rewrite the shipped model's card and training facts")
     p.add_argument("--pictures", action="store_true",
                    help="only draw the shipped model's pictures again and put them in its card")
@@ -382,12 +392,12 @@ def main() -> None:
         return
     if a.card_only:
         write_card(a.name, run, PACKAGED / a.name, json.loads((PACKAGED / a.name / layout.METRICS).read_text()),
-                   a.seed, a.hardware, a.data_note)
+                   a.seed, a.hardware, a.data_note, a.started_from)
         return
     if not a.ship_only:
         train(a.name, run, a.minutes, a.seed, a.data_dir, a.set, a.steps)
     ship(a.name, run, a.data_dir, a.seed, a.iw_limit, a.max_s, Path(a.export) if a.export else None, a.hardware,
-         a.data_note)
+         a.data_note, a.started_from)
 
 
 if __name__ == "__main__":

@@ -282,6 +282,30 @@ def test_each_shipping_call_trains_minutes_more_than_the_run_has_had(tiny_run, m
     assert had > 0 and budget == pytest.approx(5.0 + had / 60, abs=0.01)
 
 
+def test_a_card_names_the_weights_a_run_started_from_as_a_reader_finds_them(tiny_run, blob_npz, tmp_path,
+                                                                           monkeypatch):
+    """A run started from a local run folder (``train.init``) is shipped with ``--started-from``: the card names the
+    weights so (a path on the training machine means nothing to a reader), a later ``--card-only`` keeps it, and
+    without it the card still says the run's path."""
+    script = _shipping_script()
+    cfg = tiny_config(blob_npz, "downscale", steps=2)
+    cfg.train.init = str(tiny_run)
+    run = tmp_path / "on"
+    train(cfg, run, progress=False)
+    monkeypatch.setattr(script, "PACKAGED", tmp_path / "pkg")
+    dest = script.ship("mnist-srvae", run, None, 0, iw_limit=4, max_s=2, started_from="mnist-srvae as shipped before")
+    card = (dest / layout.CARD).read_text()
+    assert "started from the weights of `mnist-srvae as shipped before`" in card  # the Reproduce line
+    assert "of the weights it started from, mnist-srvae as shipped before" in card  # and the training row
+    assert f"the run `{tiny_run}`" not in card
+    metrics = json.loads((dest / layout.METRICS).read_text())
+    script.write_card("mnist-srvae", run, dest, metrics, 0)  # --card-only, not given again
+    assert "started from the weights of `mnist-srvae as shipped before`" in (dest / layout.CARD).read_text()
+    metrics.pop("started_from")
+    script.write_card("mnist-srvae", run, dest, metrics, 0)
+    assert f"the run `{tiny_run}`" in (dest / layout.CARD).read_text()
+
+
 def test_shipping_keeps_the_runs_fids_and_measures_a_selfvaes_renormalised_bound(tiny_run, tmp_path, monkeypatch):
     """What ``selfvae fid RUN`` measured of the shipped weights goes into the model's metrics and card (it used to
     be copied in by hand; a FID of the run's earlier weights does not), a downscaling selfVAE's card gets its
