@@ -80,6 +80,7 @@
 #                                       # 4.1210 -> 4.0973, FID 174.6: shipped as cifar10-vae-ctx (twenty-sixth session)
 #   experiments/context.sh vae-gpu-on3  # vae-gpu-on2's end (shipped) on, a third fresh cosine: the VAE towards 4.00
 #                                       # (its float16 weights at step 250 of 90 CPU-min: experiments/context/vae-gpu-on3)
+#   experiments/context.sh vae-gpu-on4  # vae-gpu-on3's end on, a fourth fresh cosine over 90 CPU-min at 1e-4
 #   experiments/context.sh srvae-cons-fb2 # the shipped cifar10-srvae-cons (GPU-trained) on with free bits per channel of z
 #                                       # (4 nats a channel), a fresh cosine over 90 CPU-min at 1e-4: most of z's units
 #                                       # active at no cost in bits/dim? (srvae-cons-fb cost 0.008 from a run's end)
@@ -126,7 +127,7 @@ refit_then_run() {  # NAME INIT SOURCE MINUTES: SOURCE with a mid-24 flow prior 
     --mid-channels 24 --minutes 8
   CONFIG=$2/config.json run "$1" "$2" "$4" "${photos[@]}"
 }
-case ${1:?ctx-frozen | ctx-joint | ctx-on | photo-frozen | srvae-frozen | srvae-on | srvae-cons | srvae-cons-on | srvae-cons-on2 | srvae-cons-on3 | srvae-cons-on4 | srvae-cons-y | srvae-cons-on4y | srvae-cons-fb | photo-ctx | photo-ctx2 | photo-ctx3 | ctx-on2 | vae-gpu-on | vae-gpu-on2 | vae-gpu-on3 | srvae-cons-fb2 | photo-on | photo-ms} in
+case ${1:?ctx-frozen | ctx-joint | ctx-on | photo-frozen | srvae-frozen | srvae-on | srvae-cons | srvae-cons-on | srvae-cons-on2 | srvae-cons-on3 | srvae-cons-on4 | srvae-cons-y | srvae-cons-on4y | srvae-cons-fb | photo-ctx | photo-ctx2 | photo-ctx3 | ctx-on2 | vae-gpu-on | vae-gpu-on2 | vae-gpu-on3 | vae-gpu-on4 | srvae-cons-fb2 | photo-on | photo-ms} in
   ctx-frozen) run frozen cifar10-vae-small 40 --set train.lr=3e-4 --set train.lr_warmup_steps=100 \
                 --set train.trainable=x_context ;;
   ctx-joint) run joint cifar10-vae-small 40 --set train.lr=3e-4 --set train.lr_warmup_steps=100 ;;
@@ -177,6 +178,8 @@ case ${1:?ctx-frozen | ctx-joint | ctx-on | photo-frozen | srvae-frozen | srvae-
   vae-gpu-on2) run vae-gpu-on2 "$(from vae-gpu-on runs/ctx-vae-gpu-on cifar10-vae-ctx)" 90 --set train.lr=1e-4 \
                 --set train.lr_warmup_steps=50 ;;
   vae-gpu-on3) run vae-gpu-on3 "$(from vae-gpu-on2 runs/ctx-vae-gpu-on2 cifar10-vae-ctx)" 90 --set train.lr=1e-4 \
+                --set train.lr_warmup_steps=50 ;;
+  vae-gpu-on4) run vae-gpu-on4 "$(from vae-gpu-on3 runs/ctx-vae-gpu-on3 cifar10-vae-ctx)" 90 --set train.lr=1e-4 \
                 --set train.lr_warmup_steps=50 ;;
   ctx-on) run on "$(from ctx-on runs/ctx-frozen cifar10-vae-ctx)" 90 --set train.lr=1e-4 --set train.lr_warmup_steps=50 ;;
 esac
