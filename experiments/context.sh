@@ -78,8 +78,8 @@
 #                                       # fresh cosine over 90 CPU-min at 1e-4: the VAE towards 4.00
 #   experiments/context.sh vae-gpu-on2  # vae-gpu-on's end on, one more fresh cosine over 90 CPU-min at 1e-4: test
 #                                       # 4.1210 -> 4.0973, FID 174.6: shipped as cifar10-vae-ctx (twenty-sixth session)
-#   experiments/context.sh vae-gpu-on3  # vae-gpu-on2's end (shipped) on, a third fresh cosine: the VAE towards 4.00
-#                                       # (its float16 weights at step 250 of 90 CPU-min: experiments/context/vae-gpu-on3)
+#   experiments/context.sh vae-gpu-on3  # vae-gpu-on2's end (shipped) on, a third fresh cosine: test 4.0973 -> 4.0708,
+#                                       # FID 173.6: shipped as cifar10-vae-ctx (twenty-seventh session)
 #   experiments/context.sh vae-gpu-on4  # vae-gpu-on3's end on, a fourth fresh cosine over 90 CPU-min at 1e-4
 #   experiments/context.sh srvae-cons-fb2 # the shipped cifar10-srvae-cons (GPU-trained) on with free bits per channel of z
 #                                       # (4 nats a channel), a fresh cosine over 90 CPU-min at 1e-4: most of z's units
@@ -114,7 +114,7 @@ run() {  # NAME INIT MINUTES EXTRA...: a new run, or --resume where its folder s
 from() {  # NAME RUN SHIPPED: where a run that goes on starts: RUN, else (runs/ lost with the machine) the float16
   # weights committed at a session's end (experiments/context/NAME), else the shipped model (the cosine starts again).
   # Superseded folders are pruned (their weights stay in git history: vae-gpu-on, ctx-on2, srvae-cons-on,
-  # srvae-cons-on4, srvae-cons-on4y and srvae-cons-fb2 before commit "prune experiments/context"); those that became a
+  # srvae-cons-on4, srvae-cons-on4y, srvae-cons-fb2 and vae-gpu-on3 before commit "prune experiments/context"); those that became a
   # shipped model fall back to it, which holds the same weights
   if [ -d "$2" ]; then echo "$2"; elif [ -d "experiments/context/$1" ]; then echo "experiments/context/$1"; else echo "$3"; fi
 }
