@@ -81,6 +81,9 @@
 #   experiments/context.sh vae-gpu-on3  # vae-gpu-on2's end (shipped) on, a third fresh cosine: test 4.0973 -> 4.0708,
 #                                       # FID 173.6: shipped as cifar10-vae-ctx (twenty-seventh session)
 #   experiments/context.sh vae-gpu-on4  # vae-gpu-on3's end on, a fourth fresh cosine over 90 CPU-min at 1e-4
+#   experiments/context.sh vae-gpu-on4b # the same from the same weights with seed 1 (its batches and noise), on the
+#                                       # core tests leave idle: does the average of the two runs' weights (a "model
+#                                       # soup", Wortsman et al. 2022) beat each, so that both cores train one model?
 #   experiments/context.sh srvae-cons-fb2 # the shipped cifar10-srvae-cons (GPU-trained) on with free bits per channel of z
 #                                       # (4 nats a channel), a fresh cosine over 90 CPU-min at 1e-4: most of z's units
 #                                       # active at no cost in bits/dim? (srvae-cons-fb cost 0.008 from a run's end)
@@ -127,7 +130,7 @@ refit_then_run() {  # NAME INIT SOURCE MINUTES: SOURCE with a mid-24 flow prior 
     --mid-channels 24 --minutes 8
   CONFIG=$2/config.json run "$1" "$2" "$4" "${photos[@]}"
 }
-case ${1:?ctx-frozen | ctx-joint | ctx-on | photo-frozen | srvae-frozen | srvae-on | srvae-cons | srvae-cons-on | srvae-cons-on2 | srvae-cons-on3 | srvae-cons-on4 | srvae-cons-y | srvae-cons-on4y | srvae-cons-fb | photo-ctx | photo-ctx2 | photo-ctx3 | ctx-on2 | vae-gpu-on | vae-gpu-on2 | vae-gpu-on3 | vae-gpu-on4 | srvae-cons-fb2 | photo-on | photo-ms} in
+case ${1:?ctx-frozen | ctx-joint | ctx-on | photo-frozen | srvae-frozen | srvae-on | srvae-cons | srvae-cons-on | srvae-cons-on2 | srvae-cons-on3 | srvae-cons-on4 | srvae-cons-y | srvae-cons-on4y | srvae-cons-fb | photo-ctx | photo-ctx2 | photo-ctx3 | ctx-on2 | vae-gpu-on | vae-gpu-on2 | vae-gpu-on3 | vae-gpu-on4 | vae-gpu-on4b | srvae-cons-fb2 | photo-on | photo-ms} in
   ctx-frozen) run frozen cifar10-vae-small 40 --set train.lr=3e-4 --set train.lr_warmup_steps=100 \
                 --set train.trainable=x_context ;;
   ctx-joint) run joint cifar10-vae-small 40 --set train.lr=3e-4 --set train.lr_warmup_steps=100 ;;
@@ -181,5 +184,7 @@ case ${1:?ctx-frozen | ctx-joint | ctx-on | photo-frozen | srvae-frozen | srvae-
                 --set train.lr_warmup_steps=50 ;;
   vae-gpu-on4) run vae-gpu-on4 "$(from vae-gpu-on3 runs/ctx-vae-gpu-on3 cifar10-vae-ctx)" 90 --set train.lr=1e-4 \
                 --set train.lr_warmup_steps=50 ;;
+  vae-gpu-on4b) run vae-gpu-on4b "$(from vae-gpu-on3 runs/ctx-vae-gpu-on3 cifar10-vae-ctx)" 90 --set train.lr=1e-4 \
+                 --set train.lr_warmup_steps=50 --set train.seed=1 ;;
   ctx-on) run on "$(from ctx-on runs/ctx-frozen cifar10-vae-ctx)" 90 --set train.lr=1e-4 --set train.lr_warmup_steps=50 ;;
 esac
