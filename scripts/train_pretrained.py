@@ -96,9 +96,10 @@ def shipped_checkpoint(run: Path) -> dict:
     return {"checkpoint": path.name, "step": state["step"], "weights": weights}
 
 
-def training_time(run: Path, step: int) -> tuple[int, float, float | None, str]:
+def training_time(run: Path, step: int, started_from: str | None = None) -> tuple[int, float, float | None, str]:
     """Steps, training seconds (wall clock) and CPU seconds (None where the log has none) up to ``step``, and how
-    they were obtained (the log's clock, or its step times)."""
+    they were obtained (the log's clock, or its step times); ``started_from`` names the weights the run started
+    from in that text (default: the init's path)."""
     recs = [r for r in with_train_seconds(read_log(run / layout.LOG)) if r["step"] <= step]  # up to its validation
     if not recs:
         return 0, 0.0, None, "no log"
@@ -111,7 +112,7 @@ def training_time(run: Path, step: int) -> tuple[int, float, float | None, str]:
         steps, seconds = steps + (src.get("steps") or 0), seconds + (src.get("seconds") or 0.0)
         cpu = None if cpu is None or src.get("cpu_seconds") is None else cpu + src["cpu_seconds"]
         how += (f"; with the {src.get('steps')} steps ({(src.get('seconds') or 0) / 3600:.2f} h) of the weights it "
-                f"started from, {src['init']}")
+                f"started from, {started_from or src['init']}")
     return steps, seconds, cpu, how
 
 
@@ -335,12 +336,9 @@ def write_card(name: str, run: Path, dest: Path, metrics: dict, seed: int, hardw
     run's ``train.init`` named, as a reader finds them: a local run folder means nothing to one) are kept from an
     earlier card when not given; so are FIDs the run has none of."""
     shipped = shipped_checkpoint(run)
-    steps, seconds, cpu, how = training_time(run, shipped["step"])
     if started_from:
         metrics["started_from"] = started_from
-    init = json.loads((run / layout.INIT).read_text()).get("init") if (run / layout.INIT).is_file() else None
-    if init and metrics.get("started_from"):
-        how = how.replace(f"started from, {init}", f"started from, {metrics['started_from']}")
+    steps, seconds, cpu, how = training_time(run, shipped["step"], metrics.get("started_from"))
     if layout.checkpoint_to_load(run, layout.BEST).exists():  # (a GPU run came back as its export alone)
         sampled = WeightsUsed(digest(eval_weights(run)), with_source({"steps": shipped["step"]}, run)["steps"])
         for ref in layout.FID_REFS:  # what `selfvae fid RUN` measured of the shipped weights goes with them
