@@ -116,8 +116,8 @@ run() {  # NAME INIT MINUTES EXTRA...: a new run, or --resume where its folder s
 }
 from() {  # NAME RUN SHIPPED: where a run that goes on starts: RUN, else (runs/ lost with the machine) the float16
   # weights committed at a session's end (experiments/context/NAME), else the shipped model (the cosine starts again).
-  # Superseded folders are pruned (their weights stay in git history: vae-gpu-on, ctx-on2, srvae-cons-on,
-  # srvae-cons-on4, srvae-cons-on4y, srvae-cons-fb2 and vae-gpu-on3 before commit "prune experiments/context"); those that became a
+  # Superseded folders are pruned, their weights in git history (vae-gpu-on, ctx-on2, srvae-cons-on, srvae-cons-on4,
+  # srvae-cons-on4y and srvae-cons-fb2 before commit 2c963f8, vae-gpu-on3 before 863dc3b); those that became a
   # shipped model fall back to it, which holds the same weights
   if [ -d "$2" ]; then echo "$2"; elif [ -d "experiments/context/$1" ]; then echo "experiments/context/$1"; else echo "$3"; fi
 }
@@ -129,6 +129,10 @@ refit_then_run() {  # NAME INIT SOURCE MINUTES: SOURCE with a mid-24 flow prior 
   [ -d "$2" ] || python experiments/refit_prior.py "$3" --out "$2" --data-dir /usr/share --data photos \
     --mid-channels 24 --minutes 8
   CONFIG=$2/config.json run "$1" "$2" "$4" "${photos[@]}"
+}
+vae_restart() {  # NAME PREVIOUS EXTRA...: the VAE on from PREVIOUS's end (its run, its committed weights, else the
+  # shipped cifar10-vae-ctx), every weight on a fresh cosine from 1e-4 over 90 CPU-minutes
+  run "$1" "$(from "$2" "runs/ctx-$2" cifar10-vae-ctx)" 90 --set train.lr=1e-4 --set train.lr_warmup_steps=50 "${@:3}"
 }
 case ${1:?ctx-frozen | ctx-joint | ctx-on | photo-frozen | srvae-frozen | srvae-on | srvae-cons | srvae-cons-on | srvae-cons-on2 | srvae-cons-on3 | srvae-cons-on4 | srvae-cons-y | srvae-cons-on4y | srvae-cons-fb | photo-ctx | photo-ctx2 | photo-ctx3 | ctx-on2 | vae-gpu-on | vae-gpu-on2 | vae-gpu-on3 | vae-gpu-on4 | vae-gpu-on4b | srvae-cons-fb2 | photo-on | photo-ms} in
   ctx-frozen) run frozen cifar10-vae-small 40 --set train.lr=3e-4 --set train.lr_warmup_steps=100 \
@@ -178,13 +182,9 @@ case ${1:?ctx-frozen | ctx-joint | ctx-on | photo-frozen | srvae-frozen | srvae-
              --set train.lr_warmup_steps=50 ;;
   vae-gpu-on) run vae-gpu-on "$(from vae-gpu-on runs/ctx-vae-gpu-on cifar10-vae-ctx)" 90 --set train.lr=1e-4 \
                 --set train.lr_warmup_steps=50 ;;
-  vae-gpu-on2) run vae-gpu-on2 "$(from vae-gpu-on runs/ctx-vae-gpu-on cifar10-vae-ctx)" 90 --set train.lr=1e-4 \
-                --set train.lr_warmup_steps=50 ;;
-  vae-gpu-on3) run vae-gpu-on3 "$(from vae-gpu-on2 runs/ctx-vae-gpu-on2 cifar10-vae-ctx)" 90 --set train.lr=1e-4 \
-                --set train.lr_warmup_steps=50 ;;
-  vae-gpu-on4) run vae-gpu-on4 "$(from vae-gpu-on3 runs/ctx-vae-gpu-on3 cifar10-vae-ctx)" 90 --set train.lr=1e-4 \
-                --set train.lr_warmup_steps=50 ;;
-  vae-gpu-on4b) run vae-gpu-on4b "$(from vae-gpu-on3 runs/ctx-vae-gpu-on3 cifar10-vae-ctx)" 90 --set train.lr=1e-4 \
-                 --set train.lr_warmup_steps=50 --set train.seed=1 ;;
+  vae-gpu-on2) vae_restart vae-gpu-on2 vae-gpu-on ;;
+  vae-gpu-on3) vae_restart vae-gpu-on3 vae-gpu-on2 ;;
+  vae-gpu-on4) vae_restart vae-gpu-on4 vae-gpu-on3 ;;
+  vae-gpu-on4b) vae_restart vae-gpu-on4b vae-gpu-on3 --set train.seed=1 ;;
   ctx-on) run on "$(from ctx-on runs/ctx-frozen cifar10-vae-ctx)" 90 --set train.lr=1e-4 --set train.lr_warmup_steps=50 ;;
 esac
