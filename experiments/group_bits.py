@@ -42,7 +42,7 @@ def main() -> None:
     with torch.no_grad():
         levels = model.levels(x)
         if model.K == 0:
-            p_x = model.p_y_given(model.gaussian(model.q_u(model.inp(levels[0]))).mu)
+            p_x = model.p_y_given(model.q_u_given(levels[0]).mu)
         else:
             z = model.gaussian_z(model.q_z[-1](model.inp(levels[-1], z_side=True))).mu
             p_x = model.p_x_given(model.K - 1, levels[-2], z)

@@ -36,7 +36,7 @@ def group0_params(model, x: torch.Tensor, batch: int = 64) -> tuple[torch.Tensor
     with torch.no_grad():
         for i in range(0, len(x), batch):
             levels = model.levels(x[i:i + batch])
-            u = model.gaussian(model.q_u(model.inp(levels[0]))).rsample()
+            u = model.q_u_given(levels[0]).rsample()
             p = model.p_y_given(u)
             params.append(group_of(p.params, 0).float())
             pixels.append(group_of(model.target(levels[0]), 0).float())

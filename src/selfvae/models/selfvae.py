@@ -240,6 +240,8 @@ class SelfVAE(nn.Module):
                 ConditionalDecoder(self.shapes[k], self.shapes[k + 1], lat, cfg.p_x, cfg.n_mix, cfg.inner("p_x_z"))
                 for k in range(self.K)
             )
+        self.q_u_residual = (DenseEncoder(top[0], 2 * lat[0], cfg.q_u_residual, n_top, zero_start=True)
+                             if cfg.q_u_residual is not None else None)
         self.x_context = self._context(cfg)
         self.y_context = self._y_context(cfg)
         self.gaussian = gaussian_hardtanh if self.paper else gaussian_from  # q(u|y_1)'s parameters
@@ -323,7 +325,16 @@ class SelfVAE(nn.Module):
         return [*apply_chain(self.chain, x), x]
 
     def q_u_given(self, y1: Tensor) -> DiagonalGaussian:
-        return self.gaussian(self.q_u(self.inp(y1)))
+        """q(u | y_1) of uint8 ``y1`` (x in a plain VAE)."""
+        return self._q_u(self.inp(y1))
+
+    def _q_u(self, y_in: Tensor) -> DiagonalGaussian:
+        """q(u | y_1) from its network input: the encoder's parameters, plus the residual encoder's where the model
+        has one."""
+        params = self.q_u(y_in)
+        if self.q_u_residual is not None:
+            params = params + self.q_u_residual(y_in)
+        return self.gaussian(params)
 
     def q_z_given(self, k: int, y_next: Tensor) -> DiagonalGaussian:
         """q(z_{k+1} | y_{k+2}) in 0-based ``k``."""
@@ -404,7 +415,7 @@ class SelfVAE(nn.Module):
             inside = _repeat(n_samples)([inside])[0]
         levels = self.levels(x)
         inputs = [self.inp(y, z_side=True) for y in levels]  # the z side's
-        q_u = self.gaussian(self.q_u(inputs[0] if self.paper == self.paper_z else self.inp(levels[0])))
+        q_u = self._q_u(inputs[0] if self.paper == self.paper_z else self.inp(levels[0]))
         q_z = [self.gaussian_z(self.q_z[k](inputs[k + 1])) for k in range(self.K)]
         y_feats = [self.p_z[k].encode_y(inputs[k]) for k in range(self.K)]
         if n_samples > 1:

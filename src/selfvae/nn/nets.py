@@ -32,6 +32,14 @@ class NetSpec:
     transition: bool = False
 
 
+def _zero_conv(c_in: int, c_out: int) -> nn.Conv2d:
+    """A 1x1 convolution whose weights and bias start at zero."""
+    conv = nn.Conv2d(c_in, c_out, 1)
+    nn.init.zeros_(conv.weight)
+    nn.init.zeros_(conv.bias)
+    return conv
+
+
 def _resample(c_in: int, c_out: int, transition: bool, transposed: bool) -> list[nn.Module]:
     """Halve (``transposed=False``) or double the resolution with a stride-2 3x3 conv to ``c_out`` channels,
     after a 1x1 transition to ``c_out`` channels when ``transition`` is set."""
@@ -44,9 +52,12 @@ class DenseEncoder(nn.Module, Network):
     """Image-shaped input -> ``out_channels`` maps at ``1 / 2**n_down`` of the resolution.
 
     ``spec`` sizes the first (full-resolution) stage; width and growth double after each downsampling.
+    ``zero_start``: the last layer a plain 1x1 convolution that starts at zero (the net outputs zeros until trained),
+    for a net whose output is added to a trained one's (:attr:`~selfvae.config.ModelConfig.q_u_residual`).
     """
 
-    def __init__(self, in_channels: int, out_channels: int, spec: NetSpec, n_down: int) -> None:
+    def __init__(self, in_channels: int, out_channels: int, spec: NetSpec, n_down: int, zero_start: bool = False,
+                 ) -> None:
         super().__init__()
         layers: list[nn.Module] = [WNConv2d(in_channels, spec.width, 3)]
         c, g = spec.width, spec.growth
@@ -57,7 +68,8 @@ class DenseEncoder(nn.Module, Network):
             layers += [dense, ELU(), *_resample(dense.out_channels, nxt, spec.transition, transposed=False)]
             c, g = nxt, spec.growth * mult
         dense = DenseLayer(c, g, spec.steps)
-        layers += [dense, ELU(), WNConv2d(dense.out_channels, out_channels, 1, init_scale=0.1)]
+        layers += [dense, ELU(), _zero_conv(dense.out_channels, out_channels) if zero_start
+                   else WNConv2d(dense.out_channels, out_channels, 1, init_scale=0.1)]
         self.net = nn.Sequential(*layers)
 
     def forward(self, x: Tensor) -> Tensor:

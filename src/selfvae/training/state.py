@@ -22,7 +22,7 @@ from selfvae.data import ImageDataset
 from selfvae.errors import SelfVAEError
 from selfvae.models.build import build_model
 from selfvae.models.selfvae import SelfVAE
-from selfvae.nn.layers import data_dependent_init
+from selfvae.nn.layers import data_dependent_init, weight_norm_layers
 from selfvae.runs import layout
 from selfvae.runs.checkpoint import load_latest, rng_state, set_rng_state
 from selfvae.runs.loading import load_trained
@@ -124,6 +124,8 @@ def trainable(model: SelfVAE, prefixes: str | None) -> list[torch.nn.Parameter]:
 
 # what train.init may add to a model (selfvae.nn.context), and the weights each adds
 CONTEXT_KEYS = {"context_width": "x_context.", "y_context_width": "y_context."}
+# every part train.init may add: the contexts and the residual encoder, each starting at zero (the same model)
+ADDABLE_KEYS = {**CONTEXT_KEYS, "q_u_residual": "q_u_residual."}
 WEIGHTLESS_KEYS = ("consistent",)  # what train.init may change: a renormalised likelihood has the same weights
 
 
@@ -135,16 +137,18 @@ def init_from(model: SelfVAE, cfg: Config, source: str, device: str) -> dict[str
     folder = layout.resolve(source)
     src_cfg, src, training = load_trained(folder, device)
     ours, theirs = asdict(cfg.model), asdict(src_cfg.model)  # nested net specs as dicts, compared as JSON
-    added = [k for k in CONTEXT_KEYS if not theirs.get(k) and ours[k] > 0]  # contexts this run adds
-    free = set(added) | ({"context_layers"} if added and not any(theirs.get(k) for k in CONTEXT_KEYS) else set())
+    added = [k for k in ADDABLE_KEYS if not theirs.get(k) and ours[k]]  # parts this run adds
+    new_context = any(k in CONTEXT_KEYS for k in added) and not any(theirs.get(k) for k in CONTEXT_KEYS)
+    free = set(added) | ({"context_layers"} if new_context else set())
     differ = [k for k in ours if json.dumps(ours[k], default=str) != json.dumps(theirs.get(k), default=str)
               and k not in free and k not in WEIGHTLESS_KEYS]
     if differ:
         raise SelfVAEError(f"train.init={source}: its model differs from this run's in "
                            + ", ".join(f"model.{k} ({theirs.get(k)!r} there, {ours[k]!r} here)" for k in differ))
-    # a model without a sub-pixel context starts one with it: its context nets start at zero, so it is the same model
+    # a model without a sub-pixel context (or a residual encoder) starts one with it: its last layer starts at zero,
+    # so it is the same model
     missing, unexpected = model.load_state_dict(src.state_dict(), strict=not added)
-    new = tuple(CONTEXT_KEYS[k] for k in added)
+    new = tuple(ADDABLE_KEYS[k] for k in added)
     if unexpected or any(not k.startswith(new) for k in missing):
         raise SelfVAEError(f"train.init={source}: its weights do not fit this model (missing {missing[:3]}, "
                            f"unexpected {unexpected[:3]})")
@@ -161,10 +165,10 @@ def start(state: TrainState, run_dir: Path, train_ds: ImageDataset, device: str,
         provenance = init_from(state.model, cfg, t.init, device)
         if env.is_main:
             (run_dir / layout.INIT).write_text(json.dumps(provenance, indent=1) + "\n")
-    else:
+    if not all(bool(m.initialized) for m in weight_norm_layers(state.model)):  # a new model, or parts init added
         init_x = gather(train_ds, torch.randperm(len(train_ds))[: t.init_batch]).to(device)
         data_dependent_init(state.model, lambda: state.model.terms(init_x))  # every rank sets its flags ...
-        D.broadcast_module(state.model, env)  # ... and rank 0's values win
+        D.broadcast_module(state.model, env)  # ... and rank 0's values win (only uninitialised layers change)
     state.start_ema()
 
 
