@@ -66,7 +66,7 @@ class ModelConfig:
     # A second encoder of y_1 (x in a plain VAE) of these sizes whose output is added to q_u's (the mean and the raw
     # log-variance of q(u | y_1)); its last layer starts at zero, so a trained model given one (``train.init``) is
     # the same model until it trains: an encoder widened where a posterior optimised per image beats the amortised
-    # one (experiments/amortization_gap.py). None: q_u alone.
+    # one (`selfvae eval --refine`). None: q_u alone.
     q_u_residual: NetSpec | None = None
     nets: str = "selfvae"  # "selfvae": selfvae.nn.nets; "paper": the srVAE authors' exact nets (selfvae.nn.paper)
     # The family of the z side (q_z, p_z, p_x) where it differs from the u side's (q_u, p_y: ``nets``); None: ``nets``.

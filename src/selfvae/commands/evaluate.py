@@ -39,6 +39,11 @@ def eval_options(s: argparse.ArgumentParser) -> None:
                         "valid, tighter bound for any downscaling selfVAE, also one trained without it")
     s.add_argument("--limit", type=whole(1), help="only the first N images of the split")
     s.add_argument("--batch-size", type=whole(1), default=32)
+    s.add_argument("--refine", type=whole(0), default=0, metavar="STEPS",
+                   help="also the ELBO with each image's posteriors optimised for it (STEPS Adam steps, the model "
+                        "fixed) beside the encoders' on the same draws: the amortization gap (slow: ~3 forward "
+                        "passes a step)")
+    s.add_argument("--refine-lr", type=float, default=3e-2, help="Adam's step size for --refine")
     s.add_argument("--json", action="store_true", help="print one JSON object")
     s.add_argument("--table", action="store_true",
                    help="add the paper-table columns (FID, parameters, generation time)")
@@ -71,6 +76,11 @@ def run_eval(args: Args) -> None:
     torch.manual_seed(args.seed)
     m = evaluate(model, batches, args.iw_samples, where, total=n, progress=True)  # on stderr: --json keeps stdout
     m = {"split": split, **m, **(auto or {})}
+    if args.refine:
+        from selfvae.evaluation.refine import amortization_gap
+
+        batches, *_ = split_batches(cfg, args.split, args.limit, args.batch_size)
+        m.update(amortization_gap(model, batches, args.refine, args.refine_lr, seed=args.seed, device=where, total=n))
     if args.table:
         from selfvae.evaluation.rows import paper_row
 

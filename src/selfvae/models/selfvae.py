@@ -348,10 +348,19 @@ class SelfVAE(nn.Module):
         return self._posterior_means(self.levels(x))
 
     def _posterior_means(self, levels: list[Tensor]) -> dict[str, Tensor]:
-        means = {"u": self.q_u_given(levels[0]).mu}
+        return {name: q.mu for name, q in self._posteriors(levels).items()}
+
+    def posteriors(self, x: Tensor) -> dict[str, DiagonalGaussian]:
+        """The encoders' ``q(u | y_1)`` and each ``q(z_k | y_{k+1})`` of uint8 images ``x``, keyed ``"u"``, ``"z1"``,
+        ...: what :meth:`terms` uses unless given others (``q``), say ones optimised per image
+        (:func:`selfvae.evaluation.refine.refine`)."""
+        return self._posteriors(self.levels(x))
+
+    def _posteriors(self, levels: list[Tensor]) -> dict[str, DiagonalGaussian]:
+        q = {"u": self.q_u_given(levels[0])}
         for k in range(self.K):
-            means[f"z{k + 1}"] = self.q_z_given(k, levels[k + 1]).mu
-        return means
+            q[f"z{k + 1}"] = self.q_z_given(k, levels[k + 1])
+        return q
 
     def prior_offsets(self, x: Tensor, means: dict[str, Tensor] | None = None) -> dict[str, Tensor]:
         """Each conditional latent's posterior mean measured from its prior's, in the prior's standard deviations:
@@ -402,7 +411,8 @@ class SelfVAE(nn.Module):
         return DiscretizedLogisticMixture(params, self.shapes[i][0], self.cfg.n_mix)
 
     # ----- the bound ---------------------------------------------------------------------------
-    def terms(self, x: Tensor, n_samples: int = 1, analytic_kl: bool = True, inside: Tensor | None = None) -> Terms:
+    def terms(self, x: Tensor, n_samples: int = 1, analytic_kl: bool = True, inside: Tensor | None = None,
+              q: dict[str, DiagonalGaussian] | None = None) -> Terms:
         """Terms of the negative ELBO for ``n_samples`` posterior samples per image.
 
         Results are shaped ``[n_samples * B]`` (sample-major). With ``analytic_kl=False`` every term is a
@@ -410,13 +420,18 @@ class SelfVAE(nn.Module):
         ``log p(x, y, u, z) - log q(u, z | x)`` used by :func:`selfvae.evaluation.bounds.iw_bound`.
         ``inside`` (bool ``[B, H, W]``): only these pixels of ``x`` count in its reconstruction term (the codec's
         tiles partly outside their image, whose other pixels follow from these; not with ``cfg.consistent``).
+        ``q``: the posteriors to draw from and score, keyed as :meth:`posteriors` gives them (each ``[B, *latent]``),
+        instead of the encoders' (any posteriors give a bound on ``-log p(x)``; the encoders' are not run).
         """
         if inside is not None and n_samples > 1:
             inside = _repeat(n_samples)([inside])[0]
         levels = self.levels(x)
         inputs = [self.inp(y, z_side=True) for y in levels]  # the z side's
-        q_u = self._q_u(inputs[0] if self.paper == self.paper_z else self.inp(levels[0]))
-        q_z = [self.gaussian_z(self.q_z[k](inputs[k + 1])) for k in range(self.K)]
+        if q is None:
+            q_u = self._q_u(inputs[0] if self.paper == self.paper_z else self.inp(levels[0]))
+            q_z = [self.gaussian_z(self.q_z[k](inputs[k + 1])) for k in range(self.K)]
+        else:
+            q_u, q_z = q["u"], [q[f"z{k + 1}"] for k in range(self.K)]
         y_feats = [self.p_z[k].encode_y(inputs[k]) for k in range(self.K)]
         if n_samples > 1:
             rep = _repeat(n_samples)
