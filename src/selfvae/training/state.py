@@ -165,7 +165,7 @@ def start(state: TrainState, run_dir: Path, train_ds: ImageDataset, device: str,
         provenance = init_from(state.model, cfg, t.init, device)
         if env.is_main:
             (run_dir / layout.INIT).write_text(json.dumps(provenance, indent=1) + "\n")
-    if not all(bool(m.initialized) for m in weight_norm_layers(state.model)):  # a new model, or parts init added
+    if not t.init or not all(bool(m.initialized) for m in weight_norm_layers(state.model)):  # or parts init added
         init_x = gather(train_ds, torch.randperm(len(train_ds))[: t.init_batch]).to(device)
         data_dependent_init(state.model, lambda: state.model.terms(init_x))  # every rank sets its flags ...
         D.broadcast_module(state.model, env)  # ... and rank 0's values win (only uninitialised layers change)
