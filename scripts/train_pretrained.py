@@ -189,6 +189,8 @@ def pictures_section(name: str, folder: Path, seed: int = 0) -> str:
 
 
 def card(name: str, folder: Path, metrics: dict, steps: int, seconds: float, how: str, seed: int, lr: str) -> str:
+    """The model card of the shipped ``folder``: its training (the run's own seed, from its config) and bounds;
+    ``seed`` is the measurements' and pictures' seed."""
     cfg, model = load_run(folder)
     params = sum(p.numel() for p in model.parameters())
     terms = ", ".join(f"{k} {v:.2f}" for k, v in metrics.items() if k.startswith(("re_", "kl_")))
@@ -209,8 +211,8 @@ def card(name: str, folder: Path, metrics: dict, steps: int, seconds: float, how
         ("architecture", f"preset `{name}`: transforms `{cfg.model.transforms or 'none'}`, prior "
                          f"{cfg.model.prior}, latents {tuple(cfg.model.latent_shape)}, {params / 1e6:.2f}M parameters"),
         ("weights", f"{metrics['weights']}; {ema}"),
-        ("training", f"{steps} steps of batch {cfg.train.batch_size}, seed {seed}, {seconds / 3600:.2f} h{cpu_hours} "
-                     f"on {shipped.get('hardware', 'a 2-core CPU')} ({how})"),
+        ("training", f"{steps} steps of batch {cfg.train.batch_size}, seed {cfg.train.seed}, {seconds / 3600:.2f} h"
+                     f"{cpu_hours} on {shipped.get('hardware', 'a 2-core CPU')} ({how})"),
         ("test bpd, ELBO", f"**{metrics['bpd_elbo']:.4f}** (all {metrics['n_images']} test images)"),
         ("test bpd, IW bound", f"**{iw['bpd_iw']:.4f}** with S = {iw['iw_samples']} on the first {iw['n_images']} "
                                f"test images (ELBO of those: {iw['bpd_elbo']:.4f}; S = {iw['s_within_0.005']} is "
@@ -224,8 +226,8 @@ def card(name: str, folder: Path, metrics: dict, steps: int, seconds: float, how
     ]
     table = "\n".join(f"| {k} | {v} |" for k, v in rows)
     reproduce = (f"Reproduce: `python scripts/train_pretrained.py {name}` (trains `--preset {name} --set "
-                 f"train.seed={seed}` under a time budget, resumable; then measures and ships), with the settings "
-                 "beyond the preset above given as `--set`.")
+                 f"train.seed={cfg.train.seed}` under a time budget, resumable; then measures and ships), with the "
+                 "settings beyond the preset above given as `--set`.")
     if cfg.train.init:
         source = (f"`{cfg.train.init}` as shipped before it (its card is in the repository's history)"
                   if cfg.train.init in layout.pretrained_names()
@@ -346,7 +348,8 @@ def write_card(name: str, run: Path, dest: Path, metrics: dict, seed: int, hardw
             if fid is not None:
                 metrics[layout.fid_key(ref)] = fid
     hardware = hardware or metrics.get("training", {}).get("hardware", "a 2-core CPU")
-    metrics["training"] = {**shipped, "steps": steps, "seconds": round(seconds), "clock": how, "seed": seed,
+    metrics["training"] = {**shipped, "steps": steps, "seconds": round(seconds), "clock": how,
+                           "seed": Config.load(run / layout.CONFIG).train.seed,  # the run's, not the measurements'
                            "hardware": hardware, **({"cpu_seconds": round(cpu)} if cpu is not None else {})}
     if data_note:
         metrics["data_note"] = data_note

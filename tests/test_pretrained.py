@@ -306,6 +306,26 @@ def test_a_card_names_the_weights_a_run_started_from_as_a_reader_finds_them(tiny
     assert f"the run `{tiny_run}`" in (dest / layout.CARD).read_text()
 
 
+def test_a_card_gives_the_seed_the_run_trained_with_not_the_measurements(tiny_run, tmp_path, monkeypatch):
+    """A run trained with train.seed=1 and shipped with the measurements' seed 0 (``--ship-only``'s default): its
+    card and training record say seed 1 (the shipped cifar10-vae-ctx's card said seed 0 of a seed-1 run)."""
+    import shutil
+
+    from selfvae.config import Config
+
+    script = _shipping_script()
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    cfg = Config.load(run / layout.CONFIG)
+    cfg.train.seed = 1
+    cfg.save(run / layout.CONFIG)
+    monkeypatch.setattr(script, "PACKAGED", tmp_path / "pkg")
+    dest = script.ship("mnist-srvae", run, None, 0, iw_limit=4, max_s=2)
+    card = (dest / layout.CARD).read_text()
+    assert ", seed 1, " in card and "train.seed=1`" in card and ", seed 0, " not in card
+    assert json.loads((dest / layout.METRICS).read_text())["training"]["seed"] == 1
+
+
 def test_shipping_keeps_the_runs_fids_and_measures_a_selfvaes_renormalised_bound(tiny_run, tmp_path, monkeypatch):
     """What ``selfvae fid RUN`` measured of the shipped weights goes into the model's metrics and card (it used to
     be copied in by hand; a FID of the run's earlier weights does not), a downscaling selfVAE's card gets its
