@@ -68,6 +68,7 @@ class ModelConfig:
     # the same model until it trains: an encoder widened where a posterior optimised per image beats the amortised
     # one (`selfvae eval --refine`). None: q_u alone.
     q_u_residual: NetSpec | None = None
+    OPTIONAL_NETS: ClassVar[tuple[str, ...]] = ("q_u_residual",)  # nets a model has only where sized
     nets: str = "selfvae"  # "selfvae": selfvae.nn.nets; "paper": the srVAE authors' exact nets (selfvae.nn.paper)
     # The family of the z side (q_z, p_z, p_x) where it differs from the u side's (q_u, p_y: ``nets``); None: ``nets``.
     # A model may join one model's u side (a VAE of y_1) to another's z side (x given y_1): experiments/z_hybrid.py
@@ -187,7 +188,7 @@ class Config:
             m = dict(d["model"])
             for role in ("q_u", "p_y", "q_z", "p_z", "p_x"):
                 m[role] = NetSpec(**m[role])
-            for role in ("p_z_y", "p_x_z", "q_u_residual"):
+            for role in (*ModelConfig.INNER_NETS, *ModelConfig.OPTIONAL_NETS):
                 if m.get(role) is not None:
                     m[role] = NetSpec(**m[role])
             m["image_shape"] = tuple(m["image_shape"])
@@ -395,7 +396,7 @@ def _set_path(obj: Any, parts: list[str], text: str, key: str) -> Any:
     current = getattr(obj, name)
     if current is None and len(parts) > 1 and name in getattr(obj, "INNER_NETS", {}):
         current = obj.inner(name)  # an unset inner net is sized as its parent: start there
-    elif current is None and len(parts) > 1 and name == "q_u_residual":
+    elif current is None and len(parts) > 1 and name in getattr(obj, "OPTIONAL_NETS", ()):
         current = NetSpec()  # an optional net: its sizes start at NetSpec's defaults
     if len(parts) == 1:
         if dataclasses.is_dataclass(current) or isinstance(current, dict):
