@@ -10,7 +10,6 @@ what a better encoder could gain at most at this decoder and prior.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 
 import torch
@@ -74,10 +73,10 @@ def amortization_gap(model: SelfVAE, batches: Iterable[Tensor], steps: int, lr: 
         sums[1] += float(mean_nelbo(model, x, eval_samples, seed + b, q).double().sum())
         n += x.shape[0]
         bar.update(x.shape[0])
-        bar.set_postfix(gap=f"{(sums[0] - sums[1]) / (n * model.x_dims * math.log(2.0)):.4f}")
+        bar.set_postfix(gap=f"{float(model.bpd(torch.tensor((sums[0] - sums[1]) / n))):.4f}")
     bar.close()
     if n == 0:
         raise SelfVAEError("amortization_gap: no images")
-    encoders, refined = (s / (n * model.x_dims * math.log(2.0)) for s in sums)
+    encoders, refined = (float(model.bpd(torch.tensor(s / n))) for s in sums)
     return {"bpd_elbo_encoders": encoders, "bpd_elbo_refined": refined, "amortization_gap": encoders - refined,
             "refine_steps": steps, "refine_images": n}
