@@ -118,7 +118,7 @@ from() {  # NAME RUN SHIPPED: where a run that goes on starts: RUN, else (runs/ 
   # weights committed at a session's end (experiments/context/NAME), else the shipped model (the cosine starts again).
   # Superseded folders are pruned, their weights in git history (vae-gpu-on, ctx-on2, srvae-cons-on, srvae-cons-on4,
   # srvae-cons-on4y and srvae-cons-fb2 before commit 2c963f8, vae-gpu-on3 before 863dc3b, vae-gpu-on4 and
-  # vae-gpu-on4b (their step-3000 and step-2500 weights) in c9b3a41); those that became a
+  # vae-gpu-on4b (their step-3000 and step-2500 weights) in c9b3a41, vae-gpu-on5's end in fbac622); those that became a
   # shipped model fall back to it, which holds the same weights
   if [ -d "$2" ]; then echo "$2"; elif [ -d "experiments/context/$1" ]; then echo "experiments/context/$1"; else echo "$3"; fi
 }

@@ -219,6 +219,25 @@ def test_cli_eval_refine_measures_the_amortization_gap_of_a_trained_srvae(srvae_
     assert abs(m["bpd_elbo_encoders"] - m["bpd_elbo"]) < 0.05  # the same bound, by 16 draws an image against 1
 
 
+def test_cli_eval_on_the_training_split_reads_the_training_images_unaugmented(srvae_run, capsys):
+    """`selfvae eval --split train`: the bound on the images the model trained on (not augmented), the same as
+    evaluate() on the first images of load_split(cfg, "train"), and not the validation images' bound."""
+    from selfvae.data import load_split
+    from selfvae.evaluation.bounds import evaluate
+
+    out = {}
+    for split in ("train", "val"):
+        main(["eval", str(srvae_run), "--split", split, "--iw-samples", "2", "--limit", "8", "--json", "--seed", "1"])
+        out[split] = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    cfg, model = load_run(srvae_run)
+    x = load_split(cfg, "train").images[:8]
+    torch.manual_seed(1)
+    direct = evaluate(model, [x], 2, progress=False)
+    assert out["train"]["split"] == "train" and out["train"]["n_images"] == 8
+    assert {k: out["train"][k] for k in direct} == pytest.approx(direct, rel=1e-5)
+    assert out["train"]["bpd_elbo"] != pytest.approx(out["val"]["bpd_elbo"], abs=1e-6)
+
+
 def test_eval_defaults_to_a_stated_s_and_shows_progress_with_json(srvae_run, capsys):
     """Issue 36: `eval --json` ran S = 512 over the whole test set with no output; now S is stated on stderr (a
     shipped model's measured S, else 64), the bar runs on stderr, and stdout holds only the JSON."""

@@ -27,7 +27,8 @@ from selfvae.runs import layout
 
 
 def eval_options(s: argparse.ArgumentParser) -> None:
-    s.add_argument("--split", default="test", choices=["test", "val"])
+    s.add_argument("--split", default="test", choices=["test", "val", "train"],
+                   help="train: the images the model trained on, unaugmented (beside val: does it over- or underfit?)")
     s.add_argument("--iw-samples", type=samples_or_auto,
                    help="importance samples S (512 for final numbers), or 'auto': the smallest S whose bound is within "
                         "0.005 bits/dim of the bound at --max-samples, on the first --auto-images images (default: "
@@ -77,9 +78,10 @@ def run_eval(args: Args) -> None:
     m = evaluate(model, batches, args.iw_samples, where, total=n, progress=True)  # on stderr: --json keeps stdout
     m = {"split": split, **m, **(auto or {})}
     if args.refine:
+        from selfvae.data import batches_of
         from selfvae.evaluation.refine import amortization_gap
 
-        batches, *_ = split_batches(cfg, args.split, args.limit, args.batch_size)
+        batches = batches_of(ds, args.batch_size, args.limit)  # the split read above, from its first image again
         m.update(amortization_gap(model, batches, args.refine, args.refine_lr, seed=args.seed, device=where, total=n))
     if args.table:
         from selfvae.evaluation.rows import paper_row
