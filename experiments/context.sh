@@ -118,7 +118,7 @@ from() {  # NAME RUN SHIPPED: where a run that goes on starts: RUN, else (runs/ 
   # weights committed at a session's end (experiments/context/NAME), else the shipped model (the cosine starts again).
   # Superseded folders are pruned, their weights in git history (vae-gpu-on, ctx-on2, srvae-cons-on, srvae-cons-on4,
   # srvae-cons-on4y and srvae-cons-fb2 before commit 2c963f8, vae-gpu-on3 before 863dc3b, vae-gpu-on4 and
-  # vae-gpu-on4b (their step-3000 and step-2500 weights) in c9b3a41, vae-gpu-on5's end in fbac622, shipped in f766636); those that became a
+  # vae-gpu-on4b (their step-3000 and step-2500 weights) in c9b3a41, vae-gpu-on5's end in fbac622, shipped in f766636, vae-gpu-on5-lr2's end in e9cf689); those that became a
   # shipped model fall back to it, which holds the same weights
   if [ -d "$2" ]; then echo "$2"; elif [ -d "experiments/context/$1" ]; then echo "experiments/context/$1"; else echo "$3"; fi
 }
@@ -191,7 +191,7 @@ case ${1:?ctx-frozen | ctx-joint | ctx-on | photo-frozen | srvae-frozen | srvae-
   vae-gpu-on6) vae_restart vae-gpu-on6 vae-gpu-on5 ;;
   vae-gpu-on7) vae_restart vae-gpu-on7 vae-gpu-on6 --set train.lr=2e-4 ;;  # vae-gpu-on5-lr2's peak lr paid 0.005
   vae-gpu-on7-lr3) vae_restart vae-gpu-on7-lr3 vae-gpu-on6 --set train.lr=3e-4 ;;  # on7 with a peak of 3e-4
-  vae-gpu-on8) vae_restart vae-gpu-on8 vae-gpu-on7 --set train.lr=2e-4 ;;
+  vae-gpu-on8) vae_restart vae-gpu-on8 vae-gpu-on7-lr3 --set train.lr=3e-4 ;;  # on7-lr3 beat on7: test 3.9928 vs 3.9990
   vae-gpu-on5-lr2) vae_restart vae-gpu-on5-lr2 vae-gpu-on4b --set train.lr=2e-4 ;;  # on5 with twice its peak lr
   vae-q3|vae-q10) # the encoder q(u|x) alone trained on from vae-gpu-on4b's end (the rest fixed), a cosine from
     # 3e-4 (q3) or 1e-3 (q10) over 20 CPU-minutes: an encoder optimised per image took 0.050 bits/dim off its bound
