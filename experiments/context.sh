@@ -118,8 +118,9 @@ from() {  # NAME RUN SHIPPED: where a run that goes on starts: RUN, else (runs/ 
   # weights committed at a session's end (experiments/context/NAME), else the shipped model (the cosine starts again).
   # Superseded folders are pruned, their weights in git history (vae-gpu-on, ctx-on2, srvae-cons-on, srvae-cons-on4,
   # srvae-cons-on4y and srvae-cons-fb2 before commit 2c963f8, vae-gpu-on3 before 863dc3b, vae-gpu-on4 and
-  # vae-gpu-on4b (their step-3000 and step-2500 weights) in c9b3a41, vae-gpu-on5's end in fbac622, shipped in f766636, vae-gpu-on5-lr2's end in e9cf689); those that became a
-  # shipped model fall back to it, which holds the same weights
+  # vae-gpu-on4b (their step-3000 and step-2500 weights) in c9b3a41, vae-gpu-on5's end in fbac622 (shipped in
+  # f766636), vae-gpu-on5-lr2's end in e9cf689); those that became a shipped model fall back to it, which holds the
+  # same weights
   if [ -d "$2" ]; then echo "$2"; elif [ -d "experiments/context/$1" ]; then echo "experiments/context/$1"; else echo "$3"; fi
 }
 # the photographs' runs: the latent nets q(u|x), p(u), p(x|u) on the photos data set, the context kept
@@ -132,7 +133,8 @@ refit_then_run() {  # NAME INIT SOURCE MINUTES: SOURCE with a mid-24 flow prior 
   CONFIG=$2/config.json run "$1" "$2" "$4" "${photos[@]}"
 }
 vae_restart() {  # NAME PREVIOUS EXTRA...: the VAE on from PREVIOUS's end (its run, its committed weights, else the
-  # shipped cifar10-vae-ctx), every weight on a fresh cosine from 1e-4 over 90 CPU-minutes
+  # shipped cifar10-vae-ctx), every weight on a fresh cosine from 1e-4 over 90 CPU-minutes (a peak given in EXTRA as
+  # --set train.lr=... comes later and overrides it)
   run "$1" "$(from "$2" "runs/ctx-$2" cifar10-vae-ctx)" 90 --set train.lr=1e-4 --set train.lr_warmup_steps=50 "${@:3}"
 }
 case ${1:?ctx-frozen | ctx-joint | ctx-on | photo-frozen | srvae-frozen | srvae-on | srvae-cons | srvae-cons-on | srvae-cons-on2 | srvae-cons-on3 | srvae-cons-on4 | srvae-cons-y | srvae-cons-on4y | srvae-cons-fb | photo-ctx | photo-ctx2 | photo-ctx3 | ctx-on2 | vae-gpu-on | vae-gpu-on2 | vae-gpu-on3 | vae-gpu-on4 | vae-gpu-on4b | vae-gpu-on5 | vae-gpu-on6 | vae-gpu-on7 | vae-gpu-on7-lr3 | vae-gpu-on8 | vae-gpu-on5-lr2 | vae-q3 | vae-q10 | vae-r16 | vae-r32 | srvae-cons-fb2 | photo-on | photo-ms} in
