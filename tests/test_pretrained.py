@@ -55,6 +55,18 @@ def test_export_float32_is_the_runs_model_exactly_and_float16_close(tiny_run, tm
     assert metrics["dims"] == 256 and "bpd_elbo" in metrics
 
 
+def test_an_exported_model_file_is_readable_as_the_umask_allows(tiny_run, tmp_path):
+    """safetensors' save_file creates its file for its owner alone (0600); an export is for others to load."""
+    import os
+
+    old = os.umask(0o022)
+    try:
+        weights = export(tiny_run, tmp_path / "m") / "model.safetensors"
+    finally:
+        os.umask(old)
+    assert weights.stat().st_mode & 0o777 == 0o644, oct(weights.stat().st_mode)
+
+
 def test_damaged_or_foreign_model_files_are_refused(tiny_run, tmp_path):
     out = export(tiny_run, tmp_path / "m")
     weights = out / "model.safetensors"

@@ -9,6 +9,7 @@ metrics) and checked on loading: a flipped bit or a zeroed tensor is refused, no
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -76,9 +77,11 @@ def read_weights(folder: Path, device: str | torch.device = "cpu", expected: str
 def write_weights(model: torch.nn.Module, folder: Path, dtype: str, name: str) -> Path:
     """Write ``model``'s state dict to ``folder/model.safetensors`` in ``dtype`` (atomically).
 
-    "float16" keeps the layers that output likelihood parameters (:func:`likelihood_outputs`) in float32.
+    "float16" keeps the layers that output likelihood parameters (:func:`likelihood_outputs`) in float32. The
+    bytes are written by Python, not by ``safetensors.torch.save_file``, which creates its file readable by its
+    owner alone whatever the umask (0.8.0): a model written for others to load must be readable by them.
     """
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     if dtype not in DTYPES:
         raise SelfVAEError(f"dtype={dtype!r}: expected one of {', '.join(DTYPES)}")
@@ -86,6 +89,10 @@ def write_weights(model: torch.nn.Module, folder: Path, dtype: str, name: str) -
     state = {k: v.detach().to(torch.float32 if k.rsplit(".", 1)[0] in keep else DTYPES[dtype]).contiguous()
              for k, v in model.state_dict().items()}
     tmp = folder / (layout.WEIGHTS + ".tmp")
-    save_file(state, str(tmp), metadata={"format": FORMAT, "version": FORMAT_VERSION, "dtype": dtype, "name": name,
-                                         "sha256": digest(state)})
+    data = save(state, metadata={"format": FORMAT, "version": FORMAT_VERSION, "dtype": dtype, "name": name,
+                                 "sha256": digest(state)})
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
     return tmp.replace(folder / layout.WEIGHTS)
