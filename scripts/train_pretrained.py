@@ -272,9 +272,12 @@ def ship(name: str, run: Path, data_dir: str | None, seed: int, iw_limit: int, m
          started_from: str | None = None) -> Path:
     """Measure and ship the run's export (float16 where it moves the test ELBO by < FP16_TOLERANCE); with
     ``exported``, a float16 export made elsewhere (a GPU session: its float32 weights did not come back). A
-    shipped model's ``data_note`` (what its data set is) stays unless another is given; its hardware does not."""
+    shipped model's ``data_note`` (what its data set is) stays unless another is given; its hardware does not. The
+    model is named ``name`` whatever its run's config says (a run from another model's config, such as a refitted
+    prior's, names that model), keeping the earlier shipped description then."""
     dest = PACKAGED / name
     data_note = data_note or (read_json(dest / layout.METRICS) or {}).get("data_note")
+    previous = read_json(dest / layout.CONFIG) or {}
     with tempfile.TemporaryDirectory() as tmp:
         if exported is not None:
             chosen, delta = exported, None
@@ -289,11 +292,14 @@ def ship(name: str, run: Path, data_dir: str | None, seed: int, iw_limit: int, m
                   f"shipping {chosen.name} ({time.perf_counter() - tic:.0f} s)", flush=True)
         if dest.exists():
             shutil.rmtree(dest)
-        shutil.copytree(chosen, dest, ignore=shutil.ignore_patterns(layout.FINAL))  # (what `selfvae fid` wrote)
+        # (what `selfvae fid` wrote; an export kept in a run folder beside its log and init record)
+        shutil.copytree(chosen, dest, ignore=shutil.ignore_patterns(layout.FINAL, layout.LOG, layout.INIT))
+        config = read_json(dest / layout.CONFIG)
         if exported is not None and data_dir is not None:  # the data set's place here, not the GPU machine's
-            config = read_json(dest / layout.CONFIG)
             config["data"]["root"] = data_dir
-            write_json(config, dest / layout.CONFIG)
+        if config["name"] != name:
+            config.update(name=name, description=previous.get("description", config["description"]))
+        write_json(config, dest / layout.CONFIG)
     float16 = exported is not None or chosen.name == "f16"
     cfg, model = load_run(dest, data_dir=data_dir)
     ds = load_split(cfg, "test")

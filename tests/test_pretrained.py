@@ -358,7 +358,11 @@ def test_shipping_keeps_the_runs_fids_and_measures_a_selfvaes_renormalised_bound
     monkeypatch.setattr(script, "PACKAGED", tmp_path / "pkg")
     (tmp_path / "pkg" / "mnist-srvae").mkdir(parents=True)  # shipped before: what its data set is stays said
     (tmp_path / "pkg" / "mnist-srvae" / layout.METRICS).write_text(json.dumps({"data_note": "blobs, not digits"}))
+    (tmp_path / "pkg" / "mnist-srvae" / layout.CONFIG).write_text(json.dumps({"description": "a blob srVAE"}))
+    assert json.loads((run / layout.CONFIG).read_text())["name"] != "mnist-srvae"
     dest = script.ship("mnist-srvae", run, None, 0, iw_limit=4, max_s=2)
+    shipped = json.loads((dest / layout.CONFIG).read_text())  # named as shipped, not as its run's config says
+    assert shipped["name"] == "mnist-srvae" and shipped["description"] == "a blob srVAE"
     metrics = json.loads((dest / layout.METRICS).read_text())
     card = (dest / layout.CARD).read_text()
     assert metrics[layout.fid_key("test")]["fid"] == fid["fid"] and f"| FID (test) | **{fid['fid']:.1f}**" in card
