@@ -137,7 +137,7 @@ vae_restart() {  # NAME PREVIOUS EXTRA...: the VAE on from PREVIOUS's end (its r
   # --set train.lr=... comes later and overrides it)
   run "$1" "$(from "$2" "runs/ctx-$2" cifar10-vae-ctx)" 90 --set train.lr=1e-4 --set train.lr_warmup_steps=50 "${@:3}"
 }
-case ${1:?ctx-frozen | ctx-joint | ctx-on | photo-frozen | srvae-frozen | srvae-on | srvae-cons | srvae-cons-on | srvae-cons-on2 | srvae-cons-on3 | srvae-cons-on4 | srvae-cons-y | srvae-cons-on4y | srvae-cons-fb | photo-ctx | photo-ctx2 | photo-ctx3 | ctx-on2 | vae-gpu-on | vae-gpu-on2 | vae-gpu-on3 | vae-gpu-on4 | vae-gpu-on4b | vae-gpu-on5 | vae-gpu-on6 | vae-gpu-on7 | vae-gpu-on7-lr3 | vae-gpu-on8 | vae-gpu-on5-lr2 | vae-gpu-on9 | vae-gpu-on9-lr4 | photo-ctx4 | vae-q3 | vae-q10 | vae-r16 | vae-r32 | srvae-cons-fb2 | photo-on | photo-ms} in
+case ${1:?ctx-frozen | ctx-joint | ctx-on | photo-frozen | srvae-frozen | srvae-on | srvae-cons | srvae-cons-on | srvae-cons-on2 | srvae-cons-on3 | srvae-cons-on4 | srvae-cons-y | srvae-cons-on4y | srvae-cons-fb | photo-ctx | photo-ctx2 | photo-ctx3 | ctx-on2 | vae-gpu-on | vae-gpu-on2 | vae-gpu-on3 | vae-gpu-on4 | vae-gpu-on4b | vae-gpu-on5 | vae-gpu-on6 | vae-gpu-on7 | vae-gpu-on7-lr3 | vae-gpu-on8 | vae-gpu-on5-lr2 | vae-gpu-on9 | vae-gpu-on9-lr4 | photo-ctx4 | photo-ctx5 | vae-q3 | vae-q10 | vae-r16 | vae-r32 | srvae-cons-fb2 | photo-on | photo-ms} in
   ctx-frozen) run frozen cifar10-vae-small 40 --set train.lr=3e-4 --set train.lr_warmup_steps=100 \
                 --set train.trainable=x_context ;;
   ctx-joint) run joint cifar10-vae-small 40 --set train.lr=3e-4 --set train.lr_warmup_steps=100 ;;
@@ -184,6 +184,9 @@ case ${1:?ctx-frozen | ctx-joint | ctx-on | photo-frozen | srvae-frozen | srvae-
   photo-ctx4) # photo-ctx3's recipe from the VAE 0.19 bits/dim better on CIFAR-10 than ctx-on (vae-gpu-on7-lr3's end,
     # shipped as cifar10-vae-ctx in the thirty-first session), its latent nets trained 45 CPU-minutes instead of 15
     refit_then_run photo-ctx4 runs/photo-ctx4-mid24 "$(from vae-gpu-on7-lr3 runs/ctx-vae-gpu-on7-lr3 cifar10-vae-ctx)" 45 ;;
+  photo-ctx5) # the same from vae-gpu-on9's end (the ninth CIFAR-10 restart): the photograph files now move with the
+    # CIFAR-10 training underneath about as much as with a photograph fine-tune
+    refit_then_run photo-ctx5 runs/photo-ctx5-mid24 "$(from vae-gpu-on9 runs/ctx-vae-gpu-on9 cifar10-vae-ctx)" 45 ;;
   ctx-on2) run on2 "$(from ctx-on2 runs/ctx-on experiments/context/ctx-on)" 90 --set train.lr=1e-4 \
              --set train.lr_warmup_steps=50 ;;
   vae-gpu-on) run vae-gpu-on "$(from vae-gpu-on runs/ctx-vae-gpu-on cifar10-vae-ctx)" 90 --set train.lr=1e-4 \
