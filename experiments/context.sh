@@ -119,8 +119,9 @@ from() {  # NAME RUN SHIPPED: where a run that goes on starts: RUN, else (runs/ 
   # Superseded folders are pruned, their weights in git history (vae-gpu-on, ctx-on2, srvae-cons-on, srvae-cons-on4,
   # srvae-cons-on4y and srvae-cons-fb2 before commit 2c963f8, vae-gpu-on3 before 863dc3b, vae-gpu-on4 and
   # vae-gpu-on4b (their step-3000 and step-2500 weights) in c9b3a41, vae-gpu-on5's end in fbac622 (shipped in
-  # f766636), vae-gpu-on5-lr2's end in e9cf689, vae-gpu-on7-lr3's end shipped in the thirty-first session); those
-  # that became a shipped model fall back to it, which holds the same weights
+  # f766636), vae-gpu-on5-lr2's end in e9cf689, vae-gpu-on7-lr3's end shipped in the thirty-first session,
+  # vae-gpu-on9's step 1700 in 1a2c7c5, vae-gpu-on9-lr4's end shipped in the thirty-second); those that became a
+  # shipped model fall back to it, which holds the same weights
   if [ -d "$2" ]; then echo "$2"; elif [ -d "experiments/context/$1" ]; then echo "experiments/context/$1"; else echo "$3"; fi
 }
 # the photographs' runs: the latent nets q(u|x), p(u), p(x|u) on the photos data set, the context kept
@@ -137,7 +138,7 @@ vae_restart() {  # NAME PREVIOUS EXTRA...: the VAE on from PREVIOUS's end (its r
   # --set train.lr=... comes later and overrides it)
   run "$1" "$(from "$2" "runs/ctx-$2" cifar10-vae-ctx)" 90 --set train.lr=1e-4 --set train.lr_warmup_steps=50 "${@:3}"
 }
-case ${1:?ctx-frozen | ctx-joint | ctx-on | photo-frozen | srvae-frozen | srvae-on | srvae-cons | srvae-cons-on | srvae-cons-on2 | srvae-cons-on3 | srvae-cons-on4 | srvae-cons-y | srvae-cons-on4y | srvae-cons-fb | photo-ctx | photo-ctx2 | photo-ctx3 | ctx-on2 | vae-gpu-on | vae-gpu-on2 | vae-gpu-on3 | vae-gpu-on4 | vae-gpu-on4b | vae-gpu-on5 | vae-gpu-on6 | vae-gpu-on7 | vae-gpu-on7-lr3 | vae-gpu-on8 | vae-gpu-on5-lr2 | vae-gpu-on9 | vae-gpu-on9-lr4 | photo-ctx4 | photo-ctx5 | vae-q3 | vae-q10 | vae-r16 | vae-r32 | srvae-cons-fb2 | photo-on | photo-ms} in
+case ${1:?ctx-frozen | ctx-joint | ctx-on | photo-frozen | srvae-frozen | srvae-on | srvae-cons | srvae-cons-on | srvae-cons-on2 | srvae-cons-on3 | srvae-cons-on4 | srvae-cons-y | srvae-cons-on4y | srvae-cons-fb | photo-ctx | photo-ctx2 | photo-ctx3 | ctx-on2 | vae-gpu-on | vae-gpu-on2 | vae-gpu-on3 | vae-gpu-on4 | vae-gpu-on4b | vae-gpu-on5 | vae-gpu-on6 | vae-gpu-on7 | vae-gpu-on7-lr3 | vae-gpu-on8 | vae-gpu-on5-lr2 | vae-gpu-on9 | vae-gpu-on9-lr4 | vae-gpu-on10 | vae-gpu-on10-lr5 | photo-ctx4 | photo-ctx5 | vae-q3 | vae-q10 | vae-r16 | vae-r32 | srvae-cons-fb2 | photo-on | photo-ms} in
   ctx-frozen) run frozen cifar10-vae-small 40 --set train.lr=3e-4 --set train.lr_warmup_steps=100 \
                 --set train.trainable=x_context ;;
   ctx-joint) run joint cifar10-vae-small 40 --set train.lr=3e-4 --set train.lr_warmup_steps=100 ;;
@@ -202,6 +203,8 @@ case ${1:?ctx-frozen | ctx-joint | ctx-on | photo-frozen | srvae-frozen | srvae-
   vae-gpu-on8) vae_restart vae-gpu-on8 vae-gpu-on7-lr3 --set train.lr=3e-4 ;;  # on7-lr3 beat on7: test 3.9928 vs 3.9990
   vae-gpu-on9) vae_restart vae-gpu-on9 vae-gpu-on8 --set train.lr=3e-4 ;;  # on8 (3e-4) gained 0.036 on test
   vae-gpu-on9-lr4) vae_restart vae-gpu-on9-lr4 vae-gpu-on8 --set train.lr=4e-4 ;;  # on9 with a peak of 4e-4
+  vae-gpu-on10) vae_restart vae-gpu-on10 vae-gpu-on9-lr4 --set train.lr=4e-4 ;;  # on9-lr4 beat on9 by 0.006 on test
+  vae-gpu-on10-lr5) vae_restart vae-gpu-on10-lr5 vae-gpu-on9-lr4 --set train.lr=5e-4 ;;  # on10 with a peak of 5e-4
   vae-gpu-on5-lr2) vae_restart vae-gpu-on5-lr2 vae-gpu-on4b --set train.lr=2e-4 ;;  # on5 with twice its peak lr
   vae-q3|vae-q10) # the encoder q(u|x) alone trained on from vae-gpu-on4b's end (the rest fixed), a cosine from
     # 3e-4 (q3) or 1e-3 (q10) over 20 CPU-minutes: an encoder optimised per image took 0.050 bits/dim off its bound
