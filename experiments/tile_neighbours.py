@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from selfvae.api import Model
-from selfvae.data.photos import whole_photographs
+from selfvae.data.photos import tiles_of, whole_photographs
 
 SIDE = 32
 TRAIN_OFFSETS = ((0, 0), (16, 16), (8, 24), (24, 8))  # more training tiles: the grid shifted, neighbours still 32 apart
@@ -39,10 +39,11 @@ BITS = SIDE * SIDE * 3 * np.log(2)  # nats a tile -> bits/dim
 
 
 def tile_grid(photo: np.ndarray, oy: int, ox: int) -> tuple[np.ndarray, int, int]:
-    """The whole ``SIDE``-tiles of ``photo`` (``[H, W, 3]``) on the grid offset by ``(oy, ox)``: ``[R*C, 3, S, S]``."""
-    rows, cols = (photo.shape[0] - oy) // SIDE, (photo.shape[1] - ox) // SIDE
-    t = photo[oy : oy + rows * SIDE, ox : ox + cols * SIDE].reshape(rows, SIDE, cols, SIDE, 3)
-    return np.ascontiguousarray(t.transpose(0, 2, 4, 1, 3).reshape(rows * cols, 3, SIDE, SIDE)), rows, cols
+    """The whole ``SIDE``-tiles of ``photo`` (``[H, W, 3]``) on the grid offset by ``(oy, ox)``, row by row:
+    ``[R*C, 3, S, S]``, R and C."""
+    shifted = photo[oy:, ox:]
+    tiles = np.ascontiguousarray(tiles_of([shifted], SIDE).transpose(0, 3, 1, 2))
+    return tiles, shifted.shape[0] // SIDE, shifted.shape[1] // SIDE
 
 
 def posteriors(model: Model, root: Path, part: str, offsets: tuple, seed: int = 0) -> list[dict[str, np.ndarray]]:
@@ -81,6 +82,11 @@ def with_neighbours(grids: list[dict[str, np.ndarray]], offsets: tuple) -> dict[
     return {k: np.array(v) for k, v in out.items()}
 
 
+def entropy(var: np.ndarray) -> np.ndarray:
+    """The entropy of ``N(mu, diag var)`` in nats, a row of variances each."""
+    return (0.5 * (np.log(var) + 1 + np.log(2 * np.pi))).sum(-1)
+
+
 def log_normal(y: np.ndarray, mean: np.ndarray | float, var: np.ndarray | float) -> np.ndarray:
     """``log N(y; mean, var)`` summed over the last axis."""
     return (-0.5 * (np.log(2 * np.pi * var) + (y - mean) ** 2 / var)).sum(-1)
@@ -117,8 +123,7 @@ def gaussian_kl(train_u: np.ndarray, test_u: np.ndarray, test_var: np.ndarray) -
     chol = np.linalg.cholesky(cov)
     z = np.linalg.solve(chol, (test_u - train_u.mean(0)).T)
     cross = 0.5 * (z**2).sum(0) + np.log(np.diag(chol)).sum() + 0.5 * train_u.shape[1] * np.log(2 * np.pi)
-    entropy = (0.5 * (np.log(test_var) + 1 + np.log(2 * np.pi))).sum(1)
-    return float((cross - entropy).mean())
+    return float((cross - entropy(test_var)).mean())
 
 
 def principal_axes(u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -144,8 +149,7 @@ def main() -> None:
     rng = np.random.default_rng(0)
     for name, offsets in NEIGHBOURS.items():
         train, test = with_neighbours(train_grids, offsets), with_neighbours(test_grids, offsets)
-        flow_kl = -(log_normal(test["v"], 0.0, 1.0) + test["logdet"]) - (
-            0.5 * (np.log(test["var"]) + 1 + np.log(2 * np.pi))).sum(1)
+        flow_kl = -(log_normal(test["v"], 0.0, 1.0) + test["logdet"]) - entropy(test["var"])
         gain, strength = linear_base_gain(train, test)
         print(f"{name}: {len(train['x'])} training tiles, {len(test['x'])} test tiles; the flow's KL_u "
               f"{flow_kl.mean():.1f} nats a tile; a linear-Gaussian base given the neighbours saves {gain:.1f} nats "
