@@ -29,7 +29,7 @@ import torch
 
 from selfvae.codec import CodingParams, compress, decompress, nelbo_bits
 from selfvae.codec.classical import LOSSLESS, lossless_size, mosaic
-from selfvae.codec.files import fallback_png
+from selfvae.codec.fallback import fallback_png
 from selfvae.codec.images import split_images, to_tiles
 from selfvae.evaluation.bounds import iw_bound, log_weights
 from selfvae.runs.loading import load_run

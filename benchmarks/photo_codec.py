@@ -26,7 +26,8 @@ import torch
 from PIL import Image
 
 from selfvae.codec.classical import LOSSLESS, lossless_size
-from selfvae.codec.files import at_tile, compress, decompress, raw_tiles, tile_nelbo_bits
+from selfvae.codec.fallback import raw_tiles
+from selfvae.codec.files import at_tile, compress, decompress, tile_nelbo_bits
 from selfvae.codec.images import InputImage, to_tiles
 from selfvae.runs.loading import load_run
 

@@ -16,6 +16,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import selfvae.codec.fallback as fallback
 import selfvae.codec.files as codec
 from selfvae.codec import CodecError, CodingParams, QuantisedZ, decompress, nelbo_bits
 from selfvae.codec.ans import Stack
@@ -40,7 +41,7 @@ compress = functools.partial(codec.compress, png_instead=False)
 def model_coded_tiles(monkeypatch):
     """These tests' untrained models would send every tile raw (their negative ELBO is above 8 bits a value):
     the tests of the model's coding take the model for every tile; the raw fallback's own tests restore it."""
-    monkeypatch.setattr(codec, "RAW_AT", math.inf)
+    monkeypatch.setattr(fallback, "RAW_AT", math.inf)
 
 
 def tiny_model(transforms: str, prior: str, seed: int = 0, channels: int = 1):
@@ -861,12 +862,12 @@ def test_small_groups_run_at_small_chunks_and_round_trip_across_threads():
 
 
 def test_tiles_the_model_codes_worse_than_raw_are_sent_raw_so_a_file_never_expands(monkeypatch):
-    monkeypatch.setattr(codec, "RAW_AT", 0.97)
+    monkeypatch.setattr(fallback, "RAW_AT", 0.97)
     _, model = tiny_model("downscale", "realnvp")
     rng = np.random.default_rng(5)
     noise = [InputImage(f"n{i}", rng.integers(0, 256, (16, 16, 1), dtype=np.uint8)) for i in range(3)]
     tiles = torch.from_numpy(np.stack([im.pixels.transpose(2, 0, 1) for im in noise]))
-    assert codec.raw_tiles(codec.tile_nelbo_bits(model, tiles), tiles.shape[1:]).all()
+    assert fallback.raw_tiles(codec.tile_nelbo_bits(model, tiles), tiles.shape[1:]).all()
     data, rep = compress(model, noise)
     raw_bytes = 3 * 16 * 16
     assert rep.parts_bytes == {"raw": raw_bytes} and len(data) <= raw_bytes + rep.header_bytes + 8

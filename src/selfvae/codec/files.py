@@ -33,10 +33,19 @@ from selfvae.codec.chosen import (
     search_keys,
 )
 from selfvae.codec.classical import png as classical_png
-from selfvae.codec.classical import read_pil
 from selfvae.codec.compute import ChunkRunner, coding_mode, digest
 from selfvae.codec.container import CodecError, Container
-from selfvae.codec.images import Cover, InputImage, from_mosaic, from_tiles, tile_grid, to_mosaic, to_tiles
+from selfvae.codec.fallback import (
+    fallback_bytes,
+    fallback_png,
+    mosaic_cols,
+    pop_fallback,
+    pop_image_pngs,
+    push_fallback,
+    push_image_pngs,
+    raw_tiles,
+)
+from selfvae.codec.images import Cover, InputImage, cut_images, from_tiles
 from selfvae.codec.importance import ImportanceCoder
 from selfvae.codec.lossy import QuantisedZ
 from selfvae.errors import SelfVAEError
@@ -48,10 +57,6 @@ __all__ = ["CodingParams", "CodecError", "CompressReport", "InputImage", "Quanti
            "model_id", "nelbo_bits", "read_model_hint"]
 
 _SEED = 0x5E1F  # initial bits are pseudo-random words from this seed (files are reproducible)
-# A tile is sent without the model (PNG or raw, never above 8 bits a value) when the model's negative ELBO of it is
-# at least this fraction of 8 bits a value: bits-back coding spends about the negative ELBO and a few per cent more
-# (docs/CODEC.md), so near the line both cost alike
-RAW_AT = 0.97
 # The encoder's first tiles are coded with chosen latents (no bits back to measure their cost by): the negative
 # ELBO of this many last tiles is measured before coding (:func:`_lossless`), and of every tile in a smaller file
 MEASURED_FIRST = 8
@@ -212,7 +217,7 @@ def compress(
     group = max(1, group * frame // math.prod(model.shapes[-1][1:]))  # as many pixels a group as at the frame
     if model.cfg.consistent:  # its renormalised x is coded whole, margins too: black ones cost it least
         params = replace(params, edge_cover=False)
-    tiles, cover = _cut(images, model.shapes[-1], params.edge_cover)
+    tiles, cover = cut_images(images, model.shapes[-1], params.edge_cover)
     tiles = torch.from_numpy(tiles)
     tile_bits = None
     if nelbo or lossy is not None or params.samples > 1:
@@ -304,17 +309,6 @@ def _no_larger_than_png(data: bytes, report: CompressReport, args: tuple,
     return png_file, png_report
 
 
-def _cut(images: list[InputImage], shape: tuple[int, int, int], edge_cover: bool) -> tuple[np.ndarray, Cover]:
-    """The tiles of ``images`` as :func:`compress` codes them, and which of their pixels it codes: with
-    ``edge_cover`` (files of version 10 on) the images' own, the margins filled from the images' edges; else every
-    pixel, the margins black."""
-    tiles = np.concatenate([to_tiles(im.pixels, shape, im.name) for im in images])
-    if not edge_cover:
-        return tiles, Cover.whole(len(tiles), shape[1:])
-    cover = Cover.of([im.pixels.shape for im in images], shape)
-    return cover.fill(tiles), cover
-
-
 def _compress(model: SelfVAE, images: list[InputImage], all_tiles: torch.Tensor,
               params: CodingParams, group: int, threads: int, progress: bool, model_hint: str, ident: str,
               cover: Cover, raw: np.ndarray, lossy: QuantisedZ | None, search_steps: int | None,
@@ -328,8 +322,8 @@ def _compress(model: SelfVAE, images: list[InputImage], all_tiles: torch.Tensor,
     0: the rounded posterior means only; None: :data:`~selfvae.codec.chosen.SEARCH_STEPS` for a file of at most
     :data:`~selfvae.codec.chosen.SEARCH_MAX_TILES` tiles, where those images are a noticeable part of it, else
     0); the decoder does not need it. ``image_pngs``: send every tile without the model, as these PNGs of the
-    images (one each, made already by the caller; :func:`_push_image_pngs`). ``cover``: which pixels of the tiles
-    are coded (:func:`_cut`)."""
+    images (one each, made already by the caller; :func:`push_image_pngs`). ``cover``: which pixels of the tiles
+    are coded (:func:`~selfvae.codec.images.cut_images`)."""
     shape = model.shapes[-1]
     coded = all_tiles[torch.from_numpy(~raw)]
     costs = np.full(len(coded), np.nan)
@@ -345,11 +339,11 @@ def _compress(model: SelfVAE, images: list[InputImage], all_tiles: torch.Tensor,
             if raw.any():  # under everything: the decoder takes them last, and bits-back pops can draw on them
                 tiles = all_tiles[torch.from_numpy(raw)].numpy()
                 if image_pngs is not None:
-                    fallback = _push_image_pngs(base, image_pngs)
+                    fallback = push_image_pngs(base, image_pngs)
                 else:
                     png = fallback_png(images, cover[raw].blank(tiles), raw, shape)
-                    fallback = _push_fallback(base, tiles, png, _mosaic_cols(images, raw, shape))
-                raw_bytes = _fallback_bytes(fallback) if fallback else int(raw.sum()) * int(np.prod(shape))
+                    fallback = push_fallback(base, tiles, png, mosaic_cols(images, raw, shape))
+                raw_bytes = fallback_bytes(fallback) if fallback else int(raw.sum()) * int(np.prod(shape))
                 parts["raw"] += 8.0 * raw_bytes
                 bar.update(int(raw.sum()))
             recon: dict[int, torch.Tensor] = {}
@@ -388,80 +382,6 @@ def _compress(model: SelfVAE, images: list[InputImage], all_tiles: torch.Tensor,
     all_costs = np.full(len(all_tiles), np.nan)
     all_costs[~raw] = costs
     return data, report, all_costs
-
-
-def _mosaic_cols(images: list[InputImage], raw: np.ndarray, shape: tuple[int, int, int]) -> int:
-    """Tiles a row of the fallback mosaic: the tile columns of the image that sends the most tiles that way, so
-    that its tiles keep their neighbours (a PNG row filter sees the row above)."""
-    best, at, cols = -1, 0, 1
-    for im in images:
-        rows_i, cols_i, _, _ = tile_grid(im.pixels.shape[0], im.pixels.shape[1], shape[1], shape[2])
-        k = int(raw[at : at + rows_i * cols_i].sum())
-        if k > best:
-            best, cols = k, cols_i
-        at += rows_i * cols_i
-    return max(1, min(cols, int(raw.sum())))
-
-
-def fallback_png(images: list[InputImage], tiles: np.ndarray, raw: np.ndarray, shape: tuple[int, int, int]) -> bytes:
-    """One PNG of the ``tiles`` sent without the model (those of the flags ``raw``) as a file carries them: their
-    mosaic, laid out as the image with most of them is (:func:`_mosaic_cols`)."""
-    return classical_png(to_mosaic(tiles, _mosaic_cols(images, raw, shape)))
-
-
-def _push_fallback(stack: Stack, tiles: np.ndarray, png: bytes, cols: int) -> dict | None:
-    """Push the tiles sent without the model: as ``png``, one PNG of their mosaic (:func:`fallback_png`; its bytes
-    as 8-bit symbols) where that is smaller than their raw values, else raw. Returns the header's ``fallback``
-    entry (None: raw)."""
-    if len(png) >= tiles.size:
-        stack.push_uniform(tiles, 256)
-        return None
-    stack.push_uniform(np.frombuffer(png, dtype=np.uint8), 256)
-    return {"codec": "png", "bytes": len(png), "cols": cols}
-
-
-def _push_image_pngs(stack: Stack, pngs: list[bytes]) -> dict:
-    """Push one PNG of each image (every tile of the file goes without the model; their bytes as 8-bit symbols);
-    returns the header's ``fallback`` entry."""
-    stack.push_uniform(np.frombuffer(b"".join(pngs), dtype=np.uint8), 256)
-    return {"codec": "png", "images": [len(p) for p in pngs]}
-
-
-def _fallback_bytes(fallback: dict) -> int:
-    return int(sum(fallback["images"])) if "images" in fallback else int(fallback["bytes"])
-
-
-def _pop_image_pngs(stack: Stack, fallback: dict, shapes: list[tuple[int, int, int]], tile: tuple[int, int, int],
-                    edge_cover: bool, name: str) -> np.ndarray:
-    """Every tile of the images :func:`_push_image_pngs` pushed, cut as :func:`compress` cut them."""
-    data = stack.pop_uniform(256, (_fallback_bytes(fallback),)).astype(np.uint8).tobytes()
-    images, at = [], 0
-    for shape, k in zip(shapes, fallback["images"], strict=True):
-        try:
-            pixels = read_pil(data[at : at + k], shape[2])
-        except (OSError, ValueError) as e:
-            raise CodecError(f"{name}: its images' PNGs are not readable: the file is damaged") from e
-        if pixels.shape != tuple(shape):
-            raise CodecError(f"{name}: a PNG it holds is {pixels.shape}, not the image {tuple(shape)} its header names")
-        images.append(InputImage(name, pixels))
-        at += k
-    return _cut(images, tile, edge_cover)[0]
-
-
-def _pop_fallback(stack: Stack, fallback: dict | None, n: int, tile: tuple[int, int, int], name: str) -> np.ndarray:
-    """The ``n`` tiles :func:`_push_fallback` pushed."""
-    if fallback is None:
-        return stack.pop_uniform(256, (n, *tile)).astype(np.uint8)
-    data = stack.pop_uniform(256, (int(fallback["bytes"]),)).astype(np.uint8).tobytes()
-    c, th, tw = tile
-    try:
-        mosaic = read_pil(data, c)
-    except (OSError, ValueError) as e:
-        raise CodecError(f"{name}: its fallback tiles are not a readable PNG: the file is damaged") from e
-    cols = int(fallback["cols"])
-    if mosaic.shape != (math.ceil(n / cols) * th, cols * tw, c):
-        raise CodecError(f"{name}: its fallback mosaic is {mosaic.shape}, not the {n} tiles its header names")
-    return from_mosaic(mosaic, n, tile)
 
 
 @dataclass
@@ -518,7 +438,8 @@ def _encode_all(
     it pops from seeded initial words, the file's only overhead. Each next group takes as many samples (up to
     ``CodingParams.samples``), then as many images (up to ``group``), as the stack can fund, in powers of two.
     ``costs`` (one per tile) gets what each tile coded with bits back and one sample cost (:meth:`Stack.track`).
-    ``cover``: which pixels of the tiles are coded (:func:`_cut`, :meth:`BitsBackCoder.push_level`).
+    ``cover``: which pixels of the tiles are coded (:func:`~selfvae.codec.images.cut_images`,
+    :meth:`BitsBackCoder.push_level`).
     """
     n = len(tiles)
     if n == 0:  # every tile raw
@@ -813,10 +734,10 @@ class _Reader:
                 return coded
             fallback = self.header["fallback"]
             if fallback is not None and "images" in fallback:  # every tile, as a PNG of each image
-                raw_values = _pop_image_pngs(self.stack, fallback, [tuple(s) for s in self.header["images"]], tile,
+                raw_values = pop_image_pngs(self.stack, fallback, [tuple(s) for s in self.header["images"]], tile,
                                              self.edge_cover, name)
             else:
-                raw_values = _pop_fallback(self.stack, fallback, int(self.raw.sum()), tile, name)
+                raw_values = pop_fallback(self.stack, fallback, int(self.raw.sum()), tile, name)
                 raw_values = self.cover[self.raw].fill(raw_values)  # a PNG of them held black there (Cover.blank)
             bar.update(int(self.raw.sum()))
         tiles = np.empty((len(self.raw), *tile), dtype=np.uint8)
@@ -827,7 +748,7 @@ class _Reader:
 def nelbo_bits(model: SelfVAE, images: list[InputImage], batch: int = 64) -> float:
     """The model's negative ELBO (one posterior sample per tile, seeded) in bits, summed over ``images``, of their
     pixels as :func:`compress` tiles them (the padding of tiles partly outside an image not counted)."""
-    tiles, cover = _cut(images, model.shapes[-1], edge_cover=not model.cfg.consistent)  # as compress cuts them
+    tiles, cover = cut_images(images, model.shapes[-1], edge_cover=not model.cfg.consistent)  # as compress cuts them
     return float(tile_nelbo_bits(model, torch.from_numpy(tiles), batch, cover=cover).sum())
 
 
@@ -851,10 +772,3 @@ def tile_nelbo_bits(model: SelfVAE, tiles: torch.Tensor, batch: int = 64, progre
     bar.close()
     return np.concatenate(out) if out else np.zeros(0)
 
-
-def raw_tiles(tile_bits: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
-    """Which tiles to send without the model (:func:`_push_fallback`: one PNG of them, or their raw values): those
-    whose negative ELBO ``tile_bits`` (:func:`tile_nelbo_bits`) is at least :data:`RAW_AT` of 8 bits a value of
-    a tile of ``shape`` (out of distribution: a photograph through a digit model), so that no file is more than
-    its header and a few words above 8 bits a value."""
-    return tile_bits >= RAW_AT * 8 * np.prod(shape)

@@ -177,6 +177,17 @@ class Cover:
         return out
 
 
+def cut_images(images: list[InputImage], shape: tuple[int, int, int], edge_cover: bool) -> tuple[np.ndarray, Cover]:
+    """The tiles of ``images`` as :func:`~selfvae.codec.files.compress` codes them, and which of their pixels it
+    codes: with ``edge_cover`` (files of version 10 on) the images' own, the margins filled from the images' edges;
+    else every pixel, the margins black."""
+    tiles = np.concatenate([to_tiles(im.pixels, shape, im.name) for im in images])
+    if not edge_cover:
+        return tiles, Cover.whole(len(tiles), shape[1:])
+    cover = Cover.of([im.pixels.shape for im in images], shape)
+    return cover.fill(tiles), cover
+
+
 def from_tiles(tiles: np.ndarray, h: int, w: int, channels: int) -> np.ndarray:
     """Inverse of :func:`to_tiles`: ``[t, C, th, tw]`` -> ``[H, W, channels]``."""
     _, c, th, tw = tiles.shape
