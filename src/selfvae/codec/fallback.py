@@ -71,6 +71,7 @@ def push_image_pngs(stack: Stack, pngs: list[bytes]) -> dict:
 
 
 def fallback_bytes(fallback: dict) -> int:
+    """The bytes of PNG a header's ``fallback`` entry says the payload holds (one mosaic, or one PNG per image)."""
     return int(sum(fallback["images"])) if "images" in fallback else int(fallback["bytes"])
 
 
