@@ -76,9 +76,9 @@ def fallback_bytes(fallback: dict) -> int:
 
 
 def pop_image_pngs(stack: Stack, fallback: dict, shapes: list[tuple[int, int, int]], tile: tuple[int, int, int],
-                    edge_cover: bool, name: str) -> np.ndarray:
-    """Every tile of the images :func:`push_image_pngs` pushed, cut as
-    :func:`~selfvae.codec.files.compress` cut them (:func:`~selfvae.codec.images.cut_images`)."""
+                   edge_cover: bool, name: str) -> np.ndarray:
+    """Every tile of the images :func:`push_image_pngs` pushed, cut as compress cut them
+    (:func:`~selfvae.codec.images.cut_images`)."""
     data = stack.pop_uniform(256, (fallback_bytes(fallback),)).astype(np.uint8).tobytes()
     images, at = [], 0
     for shape, k in zip(shapes, fallback["images"], strict=True):

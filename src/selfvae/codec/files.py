@@ -735,7 +735,7 @@ class _Reader:
             fallback = self.header["fallback"]
             if fallback is not None and "images" in fallback:  # every tile, as a PNG of each image
                 raw_values = pop_image_pngs(self.stack, fallback, [tuple(s) for s in self.header["images"]], tile,
-                                             self.edge_cover, name)
+                                            self.edge_cover, name)
             else:
                 raw_values = pop_fallback(self.stack, fallback, int(self.raw.sum()), tile, name)
                 raw_values = self.cover[self.raw].fill(raw_values)  # a PNG of them held black there (Cover.blank)
