@@ -9,6 +9,14 @@ config) for ``scripts/train_pretrained.py --export`` or ``selfvae eval``.
 
     python experiments/soup.py runs/ctx-vae-gpu-on4 runs/ctx-vae-gpu-on4b \\
         --data-dir ../shared/data/cifar10-official-part.npz --out runs/soup-vae-gpu-on4
+
+``--grid A ...`` asks the fine-tuning form of the question instead (WiSE-FT, Wortsman et al. 2022): two runs, the
+weights a fine-tune started from and its end, mixed as ``(1 - a) * first + a * second`` for each ``a`` given; the
+``a`` with the best validation bound is chosen (the test figures are printed for the record, never to choose), and
+``--out`` writes that mix. For a photograph model, the start is its refitted CIFAR-10 model:
+
+    python experiments/soup.py runs/photo-ctx6-mid24 runs/ctx-photo-ctx6 --data-dir /usr/share \\
+        --grid 0.5 0.75 0.9 1 --out runs/wise-photo-ctx6
 """
 
 from __future__ import annotations
@@ -43,23 +51,33 @@ def main() -> None:
     p.add_argument("runs", nargs="+", help="run folders trained on from the same weights")
     p.add_argument("--data-dir", help="the data set's file or folder")
     p.add_argument("--weights", type=float, nargs="+", help="each run's weight in the mean (default equal)")
+    p.add_argument("--grid", type=float, nargs="+", help="two runs: the second's weights in the mix, chosen on "
+                   "validation (WiSE-FT)")
     p.add_argument("--val-limit", type=int, default=245, help="validation images (the runs' train.eval_limit)")
-    p.add_argument("--out", type=Path, help="write the mean as an exported model folder here")
+    p.add_argument("--out", type=Path, help="write the mean (with --grid: the chosen mix) as an exported model here")
     a = p.parse_args()
-    weights = a.weights or [1.0] * len(a.runs)
-    if len(weights) != len(a.runs):
-        raise SelfVAEError(f"--weights: {len(weights)} given for {len(a.runs)} runs")
+    if a.grid and (len(a.runs) != 2 or a.weights):
+        raise SelfVAEError("--grid mixes exactly two runs (a fine-tune's start and its end), without --weights")
+    mixes = [[1.0 - g, g] for g in a.grid] if a.grid else [a.weights or [1.0] * len(a.runs)]
+    if any(len(w) != len(a.runs) for w in mixes):
+        raise SelfVAEError(f"--weights: {len(mixes[0])} given for {len(a.runs)} runs")
     models = [load_trained(r, data_dir=a.data_dir, cls=Model)[1] for r in a.runs]
     for run, model in zip(a.runs, models, strict=True):
         print(f"{run}: validation {bpd(model, 'val', a.val_limit):.4f}, test {bpd(model, 'test', None):.4f}",
               flush=True)
+    states = [m.state_dict() for m in models]
     soup = models[0]
-    soup.load_state_dict(averaged([m.state_dict() for m in models], weights))
     soup.trained = None  # a mean of runs has no one run's training record
-    print(f"mean {weights}: validation {bpd(soup, 'val', a.val_limit):.4f}, test {bpd(soup, 'test', None):.4f}",
-          flush=True)
+    best: tuple[float, list[float]] | None = None
+    for weights in mixes:
+        soup.load_state_dict(averaged(states, weights))
+        val = bpd(soup, "val", a.val_limit)
+        print(f"mean {weights}: validation {val:.4f}, test {bpd(soup, 'test', None):.4f}", flush=True)
+        if best is None or val < best[0]:
+            best = (val, weights)
     if a.out:
-        print(f"wrote {soup.save_pretrained(a.out)}")
+        soup.load_state_dict(averaged(states, best[1]))
+        print(f"chosen on validation: {best[1]}; wrote {soup.save_pretrained(a.out)}")
 
 
 if __name__ == "__main__":
