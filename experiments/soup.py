@@ -65,19 +65,21 @@ def main() -> None:
     for run, model in zip(a.runs, models, strict=True):
         print(f"{run}: validation {bpd(model, 'val', a.val_limit):.4f}, test {bpd(model, 'test', None):.4f}",
               flush=True)
-    states = [m.state_dict() for m in models]
+    # copies: a state dict holds the live tensors, and loading a mix into the first model would change its own
+    states = [{k: v.clone() for k, v in m.state_dict().items()} for m in models]
     soup = models[0]
     soup.trained = None  # a mean of runs has no one run's training record
     best: tuple[float, list[float]] | None = None
     for weights in mixes:
         soup.load_state_dict(averaged(states, weights))
         val = bpd(soup, "val", a.val_limit)
-        print(f"mean {weights}: validation {val:.4f}, test {bpd(soup, 'test', None):.4f}", flush=True)
+        test = bpd(soup, "test", None)
+        print(f"mean {[round(w, 4) for w in weights]}: validation {val:.4f}, test {test:.4f}", flush=True)
         if best is None or val < best[0]:
             best = (val, weights)
     if a.out:
         soup.load_state_dict(averaged(states, best[1]))
-        print(f"chosen on validation: {best[1]}; wrote {soup.save_pretrained(a.out)}")
+        print(f"chosen on validation: {[round(w, 4) for w in best[1]]}; wrote {soup.save_pretrained(a.out)}")
 
 
 if __name__ == "__main__":
