@@ -5,7 +5,7 @@ the two cores train one model between them.
 Each run's evaluation weights (its best checkpoint's EMA, as a ship takes them) and their element-wise mean (with
 ``--weights``, a weighted one) are measured on the validation images the runs validated on and on the test split,
 the same seed for every model; ``--out`` writes the mean as an exported model folder (float32, the first run's
-config) for ``scripts/train_pretrained.py --export`` or ``selfvae eval``.
+config; ``--dtype float16`` as shipped) for ``scripts/train_pretrained.py --export`` or ``selfvae eval``.
 
     python experiments/soup.py runs/ctx-vae-gpu-on4 runs/ctx-vae-gpu-on4b \\
         --data-dir ../shared/data/cifar10-official-part.npz --out runs/soup-vae-gpu-on4
@@ -55,6 +55,8 @@ def main() -> None:
                    "validation (WiSE-FT)")
     p.add_argument("--val-limit", type=int, default=245, help="validation images (the runs' train.eval_limit)")
     p.add_argument("--out", type=Path, help="write the mean (with --grid: the chosen mix) as an exported model here")
+    p.add_argument("--dtype", default="float32", choices=("float32", "float16"),
+                   help="the written model's weights (float16 as the shipped models are)")
     a = p.parse_args()
     if a.grid and (len(a.runs) != 2 or a.weights):
         raise SelfVAEError("--grid mixes exactly two runs (a fine-tune's start and its end), without --weights")
@@ -79,7 +81,7 @@ def main() -> None:
             best = (val, weights)
     if a.out:
         soup.load_state_dict(averaged(states, best[1]))
-        print(f"chosen on validation: {[round(w, 4) for w in best[1]]}; wrote {soup.save_pretrained(a.out)}")
+        print(f"chosen on validation: {[round(w, 4) for w in best[1]]}; wrote {soup.save_pretrained(a.out, a.dtype)}")
 
 
 if __name__ == "__main__":
