@@ -13,7 +13,7 @@ config; ``--dtype float16`` as shipped) for ``scripts/train_pretrained.py --expo
 ``--grid A ...`` asks the fine-tuning form of the question instead (WiSE-FT, Wortsman et al. 2022): two runs, the
 weights a fine-tune started from and its end, mixed as ``(1 - a) * first + a * second`` for each ``a`` given; the
 ``a`` with the best validation bound is chosen (the test figures are printed for the record, never to choose), and
-``--out`` writes that mix. For a photograph model, the start is its refitted CIFAR-10 model:
+``--out`` writes that mix, with the fine-tune's config. For a photograph model, the start is its refitted CIFAR-10 model:
 
     python experiments/soup.py runs/photo-ctx6-mid24 runs/ctx-photo-ctx6 --data-dir /usr/share \\
         --grid 0.5 0.75 0.9 1 --out runs/wise-photo-ctx6
@@ -69,7 +69,7 @@ def main() -> None:
               flush=True)
     # copies: a state dict holds the live tensors, and loading a mix into the first model would change its own
     states = [{k: v.clone() for k, v in m.state_dict().items()} for m in models]
-    soup = models[0]
+    soup = models[-1] if a.grid else models[0]  # a mix is written with the fine-tune's config
     soup.trained = None  # a mean of runs has no one run's training record
     best: tuple[float, list[float]] | None = None
     for weights in mixes:
