@@ -13,7 +13,8 @@ config; ``--dtype float16`` as shipped) for ``scripts/train_pretrained.py --expo
 ``--grid A ...`` asks the fine-tuning form of the question instead (WiSE-FT, Wortsman et al. 2022): two runs, the
 weights a fine-tune started from and its end, mixed as ``(1 - a) * first + a * second`` for each ``a`` given; the
 ``a`` with the best validation bound is chosen (the test figures are printed for the record, never to choose), and
-``--out`` writes that mix, with the fine-tune's config. For a photograph model, the start is its refitted CIFAR-10 model:
+``--out`` writes that mix, with the fine-tune's config. For a photograph model, the start is its refitted CIFAR-10
+model:
 
     python experiments/soup.py runs/photo-ctx6-mid24 runs/ctx-photo-ctx6 --data-dir /usr/share \\
         --grid 0.5 0.75 0.9 1 --out runs/wise-photo-ctx6
