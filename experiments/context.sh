@@ -121,8 +121,9 @@ from() {  # NAME RUN SHIPPED: where a run that goes on starts: RUN, else (runs/ 
   # vae-gpu-on4b (their step-3000 and step-2500 weights) in c9b3a41, vae-gpu-on5's end in fbac622 (shipped in
   # f766636), vae-gpu-on5-lr2's end in e9cf689, vae-gpu-on7-lr3's end shipped in the thirty-first session,
   # vae-gpu-on9's step 1700 in 1a2c7c5, vae-gpu-on9-lr4's end shipped in the thirty-second, vae-gpu-on10-lr5's step
-  # 1000 in f393ad9 and its end shipped in the thirty-third, vae-gpu-on10's end in 5db09dd); those that became a
-  # shipped model fall back to it, which holds the same weights
+  # 1000 in f393ad9 and its end shipped in the thirty-third, vae-gpu-on10's end in 5db09dd, vae-gpu-on11's end shipped
+  # in a2dae5a, vae-gpu-on11-lr6's end shipped in the thirty-fourth); those that became a shipped model fall back to
+  # it, which holds the same weights
   if [ -d "$2" ]; then echo "$2"; elif [ -d "experiments/context/$1" ]; then echo "experiments/context/$1"; else echo "$3"; fi
 }
 # the photographs' runs: the latent nets q(u|x), p(u), p(x|u) on the photos data set, the context kept
