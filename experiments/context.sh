@@ -140,7 +140,7 @@ vae_restart() {  # NAME PREVIOUS EXTRA...: the VAE on from PREVIOUS's end (its r
   # --set train.lr=... comes later and overrides it)
   run "$1" "$(from "$2" "runs/ctx-$2" cifar10-vae-ctx)" 90 --set train.lr=1e-4 --set train.lr_warmup_steps=50 "${@:3}"
 }
-case ${1:?ctx-frozen | ctx-joint | ctx-on | photo-frozen | srvae-frozen | srvae-on | srvae-cons | srvae-cons-on | srvae-cons-on2 | srvae-cons-on3 | srvae-cons-on4 | srvae-cons-y | srvae-cons-on4y | srvae-cons-fb | photo-ctx | photo-ctx2 | photo-ctx3 | ctx-on2 | vae-gpu-on | vae-gpu-on2 | vae-gpu-on3 | vae-gpu-on4 | vae-gpu-on4b | vae-gpu-on5 | vae-gpu-on6 | vae-gpu-on7 | vae-gpu-on7-lr3 | vae-gpu-on8 | vae-gpu-on5-lr2 | vae-gpu-on9 | vae-gpu-on9-lr4 | vae-gpu-on10 | vae-gpu-on10-lr5 | vae-gpu-on11 | vae-gpu-on11-lr6 | vae-gpu-on12 | vae-gpu-on12-lr6 | vae-gpu-on12-long | photo-ctx4 | photo-ctx5 | photo-ctx6 | photo-ctx7 | vae-q3 | vae-q10 | vae-r16 | vae-r32 | srvae-cons-fb2 | photo-on | photo-ms} in
+case ${1:?ctx-frozen | ctx-joint | ctx-on | photo-frozen | srvae-frozen | srvae-on | srvae-cons | srvae-cons-on | srvae-cons-on2 | srvae-cons-on3 | srvae-cons-on4 | srvae-cons-y | srvae-cons-on4y | srvae-cons-fb | photo-ctx | photo-ctx2 | photo-ctx3 | ctx-on2 | vae-gpu-on | vae-gpu-on2 | vae-gpu-on3 | vae-gpu-on4 | vae-gpu-on4b | vae-gpu-on5 | vae-gpu-on6 | vae-gpu-on7 | vae-gpu-on7-lr3 | vae-gpu-on8 | vae-gpu-on5-lr2 | vae-gpu-on9 | vae-gpu-on9-lr4 | vae-gpu-on10 | vae-gpu-on10-lr5 | vae-gpu-on11 | vae-gpu-on11-lr6 | vae-gpu-on12 | vae-gpu-on12-long | photo-ctx4 | photo-ctx5 | photo-ctx6 | photo-ctx7 | vae-q3 | vae-q10 | vae-r16 | vae-r32 | srvae-cons-fb2 | photo-on | photo-ms} in
   ctx-frozen) run frozen cifar10-vae-small 40 --set train.lr=3e-4 --set train.lr_warmup_steps=100 \
                 --set train.trainable=x_context ;;
   ctx-joint) run joint cifar10-vae-small 40 --set train.lr=3e-4 --set train.lr_warmup_steps=100 ;;
@@ -214,7 +214,6 @@ case ${1:?ctx-frozen | ctx-joint | ctx-on | photo-frozen | srvae-frozen | srvae-
   vae-gpu-on11) vae_restart vae-gpu-on11 vae-gpu-on10-lr5 --set train.lr=5e-4 ;;  # on10-lr5 ahead of on10 from step 2750
   vae-gpu-on11-lr6) vae_restart vae-gpu-on11-lr6 vae-gpu-on10-lr5 --set train.lr=6e-4 ;;  # on11 with a peak of 6e-4
   vae-gpu-on12) vae_restart vae-gpu-on12 vae-gpu-on11 --set train.lr=5e-4 ;;  # the twelfth restart from on11's end
-  vae-gpu-on12-lr6) vae_restart vae-gpu-on12-lr6 vae-gpu-on11 --set train.lr=6e-4 ;;  # on12 with a peak of 6e-4
   vae-gpu-on12-long) # one cosine over 180 CPU-minutes instead of two restarts of 90: does the restart cost more than it
     # gives? (its budget is CPU time: it goes on across sessions by --resume)
     run vae-gpu-on12-long "$(from vae-gpu-on11 runs/ctx-vae-gpu-on11 cifar10-vae-ctx)" 180 --set train.lr=5e-4 \
