@@ -205,6 +205,8 @@ def card(name: str, folder: Path, metrics: dict, steps: int, seconds: float, how
            if cfg.train.ema_decay and shipped["weights"] == "model" else
            f"the {cfg.train.ema_decay} EMA of step {shipped['step']}" if cfg.train.ema_decay else
            f"step {shipped['step']} (no EMA)")
+    if shipped.get("weights_note"):  # weights made from the checkpoint's, say a mix with another model's
+        ema = shipped["weights_note"].format(checkpoint=ema)
     rows = [
         ("data", f"{metrics.get('data_note') or cfg.data.name}, test split ({metrics['n_images']} images); bits/dim "
                  f"per {metrics['dims']} dimensions of the data's own images"),
@@ -269,12 +271,13 @@ def _measured_later(name: str, metrics: dict) -> list[tuple[str, str]]:
 
 def ship(name: str, run: Path, data_dir: str | None, seed: int, iw_limit: int, max_s: int,
          exported: Path | None = None, hardware: str | None = None, data_note: str | None = None,
-         started_from: str | None = None) -> Path:
+         started_from: str | None = None, weights_note: str | None = None) -> Path:
     """Measure and ship the run's export (float16 where it moves the test ELBO by < FP16_TOLERANCE); with
     ``exported``, a float16 export made elsewhere (a GPU session: its float32 weights did not come back). A
     shipped model's ``data_note`` (what its data set is) stays unless another is given; its hardware does not. The
     model is named ``name`` whatever its run's config says (a run from another model's config, such as a refitted
-    prior's, names that model), keeping the earlier shipped description then."""
+    prior's, names that model), keeping the earlier shipped description then. ``weights_note``: how the shipped
+    weights were made from the run's checkpoint where they are not simply its weights (see :func:`write_card`)."""
     dest = PACKAGED / name
     data_note = data_note or (read_json(dest / layout.METRICS) or {}).get("data_note")
     previous = read_json(dest / layout.CONFIG) or {}
@@ -322,7 +325,7 @@ def ship(name: str, run: Path, data_dir: str | None, seed: int, iw_limit: int, m
         # the same weights' tighter bound, which the card reports
         metrics["bpd_elbo_consistent"] = test_elbo(dest, data_dir, consistent=True)["bpd_elbo"]
     draw_pictures(dest, data_dir, seed)
-    write_card(name, run, dest, metrics, seed, hardware, data_note, started_from)
+    write_card(name, run, dest, metrics, seed, hardware, data_note, started_from, weights_note)
     return dest
 
 
@@ -338,11 +341,13 @@ def iw_figures(metrics: dict, bpd_iw: float) -> dict:
 
 
 def write_card(name: str, run: Path, dest: Path, metrics: dict, seed: int, hardware: str | None = None,
-               data_note: str | None = None, started_from: str | None = None) -> None:
+               data_note: str | None = None, started_from: str | None = None, weights_note: str | None = None) -> None:
     """Training facts of the shipped checkpoint and the run's FIDs into ``metrics.json``, and the model card.
     ``hardware`` (where it was trained), ``data_note`` (what the data set is) and ``started_from`` (the weights the
-    run's ``train.init`` named, as a reader finds them: a local run folder means nothing to one) are kept from an
-    earlier card when not given; so are FIDs the run has none of."""
+    run's ``train.init`` named, as a reader finds them: a local run folder means nothing to one) and
+    ``weights_note`` (the card's weights row where the shipped weights are made from the checkpoint's, such as a mix
+    with the weights the run started from; ``{checkpoint}`` in it stands for the checkpoint's own description) are
+    kept from an earlier card when not given; so are FIDs the run has none of."""
     shipped = shipped_checkpoint(run)
     if started_from:
         metrics["started_from"] = started_from
@@ -354,9 +359,11 @@ def write_card(name: str, run: Path, dest: Path, metrics: dict, seed: int, hardw
             if fid is not None:
                 metrics[layout.fid_key(ref)] = fid
     hardware = hardware or metrics.get("training", {}).get("hardware", "a 2-core CPU")
+    weights_note = weights_note or metrics.get("training", {}).get("weights_note")
     metrics["training"] = {**shipped, "steps": steps, "seconds": round(seconds), "clock": how,
                            "seed": Config.load(run / layout.CONFIG).train.seed,  # the run's, not the measurements'
-                           "hardware": hardware, **({"cpu_seconds": round(cpu)} if cpu is not None else {})}
+                           "hardware": hardware, **({"cpu_seconds": round(cpu)} if cpu is not None else {}),
+                           **({"weights_note": weights_note} if weights_note else {})}
     if data_note:
         metrics["data_note"] = data_note
     write_json(metrics, dest / layout.METRICS)
@@ -380,6 +387,8 @@ def main() -> None:
     p.add_argument("--export", help="with --ship-only: ship this float16 export of the run (made on a GPU machine)")
     p.add_argument("--hardware", help="where it was trained, for the card (default: a 2-core CPU)")
     p.add_argument("--data-note", help="what the data set is, for the card (default: the data set's name)")
+    p.add_argument("--weights-note", help="how the shipped weights were made from the run's checkpoint, for the card "
+                   "('{checkpoint}' stands for the checkpoint's own description; kept like --hardware)")
     p.add_argument("--started-from", help="the weights the run started from (train.init) as the card names them, "
                                           "e.g. 'cifar10-vae-ctx as shipped before it' (default: the init's path)")
     p.add_argument("--card-only", action="store_true", help="only rewrite the shipped model's card and training facts")
@@ -399,12 +408,12 @@ def main() -> None:
         return
     if a.card_only:
         write_card(a.name, run, PACKAGED / a.name, json.loads((PACKAGED / a.name / layout.METRICS).read_text()),
-                   a.seed, a.hardware, a.data_note, a.started_from)
+                   a.seed, a.hardware, a.data_note, a.started_from, a.weights_note)
         return
     if not a.ship_only:
         train(a.name, run, a.minutes, a.seed, a.data_dir, a.set, a.steps)
     ship(a.name, run, a.data_dir, a.seed, a.iw_limit, a.max_s, Path(a.export) if a.export else None, a.hardware,
-         a.data_note, a.started_from)
+         a.data_note, a.started_from, a.weights_note)
 
 
 if __name__ == "__main__":

@@ -318,6 +318,22 @@ def test_a_card_names_the_weights_a_run_started_from_as_a_reader_finds_them(tiny
     assert f"the run `{tiny_run}`" in (dest / layout.CARD).read_text()
 
 
+def test_a_card_says_how_weights_made_from_the_checkpoint_were_made(tiny_run, tmp_path, monkeypatch):
+    """Weights shipped as a mix of the run's checkpoint and another model's (``--weights-note``, WiSE-FT) are named
+    so on the card's weights row, around the checkpoint's own description, and a later ``--card-only`` keeps it."""
+    script = _shipping_script()
+    monkeypatch.setattr(script, "PACKAGED", tmp_path / "pkg")
+    note = "0.9 of {checkpoint} mixed with 0.1 of the weights the run started from"
+    dest = script.ship("mnist-srvae", tiny_run, None, 0, iw_limit=4, max_s=2, weights_note=note)
+    row = next(line for line in (dest / layout.CARD).read_text().splitlines() if line.startswith("| weights |"))
+    assert "; 0.9 of the " in row and " of step 6 " in row  # the checkpoint's description, inside the note
+    assert row.endswith("mixed with 0.1 of the weights the run started from |")
+    metrics = json.loads((dest / layout.METRICS).read_text())
+    assert metrics["training"]["weights_note"] == note
+    script.write_card("mnist-srvae", tiny_run, dest, metrics, 0)  # --card-only, not given again
+    assert "mixed with 0.1 of the weights the run started from" in (dest / layout.CARD).read_text()
+
+
 def test_a_card_gives_the_seed_the_run_trained_with_not_the_measurements(tiny_run, tmp_path, monkeypatch):
     """A run trained with train.seed=1 and shipped with the measurements' seed 0 (``--ship-only``'s default): its
     card and training record say seed 1 (the shipped cifar10-vae-ctx's card said seed 0 of a seed-1 run)."""
