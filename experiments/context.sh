@@ -136,9 +136,10 @@ refit_then_run() {  # NAME INIT SOURCE MINUTES: SOURCE with a mid-24 flow prior 
   CONFIG=$2/config.json run "$1" "$2" "$4" "${photos[@]}"
 }
 vae_restart() {  # NAME PREVIOUS EXTRA...: the VAE on from PREVIOUS's end (its run, its committed weights, else the
-  # shipped cifar10-vae-ctx), every weight on a fresh cosine from 1e-4 over 90 CPU-minutes (a peak given in EXTRA as
-  # --set train.lr=... comes later and overrides it)
-  run "$1" "$(from "$2" "runs/ctx-$2" cifar10-vae-ctx)" 90 --set train.lr=1e-4 --set train.lr_warmup_steps=50 "${@:3}"
+  # shipped cifar10-vae-ctx), every weight on a fresh cosine from 1e-4 over 90 CPU-minutes (MINUTES=N: over N; a peak
+  # given in EXTRA as --set train.lr=... comes later and overrides it)
+  run "$1" "$(from "$2" "runs/ctx-$2" cifar10-vae-ctx)" "${MINUTES:-90}" --set train.lr=1e-4 \
+    --set train.lr_warmup_steps=50 "${@:3}"
 }
 case ${1:?ctx-frozen | ctx-joint | ctx-on | photo-frozen | srvae-frozen | srvae-on | srvae-cons | srvae-cons-on | srvae-cons-on2 | srvae-cons-on3 | srvae-cons-on4 | srvae-cons-y | srvae-cons-on4y | srvae-cons-fb | photo-ctx | photo-ctx2 | photo-ctx3 | ctx-on2 | vae-gpu-on | vae-gpu-on2 | vae-gpu-on3 | vae-gpu-on4 | vae-gpu-on4b | vae-gpu-on5 | vae-gpu-on6 | vae-gpu-on7 | vae-gpu-on7-lr3 | vae-gpu-on8 | vae-gpu-on5-lr2 | vae-gpu-on9 | vae-gpu-on9-lr4 | vae-gpu-on10 | vae-gpu-on10-lr5 | vae-gpu-on11 | vae-gpu-on11-lr6 | vae-gpu-on12 | vae-gpu-on12-long | photo-ctx4 | photo-ctx5 | photo-ctx6 | photo-ctx7 | vae-q3 | vae-q10 | vae-r16 | vae-r32 | srvae-cons-fb2 | photo-on | photo-ms} in
   ctx-frozen) run frozen cifar10-vae-small 40 --set train.lr=3e-4 --set train.lr_warmup_steps=100 \
@@ -216,8 +217,7 @@ case ${1:?ctx-frozen | ctx-joint | ctx-on | photo-frozen | srvae-frozen | srvae-
   vae-gpu-on12) vae_restart vae-gpu-on12 vae-gpu-on11 --set train.lr=5e-4 ;;  # the twelfth restart from on11's end
   vae-gpu-on12-long) # one cosine over 180 CPU-minutes instead of two restarts of 90: does the restart cost more than it
     # gives? (its budget is CPU time: it goes on across sessions by --resume)
-    run vae-gpu-on12-long "$(from vae-gpu-on11 runs/ctx-vae-gpu-on11 cifar10-vae-ctx)" 180 --set train.lr=5e-4 \
-      --set train.lr_warmup_steps=50 ;;
+    MINUTES=180 vae_restart vae-gpu-on12-long vae-gpu-on11 --set train.lr=5e-4 ;;
   vae-gpu-on5-lr2) vae_restart vae-gpu-on5-lr2 vae-gpu-on4b --set train.lr=2e-4 ;;  # on5 with twice its peak lr
   vae-q3|vae-q10) # the encoder q(u|x) alone trained on from vae-gpu-on4b's end (the rest fixed), a cosine from
     # 3e-4 (q3) or 1e-3 (q10) over 20 CPU-minutes: an encoder optimised per image took 0.050 bits/dim off its bound
